@@ -1,0 +1,185 @@
+"""Run configuration: one YAML file validated into typed objects.
+
+Every section forbids unknown keys. A bad file raises :class:`UserError` whose message names
+the key path, the value given and what is allowed, e.g.::
+
+    configs/x.yaml: model.head.name = 'netvlad': Input should be 'boq', 'salad', 'mixvpr' or 'cls'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tatvpr_hw.errors import UserError
+
+PATCH_PX = 14
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class HeadConfig(_Section):
+    name: Literal["boq", "salad", "mixvpr", "cls"] = "boq"
+    preset: str = Field("tiny", description="named hyperparameter preset of the head (see brevitas_models.heads)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="head constructor arguments replacing the preset's")
+
+
+class TernaryConfig(_Section):
+    blocks: bool = Field(True, description="ternary weights for every linear inside the transformer blocks")
+    patch_embed: bool = Field(False, description="ternary patch-embedding projection")
+    head: bool = Field(False, description="ternary linear layers in the aggregation head")
+    per_channel: bool = Field(False, description="absmean scale per output channel instead of per tensor")
+    act_bits: int = Field(8, ge=2, le=16, description="bits of the activation quantizer in front of each ternary linear")
+
+
+class SparsityConfig(_Section):
+    granularity: Literal["token", "tensor"] = "token"
+    default: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity s used when none is given")
+
+
+class ModelConfig(_Section):
+    backbone: str = Field("vit_tiny_patch14_dinov2", description="timm-style backbone name")
+    teacher_img_size: int = Field(224, ge=PATCH_PX, le=1022, description="teacher input side in px (multiple of 14)")
+    student_img_size: int = Field(224, ge=PATCH_PX, le=1022, description="student input side in px (multiple of 14)")
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    ternary: TernaryConfig = Field(default_factory=TernaryConfig)
+    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
+    teacher_checkpoint: Path | None = Field(None, description="local DINOv2 / timm / BoQ checkpoint for the teacher")
+
+    @field_validator("teacher_img_size", "student_img_size")
+    @classmethod
+    def _multiple_of_patch(cls, v: int) -> int:
+        if v % PATCH_PX:
+            raise ValueError(f"must be a multiple of the patch size {PATCH_PX} px, got {v}")
+        return v
+
+
+class SyntheticConfig(_Section):
+    places: int = Field(60, ge=2, le=100000, description="number of synthetic places")
+    train_images_per_place: int = Field(4, ge=2, le=64, description="GSV-style training images per place")
+    db_per_place: int = Field(1, ge=1, le=16, description="database views per evaluation place")
+    queries_per_place: int = Field(1, ge=1, le=16, description="query views per evaluation place")
+    eval_places: int = Field(40, ge=2, le=100000, description="places in the evaluation split (disjoint from training)")
+    image_px: int = Field(112, ge=32, le=1024, description="side of the written images in px")
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    source: Literal["synthetic", "local"] = Field("synthetic", description="built-in benchmark or local data sets")
+    root: Path = Field(Path("data/synthetic"), description="where the synthetic benchmark is written / read")
+    gsv_root: Path | None = Field(None, description="GSV-Cities root (Dataframes/, Images/) for source=local")
+    gsv_cities: list[str] = Field(default_factory=list, description="GSV-Cities city names; empty = all found")
+    eval_root: Path | None = Field(None, description="evaluation set root (images/test/{database,queries}) for source=local")
+    positive_radius_m: float = Field(25.0, gt=0.0, le=10000.0)
+    places_per_batch: int = Field(16, ge=2, le=1024, description="P in P x K batches")
+    images_per_place: int = Field(4, ge=2, le=64, description="K in P x K batches")
+    num_workers: int = Field(0, ge=0, le=64)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class StageConfig(_Section):
+    epochs: int = Field(1, ge=0, le=10000)
+    max_steps: int = Field(-1, ge=-1, description="-1 = no step limit")
+    lr: float = Field(1e-4, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=10.0)
+    warmup_steps: int = Field(0, ge=0)
+    sparsity_range: tuple[float, float] = Field((0.1, 0.6), description="s drawn uniformly from [lo, hi] each step")
+    trainable_blocks: int = Field(-1, ge=-1, description="last N blocks trainable (-1 = all)")
+    distill_layers: list[int] | Literal["all"] = Field("all", description="block indices whose tokens are matched")
+
+    @field_validator("sparsity_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0.0 <= lo <= hi < 1.0):
+            raise ValueError(f"must satisfy 0 <= lo <= hi < 1, got [{lo}, {hi}]")
+        return v
+
+
+class TrainConfig(_Section):
+    teacher: StageConfig = Field(default_factory=lambda: StageConfig(lr=3e-4))
+    distill: StageConfig = Field(default_factory=lambda: StageConfig(lr=3e-4))
+    finetune: StageConfig = Field(default_factory=lambda: StageConfig(lr=1e-4, trainable_blocks=2))
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    accelerator: Literal["cpu", "gpu", "auto"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    grad_clip: float = Field(1.0, ge=0.0)
+    out_dir: Path = Field(Path("runs/tiny"), description="checkpoints and logs of the run")
+
+
+class EvalConfig(_Section):
+    sparsities: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    recall_at: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    batch_size: int = Field(32, ge=1, le=4096)
+
+    @field_validator("sparsities")
+    @classmethod
+    def _sparsities(cls, v: list[float]) -> list[float]:
+        for s in v:
+            if not 0.0 <= s < 1.0:
+                raise ValueError(f"every sparsity must be in [0, 1), got {s}")
+        return v
+
+
+class Config(_Section):
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sim: dict[str, Any] = Field(default_factory=dict, description="simulator settings (arch file, ...)")
+    export: dict[str, Any] = Field(default_factory=dict, description="export settings")
+
+    @model_validator(mode="after")
+    def _local_paths(self) -> "Config":
+        if self.data.source == "local" and self.data.eval_root is None:
+            raise ValueError("data.source = 'local' needs data.eval_root")
+        return self
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}' (value {e['input']!r})")
+        else:
+            lines.append(f"{source}: {path} = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a mapping into a :class:`Config`; raise :class:`UserError` naming every bad key."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML run configuration."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: malformed YAML: {err}") from None
+    if data is None:
+        data = {}
+    return parse_config(data, str(path))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain JSON-able dict of a config (paths as strings)."""
+    return cfg.model_dump(mode="json")
