@@ -66,6 +66,7 @@ class SyntheticConfig(_Section):
     queries_per_place: int = Field(1, ge=1, le=16, description="query views per evaluation place")
     eval_places: int = Field(40, ge=2, le=100000, description="places in the evaluation split (disjoint from training)")
     image_px: int = Field(112, ge=32, le=1024, description="side of the written images in px")
+    difficulty: float = Field(0.5, ge=0.0, le=1.0, description="0 = easy (small viewpoint/photometric change, no confusers) .. 1 = hard")
     seed: int = 0
 
 
