@@ -1,0 +1,14 @@
+"""Cycle-level simulator of the packed-ternary MAC-array accelerator (see ENGINE.md).
+
+Numpy only: never imports torch or the model packages. Entry points::
+
+    from sim import load_arch, read_trace, simulate
+    result = simulate(load_arch("sim/arch/kv260.yaml"), read_trace("trace.npz"))
+    result.to_dict()["latency_ms"]
+"""
+
+from sim.errors import SimInputError
+from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp, read_trace, synthetic_vit_trace, write_trace
+
+__all__ = ["SimInputError", "Trace", "TernaryLinearOp", "DenseOp", "VectorOp", "read_trace", "write_trace",
+           "synthetic_vit_trace"]

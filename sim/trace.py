@@ -1,0 +1,405 @@
+"""Workload trace: the operations of one query, as the simulator consumes them.
+
+A trace is what one forward pass of the model does, in order, written by the model side
+(``tatvpr trace``, :mod:`tatvpr_hw.tracing`) or by :func:`synthetic_vit_trace`, and read by
+the simulator. It never holds float weights or activations: only shapes, the packed ternary
+weights and the real activation nonzero masks (after top-k), so it can come from anywhere.
+
+On disk: one ``.npz`` file (``numpy.savez_compressed``, read with ``allow_pickle=False``).
+
+``__header__``
+    uint8 array: the UTF-8 bytes of a JSON object
+    ``{"format": "tatvpr-trace", "version": 1, "meta": {...}, "ops": [...]}``.
+    ``meta`` is free-form JSON (the writer records e.g. ``model``, ``sparsity``, ``img_size``,
+    ``tokens``, ``source``). ``ops`` lists the operations of one query in execution order;
+    each entry has ``"type"`` and the fields below.
+``ops/<i>/weights_packed``
+    for op ``i`` of type ``ternary_linear`` only: uint8 ``[n, ceil(k/4)]``, the ternary
+    weights ``W~[n, k]`` in the ``ternary2`` format of :mod:`sim.packing` (2-bit codes
+    ``00`` = 0, ``01`` = +1, ``11`` = -1, 4 per byte, each row padded to whole bytes).
+``ops/<i>/act_mask``
+    for ``ternary_linear`` only: bool ``[m, k]``, True where the int8 input activation of
+    token ``m``, channel ``k`` is nonzero after the top-k (and after int8 rounding).
+
+Operation types (header fields; all counts are plain integers >= 1):
+
+``ternary_linear`` (:class:`TernaryLinearOp`) -- ``Y[m,n] = requant(X[m,k] . W~[n,k]^T)``
+    on the packed-ternary MAC array. ``m`` tokens, ``k`` input channels, ``n`` output
+    channels; ``act_scale`` (float > 0, the int8 activation step: real = int8 * act_scale);
+    ``weight_scale`` (float > 0, the absmean gamma: real weight = gamma * W~; or a list of
+    ``n`` floats for per-output-channel scales).
+``dense`` (:class:`DenseOp`) -- ``batch`` independent int8 x int8 GEMMs ``[m,k] x [k,n]`` on
+    the DSP-based int8 unit: attention ``Q K^T`` (m = tokens, k = head dim, n = tokens,
+    batch = heads) and ``A V`` (m = tokens, k = tokens, n = head dim), and linears that are
+    not ternary (head, patch embedding). ``batch`` defaults to 1.
+``vector`` (:class:`VectorOp`) -- ``elements`` element-wise operations of ``kind`` in
+    ``softmax | layernorm | gelu | add | other`` on the vector unit (``elements`` = number
+    of int8/fixed-point values produced, e.g. heads * tokens * tokens for a softmax).
+
+The version is bumped on any incompatible change; :func:`read_trace` rejects other versions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from sim.errors import SimInputError
+from sim.packing import pack_ternary2, row_bytes, unpack_ternary2
+
+FORMAT = "tatvpr-trace"
+VERSION = 1
+VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
+
+# Per byte of ternary2 data: number of nonzero weights, and whether a byte holds the invalid code 0b10.
+_NNZ_OF_BYTE = np.array([sum(((b >> s) & 3) in (1, 3) for s in (0, 2, 4, 6)) for b in range(256)],
+                        dtype=np.int32)
+_BAD_BYTE = np.array([any(((b >> s) & 3) == 2 for s in (0, 2, 4, 6)) for b in range(256)], dtype=bool)
+
+
+@dataclass(eq=False)
+class TernaryLinearOp:
+    """A ternary linear layer (see the module docstring for every field and its units)."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    weights_packed: np.ndarray  # uint8 [n, ceil(k/4)], ternary2
+    act_mask: np.ndarray  # bool [m, k]
+    act_scale: float = 1.0
+    weight_scale: float | list[float] = 1.0
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    type = "ternary_linear"
+
+    def weights(self) -> np.ndarray:
+        """The ternary weights as int8 ``[n, k]`` in {-1, 0, +1} (unpacked once, cached)."""
+        if "w" not in self._cache:
+            self._cache["w"] = unpack_ternary2(self.weights_packed, self.k)
+        return self._cache["w"]
+
+    def weight_nnz_per_row(self) -> np.ndarray:
+        """Nonzero weights of each output channel, int64 ``[n]`` (from the packed bytes)."""
+        if "nnzw" not in self._cache:
+            self._cache["nnzw"] = _NNZ_OF_BYTE[self.weights_packed].sum(axis=1, dtype=np.int64)
+        return self._cache["nnzw"]
+
+    def act_nnz_per_row(self) -> np.ndarray:
+        """Nonzero activations of each token, int64 ``[m]``."""
+        if "nnza" not in self._cache:
+            self._cache["nnza"] = self.act_mask.sum(axis=1, dtype=np.int64)
+        return self._cache["nnza"]
+
+    def intersections(self) -> np.ndarray:
+        """``|nz(x_m) ∩ nz(w_n)|`` for every token and output channel, int64 ``[m, n]`` (cached)."""
+        if "inter" not in self._cache:
+            a = self.act_mask.astype(np.float32)
+            wnz = (self.weights() != 0).astype(np.float32)
+            # exact: counts <= k <= 2**24 are represented exactly in float32
+            self._cache["inter"] = np.rint(a @ wnz.T).astype(np.int64)
+        return self._cache["inter"]
+
+
+@dataclass(eq=False)
+class DenseOp:
+    """``batch`` int8 x int8 GEMMs ``[m,k] x [k,n]`` on the DSP unit."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    batch: int = 1
+
+    type = "dense"
+
+    @property
+    def macs(self) -> int:
+        return self.batch * self.m * self.k * self.n
+
+
+@dataclass(eq=False)
+class VectorOp:
+    """``elements`` element-wise operations of ``kind`` on the vector unit."""
+
+    name: str
+    kind: str
+    elements: int
+
+    type = "vector"
+
+
+Op = Union[TernaryLinearOp, DenseOp, VectorOp]
+
+
+@dataclass
+class Trace:
+    """One query's operations in order, with free-form ``meta`` and the format ``version``."""
+
+    version: int
+    meta: dict
+    ops: list
+
+    def ternary_ops(self) -> list[TernaryLinearOp]:
+        return [op for op in self.ops if isinstance(op, TernaryLinearOp)]
+
+
+# ----------------------------------------------------------------------------------- validation
+
+def _where(source: str, i: int, name: Any) -> str:
+    return f"{source}: op {i} ({name!r})"
+
+
+def _int_field(d: dict, key: str, where: str, minimum: int = 1) -> int:
+    if key not in d:
+        raise SimInputError(f"{where}: missing field '{key}'")
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise SimInputError(f"{where}: field '{key}' = {v!r}: must be an integer >= {minimum}")
+    return int(v)
+
+
+def _scale_field(d: dict, key: str, where: str, n: int) -> float | list[float]:
+    v = d.get(key, 1.0)
+    vals = v if isinstance(v, list) else [v]
+    if isinstance(v, list) and len(v) != n:
+        raise SimInputError(f"{where}: field '{key}' has {len(v)} per-channel values; n = {n}")
+    for x in vals:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+            raise SimInputError(f"{where}: field '{key}' = {x!r}: must be a finite number > 0")
+    return [float(x) for x in v] if isinstance(v, list) else float(v)
+
+
+def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
+    """Check one op's fields, array shapes and dtypes; raise :class:`SimInputError` naming them."""
+    where = _where(source, i, getattr(op, "name", "?"))
+    if not isinstance(op.name, str) or not op.name:
+        raise SimInputError(f"{where}: field 'name' must be a non-empty string")
+    if isinstance(op, TernaryLinearOp):
+        for key in ("m", "k", "n"):
+            _int_field({key: getattr(op, key)}, key, where)
+        op.weight_scale = _scale_field({"weight_scale": op.weight_scale}, "weight_scale", where, op.n)
+        op.act_scale = _scale_field({"act_scale": op.act_scale}, "act_scale", where, op.n)
+        w = op.weights_packed
+        want = (op.n, row_bytes(op.k, "ternary2"))
+        if not isinstance(w, np.ndarray) or w.dtype != np.uint8:
+            raise SimInputError(f"{where}: 'weights_packed' must be a uint8 array, got "
+                                f"{getattr(w, 'dtype', type(w).__name__)}")
+        if w.shape != want:
+            raise SimInputError(f"{where}: 'weights_packed' has shape {w.shape}; n={op.n}, k={op.k} "
+                                f"need {want} (ternary2, ceil(k/4) bytes per row)")
+        if w.size and _BAD_BYTE[w].any():
+            raise SimInputError(f"{where}: 'weights_packed' holds the invalid 2-bit code 0b10 "
+                                "(allowed: 00 = 0, 01 = +1, 11 = -1)")
+        if op.k % 4 and w.size and (w[:, -1] >> (2 * (op.k % 4))).any():
+            raise SimInputError(f"{where}: 'weights_packed' padding bits beyond k={op.k} are not zero")
+        a = op.act_mask
+        if not isinstance(a, np.ndarray) or a.dtype != np.bool_:
+            raise SimInputError(f"{where}: 'act_mask' must be a bool array, got "
+                                f"{getattr(a, 'dtype', type(a).__name__)}")
+        if a.shape != (op.m, op.k):
+            raise SimInputError(f"{where}: 'act_mask' has shape {a.shape}; need (m, k) = ({op.m}, {op.k})")
+    elif isinstance(op, DenseOp):
+        for key in ("m", "k", "n", "batch"):
+            _int_field({key: getattr(op, key)}, key, where)
+    elif isinstance(op, VectorOp):
+        if op.kind not in VECTOR_KINDS:
+            raise SimInputError(f"{where}: field 'kind' = {op.kind!r}; allowed: {', '.join(VECTOR_KINDS)}")
+        _int_field({"elements": op.elements}, "elements", where)
+    else:
+        raise SimInputError(f"{source}: op {i} is a {type(op).__name__}; allowed: "
+                            "TernaryLinearOp, DenseOp, VectorOp")
+
+
+def validate_trace(trace: Trace, source: str = "<trace>") -> Trace:
+    """Validate every op of ``trace`` (in place); return it."""
+    if trace.version != VERSION:
+        raise SimInputError(f"{source}: trace version {trace.version!r}; this simulator reads version {VERSION}")
+    if not isinstance(trace.meta, dict):
+        raise SimInputError(f"{source}: 'meta' must be a JSON object")
+    if not trace.ops:
+        raise SimInputError(f"{source}: the trace has no operations")
+    for i, op in enumerate(trace.ops):
+        validate_op(op, i, source)
+    return trace
+
+
+# ---------------------------------------------------------------------------------------- I/O
+
+def _header(trace: Trace) -> dict:
+    ops = []
+    for op in trace.ops:
+        if isinstance(op, TernaryLinearOp):
+            ops.append({"type": op.type, "name": op.name, "m": op.m, "k": op.k, "n": op.n,
+                        "act_scale": op.act_scale, "weight_scale": op.weight_scale})
+        elif isinstance(op, DenseOp):
+            ops.append({"type": op.type, "name": op.name, "m": op.m, "k": op.k, "n": op.n,
+                        "batch": op.batch})
+        else:
+            ops.append({"type": op.type, "name": op.name, "kind": op.kind, "elements": op.elements})
+    return {"format": FORMAT, "version": trace.version, "meta": trace.meta, "ops": ops}
+
+
+def write_trace(path: str | os.PathLike, trace: Trace) -> Path:
+    """Validate ``trace`` and write it atomically to ``path`` (.npz)."""
+    path = Path(path)
+    validate_trace(trace, str(path))
+    try:
+        header = json.dumps(_header(trace))
+    except (TypeError, ValueError) as err:
+        raise SimInputError(f"{path}: trace meta is not JSON-serialisable: {err}") from None
+    arrays = {"__header__": np.frombuffer(header.encode("utf-8"), dtype=np.uint8)}
+    for i, op in enumerate(trace.ops):
+        if isinstance(op, TernaryLinearOp):
+            arrays[f"ops/{i}/weights_packed"] = op.weights_packed
+            arrays[f"ops/{i}/act_mask"] = op.act_mask
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_trace(path: str | os.PathLike) -> Trace:
+    """Read and validate a trace file; raise :class:`SimInputError` for anything malformed."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise SimInputError(f"trace file not found: {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as err:  # zipfile.BadZipFile, ValueError, OSError ...
+        raise SimInputError(f"{src}: not a trace file (expected a .npz written by write_trace): {err}") from None
+    with npz:
+        files = set(npz.files)
+        if "__header__" not in files:
+            raise SimInputError(f"{src}: no '__header__' entry; not a {FORMAT} file")
+        try:
+            header = json.loads(npz["__header__"].tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
+            raise SimInputError(f"{src}: '__header__' is not valid JSON: {err}") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise SimInputError(f"{src}: header 'format' is {header.get('format') if isinstance(header, dict) else None!r}; "
+                                f"expected {FORMAT!r}")
+        version = header.get("version")
+        if version != VERSION:
+            raise SimInputError(f"{src}: trace version {version!r}; this simulator reads version {VERSION}")
+        raw_ops = header.get("ops")
+        if not isinstance(raw_ops, list):
+            raise SimInputError(f"{src}: header 'ops' must be a list")
+        ops: list = []
+        for i, d in enumerate(raw_ops):
+            if not isinstance(d, dict):
+                raise SimInputError(f"{src}: op {i} must be a JSON object")
+            where = _where(src, i, d.get("name"))
+            name = d.get("name")
+            if not isinstance(name, str) or not name:
+                raise SimInputError(f"{where}: field 'name' must be a non-empty string")
+            kind = d.get("type")
+            if kind == "ternary_linear":
+                m, k, n = (_int_field(d, key, where) for key in ("m", "k", "n"))
+                arrs = {}
+                for key in ("weights_packed", "act_mask"):
+                    entry = f"ops/{i}/{key}"
+                    if entry not in files:
+                        raise SimInputError(f"{where}: array '{entry}' is missing")
+                    try:
+                        arrs[key] = npz[entry]
+                    except Exception as err:
+                        raise SimInputError(f"{where}: array '{entry}' is unreadable: {err}") from None
+                ops.append(TernaryLinearOp(name, m, k, n, arrs["weights_packed"], arrs["act_mask"],
+                                           act_scale=_scale_field(d, "act_scale", where, n),
+                                           weight_scale=_scale_field(d, "weight_scale", where, n)))
+            elif kind == "dense":
+                ops.append(DenseOp(name, *(_int_field(d, key, where) for key in ("m", "k", "n")),
+                                   batch=_int_field({"batch": d.get("batch", 1)}, "batch", where)))
+            elif kind == "vector":
+                ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where)))
+            else:
+                raise SimInputError(f"{where}: field 'type' = {kind!r}; allowed: ternary_linear, dense, vector")
+        meta = header.get("meta", {})
+    return validate_trace(Trace(version, meta, ops), src)
+
+
+# ---------------------------------------------------------------------------- synthetic traces
+
+def random_ternary(n: int, k: int, zero_frac: float, rng: np.random.Generator) -> np.ndarray:
+    """int8 ``[n, k]`` with about ``zero_frac`` zeros and +1/-1 equally likely otherwise."""
+    u = rng.random((n, k), dtype=np.float32)
+    w = np.where(u < zero_frac, 0, np.where(u < zero_frac + (1 - zero_frac) / 2, 1, -1))
+    return w.astype(np.int8)
+
+
+def topk_mask(m: int, k: int, sparsity: float, rng: np.random.Generator,
+              natural_zero_frac: float = 0.0) -> np.ndarray:
+    """bool ``[m, k]``: per token keep ``ceil((1-s) k)`` channels (top-k of random magnitudes),
+    then drop a further ``natural_zero_frac`` of the kept ones (values that round to int8 zero)."""
+    keep = max(1, math.ceil((1.0 - sparsity) * k - 1e-9))
+    mags = rng.random((m, k), dtype=np.float32)
+    idx = np.argpartition(-mags, keep - 1, axis=1)[:, :keep]
+    mask = np.zeros((m, k), dtype=bool)
+    np.put_along_axis(mask, idx, True, axis=1)
+    if natural_zero_frac > 0:
+        mask &= rng.random((m, k), dtype=np.float32) >= natural_zero_frac
+    return mask
+
+
+def ternary_linear_op(name: str, m: int, k: int, n: int, *, sparsity: float = 0.0,
+                      weight_zero_frac: float = 1 / 3, rng: np.random.Generator,
+                      natural_zero_frac: float = 0.0) -> TernaryLinearOp:
+    """A random ternary linear op (random weights, top-k activation mask)."""
+    w = random_ternary(n, k, weight_zero_frac, rng)
+    return TernaryLinearOp(name, m, k, n, pack_ternary2(w), topk_mask(m, k, sparsity, rng, natural_zero_frac),
+                           act_scale=0.05, weight_scale=0.02)
+
+
+def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 197, heads: int = 12,
+                        mlp_ratio: float = 4.0, sparsity: float = 0.0, weight_zero_frac: float = 1 / 3,
+                        natural_zero_frac: float = 0.0, seed: int = 0) -> Trace:
+    """A ViT query trace from random numbers (numpy only), op order as in a pre-norm ViT block:
+
+    LN -> qkv (ternary) -> QK^T (dense) -> softmax -> AV (dense) -> proj (ternary) -> add ->
+    LN -> fc1 (ternary) -> GELU -> fc2 (ternary) -> add; then the final LN.
+    Defaults are ViT-B/14 at 224 px (12 blocks, D = 768, 197 tokens, 12 heads, MLP 3072).
+    """
+    if dim % heads:
+        raise SimInputError(f"synthetic trace: dim {dim} must be a multiple of heads {heads}")
+    if not 0.0 <= sparsity < 1.0:
+        raise SimInputError(f"synthetic trace: sparsity {sparsity} must be in [0, 1)")
+    if not 0.0 <= weight_zero_frac <= 1.0:
+        raise SimInputError(f"synthetic trace: weight_zero_frac {weight_zero_frac} must be in [0, 1]")
+    rng = np.random.default_rng(seed)
+    t, d, hd = tokens, dim, dim // heads
+    hidden = int(round(dim * mlp_ratio))
+    ops: list = []
+
+    def lin(name: str, k: int, n: int) -> TernaryLinearOp:
+        return ternary_linear_op(name, t, k, n, sparsity=sparsity, weight_zero_frac=weight_zero_frac,
+                                 rng=rng, natural_zero_frac=natural_zero_frac)
+
+    for b in range(depth):
+        p = f"blocks.{b}."
+        ops += [VectorOp(p + "norm1", "layernorm", t * d), lin(p + "attn.qkv", d, 3 * d),
+                DenseOp(p + "attn.qk", t, hd, t, batch=heads), VectorOp(p + "attn.softmax", "softmax", heads * t * t),
+                DenseOp(p + "attn.av", t, t, hd, batch=heads), lin(p + "attn.proj", d, d),
+                VectorOp(p + "add1", "add", t * d), VectorOp(p + "norm2", "layernorm", t * d),
+                lin(p + "mlp.fc1", d, hidden), VectorOp(p + "mlp.gelu", "gelu", t * hidden),
+                lin(p + "mlp.fc2", hidden, d), VectorOp(p + "add2", "add", t * d)]
+    ops.append(VectorOp("norm", "layernorm", t * d))
+    meta = {"source": "synthetic", "model": f"synthetic-vit-d{dim}-L{depth}", "depth": depth, "dim": dim,
+            "tokens": tokens, "heads": heads, "mlp_ratio": mlp_ratio, "sparsity": sparsity,
+            "weight_zero_frac": weight_zero_frac, "natural_zero_frac": natural_zero_frac, "seed": seed}
+    return Trace(VERSION, meta, ops)

@@ -1,0 +1,131 @@
+"""Trace format: round trip, validation errors naming op and field, synthetic generator."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sim.errors import SimInputError
+from sim.packing import pack_ternary2
+from sim.trace import (VERSION, DenseOp, TernaryLinearOp, Trace, VectorOp, read_trace, synthetic_vit_trace,
+                       topk_mask, write_trace)
+
+
+def small_trace(seed=0, sparsity=0.3):
+    return synthetic_vit_trace(depth=2, dim=24, tokens=5, heads=3, mlp_ratio=2, sparsity=sparsity, seed=seed)
+
+
+def test_round_trip(tmp_path):
+    tr = small_trace()
+    p = write_trace(tmp_path / "t.npz", tr)
+    back = read_trace(p)
+    assert back.version == VERSION and back.meta == tr.meta
+    assert [type(o) for o in back.ops] == [type(o) for o in tr.ops]
+    for a, b in zip(tr.ops, back.ops):
+        assert a.name == b.name
+        if isinstance(a, TernaryLinearOp):
+            assert np.array_equal(a.weights(), b.weights())
+            assert np.array_equal(a.act_mask, b.act_mask)
+            assert (a.m, a.k, a.n) == (b.m, b.k, b.n)
+        elif isinstance(a, DenseOp):
+            assert (a.m, a.k, a.n, a.batch) == (b.m, b.k, b.n, b.batch)
+        else:
+            assert (a.kind, a.elements) == (b.kind, b.elements)
+
+
+def test_synthetic_shapes_and_sparsity():
+    tr = synthetic_vit_trace(depth=1, dim=40, tokens=7, heads=4, mlp_ratio=4, sparsity=0.4, seed=1)
+    lins = tr.ternary_ops()
+    assert [(o.k, o.n) for o in lins] == [(40, 120), (40, 40), (40, 160), (160, 40)]
+    for o in lins:
+        assert np.all(o.act_nnz_per_row() == math.ceil(0.6 * o.k))
+        w = o.weights()
+        assert set(np.unique(w)) <= {-1, 0, 1}
+        assert np.array_equal(o.weight_nnz_per_row(), (w != 0).sum(1))
+        assert np.array_equal(o.intersections(), o.act_mask.astype(int) @ (w != 0).astype(int).T)
+    assert tr.meta["sparsity"] == 0.4
+
+
+def test_same_seed_same_trace():
+    a, b, c = small_trace(5), small_trace(5), small_trace(6)
+    assert all(np.array_equal(x.act_mask, y.act_mask) for x, y in zip(a.ternary_ops(), b.ternary_ops()))
+    assert not all(np.array_equal(x.weights(), y.weights()) for x, y in zip(a.ternary_ops(), c.ternary_ops()))
+
+
+def test_topk_mask_keeps_ceil():
+    rng = np.random.default_rng(0)
+    m = topk_mask(4, 10, 0.25, rng)
+    assert np.all(m.sum(1) == 8)
+
+
+def _rewrite(path, out, edit_header=None, drop=None, replace=None):
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    h = json.loads(arrays["__header__"].tobytes())
+    if edit_header:
+        edit_header(h)
+    arrays["__header__"] = np.frombuffer(json.dumps(h).encode(), dtype=np.uint8)
+    for k in drop or []:
+        del arrays[k]
+    arrays.update(replace or {})
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("version", "version"),
+    ("format", "format"),
+    ("type", "'type'"),
+    ("m", "'m'"),
+    ("kind", "'kind'"),
+    ("missing_array", "missing"),
+    ("shape", "act_mask"),
+    ("dtype", "weights_packed"),
+    ("badcode", "0b10"),
+    ("scale", "act_scale"),
+])
+def test_malformed_traces_named(tmp_path, case, needle):
+    p = write_trace(tmp_path / "t.npz", small_trace())
+    i = 1  # op 1 is blocks.0.attn.qkv (ternary)
+    out = tmp_path / "bad.npz"
+    if case == "version":
+        _rewrite(p, out, lambda h: h.update(version=99))
+    elif case == "format":
+        _rewrite(p, out, lambda h: h.update(format="other"))
+    elif case == "type":
+        _rewrite(p, out, lambda h: h["ops"][0].update(type="conv"))
+    elif case == "m":
+        _rewrite(p, out, lambda h: h["ops"][i].update(m=-3))
+    elif case == "kind":
+        _rewrite(p, out, lambda h: h["ops"][0].update(kind="relu"))
+    elif case == "missing_array":
+        _rewrite(p, out, drop=[f"ops/{i}/act_mask"])
+    elif case == "shape":
+        _rewrite(p, out, replace={f"ops/{i}/act_mask": np.ones((3, 3), bool)})
+    elif case == "dtype":
+        _rewrite(p, out, replace={f"ops/{i}/weights_packed": np.zeros((72, 6), np.int16)})
+    elif case == "badcode":
+        _rewrite(p, out, replace={f"ops/{i}/weights_packed": np.full((72, 6), 0b10, np.uint8)})
+    elif case == "scale":
+        _rewrite(p, out, lambda h: h["ops"][i].update(act_scale=0))
+    with pytest.raises(SimInputError, match=needle) as ei:
+        read_trace(out)
+    assert "bad.npz" in str(ei.value)
+
+
+def test_not_a_trace(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_text("hello")
+    with pytest.raises(SimInputError, match="not a trace file"):
+        read_trace(bad)
+    with pytest.raises(SimInputError, match="not found"):
+        read_trace(tmp_path / "nope.npz")
+
+
+def test_write_rejects_inconsistent_op(tmp_path):
+    w = pack_ternary2(np.zeros((4, 8), np.int8))
+    op = TernaryLinearOp("l", 2, 8, 5, w, np.ones((2, 8), bool))  # n=5 but 4 rows
+    with pytest.raises(SimInputError, match="'l'.*weights_packed"):
+        write_trace(tmp_path / "t.npz", Trace(VERSION, {}, [op]))
+    assert not (tmp_path / "t.npz").exists()
