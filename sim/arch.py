@@ -1,0 +1,418 @@
+"""Hardware description: one YAML file validated once into a typed :class:`Arch`.
+
+An arch file (``sim/arch/*.yaml``) describes the accelerator of ENGINE.md and names a board
+(``sim/boards/<board>.yaml``: FPGA resources, DRAM) and an energy table
+(``sim/energy/<table>.yaml``: pJ per action, every number with its ``source``). Both are given
+by name (looked up in those folders) or by a path relative to the arch file.
+
+Every section forbids unknown keys; a bad value raises :class:`SimInputError` naming the file,
+the key path, the value and what is allowed::
+
+    sim/arch/x.yaml: compute.skip_mode = 'rows': Input should be 'none', 'act', 'weight' or 'both'
+
+Fields, with units (see docs/simulator.md for what each changes):
+
+- ``clock_mhz``: accelerator clock. ``static_power_w``: static (leakage + idle clock) power of
+  the programmable logic while a query runs, charged as ``static_power_w * latency``.
+- ``compute``: the ternary MAC array: ``pe`` output lanes x ``simd`` input lanes,
+  ``weight_format`` ``ternary2`` (2 bits/weight) or ``ternary1.6`` (5 trits/byte, decoded on
+  the way into the weight buffer; ``decode_latency_cycles`` added to every weight transfer),
+  ``skip_mode`` ``none|act|weight|both`` (ENGINE.md), ``accumulator_bits``,
+  ``adder_tree_stages`` (null = ``ceil(log2 simd)``; the fill is ``stages + 2``).
+- ``int8_unit``: DSP-based int8 x int8 GEMM unit for attention and non-ternary linears:
+  an output-stationary ``rows x cols`` grid of MACs, ``macs_per_dsp`` int8 MACs per DSP slice,
+  ``pipeline_cycles`` per GEMM.
+- ``vector_unit``: softmax / LayerNorm / GELU / adds; ``mode: fabric`` with ``lanes`` and
+  ``cycles_per_element`` per kind, or ``mode: host`` (the CPU does it) with
+  ``host_ns_per_element`` per kind, ``host_call_overhead_us`` per op and ``host_pj_per_element``.
+- ``buffers``: on-chip ``weights_kb`` (both halves when double-buffering), ``activations_kb``,
+  ``outputs_kb`` (KiB = 1024 bytes); port widths in bits (null = the width that feeds the
+  array one chunk per cycle); ``*_memory`` ``bram|uram``.
+- ``dram``: ``bandwidth_gb_per_s`` (null = the board's peak; 1 GB = 1e9 bytes) times
+  ``efficiency`` (fraction of peak sustained by the DMA); ``latency_ns`` paid once per
+  ternary layer before its first weight transfer.
+- ``double_buffering``: overlap fold f's compute with fold f+1's weight transfer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.errors import SimInputError
+
+SIM_DIR = Path(__file__).resolve().parent
+ARCH_DIR = SIM_DIR / "arch"
+BOARD_DIR = SIM_DIR / "boards"
+ENERGY_DIR = SIM_DIR / "energy"
+DEFAULT_ARCH = ARCH_DIR / "kv260.yaml"
+RESOURCE_MODEL = BOARD_DIR / "resource_model.yaml"
+
+SKIP_MODES = ("none", "act", "weight", "both")
+WEIGHT_FORMATS = ("ternary2", "ternary1.6")
+VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
+BITS_PER_WEIGHT = {"ternary2": 2.0, "ternary1.6": 1.6}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------ arch file
+
+class ComputeSpec(_Strict):
+    pe: int = Field(32, ge=1, le=4096, description="output lanes (channels per fold)")
+    simd: int = Field(32, ge=1, le=4096, description="input lanes per PE (pairs per chunk)")
+    weight_format: Literal["ternary2", "ternary1.6"] = "ternary2"
+    skip_mode: Literal["none", "act", "weight", "both"] = "act"
+    accumulator_bits: int = Field(32, ge=8, le=64)
+    adder_tree_stages: int | None = Field(None, ge=0, le=16, description="null = ceil(log2 simd)")
+    decode_latency_cycles: int = Field(3, ge=0, le=1000, description="ternary1.6 decoder pipeline, per transfer")
+
+    @model_validator(mode="after")
+    def _tree(self) -> "ComputeSpec":
+        need = math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
+        if self.adder_tree_stages is not None and self.adder_tree_stages < need:
+            raise ValueError(f"adder_tree_stages = {self.adder_tree_stages} is too few for simd = {self.simd}: "
+                             f"an adder tree over {self.simd} inputs needs at least {need} stages")
+        return self
+
+    @property
+    def tree_stages(self) -> int:
+        if self.adder_tree_stages is not None:
+            return self.adder_tree_stages
+        return math.ceil(math.log2(self.simd)) if self.simd > 1 else 0
+
+    @property
+    def bits_per_weight(self) -> float:
+        return BITS_PER_WEIGHT[self.weight_format]
+
+
+class Int8UnitSpec(_Strict):
+    rows: int = Field(16, ge=1, le=1024, description="output rows computed in parallel")
+    cols: int = Field(16, ge=1, le=1024, description="output columns computed in parallel")
+    macs_per_dsp: int = Field(2, ge=1, le=4, description="int8 MACs per DSP slice per cycle")
+    pipeline_cycles: int = Field(4, ge=0, le=1000, description="fill/drain per GEMM")
+
+
+def _kinds(default: float) -> dict[str, float]:
+    return {k: default for k in VECTOR_KINDS}
+
+
+class VectorUnitSpec(_Strict):
+    mode: Literal["fabric", "host"] = "fabric"
+    lanes: int = Field(16, ge=1, le=4096)
+    cycles_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
+    pipeline_cycles: int = Field(8, ge=0, le=10000)
+    host_ns_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
+    host_call_overhead_us: float = Field(5.0, ge=0.0, le=1e6)
+    host_pj_per_element: float = Field(100.0, ge=0.0, le=1e9)
+
+    @model_validator(mode="after")
+    def _kinds_valid(self) -> "VectorUnitSpec":
+        for field in ("cycles_per_element", "host_ns_per_element"):
+            table = getattr(self, field)
+            extra = sorted(set(table) - set(VECTOR_KINDS))
+            if extra:
+                raise ValueError(f"{field}: unknown kind {extra[0]!r}; allowed: {', '.join(VECTOR_KINDS)}")
+            missing = sorted(set(VECTOR_KINDS) - set(table))
+            if missing:
+                raise ValueError(f"{field}: missing kind {missing[0]!r}; give all of {', '.join(VECTOR_KINDS)}")
+            for k, v in table.items():
+                if not (v > 0 and math.isfinite(v)):
+                    raise ValueError(f"{field}.{k} = {v!r}: must be a finite number > 0")
+        return self
+
+
+class BufferSpec(_Strict):
+    weights_kb: float = Field(256.0, gt=0, le=1e6, description="KiB, both halves when double-buffering")
+    activations_kb: float = Field(512.0, gt=0, le=1e6)
+    outputs_kb: float = Field(512.0, gt=0, le=1e6)
+    weight_port_bits: int | None = Field(None, ge=8, le=1 << 20)
+    activation_port_bits: int | None = Field(None, ge=8, le=1 << 20)
+    output_port_bits: int | None = Field(None, ge=8, le=1 << 20)
+    weights_memory: Literal["bram", "uram"] = "bram"
+    activations_memory: Literal["bram", "uram"] = "uram"
+    outputs_memory: Literal["bram", "uram"] = "uram"
+
+
+class DramSpec(_Strict):
+    bandwidth_gb_per_s: float | None = Field(None, gt=0, le=1e4, description="null = the board's peak")
+    efficiency: float = Field(0.8, gt=0, le=1.0, description="sustained fraction of the bandwidth")
+    latency_ns: float = Field(0.0, ge=0, le=1e6, description="paid once per ternary layer")
+
+
+class ArchSpec(_Strict):
+    name: str
+    board: str = Field("kv260", description="board name in sim/boards/ or a path")
+    energy_table: str = Field("ultrascale_plus", description="table name in sim/energy/ or a path")
+    clock_mhz: float = Field(250.0, gt=0, le=5000)
+    static_power_w: float = Field(0.5, ge=0, le=1000)
+    double_buffering: bool = True
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    int8_unit: Int8UnitSpec = Field(default_factory=Int8UnitSpec)
+    vector_unit: VectorUnitSpec = Field(default_factory=VectorUnitSpec)
+    buffers: BufferSpec = Field(default_factory=BufferSpec)
+    dram: DramSpec = Field(default_factory=DramSpec)
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- board and energy
+
+class Sourced(_Strict):
+    value: float = Field(ge=0)
+    source: str = Field(min_length=3)
+
+
+class BoardResources(_Strict):
+    lut: int = Field(ge=1)
+    ff: int = Field(ge=1)
+    dsp: int = Field(ge=0)
+    bram36: int = Field(ge=0)
+    uram: int = Field(ge=0)
+
+
+class BoardSpec(_Strict):
+    name: str
+    part: str
+    resources: BoardResources
+    resources_source: str = Field(min_length=3)
+    dram_type: str
+    dram_bandwidth_gb_per_s: Sourced
+    max_utilisation: Sourced
+    description: str = ""
+
+
+class SramPoint(_Strict):
+    kb: float = Field(gt=0)
+    pj: float = Field(ge=0)
+
+
+class SramTable(_Strict):
+    points: list[SramPoint] = Field(min_length=1)
+    source: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> "SramTable":
+        kbs = [p.kb for p in self.points]
+        if kbs != sorted(kbs) or len(set(kbs)) != len(kbs):
+            raise ValueError("points must have strictly increasing kb")
+        return self
+
+    def pj_per_64b(self, kb: float) -> float:
+        """64-bit access energy of an SRAM of ``kb`` KiB: log-log interpolation, clamped at the ends."""
+        pts = self.points
+        if kb <= pts[0].kb or len(pts) == 1:
+            return pts[0].pj
+        if kb >= pts[-1].kb:
+            return pts[-1].pj
+        for a, b in zip(pts, pts[1:]):
+            if a.kb <= kb <= b.kb:
+                t = (math.log(kb) - math.log(a.kb)) / (math.log(b.kb) - math.log(a.kb))
+                if a.pj > 0 and b.pj > 0:
+                    return math.exp(math.log(a.pj) + t * (math.log(b.pj) - math.log(a.pj)))
+                return a.pj + t * (b.pj - a.pj)
+        return pts[-1].pj  # unreachable
+
+
+class EnergyTable(_Strict):
+    """pJ per action; every entry names its source (see sim/energy/*.yaml)."""
+
+    name: str
+    description: str = ""
+    add8_pj: Sourced
+    add32_pj: Sourced
+    mult8_pj: Sourced
+    mult32_pj: Sourced
+    skip_pair_pj: Sourced
+    index_decode_pj: Sourced
+    intersect_compare_pj: Sourced
+    base3_decode_pj: Sourced
+    dsp_mac_pj: Sourced
+    sram_read_64b_pj: SramTable
+    sram_write_factor: Sourced
+    dram_pj_per_bit: Sourced
+    vector_pj_per_element: dict[str, Sourced]
+
+    @model_validator(mode="after")
+    def _kinds(self) -> "EnergyTable":
+        if set(self.vector_pj_per_element) != set(VECTOR_KINDS):
+            raise ValueError(f"vector_pj_per_element must have exactly the kinds {', '.join(VECTOR_KINDS)}; "
+                             f"got {', '.join(sorted(self.vector_pj_per_element))}")
+        return self
+
+
+class ResourceModel(_Strict):
+    """FPGA resource coefficients (LUT6 fabric); every entry names its source."""
+
+    lut_per_lane: Sourced
+    lut_per_tree_bit: Sourced
+    ff_per_lane: Sourced
+    lut_per_lane_skip: dict[str, Sourced]
+    lut_per_accumulator_bit: Sourced
+    ff_per_accumulator_bit: Sourced
+    dsp_per_pe_requant: Sourced
+    lut_per_base3_decoder: Sourced
+    lut_per_int8_dsp: Sourced
+    lut_per_vector_lane: Sourced
+    ff_per_vector_lane: Sourced
+    dsp_per_vector_lane: Sourced
+    lut_control: Sourced
+    ff_control: Sourced
+    bram36_bits: Sourced
+    bram36_port_bits: Sourced
+    uram_bits: Sourced
+    uram_port_bits: Sourced
+
+    @model_validator(mode="after")
+    def _modes(self) -> "ResourceModel":
+        if set(self.lut_per_lane_skip) != set(SKIP_MODES):
+            raise ValueError(f"lut_per_lane_skip must have exactly the modes {', '.join(SKIP_MODES)}")
+        return self
+
+
+# --------------------------------------------------------------------------------- the object
+
+class Arch:
+    """A validated hardware description with its board, energy table and resource model."""
+
+    def __init__(self, spec: ArchSpec, board: BoardSpec, energy: EnergyTable, resources: ResourceModel,
+                 source: str, base_dir: Path):
+        self.spec, self.board, self.energy, self.resource_model = spec, board, energy, resources
+        self.source, self._base_dir = source, base_dir
+        peak = board.dram_bandwidth_gb_per_s.value
+        bw = spec.dram.bandwidth_gb_per_s
+        if bw is not None and bw > peak:
+            raise SimInputError(f"{source}: dram.bandwidth_gb_per_s = {bw} exceeds the {board.name} board's "
+                                f"DRAM peak of {peak} GB/s")
+
+    # convenient views
+    def __getattr__(self, item: str) -> Any:
+        if item.startswith("_") or item in ("spec",):
+            raise AttributeError(item)
+        return getattr(self.spec, item)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dram_gb_per_s(self) -> float:
+        """Sustained DRAM bandwidth in GB/s (1e9 bytes/s)."""
+        bw = self.spec.dram.bandwidth_gb_per_s or self.board.dram_bandwidth_gb_per_s.value
+        return bw * self.spec.dram.efficiency
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram_gb_per_s * 1e3 / self.spec.clock_mhz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        return math.ceil(self.spec.dram.latency_ns * self.spec.clock_mhz / 1e3 - 1e-9)
+
+    def to_dict(self) -> dict:
+        return {**self.spec.model_dump(mode="json"), "source": self.source,
+                "dram_bytes_per_cycle": self.dram_bytes_per_cycle}
+
+    def __repr__(self) -> str:
+        c = self.spec.compute
+        return (f"Arch({self.name!r}, pe={c.pe}, simd={c.simd}, {c.weight_format}, skip={c.skip_mode}, "
+                f"{self.spec.clock_mhz} MHz, board={self.board.name})")
+
+
+def _format(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}' (value {e['input']!r})")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing key '{path}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            inp = e.get("input")
+            shown = "" if isinstance(inp, dict) else f" = {inp!r}"
+            lines.append(f"{source}: {path}{shown}: {msg}")
+    return "\n".join(lines)
+
+
+def _load_yaml(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise SimInputError(f"{what} file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SimInputError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise SimInputError(f"{path}: the top level of a {what} file must be a mapping")
+    return data
+
+
+def _validate(model: type[BaseModel], data: dict, source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SimInputError(_format(source, err)) from None
+
+
+def _resolve(ref: str, base_dir: Path, folder: Path, what: str) -> Path:
+    cand = Path(ref)
+    if cand.suffix in (".yaml", ".yml"):
+        return cand if cand.is_absolute() else (base_dir / cand)
+    path = folder / f"{ref}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "resource_model")
+        raise SimInputError(f"unknown {what} {ref!r}; known: {', '.join(known)} (or give a .yaml path)")
+    return path
+
+
+def load_board(ref: str, base_dir: Path = BOARD_DIR) -> BoardSpec:
+    path = _resolve(ref, base_dir, BOARD_DIR, "board")
+    return _validate(BoardSpec, _load_yaml(path, "board"), str(path))
+
+
+def load_energy_table(ref: str, base_dir: Path = ENERGY_DIR) -> EnergyTable:
+    path = _resolve(ref, base_dir, ENERGY_DIR, "energy table")
+    return _validate(EnergyTable, _load_yaml(path, "energy table"), str(path))
+
+
+def load_resource_model(path: Path = RESOURCE_MODEL) -> ResourceModel:
+    return _validate(ResourceModel, _load_yaml(path, "resource model"), str(path))
+
+
+def arch_from_dict(data: dict, source: str = "<arch>", base_dir: Path = ARCH_DIR) -> Arch:
+    """Validate a mapping into an :class:`Arch` (loading its board and energy table)."""
+    if not isinstance(data, dict):
+        raise SimInputError(f"{source}: the top level must be a mapping")
+    spec = _validate(ArchSpec, data, source)
+    return Arch(spec, load_board(spec.board, base_dir), load_energy_table(spec.energy_table, base_dir),
+                load_resource_model(), source, base_dir)
+
+
+def load_arch(path: str | Path = DEFAULT_ARCH) -> Arch:
+    """Read and validate an arch YAML file (a bare name like ``kv260`` means ``sim/arch/kv260.yaml``)."""
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = ARCH_DIR / f"{path}.yaml"
+    return arch_from_dict(_load_yaml(path, "arch"), str(path), path.parent)
+
+
+def with_overrides(arch: Arch, overrides: dict[str, Any]) -> Arch:
+    """A new :class:`Arch` with dotted keys replaced, e.g. ``{"compute.pe": 16, "clock_mhz": 300}``."""
+    data = arch.spec.model_dump(mode="python")
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise SimInputError(f"override '{key}': '{p}' is not a section of the arch description")
+            node = node[p]
+        if parts[-1] not in node:
+            raise SimInputError(f"override '{key}': unknown key '{parts[-1]}'; "
+                                f"allowed here: {', '.join(sorted(node))}")
+        node[parts[-1]] = value
+    return arch_from_dict(data, f"{arch.source} (with overrides {overrides})", arch._base_dir)
