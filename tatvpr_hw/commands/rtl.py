@@ -1,7 +1,108 @@
-"""CLI commands: rtl (filled in by the area that owns it)."""
+"""CLI commands: `tatvpr rtl {sim,synth,ice40}` -- the RTL witness of the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from tatvpr_hw.errors import UserError
+
+
+def _grid(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        try:
+            pe, simd = item.lower().split("x")
+            out.append((int(pe), int(simd)))
+        except ValueError:
+            raise UserError(f"--grid item {item!r} is not PExSIMD (e.g. 4x8)") from None
+    return out
+
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
-    """Add this area's commands to the tatvpr app (and its export group)."""
+    """Add the `rtl` command group."""
+    rtl_app = typer.Typer(help="RTL tile: Verilator cross-check of the simulator, yosys resources, "
+                               "iCE40 bitstream.", no_args_is_help=True)
+    app.add_typer(rtl_app, name="rtl")
+
+    @rtl_app.command("sim")
+    def rtl_sim(
+        trace: Optional[Path] = typer.Option(None, help="workload trace (tatvpr trace); default: a "
+                                             "synthetic ViT-tiny trace at --sparsity"),
+        pe: int = typer.Option(4, help="output lanes of the tile"),
+        simd: int = typer.Option(8, help="input lanes of the tile"),
+        layers: int = typer.Option(3, help="how many ternary layers of the trace to check (fold 0 each)"),
+        sparsity: float = typer.Option(0.4, help="sparsity of the synthetic trace (without --trace)"),
+        seed: int = typer.Option(0, help="seed of the int8 activation values"),
+        build_dir: Path = typer.Option(Path("build/rtl"), help="where Verilator builds"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON rows"),
+    ) -> None:
+        """Run trace tiles through the Verilog tile; check bit-exact outputs and cycle-exact timing vs sim."""
+        from tatvpr_hw import rtl
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if trace is None:
+            from sim.trace import synthetic_vit_trace, write_trace
+            if not 0.0 <= sparsity < 1.0:
+                raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")
+            trace = build_dir / f"synthetic_s{sparsity:g}.npz"
+            write_trace(trace, synthetic_vit_trace(depth=1, dim=192, tokens=50, heads=3,
+                                                   sparsity=sparsity, seed=seed))
+        elif not trace.is_file():
+            raise UserError(f"trace file not found: {trace}")
+        rows = rtl.check_trace_tiles(trace, pe, simd, build_dir, layers=layers, seed=seed)
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'layer':24} {'PExSIMD':>8} {'K':>5} {'tok':>4} {'bit-exact':>9} {'RTL cyc':>8} {'sim cyc':>8}")
+            for r in rows:
+                print(f"{r['layer']:24} {r['pe']:>3}x{r['simd']:<4} {r['k']:>5} {r['tokens']:>4} "
+                      f"{str(r['bit_exact']):>9} {r['rtl_cycles']:>8} {r['sim_cycles']:>8}")
+        if not all(r["bit_exact"] and r["cycle_exact"] for r in rows):
+            print("MISMATCH between the RTL and the reference/simulator")
+            raise typer.Exit(1)
+
+    @rtl_app.command("synth")
+    def rtl_synth(
+        grid: str = typer.Option("2x4,4x4,4x8,8x8", help="PExSIMD points, comma-separated"),
+        family: str = typer.Option("xc7,xcup", help="yosys synth_xilinx families: xc7 (7-series), xcup (UltraScale+)"),
+        out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
+        no_int8: bool = typer.Option(False, help="skip the int8 x int8 comparison"),
+    ) -> None:
+        """Synthesise the ternary MAC array with yosys, fit the per-lane resource model, compare with int8 MACs."""
+        from tatvpr_hw import rtl
+        from tatvpr_hw.io import write_json
+
+        fams = [f.strip() for f in family.split(",") if f.strip()]
+        table = rtl.synth_table(_grid(grid), fams, compare_int8=not no_int8)
+        print(f"{'family':6} {'PExSIMD':>8} {'lanes':>6} {'LUT':>6} {'SRL':>4} {'FF':>6} {'CARRY':>6} {'DSP':>4}")
+        for r in table["rows"]:
+            print(f"{r['family']:6} {r['pe']:>3}x{r['simd']:<4} {r['lanes']:>6} {r['lut']:>6} {r['srl']:>4} "
+                  f"{r['ff']:>6} {r['carry']:>6} {r['dsp']:>4}")
+        for fam, fit in table["fit"].items():
+            f = fit["lut"]
+            print(f"{fam}: LUT ~= {f['per_lane']:.2f}/lane + {f['per_pe']:.1f}/PE + {f['fixed']:.0f} "
+                  f"(max error {100 * f['max_rel_error']:.1f}%)")
+        if table["int8_comparison"]:
+            print("int8 x int8 comparison (same array):")
+            for r in table["int8_comparison"]:
+                print(f"  {r['family']:5} {r['design']:8} dsp={'yes' if r['dsp_allowed'] else 'no ':3} "
+                      f"LUT {r['lut']:>6} FF {r['ff']:>6} CARRY {r['carry']:>5} DSP {r['dsp']:>4}")
+        if out:
+            write_json(out, table)
+
+    @rtl_app.command("ice40")
+    def rtl_ice40(
+        out: Path = typer.Option(Path("build/ice40"), help="output folder (bitstream tile.bin)"),
+        pe: int = typer.Option(2), simd: int = typer.Option(4), k: int = typer.Option(16),
+        seed: int = typer.Option(1, help="nextpnr placement seed"),
+    ) -> None:
+        """Build the tile for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
+        from tatvpr_hw import rtl
+
+        r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed)
+        print(f"iCE40 UP5K (sg48), tile {pe}x{simd}, K={k}: {r['logic_cells']}/{r['logic_cells_available']} "
+              f"logic cells, fmax {r['fmax_mhz']:.1f} MHz, bitstream {r['bitstream_bytes']} bytes -> {r['bitstream']}")
