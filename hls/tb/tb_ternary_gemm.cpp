@@ -1,0 +1,129 @@
+// C-simulation testbench of tatvpr_ternary_gemm (g++ with the ap_int headers, or Vitis HLS
+// csim_design). Usage:
+//
+//   tb_ternary_gemm LAYER.bin RESULT.bin [LAYER.bin RESULT.bin ...]
+//
+// LAYER.bin (written by tatvpr_pynq.formats.write_layer_file; little-endian):
+//   char[8] "TVPRLYR1"
+//   int32 pe, simd, m, k, n, fmt, mult, shift
+//   5 sections, each uint32 nbytes followed by nbytes of data, in this order:
+//     tok_nnz uint16[m] | pairs uint32[...] | weights uint8[...] | bias int32[n] |
+//     expected int8[m*n] (nbytes 0 when there is no expected output)
+// RESULT.bin:
+//   char[8] "TVPRRES1", int32 status, m, n, folds, mismatches,
+//   int8 out[m*n], int64 chunk_cycles[folds]   (CHUNK iterations per fold)
+//
+// Exit status: 0 when every layer ran and matched its expected output bit-exactly, 1 when
+// some output differs (the first differences are printed), 2 for an unreadable file or a
+// layer built for another PE x SIMD.
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <string>
+#include <vector>
+
+#include "tatvpr_gemm.h"
+
+static std::vector<long long> g_chunk_cycles;
+
+void tatvpr_count_chunk(int fold) {
+    if (fold >= (int)g_chunk_cycles.size()) g_chunk_cycles.resize(fold + 1, 0);
+    g_chunk_cycles[fold]++;
+}
+
+namespace {
+
+bool read_section(FILE *fp, std::vector<uint8_t> &buf) {
+    uint32_t nbytes = 0;
+    if (fread(&nbytes, 4, 1, fp) != 1) return false;
+    buf.resize(nbytes);
+    return nbytes == 0 || fread(buf.data(), 1, nbytes, fp) == nbytes;
+}
+
+int run_one(const char *layer_path, const char *result_path) {
+    FILE *fp = fopen(layer_path, "rb");
+    if (!fp) {
+        fprintf(stderr, "tb: cannot open %s\n", layer_path);
+        return 2;
+    }
+    char magic[8];
+    int32_t hdr[8];
+    std::vector<uint8_t> nnz_b, pairs_b, w_b, bias_b, exp_b;
+    bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRLYR1", 8) == 0 &&
+              fread(hdr, 4, 8, fp) == 8 && read_section(fp, nnz_b) && read_section(fp, pairs_b) &&
+              read_section(fp, w_b) && read_section(fp, bias_b) && read_section(fp, exp_b);
+    fclose(fp);
+    if (!ok) {
+        fprintf(stderr, "tb: %s is not a TVPRLYR1 layer file\n", layer_path);
+        return 2;
+    }
+    const int pe = hdr[0], simd = hdr[1], m = hdr[2], k = hdr[3], n = hdr[4];
+    const int fmt = hdr[5], mult = hdr[6], shift = hdr[7];
+    if (pe != TATVPR_PE || simd != TATVPR_SIMD) {
+        fprintf(stderr, "tb: %s was written for PE=%d SIMD=%d; this build is PE=%d SIMD=%d\n",
+                layer_path, pe, simd, TATVPR_PE, TATVPR_SIMD);
+        return 2;
+    }
+    if (m <= 0 || n <= 0 || nnz_b.size() != (size_t)m * 2 || bias_b.size() != (size_t)n * 4 ||
+        (!exp_b.empty() && exp_b.size() != (size_t)m * n) || pairs_b.size() % 4) {
+        fprintf(stderr, "tb: %s: section sizes do not match m=%d n=%d\n", layer_path, m, n);
+        return 2;
+    }
+    std::vector<uint16_t> nnz(m);
+    memcpy(nnz.data(), nnz_b.data(), nnz_b.size());
+    std::vector<uint32_t> pairs(pairs_b.size() / 4 + 1, 0);
+    memcpy(pairs.data(), pairs_b.data(), pairs_b.size());
+    std::vector<int32_t> bias(n);
+    memcpy(bias.data(), bias_b.data(), bias_b.size());
+    w_b.push_back(0);  // never dereferenced past the real size; keeps data() valid
+    std::vector<int8_t> out((size_t)m * n, 0);
+
+    const int folds = (n + TATVPR_PE - 1) / TATVPR_PE;
+    g_chunk_cycles.assign(folds, 0);
+    int status = tatvpr_ternary_gemm(pairs.data(), nnz.data(), w_b.data(), bias.data(),
+                                     out.data(), m, k, n, fmt, mult, shift);
+    g_chunk_cycles.resize(folds, 0);
+
+    int mismatches = 0;
+    if (!exp_b.empty()) {
+        for (size_t i = 0; i < out.size(); i++) {
+            int8_t want = (int8_t)exp_b[i];
+            if (out[i] != want) {
+                if (mismatches < 5)
+                    fprintf(stderr, "tb: %s: y[%zu][%zu] = %d, expected %d\n", layer_path,
+                            i / n, i % n, out[i], want);
+                mismatches++;
+            }
+        }
+    }
+    FILE *rp = fopen(result_path, "wb");
+    if (!rp) {
+        fprintf(stderr, "tb: cannot write %s\n", result_path);
+        return 2;
+    }
+    int32_t rh[5] = {status, m, n, folds, mismatches};
+    fwrite("TVPRRES1", 1, 8, rp);
+    fwrite(rh, 4, 5, rp);
+    fwrite(out.data(), 1, out.size(), rp);
+    fwrite(g_chunk_cycles.data(), 8, folds, rp);
+    fclose(rp);
+    printf("%s: status %d, %d x %d -> %d, %d mismatches\n", layer_path, status, m, k, n, mismatches);
+    if (status != 0) return exp_b.empty() ? 0 : 1;
+    return mismatches ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 3 || (argc - 1) % 2) {
+        fprintf(stderr, "usage: %s LAYER.bin RESULT.bin [LAYER.bin RESULT.bin ...]\n", argv[0]);
+        return 2;
+    }
+    int worst = 0;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        int rc = run_one(argv[i], argv[i + 1]);
+        if (rc > worst) worst = rc;
+    }
+    return worst;
+}

@@ -1,0 +1,127 @@
+"""Build and run the IP's C simulation with g++ and the hls4ml-shipped ap_int headers.
+
+    >>> kp = KernelParams(pe=8, simd=8)
+    >>> exe = build_csim(kp, build_dir)                 # compiled once per parameter set
+    >>> results = run_csim(exe, [layer], work_dir)      # one process for many layers
+
+The binary is the real kernel source (``hls/src/tatvpr_gemm.cpp``) plus the testbench, built
+with ``-DTATVPR_COUNT_CYCLES`` so that every CHUNK-loop iteration is counted per fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tatvpr_hw.errors import UserError
+from tatvpr_hw.hlsflow.formats import CsimResult, IPLayer, read_result_file, write_layer_file
+from tatvpr_hw.hlsflow.paths import ap_types_dir, hls_dir
+
+log = logging.getLogger(__name__)
+
+_SOURCES = ("include/tatvpr_gemm.h", "src/tatvpr_gemm.cpp", "tb/tb_ternary_gemm.cpp")
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """Compile-time parameters of the kernel (the ``-D`` macros of ``tatvpr_gemm.h``).
+
+    Args:
+        pe: output lanes (channels per fold).
+        simd: input lanes (activation pairs per chunk / cycle).
+        kmax: largest K (input channels) a layer may have.
+        mmax: largest M (tokens) a layer may have.
+        chunks_max: on-chip activation buffer in chunks of SIMD pairs (sum over tokens).
+    """
+
+    pe: int = 8
+    simd: int = 8
+    kmax: int = 4096
+    mmax: int = 1024
+    chunks_max: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"kernel parameter {name} must be a positive integer, got {value!r}")
+        if self.kmax > 65536:
+            raise UserError(f"kernel parameter kmax must be <= 65536 (16-bit channel index), got {self.kmax}")
+
+    def defines(self) -> list[str]:
+        return [f"-DTATVPR_PE={self.pe}", f"-DTATVPR_SIMD={self.simd}", f"-DTATVPR_KMAX={self.kmax}",
+                f"-DTATVPR_MMAX={self.mmax}", f"-DTATVPR_CHUNKS_MAX={self.chunks_max}"]
+
+    def fits(self, layer: IPLayer) -> str | None:
+        """Why ``layer`` does not fit this build, or None."""
+        if (layer.pe, layer.simd) != (self.pe, self.simd):
+            return f"layer packed for PE={layer.pe} SIMD={layer.simd}, build is PE={self.pe} SIMD={self.simd}"
+        if layer.k > self.kmax or layer.m > self.mmax:
+            return f"layer {layer.m}x{layer.k} exceeds mmax={self.mmax} / kmax={self.kmax}"
+        if layer.chunk_cycles_per_fold > self.chunks_max:
+            return f"layer needs {layer.chunk_cycles_per_fold} chunks, buffer holds {self.chunks_max}"
+        return None
+
+
+def compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
+    if not cxx:
+        raise UserError("no C++ compiler found for the C simulation: install g++ or set CXX")
+    return cxx
+
+
+def compile_command(params: KernelParams, exe: Path) -> list[str]:
+    root = hls_dir()
+    return [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label",
+            "-DTATVPR_COUNT_CYCLES", *params.defines(), f"-I{root / 'include'}",
+            f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_gemm.cpp"),
+            str(root / "tb" / "tb_ternary_gemm.cpp"), "-o", str(exe)]
+
+
+def build_csim(params: KernelParams, build_dir: str | os.PathLike) -> Path:
+    """Compile the C-simulation binary into ``build_dir`` (reused when sources are unchanged)."""
+    root = hls_dir()
+    h = hashlib.sha256(repr(params).encode())
+    for rel in _SOURCES:
+        h.update((root / rel).read_bytes())
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    exe = build_dir / f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_{h.hexdigest()[:12]}"
+    if exe.is_file():
+        return exe
+    tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
+    cmd = compile_command(params, tmp)
+    log.info("compiling C simulation: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"C simulation failed to compile ({cmd[0]} exit {proc.returncode}):\n"
+                        + proc.stderr[-4000:])
+    os.replace(tmp, exe)
+    return exe
+
+
+def run_csim(exe: str | os.PathLike, layers: list[IPLayer], work_dir: str | os.PathLike,
+             names: list[str] | None = None) -> list[CsimResult]:
+    """Run the testbench on ``layers`` (one process); returns their results in order.
+
+    A layer whose output differs from its ``expected`` is reported in the result's
+    ``mismatches`` (the call does not raise); an unreadable file raises :class:`UserError`.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    names = names or [f"layer{i:03d}" for i in range(len(layers))]
+    args: list[str] = []
+    for name, layer in zip(names, layers):
+        lp = write_layer_file(work_dir / f"{name}.layer.bin", layer)
+        args += [str(lp), str(work_dir / f"{name}.result.bin")]
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True)
+    if proc.returncode not in (0, 1):
+        raise UserError(f"C simulation could not run ({exe}, exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    if proc.stderr:
+        log.info("C simulation: %s", proc.stderr.strip()[-2000:])
+    return [read_result_file(work_dir / f"{name}.result.bin") for name in names]

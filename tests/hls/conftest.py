@@ -1,0 +1,44 @@
+"""Shared fixtures of the HLS IP tests: C-simulation binaries compiled once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tatvpr_hw.hlsflow.csim import KernelParams, build_csim
+
+# Two builds: a wide-PE and a wide-SIMD one (the C testbench is compiled once per session).
+BUILDS = {"pe4_simd8": KernelParams(pe=4, simd=8, kmax=1024, mmax=128, chunks_max=8192),
+          "pe8_simd4": KernelParams(pe=8, simd=4, kmax=1024, mmax=128, chunks_max=16384)}
+
+
+@pytest.fixture(scope="session")
+def csim_builds(tmp_path_factory):
+    build_dir = tmp_path_factory.mktemp("hls_csim_build")
+    return {name: (kp, build_csim(kp, build_dir)) for name, kp in BUILDS.items()}
+
+
+def expected_fold_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int) -> np.ndarray:
+    """The simulator's C_f in skip mode ``act`` (sim.engine when present, else ENGINE.md's formula)."""
+    try:
+        from sim.engine import fold_compute_cycles
+    except ImportError:
+        nnz = act_mask.sum(axis=1)
+        per_fold = int(np.maximum(1, -(-nnz // simd)).sum())
+        return np.full(-(-w.shape[0] // pe), per_fold, dtype=np.int64)
+    return np.asarray(fold_compute_cycles(act_mask, w, pe, simd, "act"), dtype=np.int64)
+
+
+def random_layer(rng: np.random.Generator, m: int, k: int, n: int, sparsity: float,
+                 weight_zero_frac: float = 0.4):
+    """int8 activations with top-k per token at ``sparsity``, ternary weights, int32 bias."""
+    x = rng.integers(-127, 128, size=(m, k)).astype(np.int8)
+    keep = max(0, int(np.ceil((1 - sparsity) * k)))
+    order = np.argsort(-np.abs(x.astype(np.int32)) + rng.random((m, k)), axis=1)
+    mask = np.zeros((m, k), bool)
+    np.put_along_axis(mask, order[:, :keep], True, axis=1)
+    x = np.where(mask, x, 0).astype(np.int8)
+    w = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, k),
+                   p=[(1 - weight_zero_frac) / 2, weight_zero_frac, (1 - weight_zero_frac) / 2])
+    bias = rng.integers(-5000, 5000, size=n).astype(np.int32)
+    return x, w, bias
