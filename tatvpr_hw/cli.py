@@ -13,7 +13,7 @@ import sys
 import typer
 
 from sim.errors import SimInputError
-from tatvpr_hw.commands import data, demo, evaluation, export_fw, export_hw, models, rtl, simulate, training
+from tatvpr_hw.commands import data, demo, dse, evaluation, export_fw, export_hw, models, rtl, simulate, training
 from tatvpr_hw.errors import UserError
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ export_app = typer.Typer(help="Export the student to FPGA frameworks and board p
                          no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-for _module in (models, data, training, evaluation, simulate, export_fw, export_hw, rtl, demo):
+for _module in (models, data, training, evaluation, simulate, dse, export_fw, export_hw, rtl, demo):
     _module.register(app, export_app)
 
 

@@ -1,0 +1,763 @@
+"""Design-space sweeps over the accelerator description: Pareto fronts under a board constraint.
+
+A sweep file (YAML, validated; unknown keys are named) says which hardware knobs to vary::
+
+    arch: kv260                 # base hardware description: a name in sim/arch/ or a path
+                                # (relative paths are taken from the sweep file's folder)
+    board: kv260                # optional board constraint (a name in sim/boards/)
+    axes:                       # knob -> list of values; aliases below, or any dotted arch path
+      pe: [8, 16, 32]
+      simd: [16, 32, 64]
+      clock_mhz: [200, 300]
+      weight_format: [ternary2, ternary1.6]
+      skip_mode: [none, act, both]
+      buffers.act_kb: [256, 512]
+    sampling: {mode: grid}      # or {mode: random, n: 200, seed: 0}
+    select: {metric: edp}       # best point: edp | latency_ms | energy_mj; optional sparsity: s
+
+The traces given on the command line are one more axis: one trace per sparsity level (read
+from each trace's ``meta["sparsity"]``). Every design point is ``sim.simulate(arch with the
+point's overrides, trace)``; the metrics kept per point are listed in :data:`METRIC_COLUMNS`.
+
+Outputs in the sweep folder:
+
+``points.jsonl``      append-only, one flushed JSON line per finished point (the resume log);
+                      a rerun skips every point already there, a killed sweep loses none.
+``results.csv`` / ``results.parquet``  the table, one row per point of the space, in the
+                      space's enumeration order (same table whatever the backend or worker count).
+``pareto.png``        latency vs energy per query, Pareto points marked, per sparsity.
+``best_point.json``   the chosen design (read by the FINN / bitstream exporters, ``--dse-point``).
+``sweep.json``        the resolved sweep (arch path, overrides per axis, traces) and a summary.
+
+Pareto front: among the points that fit the board, per trace (sparsity level: the workloads of
+two traces differ in accuracy, so they are not compared with each other), the points that no
+other point beats or ties on all of latency (ms), energy per query (mJ) and resource use
+(the largest used/available fraction over the board's resource kinds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import yaml
+
+from sim.errors import SimInputError
+
+log = logging.getLogger(__name__)
+
+SIM_DIR = Path(__file__).resolve().parent
+ARCH_DIR = SIM_DIR / "arch"
+BOARD_DIR = SIM_DIR / "boards"
+
+# Short axis names -> dotted paths in the hardware description (sim.arch.with_overrides keys).
+AXIS_ALIASES: dict[str, str] = {
+    "pe": "compute.pe",
+    "simd": "compute.simd",
+    "clock_mhz": "clock_mhz",
+    "weight_format": "compute.weight_format",
+    "skip_mode": "compute.skip_mode",
+    "board": "board",
+}
+# Columns of the table that best_point.json always names (the exporters' knobs).
+POINT_KNOBS = ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board")
+# Metrics copied from each simulation result (``SimResult.to_dict()``).
+METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "fits", "resource_frac")
+SELECT_METRICS = ("edp", "latency_ms", "energy_mj")
+BACKENDS = ("local", "ray")
+DEFAULT_EVALUATOR = "sim.dse:simulate_point"
+
+_SWEEP_KEYS = {"arch", "board", "axes", "sampling", "select"}
+_SAMPLING_KEYS = {"mode", "n", "seed"}
+_SELECT_KEYS = {"metric", "sparsity"}
+
+
+# ------------------------------------------------------------------------------- sweep spec
+
+@dataclass
+class SweepSpec:
+    """A validated sweep: base arch file, ordered axes (dotted path -> values), sampling."""
+
+    arch_path: Path
+    board: str | None
+    axes: dict[str, list]  # column name -> values (column = alias name or dotted path)
+    paths: dict[str, str]  # column name -> dotted arch path
+    mode: str = "grid"
+    n: int | None = None
+    seed: int = 0
+    select_metric: str = "edp"
+    select_sparsity: float | None = None
+    source: str = "<sweep>"
+
+    def to_dict(self) -> dict:
+        return {"arch": str(self.arch_path), "board": self.board, "axes": self.axes,
+                "paths": self.paths, "sampling": {"mode": self.mode, "n": self.n, "seed": self.seed},
+                "select": {"metric": self.select_metric, "sparsity": self.select_sparsity}}
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.axes.values()) if self.axes else 1
+
+    def points(self) -> list[dict]:
+        """The design points (column -> value), grid order or a seeded random sample of the grid."""
+        names = list(self.axes)
+        total = self.grid_size()
+        if self.mode == "grid":
+            idx: Iterable[int] = range(total)
+        else:
+            rng = np.random.default_rng(self.seed)
+            take = min(int(self.n), total)
+            idx = sorted(int(i) for i in rng.choice(total, size=take, replace=False))
+        sizes = [len(self.axes[a]) for a in names]
+        out = []
+        for flat in idx:
+            rem, pt = flat, {}
+            for a, size in zip(reversed(names), reversed(sizes)):  # last axis varies fastest
+                rem, j = divmod(rem, size)
+                pt[a] = self.axes[a][j]
+            out.append({a: pt[a] for a in names})
+        return out
+
+
+def _resolve_named(value: str, base_dir: Path, lib_dir: Path, what: str) -> Path:
+    p = Path(value)
+    for cand in (p if p.is_absolute() else base_dir / p, lib_dir / p, lib_dir / f"{value}.yaml"):
+        if cand.is_file():
+            return cand.resolve()
+    known = sorted(q.stem for q in lib_dir.glob("*.yaml")) if lib_dir.is_dir() else []
+    raise SimInputError(f"{what} {value!r} not found (looked in {base_dir} and {lib_dir}); "
+                        f"known names: {', '.join(known) or 'none'}")
+
+
+def _scalar_ok(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool)) and not (isinstance(v, float) and not math.isfinite(v))
+
+
+def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None) -> SweepSpec:
+    """Validate a sweep mapping; raise :class:`SimInputError` naming the bad key and what is allowed."""
+    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not isinstance(data, dict):
+        raise SimInputError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - _SWEEP_KEYS)
+    if unknown:
+        raise SimInputError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                            f"allowed: {', '.join(sorted(_SWEEP_KEYS))}")
+    if not isinstance(data.get("arch"), str) or not data["arch"]:
+        raise SimInputError(f"{source}: 'arch' must name the base hardware description "
+                            "(a name in sim/arch/ or a YAML path)")
+    arch_path = _resolve_named(data["arch"], base_dir, ARCH_DIR, f"{source}: arch")
+    board = data.get("board")
+    if board is not None:
+        if not isinstance(board, str) or not board:
+            raise SimInputError(f"{source}: 'board' = {board!r}: must be a board name (sim/boards/*.yaml)")
+        if BOARD_DIR.is_dir():
+            _resolve_named(board, base_dir, BOARD_DIR, f"{source}: board")
+
+    axes_in = data.get("axes") or {}
+    if not isinstance(axes_in, dict):
+        raise SimInputError(f"{source}: 'axes' must be a mapping of knob -> list of values")
+    axes: dict[str, list] = {}
+    paths: dict[str, str] = {}
+    for name, values in axes_in.items():
+        if not isinstance(name, str) or not name:
+            raise SimInputError(f"{source}: axis name {name!r} must be a string")
+        if name == "sparsity":
+            raise SimInputError(f"{source}: axes.sparsity: the sparsity axis comes from the traces "
+                                "(one --trace per sparsity level), not from the sweep file")
+        if name == "board" and board is not None:
+            raise SimInputError(f"{source}: give either 'board' or axes.board, not both")
+        if name not in AXIS_ALIASES and "." not in name:
+            raise SimInputError(f"{source}: unknown axis {name!r}; allowed: "
+                                f"{', '.join(AXIS_ALIASES)} or a dotted path into the arch file "
+                                "(e.g. buffers.act_kb)")
+        if not isinstance(values, list) or not values:
+            raise SimInputError(f"{source}: axes.{name} must be a non-empty list of values, got {values!r}")
+        for v in values:
+            if not _scalar_ok(v):
+                raise SimInputError(f"{source}: axes.{name} value {v!r}: must be a number or a string")
+        if len(set(map(repr, values))) != len(values):
+            raise SimInputError(f"{source}: axes.{name} lists a value twice: {values}")
+        if name in ("pe", "simd", "clock_mhz") and any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
+            raise SimInputError(f"{source}: axes.{name} = {values}: every value must be a number > 0")
+        axes[name] = list(values)
+        paths[name] = AXIS_ALIASES.get(name, name)
+
+    sampling = data.get("sampling") or {"mode": "grid"}
+    if not isinstance(sampling, dict):
+        raise SimInputError(f"{source}: 'sampling' must be a mapping (mode: grid | random, n, seed)")
+    unknown = sorted(set(sampling) - _SAMPLING_KEYS)
+    if unknown:
+        raise SimInputError(f"{source}: unknown key(s) sampling.{', sampling.'.join(unknown)}; "
+                            f"allowed: {', '.join(sorted(_SAMPLING_KEYS))}")
+    mode = sampling.get("mode", "grid")
+    if mode not in ("grid", "random"):
+        raise SimInputError(f"{source}: sampling.mode = {mode!r}; allowed: grid, random")
+    n = sampling.get("n")
+    seed = sampling.get("seed", 0)
+    if mode == "random":
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SimInputError(f"{source}: sampling.n = {n!r}: random sampling needs an integer n >= 1")
+    elif n is not None:
+        raise SimInputError(f"{source}: sampling.n is only used with mode: random")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SimInputError(f"{source}: sampling.seed = {seed!r}: must be an integer")
+
+    select = data.get("select") or {}
+    if not isinstance(select, dict):
+        raise SimInputError(f"{source}: 'select' must be a mapping (metric, sparsity)")
+    unknown = sorted(set(select) - _SELECT_KEYS)
+    if unknown:
+        raise SimInputError(f"{source}: unknown key(s) select.{', select.'.join(unknown)}; "
+                            f"allowed: {', '.join(sorted(_SELECT_KEYS))}")
+    metric = select.get("metric", "edp")
+    if metric not in SELECT_METRICS:
+        raise SimInputError(f"{source}: select.metric = {metric!r}; allowed: {', '.join(SELECT_METRICS)}")
+    sel_s = select.get("sparsity")
+    if sel_s is not None and (isinstance(sel_s, bool) or not isinstance(sel_s, (int, float))
+                              or not 0 <= sel_s < 1):
+        raise SimInputError(f"{source}: select.sparsity = {sel_s!r}: must be in [0, 1)")
+    return SweepSpec(arch_path, board, axes, paths, mode, n, seed, metric,
+                     None if sel_s is None else float(sel_s), source)
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read and validate a sweep YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimInputError(f"sweep file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SimInputError(f"{path}: malformed YAML: {err}") from None
+    return parse_sweep(data, str(path), path.parent)
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """One trace of the sweep: its path, content hash and sparsity level."""
+
+    path: str
+    sha256: str
+    sparsity: float | None
+    label: str
+
+
+def describe_traces(paths: Sequence[str | os.PathLike]) -> list[TraceInfo]:
+    """Read each trace (validating it), note its sparsity from ``meta``; reject duplicates."""
+    from sim.trace import read_trace
+
+    infos: list[TraceInfo] = []
+    seen: dict[str, str] = {}
+    for p in paths:
+        p = Path(p)
+        tr = read_trace(p)
+        sha = hashlib.sha256(p.read_bytes()).hexdigest()
+        if sha in seen:
+            raise SimInputError(f"--trace {p} is the same file as {seen[sha]}; give each trace once")
+        seen[sha] = str(p)
+        s = tr.meta.get("sparsity")
+        s = float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None
+        infos.append(TraceInfo(str(p.resolve()), sha, s, p.name))
+    labels = [i.sparsity for i in infos]
+    if len(infos) > 1 and len(set(labels)) != len(labels):
+        log.warning("several traces have the same sparsity %s; they are told apart by file name", labels)
+    return infos
+
+
+def point_key(arch_sha: str, board: str | None, trace_sha: str, params: dict) -> str:
+    """Stable id of a design point: hash of the base arch, board, trace content and knob values."""
+    blob = json.dumps({"arch": arch_sha, "board": board, "trace": trace_sha, "params": params},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)) and math.isfinite(float(v)):
+        return float(v)
+    return None
+
+
+def point_metrics(result: dict) -> dict:
+    """The table's metrics from one ``SimResult.to_dict()``.
+
+    ``cycles``, ``latency_ms``, ``queries_per_s``, ``energy_mj`` are copied. Board fit and
+    resources are read from ``result["resources"]``: ``fits`` (bool; a result without resource
+    information counts as fitting) and the used/available fraction per resource kind, either as
+    ``{"util": {"lut": 0.4, ...}}`` or as ``{"used": {...}, "available": {...}}``;
+    ``resource_frac`` is the largest fraction, and each kind becomes a ``util_<kind>`` column.
+    """
+    missing = [k for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj") if k not in result]
+    if missing:
+        raise SimInputError(f"simulation result lacks {', '.join(missing)}")
+    out = {k: result[k] for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj")}
+    res = result.get("resources") or {}
+    util: dict[str, float] = {}
+    if isinstance(res, dict):
+        if isinstance(res.get("util"), dict):
+            util = {k: float(v) for k, v in res["util"].items() if _num(v) is not None}
+        elif isinstance(res.get("used"), dict) and isinstance(res.get("available"), dict):
+            for k, used in res["used"].items():
+                avail = _num(res["available"].get(k))
+                if _num(used) is not None and avail:
+                    util[k] = float(used) / avail
+    fits = result.get("fits", res.get("fits") if isinstance(res, dict) else None)
+    if fits is None:
+        fits = all(v <= 1.0 for v in util.values())
+    out["fits"] = bool(fits)
+    out["resource_frac"] = max(util.values()) if util else float("nan")
+    for k, v in sorted(util.items()):
+        out[f"util_{k}"] = v
+    return out
+
+
+_ARCH_CACHE: dict[str, Any] = {}
+
+
+def simulate_point(arch_path: str, overrides: dict, trace: Any) -> dict:
+    """Default evaluator: ``sim.simulate(with_overrides(load_arch(arch_path), overrides), trace)``."""
+    from sim import simulate  # noqa: PLC0415  (B1's engine; imported in the worker)
+    from sim.arch import load_arch, with_overrides
+
+    if arch_path not in _ARCH_CACHE:
+        _ARCH_CACHE[arch_path] = load_arch(arch_path)
+    arch = with_overrides(_ARCH_CACHE[arch_path], overrides) if overrides else _ARCH_CACHE[arch_path]
+    return simulate(arch, trace).to_dict()
+
+
+def resolve_evaluator(ref: str) -> Callable[[str, dict, Any], dict]:
+    """``"module:function"`` -> the function."""
+    mod, _, fn = ref.partition(":")
+    if not mod or not fn:
+        raise SimInputError(f"evaluator {ref!r}: expected 'module:function'")
+    return getattr(importlib.import_module(mod), fn)
+
+
+# Per-process state of a worker: evaluator, arch path, traces by sha.
+_WORKER: dict[str, Any] = {}
+
+
+def _materialise_trace(sha: str, data: bytes | None, path: str) -> Any:
+    from sim.trace import read_trace
+
+    traces = _WORKER.setdefault("traces", {})
+    if sha not in traces:
+        if data is not None:  # shipped through Ray's object store: write once per node
+            cache = Path(tempfile.gettempdir()) / f"tatvpr-dse-{sha[:24]}.npz"
+            if not cache.is_file():
+                fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, cache)
+            path = str(cache)
+        traces[sha] = read_trace(path)
+    return traces[sha]
+
+
+def _eval_chunk(evaluator: str, arch_path: str, chunk: list[dict],
+                trace_blobs: dict[str, tuple[str, bytes | None]]) -> list[dict]:
+    """Evaluate a list of point jobs in this process; return their table rows."""
+    fn = resolve_evaluator(evaluator)
+    rows = []
+    for job in chunk:
+        path, data = trace_blobs[job["trace_sha"]]
+        trace = _materialise_trace(job["trace_sha"], data, path)
+        t0 = time.perf_counter()
+        result = fn(arch_path, job["overrides"], trace)
+        row = {"key": job["key"], "index": job["index"], "trace": job["trace"],
+               "sparsity": job["sparsity"], **job["params"], **point_metrics(result),
+               "sim_s": time.perf_counter() - t0}
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------ persistence
+
+def read_done(jsonl: Path) -> dict[str, dict]:
+    """Finished points of a sweep log, by key. A torn last line (killed mid-write) is ignored."""
+    done: dict[str, dict] = {}
+    if not jsonl.is_file():
+        return done
+    with jsonl.open("r") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s: ignoring an incomplete line (a killed run)", jsonl)
+                continue
+            if isinstance(row, dict) and "key" in row:
+                done[row["key"]] = row
+    return done
+
+
+class _Log:
+    """Append-only JSONL; every row is one write + flush + fsync, so a kill loses no finished point."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a torn last line from a killed run: start the next row on a fresh line
+        needs_nl = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        self.fh = path.open("a")
+        if needs_nl:
+            self.fh.write("\n")
+
+    def write(self, row: dict) -> None:
+        self.fh.write(json.dumps(row, default=_json_default) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    return _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n"))
+
+
+# ------------------------------------------------------------------------------ Pareto + pick
+
+def pareto_mask(costs: np.ndarray) -> np.ndarray:
+    """bool ``[P]``: rows of ``costs [P, D]`` (lower is better) not dominated by any other row.
+
+    Row ``j`` dominates ``i`` when it is <= on every objective and < on at least one. Equal
+    rows do not dominate each other (both stay). NaN objectives are treated as 0 (absent).
+    """
+    c = np.nan_to_num(np.asarray(costs, dtype=np.float64), nan=0.0)
+    p = len(c)
+    keep = np.ones(p, dtype=bool)
+    for i in range(p):
+        le = np.all(c <= c[i], axis=1)
+        lt = np.any(c < c[i], axis=1)
+        if np.any(le & lt):
+            keep[i] = False
+    return keep
+
+
+def _pick_best(df, metric: str, sparsity: float | None):
+    cand = df[df["fits"].astype(bool)]
+    if sparsity is not None:
+        cand = cand[np.isclose(cand["sparsity"].astype(float), sparsity)]
+    if cand.empty:
+        return None
+    score = cand["latency_ms"] * cand["energy_mj"] if metric == "edp" else cand[metric]
+    return cand.loc[score.astype(float).idxmin()]
+
+
+# ------------------------------------------------------------------------------ the sweep
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` wrote and the table it built."""
+
+    out_dir: Path
+    table: Any  # pandas.DataFrame
+    best: dict | None
+    evaluated: int
+    skipped: int
+    seconds: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def build_jobs(spec: SweepSpec, traces: Sequence[TraceInfo]) -> list[dict]:
+    """All point jobs of the space, in order: traces outer, design points inner."""
+    arch_sha = hashlib.sha256(spec.arch_path.read_bytes()).hexdigest()
+    jobs = []
+    pts = spec.points()
+    for t in traces:
+        for params in pts:
+            overrides = {spec.paths[a]: v for a, v in params.items()}
+            if spec.board is not None:
+                overrides[AXIS_ALIASES["board"]] = spec.board
+            jobs.append({"index": len(jobs), "trace": t.label, "trace_sha": t.sha256,
+                         "sparsity": t.sparsity, "params": params, "overrides": overrides,
+                         "key": point_key(arch_sha, spec.board, t.sha256, params)})
+    return jobs
+
+
+def _chunks(seq: list, size: int) -> list[list]:
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+def _run_local(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress) -> None:
+    blobs = {t.sha256: (t.path, None) for t in traces}
+    if workers <= 1:
+        for c in _chunks(jobs, chunk):
+            on_rows(_eval_chunk(evaluator, str(spec.arch_path), c, blobs))
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / threads
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {pool.submit(_eval_chunk, evaluator, str(spec.arch_path), c, blobs)
+                   for c in _chunks(jobs, chunk)}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                on_rows(fut.result())
+
+
+def _run_ray(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    # traces travel through the object store, so workers on other nodes need no shared disk
+    blobs = {t.sha256: (t.path, Path(t.path).read_bytes()) for t in traces}
+    blobs_ref = ray.put(blobs)
+    remote = ray.remote(num_cpus=1)(_eval_chunk)
+    pending = [remote.remote(evaluator, str(spec.arch_path), c, blobs_ref) for c in _chunks(jobs, chunk)]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            on_rows(ray.get(ref))
+
+
+def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+              backend: str = "local", workers: int | None = None, evaluator: str = DEFAULT_EVALUATOR,
+              chunk: int | None = None, progress: bool = True, plot: bool = True,
+              limit: int | None = None) -> SweepResult:
+    """Run (or resume) a sweep; write the table, plot and best point into ``out_dir``.
+
+    ``workers`` processes (default: CPU count) evaluate the points, locally or as Ray tasks.
+    ``limit`` evaluates at most that many new points and stops (a partial run, as if killed).
+    """
+    if backend not in BACKENDS:
+        raise SimInputError(f"--backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if not trace_paths:
+        raise SimInputError("a sweep needs at least one --trace")
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    traces = describe_traces(trace_paths)
+    jobs = build_jobs(spec, traces)
+    jsonl = out / "points.jsonl"
+    done = read_done(jsonl)
+    todo = [j for j in jobs if j["key"] not in done]
+    skipped = len(jobs) - len(todo)
+    if limit is not None:
+        todo = todo[:max(0, int(limit))]
+    chunk = chunk or max(1, min(32, math.ceil(len(todo) / (workers * 8)) if todo else 1))
+    log.info("sweep: %d points (%d design points x %d traces), %d already done, %d to run on %s x%d",
+             len(jobs), len(jobs) // max(1, len(traces)), len(traces), skipped, len(todo), backend, workers)
+
+    from tqdm import tqdm
+
+    writer = _Log(jsonl)
+    bar = tqdm(total=len(jobs), initial=skipped, desc="dse", unit="pt", disable=not progress)
+
+    def on_rows(rows: list[dict]) -> None:
+        for r in rows:
+            writer.write(r)
+            done[r["key"]] = r
+        bar.update(len(rows))
+
+    try:
+        if todo:
+            runner = _run_local if backend == "local" else _run_ray
+            runner(todo, spec, traces, evaluator, workers, chunk, on_rows, progress)
+    finally:
+        bar.close()
+        writer.close()
+
+    result = finalize(spec, traces, jobs, done, out, plot=plot)
+    result.evaluated, result.skipped = len(todo), skipped
+    result.seconds = time.perf_counter() - t0
+    summary_path = out / "sweep.json"
+    _write_json(summary_path, {"spec": spec.to_dict(), "source": spec.source,
+                               "traces": [t.__dict__ for t in traces], "backend": backend,
+                               "workers": workers, "points": len(jobs), "finished": int(len(result.table)),
+                               "evaluated_this_run": result.evaluated, "skipped": skipped,
+                               "seconds": round(result.seconds, 3), "best": result.best})
+    result.files["summary"] = summary_path
+    return result
+
+
+def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], done: dict[str, dict],
+             out: Path, plot: bool = True) -> SweepResult:
+    """Build the table (finished points of this space, in space order), Pareto flags, files."""
+    import pandas as pd
+
+    rows = [dict(done[j["key"]], index=j["index"]) for j in jobs if j["key"] in done]
+    axis_cols = list(spec.axes)
+    if rows:
+        df = pd.DataFrame(rows).sort_values("index", kind="stable").reset_index(drop=True)
+    else:
+        df = pd.DataFrame(columns=["index", "key", "trace", "sparsity", *axis_cols, *METRIC_COLUMNS])
+    if "board" not in df.columns:
+        df["board"] = spec.board or _arch_board(spec.arch_path)
+    df["pareto"] = False
+    for _, grp in df.groupby("trace", sort=False):
+        fit = grp[grp["fits"].astype(bool)]
+        if len(fit):
+            costs = fit[["latency_ms", "energy_mj", "resource_frac"]].to_numpy(dtype=np.float64)
+            df.loc[fit.index[pareto_mask(costs)], "pareto"] = True
+    df = df.drop(columns=["sim_s"], errors="ignore")
+    files: dict[str, Path] = {}
+    files["csv"] = _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    files["parquet"] = _atomic_write(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    best = None
+    if len(df) == len(jobs) and len(df):
+        row = _pick_best(df, spec.select_metric, spec.select_sparsity)
+        if row is not None:
+            best = _best_point(spec, row, df)
+            files["best"] = _write_json(out / "best_point.json", best)
+        else:
+            log.warning("no design point fits the board; best_point.json not written")
+    elif len(df) < len(jobs):
+        log.warning("sweep incomplete (%d of %d points); rerun to finish it", len(df), len(jobs))
+    if plot and len(df):
+        files["plot"] = plot_pareto(df, out / "pareto.png", title=f"{spec.arch_path.stem} sweep (simulated)")
+    return SweepResult(out, df, best, 0, 0, 0.0, files)
+
+
+def _arch_board(arch_path: Path) -> str | None:
+    try:
+        data = yaml.safe_load(arch_path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    b = data.get("board") if isinstance(data, dict) else None
+    return b if isinstance(b, str) else (b.get("name") if isinstance(b, dict) else None)
+
+
+def _arch_value(arch_path: Path, dotted: str) -> Any:
+    try:
+        node: Any = yaml.safe_load(arch_path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _best_point(spec: SweepSpec, row, df) -> dict:
+    """best_point.json: the knobs the exporters need, the metrics and where they came from."""
+    point: dict[str, Any] = {}
+    for knob in POINT_KNOBS:
+        if knob in row.index and _py(row[knob]) is not None:
+            point[knob] = _py(row[knob])
+        else:  # not swept: the base arch's value
+            point[knob] = _arch_value(spec.arch_path, AXIS_ALIASES[knob]) if knob != "board" \
+                else (spec.board or _arch_board(spec.arch_path))
+    overrides = {spec.paths[a]: _py(row[a]) for a in spec.axes}
+    metrics = {k: _py(row[k]) for k in df.columns
+               if k in METRIC_COLUMNS or str(k).startswith("util_")}
+    return {"format": "tatvpr-dse-point", "version": 1, **point,
+            "sparsity": _py(row["sparsity"]), "trace": _py(row["trace"]),
+            "arch": str(spec.arch_path), "overrides": overrides, "metrics": metrics,
+            "selected_by": spec.select_metric, "pareto": bool(row["pareto"])}
+
+
+def read_best_point(path: str | os.PathLike) -> dict:
+    """Read ``best_point.json`` (for ``--dse-point``); raise :class:`SimInputError` if malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimInputError(f"design point file not found: {path}")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SimInputError(f"{path}: not JSON: {err}") from None
+    if not isinstance(d, dict) or d.get("format") != "tatvpr-dse-point":
+        raise SimInputError(f"{path}: not a design point written by `tatvpr dse` (format tatvpr-dse-point)")
+    missing = [k for k in ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board", "metrics")
+               if k not in d]
+    if missing:
+        raise SimInputError(f"{path}: missing field(s) {', '.join(missing)}")
+    return d
+
+
+# ---------------------------------------------------------------------------------- plot
+
+def plot_pareto(df, path: Path, title: str = "design-space sweep (simulated)") -> Path:
+    """Latency vs energy per query; one colour per sparsity, Pareto points ringed, misfits grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+    fits = df["fits"].astype(bool)
+    if (~fits).any():
+        ax.scatter(df.loc[~fits, "latency_ms"], df.loc[~fits, "energy_mj"], s=10, c="0.8",
+                   label="does not fit the board")
+    cmap = plt.get_cmap("viridis")
+    groups = list(df[fits].groupby("trace", sort=False))
+    for i, (label, grp) in enumerate(groups):
+        s = grp["sparsity"].iloc[0]
+        name = f"s = {s:g}" if isinstance(s, (int, float)) and not pd_isnan(s) else str(label)
+        color = cmap(i / max(1, len(groups) - 1))
+        ax.scatter(grp["latency_ms"], grp["energy_mj"], s=12, color=color, alpha=0.6, label=name)
+        front = grp[grp["pareto"].astype(bool)].sort_values("latency_ms")
+        ax.plot(front["latency_ms"], front["energy_mj"], "o-", mfc="none", color=color, ms=7, lw=1)
+    ax.set_xlabel("latency per query (ms)")
+    ax.set_ylabel("energy per query (mJ)")
+    ax.set_title(title)
+    if len(df) and (df["latency_ms"] > 0).all() and (df["energy_mj"] > 0).all():
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+def pd_isnan(v: Any) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,222 @@
+"""Design-space sweeps: spec validation, resume after a kill, Pareto, Ray == local, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim import dse
+from sim.errors import SimInputError
+from sim.trace import synthetic_vit_trace, write_trace
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A stand-in for sim.simulate (same inputs: the real arch with overrides and the real trace),
+# importable by spawned / Ray workers through PYTHONPATH. Deterministic.
+STANDIN = '''
+import math, os, time
+from sim.arch import load_arch, with_overrides
+_A = {}
+def evaluate(arch_path, overrides, trace):
+    if os.environ.get("DSE_TEST_SLEEP"):
+        time.sleep(float(os.environ["DSE_TEST_SLEEP"]))
+    if arch_path not in _A:
+        _A[arch_path] = load_arch(arch_path)
+    arch = with_overrides(_A[arch_path], overrides)
+    c = arch.spec.compute
+    cycles = 0
+    for op in trace.ternary_ops():
+        nnz = op.act_nnz_per_row() if c.skip_mode != "none" else [op.k] * op.m
+        cycles += math.ceil(op.n / c.pe) * sum(max(1, math.ceil(int(x) / c.simd)) for x in nnz)
+    lat = cycles / (arch.spec.clock_mhz * 1e3)
+    energy = 1e-6 * cycles * c.pe * c.simd * 0.01 + 0.5 * lat
+    return {"cycles": cycles, "latency_ms": lat, "queries_per_s": 1e3 / lat, "energy_mj": energy,
+            "resources": {"used": {"lut": 60 * c.pe * c.simd, "dsp": c.pe},
+                          "available": {"lut": 117120, "dsp": 1248}}}
+'''
+EVAL = "dse_standin:evaluate"
+
+
+@pytest.fixture()
+def standin(tmp_path, monkeypatch):
+    mod_dir = tmp_path / "standin"
+    mod_dir.mkdir()
+    (mod_dir / "dse_standin.py").write_text(STANDIN)
+    monkeypatch.syspath_prepend(str(mod_dir))
+    pp = os.pathsep.join([str(mod_dir), str(REPO), os.environ.get("PYTHONPATH", "")])
+    monkeypatch.setenv("PYTHONPATH", pp)
+    return mod_dir
+
+
+@pytest.fixture()
+def traces(tmp_path):
+    out = []
+    for s in (0.0, 0.5):
+        p = tmp_path / f"trace_s{s}.npz"
+        write_trace(p, synthetic_vit_trace(depth=1, dim=64, tokens=10, heads=2, sparsity=s, seed=1))
+        out.append(p)
+    return out
+
+
+def _sweep(tmp_path, text: str) -> Path:
+    p = tmp_path / "sweep.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+SMALL = """
+arch: kv260
+board: kv260
+axes:
+  pe: [8, 16, 64]
+  simd: [16, 32, 128]
+  skip_mode: [none, act]
+sampling: {mode: grid}
+"""
+
+
+def test_spec_validation_names_the_problem(tmp_path):
+    with pytest.raises(SimInputError, match=r"unknown key\(s\) 'axis'"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxis: {pe: [8]}\n"))
+    with pytest.raises(SimInputError, match="unknown axis 'lanes'"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxes: {lanes: [8]}\n"))
+    with pytest.raises(SimInputError, match="sampling.mode = 'sobol'"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\nsampling: {mode: sobol}\n"))
+    with pytest.raises(SimInputError, match="integer n >= 1"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\nsampling: {mode: random}\n"))
+    with pytest.raises(SimInputError, match="arch 'nope' not found"):
+        dse.load_sweep(_sweep(tmp_path, "arch: nope\n"))
+    with pytest.raises(SimInputError, match="axes.pe .* number > 0"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxes: {pe: [0, 8]}\n"))
+    with pytest.raises(SimInputError, match="comes from the traces"):
+        dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxes: {sparsity: [0.1]}\n"))
+
+
+def test_grid_and_random_sampling(tmp_path):
+    spec = dse.load_sweep(_sweep(tmp_path, SMALL))
+    pts = spec.points()
+    assert len(pts) == 18 and pts[0] == {"pe": 8, "simd": 16, "skip_mode": "none"}
+    assert pts[1] == {"pe": 8, "simd": 16, "skip_mode": "act"}  # last axis fastest
+    assert len({json.dumps(p, sort_keys=True) for p in pts}) == 18
+    rnd = dse.load_sweep(_sweep(tmp_path, SMALL.replace("{mode: grid}", "{mode: random, n: 7, seed: 3}")))
+    a, b = rnd.points(), rnd.points()
+    assert a == b and len(a) == 7 and all(p in pts for p in a)
+    rnd.seed = 4
+    assert rnd.points() != a
+
+
+def test_pareto_mask():
+    c = np.array([[1, 5, 1], [2, 2, 1], [3, 3, 1], [1, 5, 1], [5, 1, 2]], dtype=float)
+    # row 2 is dominated by row 1; the duplicates 0 and 3 both stay
+    assert dse.pareto_mask(c).tolist() == [True, True, False, True, True]
+
+
+def test_sweep_outputs_and_pareto(tmp_path, standin, traces):
+    spec = dse.load_sweep(_sweep(tmp_path, SMALL))
+    res = dse.run_sweep(spec, traces, tmp_path / "out", workers=1, evaluator=EVAL, progress=False)
+    t = res.table
+    assert len(t) == 2 * 18 and list(t["index"]) == list(range(36))
+    assert sorted(t["sparsity"].unique()) == [0.0, 0.5]
+    # pe=64 x simd=128 needs 60*8192 LUTs > 117,120: does not fit, never on the front
+    big = (t["pe"] == 64) & (t["simd"] == 128)
+    assert not t.loc[big, "fits"].any() and not t.loc[big, "pareto"].any()
+    # every fitting point off the front is dominated by a front point of the same trace
+    for _, g in t[t["fits"]].groupby("trace"):
+        front = g[g["pareto"]][["latency_ms", "energy_mj", "resource_frac"]].to_numpy()
+        for _, r in g[~g["pareto"]].iterrows():
+            x = r[["latency_ms", "energy_mj", "resource_frac"]].to_numpy(dtype=float)
+            assert np.any(np.all(front <= x, axis=1) & np.any(front < x, axis=1))
+    # sparsity lowers latency under act skipping (same design point, more zeros)
+    act = t[(t["skip_mode"] == "act") & (t["pe"] == 8) & (t["simd"] == 16)].set_index("sparsity")
+    assert act.loc[0.5, "latency_ms"] < act.loc[0.0, "latency_ms"]
+    pq = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(pq) == len(csv) == 36 and list(pq["key"]) == list(t["key"])
+    png = (tmp_path / "out" / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    best = dse.read_best_point(tmp_path / "out" / "best_point.json")
+    fit = t[t["fits"]]
+    edp = fit["latency_ms"] * fit["energy_mj"]
+    assert best["metrics"]["latency_ms"] * best["metrics"]["energy_mj"] == pytest.approx(edp.min())
+    assert best["board"] == "kv260" and best["weight_format"] == "ternary2"  # from the base arch
+    assert best["clock_mhz"] == 250 and best["pareto"] is True
+
+
+def _table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv")
+
+
+def test_killed_sweep_resumes_to_the_same_table(tmp_path, standin, traces):
+    sweep = _sweep(tmp_path, SMALL)
+    ref = dse.run_sweep(dse.load_sweep(sweep), traces, tmp_path / "ref", workers=1, evaluator=EVAL,
+                        progress=False)
+    out = tmp_path / "killed"
+    code = ("import sys; from sim import dse; "
+            f"dse.run_sweep(dse.load_sweep({str(sweep)!r}), {[str(t) for t in traces]!r}, {str(out)!r}, "
+            f"workers=1, chunk=1, evaluator={EVAL!r}, progress=False)")
+    env = dict(os.environ, DSE_TEST_SLEEP="0.05")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    log = out / "points.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_done = len([l for l in log.read_text().splitlines() if l.strip()])
+    assert 5 <= n_done < 36, n_done
+    with log.open("a") as fh:  # a torn line, as if killed mid-write
+        fh.write('{"key": "abc", "latency')
+    res = dse.run_sweep(dse.load_sweep(sweep), traces, out, workers=1, evaluator=EVAL, progress=False)
+    assert res.skipped == n_done and res.evaluated == 36 - n_done
+    pd.testing.assert_frame_equal(_table(out), _table(tmp_path / "ref"))
+    assert ref.best == res.best
+    # a third run does nothing new
+    again = dse.run_sweep(dse.load_sweep(sweep), traces, out, workers=1, evaluator=EVAL, progress=False)
+    assert again.evaluated == 0 and again.skipped == 36
+
+
+def test_partial_then_parallel_equals_serial(tmp_path, standin, traces):
+    spec = dse.load_sweep(_sweep(tmp_path, SMALL))
+    serial = dse.run_sweep(spec, traces, tmp_path / "a", workers=1, evaluator=EVAL, progress=False)
+    part = dse.run_sweep(spec, traces, tmp_path / "b", workers=1, evaluator=EVAL, progress=False, limit=10)
+    assert part.evaluated == 10 and not (tmp_path / "b" / "best_point.json").exists()
+    par = dse.run_sweep(spec, traces, tmp_path / "b", workers=2, chunk=3, evaluator=EVAL, progress=False)
+    assert par.evaluated == 26
+    pd.testing.assert_frame_equal(_table(tmp_path / "a"), _table(tmp_path / "b"))
+
+
+def test_ray_backend_equals_local(tmp_path, standin, traces):
+    ray = pytest.importorskip("ray")
+    spec = dse.load_sweep(_sweep(tmp_path, SMALL))
+    dse.run_sweep(spec, traces, tmp_path / "local", workers=1, evaluator=EVAL, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
+    try:
+        dse.run_sweep(spec, traces, tmp_path / "ray", backend="ray", workers=2, evaluator=EVAL,
+                      progress=False)
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(_table(tmp_path / "ray"), _table(tmp_path / "local"))
+    assert json.loads((tmp_path / "ray" / "best_point.json").read_text()) == \
+        json.loads((tmp_path / "local" / "best_point.json").read_text())
+
+
+def test_cli_bad_sweep_is_a_user_error(tmp_path, traces, capsys):
+    from tatvpr_hw.cli import main
+    bad = _sweep(tmp_path, "arch: kv260\naxes: {pe: [8]}\nsampling: {mode: grid, n: 3}\n")
+    rc = main(["dse", "--space", str(bad), "--trace", str(traces[0]), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "sampling.n is only used with mode: random" in capsys.readouterr().err
