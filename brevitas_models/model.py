@@ -111,40 +111,9 @@ class VPRModel(nn.Module):
         return self.forward_head(self.forward_features(x), grid)
 
 
-def _timm_float_backbone(name: str, img_size: int) -> nn.Module:
-    """Interim float backbone straight from timm, used only while brevitas_models.vit is absent."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    class _Backbone(VisionTransformer):
-        def grid_size(self, img: int | tuple[int, int]) -> tuple[int, int]:
-            h, w = (img, img) if isinstance(img, int) else img
-            return h // 14, w // 14
-
-    args = dict(img_size=img_size, patch_size=14, num_classes=0, init_values=1e-5)
-    sizes = {"tiny": dict(embed_dim=192, depth=12, num_heads=3),
-             "small": dict(embed_dim=384, depth=12, num_heads=6),
-             "base": dict(embed_dim=768, depth=12, num_heads=12)}
-    size = next((k for k in sizes if f"vit_{k}_patch14" in name), None)
-    if size is None or not name.endswith("dinov2"):
-        raise UserError(f"unknown backbone '{name}'")
-    args.update(sizes[size])
-    if "_reg4_" in name:
-        args.update(reg_tokens=4, no_embed_class=True)
-    model = _Backbone(**args)
-    model.patch_size = 14
-    return model
-
-
 def _create_backbone(model_cfg: ModelConfig, img_size: int, student: bool) -> nn.Module:
-    try:
-        from brevitas_models.vit import create_backbone
-    except ModuleNotFoundError as err:
-        if err.name != "brevitas_models.vit":
-            raise
-        if student:
-            raise UserError("the ternary student needs brevitas_models.vit, which is not installed") from None
-        log.warning("brevitas_models.vit not found: using a plain timm float backbone")
-        return _timm_float_backbone(model_cfg.backbone, img_size)
+    from brevitas_models.vit import create_backbone
+
     return create_backbone(model_cfg.backbone, img_size,
                            ternary=model_cfg.ternary if student else None,
                            granularity=model_cfg.sparsity.granularity)

@@ -84,3 +84,32 @@ def test_bad_inputs_named():
     # an explicit grid works for non-square inputs
     y = model.forward_head(torch.randn(1, 1 + 7 * 5, 192), grid_hw=(7, 5))
     assert y.shape == (1, 192)
+
+
+def test_student_build_sets_default_sparsity_and_ternary_head():
+    from brevitas_models.quant import SparseTernaryLinear
+    from brevitas_models.sparsity import get_sparsity
+
+    data = _cfg("boq").model_dump()
+    data["ternary"]["head"] = True
+    data["sparsity"]["default"] = 0.3
+    torch.manual_seed(0)
+    student = build_model(ModelConfig.model_validate(data), student=True).eval()
+    assert get_sparsity(student) == pytest.approx(0.3)
+    ternary_in_head = {n for n, m in student.head.named_modules() if isinstance(m, SparseTernaryLinear)}
+    assert {"fc", "boqs.0.encoder.linear1", "boqs.1.encoder.linear2"} <= ternary_in_head
+    assert any(isinstance(m, SparseTernaryLinear) for m in student.backbone.blocks[0].modules())
+    with torch.no_grad():
+        y = student(_images())
+    assert y.shape == (2, 512) and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_register_backbone_prefix_tokens():
+    torch.manual_seed(0)
+    model = build_model(_cfg("salad", backbone="vit_small_patch14_reg4_dinov2", teacher_img_size=126),
+                        student=False).eval()
+    assert model.backbone.num_prefix_tokens == 5
+    with torch.no_grad():
+        tokens = model.forward_features(_images(1, 126))
+        y = model.forward_head(tokens)
+    assert tokens.shape == (1, 5 + 81, 384) and y.shape == (1, 288)
