@@ -113,6 +113,8 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0.0)
     out_dir: Path = Field(Path("runs/tiny"), description="checkpoints and logs of the run")
+    checkpoint_every_n_steps: int = Field(50, ge=1, le=10**9, description="optimizer steps between resume checkpoints (<out_dir>/<stage>/last.ckpt)")
+    deterministic: bool = Field(False, description="torch deterministic algorithms (bit-exact resume on GPU; slower)")
 
 
 class EvalConfig(_Section):
