@@ -1,7 +1,67 @@
-"""CLI commands: data (filled in by the area that owns it)."""
+"""CLI commands: ``tatvpr data synth`` (write the built-in benchmark), ``tatvpr data baseline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+DEFAULT_CONFIG = Path("configs/tiny.yaml")
+
+
+def _load(config: Optional[Path]):
+    from tatvpr_hw.config import Config, load_config
+
+    if config is not None:
+        return load_config(config)
+    if DEFAULT_CONFIG.is_file():
+        return load_config(DEFAULT_CONFIG)
+    return Config()
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add this area's commands to the tatvpr app (and its export group)."""
+    data_app = typer.Typer(help="Data sets: the built-in synthetic benchmark and loader checks.",
+                           no_args_is_help=True)
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("synth")
+    def synth(
+        out: Path = typer.Option(..., "--out", help="folder to write (gsv/ and eval/ inside)"),
+        seed: Optional[int] = typer.Option(None, "--seed", help="benchmark seed (default data.synthetic.seed)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+        difficulty: Optional[float] = typer.Option(None, "--difficulty",
+                                                   help="override data.synthetic.difficulty (0 easy .. 1 hard)"),
+    ) -> None:
+        """Write the synthetic place-recognition benchmark in GSV-Cities and VPR-downloader layouts."""
+        from tatvpr_hw.data.synthetic import write_benchmark
+        from tatvpr_hw.errors import UserError
+
+        cfg = _load(config)
+        syn = cfg.data.synthetic.model_copy()
+        if difficulty is not None:
+            if not 0.0 <= difficulty <= 1.0:
+                raise UserError(f"--difficulty must be in [0, 1], got {difficulty}")
+            syn.difficulty = difficulty
+        root = write_benchmark(out, syn, syn.seed if seed is None else seed)
+        typer.echo(f"wrote {syn.places} training places ({root / 'gsv'}) and {syn.eval_places} evaluation "
+                   f"places ({root / 'eval'}), difficulty {syn.difficulty:g}")
+
+    @data_app.command("baseline")
+    def baseline(
+        root: Optional[Path] = typer.Option(None, "--root", help="evaluation set root (images/test/...); "
+                                            "default: the config's evaluation set"),
+        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+        side_px: int = typer.Option(16, "--side-px", min=2, max=256, help="pixel descriptor side"),
+    ) -> None:
+        """Sanity baseline: Recall@N of raw downsampled-pixel descriptors on an evaluation set."""
+        from tatvpr_hw.data.vpr import VPREvalSet, eval_root
+        from tatvpr_hw.evaluation import chance_recall_at_1, pixel_baseline
+
+        cfg = _load(config)
+        ev = VPREvalSet(root if root is not None else eval_root(cfg.data), side_px, cfg.data.positive_radius_m)
+        rec = pixel_baseline(ev, cfg.eval.recall_at, side_px)
+        chance = chance_recall_at_1(ev.all_positives, len(ev.database))
+        typer.echo(f"{len(ev.queries)} queries, {len(ev.database)} database images; chance R@1 {chance:.2f} %")
+        typer.echo("pixels " + "  ".join(f"R@{n} {v:.2f} %" for n, v in rec.items()))

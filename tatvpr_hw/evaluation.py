@@ -1,0 +1,431 @@
+"""Recall@N over the sparsity sweep, operation counts, memory, and the method's two figures.
+
+For a trained teacher and student (``brevitas_models.model.VPRModel``: ``forward(x)`` gives
+L2-normalised descriptors) :func:`evaluate_run` computes, on the evaluation set of the run
+config (``data.eval_root``, or ``data.root/eval`` for the built-in benchmark):
+
+- Recall@N (N from ``eval.recall_at``, default 1/5/10) in percent: a query counts as a hit at
+  N when one of its N nearest database descriptors (exact inner product with faiss, i.e.
+  cosine on L2-normalised descriptors) lies within ``data.positive_radius_m`` (UTM) of it.
+  Queries with no positive at all count as misses (the denominator is all queries).
+- GMACs per query from ``brevitas_models.ops.count_ops`` at that sparsity (real nonzeros of
+  a few query images); GOPs in Figure 2A are 2 x GMACs (one MAC = a multiply and an add).
+- memory in MB (10^6 bytes) from ``brevitas_models.footprint.footprint`` in the row's format.
+
+Rows of ``metrics.json`` (one list of records)::
+
+    {"model": "teacher",      "format": "fp32",     "sparsity": 0.0, "recall@1": ..., "recall@5": ...,
+     "recall@10": ..., "gmacs": ..., "memory_mb": ...}
+    {"model": "teacher_fp16", "format": "fp16", ...}   teacher weights rounded to fp16 (compute in fp32)
+    {"model": "teacher_int8", "format": "int8", ...}   teacher weights int8 per output channel
+                                                        (symmetric, post-training), compute in fp32
+    {"model": "student",      "format": "ternary2", "sparsity": s, ...}   one row per sparsity s
+
+Figures (matplotlib, Agg, PNG, in the output folder):
+``fig2a_recall_vs_gops.png`` (R@1 vs GOPs, one student point per sparsity, the teacher for
+reference) and ``fig2b_recall_vs_memory.png`` (R@1 vs memory: fp32 teacher, fp16 teacher,
+int8 teacher, ternary student at s = 0).
+
+``eval.json`` beside them holds the details (set sizes, radius, chance level, the raw-pixel
+baseline, timings); ``config.json`` is the run config used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tatvpr_hw.data.vpr import ImageListDataset, VPREvalSet, eval_root
+from tatvpr_hw.errors import UserError
+from tatvpr_hw.io import write_json
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+DETAILS_FILE = "eval.json"
+CONFIG_FILE = "config.json"
+FIG_2A = "fig2a_recall_vs_gops.png"
+FIG_2B = "fig2b_recall_vs_memory.png"
+MB = 1e6
+OPS_SAMPLE_IMAGES = 4
+
+
+# ----------------------------------------------------------------------------- recall
+
+def recall_at_n(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Iterable[int]],
+                ns: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Recall@N in percent for each N in ``ns``.
+
+    Args:
+        db_desc: [N_db, D] L2-normalised database descriptors.
+        q_desc: [N_q, D] L2-normalised query descriptors.
+        positives: for every query, the database indices that count as correct.
+        ns: the N values.
+    """
+    import faiss
+
+    db = np.ascontiguousarray(db_desc, dtype=np.float32)
+    q = np.ascontiguousarray(q_desc, dtype=np.float32)
+    if db.ndim != 2 or q.ndim != 2 or db.shape[1] != q.shape[1]:
+        raise UserError(f"descriptor shapes do not match: database {db.shape}, queries {q.shape}")
+    if len(positives) != len(q):
+        raise UserError(f"{len(positives)} positive lists for {len(q)} queries")
+    if not ns or min(ns) < 1:
+        raise UserError(f"recall N values must be >= 1, got {list(ns)}")
+    k = min(max(ns), len(db))
+    index = faiss.IndexFlatIP(db.shape[1])
+    index.add(db)
+    _, pred = index.search(q, k)
+    first_hit = np.full(len(q), np.inf)
+    for i, (row, pos) in enumerate(zip(pred, positives)):
+        hits = np.flatnonzero(np.isin(row, np.fromiter(pos, dtype=np.int64)))
+        if hits.size:
+            first_hit[i] = hits[0]
+    return {int(n): float(100.0 * np.mean(first_hit < n)) for n in ns}
+
+
+def chance_recall_at_1(positives: Sequence[np.ndarray], num_db: int) -> float:
+    """Expected R@1 (percent) of a random ranking."""
+    return float(100.0 * np.mean([len(p) / num_db for p in positives]))
+
+
+# ----------------------------------------------------------------------------- descriptors
+
+def _loader(dataset: ImageListDataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+@torch.no_grad()
+def compute_descriptors(model: nn.Module, dataset: ImageListDataset, *, batch_size: int = 32,
+                        num_workers: int = 0, sparsities: Sequence[float] | None = None,
+                        desc: str = "descriptors") -> dict[float | None, np.ndarray]:
+    """Descriptors of every image of ``dataset``, at each sparsity (images are read once).
+
+    ``sparsities=None`` runs the model as it is (key ``None``). Returns {s: [N, D] float32};
+    the model's own sparsity is restored afterwards.
+    """
+    import contextlib
+
+    from brevitas_models.sparsity import sparsity_context
+
+    model.eval()
+    keys: list[float | None] = [None] if sparsities is None else [float(s) for s in sparsities]
+    out: dict[float | None, list[np.ndarray]] = {k: [] for k in keys}
+    for images, _ in tqdm(_loader(dataset, batch_size, num_workers), desc=desc, unit="batch", leave=False):
+        for s in keys:
+            with (contextlib.nullcontext() if s is None else sparsity_context(model, s)):
+                d = model(images)
+            out[s].append(torch.nn.functional.normalize(d.float(), dim=-1).cpu().numpy())
+    return {k: np.concatenate(v, axis=0) for k, v in out.items()}
+
+
+def pixel_descriptors(dataset: ImageListDataset, side_px: int = 16) -> np.ndarray:
+    """Raw-pixel baseline: RGB resized to ``side_px``^2, per-image standardised, L2-normalised."""
+    from PIL import Image
+
+    from tatvpr_hw.data.transforms import load_rgb
+
+    rows = []
+    for p in dataset.paths:
+        a = np.asarray(load_rgb(p).resize((side_px, side_px), Image.BILINEAR), np.float32).ravel()
+        a = (a - a.mean()) / (a.std() + 1e-6)
+        rows.append(a / (np.linalg.norm(a) + 1e-12))
+    return np.stack(rows)
+
+
+def pixel_baseline(eval_set: VPREvalSet, ns: Sequence[int] = (1, 5, 10), side_px: int = 16) -> dict[int, float]:
+    """Recall@N (percent) of :func:`pixel_descriptors` on ``eval_set``."""
+    return recall_at_n(pixel_descriptors(eval_set.database, side_px), pixel_descriptors(eval_set.queries, side_px),
+                       eval_set.all_positives, ns)
+
+
+# ----------------------------------------------------------------------------- ops and memory
+
+def _pick_number(d: Mapping[str, Any], names: Sequence[str], what: str) -> float:
+    for n in names:
+        v = d.get(n)
+        if isinstance(v, (int, float)):
+            return float(v)
+    raise UserError(f"{what}: none of the keys {list(names)} in {sorted(d)}")
+
+
+def model_gmacs(model: nn.Module, images: torch.Tensor, sparsity: float) -> float:
+    """Effective GMACs per query (real nonzeros) from ``brevitas_models.ops.count_ops``."""
+    from brevitas_models.ops import count_ops
+
+    ops = count_ops(model, images, sparsity)
+    return _pick_number(ops, ("effective_macs", "macs_effective", "effective", "macs"), "count_ops") / 1e9
+
+
+def model_memory_bytes(model: nn.Module, img_size: int, fmt: str) -> float:
+    """Total bytes of ``model`` stored in format ``fmt`` from ``brevitas_models.footprint.footprint``."""
+    from brevitas_models.footprint import footprint
+
+    fp = footprint(model, img_size)
+    if fmt in fp:
+        v = fp[fmt]
+        if isinstance(v, Mapping):
+            return _pick_number(v, ("total", "total_bytes"), f"footprint[{fmt!r}]") if \
+                any(k in v for k in ("total", "total_bytes")) else float(sum(x for x in v.values()
+                                                                            if isinstance(x, (int, float))))
+        return float(v)
+    for key in ("total", "total_bytes"):
+        if isinstance(fp.get(key), Mapping) and fmt in fp[key]:
+            return float(fp[key][fmt])
+    raise UserError(f"footprint has no format {fmt!r}: keys {sorted(fp)}")
+
+
+def _weight_modules(model: nn.Module) -> Iterable[nn.Module]:
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight is not None:
+            yield m
+
+
+@torch.no_grad()
+def fp16_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose floating-point parameters are rounded to fp16 (kept in fp32)."""
+    m = copy.deepcopy(model)
+    for p in m.parameters():
+        if p.is_floating_point():
+            p.copy_(p.half().float())
+    return m
+
+
+@torch.no_grad()
+def int8_weights(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every linear / conv weight quantised to int8, symmetric, one
+    scale per output channel (max |w| / 127), then dequantised (post-training quantisation)."""
+    m = copy.deepcopy(model)
+    for mod in _weight_modules(m):
+        w = mod.weight
+        flat = w.reshape(w.shape[0], -1)
+        scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        q = torch.clamp(torch.round(flat / scale[:, None]), -127, 127)
+        w.copy_((q * scale[:, None]).reshape(w.shape))
+    return m
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _sample_images(dataset: ImageListDataset, n: int = OPS_SAMPLE_IMAGES) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+
+
+def _record(model: str, fmt: str, s: float, recalls: Mapping[int, float], gmacs: float,
+            memory_bytes: float) -> dict[str, Any]:
+    rec: dict[str, Any] = {"model": model, "format": fmt, "sparsity": round(float(s), 6)}
+    rec.update({f"recall@{n}": round(v, 4) for n, v in recalls.items()})
+    rec.update({"gmacs": round(gmacs, 6), "memory_mb": round(memory_bytes / MB, 6)})
+    return rec
+
+
+def evaluate_run(cfg, teacher: nn.Module, student: nn.Module, sparsities: Sequence[float] | None,
+                 out_dir: str | Path) -> list[dict[str, Any]]:
+    """Evaluate teacher (fp32 / fp16 / int8 weights) and student (every sparsity); write
+    ``metrics.json``, ``eval.json``, ``config.json`` and the two figures into ``out_dir``.
+
+    Args:
+        cfg: the run :class:`tatvpr_hw.config.Config`.
+        teacher: float VPR model at ``cfg.model.teacher_img_size``.
+        student: ternary VPR model at ``cfg.model.student_img_size``.
+        sparsities: student sparsities (default ``cfg.eval.sparsities``).
+        out_dir: output folder (created).
+    Returns: the metrics records.
+    """
+    from tatvpr_hw.config import config_to_dict
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sparsities = list(cfg.eval.sparsities if sparsities is None else sparsities)
+    for s in sparsities:
+        if not 0.0 <= float(s) < 1.0:
+            raise UserError(f"sparsity {s} is outside [0, 1)")
+    ns = list(cfg.eval.recall_at)
+    torch.manual_seed(cfg.seed)
+    root = eval_root(cfg.data)
+    t_size, s_size = cfg.model.teacher_img_size, cfg.model.student_img_size
+    radius = cfg.data.positive_radius_m
+    t_set = VPREvalSet(root, t_size, radius)
+    s_set = t_set if s_size == t_size else VPREvalSet(root, s_size, radius)
+    bs, nw = cfg.eval.batch_size, cfg.data.num_workers
+    positives = t_set.all_positives
+    timings: dict[str, float] = {}
+    records: list[dict[str, Any]] = []
+
+    t_imgs = _sample_images(t_set.queries)
+    teacher_gmacs = model_gmacs(teacher, t_imgs, 0.0)
+    for name, fmt, model in (("teacher", "fp32", teacher),
+                             ("teacher_fp16", "fp16", fp16_weights(teacher)),
+                             ("teacher_int8", "int8", int8_weights(teacher))):
+        t0 = time.perf_counter()
+        db = compute_descriptors(model, t_set.database, batch_size=bs, num_workers=nw, desc=f"{name} db")[None]
+        q = compute_descriptors(model, t_set.queries, batch_size=bs, num_workers=nw, desc=f"{name} queries")[None]
+        rec = recall_at_n(db, q, positives, ns)
+        records.append(_record(name, fmt, 0.0, rec, teacher_gmacs, model_memory_bytes(teacher, t_size, fmt)))
+        timings[name] = time.perf_counter() - t0
+        log.info("%s: %s", name, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
+
+    t0 = time.perf_counter()
+    db = compute_descriptors(student, s_set.database, batch_size=bs, num_workers=nw, sparsities=sparsities,
+                             desc="student db")
+    q = compute_descriptors(student, s_set.queries, batch_size=bs, num_workers=nw, sparsities=sparsities,
+                            desc="student queries")
+    s_imgs = _sample_images(s_set.queries)
+    student_mem = model_memory_bytes(student, s_size, "ternary2")
+    for s in sparsities:
+        rec = recall_at_n(db[float(s)], q[float(s)], s_set.all_positives, ns)
+        records.append(_record("student", "ternary2", s, rec, model_gmacs(student, s_imgs, float(s)), student_mem))
+        log.info("student s=%.2f: %s", s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
+    timings["student"] = time.perf_counter() - t0
+
+    details = {
+        "eval_root": str(root), "positive_radius_m": radius, "recall_at": ns,
+        "database_images": len(t_set.database), "query_images": len(t_set.queries),
+        "queries_without_positives": int(sum(len(p) == 0 for p in positives)),
+        "chance_recall@1": round(chance_recall_at_1(positives, len(t_set.database)), 4),
+        "pixel_baseline": {f"recall@{n}": round(v, 4) for n, v in pixel_baseline(t_set, ns).items()},
+        "teacher_img_size": t_size, "student_img_size": s_size, "sparsities": [float(s) for s in sparsities],
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_json(out / METRICS_FILE, records)
+    write_json(out / DETAILS_FILE, details)
+    write_json(out / CONFIG_FILE, config_to_dict(cfg))
+    plot_figures(records, out)
+    return records
+
+
+# ----------------------------------------------------------------------------- figures
+
+def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Figure 2A (R@1 vs GOPs per sparsity) and 2B (R@1 vs memory per format) as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out = Path(out_dir)
+    student = sorted((r for r in records if r["model"] == "student"), key=lambda r: r["sparsity"])
+    teacher = next((r for r in records if r["model"] == "teacher"), None)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    if student:
+        x = [2 * r["gmacs"] for r in student]
+        y = [r["recall@1"] for r in student]
+        ax.plot(x, y, "o-", color="#1f6fb2", label="ternary student")
+        for r, xi, yi in zip(student, x, y):
+            ax.annotate(f"s={r['sparsity']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if teacher:
+        ax.plot([2 * teacher["gmacs"]], [teacher["recall@1"]], "*", ms=12, color="#d9822b", label="fp32 teacher")
+    ax.set_xlabel("GOPs per query (2 x MACs)")
+    ax.set_ylabel("Recall@1 (%)")
+    ax.set_title("Fig. 2A  Recall@1 vs operations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / FIG_2A)
+    _save_fig(fig, paths[-1])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    points = [(r, lab) for r, lab in (
+        (teacher, "fp32 teacher"),
+        (next((r for r in records if r["model"] == "teacher_fp16"), None), "fp16 teacher"),
+        (next((r for r in records if r["model"] == "teacher_int8"), None), "int8 (PTQ)"),
+        (student[0] if student else None, f"ternary student (s={student[0]['sparsity']:g})" if student else ""),
+    ) if r is not None]
+    colors = ["#d9822b", "#e8b04a", "#7a9e3b", "#1f6fb2"]
+    for (r, lab), c in zip(points, colors):
+        ax.scatter([r["memory_mb"]], [r["recall@1"]], s=60, color=c, label=lab, zorder=3)
+        ax.annotate(f"{r['memory_mb']:.3g} MB", (r["memory_mb"], r["recall@1"]), textcoords="offset points",
+                    xytext=(5, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.margins(x=0.15, y=0.15)
+    ax.set_xlabel("model memory (MB, log scale)")
+    ax.set_ylabel("Recall@1 (%)")
+    ax.set_title("Fig. 2B  Recall@1 vs memory")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / FIG_2B)
+    _save_fig(fig, paths[-1])
+    plt.close(fig)
+    return paths
+
+
+def _save_fig(fig, path: Path) -> None:
+    from tatvpr_hw.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# ----------------------------------------------------------------------------- from checkpoints
+
+def _resolve(path: str | Path, base: Path) -> Path:
+    p = Path(path)
+    if p.is_absolute() or p.exists() or (p.parent / (p.name + ".json")).exists():
+        return p
+    return base / p
+
+
+def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Module]:
+    """(teacher, student) from a student checkpoint whose metadata names the teacher checkpoint
+    (``teacher_checkpoint``: one of ours, or a foreign DINOv2 / timm / BoQ file)."""
+    from brevitas_models.checkpoint import checkpoint_paths, load_checkpoint, load_foreign, load_into
+    from brevitas_models.model import build_model
+
+    sd, meta = load_checkpoint(student_checkpoint)
+    if meta.get("role") not in (None, "student"):
+        raise UserError(f"{student_checkpoint} is a {meta.get('role')!r} checkpoint; eval needs the student's")
+    student = build_model(cfg.model, student=True)
+    load_into(student, sd, source=str(student_checkpoint))
+    t_path = meta.get("teacher_checkpoint") or cfg.model.teacher_checkpoint
+    if not t_path:
+        raise UserError(f"{student_checkpoint}: its metadata names no teacher_checkpoint and the config has "
+                        f"no model.teacher_checkpoint")
+    t_path = _resolve(t_path, checkpoint_paths(student_checkpoint)[0].parent)
+    teacher = build_model(cfg.model, student=False)
+    if checkpoint_paths(t_path)[1].is_file():
+        tsd, _ = load_checkpoint(t_path)
+        load_into(teacher, tsd, source=str(t_path))
+    else:
+        load_foreign(teacher, t_path)
+    teacher.eval()
+    student.eval()
+    return teacher, student
+
+
+def evaluate_checkpoint(cfg, student_checkpoint: str | Path, out_dir: str | Path,
+                        sparsities: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """``tatvpr eval``: load teacher + student, :func:`evaluate_run`, render the report."""
+    from tatvpr_hw.report import render_report
+
+    teacher, student = load_models(cfg, student_checkpoint)
+    records = evaluate_run(cfg, teacher, student, sparsities, out_dir)
+    render_report(out_dir)
+    return records
+
+
+def parse_sparsity_list(text: str) -> list[float]:
+    """'0,0.2,0.4' -> [0.0, 0.2, 0.4]; every value in [0, 1)."""
+    try:
+        vals = [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise UserError(f"--sparsity must be a comma-separated list of numbers in [0, 1), got {text!r}") from None
+    if not vals or any(not (0.0 <= v < 1.0) or math.isnan(v) for v in vals):
+        raise UserError(f"--sparsity must be a comma-separated list of numbers in [0, 1), got {text!r}")
+    return vals

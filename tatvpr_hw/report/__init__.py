@@ -1,0 +1,148 @@
+"""The HTML run report: ``render_report(run_dir)`` -> ``run_dir/index.html``.
+
+The page is self-contained in its folder (figures by relative path, CSS inline). It shows:
+
+- the ML results, from ``metrics.json`` / ``eval.json`` / the two figures written by
+  :func:`tatvpr_hw.evaluation.evaluate_run` (template ``section_ml.html.j2``);
+- one pluggable section per other area: when ``run_dir/<name>.json`` exists for a name in
+  :data:`SECTIONS` (``sim``, ``export``, ``hls``, ``rtl``) -- or for any other name with a
+  template ``templates/section_<name>.html.j2`` -- that template is rendered with
+  ``data`` = the parsed JSON, ``name``, and ``figures`` = image files of the run folder that
+  belong to the section (``<name>_*.png|svg|jpg`` at the top level and every image under
+  ``run_dir/<name>/``), as paths relative to ``run_dir``. A section without its template is
+  shown as a generic table of its JSON; a section whose JSON or template fails is shown as an
+  error box naming the file, and the rest of the report still renders;
+- the run configuration (``config.json``) as YAML.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, TemplateNotFound, select_autoescape
+
+from tatvpr_hw.errors import UserError
+from tatvpr_hw.io import write_text
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SECTIONS = ("sim", "export", "hls", "rtl")
+RESERVED_JSON = {"metrics", "eval", "config"}
+IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
+FIG_CAPTIONS = {
+    "fig2a_recall_vs_gops.png": "Figure 2A: Recall@1 against operations per query, one point per sparsity level.",
+    "fig2b_recall_vs_memory.png": "Figure 2B: Recall@1 against model memory for fp32 / fp16 / int8 / ternary.",
+}
+
+
+def _env() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+    env.tests["mapping"] = lambda v: isinstance(v, dict)
+    env.tests["sequence_of_mappings"] = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+    return env
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    """Numbers for tables: ints with thousands separators, floats with at most ``digits`` decimals."""
+    if v is None:
+        return ""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if v != v:
+        return "nan"
+    if v != 0 and (abs(v) >= 1e6 or abs(v) < 10 ** -digits):
+        return f"{v:.{digits}g}"
+    text = f"{v:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not readable JSON: {err}") from None
+
+
+def _section_figures(run_dir: Path, name: str) -> list[str]:
+    figs = [p for p in sorted(run_dir.glob(f"{name}_*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    sub = run_dir / name
+    if sub.is_dir():
+        figs += [p for p in sorted(sub.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return [p.relative_to(run_dir).as_posix() for p in figs]
+
+
+def _section_names(run_dir: Path) -> list[str]:
+    names = list(SECTIONS)
+    for t in sorted(TEMPLATES.glob("section_*.html.j2")):
+        n = t.name[len("section_"):-len(".html.j2")]
+        if n not in names and n != "ml" and n not in RESERVED_JSON:
+            names.append(n)
+    return [n for n in names if (run_dir / f"{n}.json").is_file()]
+
+
+def _ml_context(run_dir: Path) -> dict[str, Any] | None:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    records = _read_json(metrics_path)
+    if not isinstance(records, list):
+        raise UserError(f"{metrics_path}: expected a list of records")
+    details = _read_json(run_dir / "eval.json") if (run_dir / "eval.json").is_file() else {}
+    recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
+    student = sorted((r for r in records if r.get("model") == "student"), key=lambda r: r.get("sparsity", 0))
+    base = student[0] if student and student[0].get("sparsity") == 0 else None
+    rows = []
+    for r in records:
+        row = dict(r)
+        if r.get("model") == "student" and base and base.get("gmacs"):
+            row["macs_saved_pct"] = 100.0 * (1.0 - r["gmacs"] / base["gmacs"])
+            row["r1_delta"] = r.get("recall@1", 0.0) - base.get("recall@1", 0.0)
+        rows.append(row)
+    figures = [{"path": f, "caption": c} for f, c in FIG_CAPTIONS.items() if (run_dir / f).is_file()]
+    return {"rows": rows, "recall_keys": recall_keys, "details": details, "figures": figures}
+
+
+def render_report(run_dir: str | Path, title: str | None = None) -> Path:
+    """Write ``run_dir/index.html`` from what the run folder holds; returns its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder not found: {run_dir}")
+    env = _env()
+    ml = _ml_context(run_dir)
+    sections = []
+    for name in _section_names(run_dir):
+        entry: dict[str, Any] = {"name": name, "source": f"{name}.json"}
+        try:
+            data = _read_json(run_dir / f"{name}.json")
+            ctx = {"data": data, "name": name, "figures": _section_figures(run_dir, name), "run_dir": run_dir}
+            try:
+                tmpl = env.get_template(f"section_{name}.html.j2")
+            except TemplateNotFound:
+                tmpl = env.get_template("section_generic.html.j2")
+            entry["html"] = tmpl.render(**ctx)
+        except Exception as err:  # one broken section must not hide the rest of the report
+            log.warning("report section %s failed: %s", name, err)
+            entry["error"] = f"{type(err).__name__}: {err}"
+        sections.append(entry)
+    config_text = None
+    if (run_dir / "config.json").is_file():
+        config_text = yaml.safe_dump(_read_json(run_dir / "config.json"), sort_keys=False)
+    html = env.get_template("base.html.j2").render(
+        title=title or f"TAT-VPR run report: {run_dir.resolve().name}",
+        ml=ml, ml_html=env.get_template("section_ml.html.j2").render(ml=ml) if ml else None,
+        sections=sections, config_text=config_text,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    out = write_text(run_dir / "index.html", html)
+    log.info("report written to %s", out)
+    return out
