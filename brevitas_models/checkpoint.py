@@ -459,6 +459,41 @@ def load_teacher(model_cfg, *, checkpoint: str | Path | None = None) -> nn.Modul
     return model
 
 
+def load_model(path: str | Path, model_cfg=None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint file belongs to and load it: (VPRModel, meta).
+
+    Our checkpoints carry their run config and role: the teacher or student is rebuilt from
+    ``meta["config"]["model"]`` (or ``model_cfg`` when given) and loaded exactly. A foreign
+    file (DINOv2 hub, timm, BoQ release) needs ``model_cfg`` and gives the teacher; its meta
+    is ``{"role": "teacher", "stage": "foreign", "source": path}``.
+    """
+    from brevitas_models.model import build_model
+    from tatvpr_hw.config import ModelConfig
+
+    path = Path(path)
+    st_path, json_path = checkpoint_paths(path)
+    ours = path.suffix != ".pth" and json_path.is_file()
+    if not ours:
+        if path.suffix in ("", ".json") and not path.is_file():
+            # the name of one of our checkpoints whose files are missing: say which one
+            _read_json(st_path, json_path)
+        if model_cfg is None:
+            raise UserError(f"{path} is not one of our checkpoints (no {json_path.name}); loading a foreign "
+                            f"checkpoint needs the model config")
+        model = build_model(model_cfg, student=False)
+        load_foreign(model, path)
+        return model, {"role": "teacher", "stage": "foreign", "source": str(path)}
+    sd, meta = load_checkpoint(st_path)
+    if model_cfg is None:
+        try:
+            model_cfg = ModelConfig.model_validate(meta["config"]["model"])
+        except Exception as err:
+            raise UserError(f"{json_path}: the stored run config has no valid 'model' section: {err}") from None
+    model = build_model(model_cfg, student=meta["role"] == "student")
+    load_into(model, sd, source=str(st_path))
+    return model, meta
+
+
 # --------------------------------------------------------------------------- stage 1
 
 

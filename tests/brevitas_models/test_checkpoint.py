@@ -369,3 +369,24 @@ def test_init_student_reports_teacher_weights_without_a_place():
                           student=True)
     with pytest.raises(UserError, match=r"no place in the student: head\.boqs\.1\."):
         init_student_from_teacher(student, teacher)
+
+
+def test_load_model_rebuilds_from_stored_config(tmp_path):
+    from brevitas_models.checkpoint import load_model
+    torch.manual_seed(0)
+    cfg = _model_cfg(head={"name": "cls", "preset": "tiny"})
+    student = build_model(cfg, student=True).eval()
+    run_cfg = CFG.model_copy(update={"model": cfg})
+    save_checkpoint(tmp_path / "finetune", student, _meta(config=run_cfg, role="student", stage="finetune"))
+    model, meta = load_model(tmp_path / "finetune.safetensors")
+    assert meta["stage"] == "finetune" and model.descriptor_dim == 192
+    x = torch.randn(1, 3, 98, 98)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), student(x))
+    with pytest.raises(UserError, match="needs the model config"):
+        torch.save(_dinov2_hub_sd(192, 4, grid=7), tmp_path / "hub.pth")
+        load_model(tmp_path / "hub.pth")
+    teacher, meta = load_model(tmp_path / "hub.pth", cfg)
+    assert meta["stage"] == "foreign" and teacher.backbone.pos_embed.shape == (1, 50, 192)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_model(tmp_path / "distill")
