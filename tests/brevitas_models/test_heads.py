@@ -169,3 +169,12 @@ def test_bad_inputs_are_rejected_clearly():
         create_head("salad", "tiny", in_dim=16, grid_hw=(3, 3))(torch.randn(1, 10, 16), (3, 3), 1)
     with pytest.raises(UserError, match="divisible by num_heads"):
         create_head("boq", "tiny", in_dim=16, grid_hw=(3, 3), overrides={"num_heads": 5})
+
+
+def test_preset_table_covers_every_preset():
+    from brevitas_models.heads.__main__ import preset_rows
+    rows = {(r["head"], r["preset"]): r for r in preset_rows()}
+    assert set(rows) == {(h, p) for h, ps in PRESETS.items() for p in ps}
+    assert rows[("boq", "dinov2_boq")]["descriptor_dim"] == 12288
+    assert rows[("salad", "dinov2_salad")]["descriptor_dim"] == 8448
+    assert rows[("cls", "paper")]["params"] == 0 and rows[("boq", "tiny")]["params"] > 0
