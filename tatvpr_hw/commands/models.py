@@ -1,7 +1,164 @@
-"""CLI commands: models (filled in by the area that owns it)."""
+"""CLI commands of the model layer: ``tatvpr footprint`` and ``tatvpr ops``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
+
+from tatvpr_hw.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def parse_sparsities(text: str) -> list[float]:
+    """``"0,0.2,0.4"`` -> ``[0.0, 0.2, 0.4]``; each in [0, 1) (UserError otherwise)."""
+    from brevitas_models.sparsity import check_sparsity
+
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserError(f"--sparsity: {part!r} is not a number; give a comma-separated list "
+                            "of values in [0, 1), e.g. 0,0.2,0.4") from None
+        try:
+            values.append(check_sparsity(v))
+        except UserError:
+            raise UserError(f"--sparsity: {v} is outside [0, 1) (fraction of activations "
+                            "zeroed)") from None
+    if not values:
+        raise UserError("--sparsity: give at least one value in [0, 1), e.g. 0,0.2,0.4")
+    return values
+
+
+def prepare_ops_model(cfg, *, checkpoint: Optional[Path] = None, role: str = "student",
+                      batch: int = 2):
+    """(model, seeded images, role) for op counting.
+
+    Without a checkpoint the model is freshly initialised from ``cfg.seed`` and (student)
+    its int8 input thresholds are calibrated at s = 0 on the same seeded inputs; with one,
+    the checkpoint's weights and thresholds are used as they are.
+    """
+    import torch
+
+    from brevitas_models.model import build_model
+    from brevitas_models.ops import seeded_images
+    from brevitas_models.quant import calibrate_input_scales
+    from brevitas_models.sparsity import sparsity_context
+
+    if role not in ("student", "teacher"):
+        raise UserError(f"--model must be 'student' or 'teacher', got {role!r}")
+    torch.manual_seed(cfg.seed)
+    if checkpoint is not None:
+        from brevitas_models.checkpoint import load_model
+
+        model, meta = load_model(checkpoint, cfg.model)
+        role = meta.get("role", role)
+    else:
+        model = build_model(cfg.model, student=role == "student")
+    images = seeded_images(batch, int(model.img_size), cfg.seed)
+    if checkpoint is None and role == "student":
+        with sparsity_context(model, 0.0):
+            calibrate_input_scales(model, [images])
+    return model, images, role
+
+
+def config_ops(cfg, sparsities: list[float], *, checkpoint: Optional[Path] = None,
+               role: str = "student", batch: int = 2, per_layer: bool = False,
+               progress: bool = False) -> list[dict[str, Any]]:
+    """MACs per query of the configured model at each sparsity (see brevitas_models.ops)."""
+    from tqdm import tqdm
+
+    from brevitas_models.ops import count_ops
+
+    model, images, role = prepare_ops_model(cfg, checkpoint=checkpoint, role=role, batch=batch)
+    rows = []
+    for s in tqdm(sparsities, desc="ops", unit="sparsity", disable=not progress, leave=False):
+        r = count_ops(model, images, s, per_layer=per_layer)
+        r["reduction_vs_dense"] = 1.0 - r["effective_macs"] / r["dense_macs"]
+        r["model"] = role
+        r["img_size"] = int(model.img_size)
+        rows.append(r)
+    return rows
+
+
+def format_ops(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'sparsity':>8s} {'GMACs':>8s} {'dense':>8s} {'w-skip':>8s} {'both':>8s} "
+            f"{'saved':>7s} {'act dens':>8s} {'w dens':>7s}")
+    lines = [f"MACs per query ({rows[0]['model']}, {rows[0]['img_size']} px; GMACs = ternary layers "
+             "at their real nonzero activations, the rest dense)", head]
+    for r in rows:
+        lines.append(f"{r['sparsity']:8.2f} {r['gmacs']:8.4f} {r['dense_macs'] / 1e9:8.4f} "
+                     f"{r['effective_macs_weight'] / 1e9:8.4f} {r['effective_macs_both'] / 1e9:8.4f} "
+                     f"{100 * r['reduction_vs_dense']:6.1f}% {r['act_density']:8.3f} "
+                     f"{r['weight_density']:7.3f}")
+    return "\n".join(lines)
+
+
+def _load(config: Path):
+    from tatvpr_hw.config import load_config
+
+    return load_config(config)
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add this area's commands to the tatvpr app (and its export group)."""
+
+    @app.command("footprint")
+    def footprint_cmd(
+        config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", help="run config"),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                                  help="student checkpoint: pack its real ternary codes"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    ) -> None:
+        """Memory footprint by component in fp32/fp16/int8/ternary2/ternary1.6, with ratios."""
+        from brevitas_models.footprint import config_footprint, footprint, format_table, quantized_plan
+
+        cfg = _load(config)
+        if checkpoint is None:
+            fp = config_footprint(cfg.model)
+        else:
+            from brevitas_models.checkpoint import load_model
+
+            model, meta = load_model(checkpoint, cfg.model)
+            if meta.get("role") == "student":
+                fp = footprint(model, model.img_size, pack_weights=True)
+            else:
+                fp = footprint(model, model.img_size, plan=quantized_plan(cfg.model, model))
+        fp["config"] = str(config)
+        fp["backbone"] = cfg.model.backbone
+        fp["head"] = cfg.model.head.name
+        if as_json:
+            typer.echo(json.dumps(fp, indent=2))
+            return
+        typer.echo(f"{cfg.model.backbone} + {cfg.model.head.name} head ({config})")
+        typer.echo(format_table(fp))
+
+    @app.command("ops")
+    def ops_cmd(
+        config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", help="run config"),
+        sparsity: Optional[str] = typer.Option(None, "--sparsity",
+                                               help="comma-separated sparsities in [0, 1) "
+                                                    "(default: eval.sparsities of the config)"),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="model checkpoint"),
+        model: str = typer.Option("student", "--model", help="student or teacher (without --checkpoint)"),
+        batch: int = typer.Option(2, "--batch", min=1, max=256, help="seeded input images averaged over"),
+        per_layer: bool = typer.Option(False, "--per-layer", help="include per-layer counts (JSON)"),
+        as_json: bool = typer.Option(False, "--json", help="print a JSON list of records"),
+    ) -> None:
+        """MACs per query at each sparsity, from the real nonzero activations of a forward pass."""
+        cfg = _load(config)
+        values = parse_sparsities(sparsity) if sparsity is not None else list(cfg.eval.sparsities)
+        rows = config_ops(cfg, values, checkpoint=checkpoint, role=model, batch=batch,
+                          per_layer=per_layer, progress=not as_json)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        typer.echo(format_ops(rows))
