@@ -228,11 +228,23 @@ def test_dinov2_register_variant_conversion():
     assert set(chunked) == {"blocks.5.mlp.fc1.weight", "blocks.5.mlp.fc2.bias"}
 
 
-def test_dinov2_reg4_loads_into_reg4_backbone():
+def test_dinov2_reg4_loads_into_reg4_backbone_with_official_token_layout():
+    """After conversion the timm layout gives DINOv2's tokens: [cls + pos_cls, registers, patches + pos]."""
+    from brevitas_models.vit import interpolate_pos_encoding_dinov2
     bb = create_backbone("vit_small_patch14_reg4_dinov2", 224)
-    sd = adapt_foreign_state_dict(_dinov2_hub_sd(384, 12, reg=4))
+    hub = _dinov2_hub_sd(384, 12, reg=4)
+    sd = adapt_foreign_state_dict(hub)
     load_into(bb, {k[len("backbone."):]: v for k, v in sd.items()})
     assert bb.reg_token.shape == (1, 4, 384) and bb.pos_embed.shape == (1, 1369, 384)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        patches = bb.patch_embed(x)                                  # [1, 16, 16, 384]
+        tokens = bb._pos_embed(patches)
+        pos = interpolate_pos_encoding_dinov2(hub["pos_embed"], (16, 16), 1)
+        official = torch.cat([hub["cls_token"] + pos[:, :1], hub["register_tokens"],
+                              patches.reshape(1, 256, 384) + pos[:, 1:]], dim=1)
+    assert tokens.shape == (1, 261, 384)
+    assert torch.allclose(tokens, official, atol=1e-5)
 
 
 def test_timm_names_load_unchanged_from_plain_safetensors(tmp_path):
