@@ -73,6 +73,9 @@
 #define TATVPR_CHUNKS_MAX 8192
 #endif
 
+#if defined(TATVPR_COUNT_CYCLES) && defined(__SYNTHESIS__)
+#undef TATVPR_COUNT_CYCLES  // the counter exists in C simulation only, never in hardware
+#endif
 #ifdef TATVPR_COUNT_CYCLES
 // Defined by the C-simulation testbench: one call per CHUNK iteration (= one cycle).
 void tatvpr_count_chunk(int fold);

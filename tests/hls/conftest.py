@@ -12,6 +12,20 @@ BUILDS = {"pe4_simd8": KernelParams(pe=4, simd=8, kmax=1024, mmax=128, chunks_ma
           "pe8_simd4": KernelParams(pe=8, simd=4, kmax=1024, mmax=128, chunks_max=16384)}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_csim_cache(tmp_path_factory):
+    """Board projects of this session reuse compiled C simulations (same PE x SIMD x sizes)."""
+    import os
+
+    old = os.environ.get("TATVPR_CSIM_CACHE")
+    os.environ["TATVPR_CSIM_CACHE"] = str(tmp_path_factory.mktemp("csim_cache"))
+    yield
+    if old is None:
+        os.environ.pop("TATVPR_CSIM_CACHE", None)
+    else:
+        os.environ["TATVPR_CSIM_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def csim_builds(tmp_path_factory):
     build_dir = tmp_path_factory.mktemp("hls_csim_build")
