@@ -402,3 +402,17 @@ def test_load_model_rebuilds_from_stored_config(tmp_path):
     assert meta["stage"] == "foreign" and teacher.backbone.pos_embed.shape == (1, 50, 192)
     with pytest.raises(UserError, match="checkpoint not found"):
         load_model(tmp_path / "distill")
+
+
+@pytest.mark.parametrize("reg", [0, 4])
+def test_dinov2_conversion_agrees_with_timms_own_filter(reg):
+    """timm ships its own DINOv2 converter (checkpoint_filter_fn): ours must give the same tensors."""
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+    model = VisionTransformer(img_size=518, patch_size=14, embed_dim=8, depth=2, num_heads=2, num_classes=0,
+                              init_values=1e-5, reg_tokens=reg, no_embed_class=bool(reg))
+    hub = _dinov2_hub_sd(8, 2, reg=reg)
+    theirs = checkpoint_filter_fn(dict(hub), model)
+    ours = {k[len("backbone."):]: v for k, v in adapt_foreign_state_dict(hub).items()}
+    assert set(ours) == set(theirs) == set(model.state_dict())
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
