@@ -1,0 +1,282 @@
+"""Fast cycle engine: exactly the counts of ENGINE.md, vectorised with numpy.
+
+Stages (each a pure function, testable alone):
+
+1. work per (token m, output channel p): the pairs PE lane p processes for token m --
+   ``none``: K; ``act``: nnz(x_m); ``weight``: nnz(w_p); ``both``: |nz(x_m) ∩ nz(w_p)|.
+2. cycles per (token, fold): ``max over p in fold of max(1, ceil(work / SIMD))`` (a token with no
+   work still costs the accumulator-write cycle; lanes in lockstep wait for the busiest), summed
+   over tokens into ``C_f`` (:func:`fold_compute_cycles`).
+3. transfers per fold: ``X_f = ceil((PE * K * bits_per_weight / 8 + A) / dram_bytes_per_cycle)``
+   (+ the 1.6-bit decoder latency), where ``A`` = the layer's dense int8 input ``M * K`` bytes when
+   the activation buffer cannot hold it (it is then re-streamed every fold), else 0.
+4. overlap: ``layer = L + X_0 + sum_f max(C_f, X_{f+1}) + fill`` with double buffering
+   (``X_{N_f} = 0``), else ``L + sum_f (X_f + C_f) + fill``; ``fill = tree_stages + 2``
+   (:func:`fill_cycles`) and ``L`` the DRAM latency in cycles, paid once per layer.
+
+Example (K = 8, SIMD = 4, PE = 2, mode ``act``; token 0 has 5 nonzeros, token 1 has 0)::
+
+    cycles(m=0) = ceil(5/4) = 2, cycles(m=1) = max(1, 0) = 1  ->  C_f = 3 for every fold
+
+:func:`ternary_layer` also returns every action count the energy model charges; the literal
+model in :mod:`sim.reference` counts the same actions event by event.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from sim.errors import SimInputError
+
+SKIP_MODES = ("none", "act", "weight", "both")
+ACT_BITS = 8
+OUT_BITS = 8
+CODE_BITS = 2  # on-chip weight code (the buffer holds 2-bit codes; ternary1.6 is decoded on the way in)
+
+
+def fill_cycles(simd: int, tree_stages: int | None = None) -> int:
+    """Pipeline fill of the array: adder-tree stages (default ``ceil(log2 SIMD)``) + lane register + accumulator."""
+    if tree_stages is None:
+        tree_stages = math.ceil(math.log2(simd)) if simd > 1 else 0
+    return int(tree_stages) + 2
+
+
+def index_bits(k: int) -> int:
+    """Bits of one channel index in a compressed stream: ``ceil(log2 K)`` (at least 1)."""
+    return max(1, math.ceil(math.log2(k))) if k > 1 else 1
+
+
+def _check_mode(skip_mode: str) -> None:
+    if skip_mode not in SKIP_MODES:
+        raise SimInputError(f"skip_mode {skip_mode!r}; allowed: {', '.join(SKIP_MODES)}")
+
+
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
+    return -(-a // b)
+
+
+def _lane_cycles(work: np.ndarray, simd: int) -> np.ndarray:
+    """Cycles of one lane group for ``work`` pairs: ``max(1, ceil(work / SIMD))``."""
+    return np.maximum(1, _ceil_div(work, simd))
+
+
+def _fold_max(per_channel: np.ndarray, n: int, pe: int) -> np.ndarray:
+    """Max over the PE lanes of each fold along the last axis (padding lanes count 0)."""
+    n_f = -(-n // pe)
+    pad = n_f * pe - n
+    if pad:
+        widths = [(0, 0)] * (per_channel.ndim - 1) + [(0, pad)]
+        per_channel = np.pad(per_channel, widths)
+    return per_channel.reshape(per_channel.shape[:-1] + (n_f, pe)).max(axis=-1)
+
+
+def fold_cycles_from_counts(m: int, k: int, n: int, pe: int, simd: int, skip_mode: str, *,
+                            nnz_act: np.ndarray | None = None, nnz_w: np.ndarray | None = None,
+                            inter: np.ndarray | None = None) -> np.ndarray:
+    """``C_f`` (int64 ``[N_f]``) from per-token / per-channel nonzero counts (what each mode needs)."""
+    _check_mode(skip_mode)
+    n_f = -(-n // pe)
+    if skip_mode == "none":
+        return np.full(n_f, m * max(1, -(-k // simd)), dtype=np.int64)
+    if skip_mode == "act":
+        return np.full(n_f, int(_lane_cycles(np.asarray(nnz_act, np.int64), simd).sum()), dtype=np.int64)
+    if skip_mode == "weight":
+        per_fold = _fold_max(_lane_cycles(np.asarray(nnz_w, np.int64), simd), n, pe)
+        return (m * per_fold).astype(np.int64)
+    per = _fold_max(_ceil_div(np.asarray(inter, np.int64), simd), n, pe)  # [M, N_f]
+    return np.maximum(1, per).sum(axis=0).astype(np.int64)
+
+
+def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_mode: str) -> np.ndarray:
+    """ENGINE.md ``C_f`` for every fold: ``act_mask`` bool ``[M,K]``, ``w`` int8 ``[N,K]`` -> int64 ``[N_f]``."""
+    act_mask = np.asarray(act_mask, dtype=bool)
+    w = np.asarray(w)
+    m, k = act_mask.shape
+    n = w.shape[0]
+    if w.shape[1] != k:
+        raise SimInputError(f"weights have K = {w.shape[1]} but the activation mask has K = {k}")
+    wnz = w != 0
+    inter = None
+    if skip_mode == "both":
+        inter = np.rint(act_mask.astype(np.float32) @ wnz.T.astype(np.float32)).astype(np.int64)
+    return fold_cycles_from_counts(m, k, n, pe, simd, skip_mode, nnz_act=act_mask.sum(1),
+                                   nnz_w=wnz.sum(1), inter=inter)
+
+
+def transfer_cycles(nbytes: Fraction | int | float, bytes_per_cycle: float) -> int:
+    """``ceil(bytes / bytes_per_cycle)``, exact (rational arithmetic on the float's exact value)."""
+    q = Fraction(nbytes) / Fraction(bytes_per_cycle)
+    return int(math.ceil(q))
+
+
+def weight_fold_bytes(pe: int, k: int, weight_format: str) -> Fraction:
+    """DRAM bytes of one fold's weights, ENGINE.md: ``PE * K * bits_per_weight / 8`` (1.6 = 8/5)."""
+    bits = Fraction(2) if weight_format == "ternary2" else Fraction(8, 5)
+    return pe * k * bits / 8
+
+
+def act_buffer_bytes(m: int, k: int) -> int:
+    """Bytes of a layer's input in the activation buffer: dense int8 ``M x K`` as the previous
+    layer wrote it (in ``act``/``both`` modes the top-k unit emits the compressed (index, value)
+    stream as the array reads it, so reads are counted per nonzero but storage is dense)."""
+    return m * k * ACT_BITS // 8
+
+
+def layer_cycles(compute: np.ndarray, transfer: np.ndarray, *, double_buffering: bool, fill: int,
+                 latency: int = 0) -> int:
+    """Overlap of ENGINE.md: ``L + X_0 + sum_f max(C_f, X_{f+1}) + fill`` (or no overlap)."""
+    compute = np.asarray(compute, dtype=np.int64)
+    transfer = np.asarray(transfer, dtype=np.int64)
+    if double_buffering:
+        nxt = np.append(transfer[1:], 0)
+        return int(latency + transfer[0] + np.maximum(compute, nxt).sum() + fill)
+    return int(latency + transfer.sum() + compute.sum() + fill)
+
+
+@dataclass
+class LayerTiming:
+    """Cycles and action counts of one ternary layer (counts are what sim.energy charges)."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    folds: int
+    cycles: int
+    compute_cycles: int  # sum of C_f
+    transfer_cycles: int  # sum of X_f
+    stall_cycles: int  # cycles the array waits for transfers (cycles - compute - fill - latency)
+    fill_cycles: int
+    latency_cycles: int
+    act_resident: bool
+    counts: dict = field(default_factory=dict)
+
+
+def ternary_layer(op, arch) -> LayerTiming:
+    """Cycles and action counts of a :class:`sim.trace.TernaryLinearOp` on ``arch``."""
+    c = arch.spec.compute
+    pe, simd, mode, fmt = c.pe, c.simd, c.skip_mode, c.weight_format
+    m, k, n = op.m, op.k, op.n
+    n_f = -(-n // pe)
+    idx = index_bits(k)
+
+    # weight buffer must hold one fold (two when double-buffering), as 2-bit codes
+    fold_buf_bytes = math.ceil(pe * k * CODE_BITS / 8)
+    halves = 2 if arch.spec.double_buffering else 1
+    cap = arch.spec.buffers.weights_kb * 1024
+    if halves * fold_buf_bytes > cap:
+        raise SimInputError(
+            f"{arch.source}: weight buffer of {arch.spec.buffers.weights_kb:g} KiB cannot hold "
+            f"{halves} fold(s) of layer {op.name!r} ({pe} x {k} 2-bit weights = {fold_buf_bytes} bytes each); "
+            f"need buffers.weights_kb >= {halves * fold_buf_bytes / 1024:g} or a smaller compute.pe")
+
+    nnz_act = op.act_nnz_per_row()
+    nnz_w = op.weight_nnz_per_row()
+    tot_a, tot_w = int(nnz_act.sum()), int(nnz_w.sum())
+    inter = op.intersections() if mode == "both" else None
+    comp = fold_cycles_from_counts(m, k, n, pe, simd, mode, nnz_act=nnz_act, nnz_w=nnz_w, inter=inter)
+
+    bpc = arch.dram_bytes_per_cycle
+    act_bytes = act_buffer_bytes(m, k)
+    resident = act_bytes <= arch.spec.buffers.activations_kb * 1024
+    # one DMA transfer per fold: the fold's weights (+ the layer input when it is not resident)
+    x_f = (transfer_cycles(weight_fold_bytes(pe, k, fmt) + (0 if resident else act_bytes), bpc)
+           + (c.decode_latency_cycles if fmt == "ternary1.6" else 0))
+    xfer = np.full(n_f, x_f, dtype=np.int64)
+    fill = fill_cycles(simd, c.tree_stages)
+    lat = arch.dram_latency_cycles
+    cycles = layer_cycles(comp, xfer, double_buffering=arch.spec.double_buffering, fill=fill, latency=lat)
+
+    # action counts (see sim.reference for the event-by-event version)
+    if mode == "none":
+        processed = m * n * k
+        acc = m * n * max(1, -(-k // simd))
+        w_read = processed * CODE_BITS
+        a_read = n_f * m * k * ACT_BITS
+        w_write = n * k * CODE_BITS
+        compares = 0
+    elif mode == "act":
+        processed = n * tot_a
+        acc = n * int(_lane_cycles(nnz_act, simd).sum())
+        w_read = processed * CODE_BITS
+        a_read = n_f * tot_a * (ACT_BITS + idx)
+        w_write = n * k * CODE_BITS
+        compares = 0
+    elif mode == "weight":
+        processed = m * tot_w
+        acc = m * int(_lane_cycles(nnz_w, simd).sum())
+        w_read = processed * (CODE_BITS + idx)
+        a_read = processed * ACT_BITS
+        w_write = tot_w * (CODE_BITS + idx)
+        compares = 0
+    else:
+        processed = int(inter.sum())
+        acc = int(_lane_cycles(inter, simd).sum())
+        w_read = m * tot_w * (CODE_BITS + idx)
+        a_read = n_f * tot_a * (ACT_BITS + idx)
+        w_write = tot_w * (CODE_BITS + idx)
+        compares = n * tot_a + m * tot_w
+    counts = {
+        "pairs_dense": m * n * k,
+        "pairs_processed": processed,
+        "pairs_skipped": 0 if mode == "none" else m * n * k - processed,
+        "acc_updates": acc,
+        "index_decodes": 0 if mode == "none" else processed,
+        "intersect_compares": compares,
+        "weight_buf_write_bits": w_write,
+        "weight_buf_read_bits": w_read,
+        "act_buf_read_bits": a_read,
+        "out_buf_write_bits": m * n * OUT_BITS,
+        "requant_mults": m * n,
+        "dram_weight_bits": n_f * int(math.ceil(weight_fold_bytes(pe, k, fmt) * 8)),
+        "dram_act_bits": 0 if resident else int(math.ceil(n_f * act_bytes * 8)),
+        "base3_decodes": n_f * math.ceil(pe * k / 5) if fmt == "ternary1.6" else 0,
+        "nnz_act": tot_a,
+        "nnz_weight": tot_w,
+    }
+    compute_total = int(comp.sum())
+    return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(xfer.sum()),
+                       cycles - compute_total - fill - lat, fill, lat, bool(resident), counts)
+
+
+# ----------------------------------------------------------------------- int8 unit, vector unit
+
+def dense_cycles(m: int, k: int, n: int, batch: int, rows: int, cols: int, pipeline_cycles: int) -> int:
+    """Output-stationary ``rows x cols`` int8 grid: each output tile takes ``k`` cycles."""
+    return batch * (-(-m // rows)) * (-(-n // cols)) * k + pipeline_cycles
+
+
+def dense_op(op, arch) -> tuple[int, dict]:
+    u = arch.spec.int8_unit
+    tiles_m, tiles_n = -(-op.m // u.rows), -(-op.n // u.cols)
+    cycles = dense_cycles(op.m, op.k, op.n, op.batch, u.rows, u.cols, u.pipeline_cycles)
+    counts = {
+        "dsp_macs": op.macs,
+        # each tile streams k rows of its A rows and k columns of its B columns (8 bits each)
+        "act_buf_read_bits": op.batch * op.k * ACT_BITS * (tiles_n * op.m + tiles_m * op.n),
+        "out_buf_write_bits": op.batch * op.m * op.n * OUT_BITS,
+    }
+    return cycles, counts
+
+
+def vector_cycles(elements: int, kind: str, arch) -> int:
+    v = arch.spec.vector_unit
+    if v.mode == "host":
+        ns = v.host_call_overhead_us * 1e3 + elements * v.host_ns_per_element[kind]
+        return int(math.ceil(ns * arch.spec.clock_mhz / 1e3 - 1e-9))
+    return int(math.ceil(-(-elements // v.lanes) * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
+
+
+def vector_op(op, arch) -> tuple[int, dict]:
+    v = arch.spec.vector_unit
+    cycles = vector_cycles(op.elements, op.kind, arch)
+    if v.mode == "host":
+        counts = {"host_elements": op.elements, "dram_act_bits": 2 * op.elements * ACT_BITS}
+    else:
+        counts = {"vector_elements": op.elements, "act_buf_read_bits": op.elements * ACT_BITS,
+                  "out_buf_write_bits": op.elements * ACT_BITS}
+    return cycles, counts

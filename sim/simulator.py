@@ -1,0 +1,110 @@
+"""``simulate(arch, trace) -> SimResult``: one query's cycles, latency, energy and fit.
+
+Ops run one after another (no overlap between ops): the ternary layers on the MAC array
+(:func:`sim.engine.ternary_layer`), attention matmuls and non-ternary linears on the int8 unit,
+element-wise ops on the vector unit. Every number is modelled, not measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sim.arch import Arch
+from sim.energy import COMPONENTS, energy_pj
+from sim.engine import dense_op, ternary_layer, vector_op
+from sim.resources import estimate_resources
+from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
+
+UNITS = ("ternary_array", "int8_unit", "vector_unit")
+
+
+@dataclass
+class SimResult:
+    """Per-query result; :meth:`to_dict` is the JSON that ``tatvpr sim --json`` prints."""
+
+    arch: dict
+    trace_meta: dict
+    layers: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"simulated": True, **self.summary, "arch": self.arch, "trace_meta": self.trace_meta,
+                "resources": self.resources, "layers": self.layers}
+
+    def __getitem__(self, key: str):
+        return self.summary[key]
+
+
+def simulate(arch: Arch, trace: Trace) -> SimResult:
+    """Simulate one query of ``trace`` on ``arch``."""
+    clock = arch.spec.clock_mhz
+    layers: list[dict] = []
+    by_comp = dict.fromkeys(COMPONENTS, 0.0)
+    by_unit = dict.fromkeys(UNITS, 0)
+    totals = {"pairs_dense": 0, "pairs_processed": 0, "dsp_macs": 0, "dram_weight_bits": 0, "dram_act_bits": 0,
+              "compute_cycles": 0, "stall_cycles": 0}
+    for op in trace.ops:
+        rec = {"name": op.name, "type": op.type}
+        if isinstance(op, TernaryLinearOp):
+            t = ternary_layer(op, arch)
+            cycles, counts, unit = t.cycles, t.counts, "ternary_array"
+            rec.update(m=t.m, k=t.k, n=t.n, folds=t.folds, compute_cycles=t.compute_cycles,
+                       transfer_cycles=t.transfer_cycles, stall_cycles=t.stall_cycles, fill_cycles=t.fill_cycles,
+                       latency_cycles=t.latency_cycles, act_resident=t.act_resident,
+                       act_density=counts["nnz_act"] / (t.m * t.k), weight_density=counts["nnz_weight"] / (t.n * t.k),
+                       mac_utilisation=counts["pairs_processed"] / (arch.spec.compute.pe * arch.spec.compute.simd * cycles))
+            totals["compute_cycles"] += t.compute_cycles
+            totals["stall_cycles"] += t.stall_cycles
+            energy = energy_pj(counts, arch, cycles)
+        elif isinstance(op, DenseOp):
+            cycles, counts = dense_op(op, arch)
+            unit = "int8_unit"
+            rec.update(m=op.m, k=op.k, n=op.n, batch=op.batch)
+            energy = energy_pj(counts, arch, cycles)
+        elif isinstance(op, VectorOp):
+            cycles, counts = vector_op(op, arch)
+            unit = "vector_unit"
+            rec.update(kind=op.kind, elements=op.elements)
+            energy = energy_pj(counts, arch, cycles, vector_kind=op.kind)
+        else:  # pragma: no cover - read_trace only makes the three types
+            raise TypeError(type(op))
+        for key in ("pairs_dense", "pairs_processed", "dsp_macs", "dram_weight_bits", "dram_act_bits"):
+            totals[key] += counts.get(key, 0)
+        rec.update(unit=unit, cycles=int(cycles), counts=counts, energy_pj=energy,
+                   energy_pj_total=sum(energy.values()))
+        for comp, v in energy.items():
+            by_comp[comp] += v
+        by_unit[unit] += int(cycles)
+        layers.append(rec)
+
+    cycles = sum(r["cycles"] for r in layers)
+    latency_s = cycles / (clock * 1e6)
+    energy_total_pj = sum(by_comp.values())
+    dense_macs = totals["pairs_dense"] + totals["dsp_macs"]
+    pe_simd = arch.spec.compute.pe * arch.spec.compute.simd
+    summary = {
+        "arch_name": arch.name, "arch_file": arch.source,
+        "cycles": cycles,
+        "latency_ms": latency_s * 1e3,
+        "queries_per_s": 1.0 / latency_s,
+        "energy_mj": energy_total_pj * 1e-9,
+        "energy_by_component_mj": {k: v * 1e-9 for k, v in by_comp.items()},
+        "energy_by_layer_mj": {r["name"]: r["energy_pj_total"] * 1e-9 for r in layers},
+        "cycles_by_unit": by_unit,
+        "cycles_by_layer": {r["name"]: r["cycles"] for r in layers},
+        "average_power_w": energy_total_pj * 1e-12 / latency_s,
+        "dense_macs": dense_macs,
+        "ternary_pairs_processed": totals["pairs_processed"],
+        "effective_gops": 2 * dense_macs / latency_s / 1e9,
+        "gops_per_w": 2 * dense_macs / (energy_total_pj * 1e-12) / 1e9,
+        "mac_utilisation": (totals["pairs_processed"] / (pe_simd * by_unit["ternary_array"])
+                            if by_unit["ternary_array"] else 0.0),
+        "ternary_stall_cycles": totals["stall_cycles"],
+        "dram_bytes": (totals["dram_weight_bits"] + totals["dram_act_bits"]) / 8,
+        "dram_weight_bytes": totals["dram_weight_bits"] / 8,
+        "dram_act_bytes": totals["dram_act_bits"] / 8,
+    }
+    resources = estimate_resources(arch)
+    summary["fits"] = resources["fits"]
+    return SimResult(arch.to_dict(), dict(trace.meta), layers, summary, resources)
