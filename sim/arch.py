@@ -211,12 +211,14 @@ class SramTable(_Strict):
         if kb >= pts[-1].kb:
             return pts[-1].pj
         for a, b in zip(pts, pts[1:]):
-            if a.kb <= kb <= b.kb:
+            if kb == a.kb:
+                return a.pj
+            if a.kb < kb < b.kb:
                 t = (math.log(kb) - math.log(a.kb)) / (math.log(b.kb) - math.log(a.kb))
                 if a.pj > 0 and b.pj > 0:
                     return math.exp(math.log(a.pj) + t * (math.log(b.pj) - math.log(a.pj)))
                 return a.pj + t * (b.pj - a.pj)
-        return pts[-1].pj  # unreachable
+        return pts[-1].pj  # kb == last point
 
 
 class EnergyTable(_Strict):

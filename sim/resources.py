@@ -61,7 +61,8 @@ def estimate_resources(arch) -> dict:
         buffers[name] = {"kb": kb, "memory": key, "blocks": blocks, "port_bits": ports[name]}
     avail = arch.board.resources.model_dump()
     limit = arch.board.max_utilisation.value
-    util = {k: (used[k] / avail[k] if avail[k] else (0.0 if used[k] == 0 else math.inf)) for k in CLASSES}
-    over = [k for k in CLASSES if util[k] > limit]
+    # a class the board lacks (URAM on a Zynq-7000) has utilisation None and fails when used
+    util = {k: (used[k] / avail[k] if avail[k] else (0.0 if used[k] == 0 else None)) for k in CLASSES}
+    over = [k for k in CLASSES if util[k] is None or util[k] > limit]
     return {"board": arch.board.name, "part": arch.board.part, "used": used, "available": avail,
             "utilisation": util, "max_utilisation": limit, "fits": not over, "over": over, "buffers": buffers}

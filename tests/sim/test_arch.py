@@ -1,0 +1,83 @@
+"""Hardware description: shipped files load, bad files give errors naming key, value and what is allowed."""
+
+import pytest
+import yaml
+
+from sim.arch import ARCH_DIR, load_arch, with_overrides
+from sim.errors import SimInputError
+
+
+@pytest.mark.parametrize("name", ["kv260", "zcu104", "pynq_z2"])
+def test_shipped_archs_load(name):
+    a = load_arch(ARCH_DIR / f"{name}.yaml")
+    assert a.board.name == name
+    assert a.dram_bytes_per_cycle > 0
+    assert a.energy.add8_pj.value > 0
+
+
+def test_board_numbers():
+    kv = load_arch("kv260").board
+    assert (kv.resources.lut, kv.resources.ff, kv.resources.dsp, kv.resources.bram36, kv.resources.uram) == \
+        (117120, 234240, 1248, 144, 64)
+    assert kv.dram_bandwidth_gb_per_s.value == 19.2
+    pz = load_arch("pynq_z2").board
+    assert (pz.resources.lut, pz.resources.dsp, pz.resources.bram36) == (53200, 220, 140)
+    assert pz.dram_bandwidth_gb_per_s.value == 2.1
+    zc = load_arch("zcu104").board
+    assert (zc.resources.lut, zc.resources.ff, zc.resources.dsp, zc.resources.bram36, zc.resources.uram) == \
+        (230400, 460800, 1728, 312, 96)
+
+
+def _write(tmp_path, edit):
+    data = yaml.safe_load((ARCH_DIR / "kv260.yaml").read_text())
+    edit(data)
+    p = tmp_path / "a.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+@pytest.mark.parametrize("edit,needles", [
+    (lambda d: d["compute"].update(pe=0), ["compute.pe", "0", "greater than or equal to 1"]),
+    (lambda d: d["compute"].update(skip_mode="rows"), ["compute.skip_mode", "'none', 'act', 'weight' or 'both'"]),
+    (lambda d: d["compute"].update(weight_format="ternary3"), ["compute.weight_format", "ternary1.6"]),
+    (lambda d: d.update(colour="red"), ["unknown key 'colour'"]),
+    (lambda d: d["buffers"].update(weights_kbytes=3), ["unknown key 'buffers.weights_kbytes'"]),
+    (lambda d: d.update(board="kv999"), ["unknown board 'kv999'", "kv260"]),
+    (lambda d: d.update(energy_table="nope"), ["unknown energy table 'nope'", "horowitz45nm"]),
+    (lambda d: d["dram"].update(bandwidth_gb_per_s=50), ["exceeds", "19.2"]),
+    (lambda d: d["compute"].update(adder_tree_stages=2), ["adder_tree_stages", "at least 5"]),
+    (lambda d: d["vector_unit"]["cycles_per_element"].update(relu=1), ["unknown kind 'relu'"]),
+    (lambda d: d.update(clock_mhz=-5), ["clock_mhz", "-5"]),
+])
+def test_bad_arch_named(tmp_path, edit, needles):
+    p = _write(tmp_path, edit)
+    with pytest.raises(SimInputError) as ei:
+        load_arch(p)
+    msg = str(ei.value)
+    for n in needles:
+        assert n in msg, msg
+    if "board" not in needles[0] and "energy" not in needles[0]:
+        assert str(p) in msg
+
+
+def test_malformed_yaml_and_missing(tmp_path):
+    p = tmp_path / "a.yaml"
+    p.write_text("compute: {pe: [1,\n")
+    with pytest.raises(SimInputError, match="malformed YAML"):
+        load_arch(p)
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(SimInputError, match="mapping"):
+        load_arch(p)
+    with pytest.raises(SimInputError, match="not found"):
+        load_arch(tmp_path / "none.yaml")
+
+
+def test_with_overrides():
+    a = load_arch("kv260")
+    b = with_overrides(a, {"compute.pe": 16, "clock_mhz": 300, "energy_table": "horowitz45nm"})
+    assert (b.compute.pe, b.clock_mhz, b.energy.name) == (16, 300, "horowitz45nm")
+    assert a.compute.pe == 32  # the original is unchanged
+    with pytest.raises(SimInputError, match="unknown key 'pes'"):
+        with_overrides(a, {"compute.pes": 1})
+    with pytest.raises(SimInputError, match="compute.simd"):
+        with_overrides(a, {"compute.simd": 0})
