@@ -129,3 +129,57 @@ def layers_from_trace(trace, *, pe: int, simd: int, fmt: str = "ternary2", seed:
                             "act_density": float(mask.mean()), "mult": mult, "shift": shift,
                             "chunk_cycles_per_fold": layer.chunk_cycles_per_fold, "folds": layer.folds}))
     return out
+
+
+def block_params(block, x, *, sparsity: float):
+    """A timm ViT block whose linears are SparseTernaryLinear -> ``tatvpr_pynq.driver.BlockParams``.
+
+    ``x`` (float tokens ``[T, D]`` or ``[1, T, D]``) calibrates each linear's int8 output scale
+    (its float output absmax / 127 at ``sparsity``). Per-tensor weight scales only.
+    """
+    import torch
+
+    from tatvpr_hw.hlsflow.paths import driver_package
+
+    driver_package()
+    from tatvpr_pynq.driver import BlockParams, TernaryLinearParams
+
+    mods = {"qkv": block.attn.qkv, "proj": block.attn.proj, "fc1": block.mlp.fc1, "fc2": block.mlp.fc2}
+    for name, mod in mods.items():
+        if not hasattr(mod, "ternary_weight"):
+            raise UserError(f"block.{name} is not a SparseTernaryLinear; export the ternary student")
+    absmax: dict[str, float] = {}
+    hooks = [mod.register_forward_hook(lambda m, a, out, n=n: absmax.__setitem__(n, float(out.abs().max())))
+             for n, mod in mods.items()]
+    olds = {n: m.sparsity.sparsity for n, m in mods.items()}
+    try:
+        for m in mods.values():
+            m.sparsity.sparsity = sparsity
+        with torch.no_grad():
+            block(x.reshape(1, -1, x.shape[-1]).float())
+    finally:
+        for h in hooks:
+            h.remove()
+        for n, m in mods.items():
+            m.sparsity.sparsity = olds[n]
+
+    def lin(name):
+        mod = mods[name]
+        codes, gamma = mod.ternary_weight()
+        if gamma.numel() != 1:
+            raise UserError(f"block.{name}: per-output-channel weight scales are not supported by the IP")
+        return TernaryLinearParams(
+            codes=codes.numpy().astype(np.int8), gamma=float(gamma), act_scale=float(mod.input_scale()),
+            out_scale=max(absmax[name], 1e-12) / 127.0, sparsity=float(sparsity),
+            bias=None if mod.bias is None else mod.bias.detach().double().numpy())
+
+    def ln(norm):
+        return (norm.weight.detach().double().numpy(), norm.bias.detach().double().numpy())
+
+    def ls(layer_scale):
+        g = getattr(layer_scale, "gamma", None)
+        return None if g is None else g.detach().double().numpy()
+
+    return BlockParams(num_heads=block.attn.num_heads, ln1=ln(block.norm1), qkv=lin("qkv"), proj=lin("proj"),
+                       ln2=ln(block.norm2), fc1=lin("fc1"), fc2=lin("fc2"), ls1=ls(block.ls1),
+                       ls2=ls(block.ls2), ln_eps=float(block.norm1.eps))

@@ -56,3 +56,19 @@ def random_layer(rng: np.random.Generator, m: int, k: int, n: int, sparsity: flo
                    p=[(1 - weight_zero_frac) / 2, weight_zero_frac, (1 - weight_zero_frac) / 2])
     bias = rng.integers(-5000, 5000, size=n).astype(np.int32)
     return x, w, bias
+
+
+@pytest.fixture(scope="session")
+def tiny_student():
+    import torch
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.config import parse_config
+
+    cfg = parse_config({"model": {"backbone": "vit_tiny_patch14_dinov2", "teacher_img_size": 98,
+                                  "student_img_size": 98}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, student=True).eval()
+    images = torch.randn(1, 3, 98, 98, generator=torch.Generator().manual_seed(1))
+    calibrate_input_scales(model, [images])
+    return model, images

@@ -16,22 +16,6 @@ LAYERS = ["backbone.blocks.0.attn.qkv", "backbone.blocks.1.attn.proj",
           "backbone.blocks.2.mlp.fc1", "backbone.blocks.3.mlp.fc2"]
 
 
-@pytest.fixture(scope="module")
-def tiny_student():
-    torch = pytest.importorskip("torch")
-    from brevitas_models.model import build_model
-    from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.config import parse_config
-
-    cfg = parse_config({"model": {"backbone": "vit_tiny_patch14_dinov2", "teacher_img_size": 98,
-                                  "student_img_size": 98}})
-    torch.manual_seed(0)
-    model = build_model(cfg.model, student=True).eval()
-    images = torch.randn(1, 3, 98, 98, generator=torch.Generator().manual_seed(1))
-    calibrate_input_scales(model, [images])
-    return model, images
-
-
 @pytest.mark.parametrize("sparsity", [0.0, 0.4, 0.6])
 @pytest.mark.parametrize("fmt", ["ternary2", "ternary1.6"])
 def test_tiny_student_layers_bit_exact(csim_builds, tiny_student, tmp_path, sparsity, fmt):
