@@ -1,7 +1,118 @@
-"""CLI commands: simulate (filled in by the area that owns it)."""
+"""CLI commands: ``tatvpr sim`` (one design point) and ``tatvpr sim-synth`` (a synthetic ViT trace)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from tatvpr_hw.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _parse_sets(sets: list[str]) -> dict:
+    """``["compute.pe=16", "clock_mhz=300"]`` -> overrides (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in sets:
+        key, eq, val = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. compute.pe=16")
+        out[key.strip()] = yaml.safe_load(val)
+    return out
+
+
+def format_table(d: dict) -> str:
+    """Readable summary of ``SimResult.to_dict()``, labelled SIMULATED with the arch file."""
+    a = d["arch"]
+    c = a["compute"]
+    res = d["resources"]
+    lines = [
+        f"SIMULATED (modelled, not measured) on {d['arch_file']}",
+        f"  arch {d['arch_name']}: {c['pe']} PE x {c['simd']} SIMD, {c['weight_format']}, skip={c['skip_mode']}, "
+        f"{a['clock_mhz']:g} MHz, board {res['board']} ({res['part']}), energy table {a['energy_table']}",
+        f"  trace: {d['trace_meta'].get('model', '?')} sparsity={d['trace_meta'].get('sparsity', '?')}",
+        "",
+        f"  {'cycles':<26}{d['cycles']:>16,}",
+        f"  {'latency_ms':<26}{d['latency_ms']:>16.4f}",
+        f"  {'queries_per_s':<26}{d['queries_per_s']:>16.2f}",
+        f"  {'energy_mj (per query)':<26}{d['energy_mj']:>16.4f}",
+        f"  {'average_power_w':<26}{d['average_power_w']:>16.3f}",
+        f"  {'effective_gops':<26}{d['effective_gops']:>16.1f}",
+        f"  {'gops_per_w':<26}{d['gops_per_w']:>16.1f}",
+        f"  {'mac_utilisation':<26}{d['mac_utilisation']:>16.3f}",
+        f"  {'dram_mb (per query)':<26}{d['dram_bytes'] / 1e6:>16.3f}",
+        "",
+        "  cycles by unit:" + "".join(f"  {k}={v:,}" for k, v in d["cycles_by_unit"].items()),
+        "  energy by component (mJ):",
+    ]
+    total = d["energy_mj"] or 1.0
+    for k, v in sorted(d["energy_by_component_mj"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"    {k:<16}{v:>12.4f}  {100 * v / total:5.1f}%")
+    lines.append(f"  resources on {res['board']} (fit limit {100 * res['max_utilisation']:.0f}%):")
+    for k in ("lut", "ff", "dsp", "bram36", "uram"):
+        u = res["utilisation"][k]
+        shown = "n/a" if u is None else f"{100 * u:5.1f}%"
+        lines.append(f"    {k:<8}{res['used'][k]:>10,} / {res['available'][k]:<10,} {shown}")
+    lines.append(f"  fits: {'yes' if res['fits'] else 'NO (' + ', '.join(res['over']) + ')'}")
+    return "\n".join(lines)
+
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
-    """Add this area's commands to the tatvpr app (and its export group)."""
+    """Add ``sim`` and ``sim-synth`` to the tatvpr app."""
+
+    @app.command("sim")
+    def sim_cmd(
+        trace: Path = typer.Option(..., "--trace", help="workload trace (.npz from `tatvpr trace` or `tatvpr sim-synth`)"),
+        arch: Path = typer.Option(Path("kv260"), "--arch",
+                                  help="hardware description YAML (or a name in sim/arch/: kv260, zcu104, pynq_z2)"),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="override an arch key, e.g. compute.skip_mode=both"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of the table"),
+        layers: bool = typer.Option(False, "--layers", help="with --json: include per-layer records"),
+        out: Optional[Path] = typer.Option(None, "--out", help="also write the full JSON result here"),
+    ) -> None:
+        """Simulate one query of a trace on an accelerator description (cycles, latency, energy, fit)."""
+        from sim import load_arch, read_trace, simulate, with_overrides
+        from tatvpr_hw.io import write_json
+
+        a = load_arch(arch)
+        if sets:
+            a = with_overrides(a, _parse_sets(sets))
+        result = simulate(a, read_trace(trace)).to_dict()
+        if out is not None:
+            write_json(out, result)
+        if as_json:
+            shown = result if layers else {k: v for k, v in result.items() if k != "layers"}
+            print(json.dumps(shown, indent=2))
+        else:
+            print(format_table(result))
+
+    @app.command("sim-synth")
+    def sim_synth(
+        out: Path = typer.Option(..., "--out", help="trace file to write (.npz)"),
+        depth: int = typer.Option(12, help="transformer blocks"),
+        dim: int = typer.Option(768, help="embedding dimension D"),
+        tokens: int = typer.Option(197, help="tokens per query (prefix + patches)"),
+        heads: int = typer.Option(12, help="attention heads"),
+        mlp_ratio: float = typer.Option(4.0, help="MLP hidden = mlp_ratio * D"),
+        sparsity: float = typer.Option(0.0, help="activation sparsity s (top-k keeps ceil((1-s) K) per token)"),
+        weight_zero_frac: float = typer.Option(1 / 3, help="fraction of zero ternary weights"),
+        seed: int = typer.Option(0, help="random seed"),
+    ) -> None:
+        """Write a synthetic ViT query trace from random numbers (defaults: ViT-B/14 at 224 px)."""
+        from sim.trace import synthetic_vit_trace, write_trace
+
+        for name, v in (("depth", depth), ("dim", dim), ("tokens", tokens), ("heads", heads)):
+            if v < 1:
+                raise UserError(f"--{name} must be >= 1, got {v}")
+        if mlp_ratio <= 0:
+            raise UserError(f"--mlp-ratio must be > 0, got {mlp_ratio}")
+        tr = synthetic_vit_trace(depth=depth, dim=dim, tokens=tokens, heads=heads, mlp_ratio=mlp_ratio,
+                                 sparsity=sparsity, weight_zero_frac=weight_zero_frac, seed=seed)
+        write_trace(out, tr)
+        print(f"wrote {out}: {len(tr.ops)} ops ({len(tr.ternary_ops())} ternary linears), sparsity {sparsity}")
