@@ -299,7 +299,7 @@ def point_metrics(result: dict) -> dict:
     ``cycles``, ``latency_ms``, ``queries_per_s``, ``energy_mj`` are copied. Board fit and
     resources are read from ``result["resources"]``: ``fits`` (bool; a result without resource
     information counts as fitting) and the used/available fraction per resource kind, either as
-    ``{"util": {"lut": 0.4, ...}}`` or as ``{"used": {...}, "available": {...}}``;
+    ``{"utilisation": {"lut": 0.4, ...}}`` (sim.resources) or ``{"used": {...}, "available": {...}}``;
     ``resource_frac`` is the largest fraction, and each kind becomes a ``util_<kind>`` column.
     """
     missing = [k for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj") if k not in result]
@@ -309,8 +309,9 @@ def point_metrics(result: dict) -> dict:
     res = result.get("resources") or {}
     util: dict[str, float] = {}
     if isinstance(res, dict):
-        if isinstance(res.get("util"), dict):
-            util = {k: float(v) for k, v in res["util"].items() if _num(v) is not None}
+        given = res.get("utilisation", res.get("util"))
+        if isinstance(given, dict):
+            util = {k: float(v) for k, v in given.items() if _num(v) is not None}
         elif isinstance(res.get("used"), dict) and isinstance(res.get("available"), dict):
             for k, used in res["used"].items():
                 avail = _num(res["available"].get(k))
@@ -331,7 +332,7 @@ _ARCH_CACHE: dict[str, Any] = {}
 
 def simulate_point(arch_path: str, overrides: dict, trace: Any) -> dict:
     """Default evaluator: ``sim.simulate(with_overrides(load_arch(arch_path), overrides), trace)``."""
-    from sim import simulate  # noqa: PLC0415  (B1's engine; imported in the worker)
+    from sim.simulator import simulate  # B1 engine, imported in the worker
     from sim.arch import load_arch, with_overrides
 
     if arch_path not in _ARCH_CACHE:

@@ -220,3 +220,50 @@ def test_cli_bad_sweep_is_a_user_error(tmp_path, traces, capsys):
     rc = main(["dse", "--space", str(bad), "--trace", str(traces[0]), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "sampling.n is only used with mode: random" in capsys.readouterr().err
+
+
+def test_default_evaluator_is_sim_simulate(tmp_path, traces):
+    """With B1's engine: each row equals sim.simulate(with_overrides(arch, point), trace)."""
+    from sim.arch import load_arch, with_overrides
+    from sim.simulator import simulate
+    from sim.trace import read_trace
+
+    sweep = _sweep(tmp_path, """
+        arch: kv260
+        axes: {pe: [8, 16], skip_mode: [none, act]}
+        """)
+    res = dse.run_sweep(dse.load_sweep(sweep), traces[:1], tmp_path / "o", workers=1, progress=False)
+    base = load_arch("kv260")
+    tr = read_trace(traces[0])
+    for _, row in res.table.iterrows():
+        want = simulate(with_overrides(base, {"compute.pe": int(row["pe"]),
+                                              "compute.skip_mode": row["skip_mode"]}), tr).to_dict()
+        assert row["cycles"] == want["cycles"] and row["energy_mj"] == pytest.approx(want["energy_mj"])
+        assert bool(row["fits"]) == bool(want["fits"])
+        util = want["resources"]["utilisation"]
+        assert row["resource_frac"] == pytest.approx(max(util.values()))
+    none, act = (res.table[res.table["pe"] == 8].set_index("skip_mode").loc[k, "cycles"] for k in ("none", "act"))
+    assert act <= none
+
+
+def test_cli_dse_end_to_end(tmp_path, traces, capsys):
+    from tatvpr_hw.cli import main
+
+    sweep = _sweep(tmp_path, """
+        arch: kv260
+        board: kv260
+        axes: {pe: [8, 16], simd: [16, 32]}
+        sampling: {mode: random, n: 3, seed: 1}
+        """)
+    args = ["dse", "--space", str(sweep), "--trace", str(traces[0]), "--trace", str(traces[1]),
+            "--out", str(tmp_path / "o"), "--workers", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "6 points (6 run now, 0 resumed)" in out
+    best = dse.read_best_point(tmp_path / "o" / "best_point.json")
+    from sim.arch import load_arch
+    base = load_arch("kv260").spec
+    assert best["pe"] in (8, 16) and best["simd"] in (16, 32)
+    assert best["skip_mode"] == base.compute.skip_mode and best["clock_mhz"] == base.clock_mhz
+    assert main(args) == 0
+    assert "6 points (0 run now, 6 resumed)" in capsys.readouterr().out
