@@ -19,12 +19,17 @@ _EXPORTS = {
     "TernaryWeightPerChannel": "quant", "Int8ActPerTensor": "quant",
     "calibrate_input_scales": "quant", "ternary_layers": "quant",
     # backbone
-    "create_backbone": "vit", "ternarize": "vit", "interpolate_pos_encoding_dinov2": "vit",
+    "create_backbone": "vit", "ternarize": "vit", "student_from_teacher": "vit",
+    "interpolate_pos_encoding_dinov2": "vit", "DinoV2VisionTransformer": "vit",
     "BACKBONES": "vit",
     # accounting
-    "footprint": "footprint", "count_ops": "ops",
+    "footprint": "footprint", "quantized_plan": "footprint", "config_footprint": "footprint",
+    "count_ops": "ops", "seeded_images": "ops",
     # heads + model + checkpoints (area A2)
-    "VPRModel": "model", "build_model": "model",
+    "VPRModel": "model", "build_model": "model", "create_head": "heads",
+    "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_into": "checkpoint",
+    "load_model": "checkpoint", "adapt_foreign_state_dict": "checkpoint",
+    "init_student_from_teacher": "checkpoint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -89,6 +89,32 @@ def config_ops(cfg, sparsities: list[float], *, checkpoint: Optional[Path] = Non
     return rows
 
 
+def write_model_reports(cfg, out_dir: Path, *, checkpoint: Optional[Path] = None,
+                        sparsities: Optional[list[float]] = None) -> dict[str, Path]:
+    """The model part of ``make demo``: ``out_dir/footprint.json`` and ``out_dir/ops.json``.
+
+    Footprint of the configured student (packed real codes with a student ``checkpoint``) and
+    MACs per query at ``sparsities`` (default ``cfg.eval.sparsities``). Files are written
+    atomically; returns their paths.
+    """
+    from brevitas_models.footprint import config_footprint, footprint
+    from tatvpr_hw.io import write_json
+
+    out_dir = Path(out_dir)
+    if checkpoint is None:
+        fp = config_footprint(cfg.model)
+    else:
+        from brevitas_models.checkpoint import load_model
+
+        model, meta = load_model(checkpoint, cfg.model)
+        fp = (footprint(model, model.img_size, pack_weights=True) if meta.get("role") == "student"
+              else config_footprint(cfg.model))
+    rows = config_ops(cfg, list(sparsities if sparsities is not None else cfg.eval.sparsities),
+                      checkpoint=checkpoint, progress=True)
+    return {"footprint": write_json(out_dir / "footprint.json", fp),
+            "ops": write_json(out_dir / "ops.json", rows)}
+
+
 def format_ops(rows: list[dict[str, Any]]) -> str:
     head = (f"{'sparsity':>8s} {'GMACs':>8s} {'dense':>8s} {'w-skip':>8s} {'both':>8s} "
             f"{'saved':>7s} {'act dens':>8s} {'w dens':>7s}")

@@ -90,3 +90,23 @@ def test_checkpoint_packs_real_weights_and_counts_its_ops(capsys, tmp_path):
     rc, out, _ = _run(capsys, "ops", "--config", TINY, "--checkpoint", str(ck), "--sparsity", "0.2", "--json")
     assert rc == 0
     assert json.loads(out)[0]["model"] == "student"
+
+
+def test_write_model_reports(tmp_path):
+    from tatvpr_hw.commands.models import write_model_reports
+
+    cfg = load_config(TINY)
+    paths = write_model_reports(cfg, tmp_path / "run", sparsities=[0.0, 0.5])
+    fp = json.loads(paths["footprint"].read_text())
+    rows = json.loads(paths["ops"].read_text())
+    assert set(fp["backbone_bytes"]) == FORMATS
+    assert [r["sparsity"] for r in rows] == [0.0, 0.5] and rows[1]["gmacs"] < rows[0]["gmacs"]
+
+
+def test_package_exports_resolve():
+    import brevitas_models
+
+    for name in brevitas_models.__all__:
+        assert getattr(brevitas_models, name) is not None
+    with pytest.raises(AttributeError):
+        brevitas_models.no_such_name
