@@ -151,44 +151,36 @@ def pixel_baseline(eval_set: VPREvalSet, ns: Sequence[int] = (1, 5, 10), side_px
 
 # ----------------------------------------------------------------------------- ops and memory
 
-def _pick_number(d: Mapping[str, Any], names: Sequence[str], what: str) -> float:
-    for n in names:
-        v = d.get(n)
-        if isinstance(v, (int, float)):
-            return float(v)
-    raise UserError(f"{what}: none of the keys {list(names)} in {sorted(d)}")
-
-
 def model_gmacs(model: nn.Module, images: torch.Tensor, sparsity: float) -> float:
-    """Effective GMACs per query (real nonzeros) from ``brevitas_models.ops.count_ops``."""
+    """Effective GMACs per query (activation zeros skipped, from the real nonzeros of ``images``
+    at ``sparsity``), from :func:`brevitas_models.ops.count_ops`."""
     from brevitas_models.ops import count_ops
 
-    ops = count_ops(model, images, sparsity)
-    return _pick_number(ops, ("effective_macs", "macs_effective", "effective", "macs"), "count_ops") / 1e9
+    return float(count_ops(model, images, sparsity)["gmacs"])
 
 
-def model_memory_bytes(model: nn.Module, img_size: int, fmt: str) -> float:
-    """Total bytes of ``model`` stored in format ``fmt`` from ``brevitas_models.footprint.footprint``."""
+def model_memory_bytes(model: nn.Module, img_size: int, fmt: str, plan: Mapping[str, bool] | None = None) -> float:
+    """Total bytes of ``model`` in format ``fmt`` (:func:`brevitas_models.footprint.footprint`;
+    ``plan`` names the layers of a float model counted as quantized)."""
     from brevitas_models.footprint import footprint
 
-    fp = footprint(model, img_size)
-    if fmt in fp:
-        v = fp[fmt]
-        if isinstance(v, Mapping):
-            return _pick_number(v, ("total", "total_bytes"), f"footprint[{fmt!r}]") if \
-                any(k in v for k in ("total", "total_bytes")) else float(sum(x for x in v.values()
-                                                                            if isinstance(x, (int, float))))
-        return float(v)
-    for key in ("total", "total_bytes"):
-        if isinstance(fp.get(key), Mapping) and fmt in fp[key]:
-            return float(fp[key][fmt])
-    raise UserError(f"footprint has no format {fmt!r}: keys {sorted(fp)}")
+    fp = footprint(model, img_size, plan=dict(plan) if plan is not None else None)
+    return float(fp["total_bytes"][fmt])
 
 
-def _weight_modules(model: nn.Module) -> Iterable[nn.Module]:
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight is not None:
-            yield m
+def _module_name(model: nn.Module, plan_key: str) -> str:
+    """Footprint plan keys drop the ``backbone.`` prefix of a VPRModel; module names keep it."""
+    if hasattr(model, "backbone") and hasattr(model, "head") and not plan_key.startswith("head."):
+        return "backbone." + plan_key
+    return plan_key
+
+
+def int8_plan(model_cfg, model: nn.Module) -> dict[str, bool]:
+    """The layers the student quantizes (``model.ternary``), named in the float ``model``, each
+    per output channel (the scales :func:`int8_weights` uses)."""
+    from brevitas_models.footprint import quantized_plan
+
+    return {k: True for k in quantized_plan(model_cfg, model)}
 
 
 @torch.no_grad()
@@ -202,11 +194,27 @@ def fp16_weights(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def int8_weights(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every linear / conv weight quantised to int8, symmetric, one
-    scale per output channel (max |w| / 127), then dequantised (post-training quantisation)."""
-    m = copy.deepcopy(model)
-    for mod in _weight_modules(m):
+def int8_weights(model: nn.Module, plan: Mapping[str, bool] | None = None) -> nn.Module:
+    """A copy of ``model`` after post-training int8 weight quantisation.
+
+    The layers of ``plan`` (footprint plan keys; None = every ``nn.Linear`` / ``nn.Conv2d``) get
+    their weight quantised to int8, symmetric, one scale per output channel (max |w| / 127),
+    then dequantised; with a plan every other parameter is rounded to fp16, as the footprint
+    stores it.
+    """
+    m = fp16_weights(model) if plan is not None else copy.deepcopy(model)
+    modules = dict(m.named_modules())
+    if plan is None:
+        targets = [mod for mod in modules.values() if isinstance(mod, (nn.Linear, nn.Conv2d))]
+    else:
+        missing = [k for k in plan if _module_name(m, k) not in modules]
+        if missing:
+            raise UserError(f"int8 plan names layers the model lacks: {missing[:5]}")
+        targets = [modules[_module_name(m, k)] for k in plan]
+        src = dict(model.named_modules())
+        for k in plan:           # start from the fp32 weight, not its fp16 rounding
+            modules[_module_name(m, k)].weight.copy_(src[_module_name(model, k)].weight)
+    for mod in targets:
         w = mod.weight
         flat = w.reshape(w.shape[0], -1)
         scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
@@ -264,14 +272,18 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module, sparsities: Sequen
 
     t_imgs = _sample_images(t_set.queries)
     teacher_gmacs = model_gmacs(teacher, t_imgs, 0.0)
-    for name, fmt, model in (("teacher", "fp32", teacher),
-                             ("teacher_fp16", "fp16", fp16_weights(teacher)),
-                             ("teacher_int8", "int8", int8_weights(teacher))):
+    plan = int8_plan(cfg.model, teacher)
+    for name, fmt, make in (("teacher", "fp32", lambda: teacher),
+                            ("teacher_fp16", "fp16", lambda: fp16_weights(teacher)),
+                            ("teacher_int8", "int8", lambda: int8_weights(teacher, plan))):
         t0 = time.perf_counter()
+        model = make()
         db = compute_descriptors(model, t_set.database, batch_size=bs, num_workers=nw, desc=f"{name} db")[None]
         q = compute_descriptors(model, t_set.queries, batch_size=bs, num_workers=nw, desc=f"{name} queries")[None]
+        del model
         rec = recall_at_n(db, q, positives, ns)
-        records.append(_record(name, fmt, 0.0, rec, teacher_gmacs, model_memory_bytes(teacher, t_size, fmt)))
+        mem = model_memory_bytes(teacher, t_size, fmt, plan if fmt == "int8" else None)
+        records.append(_record(name, fmt, 0.0, rec, teacher_gmacs, mem))
         timings[name] = time.perf_counter() - t0
         log.info("%s: %s", name, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
 
@@ -377,14 +389,37 @@ def _save_fig(fig, path: Path) -> None:
 
 def _resolve(path: str | Path, base: Path) -> Path:
     p = Path(path)
-    if p.is_absolute() or p.exists() or (p.parent / (p.name + ".json")).exists():
+    if p.is_absolute() or p.exists() or p.with_name(p.name + ".json").exists() or p.with_suffix(".json").exists():
         return p
     return base / p
 
 
+def find_teacher_checkpoint(cfg, student_checkpoint: str | Path, meta: Mapping[str, Any]) -> Path:
+    """The teacher of a student checkpoint, first found of:
+
+    1. ``meta["teacher_checkpoint"]`` (relative paths also tried beside the student checkpoint);
+    2. ``teacher.safetensors`` beside the student checkpoint (the training stages write it there);
+    3. ``<train.out_dir>/teacher.safetensors``;
+    4. ``model.teacher_checkpoint`` of the config (a foreign DINOv2 / timm / BoQ file).
+    """
+    from brevitas_models.checkpoint import checkpoint_paths
+
+    st_dir = checkpoint_paths(student_checkpoint)[0].parent
+    if meta.get("teacher_checkpoint"):
+        return _resolve(meta["teacher_checkpoint"], st_dir)
+    for cand in (st_dir / "teacher", Path(cfg.train.out_dir) / "teacher"):
+        if all(p.is_file() for p in checkpoint_paths(cand)):
+            return checkpoint_paths(cand)[0]
+    if cfg.model.teacher_checkpoint:
+        return Path(cfg.model.teacher_checkpoint)
+    raise UserError(f"no teacher for {student_checkpoint}: its metadata names no teacher_checkpoint, there is no "
+                    f"teacher.safetensors beside it or in train.out_dir ({cfg.train.out_dir}), and the config has "
+                    f"no model.teacher_checkpoint")
+
+
 def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Module]:
-    """(teacher, student) from a student checkpoint whose metadata names the teacher checkpoint
-    (``teacher_checkpoint``: one of ours, or a foreign DINOv2 / timm / BoQ file)."""
+    """(teacher, student) in eval mode: the student from its checkpoint (one of ours), the
+    teacher from :func:`find_teacher_checkpoint` (ours, or a foreign DINOv2 / timm / BoQ file)."""
     from brevitas_models.checkpoint import checkpoint_paths, load_checkpoint, load_foreign, load_into
     from brevitas_models.model import build_model
 
@@ -393,11 +428,8 @@ def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Modu
         raise UserError(f"{student_checkpoint} is a {meta.get('role')!r} checkpoint; eval needs the student's")
     student = build_model(cfg.model, student=True)
     load_into(student, sd, source=str(student_checkpoint))
-    t_path = meta.get("teacher_checkpoint") or cfg.model.teacher_checkpoint
-    if not t_path:
-        raise UserError(f"{student_checkpoint}: its metadata names no teacher_checkpoint and the config has "
-                        f"no model.teacher_checkpoint")
-    t_path = _resolve(t_path, checkpoint_paths(student_checkpoint)[0].parent)
+    t_path = find_teacher_checkpoint(cfg, student_checkpoint, meta)
+    log.info("teacher checkpoint: %s", t_path)
     teacher = build_model(cfg.model, student=False)
     if checkpoint_paths(t_path)[1].is_file():
         tsd, _ = load_checkpoint(t_path)

@@ -46,7 +46,8 @@ def stub_ops(monkeypatch):
         return 1.5 * (1.0 - sparsity)
 
     monkeypatch.setattr(ev, "model_gmacs", gmacs)
-    monkeypatch.setattr(ev, "model_memory_bytes", lambda model, img_size, fmt: FAKE_MEMORY[fmt])
+    monkeypatch.setattr(ev, "model_memory_bytes", lambda model, img_size, fmt, plan=None: FAKE_MEMORY[fmt])
+    monkeypatch.setattr(ev, "int8_plan", lambda model_cfg, model: {"proj": True})
     return calls
 
 

@@ -1,0 +1,90 @@
+"""`tatvpr eval` end to end with the real tiny models, checkpoints, op counter and footprint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tatvpr_hw.cli import main
+from tatvpr_hw.config import config_to_dict, parse_config
+
+CFG = {
+    "name": "evaltest", "seed": 0,
+    "model": {"backbone": "vit_tiny_patch14_dinov2", "teacher_img_size": 28, "student_img_size": 28,
+              "head": {"name": "cls", "preset": "tiny"}},
+    "data": {"synthetic": {"places": 2, "train_images_per_place": 2, "eval_places": 8, "image_px": 32,
+                           "difficulty": 0.3}},
+    "eval": {"sparsities": [0.0, 0.5], "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from brevitas_models.checkpoint import init_student_from_teacher, save_checkpoint
+    from brevitas_models.model import build_model
+    from tatvpr_hw.data.synthetic import ensure_benchmark
+
+    tmp = tmp_path_factory.mktemp("evalreal")
+    raw = json.loads(json.dumps(CFG))
+    raw["data"]["root"] = str(tmp / "syn")
+    raw["train"] = {"out_dir": str(tmp / "runs")}
+    cfg = parse_config(raw)
+    ensure_benchmark(cfg)
+    torch.manual_seed(0)
+    teacher = build_model(cfg.model, student=False)
+    student = build_model(cfg.model, student=True)
+    init_student_from_teacher(student, teacher)
+    meta = {"config": config_to_dict(cfg), "role": "teacher", "stage": "teacher", "step": 0, "seed": 0,
+            "rng": {}, "teacher_checkpoint": None}
+    ck = tmp / "ck"
+    save_checkpoint(ck / "teacher", teacher, meta)
+    # teacher_checkpoint null: eval finds teacher.safetensors beside the student
+    save_checkpoint(ck / "distill", student, meta | {"role": "student", "stage": "distill"})
+    cfg_path = tmp / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return {"tmp": tmp, "cfg": cfg_path, "student": ck / "distill", "teacher": ck / "teacher",
+            "teacher_sd": {k: v.clone() for k, v in teacher.state_dict().items()}}
+
+
+def test_eval_command(checkpoints, capsys):
+    out = checkpoints["tmp"] / "run"
+    assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["student"]),
+                 "--out", str(out), "--sparsity", "0,0.5"]) == 0
+    recs = json.loads((out / "metrics.json").read_text())
+    by = {(r["model"], r["sparsity"]): r for r in recs}
+    assert set(by) == {("teacher", 0.0), ("teacher_fp16", 0.0), ("teacher_int8", 0.0),
+                       ("student", 0.0), ("student", 0.5)}
+    # memory: fp32 > fp16 > int8 > ternary; operations fall with sparsity
+    mem = [by[k]["memory_mb"] for k in (("teacher", 0.0), ("teacher_fp16", 0.0), ("teacher_int8", 0.0),
+                                        ("student", 0.0))]
+    assert mem == sorted(mem, reverse=True) and len(set(mem)) == 4
+    assert by[("student", 0.5)]["gmacs"] < by[("student", 0.0)]["gmacs"] <= by[("teacher", 0.0)]["gmacs"]
+    assert by[("teacher_fp16", 0.0)]["gmacs"] == by[("teacher", 0.0)]["gmacs"]
+    html = (out / "index.html").read_text()
+    assert "fig2a_recall_vs_gops.png" in html and "teacher_int8" in html
+    assert "R@1" in capsys.readouterr().out
+
+
+def test_load_models_finds_teacher_and_loads_weights(checkpoints):
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.evaluation import load_models
+
+    teacher, student = load_models(load_config(checkpoints["cfg"]), checkpoints["student"])
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, checkpoints["teacher_sd"][k]), k
+    assert not teacher.training and not student.training
+
+
+def test_eval_rejects_teacher_as_student(checkpoints, capsys):
+    assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["teacher"]),
+                 "--out", str(checkpoints["tmp"] / "bad")]) == 2
+    assert "is a 'teacher' checkpoint" in capsys.readouterr().err
+
+
+def test_eval_missing_checkpoint(checkpoints, capsys):
+    assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["tmp"] / "nope"),
+                 "--out", str(checkpoints["tmp"] / "bad")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
