@@ -86,6 +86,11 @@ class TernaryLinearOp:
             self._cache["w"] = unpack_ternary2(self.weights_packed, self.k)
         return self._cache["w"]
 
+    def weight_nz_mask(self) -> np.ndarray:
+        """bool ``[n, k]``: True where the weight is nonzero (codes 01 and 11 have the low bit set)."""
+        bits = np.unpackbits(self.weights_packed, axis=1, bitorder="little")
+        return bits[:, 0::2][:, :self.k].astype(bool)
+
     def weight_nnz_per_row(self) -> np.ndarray:
         """Nonzero weights of each output channel, int64 ``[n]`` (from the packed bytes)."""
         if "nnzw" not in self._cache:
@@ -102,9 +107,9 @@ class TernaryLinearOp:
         """``|nz(x_m) ∩ nz(w_n)|`` for every token and output channel, int64 ``[m, n]`` (cached)."""
         if "inter" not in self._cache:
             a = self.act_mask.astype(np.float32)
-            wnz = (self.weights() != 0).astype(np.float32)
-            # exact: counts <= k <= 2**24 are represented exactly in float32
-            self._cache["inter"] = np.rint(a @ wnz.T).astype(np.int64)
+            wnz_t = np.ascontiguousarray(self.weight_nz_mask().T, dtype=np.float32)
+            # exact: 0/1 products summed over k <= 2**24 terms are exact in float32
+            self._cache["inter"] = np.rint(a @ wnz_t).astype(np.int64)
         return self._cache["inter"]
 
 
