@@ -207,8 +207,13 @@ def _sample_layer(kp: KernelParams, fmt: str, seed: int):
 
 
 def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, *, kmax: int, mmax: int,
-                  jobs: int = 4, seed: int = 0, check_csim: bool = True) -> dict[str, Any]:
-    """Write the board project folder; returns the manifest (also written as project.json)."""
+                  jobs: int = 4, seed: int = 0, check_csim: bool = True,
+                  csim_cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write the board project folder; returns the manifest (also written as project.json).
+
+    ``csim_cache``: folder of compiled C simulations to reuse (default ``$TATVPR_CSIM_CACHE``,
+    else ``out_dir/csim/build``).
+    """
     if point.clock_mhz > board.max_clock_mhz:
         raise UserError(f"clock {point.clock_mhz:g} MHz exceeds {board.max_clock_mhz:g} MHz allowed for {board.id}")
     kp = kernel_params(point, kmax, mmax)
@@ -258,7 +263,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
     if check_csim:
         try:
             # TATVPR_CSIM_CACHE: a folder of compiled C simulations shared between projects
-            exe = build_csim(kp, os.environ.get("TATVPR_CSIM_CACHE") or out / "csim" / "build")
+            exe = build_csim(kp, csim_cache or os.environ.get("TATVPR_CSIM_CACHE") or out / "csim" / "build")
             (res,) = run_csim(exe, [sample], out / "csim" / "run", names=["sample"])
             csim = {"checked": True, "status": res.status, "mismatches": res.mismatches,
                     "bit_exact": res.status == 0 and res.mismatches == 0,
@@ -308,11 +313,12 @@ def run_tools(project_dir: str | os.PathLike) -> dict[str, Any]:
 
 def export_bitstream(board_name: str, out_dir: str | os.PathLike, *, dse_point: str | os.PathLike | None = None,
                      kmax: int = 768, mmax: int = 50, jobs: int = 4, run: bool = True,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, csim_cache: str | os.PathLike | None = None) -> dict[str, Any]:
     """``tatvpr export bitstream``: write the project; run the tools when they are on PATH."""
     board = get_board(board_name)
     point = read_design_point(dse_point, board) if dse_point else default_design_point(board)
-    manifest = write_project(board, point, out_dir, kmax=kmax, mmax=mmax, jobs=jobs, seed=seed)
+    manifest = write_project(board, point, out_dir, kmax=kmax, mmax=mmax, jobs=jobs, seed=seed,
+                             csim_cache=csim_cache)
     tools = tools_on_path()
     missing = [t for t, p in tools.items() if p is None]
     if missing or not run:

@@ -1,0 +1,171 @@
+"""The demo's HLS step and the report's ``hls.json``.
+
+:func:`hls_demo` compiles the kernel's C simulation, runs it on one real ternary layer of the
+tiny student (its own int8 activations after top-k, its ternary codes) at several sparsities
+in both weight formats, checks the outputs bit-exactly against the integer reference and the
+CHUNK-loop trip counts against the simulator's ``fold_compute_cycles(..., "act")``, optionally
+runs layers of a workload trace, and writes the KV260 bitstream project.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tatvpr_hw.errors import UserError
+from tatvpr_hw.io import write_json
+
+log = logging.getLogger(__name__)
+
+DEMO_LAYER = "backbone.blocks.0.mlp.fc1"
+DEMO_SPARSITIES = (0.0, 0.4, 0.6)
+DEMO_FORMATS = ("ternary2", "ternary1.6")
+
+
+def _sim_cycles(layer) -> list[int] | None:
+    try:
+        from sim.engine import fold_compute_cycles
+    except ImportError:
+        return None
+    from tatvpr_hw.hlsflow.formats import decompress_activations, unpack_weights
+
+    x = decompress_activations(layer.tok_nnz, layer.pairs, layer.k, layer.simd)
+    w = unpack_weights(layer.weights, layer.n, layer.k, layer.fmt)
+    return [int(c) for c in fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act")]
+
+
+def _record(layer, res, info: dict[str, Any]) -> dict[str, Any]:
+    sim = _sim_cycles(layer)
+    got = [int(c) for c in res.chunk_cycles]
+    rec = {k: info[k] for k in ("name", "m", "k", "n", "fmt", "act_density") if k in info}
+    rec.update({
+        "sparsity": info.get("sparsity"), "status": int(res.status), "mismatches": int(res.mismatches),
+        "bit_exact": bool(res.status == 0 and res.mismatches == 0),
+        "folds": len(got), "chunk_cycles_per_fold": got[0] if got else 0,
+        "chunk_cycles_total": int(sum(got)),
+        "sim_cycles_total": None if sim is None else int(sum(sim)),
+        "cycles_match": None if sim is None else got == sim,
+    })
+    for k in ("out_scale", "out_max_abs_err", "acc_max_abs_err"):
+        if k in info:
+            rec[k] = info[k]
+    return rec
+
+
+def _student(checkpoint: str | Path | None, seed: int):
+    import torch
+
+    from brevitas_models.model import build_model
+    from tatvpr_hw.config import load_config, parse_config
+    from tatvpr_hw.hlsflow.paths import REPO_ROOT
+
+    if checkpoint is None:
+        cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml")
+        torch.manual_seed(seed)
+        return build_model(cfg.model, student=True).eval(), cfg, "untrained tiny student (seeded init)"
+    from brevitas_models.checkpoint import load_checkpoint, load_into
+
+    state, meta = load_checkpoint(checkpoint)
+    cfg = parse_config(meta["config"], f"{checkpoint} (meta config)") if meta.get("config") else \
+        load_config(REPO_ROOT / "configs" / "tiny.yaml")
+    if meta.get("role") not in (None, "student"):
+        raise UserError(f"{checkpoint}: role {meta.get('role')!r}; the HLS demo needs a student checkpoint")
+    model = build_model(cfg.model, student=True)
+    load_into(model, state)
+    return model.eval(), cfg, f"{checkpoint} (stage {meta.get('stage')}, step {meta.get('step')})"
+
+
+def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed: int = 0,
+             images=None, trace_path: str | Path | None = None, dse_point: str | Path | None = None,
+             pe: int = 8, simd: int = 8, layer_name: str = DEMO_LAYER,
+             sparsities=DEMO_SPARSITIES, board: str = "kv260", model=None) -> dict[str, Any]:
+    """Run the HLS IP's C simulation on a real student layer; write the board project and hls.json.
+
+    Args:
+        run_dir: run folder; writes ``hls.json`` and ``hls/<board>/`` (the bitstream project).
+        checkpoint: student checkpoint (``.safetensors`` + ``.json``); default: seeded tiny student.
+        images: float images ``[B, 3, H, W]`` for the forward pass; default one seeded noise image.
+        trace_path: a ``sim.trace`` file; up to 4 of its ternary layers also run through the C-sim.
+        dse_point: ``best_point.json`` for the board project (and the C-sim's PE x SIMD).
+        model: an already built (and calibrated) student to use instead of ``checkpoint``.
+    """
+    import torch
+
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.hlsflow.board import (DesignPoint, export_bitstream, get_board, kernel_params,
+                                         read_design_point)
+    from tatvpr_hw.hlsflow.csim import KernelParams, build_csim, run_csim
+    from tatvpr_hw.hlsflow.layers import layers_from_trace, model_layers
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    if dse_point:
+        point = read_design_point(dse_point, get_board(board))
+        pe, simd = point.pe, point.simd
+    if model is not None:
+        source, fresh = "given student model", False
+        img = int(getattr(model, "img_size", 98))
+    else:
+        model, cfg, source = _student(checkpoint, seed)
+        img, fresh = cfg.model.student_img_size, checkpoint is None
+    if images is None:
+        images = torch.randn(1, 3, img, img, generator=torch.Generator().manual_seed(seed))
+    if fresh:  # an untrained student: set its int8 input ranges from this forward pass
+        calibrate_input_scales(model, [images])
+
+    runs: list[tuple[Any, dict]] = []
+    for s in sparsities:
+        for fmt in DEMO_FORMATS:
+            ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, fmt=fmt, names=[layer_name])
+            runs.append((layer, info))
+    trace_runs: list[tuple[Any, dict]] = []
+    if trace_path:
+        from sim.trace import read_trace
+
+        trace_runs = layers_from_trace(read_trace(trace_path), pe=pe, simd=simd, seed=seed, max_layers=4)
+    all_layers = [lay for lay, _ in runs + trace_runs]
+    # one build serves the demo's layers and the board project's sample layer
+    kp = kernel_params(DesignPoint(pe=pe, simd=simd, clock_mhz=1.0),
+                       max(768, *(lay.k for lay in all_layers)), max(50, *(lay.m for lay in all_layers)))
+    kp = KernelParams(**{**kp.__dict__, "chunks_max": max(kp.chunks_max, *(lay.chunk_cycles_per_fold
+                                                                          for lay in all_layers))})
+    cache = run_dir / "hls" / "csim_build"
+    t_build = time.perf_counter()
+    exe = build_csim(kp, cache)
+    compile_s = time.perf_counter() - t_build
+    t_run = time.perf_counter()
+    results = run_csim(exe, all_layers, run_dir / "hls" / "csim_run")
+    csim_s = time.perf_counter() - t_run
+    records = [_record(lay, res, info) for (lay, info), res in zip(runs + trace_runs, results)]
+    for rec in records:
+        if not rec["bit_exact"]:
+            log.error("HLS C simulation MISMATCH on %s (%s, s=%s): %d outputs differ, status %d",
+                      rec["name"], rec["fmt"], rec["sparsity"], rec["mismatches"], rec["status"])
+
+    project_dir = run_dir / "hls" / board
+    manifest = export_bitstream(board, project_dir, dse_point=dse_point, kmax=kp.kmax, mmax=kp.mmax,
+                                seed=seed, csim_cache=cache)
+    model_recs = records[:len(runs)]
+    summary = {
+        "source": source, "layer": layer_name, "pe": pe, "simd": simd,
+        "bit_exact": all(r["bit_exact"] for r in records),
+        "cycles_match": all(r["cycles_match"] is not False for r in records),
+        "layers": model_recs, "trace_layers": records[len(runs):],
+        "trace": None if trace_path is None else str(trace_path),
+        "board_project": {
+            "board": manifest["board"], "part": manifest["part"], "dir": str(project_dir.relative_to(run_dir)),
+            "design_point": manifest["design_point"], "kernel": manifest["kernel"],
+            "onchip_bits": manifest["onchip_bits"], "board_onchip_bits": manifest["board_onchip_bits"],
+            "tools_ran": manifest["tools"].get("ran", False), "commands": manifest["commands"],
+            "sample_bit_exact": manifest["csim_sample"].get("bit_exact")},
+        "timing_s": {"compile": round(compile_s, 2), "csim": round(csim_s, 2),
+                     "total": round(time.perf_counter() - t0, 2)},
+    }
+    write_json(run_dir / "hls.json", summary)
+    log.info("HLS demo: %d layers, bit-exact %s, cycles match %s, %.1f s", len(records),
+             summary["bit_exact"], summary["cycles_match"], summary["timing_s"]["total"])
+    return summary
