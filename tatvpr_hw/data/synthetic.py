@@ -5,7 +5,7 @@ buildings (facade colour, window grid, roof shape, door), a road with lane marks
 poles and signs, and a fixed low-frequency texture. A *view* of a place is a crop of its
 panorama seen from a nearby position: lateral shift and zoom (camera position), a
 perspective warp and a small roll (viewpoint), brightness / contrast / colour cast / gamma
-and a lighting ramp (illumination), occluders (cars, pedestrians), blur and sensor noise.
+and a lighting ramp (illumination), another sky (weather), occluders (cars, pedestrians), blur and sensor noise.
 Some places are near-duplicate *confusers* of another place (same street, a few buildings and
 objects changed) placed more than 25 m away.
 
@@ -56,7 +56,7 @@ from tatvpr_hw.io import write_json
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
 CITIES = ("SynthA", "SynthB")
 EVAL_SPACING_M = 60.0
@@ -148,7 +148,7 @@ def random_scene(rng: np.random.Generator) -> Scene:
         walk_color=_hsv(rng.uniform(), rng.uniform(0.0, 0.2), rng.uniform(0.5, 0.8)),
         buildings=buildings,
         props=[_prop(rng) for _ in range(int(rng.integers(2, 7)))],
-        texture=rng.normal(0.0, 14.0, size=(4, 8, 3)).astype(np.float32),
+        texture=rng.normal(0.0, 9.0, size=(4, 8, 3)).astype(np.float32),
     )
 
 
@@ -247,13 +247,28 @@ def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> list[float]:
     return np.linalg.solve(a, bvec).tolist()
 
 
-def render_view(pano: Image.Image, rng: np.random.Generator, strength: float, image_px: int,
+def weather(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same street under another sky (overcast, dusk or clear)."""
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        top, hor = _hsv(0.6, 0.05, rng.uniform(0.5, 0.7)), _hsv(0.6, 0.03, rng.uniform(0.7, 0.85))
+    elif kind == 1:
+        top, hor = _hsv(rng.uniform(0.6, 0.75), 0.5, rng.uniform(0.3, 0.5)), _hsv(rng.uniform(0.02, 0.1), 0.6, 0.95)
+    else:
+        top, hor = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.4, 0.7), 0.9), _hsv(0.58, 0.2, 1.0)
+    return replace(scene, sky_top=top, sky_horizon=hor)
+
+
+def render_view(scene: Scene, pano: Image.Image, rng: np.random.Generator, strength: float, image_px: int,
                 lateral_m: float = 0.0) -> Image.Image:
-    """One camera view of a panorama; ``strength`` in [0, 1] scales every change."""
+    """One camera view of ``scene`` (``pano`` is its rendering); ``strength`` in [0, 1] scales
+    every change. With probability ``0.5 * strength`` the sky changes (weather)."""
     s = float(strength)
+    if rng.uniform() < 0.5 * s:
+        pano = render_scene(weather(scene, rng), pano.height)
     ph, pw = pano.height, pano.width
-    side = ph * 0.85 * (1.0 + rng.uniform(-0.18, 0.18) * s)
-    cx = pw / 2 + (lateral_m / VIEW_RADIUS_M) * 0.25 * side * s + rng.normal(0.0, 0.04) * side * s
+    side = ph * 0.85 * (1.0 + rng.uniform(-0.25, 0.25) * s)
+    cx = pw / 2 + (lateral_m / VIEW_RADIUS_M) * 0.35 * side * s + rng.normal(0.0, 0.06) * side * s
     cy = ph * 0.5 + rng.normal(0.0, 0.04) * side * s
     ang = math.radians(rng.uniform(-4.0, 4.0) * s)
     half = side / 2
@@ -278,11 +293,11 @@ def render_view(pano: Image.Image, rng: np.random.Generator, strength: float, im
             d.ellipse([ox, oy, ox + ow, oy + oh], fill=col)
 
     arr = np.asarray(view, np.float32) / 255.0
-    brightness = math.exp(rng.normal(0.0, 0.3 * s))
-    contrast = 1.0 + rng.uniform(-0.35, 0.35) * s
-    gain = np.exp(rng.normal(0.0, 0.1 * s, size=3)).astype(np.float32)
-    gamma = math.exp(rng.normal(0.0, 0.2 * s))
-    ramp = 1.0 + rng.uniform(-0.4, 0.4) * s * (np.linspace(-0.5, 0.5, image_px, dtype=np.float32))
+    brightness = math.exp(rng.normal(0.0, 0.4 * s))
+    contrast = 1.0 + rng.uniform(-0.45, 0.45) * s
+    gain = np.exp(rng.normal(0.0, 0.18 * s, size=3)).astype(np.float32)
+    gamma = math.exp(rng.normal(0.0, 0.3 * s))
+    ramp = 1.0 + rng.uniform(-0.6, 0.6) * s * (np.linspace(-0.5, 0.5, image_px, dtype=np.float32))
     mean = arr.mean()
     arr = ((arr - mean) * contrast + mean) * brightness * gain * ramp[None, :, None]
     arr = np.clip(arr, 0.0, 1.0) ** gamma
@@ -358,7 +373,7 @@ def _write_gsv(out: Path, cfg, seed: int, difficulty: float, progress: tqdm) -> 
                 northdeg = int(rng.integers(0, 360))
                 lat, lon = round(plat + dy / 111_320.0, 6), round(plon + dx / 75_000.0, 6)
                 panoid = _panoid(rng)
-                img = render_view(pano, rng, difficulty, cfg.image_px, lateral_m=dx)
+                img = render_view(scenes[gi], pano, rng, difficulty, cfg.image_px, lateral_m=dx)
                 _save_jpeg(img, img_dir / gsv_image_name(city, place_id, year, month, northdeg, lat, lon, panoid))
                 rows.append((place_id, year, month, northdeg, city, lat, lon, panoid))
             progress.update(1)
@@ -388,7 +403,7 @@ def _write_eval(out: Path, cfg, seed: int, difficulty: float, progress: tqdm) ->
             name = vpr_image_name(east, north, "17", "T", f"{lat:09.5f}", f"{lon:010.5f}",
                                   f"synth{i:05d}{kind[0]}{v:02d}", "", f"{heading:03d}", "", "", "", "",
                                   "synthetic")
-            _save_jpeg(render_view(pano, rng, strength, cfg.image_px, lateral_m=dx), folder / name)
+            _save_jpeg(render_view(scene, pano, rng, strength, cfg.image_px, lateral_m=dx), folder / name)
         progress.update(1)
     return {"places": cfg.eval_places, "database": cfg.eval_places * cfg.db_per_place,
             "queries": cfg.eval_places * cfg.queries_per_place}
