@@ -102,7 +102,8 @@ def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int,
     wnz = w != 0
     inter = None
     if skip_mode == "both":
-        inter = np.rint(act_mask.astype(np.float32) @ wnz.T.astype(np.float32)).astype(np.int64)
+        from sim.trace import intersection_counts
+        inter = intersection_counts(act_mask, wnz)
     return fold_cycles_from_counts(m, k, n, pe, simd, skip_mode, nnz_act=act_mask.sum(1),
                                    nnz_w=wnz.sum(1), inter=inter)
 

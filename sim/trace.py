@@ -64,6 +64,25 @@ _NNZ_OF_BYTE = np.array([sum(((b >> s) & 3) in (1, 3) for s in (0, 2, 4, 6)) for
 _BAD_BYTE = np.array([any(((b >> s) & 3) == 2 for s in (0, 2, 4, 6)) for b in range(256)], dtype=bool)
 
 
+def intersection_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``|nz(a_m) ∩ nz(b_n)|`` for bool ``a [M,K]``, ``b [N,K]`` -> int64 ``[M,N]``: AND + popcount
+    over 64-channel words (exact; faster and steadier than a float GEMM on a loaded CPU)."""
+    m, k = a.shape
+    n = b.shape[0]
+    words = -(-k // 64)
+    pa = np.zeros((m, words * 8), np.uint8)
+    pb = np.zeros((n, words * 8), np.uint8)
+    pa[:, :-(-k // 8)] = np.packbits(a, axis=1)
+    pb[:, :-(-k // 8)] = np.packbits(b, axis=1)
+    wa, wb = pa.view(np.uint64), pb.view(np.uint64)
+    acc = np.zeros((m, n), np.int32)
+    tmp = np.empty((m, n), np.uint64)
+    for j in range(words):
+        np.bitwise_and(wa[:, j, None], wb[None, :, j], out=tmp)
+        acc += np.bitwise_count(tmp)
+    return acc.astype(np.int64)
+
+
 @dataclass(eq=False)
 class TernaryLinearOp:
     """A ternary linear layer (see the module docstring for every field and its units)."""
@@ -106,10 +125,7 @@ class TernaryLinearOp:
     def intersections(self) -> np.ndarray:
         """``|nz(x_m) ∩ nz(w_n)|`` for every token and output channel, int64 ``[m, n]`` (cached)."""
         if "inter" not in self._cache:
-            a = self.act_mask.astype(np.float32)
-            wnz_t = np.ascontiguousarray(self.weight_nz_mask().T, dtype=np.float32)
-            # exact: 0/1 products summed over k <= 2**24 terms are exact in float32
-            self._cache["inter"] = np.rint(a @ wnz_t).astype(np.int64)
+            self._cache["inter"] = intersection_counts(self.act_mask, self.weight_nz_mask())
         return self._cache["inter"]
 
 
