@@ -1,4 +1,5 @@
-"""CLI commands: ``tatvpr sim`` (one design point) and ``tatvpr sim-synth`` (a synthetic ViT trace)."""
+"""CLI commands: ``tatvpr sim`` (one design point), ``tatvpr sim-synth`` (a synthetic ViT trace) and
+``tatvpr sim-report`` (the report section: every skip mode x every traced sparsity + board fit)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def format_table(d: dict) -> str:
 
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
-    """Add ``sim`` and ``sim-synth`` to the tatvpr app."""
+    """Add ``sim``, ``sim-synth`` and ``sim-report`` to the tatvpr app."""
 
     @app.command("sim")
     def sim_cmd(
@@ -116,3 +117,29 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                                  sparsity=sparsity, weight_zero_frac=weight_zero_frac, seed=seed)
         write_trace(out, tr)
         print(f"wrote {out}: {len(tr.ops)} ops ({len(tr.ternary_ops())} ternary linears), sparsity {sparsity}")
+
+    @app.command("sim-report")
+    def sim_report(
+        trace: List[str] = typer.Option(..., "--trace", help="S=PATH: the trace of sparsity S; repeat per sparsity"),
+        out: Path = typer.Option(..., "--out", help="run folder: writes sim.json and sim_*.png there"),
+        arch: Path = typer.Option(Path("kv260"), "--arch", help="hardware description (default kv260)"),
+    ) -> None:
+        """Energy/latency vs sparsity for every skip mode, energy breakdown, board fit (SIMULATED)."""
+        from sim.report import sim_demo
+
+        traces = {}
+        for item in trace:
+            s, eq, path = item.partition("=")
+            try:
+                sv = float(s)
+            except ValueError:
+                sv = None
+            if not eq or sv is None or not 0.0 <= sv < 1.0:
+                raise UserError(f"--trace {item!r}: expected S=PATH with 0 <= S < 1, e.g. 0.4=runs/tiny/trace_s0.4.npz")
+            traces[sv] = Path(path)
+        data = sim_demo(traces, out, arch)
+        h = data["headline"]
+        print(f"SIMULATED on {data['arch_file']}: wrote {out}/sim.json and {len(data['figures'])} figures")
+        print(f"  skip={h['skip_mode']}: s={h['sparse_sparsity']:g} {h['latency_ms_sparse']:.4f} ms, "
+              f"{h['energy_mj_sparse']:.4f} mJ/query vs dense (skip=none, s={h['dense_sparsity']:g}) "
+              f"{h['latency_ms_dense']:.4f} ms, {h['energy_mj_dense']:.4f} mJ/query")

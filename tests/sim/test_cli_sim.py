@@ -77,3 +77,11 @@ def test_sim_synth(tmp_path, capsys):
     assert main(["sim-synth", "--out", str(out), "--sparsity", "1.5", "--depth", "1", "--dim", "16",
                  "--tokens", "4", "--heads", "2"]) == 2
     assert "sparsity" in capsys.readouterr().err
+
+
+def test_sim_report(trace_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sim-report", "--trace", f"0.4={trace_path}", "--out", str(out)]) == 0
+    assert (out / "sim.json").is_file() and "SIMULATED" in capsys.readouterr().out
+    assert main(["sim-report", "--trace", f"{trace_path}", "--out", str(out)]) == 2
+    assert "S=PATH" in capsys.readouterr().err
