@@ -526,7 +526,9 @@ def _run_local(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress)
         return
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / threads
+    # fork: the workers run numpy-only code, start fast and need no `if __name__ == "__main__"`
+    # guard in the caller's script (spawn/forkserver re-import __main__); spawn where no fork.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending = {pool.submit(_eval_chunk, evaluator, str(spec.arch_path), c, blobs)
                    for c in _chunks(jobs, chunk)}
