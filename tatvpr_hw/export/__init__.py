@@ -1,0 +1,19 @@
+"""Export of the ternary student to the FPGA frameworks: QONNX, hls4ml, FINN (and a QKeras twin).
+
+Public functions (each verifies its artifact against PyTorch and writes a JSON summary):
+
+- :func:`export_qonnx` - whole student -> QONNX, checked with qonnx's executor;
+- :func:`export_hls4ml` - one block's GEMMs -> hls4ml projects, checked by g++ C-simulation;
+- :func:`export_finn` - one ternary GEMM -> the folder FINN's ``build_dataflow`` consumes;
+- :func:`export_demo` - the three on the tiny student + ``run_dir/export.json`` for the report;
+- :func:`write_export_json` - that JSON from route summaries.
+
+Heavy imports (brevitas, qonnx, hls4ml) happen inside the functions.
+"""
+
+from tatvpr_hw.export.api import (export_demo, export_finn, export_hls4ml, export_qonnx,
+                                  write_export_json)
+from tatvpr_hw.export.common import BLOCKS, ExportCheckError
+
+__all__ = ["BLOCKS", "ExportCheckError", "export_demo", "export_finn", "export_hls4ml",
+           "export_qonnx", "write_export_json"]

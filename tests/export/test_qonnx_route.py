@@ -1,0 +1,82 @@
+"""QONNX route on a small ternary MLP: Quant nodes, TopK as standard ops, executor check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tatvpr_hw.errors import UserError
+
+
+class _MiniMLP(nn.Module):
+    """Token MLP with the student's layers: LN -> ternary fc1 -> GELU -> ternary fc2 + residual."""
+
+    def __init__(self, d=16, h=32):
+        super().__init__()
+        from brevitas_models.quant import SparseTernaryLinear
+
+        self.norm = nn.LayerNorm(d)
+        self.fc1 = SparseTernaryLinear(d, h)
+        self.act = nn.GELU()
+        self.fc2 = SparseTernaryLinear(h, d)
+
+    def forward(self, x):
+        return x + self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+@pytest.fixture(scope="module")
+def mini():
+    from brevitas_models.quant import calibrate_input_scales
+
+    torch.manual_seed(0)
+    m = _MiniMLP().eval()
+    x = torch.randn(3, 5, 16)
+    calibrate_input_scales(m, [x])
+    return m, x
+
+
+def test_export_model_qonnx(tmp_path, mini):
+    from tatvpr_hw.export.qonnx_route import export_model_qonnx, quant_nodes, cleanup
+
+    m, x = mini
+    s = export_model_qonnx(m, x, tmp_path, sparsity=0.5, name="mini")
+    assert s["quant_nodes"]["weights_2bit_narrow"] == 2
+    assert s["quant_nodes"]["activation"] == 2 and s["quant_nodes"]["activation_bits"] == [8.0]
+    assert s["ops"]["TopK"] == 2 and s["ops"]["ScatterElements"] == 2
+    assert s["check"]["passed"], s["check"]
+    assert s["check"]["max_abs_err"] < 1e-3  # no flips expected on this small input
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    qm = ModelWrapper(s["file"])
+    for q in quant_nodes(qm):
+        if q["weight"]:
+            assert q["bitwidth"] == 2 and q["narrow"] == 1 and q["signed"] == 1
+    # shapes are inferred on every tensor
+    assert all(qm.get_tensor_shape(t.name) is not None for t in qm.graph.value_info)
+
+
+def test_sparsity_changes_the_graph_output(tmp_path, mini):
+    """The top-k is in the graph: s = 0 and s = 0.5 exports compute different outputs."""
+    from tatvpr_hw.export.qonnx_route import cleanup, execute_rows, export_model_qonnx
+
+    m, x = mini
+    a = export_model_qonnx(m, x, tmp_path / "a", sparsity=0.0, name="a")
+    b = export_model_qonnx(m, x, tmp_path / "b", sparsity=0.5, name="b")
+    assert a["ops"].get("TopK", 0) == 0 and b["ops"]["TopK"] == 2
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    ya = execute_rows(ModelWrapper(a["file"]), x.numpy())
+    yb = execute_rows(ModelWrapper(b["file"]), x.numpy())
+    assert np.abs(ya - yb).max() > 1e-3
+
+
+def test_check_fails_above_bound():
+    from tatvpr_hw.export.common import Check, ExportCheckError
+
+    c = Check("x.onnx", {"max_abs_err": 0.5, "mean_abs_err": 0.1}, 0.02, 0.001, "reason")
+    assert not c.passed
+    with pytest.raises(ExportCheckError, match="x.onnx: verification failed: max \\|err\\| 0.5"):
+        c.require()
+    assert isinstance(ExportCheckError("m"), UserError)
