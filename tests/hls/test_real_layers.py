@@ -54,7 +54,7 @@ def test_sparsity_cuts_chunk_cycles(csim_builds, tiny_student, tmp_path):
     kp, exe = csim_builds["pe4_simd8"]
     cycles = {}
     for s in (0.0, 0.5):
-        ((layer, info),) = model_layers(model, images, s, pe=kp.pe, simd=kp.simd, names=[LAYERS[2]])
+        ((layer, info),) = model_layers(model, images, s, pe=kp.pe, simd=kp.simd, names=[LAYERS[1]])
         (res,) = run_csim(exe, [layer], tmp_path / str(s))
         assert res.mismatches == 0
         cycles[s] = int(res.chunk_cycles.sum())
