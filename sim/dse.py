@@ -32,7 +32,7 @@ Outputs in the sweep folder:
 Pareto front: among the points that fit the board, per trace (sparsity level: the workloads of
 two traces differ in accuracy, so they are not compared with each other), the points that no
 other point beats or ties on all of latency (ms), energy per query (mJ) and resource use
-(the largest used/available fraction over the board's resource kinds).
+(the mean used/available fraction over the board's resource kinds, ``resource_mean``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,10 @@ AXIS_ALIASES: dict[str, str] = {
 # Columns of the table that best_point.json always names (the exporters' knobs).
 POINT_KNOBS = ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board")
 # Metrics copied from each simulation result (``SimResult.to_dict()``).
-METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "fits", "resource_frac")
+METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "fits", "resource_frac",
+                  "resource_mean")
+# The Pareto objectives (all minimised).
+PARETO_OBJECTIVES = ("latency_ms", "energy_mj", "resource_mean")
 SELECT_METRICS = ("edp", "latency_ms", "energy_mj")
 BACKENDS = ("local", "ray")
 DEFAULT_EVALUATOR = "sim.dse:simulate_point"
@@ -300,7 +303,9 @@ def point_metrics(result: dict) -> dict:
     resources are read from ``result["resources"]``: ``fits`` (bool; a result without resource
     information counts as fitting) and the used/available fraction per resource kind, either as
     ``{"utilisation": {"lut": 0.4, ...}}`` (sim.resources) or ``{"used": {...}, "available": {...}}``;
-    ``resource_frac`` is the largest fraction, and each kind becomes a ``util_<kind>`` column.
+    ``resource_frac`` is the largest fraction (what limits the fit), ``resource_mean`` the mean
+    fraction over the kinds (the Pareto's resource objective: a design that saves LUTs while the
+    buffers' URAM stays the same is better), and each kind becomes a ``util_<kind>`` column.
     """
     missing = [k for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj") if k not in result]
     if missing:
@@ -322,6 +327,7 @@ def point_metrics(result: dict) -> dict:
         fits = all(v <= 1.0 for v in util.values())
     out["fits"] = bool(fits)
     out["resource_frac"] = max(util.values()) if util else float("nan")
+    out["resource_mean"] = sum(util.values()) / len(util) if util else float("nan")
     for k, v in sorted(util.items()):
         out[f"util_{k}"] = v
     return out
@@ -636,7 +642,7 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
     for _, grp in df.groupby("trace", sort=False):
         fit = grp[grp["fits"].astype(bool)]
         if len(fit):
-            costs = fit[["latency_ms", "energy_mj", "resource_frac"]].to_numpy(dtype=np.float64)
+            costs = fit[list(PARETO_OBJECTIVES)].to_numpy(dtype=np.float64)
             df.loc[fit.index[pareto_mask(costs)], "pareto"] = True
     df = df.drop(columns=["sim_s"], errors="ignore")
     files: dict[str, Path] = {}

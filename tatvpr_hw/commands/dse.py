@@ -47,7 +47,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
               f"{int(t['fits'].sum())} fit the board, {int(t['pareto'].sum())} on the Pareto fronts")
         front = t[t["pareto"]].sort_values(["sparsity", "latency_ms"])
         cols = [c for c in ("sparsity", *spec.axes, "latency_ms", "energy_mj", "queries_per_s",
-                            "resource_frac") if c in front.columns]
+                            "resource_frac", "resource_mean") if c in front.columns]
         if len(front):
             print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if res.best:

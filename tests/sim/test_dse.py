@@ -133,9 +133,9 @@ def test_sweep_outputs_and_pareto(tmp_path, standin, traces):
     assert not t.loc[big, "fits"].any() and not t.loc[big, "pareto"].any()
     # every fitting point off the front is dominated by a front point of the same trace
     for _, g in t[t["fits"]].groupby("trace"):
-        front = g[g["pareto"]][["latency_ms", "energy_mj", "resource_frac"]].to_numpy()
+        front = g[g["pareto"]][list(dse.PARETO_OBJECTIVES)].to_numpy()
         for _, r in g[~g["pareto"]].iterrows():
-            x = r[["latency_ms", "energy_mj", "resource_frac"]].to_numpy(dtype=float)
+            x = r[list(dse.PARETO_OBJECTIVES)].to_numpy(dtype=float)
             assert np.any(np.all(front <= x, axis=1) & np.any(front < x, axis=1))
     # sparsity lowers latency under act skipping (same design point, more zeros)
     act = t[(t["skip_mode"] == "act") & (t["pe"] == 8) & (t["simd"] == 16)].set_index("sparsity")
@@ -242,6 +242,7 @@ def test_default_evaluator_is_sim_simulate(tmp_path, traces):
         assert bool(row["fits"]) == bool(want["fits"])
         util = want["resources"]["utilisation"]
         assert row["resource_frac"] == pytest.approx(max(util.values()))
+        assert row["resource_mean"] == pytest.approx(sum(util.values()) / len(util))
     none, act = (res.table[res.table["pe"] == 8].set_index("skip_mode").loc[k, "cycles"] for k in ("none", "act"))
     assert act <= none
 
