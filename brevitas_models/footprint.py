@@ -251,8 +251,10 @@ def config_footprint(model_cfg, *, checkpoint: str | None = None) -> dict[str, A
     from brevitas_models.model import build_model
 
     if checkpoint is None:
+        # the float twin of the student: same input size (heads such as MixVPR depend on it)
+        twin = model_cfg.model_copy(update={"teacher_img_size": model_cfg.student_img_size})
         with torch.device("meta"):
-            model = build_model(model_cfg, student=False)
+            model = build_model(twin, student=False)
         return footprint(model, model_cfg.student_img_size, plan=quantized_plan(model_cfg, model))
     from brevitas_models.checkpoint import load_checkpoint, load_into
 

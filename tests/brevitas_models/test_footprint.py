@@ -101,3 +101,15 @@ def test_paper_config_ternary_backbone_ratios():
     biases = 12 * (2304 + 768 + 3072 + 768)
     quantized = sum(c["bytes"]["ternary2"] for c in fp["components"] if c["quantized"])
     assert quantized == weights // 4 + 2 * biases + 48 * 8
+
+
+def test_plan_uses_the_student_input_size():
+    # MixVPR's token mixer depends on the patch count: the teacher (322 px) and the student
+    # (224 px) differ, and the footprint must be the student's
+    cfg = load_config(REPO / "configs" / "tiny.yaml")
+    cfg.model.head = cfg.model.head.model_copy(update={"name": "mixvpr", "preset": "tiny"})
+    cfg.model.teacher_img_size = 126
+    planned = config_footprint(cfg.model)
+    torch.manual_seed(0)
+    real = footprint(build_model(cfg.model, student=True), cfg.model.student_img_size)
+    assert planned["total_bytes"] == real["total_bytes"]
