@@ -152,9 +152,8 @@ class StageModule(L.LightningModule):
             raise UserError(f"unknown trainable parameters: {sorted(unknown)[:5]}")
         if not trainable:
             raise UserError("this stage has no trainable parameter (check train.*.trainable_blocks)")
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in trainable)
         self.trainable = sorted(trainable)
+        self._apply_trainable()
         self.dataset = dataset
         self.places_per_batch = int(places_per_batch)
         self.lr = float(lr)
@@ -174,7 +173,15 @@ class StageModule(L.LightningModule):
                                 start_step=trainer.global_step, num_workers=self.num_workers)
 
     # ------------------------------------------------------------------ optimisation
+    def _apply_trainable(self) -> None:
+        keep = set(self.trainable)
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(n in keep)
+
     def configure_optimizers(self):
+        # Again here: Lightning restores a resumed run's weights before this, and Brevitas
+        # replaces its threshold Parameters on load_state_dict (requires_grad back to True).
+        self._apply_trainable()
         decay, no_decay = [], []
         for n, p in self.model.named_parameters():
             if not p.requires_grad:
@@ -198,8 +205,20 @@ class StageModule(L.LightningModule):
             self.current_sparsity = step_sparsity(self.seed, step, self.sparsity_range)
             set_model_sparsity(self.model, self.current_sparsity)
 
+    def _replica_spread(self) -> torch.Tensor:
+        """max - min over ranks of the sum of the trainable weights (0 when DDP keeps the
+        replicas in sync; they are equal before every step)."""
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for p in self.model.parameters():
+            if p.requires_grad:
+                total = total + p.detach().double().sum()
+        sums = self.all_gather(total)
+        return (sums.max() - sums.min()).float()
+
     def _log_common(self, loss: torch.Tensor, batch_size: int) -> None:
         self.log("loss", loss, prog_bar=True, batch_size=batch_size)
+        if self.trainer.world_size > 1:
+            self.log("ddp_replica_spread", self._replica_spread(), batch_size=batch_size)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         if self.current_sparsity is not None:
             self.log("sparsity", self.current_sparsity, prog_bar=True, batch_size=batch_size)

@@ -138,7 +138,7 @@ def fit_stage(module: StageModule, cfg: Config, stage: str, stage_cfg: StageConf
         strategy=_strategy(t.strategy), precision=t.precision,
         max_epochs=-1, max_steps=1,  # the real step budget is set below, once world_size is known
         gradient_clip_val=t.grad_clip or None, gradient_clip_algorithm="norm",
-        callbacks=[*callbacks, ckpt], logger=CSVLogger(paths["dir"], name="logs", version=0),
+        callbacks=[*callbacks, ckpt], logger=CSVLogger(paths["dir"], name="logs"),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, log_every_n_steps=1, use_distributed_sampler=False,
         default_root_dir=paths["dir"], deterministic=t.deterministic,
@@ -174,19 +174,23 @@ def _common_kwargs(cfg: Config, stage_cfg: StageConfig, dataset) -> dict[str, An
                 seed=cfg.seed, num_workers=cfg.data.num_workers)
 
 
-def _finish(trainer: L.Trainer, model, cfg: Config, *, role: str, stage: str, wall_s: float,
+def _finish(trainer: L.Trainer, module: StageModule, cfg: Config, *, role: str, stage: str, wall_s: float,
             extra: dict[str, Any] | None = None) -> Path:
     from brevitas_models.checkpoint import save_checkpoint
 
     final = stage_paths(cfg, stage)["final"]
+    model = module.model
     if trainer.is_global_zero:
         if role == "student":
             set_model_sparsity(model, cfg.model.sparsity.default)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        save_checkpoint(final, model.cpu(), _meta(cfg, role=role, stage=stage, step=trainer.global_step,
+        # fit() returned normally, so the step budget was reached (after ddp_spawn the main
+        # process's trainer does not carry the workers' step counter).
+        step = max(trainer.global_step, module.total_steps)
+        save_checkpoint(final, model.cpu(), _meta(cfg, role=role, stage=stage, step=step,
                                                   extra={"train_wall_s": round(wall_s, 2),
                                                          "final_metrics": metrics, **(extra or {})}))
-        log.info("%s: %d steps in %.1f s -> %s", stage, trainer.global_step, wall_s, final)
+        log.info("%s: %d steps in %.1f s -> %s", stage, step, wall_s, final)
     return final
 
 
@@ -208,7 +212,7 @@ def _train_teacher(cfg: Config, resume: bool, callbacks, progress: bool) -> Path
     module = MetricStage(teacher, trainable_names(teacher, "teacher"), **_common_kwargs(cfg, sc, dataset))
     t0 = time.perf_counter()
     trainer = fit_stage(module, cfg, "teacher", sc, resume=resume, callbacks=callbacks, progress=progress)
-    return _finish(trainer, teacher, cfg, role="teacher", stage="teacher", wall_s=time.perf_counter() - t0)
+    return _finish(trainer, module, cfg, role="teacher", stage="teacher", wall_s=time.perf_counter() - t0)
 
 
 def _calibration_batches(dataset, cfg: Config, img_size: int, n_batches: int = 2):
@@ -241,16 +245,16 @@ def init_student(cfg: Config, teacher, dataset):
 
 def _train_distill(cfg: Config, resume: bool, callbacks, progress: bool) -> Path:
     teacher = load_stage_model(cfg, "teacher")
+    sc = cfg.train.distill
+    layers = resolve_layers(sc.distill_layers, len(teacher.backbone.blocks))
     img_size = max(cfg.model.teacher_img_size, cfg.model.student_img_size)
     dataset = _train_dataset(cfg, img_size)
     student = init_student(cfg, teacher, dataset)
-    sc = cfg.train.distill
-    layers = resolve_layers(sc.distill_layers, len(student.backbone.blocks))
     module = DistillStage(student, teacher, layers, sparsity_range=sc.sparsity_range,
                           **_common_kwargs(cfg, sc, dataset))
     t0 = time.perf_counter()
     trainer = fit_stage(module, cfg, "distill", sc, resume=resume, callbacks=callbacks, progress=progress)
-    return _finish(trainer, student, cfg, role="student", stage="distill", wall_s=time.perf_counter() - t0,
+    return _finish(trainer, module, cfg, role="student", stage="distill", wall_s=time.perf_counter() - t0,
                    extra={"distill_layers": layers, "sparsity_range": list(sc.sparsity_range)})
 
 
@@ -263,7 +267,7 @@ def _train_finetune(cfg: Config, resume: bool, callbacks, progress: bool) -> Pat
     module = MetricStage(student, trainable, sparsity_range=sc.sparsity_range, **_common_kwargs(cfg, sc, dataset))
     t0 = time.perf_counter()
     trainer = fit_stage(module, cfg, "finetune", sc, resume=resume, callbacks=callbacks, progress=progress)
-    return _finish(trainer, student, cfg, role="student", stage="finetune", wall_s=time.perf_counter() - t0,
+    return _finish(trainer, module, cfg, role="student", stage="finetune", wall_s=time.perf_counter() - t0,
                    extra={"trainable_blocks": sc.trainable_blocks, "sparsity_range": list(sc.sparsity_range)})
 
 
