@@ -237,7 +237,7 @@ def _record(model: str, fmt: str, s: float, recalls: Mapping[int, float], gmacs:
     return rec
 
 
-def evaluate_run(cfg, teacher: nn.Module, student: nn.Module, sparsities: Sequence[float] | None,
+def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities: Sequence[float] | None,
                  out_dir: str | Path) -> list[dict[str, Any]]:
     """Evaluate teacher (fp32 / fp16 / int8 weights) and student (every sparsity); write
     ``metrics.json``, ``eval.json``, ``config.json`` and the two figures into ``out_dir``.
@@ -245,7 +245,7 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module, sparsities: Sequen
     Args:
         cfg: the run :class:`tatvpr_hw.config.Config`.
         teacher: float VPR model at ``cfg.model.teacher_img_size``.
-        student: ternary VPR model at ``cfg.model.student_img_size``.
+        student: ternary VPR model at ``cfg.model.student_img_size`` (None: teacher rows only).
         sparsities: student sparsities (default ``cfg.eval.sparsities``).
         out_dir: output folder (created).
     Returns: the metrics records.
@@ -287,18 +287,20 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module, sparsities: Sequen
         timings[name] = time.perf_counter() - t0
         log.info("%s: %s", name, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
 
-    t0 = time.perf_counter()
-    db = compute_descriptors(student, s_set.database, batch_size=bs, num_workers=nw, sparsities=sparsities,
-                             desc="student db")
-    q = compute_descriptors(student, s_set.queries, batch_size=bs, num_workers=nw, sparsities=sparsities,
-                            desc="student queries")
-    s_imgs = _sample_images(s_set.queries)
-    student_mem = model_memory_bytes(student, s_size, "ternary2")
-    for s in sparsities:
-        rec = recall_at_n(db[float(s)], q[float(s)], s_set.all_positives, ns)
-        records.append(_record("student", "ternary2", s, rec, model_gmacs(student, s_imgs, float(s)), student_mem))
-        log.info("student s=%.2f: %s", s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
-    timings["student"] = time.perf_counter() - t0
+    if student is not None:
+        t0 = time.perf_counter()
+        db = compute_descriptors(student, s_set.database, batch_size=bs, num_workers=nw, sparsities=sparsities,
+                                 desc="student db")
+        q = compute_descriptors(student, s_set.queries, batch_size=bs, num_workers=nw, sparsities=sparsities,
+                                desc="student queries")
+        s_imgs = _sample_images(s_set.queries)
+        student_mem = model_memory_bytes(student, s_size, "ternary2")
+        for s in sparsities:
+            rec = recall_at_n(db[float(s)], q[float(s)], s_set.all_positives, ns)
+            records.append(_record("student", "ternary2", s, rec, model_gmacs(student, s_imgs, float(s)),
+                                   student_mem))
+            log.info("student s=%.2f: %s", s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
+        timings["student"] = time.perf_counter() - t0
 
     details = {
         "eval_root": str(root), "positive_radius_m": radius, "recall_at": ns,
@@ -417,15 +419,20 @@ def find_teacher_checkpoint(cfg, student_checkpoint: str | Path, meta: Mapping[s
                     f"no model.teacher_checkpoint")
 
 
-def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Module]:
+def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Module | None]:
     """(teacher, student) in eval mode: the student from its checkpoint (one of ours), the
-    teacher from :func:`find_teacher_checkpoint` (ours, or a foreign DINOv2 / timm / BoQ file)."""
+    teacher from :func:`find_teacher_checkpoint` (ours, or a foreign DINOv2 / timm / BoQ file).
+    A checkpoint with role ``teacher`` gives (teacher, None): teacher-only evaluation."""
     from brevitas_models.checkpoint import checkpoint_paths, load_checkpoint, load_foreign, load_into
     from brevitas_models.model import build_model
 
     sd, meta = load_checkpoint(student_checkpoint)
+    if meta.get("role") == "teacher":
+        teacher = build_model(cfg.model, student=False)
+        load_into(teacher, sd, source=str(student_checkpoint))
+        return teacher.eval(), None
     if meta.get("role") not in (None, "student"):
-        raise UserError(f"{student_checkpoint} is a {meta.get('role')!r} checkpoint; eval needs the student's")
+        raise UserError(f"{student_checkpoint}: unknown checkpoint role {meta.get('role')!r} (teacher or student)")
     student = build_model(cfg.model, student=True)
     load_into(student, sd, source=str(student_checkpoint))
     t_path = find_teacher_checkpoint(cfg, student_checkpoint, meta)
@@ -443,7 +450,8 @@ def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Modu
 
 def evaluate_checkpoint(cfg, student_checkpoint: str | Path, out_dir: str | Path,
                         sparsities: Sequence[float] | None = None) -> list[dict[str, Any]]:
-    """``tatvpr eval``: load teacher + student, :func:`evaluate_run`, render the report."""
+    """``tatvpr eval``: load teacher + student (or only the teacher, given a teacher checkpoint),
+    :func:`evaluate_run`, render the report."""
     from tatvpr_hw.report import render_report
 
     teacher, student = load_models(cfg, student_checkpoint)

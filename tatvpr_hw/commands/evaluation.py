@@ -15,8 +15,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     def eval_cmd(
         config: Path = typer.Option(..., "--config", help="run config YAML"),
         checkpoint: Path = typer.Option(..., "--checkpoint",
-                                        help="student checkpoint (<name>.safetensors + <name>.json); the teacher "
-                                             "is the one its metadata names"),
+                                        help="student checkpoint (<name>.safetensors + <name>.json); its teacher "
+                                             "is found from its metadata (a teacher checkpoint: teacher only)"),
         out: Path = typer.Option(..., "--out", help="run folder for metrics.json, figures and index.html"),
         sparsity: Optional[str] = typer.Option(None, "--sparsity",
                                                help="comma-separated student sparsities, e.g. 0,0.2,0.4 "

@@ -78,10 +78,13 @@ def test_load_models_finds_teacher_and_loads_weights(checkpoints):
     assert not teacher.training and not student.training
 
 
-def test_eval_rejects_teacher_as_student(checkpoints, capsys):
+def test_eval_teacher_only(checkpoints):
+    out = checkpoints["tmp"] / "teacher_only"
     assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["teacher"]),
-                 "--out", str(checkpoints["tmp"] / "bad")]) == 2
-    assert "is a 'teacher' checkpoint" in capsys.readouterr().err
+                 "--out", str(out)]) == 0
+    recs = json.loads((out / "metrics.json").read_text())
+    assert [r["model"] for r in recs] == ["teacher", "teacher_fp16", "teacher_int8"]
+    assert (out / "index.html").is_file()
 
 
 def test_eval_missing_checkpoint(checkpoints, capsys):
