@@ -175,6 +175,12 @@ def ternary_layer(op, arch) -> LayerTiming:
             f"{halves} fold(s) of layer {op.name!r} ({pe} x {k} 2-bit weights = {fold_buf_bytes} bytes each); "
             f"need buffers.weights_kb >= {halves * fold_buf_bytes / 1024:g} or a smaller compute.pe")
 
+    # the int32-style accumulator must hold K products of |int8| <= 128 without overflow
+    if k * 128 > 2 ** (c.accumulator_bits - 1):
+        need = math.ceil(math.log2(k * 128)) + 1
+        raise SimInputError(f"{arch.source}: compute.accumulator_bits = {c.accumulator_bits} can overflow on layer "
+                            f"{op.name!r} (K = {k} int8 products); need at least {need} bits")
+
     nnz_act = op.act_nnz_per_row()
     nnz_w = op.weight_nnz_per_row()
     tot_a, tot_w = int(nnz_act.sum()), int(nnz_w.sum())

@@ -148,3 +148,13 @@ def test_weight_buffer_too_small_is_named(make_arch):
     op = make_op(rng.random((2, 4096)) < 0.5, rng.integers(-1, 2, (8, 4096)).astype(np.int8), name="blocks.0.mlp.fc2")
     with pytest.raises(SimInputError, match="blocks.0.mlp.fc2.*weights_kb"):
         ternary_layer(op, make_arch(pe=8, w_kb=2))
+
+
+def test_accumulator_width_checked(make_arch):
+    from sim.arch import with_overrides
+    from sim.errors import SimInputError
+    rng = np.random.default_rng(0)
+    op = make_op(rng.random((2, 768)) < 0.5, rng.integers(-1, 2, (4, 768)).astype(np.int8), name="fc")
+    ternary_layer(op, with_overrides(make_arch(), {"compute.accumulator_bits": 18}))  # 768 * 128 < 2**17
+    with pytest.raises(SimInputError, match="accumulator_bits = 16.*'fc'.*18 bits"):
+        ternary_layer(op, with_overrides(make_arch(), {"compute.accumulator_bits": 16}))
