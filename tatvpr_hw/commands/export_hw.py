@@ -19,7 +19,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         board: str = typer.Option("kv260", help="target board: kv260, zcu104 or pynq-z2"),
         dse_point: Optional[Path] = typer.Option(None, "--dse-point",
                                                  help="best_point.json of `tatvpr dse` (pe, simd, clock_mhz); "
-                                                      "default PE=8 x SIMD=8 at the board's default clock"),
+                                                      "default: the simulator's accelerator for the board (sim/arch/<board>.yaml)"),
         out: Path = typer.Option(..., "--out", help="project folder to write"),
         config: Optional[Path] = typer.Option(None, "--config",
                                               help="run config: size the buffers for its student (K and tokens)"),

@@ -95,6 +95,19 @@ class DesignPoint:
 
 
 def default_design_point(board: Board) -> DesignPoint:
+    """The simulator's default accelerator for the board (``sim/arch/<board>.yaml``: compute.pe,
+    compute.simd, clock_mhz, compute.weight_format); PE = SIMD = 8 at the board's default clock
+    when that file is absent."""
+    path = REPO_ROOT / "sim" / "arch" / f"{board.sim_board}.yaml"
+    if path.is_file():
+        arch = yaml.safe_load(path.read_text()) or {}
+        comp = arch.get("compute", {})
+        if isinstance(comp.get("pe"), int) and isinstance(comp.get("simd"), int) and arch.get("clock_mhz"):
+            clock = min(float(arch["clock_mhz"]), board.max_clock_mhz)
+            fmt = comp.get("weight_format", "ternary2")
+            return DesignPoint(pe=comp["pe"], simd=comp["simd"], clock_mhz=clock,
+                               weight_format=fmt if fmt in ("ternary2", "ternary1.6") else "ternary2",
+                               source=str(path.relative_to(REPO_ROOT)))
     return DesignPoint(pe=8, simd=8, clock_mhz=board.default_clock_mhz, source="default")
 
 

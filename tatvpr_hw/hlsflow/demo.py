@@ -81,7 +81,7 @@ def _student(checkpoint: str | Path | None, seed: int):
 
 def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed: int = 0,
              images=None, trace_path: str | Path | None = None, dse_point: str | Path | None = None,
-             pe: int = 8, simd: int = 8, layer_name: str = DEMO_LAYER,
+             pe: int | None = None, simd: int | None = None, layer_name: str = DEMO_LAYER,
              sparsities=DEMO_SPARSITIES, board: str = "kv260", model=None) -> dict[str, Any]:
     """Run the HLS IP's C simulation on a real student layer; write the board project and hls.json.
 
@@ -90,22 +90,24 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
         checkpoint: student checkpoint (``.safetensors`` + ``.json``); default: seeded tiny student.
         images: float images ``[B, 3, H, W]`` for the forward pass; default one seeded noise image.
         trace_path: a ``sim.trace`` file; up to 4 of its ternary layers also run through the C-sim.
-        dse_point: ``best_point.json`` for the board project (and the C-sim's PE x SIMD).
+        dse_point: ``best_point.json`` for the board project and the C-sim's PE x SIMD (default:
+            the simulator's accelerator for the board, ``sim/arch/<board>.yaml``).
+        pe, simd: override the C-sim's PE x SIMD (the board project keeps the design point's).
         model: an already built (and calibrated) student to use instead of ``checkpoint``.
     """
     import torch
 
     from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.hlsflow.board import (DesignPoint, export_bitstream, get_board, kernel_params,
-                                         read_design_point)
+    from tatvpr_hw.hlsflow.board import (DesignPoint, default_design_point, export_bitstream, get_board,
+                                         kernel_params, read_design_point)
     from tatvpr_hw.hlsflow.csim import KernelParams, build_csim, run_csim
     from tatvpr_hw.hlsflow.layers import layers_from_trace, model_layers
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    if dse_point:
-        point = read_design_point(dse_point, get_board(board))
-        pe, simd = point.pe, point.simd
+    point = read_design_point(dse_point, get_board(board)) if dse_point else \
+        default_design_point(get_board(board))
+    pe, simd = pe or point.pe, simd or point.simd
     if model is not None:
         source, fresh = "given student model", False
         img = int(getattr(model, "img_size", 98))

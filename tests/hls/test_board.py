@@ -11,10 +11,12 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tatvpr_hw.cli import main
 from tatvpr_hw.hlsflow.paths import hls_dir
 
+REPO = Path(__file__).resolve().parents[2]
 PARTS = {"kv260": "xck26-sfvc784-2LV-c", "zcu104": "xczu7ev-ffvc1156-2-e", "pynq-z2": "xc7z020clg400-1"}
 
 # Stub every vendor command: record the call, return something plausible.
@@ -74,7 +76,11 @@ def test_project_for_each_board(tmp_path, capsys, board):
     assert by_cmd["set_top"] == ["set_top", "tatvpr_ternary_gemm"]
     assert "csim_design" in by_cmd and "csynth_design" in by_cmd and "export_design" in by_cmd
     add = [c for c in hls_calls if c[0] == "add_files"]
-    assert any(c[1].endswith("src/tatvpr_gemm.cpp") and "-DTATVPR_PE=8" in c[3] for c in add)
+    # no --dse-point: the simulator's default accelerator of the board (sim/arch/<board>.yaml)
+    arch = yaml.safe_load((REPO / "sim" / "arch" / f"{board.replace('-', '_')}.yaml").read_text())
+    pe, simd = arch["compute"]["pe"], arch["compute"]["simd"]
+    assert any(c[1].endswith("src/tatvpr_gemm.cpp") and f"-DTATVPR_PE={pe} -DTATVPR_SIMD={simd}" in c[3]
+               for c in add)
 
     calls = run_tcl(out / "vivado.tcl")
     create = [c for c in calls if c[0] == "create_project"][0]
@@ -97,6 +103,8 @@ def test_project_for_each_board(tmp_path, capsys, board):
 
     man = json.loads((out / "project.json").read_text())
     assert man["part"] == PARTS[board] and man["csim_sample"]["bit_exact"]
+    assert man["design_point"]["source"].startswith("sim/arch/")
+    assert man["design_point"]["clock_mhz"] == min(arch["clock_mhz"], 999)
     assert man["tools"]["ran"] is False
     assert (out / "deploy" / "tatvpr_pynq" / "_packing.py").read_text() == \
         (Path(__file__).resolve().parents[2] / "sim" / "packing.py").read_text()
