@@ -130,3 +130,27 @@ def test_cli_trace_bad_sparsity(tmp_path, capsys):
 
     rc = main(["trace", "--config", "configs/tiny.yaml", "--sparsity", "1.2", "--out", str(tmp_path / "t.npz")])
     assert rc == 2 and "sparsity" in capsys.readouterr().err
+
+
+def test_trace_from_checkpoint_keeps_its_scales(session, tmp_path):
+    from brevitas_models.checkpoint import save_checkpoint
+    from brevitas_models.quant import ternary_layers
+    from tatvpr_hw.config import config_to_dict
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.tracing import trace_model
+
+    cfg = session.cfg
+    session.trace(0.3, 0)  # calibrates the session's student at s = 0.3
+    meta = {"config": config_to_dict(cfg), "role": "student", "stage": "finetune", "step": 7,
+            "seed": 0, "rng": None, "teacher_checkpoint": None}
+    save_checkpoint(tmp_path / "student", session.model, meta)
+    [path] = trace_model(cfg, checkpoint=tmp_path / "student", sparsity=0.3, out=tmp_path / "t.npz")
+    tr = read_trace(path)
+    assert tr.meta["checkpoint"] == str(tmp_path / "student") and tr.meta["stage"] == "finetune"
+    assert tr.meta["calibrated"] is False
+    scales = {n: float(m.input_scale()) for n, m in ternary_layers(session.model)}
+    for op in tr.ternary_ops():
+        assert op.act_scale == pytest.approx(scales[op.name])
+    save_checkpoint(tmp_path / "teacher", session.model, dict(meta, role="teacher", stage="teacher"))
+    with pytest.raises(UserError, match="teacher checkpoint"):
+        trace_model(cfg, checkpoint=tmp_path / "teacher", sparsity=0.3, out=tmp_path / "x.npz")
