@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from PIL import Image
 from sim.packing import unpack_ternary2
 from sim.trace import DenseOp, TernaryLinearOp, VectorOp, read_trace
 from tatvpr_hw.config import load_config
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 S = 0.5
 TOKENS = 50  # 98 px / 14 = 7 x 7 patches + CLS
@@ -39,7 +42,7 @@ def session(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("data")
     _write_eval_set(root)
-    cfg = load_config("configs/tiny.yaml")
+    cfg = load_config(TINY)
     cfg.data.root = root
     return tracing._Session(cfg, None, 2, seed=0)
 
@@ -128,7 +131,7 @@ def test_written_traces_read_back(session, tmp_path):
 def test_cli_trace_bad_sparsity(tmp_path, capsys):
     from tatvpr_hw.cli import main
 
-    rc = main(["trace", "--config", "configs/tiny.yaml", "--sparsity", "1.2", "--out", str(tmp_path / "t.npz")])
+    rc = main(["trace", "--config", str(TINY), "--sparsity", "1.2", "--out", str(tmp_path / "t.npz")])
     assert rc == 2 and "sparsity" in capsys.readouterr().err
 
 
