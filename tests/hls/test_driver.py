@@ -19,7 +19,7 @@ from .conftest import random_layer
 
 driver_package()
 from tatvpr_pynq.driver import (AP_CTRL, AP_DONE, AP_START, IPError, TernaryGemmOverlay,  # noqa: E402
-                                default_offsets, offsets_from_hw_header, run_block)
+                                default_offsets, load_block, offsets_from_hw_header, save_block)
 
 
 class FakeBuffer(np.ndarray):
@@ -140,7 +140,7 @@ def test_offsets_from_vitis_header():
         offsets_from_hw_header(header.replace("_MULT_DATA", "_MULX_DATA"))
 
 
-def test_run_block_matches_the_pytorch_block(overlay, tiny_student):
+def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     import torch
 
     from tatvpr_hw.hlsflow.layers import block_params
@@ -154,7 +154,8 @@ def test_run_block_matches_the_pytorch_block(overlay, tiny_student):
         tokens = model.backbone.blocks[0](tokens)
         ref = blk(tokens)[0].double().numpy()
     for s in (0.0, 0.5):
-        params = block_params(blk, tokens[0], sparsity=s)
+        save_block(tmp_path / f"block_s{s}.npz", block_params(blk, tokens[0], sparsity=s))
+        params = load_block(tmp_path / f"block_s{s}.npz")     # what the board loads
         out = ov.run_block(tokens[0].double().numpy(), params)
         assert out.shape == ref.shape
         if s == 0.0:

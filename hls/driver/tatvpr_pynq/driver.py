@@ -254,3 +254,37 @@ class TernaryGemmOverlay:
 
     def run_block(self, x: np.ndarray, block: BlockParams) -> np.ndarray:
         return run_block(x, block, self.linear)
+
+
+# --------------------------------------------------------------------------- block files
+_LINEARS = ("qkv", "proj", "fc1", "fc2")
+
+
+def save_block(path, block: BlockParams) -> None:
+    """Write ``block`` as one ``.npz`` (plain arrays, loaded with ``allow_pickle=False``)."""
+    arrays = {"num_heads": np.array(block.num_heads), "ln_eps": np.array(block.ln_eps),
+              "ln1_w": block.ln1[0], "ln1_b": block.ln1[1], "ln2_w": block.ln2[0], "ln2_b": block.ln2[1]}
+    for ls in ("ls1", "ls2"):
+        if getattr(block, ls) is not None:
+            arrays[ls] = getattr(block, ls)
+    for name in _LINEARS:
+        p: TernaryLinearParams = getattr(block, name)
+        arrays[f"{name}_codes"] = p.codes.astype(np.int8)
+        arrays[f"{name}_scalars"] = np.array([p.gamma, p.act_scale, p.out_scale, p.sparsity])
+        if p.bias is not None:
+            arrays[f"{name}_bias"] = p.bias
+    np.savez(path, **arrays)
+
+
+def load_block(path) -> BlockParams:
+    """Inverse of :func:`save_block`."""
+    with np.load(path, allow_pickle=False) as z:
+        def lin(name):
+            gamma, act_scale, out_scale, sparsity = (float(v) for v in z[f"{name}_scalars"])
+            return TernaryLinearParams(codes=z[f"{name}_codes"], gamma=gamma, act_scale=act_scale,
+                                       out_scale=out_scale, sparsity=sparsity,
+                                       bias=z[f"{name}_bias"] if f"{name}_bias" in z else None)
+        return BlockParams(num_heads=int(z["num_heads"]), ln1=(z["ln1_w"], z["ln1_b"]), qkv=lin("qkv"),
+                           proj=lin("proj"), ln2=(z["ln2_w"], z["ln2_b"]), fc1=lin("fc1"), fc2=lin("fc2"),
+                           ls1=z["ls1"] if "ls1" in z else None, ls2=z["ls2"] if "ls2" in z else None,
+                           ln_eps=float(z["ln_eps"]))
