@@ -385,12 +385,31 @@ def _eval_chunk(evaluator: str, arch_path: str, chunk: list[dict],
         path, data = trace_blobs[job["trace_sha"]]
         trace = _materialise_trace(job["trace_sha"], data, path)
         t0 = time.perf_counter()
-        result = fn(arch_path, job["overrides"], trace)
         row = {"key": job["key"], "index": job["index"], "trace": job["trace"],
-               "sparsity": job["sparsity"], **job["params"], **point_metrics(result),
-               "sim_s": time.perf_counter() - t0}
+               "sparsity": job["sparsity"], **job["params"]}
+        try:
+            row.update(point_metrics(fn(arch_path, job["overrides"], trace)), error="")
+        except SimInputError as err:  # an invalid combination of knobs: a failed point, not a crash
+            row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, error=str(err))
+        row["sim_s"] = time.perf_counter() - t0
         rows.append(row)
     return rows
+
+
+def check_axes(spec: SweepSpec) -> None:
+    """Apply every axis value alone to the base arch, so a bad value fails before the sweep."""
+    from sim.arch import load_arch, with_overrides
+
+    base = load_arch(spec.arch_path)
+    if spec.board is not None:
+        base = with_overrides(base, {AXIS_ALIASES["board"]: spec.board})
+    for name, values in spec.axes.items():
+        for v in values:
+            try:
+                with_overrides(base, {spec.paths[name]: v})
+            except SimInputError as err:
+                raise SimInputError(f"{spec.source}: axes.{name} value {v!r} is not a valid "
+                                    f"{spec.paths[name]} of {spec.arch_path.name}: {err}") from None
 
 
 # ------------------------------------------------------------------------------ persistence
@@ -582,6 +601,8 @@ def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     traces = describe_traces(trace_paths)
+    if evaluator == DEFAULT_EVALUATOR:
+        check_axes(spec)
     jobs = build_jobs(spec, traces)
     jsonl = out / "points.jsonl"
     done = read_done(jsonl)
@@ -645,6 +666,14 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
             costs = fit[list(PARETO_OBJECTIVES)].to_numpy(dtype=np.float64)
             df.loc[fit.index[pareto_mask(costs)], "pareto"] = True
     df = df.drop(columns=["sim_s"], errors="ignore")
+    if "error" in df.columns:
+        df["error"] = df["error"].fillna("")
+        failed = df[df["error"] != ""]
+        if len(failed) and len(failed) == len(df):
+            raise SimInputError(f"every design point failed; the first: {failed['error'].iloc[0]}")
+        if len(failed):
+            log.warning("%d of %d points failed (column 'error'); the first: %s", len(failed), len(df),
+                        failed["error"].iloc[0])
     files: dict[str, Path] = {}
     files["csv"] = _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     files["parquet"] = _atomic_write(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
@@ -658,8 +687,8 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
             log.warning("no design point fits the board; best_point.json not written")
     elif len(df) < len(jobs):
         log.warning("sweep incomplete (%d of %d points); rerun to finish it", len(df), len(jobs))
-    if plot and len(df):
-        files["plot"] = plot_pareto(df, out / "pareto.png", title=f"{spec.arch_path.stem} sweep (simulated)")
+    if plot and df["latency_ms"].notna().any():
+        files["plot"] = plot_pareto(df[df["latency_ms"].notna()], out / "pareto.png", title=f"{spec.arch_path.stem} sweep (simulated)")
     return SweepResult(out, df, best, 0, 0, 0.0, files)
 
 

@@ -268,3 +268,17 @@ def test_cli_dse_end_to_end(tmp_path, traces, capsys):
     assert best["skip_mode"] == base.compute.skip_mode and best["clock_mhz"] == base.clock_mhz
     assert main(args) == 0
     assert "6 points (0 run now, 6 resumed)" in capsys.readouterr().out
+
+
+def test_bad_axis_value_fails_before_the_sweep_and_bad_combinations_are_rows(tmp_path, traces, standin):
+    bad = _sweep(tmp_path, "arch: kv260\naxes: {skip_mode: [act, rows]}\n")
+    with pytest.raises(SimInputError, match="axes.skip_mode value 'rows'"):
+        dse.run_sweep(dse.load_sweep(bad), traces[:1], tmp_path / "o", workers=1, progress=False)
+    assert not (tmp_path / "o" / "points.jsonl").exists() or not (tmp_path / "o" / "points.jsonl").read_text()
+    # a value the stand-in's arch rejects only at evaluation: recorded as a failed row
+    spec = dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxes: {pe: [8, 16]}\n"))
+    spec.axes["pe"] = [8, -1]
+    res = dse.run_sweep(spec, traces[:1], tmp_path / "p", workers=1, evaluator=EVAL, progress=False)
+    t = res.table.set_index("pe")
+    assert t.loc[8, "error"] == "" and t.loc[-1, "error"] and not t.loc[-1, "fits"]
+    assert res.best["pe"] == 8
