@@ -12,18 +12,19 @@ int load_activations(const uint32_t *act_pairs, const uint16_t *tok_nnz, int m, 
                      ap_uint<16> tok_chunks[MMAX], idx_t a_idx[CHUNKS_MAX][SIMD],
                      act_t a_val[CHUNKS_MAX][SIMD], int &total_chunks) {
     int total = 0;
+    bool bad = false;  // flags instead of early exits keep the loops pipelined / bursting
 LOAD_NNZ:
     for (int t = 0; t < m; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
 #pragma HLS PIPELINE II = 1
         int nnz = tok_nnz[t];
-        if (nnz > k) return STATUS_BAD_STREAM;
+        bad |= nnz > k;
         int chunks = (nnz + SIMD - 1) / SIMD;
         if (chunks == 0) chunks = 1;  // the accumulator-write cycle of an empty token
         tok_chunks[t] = chunks;
         total += chunks;
     }
-    if (total > CHUNKS_MAX) return STATUS_BAD_STREAM;
+    if (bad || total > CHUNKS_MAX) return STATUS_BAD_STREAM;
 LOAD_PAIRS:
     for (int c = 0; c < total; c++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
@@ -31,13 +32,13 @@ LOAD_PAIRS:
 #pragma HLS PIPELINE II = 1
             uint32_t word = act_pairs[c * SIMD + s];
             unsigned idx = (word >> 8) & 0xFFFFu;
-            if (idx >= (unsigned)k) return STATUS_BAD_STREAM;
+            bad |= idx >= (unsigned)k;
             a_idx[c][s] = idx;
             a_val[c][s] = (act_t)(ap_int<8>)(word & 0xFFu);
         }
     }
     total_chunks = total;
-    return STATUS_OK;
+    return bad ? STATUS_BAD_STREAM : STATUS_OK;
 }
 
 // LOAD_W of ENGINE.md: PE packed rows of fold f -> 2-bit codes, replicated once per SIMD lane
@@ -46,6 +47,7 @@ int load_weights(const uint8_t *weights, int f, int k, int n, int fmt,
                  code_t wbuf[SIMD][PE][KMAX]) {
     const int per_byte = (fmt == FMT_TERNARY2) ? 4 : 5;
     const int row_bytes = (k + per_byte - 1) / per_byte;
+    bool bad = false;
 LOAD_W_ROWS:
     for (int p = 0; p < PE; p++) {
         const int row = f * PE + p;
@@ -59,10 +61,10 @@ LOAD_W_ROWS:
                 codes = byte;  // four 2-bit codes, weight i in bits 2i+1..2i
                 for (int i = 0; i < 4; i++) {
 #pragma HLS UNROLL
-                    if (codes.range(2 * i + 1, 2 * i) == 2) return STATUS_BAD_WEIGHT;
+                    bad |= codes.range(2 * i + 1, 2 * i) == 2;
                 }
             } else {
-                if (byte > 242) return STATUS_BAD_WEIGHT;
+                bad |= byte > 242;
                 codes = decode_base3(byte);
             }
             for (int i = 0; i < 5; i++) {
@@ -77,7 +79,7 @@ LOAD_W_ROWS:
             }
         }
     }
-    return STATUS_OK;
+    return bad ? STATUS_BAD_WEIGHT : STATUS_OK;
 }
 
 }  // namespace

@@ -77,7 +77,8 @@ def test_testbench_reports_a_wrong_expected_output(csim_builds, tmp_path):
     assert res.mismatches == 1
 
 
-@pytest.mark.parametrize("corrupt, status", [("index", 4), ("code", 3), ("base3", 3), ("shift", 5)])
+@pytest.mark.parametrize("corrupt, status", [("index", 4), ("nnz", 4), ("code", 3), ("base3", 3),
+                                             ("shift", 5)])
 def test_kernel_rejects_corrupt_inputs(csim_builds, tmp_path, corrupt, status):
     kp, exe = csim_builds["pe4_simd8"]
     x, w, bias = random_layer(np.random.default_rng(4), 4, 20, 6, 0.0)
@@ -85,6 +86,8 @@ def test_kernel_rejects_corrupt_inputs(csim_builds, tmp_path, corrupt, status):
     layer = prepare_layer(x, w, bias, 1 << 20, 30, pe=kp.pe, simd=kp.simd, fmt=fmt, with_expected=False)
     if corrupt == "index":
         layer.pairs[0] = (layer.pairs[0] & 0xFF) | (20 << 8)       # channel 20 of K = 20
+    elif corrupt == "nnz":
+        layer.tok_nnz[1] = 21                                       # more kept values than K = 20
     elif corrupt == "code":
         layer.weights[0] = 0b10                                     # unused 2-bit code
     elif corrupt == "base3":
