@@ -113,13 +113,14 @@ def test_bad_act_bits():
         SparseTernaryLinear(4, 4, act_bits=1)
 
 
-def test_qonnx_export_has_2bit_narrow_quant_and_matches(tmp_path):
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qonnx_export_has_2bit_narrow_quant_and_matches(tmp_path, per_channel):
     from brevitas.export import export_qonnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
     torch.manual_seed(4)
-    m = SparseTernaryLinear(16, 8, sparsity=0.5)
+    m = SparseTernaryLinear(16, 8, sparsity=0.5, per_channel=per_channel)
     x = torch.randn(1, 5, 16)
     calibrate_input_scales(m, [x])
     m.eval()
@@ -134,6 +135,8 @@ def test_qonnx_export_has_2bit_narrow_quant_and_matches(tmp_path):
     quants = [n for n in g.node if n.op_type == "Quant"]
     attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in quants]
     bitwidths = [float(inits[n.input[3]]) for n in quants]
+    scale_sizes = [inits[n.input[1]].size for n in quants]
+    assert max(scale_sizes) == (8 if per_channel else 1)
     assert (2.0, 1) in [(b, a["narrow"]) for b, a in zip(bitwidths, attrs)]
     assert (8.0, 1) in [(b, a["narrow"]) for b, a in zip(bitwidths, attrs)]
     mw = ModelWrapper(str(path))
