@@ -79,3 +79,27 @@ def test_trace_file_layers(csim_builds, tmp_path, fmt):
         np.testing.assert_array_equal(res.out, reference_gemm(x, op.weights(), None, layer.mult, layer.shift)[0])
         np.testing.assert_array_equal(res.chunk_cycles,
                                       expected_fold_cycles(op.act_mask, op.weights(), kp.pe, kp.simd))
+
+
+def test_trace_of_the_tiny_student_agrees_with_the_ip_stream(csim_builds, tiny_student, tmp_path):
+    """B2's tracer and this flow see the same int8 nonzeros; its trace layers run bit-exact."""
+    from brevitas_models.sparsity import set_sparsity
+    from sim.trace import read_trace, write_trace
+    from tatvpr_hw.tracing import trace_query
+
+    model, images = tiny_student
+    kp, exe = csim_builds["pe8_simd4"]
+    set_sparsity(model, 0.4)
+    try:
+        trace = read_trace(write_trace(tmp_path / "q.npz", trace_query(model, images[0])))
+    finally:
+        set_sparsity(model, 0.0)
+    ops = {op.name: op for op in trace.ternary_ops()}
+    ((layer, _),) = model_layers(model, images, 0.4, pe=kp.pe, simd=kp.simd, names=[LAYERS[2]])
+    np.testing.assert_array_equal(_decompressed(layer) != 0, ops[LAYERS[2]].act_mask)
+    np.testing.assert_array_equal(_weights(layer), ops[LAYERS[2]].weights())
+    pairs = layers_from_trace(trace, pe=kp.pe, simd=kp.simd, seed=2, max_layers=1)
+    for (lay, info), res in zip(pairs, run_csim(exe, [p[0] for p in pairs], tmp_path / "run")):
+        assert res.mismatches == 0 and res.status == 0, info["name"]
+        op = ops[info["name"]]
+        np.testing.assert_array_equal(res.chunk_cycles, expected_fold_cycles(op.act_mask, op.weights(), kp.pe, kp.simd))
