@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.io import write_json
