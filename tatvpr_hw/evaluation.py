@@ -469,3 +469,66 @@ def parse_sparsity_list(text: str) -> list[float]:
     if not vals or any(not (0.0 <= v < 1.0) or math.isnan(v) for v in vals):
         raise UserError(f"--sparsity must be a comma-separated list of numbers in [0, 1), got {text!r}")
     return vals
+
+
+# ----------------------------------------------------------------------------- flow steps (tatvpr demo)
+
+def target_check(records: Sequence[Mapping[str, Any]], s: float = 0.4, max_drop_pt: float = 1.0,
+                 min_saved_pct: float = 35.0) -> dict[str, Any] | None:
+    """The issue's target: the student at sparsity ``s`` within ``max_drop_pt`` R@1 points of
+    s = 0 with at least ``min_saved_pct`` % fewer MACs. None when either row is missing."""
+    st = {round(r["sparsity"], 6): r for r in records if r["model"] == "student"}
+    base, at = st.get(0.0), st.get(round(s, 6))
+    if base is None or at is None or not base["gmacs"]:
+        return None
+    drop = base["recall@1"] - at["recall@1"]
+    saved = 100.0 * (1.0 - at["gmacs"] / base["gmacs"])
+    return {"sparsity": s, "r1_at_0": base["recall@1"], "r1_at_s": at["recall@1"], "r1_drop_pt": round(drop, 4),
+            "macs_saved_pct": round(saved, 4), "met": bool(drop <= max_drop_pt and saved >= min_saved_pct)}
+
+
+def flow_step_data(ctx) -> dict[str, Any]:
+    """Flow step: write (or reuse) the synthetic benchmark; summary with the raw-pixel baseline."""
+    from tatvpr_hw.data.synthetic import ensure_benchmark
+
+    cfg = ctx.cfg
+    if cfg.data.source == "synthetic":
+        ensure_benchmark(cfg)
+    ev = VPREvalSet(eval_root(cfg.data), 16, cfg.data.positive_radius_m)
+    base = pixel_baseline(ev, cfg.eval.recall_at)
+    return {"eval_root": str(eval_root(cfg.data)), "database_images": len(ev.database),
+            "query_images": len(ev.queries),
+            "chance_recall@1": round(chance_recall_at_1(ev.all_positives, len(ev.database)), 4),
+            "pixel_baseline": {f"recall@{n}": round(v, 4) for n, v in base.items()}}
+
+
+def _student_checkpoint_from(ctx) -> Path:
+    from brevitas_models.checkpoint import checkpoint_paths
+
+    for name in ("finetune", "train", "distill"):
+        res = ctx.results.get(name) or {}
+        for key in ("student_checkpoint", "checkpoint", "final"):
+            if res.get(key):
+                return Path(res[key])
+    path = Path(ctx.cfg.train.out_dir) / "finetune"
+    if not checkpoint_paths(path)[0].is_file():
+        raise UserError(f"no student checkpoint for the eval step: no earlier step result names one and "
+                        f"{checkpoint_paths(path)[0]} does not exist (run the training stages first)")
+    return path
+
+
+def flow_step_eval(ctx) -> dict[str, Any]:
+    """Flow step: :func:`evaluate_checkpoint` of the fine-tuned student into ``ctx.run_dir``."""
+    ck = _student_checkpoint_from(ctx)
+    records = evaluate_checkpoint(ctx.cfg, ck, ctx.run_dir)
+    return {"checkpoint": str(ck), "metrics": str(Path(ctx.run_dir) / METRICS_FILE),
+            "teacher_recall@1": next((r["recall@1"] for r in records if r["model"] == "teacher"), None),
+            "student_recall@1": {str(r["sparsity"]): r["recall@1"] for r in records if r["model"] == "student"},
+            "target": target_check(records)}
+
+
+def flow_step_report(ctx) -> dict[str, Any]:
+    """Flow step: render ``ctx.run_dir/index.html`` (run it last: it picks up every section JSON)."""
+    from tatvpr_hw.report import render_report
+
+    return {"index": str(render_report(ctx.run_dir))}

@@ -91,3 +91,23 @@ def test_eval_missing_checkpoint(checkpoints, capsys):
     assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["tmp"] / "nope"),
                  "--out", str(checkpoints["tmp"] / "bad")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_flow_steps(checkpoints):
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.evaluation import flow_step_data, flow_step_eval, flow_step_report
+    from tatvpr_hw.flow import FlowContext, NamedStep, run_flow
+
+    cfg = load_config(checkpoints["cfg"])
+    cfg.eval.sparsities = [0.0, 0.4]
+    ctx = FlowContext(cfg=cfg, run_dir=checkpoints["tmp"] / "flow",
+                      results={"finetune": {"checkpoint": str(checkpoints["student"])}})
+    data = flow_step_data(ctx)
+    assert data["query_images"] == 8 and data["chance_recall@1"] == 12.5
+    ev = flow_step_eval(ctx)
+    assert ev["checkpoint"] == str(checkpoints["student"]) and set(ev["student_recall@1"]) == {"0.0", "0.4"}
+    assert ev["target"] is not None and isinstance(ev["target"]["met"], bool)
+    assert flow_step_report(ctx)["index"].endswith("index.html")
+    # the steps fit the lead's runner
+    res = run_flow([NamedStep("report", flow_step_report, "report")], ctx)
+    assert res is not None

@@ -78,3 +78,15 @@ def test_parse_sparsity(text, want):
 def test_parse_sparsity_rejects(text):
     with pytest.raises(UserError, match=r"\[0, 1\)"):
         parse_sparsity_list(text)
+
+
+def test_target_check():
+    from tatvpr_hw.evaluation import target_check
+
+    def rec(s, r1, g):
+        return {"model": "student", "sparsity": s, "recall@1": r1, "gmacs": g}
+    ok = target_check([rec(0.0, 80.0, 1.0), rec(0.4, 79.5, 0.6)])
+    assert ok["met"] and ok["r1_drop_pt"] == 0.5 and ok["macs_saved_pct"] == 40.0
+    assert not target_check([rec(0.0, 80.0, 1.0), rec(0.4, 78.0, 0.6)])["met"]      # 2 pt drop
+    assert not target_check([rec(0.0, 80.0, 1.0), rec(0.4, 80.0, 0.7)])["met"]      # 30 % saved
+    assert target_check([rec(0.0, 80.0, 1.0)]) is None
