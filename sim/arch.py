@@ -254,6 +254,7 @@ class ResourceModel(_Strict):
     lut_per_lane: Sourced
     lut_per_tree_bit: Sourced
     ff_per_lane: Sourced
+    ff_per_input_lane: Sourced
     lut_per_lane_skip: dict[str, Sourced]
     lut_per_accumulator_bit: Sourced
     ff_per_accumulator_bit: Sourced

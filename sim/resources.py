@@ -3,7 +3,7 @@
     LUT  = PE*SIMD*(lut_per_lane + lut_per_lane_skip[mode]) + PE*(SIMD-1)*(8 + stages)*lut_per_tree_bit
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
-    FF   = PE*SIMD*ff_per_lane + PE*acc_bits*ff_per_accumulator_bit + vector lanes*ff_per_vector_lane + ff_control
+    FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit + vector lanes*ff_per_vector_lane + ff_control
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
     BRAM36 / URAM per buffer = max(ceil(bits / bits_per_block), ceil(port_bits / port_bits_per_block))
 
@@ -44,7 +44,8 @@ def estimate_resources(arch) -> dict:
            + c.pe * c.accumulator_bits * r.lut_per_accumulator_bit.value
            + decoders * r.lut_per_base3_decoder.value + int8_dsp * r.lut_per_int8_dsp.value
            + vec_lanes * r.lut_per_vector_lane.value + r.lut_control.value)
-    ff = (lanes * r.ff_per_lane.value + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
+    ff = (lanes * r.ff_per_lane.value + c.simd * r.ff_per_input_lane.value
+          + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
           + vec_lanes * r.ff_per_vector_lane.value + r.ff_control.value)
     dsp = c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
     used = {"lut": math.ceil(lut), "ff": math.ceil(ff), "dsp": math.ceil(dsp), "bram36": 0, "uram": 0}

@@ -96,3 +96,21 @@ def test_cli_rtl_errors_exit_2(tmp_path, capsys):
     assert "PExSIMD" in capsys.readouterr().err
     assert main(["rtl", "sim", "--trace", str(tmp_path / "missing.npz")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pe,simd", [(2, 4), (8, 2)])
+def test_simulator_resource_model_matches_yosys(pe, simd):
+    """sim's MAC-array LUT/FF terms, fitted to yosys (docs/rtl.md), predict a fresh synthesis
+    within the fit's stated error."""
+    from sim.arch import load_arch
+    arch = load_arch("kv260")
+    r = arch.resource_model
+    stages = math.ceil(math.log2(simd)) if simd > 1 else 0
+    acc = arch.spec.compute.accumulator_bits
+    lut_model = (pe * simd * r.lut_per_lane.value + pe * (simd - 1) * (8 + stages) * r.lut_per_tree_bit.value
+                 + pe * acc * r.lut_per_accumulator_bit.value)
+    ff_model = (pe * simd * r.ff_per_lane.value + simd * r.ff_per_input_lane.value
+                + pe * acc * r.ff_per_accumulator_bit.value)
+    got = rtl.synth_xilinx(pe, simd, "xcup", "ternary")
+    assert abs(lut_model - (got["lut"] + got["srl"])) / (got["lut"] + got["srl"]) < 0.05
+    assert abs(ff_model - got["ff"]) / got["ff"] < 0.08
