@@ -47,13 +47,14 @@ from tqdm import tqdm
 
 from tatvpr_hw.data.vpr import ImageListDataset, VPREvalSet, eval_root
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.io import write_json
+from tatvpr_hw.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 DETAILS_FILE = "eval.json"
 CONFIG_FILE = "config.json"
+TABLE_FILE = "metrics.md"
 FIG_2A = "fig2a_recall_vs_gops.png"
 FIG_2B = "fig2b_recall_vs_memory.png"
 MB = 1e6
@@ -312,10 +313,29 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
     write_json(out / METRICS_FILE, records)
+    write_text(out / TABLE_FILE, metrics_table_markdown(records))
     write_json(out / DETAILS_FILE, details)
     write_json(out / CONFIG_FILE, config_to_dict(cfg))
     plot_figures(records, out)
     return records
+
+
+def metrics_table_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """The metrics as a Markdown table (for the README), with MACs saved and R@1 change vs s = 0."""
+    recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
+    base = next((r for r in records if r["model"] == "student" and r["sparsity"] == 0.0), None)
+    head = ["model", "weights", "sparsity", *[k.replace("recall@", "R@") + " (%)" for k in recall_keys],
+            "GMACs/query", "MACs saved vs s=0", "R@1 vs s=0 (pt)", "memory (MB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in records:
+        saved = delta = ""
+        if r["model"] == "student" and base is not None and base["gmacs"]:
+            saved = f"{100.0 * (1.0 - r['gmacs'] / base['gmacs']):.1f} %"
+            delta = f"{r['recall@1'] - base['recall@1']:+.2f}"
+        cells = [r["model"], r.get("format", ""), f"{r['sparsity']:g}", *[f"{r[k]:.2f}" for k in recall_keys],
+                 f"{r['gmacs']:.4f}", saved, delta, f"{r['memory_mb']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- figures

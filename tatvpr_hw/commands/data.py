@@ -48,6 +48,25 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         typer.echo(f"wrote {syn.places} training places ({root / 'gsv'}) and {syn.eval_places} evaluation "
                    f"places ({root / 'eval'}), difficulty {syn.difficulty:g}")
 
+    @data_app.command("info")
+    def info(
+        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+    ) -> None:
+        """Check the config's training and evaluation sets load; print their sizes."""
+        from tatvpr_hw.data.gsv import GSVCitiesDataset, gsv_root
+        from tatvpr_hw.data.vpr import VPREvalSet, eval_root
+
+        cfg = _load(config)
+        d = cfg.data
+        gsv = GSVCitiesDataset(gsv_root(d), d.gsv_cities, cfg.model.student_img_size,
+                               images_per_place=d.images_per_place)
+        typer.echo(f"training  {gsv.root}: {len(gsv)} places with >= {d.images_per_place} images, "
+                   f"{gsv.num_images} images, cities {', '.join(gsv.cities)}")
+        ev = VPREvalSet(eval_root(d), cfg.model.student_img_size, d.positive_radius_m)
+        no_pos = sum(len(p) == 0 for p in ev.all_positives)
+        typer.echo(f"evaluation {ev.root}: {len(ev.database)} database, {len(ev.queries)} queries, "
+                   f"{no_pos} queries without a positive within {d.positive_radius_m:g} m")
+
     @data_app.command("baseline")
     def baseline(
         root: Optional[Path] = typer.Option(None, "--root", help="evaluation set root (images/test/...); "

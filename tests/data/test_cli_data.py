@@ -37,3 +37,13 @@ def test_synth_errors(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
     assert main(["data", "baseline", "--root", str(tmp_path / "nowhere")]) == 2
     assert "evaluation set folder not found" in capsys.readouterr().err
+
+
+def test_info_on_local_layouts(tmp_path, gsv_root, vpr_root, capsys):
+    cfg = tmp_path / "local.yaml"
+    cfg.write_text(f"data: {{source: local, gsv_root: '{gsv_root}', eval_root: '{vpr_root}', images_per_place: 3}}\n"
+                   "model: {student_img_size: 28, teacher_img_size: 28}\n")
+    assert main(["data", "info", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "3 places with >= 3 images, 10 images, cities Boston, London" in out
+    assert "5 database, 2 queries, 0 queries without a positive within 25 m" in out

@@ -32,6 +32,9 @@ def test_records_files_and_figures(tmp_path, tiny_cfg, pixel_models, stub_ops):
     assert get_sparsity(student) == 0.3          # restored after the sweep
 
     assert json.loads((out / "metrics.json").read_text()) == records
+    table = (out / "metrics.md").read_text().splitlines()
+    assert len(table) == 2 + len(records) and table[0].startswith("| model | weights | sparsity | R@1 (%)")
+    assert table[-1].startswith("| student | ternary2 | 0.5 |") and "| 50.0 % |" in table[-1]
     details = json.loads((out / "eval.json").read_text())
     assert details["database_images"] == 12 and details["query_images"] == 12
     assert details["chance_recall@1"] == pytest_approx(100 / 12)
