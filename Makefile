@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Optional extras that `make test` installs so CI exercises them.
-EXTRAS ?= dev,rtl,dse
+EXTRAS ?= dev,rtl,dse,qkeras
 
 .PHONY: demo test install clean bench
 

@@ -9,7 +9,14 @@ Public functions (each verifies its artifact against PyTorch and writes a JSON s
 - :func:`write_export_json` - that JSON from route summaries.
 
 Heavy imports (brevitas, qonnx, hls4ml) happen inside the functions.
+
+``TF_USE_LEGACY_KERAS=1`` is set here, before anything can import TensorFlow (hls4ml pulls in
+Keras during conversion): the QKeras twin needs ``tf.keras`` to be Keras 2 (``tf_keras``).
 """
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tatvpr_hw.export.api import (export_demo, export_finn, export_hls4ml, export_qonnx,
                                   write_export_json)

@@ -204,8 +204,9 @@ def vendor_tool(backend: str) -> str | None:
 
 def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis",
                         io_type: str = "io_parallel", part: str = KV260_PART, reuse_factor: int = 1,
-                        strategy: str = "Latency", build: bool = True) -> dict[str, Any]:
-    """Lower one layer, C-simulate it and compare with PyTorch; return the summary.
+                        strategy: str = "Latency", build: bool = True, return_model: bool = False):
+    """Lower one layer, C-simulate it and compare with PyTorch; return the summary
+    (and the compiled hls4ml model with ``return_model``).
 
     ``build``: run hls4ml's ``build()`` (C synthesis) when the vendor tool is on PATH;
     otherwise (or with ``build=False``) the summary carries the exact command to run.
@@ -273,4 +274,4 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
     log.info("hls4ml %s (%s, %s): C-sim max |err| %.3g (bound %.3g), product %s, g++ %.1fs",
              le.name, backend, io_type, stats["max_abs_err"], check.bound_max_abs,
              gen["dense_products"], t2 - t1)
-    return summary
+    return (summary, hmodel) if return_model else summary
