@@ -33,8 +33,11 @@
 // ---------------------------------------------------------------------------------------
 // Loop nest <-> simulator cycle counts (ENGINE.md, skip mode "act"):
 //
+//   LOAD_W(0)                                           T_0
 //   FOLD:  for f in 0 .. ceil(N/PE)-1                    N_f folds
-//     LOAD_W:  PE rows of packed weights -> on-chip codes        T_f (weight transfer)
+//     compute_fold(f) on one ping-pong weight buffer, while LOAD_W(f+1) fills the other
+//                                                       max(C_f, T_{f+1}) when overlapped
+//     LOAD_W:  PE rows of packed weights -> on-chip codes        T_{f+1} (weight transfer)
 //     CHUNK:   for c in 0 .. total_chunks-1   (II = 1)          C_f = sum_m chunks(m)
 //              = the flattened "for m in tokens: for chunk in chunks(m)" of ENGINE.md;
 //              one iteration = one cycle = PE x SIMD lanes (add / subtract / skip) + the

@@ -82,6 +82,65 @@ LOAD_W_ROWS:
     return bad ? STATUS_BAD_WEIGHT : STATUS_OK;
 }
 
+// One fold: CHUNK (C_f cycles) over the on-chip activations against the fold's PE weight rows,
+// then WRITE its PE output channels of every token.
+void compute_fold(int f, int m, int n, int mult, int shift, int total_chunks,
+                  const ap_uint<16> tok_chunks[MMAX], const idx_t a_idx[CHUNKS_MAX][SIMD],
+                  const act_t a_val[CHUNKS_MAX][SIMD], const code_t wbuf[SIMD][PE][KMAX],
+                  const int32_t *bias, int8_t *out) {
+    static int8_t obuf[MMAX][PE];
+#pragma HLS ARRAY_PARTITION variable = obuf type = complete dim = 2
+    int32_t fold_bias[PE];
+#pragma HLS ARRAY_PARTITION variable = fold_bias type = complete
+    for (int p = 0; p < PE; p++) {
+#pragma HLS PIPELINE II = 1
+        fold_bias[p] = (f * PE + p < n) ? bias[f * PE + p] : 0;
+    }
+
+    acc_t acc[PE];
+#pragma HLS ARRAY_PARTITION variable = acc type = complete
+    for (int p = 0; p < PE; p++) {
+#pragma HLS UNROLL
+        acc[p] = 0;
+    }
+    int token = 0;
+    int left = tok_chunks[0];
+CHUNK:  // flattened "for m in tokens: for chunk in chunks(m)": one iteration per cycle
+    for (int c = 0; c < total_chunks; c++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
+#pragma HLS PIPELINE II = 1
+#ifdef TATVPR_COUNT_CYCLES
+        tatvpr_count_chunk(f);
+#endif
+        for (int p = 0; p < PE; p++) {
+#pragma HLS UNROLL
+            acc_t lanes = 0;  // adder tree over the SIMD lanes of PE p
+            for (int s = 0; s < SIMD; s++) {
+#pragma HLS UNROLL
+                lanes += ternary_lane(wbuf[s][p][a_idx[c][s]], a_val[c][s]);
+            }
+            acc[p] += lanes;
+        }
+        if (--left == 0) {  // last chunk of this token: requantise and write PE outputs
+            for (int p = 0; p < PE; p++) {
+#pragma HLS UNROLL
+                obuf[token][p] = requantize((ap_int<64>)acc[p] + fold_bias[p], mult, shift);
+                acc[p] = 0;
+            }
+            token++;
+            if (token < m) left = tok_chunks[token];
+        }
+    }
+WRITE:
+    for (int t = 0; t < m; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
+        for (int p = 0; p < PE; p++) {
+#pragma HLS PIPELINE II = 1
+            if (f * PE + p < n) out[(long)t * n + f * PE + p] = obuf[t][p];
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_nnz,
@@ -114,74 +173,39 @@ extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *to
     static ap_uint<16> tok_chunks[MMAX];
     static idx_t a_idx[CHUNKS_MAX][SIMD];
     static act_t a_val[CHUNKS_MAX][SIMD];
-    static code_t wbuf[SIMD][PE][KMAX];
-    static int8_t obuf[MMAX][PE];
+    static code_t wbuf0[SIMD][PE][KMAX];
+    static code_t wbuf1[SIMD][PE][KMAX];
 #pragma HLS ARRAY_PARTITION variable = a_idx type = complete dim = 2
 #pragma HLS ARRAY_PARTITION variable = a_val type = complete dim = 2
-#pragma HLS ARRAY_PARTITION variable = wbuf type = complete dim = 1
-#pragma HLS ARRAY_PARTITION variable = wbuf type = complete dim = 2
-#pragma HLS ARRAY_PARTITION variable = obuf type = complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = wbuf0 type = complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = wbuf0 type = complete dim = 2
+#pragma HLS ARRAY_PARTITION variable = wbuf1 type = complete dim = 1
+#pragma HLS ARRAY_PARTITION variable = wbuf1 type = complete dim = 2
 
     int total_chunks = 0;
     int status = load_activations(act_pairs, tok_nnz, m, k, tok_chunks, a_idx, a_val, total_chunks);
     if (status != STATUS_OK) return status;
 
+    // Ping-pong weight buffers: fold f computes from one while fold f+1 loads into the other
+    // (ENGINE.md double buffering). The two calls in a FOLD iteration touch disjoint buffers
+    // and different AXI masters, so the tool may run them concurrently (check the csynth
+    // schedule); the C simulation runs them in order, which gives the same results.
     const int folds = (n + PE - 1) / PE;
+    status = load_weights(weights, 0, k, n, fmt, wbuf0);
+    if (status != STATUS_OK) return status;
 FOLD:
     for (int f = 0; f < folds; f++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 512
-        status = load_weights(weights, f, k, n, fmt, wbuf);
-        if (status != STATUS_OK) return status;
-
-        int32_t fold_bias[PE];
-#pragma HLS ARRAY_PARTITION variable = fold_bias type = complete
-        for (int p = 0; p < PE; p++) {
-#pragma HLS PIPELINE II = 1
-            fold_bias[p] = (f * PE + p < n) ? bias[f * PE + p] : 0;
+        const bool more = f + 1 < folds;
+        int next = STATUS_OK;
+        if ((f & 1) == 0) {
+            compute_fold(f, m, n, mult, shift, total_chunks, tok_chunks, a_idx, a_val, wbuf0, bias, out);
+            if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf1);
+        } else {
+            compute_fold(f, m, n, mult, shift, total_chunks, tok_chunks, a_idx, a_val, wbuf1, bias, out);
+            if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf0);
         }
-
-        acc_t acc[PE];
-#pragma HLS ARRAY_PARTITION variable = acc type = complete
-        for (int p = 0; p < PE; p++) {
-#pragma HLS UNROLL
-            acc[p] = 0;
-        }
-        int token = 0;
-        int left = tok_chunks[0];
-    CHUNK:  // flattened "for m in tokens: for chunk in chunks(m)": one iteration per cycle
-        for (int c = 0; c < total_chunks; c++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
-#pragma HLS PIPELINE II = 1
-#ifdef TATVPR_COUNT_CYCLES
-            tatvpr_count_chunk(f);
-#endif
-            for (int p = 0; p < PE; p++) {
-#pragma HLS UNROLL
-                acc_t lanes = 0;  // adder tree over the SIMD lanes of PE p
-                for (int s = 0; s < SIMD; s++) {
-#pragma HLS UNROLL
-                    lanes += ternary_lane(wbuf[s][p][a_idx[c][s]], a_val[c][s]);
-                }
-                acc[p] += lanes;
-            }
-            if (--left == 0) {  // last chunk of this token: requantise and write PE outputs
-                for (int p = 0; p < PE; p++) {
-#pragma HLS UNROLL
-                    obuf[token][p] = requantize((ap_int<64>)acc[p] + fold_bias[p], mult, shift);
-                    acc[p] = 0;
-                }
-                token++;
-                if (token < m) left = tok_chunks[token];
-            }
-        }
-    WRITE:
-        for (int t = 0; t < m; t++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
-            for (int p = 0; p < PE; p++) {
-#pragma HLS PIPELINE II = 1
-                if (f * PE + p < n) out[(long)t * n + f * PE + p] = obuf[t][p];
-            }
-        }
+        if (next != STATUS_OK) return next;
     }
     return STATUS_OK;
 }

@@ -174,7 +174,7 @@ def kernel_params(point: DesignPoint, kmax: int, mmax: int) -> KernelParams:
 
 def onchip_bits(kp: KernelParams) -> dict[str, int]:
     """On-chip memory of the kernel's buffers, in bits (what HLS maps to BRAM/URAM/LUTRAM)."""
-    return {"weights_bits": kp.simd * kp.pe * kp.kmax * 2,          # codes, one copy per SIMD lane
+    return {"weights_bits": 2 * kp.simd * kp.pe * kp.kmax * 2,      # ping-pong codes, one copy per SIMD lane
             "activations_bits": kp.chunks_max * kp.simd * (16 + 8),  # (index, value) pairs
             "outputs_bits": kp.mmax * kp.pe * 8}
 
