@@ -261,6 +261,10 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
             raise UserError(f"sparsity {s} is outside [0, 1)")
     ns = list(cfg.eval.recall_at)
     torch.manual_seed(cfg.seed)
+    if cfg.data.source == "synthetic":
+        from tatvpr_hw.data.synthetic import ensure_benchmark
+
+        ensure_benchmark(cfg)
     root = eval_root(cfg.data)
     t_size, s_size = cfg.model.teacher_img_size, cfg.model.student_img_size
     radius = cfg.data.positive_radius_m
