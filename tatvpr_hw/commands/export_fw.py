@@ -67,7 +67,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                    sparsity: Optional[float] = typer.Option(None, help="top-k sparsity of the activations"),
                    images: int = typer.Option(2, min=1, max=64, help="real images whose tokens are compared"),
                    max_layers: Optional[int] = typer.Option(None, min=1, help="lower only the first N layers of the block"),
-                   no_build: bool = typer.Option(False, "--no-build", help="never run C synthesis")):
+                   no_build: bool = typer.Option(False, "--no-build", help="never run C synthesis"),
+                   qkeras_twin: bool = typer.Option(False, "--qkeras-twin", help="also build each ternary "
+                                                    "layer's QKeras twin and compare (needs the qkeras extra)")):
         """Lower a block's GEMMs through QONNX into hls4ml, C-simulate, compare with PyTorch."""
         from tatvpr_hw.export import export_hls4ml
         from tatvpr_hw.export.common import BLOCKS, check_choice
@@ -80,13 +82,17 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         s = export_hls4ml(_cfg(config), _ckpt(checkpoint), out, block=block, layer=layer,
                           backend=backend, io_type=io, part=part, reuse_factor=reuse_factor,
                           strategy=strategy, sparsity=sparsity, n_images=images,
-                          build=not no_build, max_layers=max_layers)
+                          build=not no_build, max_layers=max_layers, qkeras_twin=qkeras_twin)
         for r in s["layers"]:
             g = r["generated"]
             print(f"{r['layer']} ({r['n_in']}->{r['n_out']}): {r['project']}  product "
                   f"{','.join(g['dense_products'])}, weights {','.join(g['weight_types'].values())}, "
                   f"g++ {r['time_s']['gxx_compile']:.1f} s")
             print("  " + _line("C-sim vs PyTorch", r["check"]))
+        for t in s.get("qkeras_twins", []):
+            print(f"QKeras twin of {t['layer']}: {t['project']}  product "
+                  f"{','.join(t['generated']['dense_products'])}")
+            print("  " + _line("QKeras C-sim vs QONNX C-sim", t["check"]))
 
     @export_app.command("finn")
     def finn_cmd(config: Path = _CONFIG, checkpoint: Path = _CKPT, out: Path = _OUT,

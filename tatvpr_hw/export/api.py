@@ -82,11 +82,13 @@ def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", l
                   backend: str = "Vitis", io_type: str = "io_parallel",
                   part: str = "xck26-sfvc784-2LV-c", reuse_factor: int = 1,
                   strategy: str = "Latency", sparsity: float | None = None, n_images: int = 2,
-                  seed: int | None = None, build: bool = True, max_layers: int | None = None
-                  ) -> dict[str, Any]:
+                  seed: int | None = None, build: bool = True, max_layers: int | None = None,
+                  qkeras_twin: bool | int = False) -> dict[str, Any]:
     """Each GEMM of ``block`` -> hls4ml project, C-simulated against PyTorch.
 
     ``max_layers`` limits how many of the block's layers are lowered (the head may have many).
+    ``qkeras_twin``: also build the QKeras twin of the ternary layers (True = all, an int = the
+    first N) and compare the two frontends' C-simulations (needs the ``qkeras`` extra).
     """
     from tatvpr_hw.export.hls4ml_route import check_part, export_layer_hls4ml
 
@@ -96,14 +98,23 @@ def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", l
                                      n_images=n_images, seed=seed)
     if max_layers is not None:
         layers = layers[:max_layers]
-    results = []
+    results, twins = [], []
+    n_twins = len(layers) if qkeras_twin is True else int(qkeras_twin)
     for le in tqdm(layers, desc=f"hls4ml {block}", unit="layer"):
-        results.append(export_layer_hls4ml(le, out_dir, backend=backend, io_type=io_type, part=part,
-                                           reuse_factor=reuse_factor, strategy=strategy, build=build))
+        r, hmodel = export_layer_hls4ml(le, out_dir, backend=backend, io_type=io_type, part=part,
+                                        reuse_factor=reuse_factor, strategy=strategy, build=build,
+                                        return_model=True)
+        results.append(r)
+        if le.ternary and len(twins) < n_twins:
+            from tatvpr_hw.export.qkeras_twin import export_twin_hls4ml
+
+            twins.append(export_twin_hls4ml(le, out_dir, qonnx_hls_model=hmodel, backend=backend,
+                                            io_type=io_type, part=part))
     summary = {"route": "hls4ml", "block": block, "layer": layer, "sparsity": s, "inputs": source,
-               "checkpoint": str(checkpoint) if checkpoint else None, "layers": results}
+               "checkpoint": str(checkpoint) if checkpoint else None, "layers": results,
+               "qkeras_twins": twins}
     write_json(out_dir / "hls4ml.json", summary)
-    for r in results:
+    for r in results + twins:
         Check(**_check_args(r["check"])).require()
     return summary
 
@@ -208,10 +219,18 @@ def write_export_json(run_dir: str | Path, *, qonnx: dict | None = None, hls4ml:
     return write_json(run_dir / "export.json", doc)
 
 
+def qkeras_available() -> bool:
+    """Whether the optional ``qkeras`` extra is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("qkeras", "tf_keras", "tensorflow"))
+
+
 def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM",
                 dse_point: str | Path | None = None) -> dict[str, Any]:
     """The demo's export step on the tiny student: QONNX (whole model), hls4ml (block 0's
-    ternary MLP, io_parallel, Vitis, KV260 part) and the FINN folder (block 0's fc1).
+    ternary MLP, io_parallel, Vitis, KV260 part; the QKeras twin of fc1 when the ``qkeras``
+    extra is installed) and the FINN folder (block 0's fc1).
 
     Artifacts go to ``run_dir/export/{qonnx,hls4ml,finn}``; ``run_dir/export.json`` lists them
     with their verification errors. ``dse_point`` defaults to ``run_dir/dse/best_point.json``
@@ -226,10 +245,12 @@ def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM
     q = export_qonnx(cfg, checkpoint, base / "qonnx")
     times["qonnx"] = time.perf_counter() - t
     t = time.perf_counter()
-    h = export_hls4ml(cfg, checkpoint, base / "hls4ml", block="mlp", layer=0, build=False)
+    h = export_hls4ml(cfg, checkpoint, base / "hls4ml", block="mlp", layer=0, build=False,
+                      qkeras_twin=1 if qkeras_available() else 0)
     times["hls4ml"] = time.perf_counter() - t
     t = time.perf_counter()
     f = export_finn(cfg, checkpoint, base / "finn", board=board, dse_point=dse_point)
     times["finn"] = time.perf_counter() - t
-    path = write_export_json(run_dir, qonnx=q, hls4ml=h, finn=f, time_s=times)
+    twins = h.get("qkeras_twins") or [None]
+    path = write_export_json(run_dir, qonnx=q, hls4ml=h, finn=f, qkeras=twins[0], time_s=times)
     return {"export_json": str(path), "qonnx": q, "hls4ml": h, "finn": f, "time_s": times}
