@@ -95,3 +95,32 @@ def test_read_dse_point(tmp_path):
         fr.read_dse_point(p)
     with pytest.raises(UserError, match="design point file not found"):
         fr.read_dse_point(tmp_path / "nope.json")
+
+
+def test_export_json_and_report_section(tmp_path):
+    """write_export_json rows carry error + bound; the report renders the export section."""
+    from tatvpr_hw.export import write_export_json
+
+    check = {"artifact": "a", "max_abs_err": 1e-4, "mean_abs_err": 1e-5, "bound_max_abs": 2e-2,
+             "bound_mean_abs": 1e-3, "bound_reason": "why-qonnx", "passed": True}
+    qonnx = {"file": "student_clean.onnx", "check": check, "ops": {"TopK": 16},
+             "quant_nodes": {"weights_2bit_narrow": 16, "activation": 16}}
+    layer = {"project": "hls4ml_fc1", "check": {**check, "bound_reason": "why-hls"}, "layer": "fc1",
+             "n_in": 192, "n_out": 768, "backend": "Vitis", "io_type": "io_parallel",
+             "part": "xck26-sfvc784-2LV-c", "ternary": True, "build_command": "cd x && vitis-run",
+             "generated": {"dense_products": ["weight_ternary"], "multiplier_free": True},
+             "time_s": {"gxx_compile": 20.0}}
+    finn = {"dir": "finn", "check": {**check, "passed": False}, "layer": "fc1", "mw": 192, "mh": 768,
+            "board": "KV260_SOM", "command": "./run-docker.sh build_dataflow /x",
+            "folding": {"PE": 8, "SIMD": 16, "adjusted": True, "note": "PE 10 -> 8"}}
+    path = write_export_json(tmp_path, qonnx=qonnx, hls4ml={"layers": [layer]}, finn=finn,
+                             time_s={"qonnx": 60.0})
+    doc = json.loads(path.read_text())
+    assert [r["route"] for r in doc["artifacts"]] == ["qonnx", "hls4ml", "finn"]
+    assert doc["hls4ml_multiplier_free"] is True
+    assert doc["artifacts"][2]["passed"] is False and "PE 10 -> 8" in doc["artifacts"][2]["detail"]
+    from tatvpr_hw.report import render_report
+
+    html = render_report(tmp_path).read_text()
+    assert "Export to FPGA frameworks" in html and "weight_ternary" in html
+    assert "why-hls" in html and "FAIL" in html and "run-docker.sh build_dataflow" in html
