@@ -248,23 +248,36 @@ def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternar
     }
 
 
-def fit_lane_model(rows: list[dict]) -> dict:
-    """Least-squares ``LUT = a*lanes + b*pe + c`` (and the same for FF) over synthesis rows.
+def fit_lane_model(rows: list[dict], acc_bits: int = 32) -> dict:
+    """Least-squares fit of the simulator's MAC-array resource model (sim/resources.py) to
+    synthesis rows:
 
-    Returns the coefficients and the worst relative error of the fit on those rows.
+        LUT (incl. SRL) = lut_per_lane * PE*SIMD + lut_per_accumulator_bit * PE*acc_bits
+        FF              = ff_per_lane * PE*SIMD + ff_per_input_lane * SIMD
+                          + ff_per_accumulator_bit * PE*acc_bits
+
+    The LUT fit uses SIMD >= 2 only (at SIMD = 1 there is no adder tree and yosys folds the lane
+    into the accumulator, so the model overestimates it). Returns coefficients and the worst and
+    mean relative error over the rows used.
     """
-    if len(rows) < 3:
-        raise UserError("fitting the lane model needs at least 3 synthesis points")
-    a = np.array([[r["lanes"], r["pe"], 1.0] for r in rows])
-    out = {}
-    for key in ("lut", "ff"):
-        y = np.array([r[key] + (r["srl"] if key == "lut" else 0) for r in rows], dtype=float)
+    lut_rows = [r for r in rows if r["simd"] >= 2]
+    if len(lut_rows) < 2 or len(rows) < 3:
+        raise UserError("fitting the lane model needs at least 3 synthesis points, 2 of them with SIMD >= 2")
+
+    def fit(sel, feats, target, names):
+        a = np.array([feats(r) for r in sel], dtype=float)
+        y = np.array([target(r) for r in sel], dtype=float)
         coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-        pred = a @ coef
-        rel = np.abs(pred - y) / np.maximum(y, 1.0)
-        out[key] = {"per_lane": float(coef[0]), "per_pe": float(coef[1]), "fixed": float(coef[2]),
-                    "max_rel_error": float(rel.max()), "mean_rel_error": float(rel.mean())}
-    return out
+        rel = np.abs(a @ coef - y) / np.maximum(y, 1.0)
+        return {**{n: float(c) for n, c in zip(names, coef)},
+                "max_rel_error": float(rel.max()), "mean_rel_error": float(rel.mean()), "points": len(sel)}
+
+    return {
+        "lut": fit(lut_rows, lambda r: [r["lanes"], r["pe"] * acc_bits], lambda r: r["lut"] + r["srl"],
+                   ["lut_per_lane", "lut_per_accumulator_bit"]),
+        "ff": fit(rows, lambda r: [r["lanes"], r["simd"], r["pe"] * acc_bits], lambda r: r["ff"],
+                  ["ff_per_lane", "ff_per_input_lane", "ff_per_accumulator_bit"]),
+    }
 
 
 # --------------------------------------------------------------------------------- iCE40

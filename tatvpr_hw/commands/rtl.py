@@ -83,9 +83,11 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             print(f"{r['family']:6} {r['pe']:>3}x{r['simd']:<4} {r['lanes']:>6} {r['lut']:>6} {r['srl']:>4} "
                   f"{r['ff']:>6} {r['carry']:>6} {r['dsp']:>4}")
         for fam, fit in table["fit"].items():
-            f = fit["lut"]
-            print(f"{fam}: LUT ~= {f['per_lane']:.2f}/lane + {f['per_pe']:.1f}/PE + {f['fixed']:.0f} "
-                  f"(max error {100 * f['max_rel_error']:.1f}%)")
+            lut, ff = fit["lut"], fit["ff"]
+            print(f"{fam}: LUT ~= {lut['lut_per_lane']:.2f}/lane + {lut['lut_per_accumulator_bit']:.3f}/accumulator bit "
+                  f"(max error {100 * lut['max_rel_error']:.1f}%, SIMD >= 2); FF ~= {ff['ff_per_lane']:.2f}/lane + "
+                  f"{ff['ff_per_input_lane']:.2f}/input lane + {ff['ff_per_accumulator_bit']:.3f}/accumulator bit "
+                  f"(max error {100 * ff['max_rel_error']:.1f}%)")
         if table["int8_comparison"]:
             print("int8 x int8 comparison (same array):")
             for r in table["int8_comparison"]:
