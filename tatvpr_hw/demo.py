@@ -1,0 +1,134 @@
+"""``tatvpr demo`` / ``make demo``: the whole flow, offline, on the tiny configuration.
+
+The flow is an ordered list of named steps (:mod:`tatvpr_hw.flow`): each records its result
+and wall time in ``<run_dir>/steps.json``, so a killed demo resumes at the first unfinished
+step and ``--from`` / ``--to`` rerun a slice. Everything lands under the run folder
+(default ``reports/demo/``): the synthetic benchmark, checkpoints, traces, simulator results,
+exported artifacts, the HLS and RTL checks, and ``index.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tatvpr_hw.config import Config, config_to_dict, load_config, parse_config
+from tatvpr_hw.flow import FlowContext, NamedStep, run_flow
+
+log = logging.getLogger(__name__)
+
+DEMO_SPARSITIES_TRACE = (0.0, 0.2, 0.4, 0.6)
+RTL_TRACE_SPARSITY = 0.4
+
+
+def demo_config(config_path: str | Path, run_dir: Path) -> Config:
+    """The config with the benchmark and checkpoints relocated into the run folder."""
+    cfg = load_config(config_path)
+    data = config_to_dict(cfg)
+    data["data"]["root"] = str(run_dir / "data")
+    data["train"]["out_dir"] = str(run_dir / "checkpoints")
+    return parse_config(data, str(config_path))
+
+
+def _ckpt(ctx: FlowContext, stage: str) -> Path:
+    return Path(ctx.results[stage]["checkpoint"])
+
+
+def _train(stage: str):
+    def step(ctx: FlowContext) -> dict[str, Any]:
+        from tatvpr_hw.training import run_stage
+
+        path = run_stage(ctx.cfg, stage, resume=True)
+        return {"checkpoint": str(path)}
+    return step
+
+
+def step_models(ctx: FlowContext) -> dict[str, Any]:
+    """Exact footprint of the trained student (its real packed codes)."""
+    from brevitas_models.checkpoint import load_model
+    from brevitas_models.footprint import footprint
+    from tatvpr_hw.io import write_json
+
+    model, _ = load_model(_ckpt(ctx, "finetune"), ctx.cfg.model)
+    fp = footprint(model, model.img_size, pack_weights=True)
+    path = write_json(ctx.run_dir / "footprint.json", fp)
+    return {"footprint": str(path), "backbone_bytes": fp.get("backbone_bytes")}
+
+
+def step_trace(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.tracing import trace_demo
+
+    paths = trace_demo(ctx.cfg, _ckpt(ctx, "finetune"), DEMO_SPARSITIES_TRACE, ctx.run_dir / "traces",
+                       seed=ctx.cfg.seed)
+    return {"traces": {str(s): str(p) for s, p in paths.items()}}
+
+
+def _traces(ctx: FlowContext) -> dict[float, Path]:
+    return {float(s): Path(p) for s, p in ctx.results["trace"]["traces"].items()}
+
+
+def step_sim(ctx: FlowContext) -> dict[str, Any]:
+    from sim.report import sim_demo
+
+    data = sim_demo(_traces(ctx), ctx.run_dir)
+    return {"sim_json": str(ctx.run_dir / "sim.json"), "arch": str(data.get("arch", ""))}
+
+
+def step_dse(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.tracing import dse_demo
+
+    res = dse_demo(_traces(ctx), ctx.run_dir / "dse")
+    return {"table": str(res["table"]), "best_point": str(res["best_point"]), "points": res["points"],
+            "best": res["best"]}
+
+
+def step_export(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.export.api import export_demo
+
+    res = export_demo(ctx.cfg, _ckpt(ctx, "finetune"), ctx.run_dir,
+                      dse_point=ctx.results["dse"]["best_point"])
+    return {"export_json": res["export_json"], "time_s": res.get("time_s")}
+
+
+def step_hls(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.hlsflow.demo import hls_demo
+
+    traces = _traces(ctx)
+    res = hls_demo(ctx.run_dir, _ckpt(ctx, "finetune"), seed=ctx.cfg.seed,
+                   trace_path=traces.get(RTL_TRACE_SPARSITY), dse_point=ctx.results["dse"]["best_point"])
+    return {k: v for k, v in res.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def step_rtl(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.rtl import rtl_demo
+
+    return rtl_demo(ctx.run_dir, _traces(ctx)[RTL_TRACE_SPARSITY], seed=ctx.cfg.seed)
+
+
+def demo_steps() -> list[NamedStep]:
+    from tatvpr_hw.evaluation import flow_step_data, flow_step_eval, flow_step_report
+
+    return [
+        NamedStep("data", flow_step_data, "write the synthetic benchmark (GSV-Cities + VPR layouts)"),
+        NamedStep("teacher", _train("teacher"), "train the float teacher (multi-similarity loss)"),
+        NamedStep("distill", _train("distill"), "stage 1+2: ternary student from the teacher, token distillation"),
+        NamedStep("finetune", _train("finetune"), "stage 3: metric fine-tuning of the head and last blocks"),
+        NamedStep("eval", flow_step_eval, "Recall@N, GMACs and memory over the sparsity sweep"),
+        NamedStep("models", step_models, "exact footprint of the trained student"),
+        NamedStep("trace", step_trace, "workload traces of one query at several sparsities"),
+        NamedStep("sim", step_sim, "cycle-level simulation: latency and energy per query (KV260)"),
+        NamedStep("dse", step_dse, "design-space sweep and Pareto front"),
+        NamedStep("export", step_export, "QONNX, hls4ml (C-simulated) and FINN exports, verified"),
+        NamedStep("hls", step_hls, "packed-ternary HLS IP: C-simulation on real layers, KV260 project"),
+        NamedStep("rtl", step_rtl, "RTL tile vs simulator (Verilator), iCE40 bitstream"),
+        NamedStep("report", flow_step_report, "HTML report"),
+    ]
+
+
+def run_demo(config_path: str | Path = "configs/tiny.yaml", run_dir: str | Path = "reports/demo", *,
+             start: str | None = None, stop: str | None = None, force: bool = False) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg = demo_config(config_path, run_dir)
+    ctx = FlowContext(cfg, run_dir)
+    return run_flow(demo_steps(), ctx, start=start, stop=stop, force=force)
