@@ -226,8 +226,12 @@ def qkeras_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("qkeras", "tf_keras", "tensorflow"))
 
 
+DEMO_SPARSITY = 0.4  # the paper's operating point: the top-k is in every exported graph
+
+
 def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM",
-                dse_point: str | Path | None = None) -> dict[str, Any]:
+                dse_point: str | Path | None = None, sparsity: float = DEMO_SPARSITY
+                ) -> dict[str, Any]:
     """The demo's export step on the tiny student: QONNX (whole model), hls4ml (block 0's
     ternary MLP, io_parallel, Vitis, KV260 part; the QKeras twin of fc1 when the ``qkeras``
     extra is installed) and the FINN folder (block 0's fc1).
@@ -242,14 +246,16 @@ def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM
         dse_point = run_dir / "dse" / "best_point.json"
     times = {}
     t = time.perf_counter()
-    q = export_qonnx(cfg, checkpoint, base / "qonnx")
+    q = export_qonnx(cfg, checkpoint, base / "qonnx", sparsity=sparsity)
     times["qonnx"] = time.perf_counter() - t
     t = time.perf_counter()
     h = export_hls4ml(cfg, checkpoint, base / "hls4ml", block="mlp", layer=0, build=False,
+                      sparsity=sparsity,
                       qkeras_twin=1 if qkeras_available() else 0)
     times["hls4ml"] = time.perf_counter() - t
     t = time.perf_counter()
-    f = export_finn(cfg, checkpoint, base / "finn", board=board, dse_point=dse_point)
+    f = export_finn(cfg, checkpoint, base / "finn", board=board, dse_point=dse_point,
+                    sparsity=sparsity)
     times["finn"] = time.perf_counter() - t
     twins = h.get("qkeras_twins") or [None]
     path = write_export_json(run_dir, qonnx=q, hls4ml=h, finn=f, qkeras=twins[0], time_s=times)

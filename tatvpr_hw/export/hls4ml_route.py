@@ -9,8 +9,8 @@ hls4ml turns the int8 input ``Quant`` into ``ApplyAlpha(1/s_x) -> int8``, the te
 ``Quant`` into integer weights followed by ``ApplyAlpha(s_x * gamma, bias)``. The precisions are
 derived from the Brevitas scales (:func:`precision_plan`), not left at hls4ml's defaults:
 
-- input ``fixed<I+F, I>``: ``I`` covers ``127 s_x`` (+ sign), ``F = ceil(-log2 s_x) + 10``, so the
-  input is resolved to ``s_x / 1024`` before it is rounded to int8;
+- input ``fixed<I+F, I, RND, SAT>``: ``I`` covers ``127 s_x`` (+ sign), ``F = ceil(-log2 s_x) + 14``,
+  so the input is resolved to ``s_x / 2**14`` before it is rounded to int8;
 - ``1/s_x`` with 18 fractional bits;
 - the Dense accumulator and result ``ap_fixed<A, A>`` (an integer): ``A = ceil(log2(127 K + 1)) + 1``
   holds any sum of K int8 x ternary products exactly;
@@ -24,7 +24,7 @@ generated ``parameters.h`` / ``defines.h``.
 
 Error bound of the C-simulation against PyTorch: the integer GEMM is exact; what differs is
 the int8 rounding of the input (hls4ml computes ``x * (1/s_x)`` in fixed point, PyTorch
-``x / s_x`` in float32: a value within ~2^-10 of a rounding boundary can land on the other side,
+``x / s_x`` in float32: a value within ~2^-15 s_x of a rounding boundary can land on the other side,
 changing one code by one, which moves output ``n`` by ``s_x * gamma_n``) and the fixed-point
 output scale/bias (< 1e-3 relative). Bound: ``max |err| <= 2 s_x gamma_max + 1e-3 max|y|`` and
 ``mean |err| <= 0.05 s_x gamma_max + 1e-4 max|y|``.
@@ -83,7 +83,7 @@ def precision_plan(le: LayerExport) -> dict[str, Any]:
     k = le.in_features
     bias = le.module.bias.detach().numpy() if le.module.bias is not None else np.zeros(1)
     in_int = max(1, math.ceil(math.log2(qmax * s_x + 1e-30)) + 2)
-    in_frac = max(0, math.ceil(-math.log2(s_x))) + 10
+    in_frac = max(0, math.ceil(-math.log2(s_x))) + 14
     inv = 1.0 / s_x
     acc_bits = math.ceil(math.log2(qmax * wmax * k + 1)) + 1
     out_scale = s_x * gamma
@@ -96,7 +96,9 @@ def precision_plan(le: LayerExport) -> dict[str, Any]:
         + float(np.abs(bias).max())
     y_int = max(1, math.ceil(math.log2(y_max + 1e-30)) + 2)
     return {
-        "input": _fixed(in_int, in_frac),
+        # rounded (not truncated) on entry, so only inputs within s_x / 2**15 of an int8
+        # rounding boundary can round differently from PyTorch
+        "input": _fixed(in_int, in_frac)[:-1] + ",RND,SAT>",
         "input_inv_scale": _fixed(max(1, math.ceil(math.log2(inv)) + 2), 18),
         # int8 codes: round half to even (torch.round), symmetric saturation (narrow range)
         "input_codes": f"fixed<{le.act_bits},{le.act_bits},RND_CONV,SAT_SYM>",
