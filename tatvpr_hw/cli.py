@@ -34,6 +34,9 @@ for _module in (models, data, training, evaluation, simulate, dse, export_fw, ex
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tatvpr`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # third-party chatter at INFO (faiss' CPU-feature probing, Lightning's tips) hides our progress
+    for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app(args=argv, standalone_mode=False)
     except (UserError, SimInputError) as err:
