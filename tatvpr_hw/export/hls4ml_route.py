@@ -11,7 +11,7 @@ derived from the Brevitas scales (:func:`precision_plan`), not left at hls4ml's 
 
 - input ``fixed<I+F, I, RND, SAT>``: ``I`` covers ``127 s_x`` (+ sign), ``F = ceil(-log2 s_x) + 14``,
   so the input is resolved to ``s_x / 2**14`` before it is rounded to int8;
-- ``1/s_x`` with 18 fractional bits;
+- ``1/s_x`` with 28 fractional bits (its rounding error times a code up to 127 stays ~1e-6);
 - the Dense accumulator and result ``ap_fixed<A, A>`` (an integer): ``A = ceil(log2(127 K + 1)) + 1``
   holds any sum of K int8 x ternary products exactly;
 - the output scale ``s_x * gamma`` with 16 significant fractional bits below its leading one,
@@ -99,7 +99,7 @@ def precision_plan(le: LayerExport) -> dict[str, Any]:
         # rounded (not truncated) on entry, so only inputs within s_x / 2**15 of an int8
         # rounding boundary can round differently from PyTorch
         "input": _fixed(in_int, in_frac)[:-1] + ",RND,SAT>",
-        "input_inv_scale": _fixed(max(1, math.ceil(math.log2(inv)) + 2), 18),
+        "input_inv_scale": _fixed(max(1, math.ceil(math.log2(inv)) + 2), 28),
         # int8 codes: round half to even (torch.round), symmetric saturation (narrow range)
         "input_codes": f"fixed<{le.act_bits},{le.act_bits},RND_CONV,SAT_SYM>",
         "weight": f"int<{le.weight_bits}>",
