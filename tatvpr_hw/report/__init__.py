@@ -11,7 +11,8 @@ The page is self-contained in its folder (figures by relative path, CSS inline).
   belong to the section (``<name>_*.png|svg|jpg`` at the top level and every image under
   ``run_dir/<name>/``), as paths relative to ``run_dir``. A section without its template is
   shown as a generic table of its JSON; a section whose JSON or template fails is shown as an
-  error box naming the file, and the rest of the report still renders;
+  error box naming the file, and the rest of the report still renders. Filters for section
+  templates: ``num`` (compact number), ``fixed(digits)`` (fixed decimals), ``tojson_pretty``;
 - the run configuration (``config.json``) as YAML.
 """
 
@@ -45,6 +46,7 @@ def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
+    env.filters["fixed"] = lambda v, digits=2: "" if v is None else f"{float(v):.{digits}f}"
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str)
     env.tests["mapping"] = lambda v: isinstance(v, dict)
     env.tests["sequence_of_mappings"] = lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)

@@ -60,7 +60,7 @@ def _img_srcs(html):
 def test_ml_only(run_dir, templates):
     html = report.render_report(run_dir).read_text()
     assert "81.25" in html and "77.75" in html
-    assert "40 %" in html                                    # MACs saved at s = 0.4 vs s = 0
+    assert "40.0 %" in html                                  # MACs saved at s = 0.4 vs s = 0
     assert "-0.75" in html                                   # R@1 delta at s = 0.4
     assert _img_srcs(html) == [FIG_2A, FIG_2B]               # relative paths, inside the run folder
     assert "backbone: vit_tiny" in html                      # config as YAML
