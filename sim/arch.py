@@ -18,7 +18,11 @@ Fields, with units (see docs/simulator.md for what each changes):
   ``weight_format`` ``ternary2`` (2 bits/weight) or ``ternary1.6`` (5 trits/byte, decoded on
   the way into the weight buffer; ``decode_latency_cycles`` added to every weight transfer),
   ``skip_mode`` ``none|act|weight|both`` (ENGINE.md), ``accumulator_bits``,
-  ``adder_tree_stages`` (null = ``ceil(log2 simd)``; the fill is ``stages + 2``).
+  ``adder_tree_stages`` (null = ``ceil(log2 simd)``; the fill is ``stages + 2``);
+  ``mode`` ``mvau`` (default: the ENGINE.md machine) or ``systolic`` (a dense ``pe x simd``
+  systolic array of ternary lanes whose compute cycles are SCALE-Sim v3's,
+  :func:`sim.systolic.systolic_cycles`; ``skip_mode`` must be ``none``) and ``dataflow``
+  ``os|ws|is`` (systolic mode only; rows = ``pe``, cols = ``simd``).
 - ``int8_unit``: DSP-based int8 x int8 GEMM unit for attention and non-ternary linears:
   an output-stationary ``rows x cols`` grid of MACs, ``macs_per_dsp`` int8 MACs per DSP slice,
   ``pipeline_cycles`` per GEMM.
@@ -53,6 +57,8 @@ DEFAULT_ARCH = ARCH_DIR / "kv260.yaml"
 RESOURCE_MODEL = BOARD_DIR / "resource_model.yaml"
 
 SKIP_MODES = ("none", "act", "weight", "both")
+COMPUTE_MODES = ("mvau", "systolic")
+DATAFLOWS = ("os", "ws", "is")
 WEIGHT_FORMATS = ("ternary2", "ternary1.6")
 VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
 BITS_PER_WEIGHT = {"ternary2": 2.0, "ternary1.6": 1.6}
@@ -72,6 +78,16 @@ class ComputeSpec(_Strict):
     accumulator_bits: int = Field(32, ge=8, le=64)
     adder_tree_stages: int | None = Field(None, ge=0, le=16, description="null = ceil(log2 simd)")
     decode_latency_cycles: int = Field(3, ge=0, le=1000, description="ternary1.6 decoder pipeline, per transfer")
+    mode: Literal["mvau", "systolic"] = Field("mvau", description="mvau = ENGINE.md; systolic = dense SCALE-Sim array")
+    dataflow: Literal["os", "ws", "is"] = Field("os", description="systolic mode: which operand stays in the array")
+
+    @model_validator(mode="after")
+    def _systolic_dense(self) -> "ComputeSpec":
+        if self.mode == "systolic" and self.skip_mode != "none":
+            raise ValueError(f"compute.skip_mode = {self.skip_mode!r} with compute.mode = 'systolic': the systolic "
+                             f"array is dense (no zero-skipping); allowed with mode 'systolic': skip_mode 'none' "
+                             f"(or use mode 'mvau' for {self.skip_mode!r} skipping)")
+        return self
 
     @model_validator(mode="after")
     def _tree(self) -> "ComputeSpec":
@@ -323,7 +339,8 @@ class Arch:
 
     def __repr__(self) -> str:
         c = self.spec.compute
-        return (f"Arch({self.name!r}, pe={c.pe}, simd={c.simd}, {c.weight_format}, skip={c.skip_mode}, "
+        kind = f"systolic-{c.dataflow}, " if c.mode == "systolic" else ""
+        return (f"Arch({self.name!r}, {kind}pe={c.pe}, simd={c.simd}, {c.weight_format}, skip={c.skip_mode}, "
                 f"{self.spec.clock_mhz} MHz, board={self.board.name})")
 
 

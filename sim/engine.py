@@ -157,9 +157,21 @@ class LayerTiming:
     counts: dict = field(default_factory=dict)
 
 
+def _check_accumulator(op, arch) -> None:
+    """The int32-style accumulator must hold K products of |int8| <= 128 without overflow."""
+    bits = arch.spec.compute.accumulator_bits
+    if op.k * 128 > 2 ** (bits - 1):
+        need = math.ceil(math.log2(op.k * 128)) + 1
+        raise SimInputError(f"{arch.source}: compute.accumulator_bits = {bits} can overflow on layer "
+                            f"{op.name!r} (K = {op.k} int8 products); need at least {need} bits")
+
+
 def ternary_layer(op, arch) -> LayerTiming:
-    """Cycles and action counts of a :class:`sim.trace.TernaryLinearOp` on ``arch``."""
+    """Cycles and action counts of a :class:`sim.trace.TernaryLinearOp` on ``arch``
+    (``compute.mode: systolic`` goes to :func:`systolic_layer`)."""
     c = arch.spec.compute
+    if c.mode == "systolic":
+        return systolic_layer(op, arch)
     pe, simd, mode, fmt = c.pe, c.simd, c.skip_mode, c.weight_format
     m, k, n = op.m, op.k, op.n
     n_f = -(-n // pe)
@@ -175,11 +187,7 @@ def ternary_layer(op, arch) -> LayerTiming:
             f"{halves} fold(s) of layer {op.name!r} ({pe} x {k} 2-bit weights = {fold_buf_bytes} bytes each); "
             f"need buffers.weights_kb >= {halves * fold_buf_bytes / 1024:g} or a smaller compute.pe")
 
-    # the int32-style accumulator must hold K products of |int8| <= 128 without overflow
-    if k * 128 > 2 ** (c.accumulator_bits - 1):
-        need = math.ceil(math.log2(k * 128)) + 1
-        raise SimInputError(f"{arch.source}: compute.accumulator_bits = {c.accumulator_bits} can overflow on layer "
-                            f"{op.name!r} (K = {k} int8 products); need at least {need} bits")
+    _check_accumulator(op, arch)
 
     nnz_act = op.act_nnz_per_row()
     nnz_w = op.weight_nnz_per_row()
@@ -248,6 +256,82 @@ def ternary_layer(op, arch) -> LayerTiming:
     compute_total = int(comp.sum())
     return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(xfer.sum()),
                        cycles - compute_total - fill - lat, fill, lat, bool(resident), counts)
+
+
+def systolic_layer(op, arch) -> LayerTiming:
+    """A ternary layer on a dense ``pe x simd`` systolic array (``compute.mode: systolic``).
+
+    GEMM ``[M,K] x [K,N]`` (tokens, input, output channels) with rows = ``pe``, cols = ``simd``
+    and ``compute.dataflow``; folds in SCALE-Sim's order (:func:`sim.systolic.systolic_folds`).
+
+    - compute ``C_f``: SCALE-Sim v3's fold cycles (``os``: ``K + pe + simd - 2``; ``ws``/``is``:
+      ``T + 2 pe + simd - 2``), the last one minus 1: ``sum C_f == systolic_cycles(M, N, K, pe,
+      simd, dataflow)``; they include the array's fill and drain, so no ENGINE.md fill is added.
+    - transfer ``X_f = ceil((w_f * bits / 8 + A_f) / B)`` (+ the ternary1.6 decoder latency): fold
+      f fetches the weight slice it uses (``w_f`` weights; no reuse across folds) and, when the
+      layer input does not fit the activation buffer, its activation slice (``A_f`` bytes).
+    - layer cycles: the same overlap as ENGINE.md with ``fill = 0``: ``L + X_0 + sum_f
+      max(C_f, X_{f+1})`` (double buffering) else ``L + sum_f (X_f + C_f)``.
+    - actions (dense, nothing skipped): every pair M*N*K is one ternary add/sub and one
+      accumulator (partial-sum) add; weight buffer written and read ``2 * sum w_f`` bits, the
+      activation buffer read ``8 * sum a_f`` bits (each operand enters the array once per fold
+      and moves PE to PE inside it); output buffer written 8 bits per final output and 32 bits
+      per partial sum of an earlier K fold (``ws``/``is``; their read-back is not charged);
+      DRAM ``sum ceil(w_f * bits)`` weight bits; one requantisation per output.
+    """
+    from sim.systolic import systolic_folds
+
+    c = arch.spec.compute
+    pe, simd, fmt = c.pe, c.simd, c.weight_format
+    m, k, n = op.m, op.k, op.n
+    sf = systolic_folds(m, n, k, pe, simd, c.dataflow)
+    w_max = int(sf.weight_elems.max())
+    fold_buf_bytes = math.ceil(w_max * CODE_BITS / 8)
+    halves = 2 if arch.spec.double_buffering else 1
+    if halves * fold_buf_bytes > arch.spec.buffers.weights_kb * 1024:
+        raise SimInputError(
+            f"{arch.source}: weight buffer of {arch.spec.buffers.weights_kb:g} KiB cannot hold {halves} "
+            f"systolic fold(s) ({c.dataflow}) of layer {op.name!r} ({w_max} 2-bit weights = {fold_buf_bytes} bytes "
+            f"each); need buffers.weights_kb >= {halves * fold_buf_bytes / 1024:g} or a smaller array")
+    _check_accumulator(op, arch)
+
+    bits = Fraction(2) if fmt == "ternary2" else Fraction(8, 5)
+    act_bytes = act_buffer_bytes(m, k)
+    resident = act_bytes <= arch.spec.buffers.activations_kb * 1024
+    dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
+    bpc = arch.dram_bytes_per_cycle
+    a_f = np.zeros_like(sf.act_elems) if resident else sf.act_elems * ACT_BITS // 8
+    # exact rational ceil per distinct (weights, activation bytes) slice: only the edge tiles differ
+    pairs_wa, inv = np.unique(np.stack([sf.weight_elems, a_f], axis=1), axis=0, return_inverse=True)
+    per = np.array([transfer_cycles(int(w) * bits / 8 + int(a), bpc) for w, a in pairs_wa], dtype=np.int64)
+    xfer = per[inv.reshape(-1)] + dec
+    comp = sf.cycles
+    lat = arch.dram_latency_cycles
+    cycles = layer_cycles(comp, xfer, double_buffering=arch.spec.double_buffering, fill=0, latency=lat)
+
+    pairs = m * n * k
+    w_total = int(sf.weight_elems.sum())
+    counts = {
+        "pairs_dense": pairs,
+        "pairs_processed": pairs,
+        "pairs_skipped": 0,
+        "acc_updates": pairs,
+        "index_decodes": 0,
+        "intersect_compares": 0,
+        "weight_buf_write_bits": w_total * CODE_BITS,
+        "weight_buf_read_bits": w_total * CODE_BITS,
+        "act_buf_read_bits": int(sf.act_elems.sum()) * ACT_BITS,
+        "out_buf_write_bits": int(np.where(sf.out_final, OUT_BITS, 32) @ sf.out_elems),
+        "requant_mults": m * n,
+        "dram_weight_bits": int(-(-(sf.weight_elems * bits.numerator) // bits.denominator).sum()),
+        "dram_act_bits": 0 if resident else int(sf.act_elems.sum()) * ACT_BITS,
+        "base3_decodes": int((-(-sf.weight_elems // 5)).sum()) if fmt == "ternary1.6" else 0,
+        "nnz_act": int(op.act_nnz_per_row().sum()),
+        "nnz_weight": int(op.weight_nnz_per_row().sum()),
+    }
+    compute_total = int(comp.sum())
+    return LayerTiming(op.name, m, k, n, sf.gemm.folds, cycles, compute_total, int(xfer.sum()),
+                       cycles - compute_total - lat, 0, lat, bool(resident), counts)
 
 
 # ----------------------------------------------------------------------- int8 unit, vector unit

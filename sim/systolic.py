@@ -46,6 +46,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
+import numpy as np
+
 from sim.errors import SimInputError
 
 Dataflow = Literal["os", "ws", "is"]
@@ -146,3 +148,55 @@ def trace_systolic(ops: Iterable, rows: int, cols: int, dataflow: str,
             raise SimInputError(f"systolic: clock_mhz = {clock_mhz!r}: must be > 0")
         out["latency_ms"] = total / (clock_mhz * 1e3)
     return out
+
+
+# ------------------------------------------------------------------ per-fold operand slices
+
+@dataclass(frozen=True)
+class SystolicFolds:
+    """Per-fold sizes (elements) of one GEMM on the array, folds in SCALE-Sim's order
+    (row folds outer, column folds inner); what the simulator's ``systolic`` mode charges.
+
+    ``weight_elems[f]`` / ``act_elems[f]``: elements of ``B`` (weights ``[k, n]``) and ``A``
+    (activations ``[m, k]``) that fold ``f`` feeds into the array; ``out_elems[f]``: outputs
+    it produces; ``out_final[f]``: True when those are final sums (``os``: always; ``ws`` /
+    ``is``: only in the last K row fold, earlier ones are partial sums); ``cycles[f]``:
+    ``fold_cycles``, minus 1 in the last fold, so ``cycles.sum() == systolic_cycles(...)``.
+
+    Per dataflow (``r`` = the fold's row-tile size, ``c`` = its column-tile size)::
+
+        os:  weights K*c   activations r*K   outputs r*c (final)
+        ws:  weights r*c   activations M*r   outputs M*c (final in the last K tile)
+        is:  weights r*N   activations r*c   outputs c*N (final in the last K tile)
+    """
+
+    gemm: SystolicGemm
+    weight_elems: np.ndarray
+    act_elems: np.ndarray
+    out_elems: np.ndarray
+    out_final: np.ndarray
+    cycles: np.ndarray
+
+
+def _tiles(size: int, tile: int) -> np.ndarray:
+    t = np.full(-(-size // tile), tile, dtype=np.int64)
+    t[-1] = size - tile * (len(t) - 1)
+    return t
+
+
+def systolic_folds(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> SystolicFolds:
+    """Per-fold operand slices and cycles of ``[m,k] x [k,n]`` (see :class:`SystolicFolds`)."""
+    g = systolic_gemm(m, n, k, rows, cols, dataflow)
+    sr, sc, _ = _mapping(m, n, k, dataflow)
+    r = np.repeat(_tiles(sr, rows), -(-sc // cols))  # row tile of each fold (outer loop)
+    c = np.tile(_tiles(sc, cols), -(-sr // rows))    # column tile of each fold (inner loop)
+    last_row = np.repeat(np.arange(-(-sr // rows)) == -(-sr // rows) - 1, -(-sc // cols))
+    if dataflow == "os":
+        w, a, o, fin = k * c, r * k, r * c, np.ones_like(last_row)
+    elif dataflow == "ws":
+        w, a, o, fin = r * c, m * r, m * c, last_row
+    else:  # is
+        w, a, o, fin = r * n, r * c, c * n, last_row
+    cyc = np.full(g.folds, g.fold_cycles, dtype=np.int64)
+    cyc[-1] -= 1
+    return SystolicFolds(g, w.astype(np.int64), a.astype(np.int64), o.astype(np.int64), fin.astype(bool), cyc)
