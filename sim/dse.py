@@ -799,3 +799,86 @@ def pd_isnan(v: Any) -> bool:
         return math.isnan(float(v))
     except (TypeError, ValueError):
         return False
+
+
+# ------------------------------------------------------------------------- report summary
+
+REPORT_FORMAT = "tatvpr-dse-summary"
+PARETO_TABLE_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "resource_frac", "resource_mean")
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies under it (POSIX form), else its absolute path."""
+    try:
+        return path.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+def dse_summary(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> dict:
+    """The report's view of a finished sweep folder (what ``run_dir/dse.json`` holds).
+
+    Reads ``results.csv``, ``sweep.json`` and ``best_point.json`` (when present) of
+    ``sweep_dir``; paths in the result are relative to ``run_dir`` (default: the sweep
+    folder's parent). Keys: ``format``, ``version``, ``simulated`` (always true),
+    ``arch`` (base arch file), ``sweep`` (the sweep file), ``board``, ``axes`` (column ->
+    values), ``select`` (metric, sparsity), ``points`` (rows), ``fit`` (rows that fit the
+    board), ``failed`` (rows the simulator rejected), ``per_trace`` (trace, sparsity, points,
+    fit, pareto), ``pareto`` (the Pareto points: trace, sparsity, axis values and
+    :data:`PARETO_TABLE_COLUMNS`, sorted by sparsity then latency), ``best`` (best_point.json
+    or null), ``plot`` (pareto.png or null), ``table`` / ``sweep_json`` / ``best_point``
+    (file paths), ``seconds`` (the sweep's run time).
+    """
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    run_dir = Path(run_dir) if run_dir is not None else sweep_dir.parent
+    csv = sweep_dir / "results.csv"
+    if not csv.is_file():
+        raise SimInputError(f"{csv}: no sweep results (run `tatvpr dse --out {sweep_dir}` first)")
+    df = pd.read_csv(csv, keep_default_na=True)
+    for col in ("trace", "fits", "pareto", "latency_ms", "energy_mj"):
+        if col not in df.columns:
+            raise SimInputError(f"{csv}: column {col!r} missing; not a table written by `tatvpr dse`")
+    meta = json.loads((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").is_file() else {}
+    spec = meta.get("spec", {})
+    axes = spec.get("axes") or {}
+    best_path = sweep_dir / "best_point.json"
+    best = read_best_point(best_path) if best_path.is_file() else None
+    plot = sweep_dir / "pareto.png"
+
+    fits = df["fits"].astype(bool)
+    pareto = df["pareto"].astype(bool)
+    err = df["error"].fillna("").astype(str) if "error" in df.columns else pd.Series([""] * len(df))
+    per_trace = []
+    for trace, grp in df.groupby("trace", sort=False):
+        per_trace.append({"trace": Path(str(trace)).name, "sparsity": _py(grp["sparsity"].iloc[0]),
+                          "points": int(len(grp)), "fit": int(fits[grp.index].sum()),
+                          "pareto": int(pareto[grp.index].sum())})
+    cols = [c for c in axes if c in df.columns] + [c for c in PARETO_TABLE_COLUMNS if c in df.columns]
+    front = df[pareto].sort_values(["sparsity", "latency_ms"], kind="stable")
+    rows = [{"trace": Path(str(r["trace"])).name, "sparsity": _py(r["sparsity"]),
+             **{c: _py(r[c]) for c in cols}} for _, r in front.iterrows()]
+    if best is not None:
+        best = {**best, "trace": Path(str(best.get("trace"))).name, "arch": _rel(Path(best["arch"]), SIM_DIR.parent)}
+    return {
+        "format": REPORT_FORMAT, "version": 1, "simulated": True,
+        "arch": _rel(Path(spec["arch"]), SIM_DIR.parent) if spec.get("arch") else None,
+        "sweep": (None if not meta.get("source") else meta["source"] if str(meta["source"]).startswith("<")
+                  else _rel(Path(meta["source"]), SIM_DIR.parent)),
+        "board": spec.get("board") or (best or {}).get("board"),
+        "axes": axes, "select": spec.get("select"),
+        "points": int(len(df)), "fit": int(fits.sum()), "failed": int((err != "").sum()),
+        "per_trace": per_trace, "pareto_columns": cols, "pareto": rows, "best": best,
+        "plot": _rel(plot, run_dir) if plot.is_file() else None,
+        "table": _rel(csv, run_dir),
+        "sweep_json": _rel(sweep_dir / "sweep.json", run_dir) if meta else None,
+        "best_point": _rel(best_path, run_dir) if best is not None else None,
+        "seconds": meta.get("seconds"),
+    }
+
+
+def write_dse_summary(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
+    """Write :func:`dse_summary` to ``run_dir/dse.json`` (rendered by the report's ``dse`` section)."""
+    run_dir = Path(run_dir)
+    return _write_json(run_dir / "dse.json", dse_summary(sweep_dir, run_dir))

@@ -76,9 +76,11 @@ def step_sim(ctx: FlowContext) -> dict[str, Any]:
 
 
 def step_dse(ctx: FlowContext) -> dict[str, Any]:
+    from sim.dse import write_dse_summary
     from tatvpr_hw.tracing import dse_demo
 
     res = dse_demo(_traces(ctx), ctx.run_dir / "dse")
+    write_dse_summary(res["out_dir"], ctx.run_dir)  # run_dir/dse.json: the report's dse section
     return {"table": str(res["table"]), "best_point": str(res["best_point"]), "points": res["points"],
             "best": res["best"]}
 
