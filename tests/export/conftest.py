@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# the QKeras twin needs tf.keras = Keras 2; set it before anything in this worker loads TensorFlow
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest
 import torch
