@@ -5,7 +5,7 @@ The page is self-contained in its folder (figures by relative path, CSS inline).
 - the ML results, from ``metrics.json`` / ``eval.json`` / the two figures written by
   :func:`tatvpr_hw.evaluation.evaluate_run` (template ``section_ml.html.j2``);
 - one pluggable section per other area: when ``run_dir/<name>.json`` exists for a name in
-  :data:`SECTIONS` (``sim``, ``export``, ``hls``, ``rtl``) -- or for any other name with a
+  :data:`SECTIONS` (``sim``, ``dse``, ``export``, ``hls``, ``rtl``, in that order) -- or any name with a
   template ``templates/section_<name>.html.j2`` -- that template is rendered with
   ``data`` = the parsed JSON, ``name``, and ``figures`` = image files of the run folder that
   belong to the section (``<name>_*.png|svg|jpg`` at the top level and every image under
