@@ -272,6 +272,9 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
         "precision": plan, "forced_integer_weights": forced, "generated": gen,
         "check": check.to_dict(), "build_command": cmd, "synthesis": built,
         "time_s": {"convert": t1 - t0, "gxx_compile": t2 - t1},
+        # a float head layer is exported int8-quantized: how far that is from the float layer
+        "int8_export_vs_float": (None if le.float_output is None
+                                 else error_stats(ref, le.float_output.numpy())),
     }
     log.info("hls4ml %s (%s, %s): C-sim max |err| %.3g (bound %.3g), product %s, g++ %.1fs",
              le.name, backend, io_type, stats["max_abs_err"], check.bound_max_abs,

@@ -32,6 +32,7 @@ class LayerExport:
     act_bits: int
     in_features: int
     out_features: int
+    float_output: torch.Tensor | None = None  # the float layer's output (head nn.Linear only)
 
     @torch.no_grad()
     def reference(self) -> torch.Tensor:
@@ -105,4 +106,5 @@ def standalone_linear(name: str, mod: nn.Module, raw_inputs: torch.Tensor, *,
         _set_threshold(q.output_quant, float(y.abs().max()))
     return LayerExport(name=name, module=q, inputs=inputs.contiguous(), ternary=ternary,
                        weight_bits=weight_bits, act_bits=act_bits,
-                       in_features=src.in_features, out_features=src.out_features)
+                       in_features=src.in_features, out_features=src.out_features,
+                       float_output=None if ternary else mod(inputs).detach())

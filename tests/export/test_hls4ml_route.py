@@ -74,6 +74,9 @@ def test_float_head_linear_gets_int8_weights(tmp_path):
     assert s["generated"]["dense_products"] == ["mult"]
     assert list(s["generated"]["weight_types"].values()) == ["ap_int<8>"]
     assert s["check"]["passed"], s["check"]
+    # int8 weight + input quantization of a float layer: small but nonzero vs the float layer
+    dev = s["int8_export_vs_float"]["max_abs_err"]
+    assert 0 < dev < 0.05 * s["int8_export_vs_float"]["ref_max_abs"]
     assert s["build_command"].endswith('fifo_opt=0"') and "vivado_hls" in s["build_command"]
 
 
