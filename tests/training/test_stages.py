@@ -44,3 +44,25 @@ def test_chain_mixed_resolution_and_frozen_parts(tiny_cfg):
     rows = list(csv.DictReader(logs[-1].open()))
     draws = [float(r["sparsity"]) for r in rows if r.get("sparsity")]
     assert draws and all(0.2 <= s <= 0.5 for s in draws)
+
+
+def test_teacher_stage_loads_a_real_checkpoint_instead_of_training(tiny_cfg, tmp_path):
+    import lightning as L
+    from safetensors.torch import save_file
+
+    from brevitas_models.model import build_model
+
+    cfg = tiny_cfg()
+    L.seed_everything(123, verbose=False)
+    donor = build_model(cfg.model, student=False)
+    # a foreign file: timm names, plain safetensors without our JSON
+    foreign = tmp_path / "foreign_teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(foreign))
+    cfg.model.teacher_checkpoint = foreign
+    path = run_stage(cfg, "teacher", progress=False)
+    sd, meta = load_checkpoint(path)
+    assert meta["step"] == 0 and meta["loaded_from"] == str(foreign)
+    assert meta["teacher_checkpoint"] == str(foreign)
+    for k, v in donor.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    assert not stage_paths(cfg, "teacher")["dir"].exists()  # nothing trained
