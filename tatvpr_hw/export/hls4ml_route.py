@@ -25,9 +25,10 @@ generated ``parameters.h`` / ``defines.h``.
 Error bound of the C-simulation against PyTorch: the integer GEMM is exact; what differs is
 the int8 rounding of the input (hls4ml computes ``x * (1/s_x)`` in fixed point, PyTorch
 ``x / s_x`` in float32: a value within ~2^-15 s_x of a rounding boundary can land on the other side,
-changing one code by one, which moves output ``n`` by ``s_x * gamma_n``) and the fixed-point
-output scale/bias (< 1e-3 relative). Bound: ``max |err| <= 2 s_x gamma_max + 1e-3 max|y|`` and
-``mean |err| <= 0.05 s_x gamma_max + 1e-4 max|y|``.
+changing one code by one, which moves output ``n`` by ``s_x * gamma_n``), the fixed-point
+output scale/bias (< 1e-3 relative) and the truncation of up to three output-side stages to
+2^-16. Bound (:func:`hls_bounds`): ``max |err| <= 2 s_x gamma_max + 1e-3 max|y| + 4 * 2^-16``
+and ``mean |err| <= 0.05 s_x gamma_max + 1e-4 max|y| + 2 * 2^-16``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ _PART_RE = re.compile(r"^x[a-z0-9]+-[a-z0-9]+-[a-z0-9-]+$", re.IGNORECASE)
 HLS_BOUND_WHY = ("integer GEMM exact; int8 rounding of the input in fixed point vs float32 can "
                  "flip a code at a rounding boundary (one flip = s_x*gamma per output); fixed-point "
                  "output scale/bias < 1e-3 of max|y|")
+
+
+OUT_FRAC_BITS = 16  # fraction bits of the output-side ApplyAlpha results and bias
+
+
+def hls_bounds(step: float, ref_max: float) -> tuple[float, float]:
+    """(max, mean) error bounds of a C-simulated GEMM: two int8 input flips (``step`` =
+    s_x * gamma each), 1e-3 / 1e-4 of max|y| for the fixed-point scale, and up to three
+    truncations to the output LSB (one per ApplyAlpha stage)."""
+    lsb = 2.0 ** -OUT_FRAC_BITS
+    return 2 * step + 1e-3 * ref_max + 4 * lsb, 0.05 * step + 1e-4 * ref_max + 2 * lsb
 
 
 def check_part(part: str) -> str:
@@ -105,8 +117,8 @@ def precision_plan(le: LayerExport) -> dict[str, Any]:
         "weight": f"int<{le.weight_bits}>",
         "accum": f"fixed<{acc_bits},{acc_bits}>",
         "output_scale": _fixed(os_int, os_frac),
-        "bias": _fixed(b_int, 16),
-        "result": _fixed(y_int, 16),
+        "bias": _fixed(b_int, OUT_FRAC_BITS),
+        "result": _fixed(y_int, OUT_FRAC_BITS),
         "scales": {"s_x": s_x, "gamma_max": float(gamma.max()), "gamma_min": float(gamma.min())},
     }
 
@@ -222,6 +234,10 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
     check_part(part)
     if reuse_factor < 1:
         raise UserError(f"reuse factor must be >= 1, got {reuse_factor}")
+    if le.weight_scale().numel() > 1:
+        raise UserError(f"{le.name}: per-channel weight scales (model.ternary.per_channel: true) are "
+                        "not lowered: hls4ml 1.3.0's QONNX frontend fails on a per-channel weight "
+                        "Quant (IndexError in its precision inference); export a per-tensor student")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_]+", "_", le.name)
@@ -247,8 +263,7 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
     stats = error_stats(got, ref)
     step = plan["scales"]["s_x"] * plan["scales"]["gamma_max"]
     check = Check(f"hls4ml:{project.name}", {**stats, "samples": int(x.shape[0])},
-                  2 * step + 1e-3 * stats["ref_max_abs"], 0.05 * step + 1e-4 * stats["ref_max_abs"],
-                  HLS_BOUND_WHY)
+                  *hls_bounds(step, stats["ref_max_abs"]), HLS_BOUND_WHY)
     gen = inspect_generated(project)
     if le.ternary and not gen["multiplier_free"]:
         raise UserError(f"{project}: the generated dense layer does not use hls4ml's ternary "

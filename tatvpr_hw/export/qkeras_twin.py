@@ -130,7 +130,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     from hls4ml.backends.fpga.fpga_types import APTypeConverter
     from hls4ml.model.types import FixedPrecisionType
 
-    from tatvpr_hw.export.hls4ml_route import _force_integer_weights, precision_plan
+    from tatvpr_hw.export.hls4ml_route import _force_integer_weights, hls_bounds, precision_plan
 
     model, alpha = build_twin(le)
     plan = precision_plan(le)
@@ -176,8 +176,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     step = plan["scales"]["s_x"] * plan["scales"]["gamma_max"]
     check = Check(f"qkeras-vs-qonnx:{project.name}", {**stats, "samples": int(codes.shape[0]),
                                                        "vs_pytorch_max_abs_err": ref_stats["max_abs_err"]},
-                  2 * step + 1e-3 * stats["ref_max_abs"], 0.05 * step + 1e-4 * stats["ref_max_abs"],
-                  TWIN_BOUND_WHY)
+                  *hls_bounds(step, stats["ref_max_abs"]), TWIN_BOUND_WHY)
     from tatvpr_hw.export.hls4ml_route import inspect_generated
 
     gen = inspect_generated(project)

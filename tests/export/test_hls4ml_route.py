@@ -90,3 +90,17 @@ def test_bad_options_rejected():
         export_layer_hls4ml(le, "unused", io_type="io_serial_x")
     with pytest.raises(UserError, match="does not look like a Xilinx part"):
         check_part("kv260")
+
+
+def test_per_channel_scales_rejected_clearly(tmp_path):
+    from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
+    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
+    from tatvpr_hw.export.layers import standalone_linear
+
+    torch.manual_seed(0)
+    m = SparseTernaryLinear(24, 16, per_channel=True)
+    x = torch.randn(10, 24)
+    calibrate_input_scales(nn.Sequential(m), [x])
+    le = standalone_linear("pc", m, x)
+    with pytest.raises(UserError, match="per-channel weight scales"):
+        export_layer_hls4ml(le, tmp_path)
