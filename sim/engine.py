@@ -87,8 +87,9 @@ def fold_cycles_from_counts(m: int, k: int, n: int, pe: int, simd: int, skip_mod
     if skip_mode == "weight":
         per_fold = _fold_max(_lane_cycles(np.asarray(nnz_w, np.int64), simd), n, pe)
         return (m * per_fold).astype(np.int64)
-    per = _fold_max(_ceil_div(np.asarray(inter, np.int64), simd), n, pe)  # [M, N_f]
-    return np.maximum(1, per).sum(axis=0).astype(np.int64)
+    # ceil(x / SIMD) is non-decreasing, so the max of the lanes' ceilings is the ceiling of their max
+    per = _ceil_div(_fold_max(np.asarray(inter), n, pe), simd)  # [M, N_f]
+    return np.maximum(1, per).sum(axis=0, dtype=np.int64)
 
 
 def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_mode: str) -> np.ndarray:

@@ -129,3 +129,39 @@ def test_write_rejects_inconsistent_op(tmp_path):
     with pytest.raises(SimInputError, match="'l'.*weights_packed"):
         write_trace(tmp_path / "t.npz", Trace(VERSION, {}, [op]))
     assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.mark.parametrize("m,k,n,block", [(7, 13, 9, 1 << 15), (5, 100, 37, 60), (1, 1, 1, 1),
+                                         (20, 513, 70, 20 * 3), (3, 64, 5, 3)])
+def test_intersection_counts_exact_in_blocks(monkeypatch, m, k, n, block):
+    """The tiled AND + popcount equals the integer count, for tile sizes that split N unevenly."""
+    import sim.trace as st
+
+    monkeypatch.setattr(st, "_TILE_ELEMS", block)
+    rng = np.random.default_rng(m * k + n)
+    for density in (0.0, 0.3, 1.0):
+        a = rng.random((m, k)) < density
+        b = rng.random((n, k)) < max(density, 0.5)
+        got = st.intersection_counts(a, b)
+        assert got.dtype == np.int32
+        assert np.array_equal(got, a.astype(np.int64) @ b.astype(np.int64).T)
+
+
+def test_weight_nnz_from_packed_bytes_counts_only_nonzero_codes():
+    w = np.array([[1, -1, 0, 1, 0, 0, -1], [0, 0, 0, 0, 0, 0, 0]], dtype=np.int8)
+    op = TernaryLinearOp("t", 1, 7, 2, pack_ternary2(w), np.ones((1, 7), bool))
+    assert op.weight_nnz_per_row().tolist() == [4, 0]
+    assert np.array_equal(op.weight_nz_mask(), w != 0)
+    assert op.intersections().tolist() == [[4, 0]]
+
+
+def test_nz_bytes_straight_from_packed_weights():
+    from sim.trace import ternary2_nz_bytes
+
+    rng = np.random.default_rng(5)
+    for k in (1, 3, 4, 7, 8, 9, 64, 65, 130):
+        w = rng.integers(-1, 2, size=(6, k)).astype(np.int8)
+        want = np.packbits(w != 0, axis=1, bitorder="little")
+        got = ternary2_nz_bytes(pack_ternary2(w))
+        assert np.array_equal(got[:, :want.shape[1]], want), k
+        assert not got[:, want.shape[1]:].any()
