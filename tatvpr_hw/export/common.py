@@ -74,23 +74,17 @@ def sample_images(cfg, n: int, seed: int, img_size: int) -> tuple[torch.Tensor, 
     """``n`` input images ``[n, 3, S, S]`` and where they came from.
 
     The query images of the evaluation benchmark when they exist (``data.root/eval`` or
-    ``data.eval_root``), resized and ImageNet-normalised as the evaluation does; otherwise
+    ``data.eval_root``), preprocessed as the evaluation does
+    (:func:`tatvpr_hw.data.transforms.load_image`); otherwise
     seeded N(0, 1) images (said so in the returned source string).
     """
     files = _benchmark_images(cfg)
     if files:
-        from PIL import Image
+        from tatvpr_hw.data.transforms import load_image  # the evaluation's own preprocessing
 
         rng = np.random.default_rng(seed)
         pick = sorted(rng.choice(len(files), size=min(n, len(files)), replace=False))
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-        imgs = []
-        for i in pick:
-            with Image.open(files[i]) as im:
-                im = im.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
-                t = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-            imgs.append((t - mean) / std)
+        imgs = [load_image(files[i], img_size) for i in pick]
         return torch.stack(imgs), f"benchmark queries ({files[0].parent})"
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, img_size, img_size, generator=g), f"seeded N(0,1) images (seed {seed})"
