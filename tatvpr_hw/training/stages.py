@@ -165,7 +165,7 @@ def fit_stage(module: StageModule, cfg: Config, stage: str, stage_cfg: StageConf
         warnings.filterwarnings("ignore", message=".*Consider setting `persistent_workers=True`.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen teacher
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-        trainer.fit(module, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)  # tensors + plain containers only
     return trainer
 
 
