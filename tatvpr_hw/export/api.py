@@ -209,8 +209,14 @@ def write_export_json(run_dir: str | Path, *, qonnx: dict | None = None, hls4ml:
                       time_s: dict[str, float] | None = None) -> Path:
     """``run_dir/export.json`` for the report: one row per artifact with its error and bound."""
     run_dir = Path(run_dir)
+    rows = _artifact_rows(qonnx, hls4ml, finn, qkeras)
+    for r in rows:  # paths relative to the run folder where they live inside it
+        try:
+            r["artifact"] = str(Path(r["artifact"]).resolve().relative_to(run_dir.resolve()))
+        except ValueError:
+            pass
     doc = {"version": EXPORT_JSON_VERSION,
-           "artifacts": _artifact_rows(qonnx, hls4ml, finn, qkeras),
+           "artifacts": rows,
            "hls4ml_multiplier_free": all(r["generated"]["multiplier_free"]
                                          for r in (hls4ml or {}).get("layers", []) if r["ternary"]),
            "build_commands": [r["build_command"] for r in (hls4ml or {}).get("layers", [])]
