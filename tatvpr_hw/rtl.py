@@ -143,7 +143,7 @@ def predicted_cycles(weights: np.ndarray, mask: np.ndarray, shape: TileShape) ->
 
 def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
     """Compile the tile testbench for ``shape`` with Verilator (cached per shape)."""
-    out = Path(build_root) / f"tile_pe{shape.pe}_simd{shape.simd}_k{shape.k}"
+    out = Path(build_root).resolve() / f"tile_pe{shape.pe}_simd{shape.simd}_k{shape.k}"
     exe = out / "obj_dir" / "tb"
     if exe.is_file():
         return exe
@@ -176,7 +176,7 @@ def run_tile(shape: TileShape, weights: np.ndarray, acts: np.ndarray, mask: np.n
     _check_layer(weights, acts, mask, shape)
     exe = build_tile_sim(shape, build_root)
     chunks = chunk_stream(acts, mask, shape.simd)
-    with tempfile.TemporaryDirectory(dir=build_root) as td:
+    with tempfile.TemporaryDirectory(dir=Path(build_root).resolve()) as td:
         d = Path(td)
         (d / "weights.hex").write_text(
             "\n".join(f"{_CODE[int(w)]:x}" for w in weights.reshape(-1)) + "\n")
