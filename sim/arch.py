@@ -360,7 +360,8 @@ def _format(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _load_yaml(path: Path, what: str) -> dict:
+def load_yaml_mapping(path: Path, what: str) -> dict:
+    """Read a YAML file whose top level must be a mapping; SimInputError names what is wrong."""
     if not path.is_file():
         raise SimInputError(f"{what} file not found: {path}")
     try:
@@ -392,16 +393,16 @@ def _resolve(ref: str, base_dir: Path, folder: Path, what: str) -> Path:
 
 def load_board(ref: str, base_dir: Path = BOARD_DIR) -> BoardSpec:
     path = _resolve(ref, base_dir, BOARD_DIR, "board")
-    return _validate(BoardSpec, _load_yaml(path, "board"), str(path))
+    return _validate(BoardSpec, load_yaml_mapping(path, "board"), str(path))
 
 
 def load_energy_table(ref: str, base_dir: Path = ENERGY_DIR) -> EnergyTable:
     path = _resolve(ref, base_dir, ENERGY_DIR, "energy table")
-    return _validate(EnergyTable, _load_yaml(path, "energy table"), str(path))
+    return _validate(EnergyTable, load_yaml_mapping(path, "energy table"), str(path))
 
 
 def load_resource_model(path: Path = RESOURCE_MODEL) -> ResourceModel:
-    return _validate(ResourceModel, _load_yaml(path, "resource model"), str(path))
+    return _validate(ResourceModel, load_yaml_mapping(path, "resource model"), str(path))
 
 
 def arch_from_dict(data: dict, source: str = "<arch>", base_dir: Path = ARCH_DIR) -> Arch:
@@ -418,7 +419,7 @@ def load_arch(path: str | Path = DEFAULT_ARCH) -> Arch:
     path = Path(path)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         path = ARCH_DIR / f"{path}.yaml"
-    return arch_from_dict(_load_yaml(path, "arch"), str(path), path.parent)
+    return arch_from_dict(load_yaml_mapping(path, "arch"), str(path), path.parent)
 
 
 def with_overrides(arch: Arch, overrides: dict[str, Any]) -> Arch:

@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import yaml
 
+from sim.arch import load_yaml_mapping
 from sim.errors import SimInputError
 
 log = logging.getLogger(__name__)
@@ -238,13 +239,7 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
     """Read and validate a sweep YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise SimInputError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SimInputError(f"{path}: malformed YAML: {err}") from None
-    return parse_sweep(data, str(path), path.parent)
+    return parse_sweep(load_yaml_mapping(path, "sweep"), str(path), path.parent)
 
 
 # ------------------------------------------------------------------------------ evaluation
