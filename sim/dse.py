@@ -148,6 +148,18 @@ def _scalar_ok(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) and not (isinstance(v, float) and not math.isfinite(v))
 
 
+def _section(data: dict, key: str, allowed: set[str], source: str, hint: str, default: dict) -> dict:
+    """The optional sub-mapping ``data[key]`` (``default`` when absent), unknown keys named."""
+    sec = data.get(key) or default
+    if not isinstance(sec, dict):
+        raise SimInputError(f"{source}: '{key}' must be a mapping ({hint})")
+    unknown = sorted(set(sec) - allowed)
+    if unknown:
+        raise SimInputError(f"{source}: unknown key(s) {key}.{(', ' + key + '.').join(unknown)}; "
+                            f"allowed: {', '.join(sorted(allowed))}")
+    return sec
+
+
 def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None) -> SweepSpec:
     """Validate a sweep mapping; raise :class:`SimInputError` naming the bad key and what is allowed."""
     base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -198,13 +210,8 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None
         axes[name] = list(values)
         paths[name] = AXIS_ALIASES.get(name, name)
 
-    sampling = data.get("sampling") or {"mode": "grid"}
-    if not isinstance(sampling, dict):
-        raise SimInputError(f"{source}: 'sampling' must be a mapping (mode: grid | random, n, seed)")
-    unknown = sorted(set(sampling) - _SAMPLING_KEYS)
-    if unknown:
-        raise SimInputError(f"{source}: unknown key(s) sampling.{', sampling.'.join(unknown)}; "
-                            f"allowed: {', '.join(sorted(_SAMPLING_KEYS))}")
+    sampling = _section(data, "sampling", _SAMPLING_KEYS, source, "mode: grid | random, n, seed",
+                        {"mode": "grid"})
     mode = sampling.get("mode", "grid")
     if mode not in ("grid", "random"):
         raise SimInputError(f"{source}: sampling.mode = {mode!r}; allowed: grid, random")
@@ -218,13 +225,7 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SimInputError(f"{source}: sampling.seed = {seed!r}: must be an integer")
 
-    select = data.get("select") or {}
-    if not isinstance(select, dict):
-        raise SimInputError(f"{source}: 'select' must be a mapping (metric, sparsity)")
-    unknown = sorted(set(select) - _SELECT_KEYS)
-    if unknown:
-        raise SimInputError(f"{source}: unknown key(s) select.{', select.'.join(unknown)}; "
-                            f"allowed: {', '.join(sorted(_SELECT_KEYS))}")
+    select = _section(data, "select", _SELECT_KEYS, source, "metric, sparsity", {})
     metric = select.get("metric", "edp")
     if metric not in SELECT_METRICS:
         raise SimInputError(f"{source}: select.metric = {metric!r}; allowed: {', '.join(SELECT_METRICS)}")
