@@ -92,21 +92,80 @@ def fold_cycles_from_counts(m: int, k: int, n: int, pe: int, simd: int, skip_mod
     return np.maximum(1, per).sum(axis=0, dtype=np.int64)
 
 
-def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_mode: str) -> np.ndarray:
-    """ENGINE.md ``C_f`` for every fold: ``act_mask`` bool ``[M,K]``, ``w`` int8 ``[N,K]`` -> int64 ``[N_f]``."""
+def _check_gather(simd: int, banks: int | None, ports: int) -> int:
+    """Validate ``banks``/``ports`` against ``simd`` (docs/engine.md section 3); return ``B``."""
+    b = simd if banks is None else banks
+    if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 or simd % b:
+        raise SimInputError(f"banks = {banks!r}; allowed: a divisor of simd = {simd} (or None = simd)")
+    if ports not in (1, 2):
+        raise SimInputError(f"ports = {ports!r}; allowed: 1 or 2")
+    if simd % (b * ports):
+        raise SimInputError(f"banks x ports = {b} x {ports} does not divide simd = {simd}; allowed: a divisor of simd")
+    return int(b)
+
+
+def bank_counts(mask: np.ndarray, banks: int) -> np.ndarray:
+    """Per row, the True entries in each bank: channel ``k`` lives in bank ``k mod banks``.
+    bool ``[R, K]`` -> int64 ``[R, banks]``."""
+    mask = np.asarray(mask, dtype=bool)
+    r, k = mask.shape
+    pad = -k % banks
+    if pad:
+        mask = np.pad(mask, ((0, 0), (0, pad)))
+    # row-major [R, K/B, B]: element (a, b) is channel a * B + b, i.e. bank b at address a
+    return mask.reshape(r, -1, banks).sum(axis=1, dtype=np.int64)
+
+
+def _bank_lane_cycles(max_bank_work: np.ndarray, lanes_per_bank: int) -> np.ndarray:
+    """``g = max(1, ceil(busiest bank's work / q))``."""
+    return np.maximum(1, _ceil_div(np.asarray(max_bank_work, np.int64), lanes_per_bank))
+
+
+def token_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_mode: str, *,
+                 banks: int | None = None, ports: int = 1) -> np.ndarray:
+    """docs/engine.md section 3 ``c(m, f)``: int64 ``[M, N_f]``, cycles of token m in fold f.
+
+    Per PE lane p: ``g(m, p) = max(1, max_b ceil(w_b(m, p) / q))`` with ``q = SIMD / B`` and
+    ``w_b`` the lane's work channels in bank b (``none``: all K; ``act``: nz(x_m); ``weight``:
+    nz(w_p); ``both``: the intersection); ``weight``/``both`` add the token-load bound
+    ``max(g, ceil(K / SIMD))``; the fold takes the max over its real PE lanes (lockstep).
+    ``banks=None`` is ``B = SIMD``; ``ports`` (1 or 2) only changes the replicas, not the cycles.
+    """
+    _check_mode(skip_mode)
+    b = _check_gather(simd, banks, ports)
+    q = simd // b
     act_mask = np.asarray(act_mask, dtype=bool)
     w = np.asarray(w)
     m, k = act_mask.shape
     n = w.shape[0]
     if w.shape[1] != k:
         raise SimInputError(f"weights have K = {w.shape[1]} but the activation mask has K = {k}")
+    n_f = -(-n // pe)
+    if skip_mode == "none":
+        g = _bank_lane_cycles(-(-k // b), q)  # bank 0 holds ceil(K / B) channels, the most
+        return np.full((m, n_f), int(g), dtype=np.int64)
+    if skip_mode == "act":
+        g = _bank_lane_cycles(bank_counts(act_mask, b).max(axis=1), q)  # [M]
+        return np.repeat(g[:, None], n_f, axis=1).astype(np.int64)
+    load = max(1, -(-k // simd))
     wnz = w != 0
-    inter = None
-    if skip_mode == "both":
-        from sim.trace import intersection_counts
-        inter = intersection_counts(act_mask, wnz)
-    return fold_cycles_from_counts(m, k, n, pe, simd, skip_mode, nnz_act=act_mask.sum(1),
-                                   nnz_w=wnz.sum(1), inter=inter)
+    if skip_mode == "weight":
+        per_ch = np.maximum(_bank_lane_cycles(bank_counts(wnz, b).max(axis=1), q), load)  # [N]
+        per_fold = _fold_max(per_ch[None, :], n, pe)  # [1, N_f]
+        return np.repeat(per_fold, m, axis=0).astype(np.int64)
+    from sim.trace import intersection_counts
+    busiest = np.zeros((m, n), np.int64)
+    for bank in range(b):  # channels of bank `bank` are k = bank, bank + B, ...
+        busiest = np.maximum(busiest, intersection_counts(act_mask[:, bank::b], wnz[:, bank::b]))
+    per = np.maximum(_bank_lane_cycles(busiest, q), load)  # [M, N]
+    return _fold_max(per, n, pe).astype(np.int64)
+
+
+def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_mode: str, *,
+                        banks: int | None = None, ports: int = 1) -> np.ndarray:
+    """``C_f`` of one token block for every fold: the column sums of :func:`token_cycles`
+    (int64 ``[N_f]``); ``banks=None`` is the default machine ``B = SIMD``."""
+    return token_cycles(act_mask, w, pe, simd, skip_mode, banks=banks, ports=ports).sum(axis=0, dtype=np.int64)
 
 
 def transfer_cycles(nbytes: Fraction | int | float, bytes_per_cycle: float) -> int:

@@ -1,0 +1,89 @@
+"""docs/engine.md section 3 by hand: banks, ports, replicas and the token-load bound of c(m, f).
+
+Every expected value below is worked out in the comment next to it from the spec's rule
+``g = max(1, max_b ceil(w_b / q))``, ``q = SIMD / B``, channel k in bank k mod B.
+"""
+
+import numpy as np
+import pytest
+
+from sim.engine import bank_counts, fold_compute_cycles, token_cycles
+from sim.errors import SimInputError
+
+
+def mask_of(k, *rows):
+    out = np.zeros((len(rows), k), bool)
+    for i, nz in enumerate(rows):
+        out[i, list(nz)] = True
+    return out
+
+
+def test_bank_counts_by_channel_mod_banks():
+    # K = 7, B = 3: banks hold {0,3,6}, {1,4}, {2,5}
+    m = mask_of(7, [0, 3, 6, 1], [5])
+    assert bank_counts(m, 3).tolist() == [[3, 1, 0], [0, 0, 1]]
+
+
+def test_all_nonzeros_in_one_bank_take_one_cycle_each():
+    # SIMD 4, B 4 (q = 1), P 1: token 0 has channels 0, 4, 8 -> all bank 0 -> 3 cycles (not ceil(3/4) = 1);
+    # token 1 has 0, 1, 2 (one per bank) -> 1 cycle; token 2 has nothing -> 1 (accumulator write)
+    act = mask_of(12, [0, 4, 8], [0, 1, 2], [])
+    w = np.ones((3, 12), np.int8)  # N = 3, PE 2 -> 2 folds
+    c = token_cycles(act, w, 2, 4, "act", banks=4, ports=1)
+    assert c.tolist() == [[3, 3], [1, 1], [1, 1]]
+    assert fold_compute_cycles(act, w, 2, 4, "act", banks=4).tolist() == [5, 5]
+    # banks=None is the default machine B = SIMD, not version 1's free gather
+    assert fold_compute_cycles(act, w, 2, 4, "act").tolist() == [5, 5]
+    # one bank of SIMD ports (B = 1, q = 4): ceil(3/4) = 1 per token -> version 1's 3 per fold
+    assert fold_compute_cycles(act, w, 2, 4, "act", banks=1).tolist() == [3, 3]
+
+
+@pytest.mark.parametrize("ports", [1, 2])
+def test_two_banks_two_lanes_each(ports):
+    # SIMD 4, B 2 -> q = 2 lanes per bank (P 1: R 2 replicas; P 2: R 1). K = 12.
+    # token 0: channels 0,2,4,6,8 all even -> bank 0 has 5 -> ceil(5/2) = 3
+    # token 1: channels 1,3 (bank 1: 2) and 0 (bank 0: 1) -> max(ceil(1/2), ceil(2/2)) = 1
+    # token 2: channels 1,3,5,7,9,11,0 -> bank 1: 6 -> 3;  bank 0: 1
+    act = mask_of(12, [0, 2, 4, 6, 8], [1, 3, 0], [1, 3, 5, 7, 9, 11, 0])
+    w = np.ones((1, 12), np.int8)
+    assert token_cycles(act, w, 1, 4, "act", banks=2, ports=ports)[:, 0].tolist() == [3, 1, 3]
+
+
+def test_none_mode_is_ceil_k_over_simd_for_any_banks():
+    # K = 10, SIMD 4: ceil(10/4) = 3 whatever B; B 4: bank 0 holds 0,4,8 (3 channels), q = 1 -> 3;
+    # B 2: bank 0 holds 0,2,4,6,8 (5), q = 2 -> 3; B 1: 10 / 4 -> 3
+    act = np.zeros((2, 10), bool)
+    w = np.ones((5, 10), np.int8)
+    for b in (1, 2, 4):
+        assert token_cycles(act, w, 4, 4, "none", banks=b).tolist() == [[3, 3], [3, 3]]
+
+
+@pytest.mark.parametrize("mode", ["weight", "both"])
+def test_weight_side_modes_are_bound_by_the_token_load(mode):
+    # K = 10, SIMD 4 -> loading a token's 10 activations into a copy takes ceil(10/4) = 3 cycles.
+    # channel 0 has one nonzero weight, channel 1 none, channel 2 all ten; the token has none:
+    # g = 1 everywhere, but the load bound makes every token 3 cycles in every fold.
+    act = mask_of(10, [], [0])
+    w = np.zeros((3, 10), np.int8)
+    w[0, 3] = 1
+    w[2, :] = -1
+    for b in (1, 2, 4):
+        assert token_cycles(act, w, 2, 4, mode, banks=b).tolist() == [[3, 3], [3, 3]]
+    # SIMD 16 > K: the load takes 1 cycle, and so does everything else
+    assert token_cycles(act, w, 2, 16, mode, banks=4).tolist() == [[1, 1], [1, 1]]
+
+
+def test_lockstep_max_over_real_lanes_only():
+    # weight mode, K = 3, SIMD 1, B 1 (q = 1): lane cycles = max(nnz(w_p), load 3) = 3 for every lane,
+    # so a fold of real lanes takes 3 and the padding lane of fold 1 (N = 3, PE 2) adds nothing.
+    act = mask_of(3, [0])
+    w = np.array([[1, 0, 0], [1, 1, 1], [0, 0, 0]], np.int8)
+    assert token_cycles(act, w, 2, 1, "weight", banks=1).tolist() == [[3, 3]]
+
+
+@pytest.mark.parametrize("banks,ports", [(3, 1), (0, 1), (4, 2), (2, 3), (8, 1)])
+def test_bad_gather_is_a_user_error(banks, ports):
+    act = np.ones((1, 8), bool)
+    w = np.ones((1, 8), np.int8)
+    with pytest.raises(SimInputError, match="banks|ports"):
+        token_cycles(act, w, 1, 4, "act", banks=banks, ports=ports)
