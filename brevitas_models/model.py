@@ -125,7 +125,7 @@ def build_model(model_cfg: ModelConfig, *, student: bool) -> VPRModel:
     The teacher is the float backbone at ``teacher_img_size``; the student is the same
     architecture at ``student_img_size`` with the layers ``model_cfg.ternary`` names made
     ternary (top-k sparsity + Brevitas ternary linear), its sparsity set to
-    ``model_cfg.sparsity.default``. Weights are freshly initialised: load a checkpoint with
+    ``model_cfg.sparsity.default`` with ``model_cfg.sparsity.granularity`` and ``.banks``. Weights are freshly initialised: load a checkpoint with
     :mod:`brevitas_models.checkpoint`.
     """
     img_size = model_cfg.student_img_size if student else model_cfg.teacher_img_size
@@ -139,7 +139,8 @@ def build_model(model_cfg: ModelConfig, *, student: bool) -> VPRModel:
     if student:
         from brevitas_models.sparsity import set_sparsity
 
-        set_sparsity(model, model_cfg.sparsity.default)
+        set_sparsity(model, model_cfg.sparsity.default, model_cfg.sparsity.granularity,
+                     banks=model_cfg.sparsity.banks)
     log.debug("built %s: %s + %s head (%d-d) at %d px", "student" if student else "teacher",
               model_cfg.backbone, model_cfg.head.name, model.descriptor_dim, img_size)
     return model

@@ -32,7 +32,7 @@ from brevitas.quant.scaled_int import Int8ActPerTensorFloat
 from brevitas.quant.solver import WeightQuantSolver
 from torch import nn
 
-from brevitas_models.sparsity import Granularity, TopKSparsity
+from brevitas_models.sparsity import DEFAULT_BANKS, Granularity, TopKSparsity
 from tatvpr_hw.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class SparseTernaryLinear(nn.Module):
         in_features, out_features, bias: as :class:`torch.nn.Linear`.
         per_channel: absmean scale per output channel instead of per tensor.
         act_bits: bits of the signed per-tensor input quantizer.
-        sparsity, granularity: initial settings of the :class:`TopKSparsity` in front.
+        sparsity, granularity, banks: initial settings of the :class:`TopKSparsity` in front.
 
     Parameters are ``.linear.weight`` / ``.linear.bias`` (float latent weights, the
     ``nn.Linear`` layout ``[out, in]``); the input clipping threshold is
@@ -111,9 +111,9 @@ class SparseTernaryLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  per_channel: bool = False, act_bits: int = 8, sparsity: float = 0.0,
-                 granularity: Granularity = "token") -> None:
+                 granularity: Granularity = "token", banks: int = DEFAULT_BANKS) -> None:
         super().__init__()
-        self.sparsity = TopKSparsity(sparsity, granularity)
+        self.sparsity = TopKSparsity(sparsity, granularity, banks)
         self.linear = QuantLinear(
             in_features, out_features, bias=bias,
             weight_quant=TernaryWeightPerChannel if per_channel else TernaryWeightPerTensor,

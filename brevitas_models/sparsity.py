@@ -5,13 +5,25 @@ For a sparsity ``s`` in ``[0, 1)`` (the fraction of activations zeroed), a
 
 - ``granularity="token"`` (default, what the accelerator streams): each token (last axis,
   ``C`` channels) keeps exactly ``k = kept_count(C, s) = ceil((1 - s) * C)`` channels.
+- ``granularity="bank"`` (docs/engine.md section 3, "Bank granularity"): the ``C`` channels of
+  a token are split into ``B = banks`` channel groups ``{c : c mod B = b}`` (the accelerator's
+  memory banks: channel ``c`` lives in bank ``c mod B``), and each group keeps its own
+  ``kept_count(C_b, s)`` largest-|x| channels, ``C_b`` = the group's size. When ``B`` divides
+  ``C`` every group has ``C / B`` channels; otherwise, with ``C = G * B + r``, groups
+  ``b < r`` have ``G + 1`` channels and keep ``kept_count(G + 1, s)``, the others have ``G``
+  and keep ``kept_count(G, s)`` (an empty group, ``C < B``, keeps nothing). Every bank then
+  holds (almost) the same work per token, so the accelerator's busiest bank is no busier than
+  the average. Because each group rounds up on its own, a token keeps
+  ``sum_b kept_count(C_b, s) >= kept_count(C, s)`` channels (e.g. C = 192, B = 32, s = 0.4:
+  32 x 4 = 128 instead of 116).
 - ``granularity="tensor"``: each sample keeps the ``ceil((1 - s) * T * C)`` largest entries of
   its whole ``[T, C]`` activation (one top-k over the sample's tensor, as the reference
   TAT-VPR code sparsifies); samples of a batch never influence each other.
 
 ``Y = X * M`` with ``M`` a 0/1 mask built from ``TopK(|X|, k)`` indices (exactly ``k`` kept even
-with ties), so the gradient reaches the kept entries only. The mask is built with ``TopK`` +
-``ScatterElements``, which export as standard ONNX operators.
+with ties, per token, per bank group or per sample), so the gradient reaches the kept entries
+only. The mask is built with ``TopK`` + ``ScatterElements`` (for ``bank`` on a padded,
+reshaped and transposed ``[..., B, ceil(C / B)]`` view), which export as standard ONNX operators.
 
 The sparsity is a plain attribute, changed at run time on a whole model with
 :func:`set_sparsity` (no rebuild, no parameter change)::
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from typing import Iterator, Literal
 
 import torch
@@ -32,8 +45,10 @@ from torch import nn
 
 from tatvpr_hw.errors import UserError
 
-Granularity = Literal["token", "tensor"]
-GRANULARITIES = ("token", "tensor")
+Granularity = Literal["token", "bank", "tensor"]
+GRANULARITIES = ("token", "bank", "tensor")
+# Channel groups of the "bank" granularity: the default KV260 arch's SIMD (= its banks).
+DEFAULT_BANKS = 32
 
 # (1 - s) * C is computed in floating point: 0.6 * 10 = 6.000000000000001 must give 6, not 7.
 _CEIL_EPS = 1e-9
@@ -50,6 +65,22 @@ def check_sparsity(s: float) -> float:
     return s
 
 
+def check_banks(banks: int) -> int:
+    """Return ``banks`` as an int if it is an integer >= 1; otherwise raise :class:`UserError`."""
+    ok = not isinstance(banks, bool) and isinstance(banks, numbers.Real) and float(banks).is_integer() \
+        and banks >= 1
+    if not ok:
+        raise UserError(f"sparsity banks must be an integer >= 1 (channel groups of the bank granularity), "
+                        f"got {banks!r}")
+    return int(banks)
+
+
+def bank_group_sizes(channels: int, banks: int) -> list[int]:
+    """``C_b`` for b = 0 .. B-1: the size of channel group ``{c : c mod B = b}`` of ``channels``."""
+    g, r = divmod(int(channels), int(banks))
+    return [g + 1 if b < r else g for b in range(int(banks))]
+
+
 def kept_count(n: int, s: float) -> int:
     """Entries kept out of ``n`` at sparsity ``s``: ``ceil((1 - s) * n)``, at least 1 when n > 0."""
     if n <= 0:
@@ -63,14 +94,18 @@ class TopKSparsity(nn.Module):
 
     Args:
         sparsity: fraction of entries zeroed, ``0 <= s < 1``; runtime-settable attribute.
-        granularity: ``"token"`` (top-k over the last axis) or ``"tensor"`` (over all axes
-            but the batch axis).
+        granularity: ``"token"`` (top-k over the last axis), ``"bank"`` (top-k within each of
+            ``banks`` channel groups of the last axis) or ``"tensor"`` (over all axes but the
+            batch axis); runtime-settable.
+        banks: channel groups ``B`` of the ``"bank"`` granularity (ignored by the others).
     """
 
-    def __init__(self, sparsity: float = 0.0, granularity: Granularity = "token") -> None:
+    def __init__(self, sparsity: float = 0.0, granularity: Granularity = "token",
+                 banks: int = DEFAULT_BANKS) -> None:
         super().__init__()
         self.sparsity = sparsity
         self.granularity = granularity
+        self.banks = banks
 
     @property
     def sparsity(self) -> float:
@@ -90,12 +125,23 @@ class TopKSparsity(nn.Module):
             raise UserError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {g!r}")
         self._granularity = g
 
+    @property
+    def banks(self) -> int:
+        return self._banks
+
+    @banks.setter
+    def banks(self, b: int) -> None:
+        self._banks = check_banks(b)
+
     def extra_repr(self) -> str:
-        return f"sparsity={self._sparsity}, granularity={self._granularity!r}"
+        text = f"sparsity={self._sparsity}, granularity={self._granularity!r}"
+        return text + (f", banks={self._banks}" if self._granularity == "bank" else "")
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """The 0/1 keep-mask (same shape and dtype as ``x``, no gradient)."""
         x = x.detach()
+        if self.granularity == "bank":
+            return self._bank_mask(x)
         if self.granularity == "token" or x.dim() < 2:
             flat = x
         else:
@@ -108,6 +154,45 @@ class TopKSparsity(nn.Module):
         m = torch.zeros_like(flat).scatter(-1, idx, 1.0)
         return m.reshape(x.shape)
 
+    def _bank_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Keep-mask of the bank granularity: top-k within each channel group ``c mod B``.
+
+        Channel ``c = a * B + b`` sits at row ``a``, column ``b`` of the ``[..., rows, B]`` view
+        (``rows = ceil(C / B)``, zero-padded), so after a transpose group ``b`` is row ``b`` of
+        ``[..., B, rows]``. Groups ``b < r`` (``r = C mod B``) fill all ``rows``; the others
+        only the first ``rows - 1`` (their last entry is padding and is never selected). Each
+        of the two kinds gets one TopK with its own k.
+        """
+        c, banks = int(x.shape[-1]), self._banks
+        g, r = divmod(c, banks)
+        rows = g + (1 if r else 0)
+        lead = x.shape[:-1]
+        a = x.abs()
+        if rows * banks != c:
+            a = torch.nn.functional.pad(a, (0, rows * banks - c))
+        t = a.reshape(*lead, rows, banks).transpose(-1, -2)  # [..., B, rows]
+        parts = []
+        if r:   # groups 0 .. r-1: rows = g + 1 channels each
+            parts.append(self._group_topk(t[..., :r, :], g + 1))
+        if g:   # groups r .. B-1: g channels each (+ one padding column when r > 0)
+            m = self._group_topk(t[..., r:, :g], g)
+            if rows > g:
+                m = torch.cat([m, torch.zeros_like(t[..., r:, g:])], dim=-1)
+            parts.append(m)
+        else:   # C < B: groups r .. B-1 are empty
+            parts.append(torch.zeros_like(t[..., r:, :]))
+        m = torch.cat(parts, dim=-2) if len(parts) > 1 else parts[0]
+        m = m.transpose(-1, -2).reshape(*lead, rows * banks)
+        return (m[..., :c] if rows * banks != c else m).to(x.dtype)
+
+    def _group_topk(self, a: torch.Tensor, n: int) -> torch.Tensor:
+        """0/1 mask keeping the ``kept_count(n, s)`` largest of each row of ``a [..., n]``."""
+        k = kept_count(n, self._sparsity)
+        if k >= n:
+            return torch.ones_like(a)
+        idx = torch.topk(a, k, dim=-1, largest=True, sorted=False).indices
+        return torch.zeros_like(a).scatter(-1, idx, 1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._sparsity == 0.0:
             return x
@@ -119,18 +204,40 @@ def sparsity_modules(model: nn.Module) -> list[TopKSparsity]:
     return [m for m in model.modules() if isinstance(m, TopKSparsity)]
 
 
-def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = None) -> int:
-    """Set the sparsity (and optionally the granularity) of every top-k module in ``model``.
+def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = None,
+                 banks: int | None = None) -> int:
+    """Set the sparsity (and optionally the granularity and bank groups) of every top-k
+    module in ``model``.
 
     Returns how many modules were changed (0 for a model without any, e.g. the teacher).
     """
     s = check_sparsity(s)
+    if granularity is not None and granularity not in GRANULARITIES:
+        raise UserError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if banks is not None:
+        banks = check_banks(banks)
     mods = sparsity_modules(model)
     for m in mods:
         m.sparsity = s
         if granularity is not None:
             m.granularity = granularity
+        if banks is not None:
+            m.banks = banks
     return len(mods)
+
+
+def get_granularity(model: nn.Module) -> str | None:
+    """The common granularity of the model's top-k modules; ``None`` if it has none.
+
+    Raises :class:`UserError` if the modules disagree.
+    """
+    values = {m.granularity for m in sparsity_modules(model)}
+    if not values:
+        return None
+    if len(values) > 1:
+        raise UserError(f"the model's top-k modules have different granularities {sorted(values)}; "
+                        "use set_sparsity(model, s, granularity=...) to set one value")
+    return values.pop()
 
 
 def get_sparsity(model: nn.Module) -> float | None:
@@ -148,13 +255,15 @@ def get_sparsity(model: nn.Module) -> float | None:
 
 
 @contextlib.contextmanager
-def sparsity_context(model: nn.Module, s: float) -> Iterator[nn.Module]:
-    """Temporarily run ``model`` at sparsity ``s``; restores every module's previous value."""
+def sparsity_context(model: nn.Module, s: float, granularity: Granularity | None = None) -> Iterator[nn.Module]:
+    """Temporarily run ``model`` at sparsity ``s`` (and ``granularity`` if given); restores every
+    module's previous values."""
     mods = sparsity_modules(model)
-    old = [m.sparsity for m in mods]
-    set_sparsity(model, s)
+    old = [(m.sparsity, m.granularity) for m in mods]
+    set_sparsity(model, s, granularity)
     try:
         yield model
     finally:
-        for m, v in zip(mods, old):
+        for m, (v, g) in zip(mods, old):
             m.sparsity = v
+            m.granularity = g

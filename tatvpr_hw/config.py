@@ -37,8 +37,16 @@ class TernaryConfig(_Section):
     act_bits: int = Field(8, ge=2, le=16, description="bits of the activation quantizer in front of each ternary linear")
 
 
+GRANULARITIES = ("token", "bank", "tensor")
+GranularityName = Literal["token", "bank", "tensor"]
+
+
 class SparsityConfig(_Section):
-    granularity: Literal["token", "tensor"] = "token"
+    granularity: GranularityName = Field(
+        "token", description="top-k per token, per bank channel group within a token (docs/engine.md section 3), "
+                             "or per sample tensor")
+    banks: int = Field(32, ge=1, le=4096, description="channel groups (c mod banks) of the bank granularity; "
+                                                      "32 = the default KV260 arch's SIMD and banks")
     default: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity s used when none is given")
 
 
@@ -119,6 +127,9 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     sparsities: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    granularities: list[GranularityName] = Field(
+        default_factory=lambda: list(GRANULARITIES),
+        description="top-k granularities the student is evaluated under (set at run time, like the sparsity)")
     recall_at: list[int] = Field(default_factory=lambda: [1, 5, 10])
     batch_size: int = Field(32, ge=1, le=4096)
 
@@ -128,6 +139,15 @@ class EvalConfig(_Section):
         for s in v:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"every sparsity must be in [0, 1), got {s}")
+        return v
+
+    @field_validator("granularities")
+    @classmethod
+    def _granularities(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"must name at least one of {', '.join(GRANULARITIES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"must not repeat a granularity, got {v}")
         return v
 
 
@@ -145,6 +165,14 @@ class Config(_Section):
     def _local_paths(self) -> "Config":
         if self.data.source == "local" and self.data.eval_root is None:
             raise ValueError("data.source = 'local' needs data.eval_root")
+        return self
+
+    @model_validator(mode="after")
+    def _trained_granularity_evaluated(self) -> "Config":
+        g = self.model.sparsity.granularity
+        if g not in self.eval.granularities:
+            raise ValueError(f"eval.granularities = {self.eval.granularities} lacks the model's trained granularity "
+                             f"model.sparsity.granularity = {g!r}; allowed: a list that includes {g!r}")
         return self
 
 
