@@ -62,6 +62,7 @@ DATAFLOWS = ("os", "ws", "is")
 WEIGHT_FORMATS = ("ternary2", "ternary1.6")
 VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
 BITS_PER_WEIGHT = {"ternary2": 2.0, "ternary1.6": 1.6}
+BLOCK_TYPES = ("registers", "lutram", "bram18", "bram36", "uram")  # sim.buffers maps memories to these
 
 
 class _Strict(BaseModel):
@@ -69,6 +70,13 @@ class _Strict(BaseModel):
 
 
 # ------------------------------------------------------------------------------------ arch file
+
+class GatherSpec(_Strict):
+    """docs/engine.md section 3: the gathered operand's banks and read ports (replicas derived)."""
+
+    banks: int | None = Field(None, ge=1, le=4096, description="memory banks by channel (k mod banks); null = simd")
+    ports: Literal[1, 2] = Field(1, description="read ports per bank memory (2 = true dual port)")
+
 
 class ComputeSpec(_Strict):
     pe: int = Field(32, ge=1, le=4096, description="output lanes (channels per fold)")
@@ -80,6 +88,38 @@ class ComputeSpec(_Strict):
     decode_latency_cycles: int = Field(3, ge=0, le=1000, description="ternary1.6 decoder pipeline, per transfer")
     mode: Literal["mvau", "systolic"] = Field("mvau", description="mvau = ENGINE.md; systolic = dense SCALE-Sim array")
     dataflow: Literal["os", "ws", "is"] = Field("os", description="systolic mode: which operand stays in the array")
+    gather: GatherSpec = Field(default_factory=GatherSpec, description="banks and ports of the gathered operand")
+
+    @model_validator(mode="after")
+    def _gather(self) -> "ComputeSpec":
+        b, p = self.gather.banks, self.gather.ports
+        if b is not None and self.simd % b:
+            raise ValueError(f"compute.gather.banks = {b} does not divide compute.simd = {self.simd}; "
+                             f"allowed: a divisor of simd (lane s reads bank s mod banks)")
+        if (b or self.simd) * p > self.simd or self.simd % ((b or self.simd) * p):
+            raise ValueError(f"compute.gather.banks x compute.gather.ports = {(b or self.simd)} x {p} does not divide "
+                             f"compute.simd = {self.simd}; allowed: banks x ports a divisor of simd (replicas = "
+                             f"simd / (banks x ports))")
+        return self
+
+    @property
+    def banks(self) -> int:
+        """``B``: banks of the gathered operand (channel k in bank k mod B)."""
+        return self.gather.banks or self.simd
+
+    @property
+    def ports(self) -> int:
+        return self.gather.ports
+
+    @property
+    def replicas(self) -> int:
+        """``R = SIMD / (B * P)``: copies of each bank, so that every lane has its own read port."""
+        return self.simd // (self.banks * self.gather.ports)
+
+    @property
+    def lanes_per_bank(self) -> int:
+        """``q = SIMD / B = P * R``: work channels of one bank a chunk can hold."""
+        return self.simd // self.banks
 
     @model_validator(mode="after")
     def _systolic_dense(self) -> "ComputeSpec":
@@ -154,6 +194,10 @@ class BufferSpec(_Strict):
     weights_memory: Literal["bram", "uram"] = "bram"
     activations_memory: Literal["bram", "uram"] = "uram"
     outputs_memory: Literal["bram", "uram"] = "uram"
+    int8_weights_kb: float = Field(64.0, gt=0, le=1e6, description="KiB, the int8 unit's weight slices (both halves)")
+    int8_weights_memory: Literal["bram", "uram"] = "bram"
+    loop_order: Literal["auto", "fold_outer", "token_outer"] = Field(
+        "auto", description="ternary layers over the activation buffer: auto = least DRAM traffic")
 
 
 class DramSpec(_Strict):
@@ -200,6 +244,7 @@ class BoardSpec(_Strict):
     dram_type: str
     dram_bandwidth_gb_per_s: Sourced
     max_utilisation: Sourced
+    fabric_fmax_mhz: Sourced
     description: str = ""
 
 
@@ -255,12 +300,16 @@ class EnergyTable(_Strict):
     sram_write_factor: Sourced
     dram_pj_per_bit: Sourced
     vector_pj_per_element: dict[str, Sourced]
+    block_pj_per_bit: dict[str, Sourced]  # per bit accessed in a block of this type (sim.buffers)
 
     @model_validator(mode="after")
     def _kinds(self) -> "EnergyTable":
         if set(self.vector_pj_per_element) != set(VECTOR_KINDS):
             raise ValueError(f"vector_pj_per_element must have exactly the kinds {', '.join(VECTOR_KINDS)}; "
                              f"got {', '.join(sorted(self.vector_pj_per_element))}")
+        if set(self.block_pj_per_bit) != set(BLOCK_TYPES):
+            raise ValueError(f"block_pj_per_bit must have exactly the block types {', '.join(BLOCK_TYPES)}; "
+                             f"got {', '.join(sorted(self.block_pj_per_bit))}")
         return self
 
 
@@ -303,6 +352,11 @@ class Arch:
                  source: str, base_dir: Path):
         self.spec, self.board, self.energy, self.resource_model = spec, board, energy, resources
         self.source, self._base_dir = source, base_dir
+        fmax = board.fabric_fmax_mhz.value
+        if spec.clock_mhz > fmax:
+            raise SimInputError(f"{source}: clock_mhz = {spec.clock_mhz:g} exceeds the {board.name} board's fabric fmax "
+                                f"of {fmax:g} MHz for this design class; allowed: clock_mhz <= {fmax:g} "
+                                f"({board.fabric_fmax_mhz.source})")
         peak = board.dram_bandwidth_gb_per_s.value
         bw = spec.dram.bandwidth_gb_per_s
         if bw is not None and bw > peak:
