@@ -31,32 +31,79 @@ for _module in (models, data, training, evaluation, simulate, dse, export_fw, ex
     _module.register(app, export_app)
 
 
+_CLICK_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _click_errors() -> tuple[type[BaseException], ...]:
+    """Usage-error classes of every click flavour: click's own and typer's vendored copy."""
+    global _CLICK_ERRORS
+    if not _CLICK_ERRORS:
+        import click
+        found: list[type[BaseException]] = [click.ClickException]
+        try:
+            from typer._click import exceptions as vendored  # typer >= 0.20 ships its own click
+            found.append(vendored.ClickException)
+        except ImportError:  # pragma: no cover - older typer uses click itself
+            pass
+        _CLICK_ERRORS = tuple(found)
+    return _CLICK_ERRORS
+
+
+def _exit_code(value) -> int:
+    """The exit status a command's return value (or a click/typer Exit) stands for."""
+    if value is None or value is True:
+        return 0
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return value
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``tatvpr`` console script."""
+    """Entry point of the ``tatvpr`` console script.
+
+    Exit codes: 0 ok; 1 a check failed (mismatch, bound exceeded); 2 bad input or usage
+    (one ``error:`` line, no traceback); 130 interrupted. Only a real bug prints a traceback.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # third-party chatter at INFO (faiss' CPU-feature probing, Lightning's tips) hides our progress
     for noisy in ("faiss.loader", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        app(args=argv, standalone_mode=False)
+        code = _exit_code(app(args=argv, prog_name="tatvpr", standalone_mode=False))
+        if code == 130:  # typer turns Ctrl-C into a return value in non-standalone mode
+            print("interrupted", file=sys.stderr)
+        return code
     except (UserError, SimInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
-        print(f"error: file not found: {err.filename or err}", file=sys.stderr)
+    except UnicodeDecodeError as err:
+        print(f"error: a file is not UTF-8 text ({err.reason} at byte {err.start}); "
+              f"allowed: UTF-8 YAML / JSON / CSV text", file=sys.stderr)
         return 2
-    except typer.Exit as err:
-        return err.exit_code
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        what = {FileNotFoundError: "file not found", IsADirectoryError: "is a folder, expected a file",
+                NotADirectoryError: "a parent of the path is a file, not a folder",
+                PermissionError: "permission denied"}[type(err)]
+        print(f"error: {what}: {err.filename or err}", file=sys.stderr)
+        return 2
+    except (typer.Exit, SystemExit) as err:
+        code = getattr(err, "exit_code", None)
+        return _exit_code(code if code is not None else getattr(err, "code", 0))
     except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
+    except Exception as err:
+        if isinstance(err, _click_errors()):
+            if type(err).__name__ == "NoArgsIsHelpError":  # help was printed already
+                return 2
+            msg = err.format_message() if hasattr(err, "format_message") else str(err)
+            ctx = getattr(err, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None and ctx.command_path else ""
+            print(f"error: {msg}{where}", file=sys.stderr)
+            return 2
         raise
-    return 0
 
 
 if __name__ == "__main__":

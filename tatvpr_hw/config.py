@@ -203,11 +203,16 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}); allowed: a UTF-8 YAML file") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: malformed YAML: {err}") from None
     if data is None:
-        data = {}
+        raise UserError(f"{path}: the config file is empty; allowed: a YAML mapping with at least one section "
+                        f"(e.g. copy configs/tiny.yaml)")
     return parse_config(data, str(path))
 
 

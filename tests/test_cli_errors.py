@@ -1,0 +1,98 @@
+"""The CLI's one error boundary: usage errors of any click flavour, bad files, failed checks, Ctrl-C.
+
+Each case asserts the exit code the README promises (0 ok, 1 check failed, 2 bad input or
+usage, 130 interrupted) and one ``error:`` line without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import typer
+
+from tatvpr_hw.cli import app, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip() and not line.startswith(("W1", "I1"))]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sim"], "Missing option '--trace'"),
+    (["sim", "--bogus"], "No such option: --bogus"),
+    (["sim", "--trace"], "requires an argument"),
+    (["no-such-command"], "No such command"),
+    (["dse", "--workers", "abc", "--space", "x", "--trace", "t", "--out", "o"], "--workers"),
+    (["sim", "--trace", "/nonexistent/trace.npz"], "not found"),
+])
+def test_usage_errors_exit_2_with_one_line(capsys, argv, needle):
+    code, lines = run_main(capsys, argv)
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_binary_and_empty_and_folder_config(capsys, tmp_path):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 3)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    for path, needle in ((binary, "not UTF-8"), (empty, "empty"), (folder, "not found")):
+        code, lines = run_main(capsys, ["footprint", "--config", str(path)])
+        assert code == 2, path
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+
+
+def test_failed_check_exits_1_and_interrupt_130(capsys):
+    sub = typer.Typer()
+
+    @sub.command("fail")
+    def _fail():
+        raise typer.Exit(1)
+
+    @sub.command("interrupt")
+    def _interrupt():
+        raise KeyboardInterrupt
+
+    app.add_typer(sub, name="zz-test")
+    try:
+        assert main(["zz-test", "fail"]) == 1
+        assert main(["zz-test", "interrupt"]) == 130
+        assert "interrupted" in capsys.readouterr().err
+    finally:
+        app.registered_groups[:] = [g for g in app.registered_groups if g.name != "zz-test"]
+
+
+def test_sigint_of_a_running_command_exits_130(tmp_path):
+    """A real Ctrl-C (SIGINT to the process) while a command works: exit 130, one line."""
+    code = ("import sys, time, typer\n"
+            "from tatvpr_hw.cli import app, main\n"
+            "@app.command('zz-sleep')\n"
+            "def _s():\n"
+            "    print('ready', flush=True)\n"
+            "    time.sleep(60)\n"
+            "sys.exit(main(['zz-sleep']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    lines = [ln for ln in err.splitlines() if ln.strip() and "cpp_extension" not in ln]
+    assert lines == ["interrupted"], err
