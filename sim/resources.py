@@ -1,37 +1,36 @@
-"""FPGA resources of an arch and whether it fits its board (coefficients: sim/boards/resource_model.yaml).
+"""FPGA resources of an arch and whether it fits its board (docs/engine.md section 7).
+
+Resources = the datapath (coefficients in sim/boards/resource_model.yaml; the MAC-array terms are
+fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`sim.buffers`):
 
     LUT  = PE*SIMD*(lut_per_lane + lut_per_lane_skip[mode]) + PE*(SIMD-1)*(8 + stages)*lut_per_tree_bit
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
-    FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit + vector lanes*ff_per_vector_lane + ff_control
+         + LUTRAM LUTs of the buffers
+    FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit
+         + vector lanes*ff_per_vector_lane + ff_control + register-mapped buffer bits
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
-    BRAM36 / URAM per buffer = max(ceil(bits / bits_per_block), ceil(port_bits / port_bits_per_block))
+    BRAM36 = buffers' BRAM36 + ceil(buffers' BRAM18 / 2)       URAM = buffers' URAM288
 
-A design fits when every class is at most ``max_utilisation`` of the board's.
+The gather is wired (lane s reads bank s mod B through its own port, docs/engine.md section 3):
+no crossbar is charged; ``lut_per_lane_skip`` is what remains per lane (valid gating, the
+intersection compare of ``both``), see its sources.
+
+A design fits when every class is at most ``max_utilisation`` of the board's; ``over`` names
+the classes that do not, ``why`` the buffers using the most of each such class.
 """
 
 from __future__ import annotations
 
 import math
 
+from sim.buffers import plan_buffers
+
 CLASSES = ("lut", "ff", "dsp", "bram36", "uram")
 
 
-def port_bits(arch) -> dict[str, int]:
-    """Buffer port widths in bits: the arch's, or the width that feeds one chunk per cycle."""
-    c, b = arch.spec.compute, arch.spec.buffers
-    idx = 12  # index bits for K up to 4096
-    compressed_w = c.skip_mode in ("weight", "both")
-    compressed_a = c.skip_mode in ("act", "both")
-    return {
-        "weights": b.weight_port_bits or c.pe * c.simd * (2 + (idx if compressed_w else 0)),
-        "activations": b.activation_port_bits or c.simd * (8 + (idx if compressed_a else 0)),
-        "outputs": b.output_port_bits or c.pe * 8,
-    }
-
-
-def estimate_resources(arch) -> dict:
-    """Resource estimate, board capacity, utilisation and fit of ``arch``."""
+def datapath_resources(arch) -> dict[str, float]:
+    """LUT / FF / DSP of everything but the buffers (the fitted MAC array and the estimates)."""
     r = arch.resource_model
     s = arch.spec
     c = s.compute
@@ -48,22 +47,41 @@ def estimate_resources(arch) -> dict:
           + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
           + vec_lanes * r.ff_per_vector_lane.value + r.ff_control.value)
     dsp = c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
-    used = {"lut": math.ceil(lut), "ff": math.ceil(ff), "dsp": math.ceil(dsp), "bram36": 0, "uram": 0}
-    ports = port_bits(arch)
-    buffers = {}
-    for name, kb, mem in (("weights", s.buffers.weights_kb, s.buffers.weights_memory),
-                          ("activations", s.buffers.activations_kb, s.buffers.activations_memory),
-                          ("outputs", s.buffers.outputs_kb, s.buffers.outputs_memory)):
-        cap = (r.bram36_bits if mem == "bram" else r.uram_bits).value
-        port = (r.bram36_port_bits if mem == "bram" else r.uram_port_bits).value
-        blocks = max(math.ceil(kb * 1024 * 8 / cap), math.ceil(ports[name] / port))
-        key = "bram36" if mem == "bram" else "uram"
-        used[key] += blocks
-        buffers[name] = {"kb": kb, "memory": key, "blocks": blocks, "port_bits": ports[name]}
+    return {"lut": lut, "ff": ff, "dsp": dsp}
+
+
+def _why(cls: str, used: dict, avail: dict, datapath: dict, buffers: list[dict]) -> str:
+    """One line naming what uses the most of an over class: its largest buffers (and the datapath)."""
+    users = sorted((b for b in buffers if b.get(cls, 0) > 0), key=lambda b: -b[cls])
+    parts = [f"{b['name']} {b[cls]:,.4g} ({b['block_type']})" for b in users[:2]]
+    if datapath.get(cls):
+        parts.append(f"datapath {math.ceil(datapath[cls]):,}")
+    cap = avail[cls]
+    have = f"{used[cls]:,} of {cap:,}" if cap else f"{used[cls]:,} (the board has none)"
+    return f"{cls}: {have}; largest: " + ", ".join(parts)
+
+
+def estimate_resources(arch) -> dict:
+    """Resource estimate, board capacity, utilisation and fit of ``arch``.
+
+    Keys: ``board, part, used, available, utilisation, max_utilisation, fits, over, why,
+    datapath, buffers`` (``buffers`` = :func:`sim.buffers.plan_buffers`).
+    """
+    dp = datapath_resources(arch)
+    buffers = plan_buffers(arch)
+    bram18 = sum(b["bram18"] for b in buffers)
+    bram36 = sum(b["bram36"] - b["bram18"] / 2 for b in buffers)
+    used = {"lut": math.ceil(dp["lut"] + sum(b["lut"] for b in buffers)),
+            "ff": math.ceil(dp["ff"] + sum(b["ff"] for b in buffers)),
+            "dsp": math.ceil(dp["dsp"]),
+            "bram36": int(bram36) + math.ceil(bram18 / 2),
+            "uram": sum(b["uram"] for b in buffers)}
     avail = arch.board.resources.model_dump()
     limit = arch.board.max_utilisation.value
     # a class the board lacks (URAM on a Zynq-7000) has utilisation None and fails when used
     util = {k: (used[k] / avail[k] if avail[k] else (0.0 if used[k] == 0 else None)) for k in CLASSES}
     over = [k for k in CLASSES if util[k] is None or util[k] > limit]
+    why = [_why(k, used, avail, dp, buffers) for k in over]
     return {"board": arch.board.name, "part": arch.board.part, "used": used, "available": avail,
-            "utilisation": util, "max_utilisation": limit, "fits": not over, "over": over, "buffers": buffers}
+            "utilisation": util, "max_utilisation": limit, "fits": not over, "over": over, "why": why,
+            "datapath": {k: math.ceil(v) for k, v in dp.items()}, "buffers": buffers}

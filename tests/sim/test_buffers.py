@@ -1,0 +1,162 @@
+"""sim.buffers: every buffer of a design point and its blocks (docs/engine.md sections 6 and 7).
+
+Every expected count below is worked by hand from the rule in the comment next to it, not
+taken from the code: registers if w*d <= 64; LUTRAM (w LUTs per read port) if d <= 64; URAM
+(ceil(w/72) * ceil(d/4096)) if preferred, present and d >= 2048; else the cheapest BRAM aspect
+ratio, a BRAM18 costing half a BRAM36, BRAM36 on a tie, 512x36 (BRAM18) and 512x72 (BRAM36)
+only with one read port.
+"""
+
+import pytest
+
+from sim.arch import arch_from_dict, load_arch, load_resource_model, with_overrides
+from sim.buffers import (BRAM18_RATIOS, BRAM36_RATIOS, URAM_DEPTH, URAM_WIDTH, k_max, map_memory,
+                         plan_buffers)
+from sim.errors import SimInputError
+from sim.resources import estimate_resources
+
+
+def _arch(**compute):
+    buffers = compute.pop("buffers", {})
+    spec = {"name": "t", "board": compute.pop("board", "kv260"), "double_buffering": compute.pop("db", True),
+            "compute": compute, "buffers": buffers}
+    return arch_from_dict(spec, "test-arch")
+
+
+def _by_name(arch):
+    return {b["name"]: b for b in plan_buffers(arch)}
+
+
+# ------------------------------------------------------------------------------ one memory
+
+@pytest.mark.parametrize("w,d,ports,uram,want", [
+    (8, 8, 1, False, ("registers", 64, {"ff": 64})),            # 8*8 = 64 bits <= 64
+    (8, 9, 1, False, ("lutram", 8, {"lut": 8})),                # 72 bits, d = 9 <= 64: 8 RAM64X1S
+    (8, 9, 2, False, ("lutram", 16, {"lut": 16})),              # second read port: RAM64X1D, twice
+    (64, 64, 1, True, ("lutram", 64, {"lut": 64})),             # d = 64 still LUTRAM, URAM not for d < 2048
+    (64, 128, 1, False, ("bram36", 1, {"bram36": 1})),          # 512x72: 1 BRAM36 (= 2 BRAM18 512x36: tie)
+    (64, 128, 2, False, ("bram36", 2, {"bram36": 2})),          # no 72/36 SDP widths: 1Kx36 x2 (= 4 BRAM18 1Kx18)
+    (8, 1024, 1, False, ("bram18", 1, {"bram18": 1})),          # 2Kx9 BRAM18: 1 (0.5) < 4Kx9 BRAM36: 1 (1.0)
+    (8, 1024, 2, False, ("bram18", 1, {"bram18": 1})),          # 2Kx9 is a true-dual-port width
+    (128, 4096, 1, False, ("bram36", 15, {"bram36": 15})),      # 4Kx9: ceil(128/9) = 15; 512x72: 2*8 = 16
+    (72, 1024, 1, True, ("bram36", 2, {"bram36": 2})),          # URAM preferred but d < 2048: 1Kx36 x2
+    (640, 9831, 1, True, ("uram", 27, {"uram": 27})),           # ceil(640/72) = 9 x ceil(9831/4096) = 3
+    (256, 28672, 1, True, ("uram", 28, {"uram": 28})),          # 4 x 7
+    (20, 300, 1, False, ("bram18", 1, {"bram18": 1})),          # BRAM18 512x36: 1 (0.5) < 1Kx18: 2 (1.0), 512x72: 1 (1.0)
+    (20, 300, 2, False, ("bram36", 1, {"bram36": 1})),          # no 512x36: BRAM36 1Kx36 1 (1.0) ties 2 BRAM18 1Kx18
+])
+def test_map_memory_by_hand(w, d, ports, uram, want):
+    kind, blocks, cls = want
+    got = map_memory(w, d, ports, uram, True)
+    assert (got["block_type"], got["blocks"]) == (kind, blocks)
+    for k in ("lut", "ff", "bram18", "bram36", "uram"):
+        assert got[k] == cls.get(k, 0), k
+
+
+def test_uram_preferred_on_a_board_without_uram_is_bram():
+    # 640 x 9831 on a Zynq-7000: BRAM. 4Kx9: ceil(640/9) = 72 x ceil(9831/4096) = 3 = 216;
+    # 512x72: 9 x 20 = 180; 1Kx36: 18 x 10 = 180; BRAM18 512x36: 18 x 20 = 360 = 180.0: 180 BRAM36
+    got = map_memory(640, 9831, 1, True, False)
+    assert (got["block_type"], got["blocks"], got["uram"]) == ("bram36", 180, 0)
+
+
+def test_block_geometry_matches_the_resource_model_sources():
+    r = load_resource_model()
+    assert URAM_DEPTH * URAM_WIDTH == r.uram_bits.value and URAM_WIDTH == r.uram_port_bits.value
+    assert (512, 72) in BRAM36_RATIOS and 512 * 72 == r.bram36_bits.value == 2 * 512 * 36
+    assert max(w for _, w in BRAM36_RATIOS) == r.bram36_port_bits.value
+    assert (512, 36) in BRAM18_RATIOS
+
+
+# ---------------------------------------------------------------------- whole design points
+
+def test_default_kv260_by_hand():
+    a = load_arch("kv260")  # 32 x 32, act, B = SIMD = 32, P = 1, R = 1, weights 64 KiB double-buffered
+    # K_max = floor(8192 * 64 / (2 * 32 * 2)) = 4096 (a multiple of 32); I = 12
+    assert k_max(a) == 4096
+    b = _by_name(a)
+    assert list(b) == ["weights", "activations", "outputs", "int8_weights"]  # no act_gather in act mode
+    w = b["weights"]  # h*R*B = 2*1*32 = 64 memories of 2*32 = 64 bits x 4096/32 = 128 words
+    assert (w["memories"], w["width_bits"], w["depth"], w["halves"], w["banks"]) == (64, 64, 128, 2, 32)
+    assert w["bits"] == 64 * 64 * 128 == 64 * 8192  # exactly the 64 KiB asked (8192 bits per KiB)
+    assert (w["block_type"], w["blocks"], w["bram36"]) == ("bram36", 64, 64)  # one 512x72 each
+    act = b["activations"]  # 32 * (8 + 12) = 640 bits x ceil(8192 * 512 / 640) = 6554: 9 x 2 URAM
+    assert (act["width_bits"], act["depth"], act["block_type"], act["blocks"]) == (640, 6554, "uram", 18)
+    out = b["outputs"]  # 32 * 8 = 256 bits x 8192 * 896 / 256 = 28672: 4 x 7 URAM
+    assert (out["width_bits"], out["depth"], out["block_type"], out["blocks"]) == (256, 28672, "uram", 28)
+    i8 = b["int8_weights"]  # cols 16 * 8 = 128 bits x 8192 * 64 / 128 = 4096: 15 BRAM36 4Kx9
+    assert (i8["width_bits"], i8["depth"], i8["block_type"], i8["blocks"]) == (128, 4096, "bram36", 15)
+    res = estimate_resources(a)
+    assert res["used"]["bram36"] == 64 + 15 and res["used"]["uram"] == 18 + 28
+    assert res["fits"] and res["why"] == []
+
+
+def test_banked_two_port_act_point_by_hand():
+    # PE 8, SIMD 32, B = 8, P = 2: R = 32 / 16 = 2; weights 16 KiB double-buffered
+    a = _arch(pe=8, simd=32, skip_mode="act", gather={"banks": 8, "ports": 2}, buffers={"weights_kb": 16})
+    # K_max = floor(8192 * 16 / (2 * 8 * 2)) = 4096
+    assert k_max(a) == 4096
+    w = _by_name(a)["weights"]
+    # h*R*B = 2*2*8 = 32 memories, 16 bits x 4096/8 = 512, two read ports:
+    # BRAM18 1Kx18: 1 (0.5) beats BRAM36 2Kx18: 1 (1.0); 512x36 not allowed with 2 ports
+    assert (w["memories"], w["replicas"], w["ports"], w["width_bits"], w["depth"]) == (32, 2, 2, 16, 512)
+    assert (w["block_type"], w["blocks"], w["bram18"], w["bram36"]) == ("bram18", 32, 32, 16)
+    assert w["bits"] == 32 * 16 * 512 == 2 * 16 * 8192  # R = 2 copies of the 16 KiB
+
+
+def test_both_mode_gather_point_by_hand():
+    # PE 4, SIMD 8, B = 2, P = 2: R = 8 / 4 = 2; weights 4 KiB double-buffered
+    a = _arch(pe=4, simd=8, skip_mode="both", gather={"banks": 2, "ports": 2}, buffers={"weights_kb": 4})
+    # K_max = floor(8192 * 4 / (2 * 4 * 2)) = 2048; I = 11
+    assert k_max(a) == 2048
+    b = _by_name(a)
+    w = b["weights"]  # h*PE = 8 memories of 8 * (2 + 11) = 104 bits x 2048/8 = 256
+    # 512x72: 2 = 2.0; BRAM18 512x36: ceil(104/36) = 3 = 1.5 (cheapest); 1Kx36: 3 = 3.0
+    assert (w["memories"], w["width_bits"], w["depth"]) == (8, 104, 256)
+    assert (w["block_type"], w["blocks"], w["bram36"]) == ("bram18", 24, 12)
+    g = b["act_gather"]  # 2*PE*R*B = 2*4*2*2 = 32 memories of 8 bits x 2048/2 = 1024, two ports
+    assert (g["memories"], g["width_bits"], g["depth"], g["ports"], g["halves"]) == (32, 8, 1024, 2, 2)
+    assert (g["block_type"], g["blocks"], g["bram36"]) == ("bram18", 32, 16)  # 2Kx9 BRAM18 each
+    act = b["activations"]  # both: 8 * (8 + 11) = 152 bits x ceil(4194304 / 152 = 27594.1) = 27595: 3 x 7 URAM
+    assert (act["width_bits"], act["depth"], act["blocks"]) == (152, 27595, 21)
+    res = estimate_resources(a)
+    # BRAM18: 24 + 32 = 56 -> 28 BRAM36; + int8_weights 15 BRAM36
+    assert res["used"]["bram36"] == 28 + 15
+
+
+def test_paper_layer_weight_mode_32x64_does_not_fit_by_hand():
+    # PE 32 x SIMD 64 `weight` mode, K_max = 3072: weights_kb = 3072 * 2 * 32 * 2 / 8192 = 48
+    a = with_overrides(load_arch("kv260"), {"compute.simd": 64, "compute.skip_mode": "weight",
+                                            "buffers.weights_kb": 48, "clock_mhz": 300})
+    assert k_max(a) == 3072
+    b = _by_name(a)
+    # weights: 2*32 = 64 memories of 64 * (2 + 12) = 896 bits x 3072/64 = 48 (LUTRAM: 896 LUTs each)
+    assert (b["weights"]["width_bits"], b["weights"]["depth"], b["weights"]["block_type"]) == (896, 48, "lutram")
+    assert b["weights"]["lut"] == 64 * 896 == 57344
+    # act_gather: 2*32*1*64 = 4096 memories of 8 bits x 3072/64 = 48 (LUTRAM: 8 LUTs each)
+    assert (b["act_gather"]["memories"], b["act_gather"]["lut"]) == (4096, 4096 * 8)
+    res = estimate_resources(a)
+    # datapath by hand: 2048 lanes * (16.07 + 1 weight-mode gating) + 32*32*1.571 + 128 int8 DSPs * 12
+    # + 16 vector lanes * 300 + 6000 control = 48904.064; + 57344 + 32768 = 139016.064 -> 139017
+    assert res["used"]["lut"] == 139017
+    assert not res["fits"] and res["over"] == ["lut"]
+    assert res["why"][0].startswith("lut: 139,017 of 117,120") and "weights" in res["why"][0] \
+        and "act_gather" in res["why"][0]
+
+
+def test_kmax_rounds_to_banks_and_a_layer_too_small_is_an_error():
+    # PE 3, SIMD 8, B 8, weights 1 KiB, no double buffering: floor(8192 / 6) = 1365 -> 1360
+    a = _arch(pe=3, simd=8, db=False, buffers={"weights_kb": 1})
+    assert k_max(a) == 1360
+    tiny = _arch(pe=64, simd=64, buffers={"weights_kb": 0.5})  # floor(4096 / 256) = 16 < B = 64
+    with pytest.raises(SimInputError, match="weights_kb = 0.5"):
+        plan_buffers(tiny)
+
+
+def test_systolic_and_every_mode_bits_equal_memories_times_words():
+    for mode in ("none", "act", "weight", "both"):
+        a = _arch(pe=16, simd=16, skip_mode=mode, gather={"banks": 4})
+        for e in plan_buffers(a):
+            assert e["memories"] == e["halves"] * e["replicas"] * e["banks"], (mode, e["name"])
+            assert e["bits"] == e["memories"] * e["width_bits"] * e["depth"]
+        assert ("act_gather" in _by_name(a)) == (mode in ("weight", "both"))
