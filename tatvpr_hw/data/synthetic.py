@@ -56,7 +56,15 @@ from tatvpr_hw.io import write_json
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+# View-change mix at strength s = 1 (each scales with s): probabilities of another sky, of a
+# season / light palette swap and of a cast shadow; the largest hue turn; the spread of the
+# log saturation factor.
+WEATHER_P = 0.5
+SEASON_P = 0.6
+SHADOW_P = 0.5
+HUE_MAX_RAD = math.pi
+SATURATION_SIGMA = 0.5
 MANIFEST = "synthetic.json"
 CITIES = ("SynthA", "SynthB")
 EVAL_SPACING_M = 60.0
@@ -259,13 +267,53 @@ def weather(scene: Scene, rng: np.random.Generator) -> Scene:
     return replace(scene, sky_top=top, sky_horizon=hor)
 
 
+def season(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same street in another season or light: a palette swap of everything but the
+    buildings' shapes. Autumn (tree crowns orange to red), winter (snow on road, sidewalk and
+    trees, overcast sky) or dusk (dark sky and skyline, facades dimmed, windows lit)."""
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        props = [replace(p, color=_hsv(rng.uniform(0.0, 0.12), rng.uniform(0.6, 1.0), rng.uniform(0.5, 0.9)))
+                 if p.kind == 0 else p for p in scene.props]
+        return replace(scene, props=props)
+    if kind == 1:
+        snow = _hsv(0.6, rng.uniform(0.0, 0.08), rng.uniform(0.85, 1.0))
+        props = [replace(p, color=_hsv(0.6, 0.05, rng.uniform(0.75, 0.95))) if p.kind == 0 else p
+                 for p in scene.props]
+        return replace(scene, road_color=snow, walk_color=snow, props=props,
+                       sky_top=_hsv(0.6, 0.04, rng.uniform(0.6, 0.8)), sky_horizon=_hsv(0.6, 0.02, 0.9))
+    dim = float(rng.uniform(0.25, 0.45))
+    lit = _hsv(rng.uniform(0.1, 0.16), rng.uniform(0.4, 0.8), 1.0)
+    dark = lambda c: tuple(int(v * dim) for v in c)      # noqa: E731
+    buildings = [replace(b, color=dark(b.color), window_color=lit) for b in scene.buildings]
+    props = [replace(p, color=dark(p.color)) for p in scene.props]
+    return replace(scene, buildings=buildings, props=props, sky_top=_hsv(0.65, 0.6, rng.uniform(0.08, 0.2)),
+                   sky_horizon=_hsv(rng.uniform(0.0, 0.1), 0.5, rng.uniform(0.3, 0.5)),
+                   far_color=dark(scene.far_color), road_color=dark(scene.road_color),
+                   walk_color=dark(scene.walk_color))
+
+
+def hue_rotation(angle_rad: float) -> np.ndarray:
+    """3x3 matrix rotating RGB about the grey axis by ``angle_rad``: hue turns, the mean of the
+    three channels (the grey level) is unchanged (Rodrigues' formula, axis (1, 1, 1) / sqrt 3)."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    k = np.full(3, 1.0 / math.sqrt(3.0))
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return (c * np.eye(3) + s * kx + (1.0 - c) * np.outer(k, k)).astype(np.float32)
+
+
 def render_view(scene: Scene, pano: Image.Image, rng: np.random.Generator, strength: float, image_px: int,
                 lateral_m: float = 0.0) -> Image.Image:
     """One camera view of ``scene`` (``pano`` is its rendering); ``strength`` in [0, 1] scales
     every change. With probability ``0.5 * strength`` the sky changes (weather)."""
     s = float(strength)
-    if rng.uniform() < 0.5 * s:
-        pano = render_scene(weather(scene, rng), pano.height)
+    seen = scene
+    if rng.uniform() < WEATHER_P * s:
+        seen = weather(seen, rng)
+    if rng.uniform() < SEASON_P * s:
+        seen = season(seen, rng)
+    if seen is not scene:
+        pano = render_scene(seen, pano.height)
     ph, pw = pano.height, pano.width
     side = ph * 0.85 * (1.0 + rng.uniform(-0.25, 0.25) * s)
     cx = pw / 2 + (lateral_m / VIEW_RADIUS_M) * 0.35 * side * s + rng.normal(0.0, 0.06) * side * s
@@ -298,8 +346,18 @@ def render_view(scene: Scene, pano: Image.Image, rng: np.random.Generator, stren
     gain = np.exp(rng.normal(0.0, 0.18 * s, size=3)).astype(np.float32)
     gamma = math.exp(rng.normal(0.0, 0.3 * s))
     ramp = 1.0 + rng.uniform(-0.6, 0.6) * s * (np.linspace(-0.5, 0.5, image_px, dtype=np.float32))
+    # palette: hue turned about the grey axis, saturation scaled (grey levels unchanged)
+    arr = arr @ hue_rotation(rng.uniform(-1.0, 1.0) * HUE_MAX_RAD * s).T
+    grey = arr.mean(axis=2, keepdims=True)
+    arr = grey + (arr - grey) * math.exp(rng.normal(0.0, SATURATION_SIGMA * s))
     mean = arr.mean()
     arr = ((arr - mean) * contrast + mean) * brightness * gain * ramp[None, :, None]
+    if rng.uniform() < SHADOW_P * s:
+        # a cast shadow: everything on one side of a slanted line darkened, soft edge
+        yy, xx = np.mgrid[0:image_px, 0:image_px].astype(np.float32) / image_px
+        edge = rng.uniform(0.15, 0.85) + rng.uniform(-0.5, 0.5) * (yy - 0.5) - xx
+        inside = 1.0 / (1.0 + np.exp(-edge * (1.0 if rng.uniform() < 0.5 else -1.0) * 40.0))
+        arr = arr * (1.0 - (1.0 - rng.uniform(0.35, 0.7)) * inside)[..., None]
     arr = np.clip(arr, 0.0, 1.0) ** gamma
     noise_sigma = rng.uniform(0.0, 0.04) * s
     arr = arr + rng.normal(0.0, 1.0, size=arr.shape).astype(np.float32) * noise_sigma

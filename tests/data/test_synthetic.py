@@ -94,3 +94,70 @@ def test_train_loader_on_synthetic(tmp_path):
     ensure_benchmark(cfg)
     x, y = next(iter(make_train_loader(cfg.data, img_size=28, seed=0)))
     assert x.shape == (8, 3, 28, 28) and y.shape == (8,) and len(set(y.tolist())) == 4
+
+
+def test_hue_rotation_a_third_turn_permutes_the_channels():
+    import math
+
+    from tatvpr_hw.data.synthetic import hue_rotation
+
+    # By hand: the grey axis (1, 1, 1) is symmetric in R, G, B, so turning about it by 120
+    # degrees (right hand) carries the R axis onto G, G onto B and B onto R.
+    assert np.allclose(hue_rotation(2 * math.pi / 3), [[0, 0, 1], [1, 0, 0], [0, 1, 0]], atol=1e-6)
+    assert np.allclose(hue_rotation(0.0), np.eye(3))
+    rgb = np.array([0.9, 0.2, 0.4], np.float32)
+    for angle in (0.3, 1.7, -2.9):
+        turned = hue_rotation(angle) @ rgb
+        assert abs(turned.mean() - rgb.mean()) < 1e-6            # grey level kept
+        assert np.linalg.norm(turned - rgb) > 0.05                # colour changed
+
+
+def test_season_swaps_the_palette_and_keeps_the_buildings():
+    from tatvpr_hw.data.synthetic import random_scene, season
+
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        scene = random_scene(rng)
+        other = season(scene, rng)
+        shape = lambda s: [(b.x0, b.width, b.height, b.rows, b.cols, b.roof, b.door)  # noqa: E731
+                           for b in s.buildings] + [(p.kind, p.x, p.size) for p in s.props]
+        assert shape(other) == shape(scene)                     # what a place is made of
+        colours = lambda s: [s.road_color, s.sky_top] + [b.color for b in s.buildings] + \
+            [p.color for p in s.props]                            # noqa: E731
+        assert colours(other) != colours(scene)
+
+
+def _pixel_r1(root: Path) -> float:
+    from tatvpr_hw.evaluation import pixel_baseline
+
+    return pixel_baseline(VPREvalSet(root / "eval", img_size=16), (1,), 16)[1]
+
+
+PIXEL_SPLIT = dict(places=2, train_images_per_place=2, eval_places=60, image_px=48)
+
+
+def test_hard_setting_defeats_raw_pixels(tmp_path):
+    # 60 places, two seeds: raw 16 x 16 pixels find most places at difficulty 0.1 (measured
+    # 83 / 90 %) and lose about half of them at the demo's 0.4 (55 / 35 %).
+    def mean_r1(difficulty):
+        return float(np.mean([_pixel_r1(write_benchmark(tmp_path / f"{difficulty}-{s}",
+                                                        SyntheticConfig(**PIXEL_SPLIT, difficulty=difficulty), seed=s))
+                              for s in (0, 1)]))
+    easy, hard = mean_r1(0.1), mean_r1(0.4)
+    assert easy >= 75.0
+    assert hard <= easy - 25.0
+
+
+def test_palette_changes_are_what_defeats_pixels(tmp_path, monkeypatch):
+    import tatvpr_hw.data.synthetic as synthetic
+
+    def mean_r1(tag):
+        return float(np.mean([_pixel_r1(write_benchmark(tmp_path / f"{tag}-{s}",
+                                                        SyntheticConfig(**PIXEL_SPLIT, difficulty=0.4), seed=s))
+                              for s in (0, 1)]))
+    with_palette = mean_r1("on")                                   # measured 45 %
+    monkeypatch.setattr(synthetic, "HUE_MAX_RAD", 0.0)
+    monkeypatch.setattr(synthetic, "SATURATION_SIGMA", 0.0)
+    monkeypatch.setattr(synthetic, "SEASON_P", 0.0)
+    without = mean_r1("off")                                       # measured 60 %
+    assert without >= with_palette + 8.0
