@@ -1,98 +1,167 @@
-"""Energy model: totals equal the sum of their breakdowns, hand-checked action costs, resources/fit."""
+"""Energy model: every component worked by hand from table values, buffers priced per block type
+(docs/engine.md section 7), the block energies derived from each table's own SRAM curve, fit."""
 
 import math
 
 import numpy as np
 import pytest
+import yaml
 
-from sim.arch import load_arch, with_overrides
+from sim.arch import ENERGY_DIR, arch_from_dict, load_arch, with_overrides
 from sim.energy import COMPONENTS, energy_pj
 from sim.engine import ternary_layer
 from sim.packing import pack_ternary2
 from sim.simulator import simulate
 from sim.trace import VERSION, TernaryLinearOp, Trace, synthetic_vit_trace
 
+# Hand-written action counts (every key the energy model prices); act_gather bits only where
+# the machine has per-PE token copies (weight/both).
+COUNTS = dict(pairs_processed=1000, pairs_skipped=300, acc_updates=50, index_decodes=70, intersect_compares=90,
+              base3_decodes=11, requant_mults=40, weight_buf_read_bits=2000, weight_buf_write_bits=500,
+              act_buf_read_bits=800, act_buf_write_bits=256, out_buf_write_bits=320,
+              int8_weight_buf_read_bits=64, int8_weight_buf_write_bits=128, dram_weight_bits=1000,
+              dram_act_bits=2000, dram_int8_weight_bits=300, dram_spill_bits=400, dsp_macs=500)
+GATHER = dict(act_gather_read_bits=4096, act_gather_write_bits=1024)
+
 
 @pytest.fixture(scope="module")
-def trace():
-    return synthetic_vit_trace(depth=2, dim=48, tokens=9, heads=3, mlp_ratio=2, sparsity=0.4, seed=2)
+def table_path(tmp_path_factory):
+    """The Horowitz table with distinct block energies and a write factor of 2 (so a wrong block
+    type or a write priced as a read changes the number)."""
+    data = yaml.safe_load((ENERGY_DIR / "horowitz45nm.yaml").read_text())
+    for kind, pj in dict(registers=0.001, lutram=0.002, bram18=0.03, bram36=0.04, uram=0.5).items():
+        data["block_pj_per_bit"][kind]["value"] = pj
+    data["sram_write_factor"]["value"] = 2.0
+    p = tmp_path_factory.mktemp("e") / "distinct.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
 
 
+def _point(mode, fmt, table):
+    # PE 8 x SIMD 8, banks 2 (R = 4), weights 2 KiB double-buffered: K_max = 8192*2/(2*8*2) = 512, I = 9.
+    # Blocks (sim.buffers rule, by hand):
+    #   none/act weights: 2*4*2 = 16 memories of 16 bits x 256 -> BRAM18 1Kx18 (0.5 < BRAM36 1.0)
+    #   weight/both weights: 2*8 = 16 memories of 8*(2+9) = 88 bits x 64 -> LUTRAM (d <= 64)
+    #   weight/both act_gather: 2*8*4*2 = 128 memories of 8 bits x 256 -> BRAM18 2Kx9
+    #   activations 4 KiB: 64 bits x 512 (none, weight) or 136 x 241 (act, both) -> BRAM36 512x72
+    #     (ties with two BRAM18 512x36; d < 2048 so no URAM)
+    #   outputs 16 KiB: 64 bits x 2048 -> URAM (preferred by default, d >= 2048): 1
+    #   int8_weights: cols 2 -> 16 bits x 4 (8 bytes) = 64 bits -> registers
+    spec = {"name": "e", "energy_table": str(table), "clock_mhz": 250, "static_power_w": 0.5,
+            "compute": {"pe": 8, "simd": 8, "skip_mode": mode, "weight_format": fmt, "gather": {"banks": 2}},
+            "int8_unit": {"rows": 2, "cols": 2},
+            "buffers": {"weights_kb": 2, "activations_kb": 4, "outputs_kb": 16, "int8_weights_kb": 8 / 1024}}
+    return arch_from_dict(spec, "energy-test")
+
+
+@pytest.mark.parametrize("fmt", ["ternary2", "ternary1.6"])
 @pytest.mark.parametrize("mode", ["none", "act", "weight", "both"])
-@pytest.mark.parametrize("table", ["horowitz45nm", "ultrascale_plus"])
-def test_totals_equal_sum_of_breakdowns(make_arch, trace, mode, table):
-    r = simulate(make_arch(mode=mode, table=table, pe=8, simd=8), trace)
-    s = r.summary
-    assert s["energy_mj"] == pytest.approx(sum(s["energy_by_component_mj"].values()), rel=1e-12)
-    assert s["energy_mj"] == pytest.approx(sum(s["energy_by_layer_mj"].values()), rel=1e-12)
-    assert s["cycles"] == sum(s["cycles_by_unit"].values()) == sum(l["cycles"] for l in r.layers)
-    assert set(s["energy_by_component_mj"]) == set(COMPONENTS)
-    for layer in r.layers:
-        assert layer["energy_pj_total"] == pytest.approx(sum(layer["energy_pj"].values()), rel=1e-12)
-    assert s["latency_ms"] == pytest.approx(s["cycles"] / 250e3)
-    assert s["queries_per_s"] == pytest.approx(1e3 / s["latency_ms"])
-    # static energy is static power x latency
-    assert s["energy_by_component_mj"]["static"] == pytest.approx(0.5 * s["latency_ms"], rel=1e-9)
-    assert 0 < s["mac_utilisation"] <= 1
+def test_every_component_by_hand(table_path, mode, fmt):
+    arch = _point(mode, fmt, table_path)
+    gathered_w = mode in ("none", "act")
+    counts = dict(COUNTS, **({} if gathered_w else GATHER))
+    e = energy_pj(counts, arch, 1000)
+    want = {
+        "mac_array": 1000 * 0.03 + 50 * 0.1,                           # add8, add32
+        "skip_logic": 300 * 0.01 + 70 * 0.03 + 90 * 0.0375,            # skip, index decode, compare
+        "weight_decode": 11 * 0.3,                                     # base3 decodes
+        "requant": 40 * 3.1,                                           # mult32
+        # read + 2 x write bits, x BRAM18 0.03 (none/act) or LUTRAM 0.002 (weight/both)
+        "weight_buffer": (2000 + 2 * 500) * (0.03 if gathered_w else 0.002),
+        "act_gather": 0.0 if gathered_w else (4096 + 2 * 1024) * 0.03,  # BRAM18
+        "act_buffer": (800 + 2 * 256) * 0.04,                          # BRAM36
+        "out_buffer": 2 * 320 * 0.5,                                   # URAM, writes only
+        "int8_weight_buffer": (64 + 2 * 128) * 0.001,                  # registers
+        "dram": (1000 + 2000 + 300 + 400) * 20.3,                      # every DRAM bit
+        "int8_unit": 500 * 0.3,
+        "vector_unit": 0.0,
+        "static": 0.5 * 1000 / 250e6 * 1e12,                           # W x s in pJ
+    }
+    assert set(e) == set(COMPONENTS) == set(want)
+    for k, v in want.items():
+        assert e[k] == pytest.approx(v, rel=1e-12, abs=1e-12), k
 
 
-def test_hand_computed_layer(make_arch):
-    """A 2-token, 4-channel layer in act mode on the Horowitz table, every component by hand."""
+def test_gather_bits_without_a_gather_buffer_are_an_error(table_path):
+    with pytest.raises(ValueError, match="act_gather"):
+        energy_pj(dict(COUNTS, **GATHER), _point("act", "ternary2", table_path), 10)
+
+
+@pytest.mark.parametrize("table,pj", [("horowitz45nm", (10, 20, 100)), ("ultrascale_plus", (22.4, 44.8, 224.0))])
+def test_block_energies_are_the_tables_own_curve(table, pj):
+    """BRAM18 (2.25 KB) and BRAM36 (4.5 KB) extrapolate the curve's first segment (log-log slope
+    log(p32/p8)/log(4) = 0.5), URAM (36 KB) interpolates 32 KB -> 1 MB; LUTRAM / registers are
+    one LUT bit-slice of an 8-bit add (add8 / 8). Per bit = per 64 bits / 64."""
+    p8, p32, p1m = pj
+    b = with_overrides(load_arch("kv260"), {"energy_table": table}).energy
+    slope = math.log(p32 / p8) / math.log(4)
+    assert slope == pytest.approx(0.5)
+    assert b.block_pj_per_bit["bram36"].value == pytest.approx(p8 * 0.75 / 64, rel=1e-3)   # (4.5/8)^0.5 = 0.75
+    assert b.block_pj_per_bit["bram18"].value == pytest.approx(p8 * math.sqrt(2.25 / 8) / 64, rel=1e-3)
+    u = p32 * (36 / 32) ** (math.log(p1m / p32) / math.log(1024 / 32)) / 64
+    assert b.block_pj_per_bit["uram"].value == pytest.approx(u, rel=1e-3)
+    for kind in ("lutram", "registers"):
+        assert b.block_pj_per_bit[kind].value == pytest.approx(b.add8_pj.value / 8)
+    # the issue's point: a 36 KB block costs ~4x less per bit than the old one-SRAM-of-1-MB price
+    assert (p1m / 64) / b.block_pj_per_bit["uram"].value > 4
+
+
+@pytest.mark.parametrize("fmt", ["ternary2", "ternary1.6"])
+@pytest.mark.parametrize("mode", ["none", "act", "weight", "both"])
+def test_engine_counts_priced_by_block(make_arch, mode, fmt):
+    """A 2-token layer on the real Horowitz table: each buffer's bits x its block's pJ/bit.
+    PE 2 x SIMD 2, weights 1 KiB: K_max = 8192/(2*2*2) = 1024, I = 10. Blocks by hand:
+    weights none/act 4 memories of 4 x 512 -> BRAM18 4Kx4; weight/both 4 of 2*12 = 24 x 512 ->
+    BRAM18 512x36; act_gather 8 of 8 x 512 -> BRAM18 2Kx9; activations / outputs 256 KiB ->
+    URAM (depth >= 2048); so buffers cost 0.08286 (BRAM18) and 0.3301 (URAM) pJ/bit."""
     w = np.array([[1, 0, -1, 1], [0, 0, 1, -1], [1, 1, 1, 1]], np.int8)
     mask = np.array([[1, 0, 1, 1], [0, 0, 0, 0]], bool)
     op = TernaryLinearOp("l", 2, 4, 3, pack_ternary2(w), mask)
-    arch = make_arch(pe=2, simd=2, mode="act", bw=1.0, clock=100, latency_ns=0)
+    arch = make_arch(pe=2, simd=2, mode=mode, fmt=fmt, w_kb=1, bw=1.0, clock=100, latency_ns=0)
     t = ternary_layer(op, arch)
-    # tokens: 3 nonzeros -> 2 chunks, 0 nonzeros -> 1 cycle; 2 folds
-    assert t.compute_cycles == 2 * 3
     c = t.counts
-    assert c["pairs_processed"] == 3 * 3 and c["pairs_skipped"] == 2 * 3 * 4 - 9
-    assert c["acc_updates"] == 3 * (2 + 1)
     e = energy_pj(c, arch, t.cycles)
-    wkb = 64 / 2  # 64 KiB weight buffer, double-buffered: 32 KiB halves
-    per_bit_w = arch.energy.sram_read_64b_pj.pj_per_64b(wkb) / 64
-    assert per_bit_w == pytest.approx(20 / 64)  # 32 KiB point of the Horowitz curve
-    assert e["mac_array"] == pytest.approx(9 * 0.03 + 9 * 0.1)
-    assert e["skip_logic"] == pytest.approx(15 * 0.01 + 9 * 0.03)
-    assert e["requant"] == pytest.approx(6 * 3.1)
-    assert e["weight_buffer"] == pytest.approx((9 * 2 + 3 * 4 * 2) * per_bit_w)
-    assert e["dram"] == pytest.approx(2 * 2 * 4 * 2 * 20.3)
+    g = lambda k: c.get(k, 0)  # noqa: E731
+    assert e["weight_buffer"] == pytest.approx((g("weight_buf_read_bits") + g("weight_buf_write_bits")) * 0.08286)
+    assert e["act_gather"] == pytest.approx((g("act_gather_read_bits") + g("act_gather_write_bits")) * 0.08286)
+    assert (e["act_gather"] > 0) == (mode in ("weight", "both"))
+    assert e["act_buffer"] == pytest.approx((g("act_buf_read_bits") + g("act_buf_write_bits")) * 0.3301)
+    assert e["out_buffer"] == pytest.approx(g("out_buf_write_bits") * 0.3301)
+    assert g("out_buf_write_bits") == 2 * 3 * 8  # M x N int8 outputs
+    assert e["weight_decode"] == pytest.approx(g("base3_decodes") * 0.3)
+    assert (g("base3_decodes") > 0) == (fmt == "ternary1.6")
+    dram = g("dram_weight_bits") + g("dram_act_bits") + g("dram_int8_weight_bits") + g("dram_spill_bits")
+    assert e["dram"] == pytest.approx(dram * 20.3) and dram > 0
+    assert e["requant"] == pytest.approx(6 * 3.1)  # one requant per output
     assert e["static"] == pytest.approx(0.5 * t.cycles / 100e6 * 1e12)
 
 
-def test_sram_interpolation():
-    tab = load_arch("kv260").energy
-    h = load_arch("kv260")
-    h = with_overrides(h, {"energy_table": "horowitz45nm"}).energy.sram_read_64b_pj
-    assert h.pj_per_64b(8) == 10 and h.pj_per_64b(32) == 20 and h.pj_per_64b(1024) == 100
-    assert h.pj_per_64b(1) == 10 and h.pj_per_64b(4096) == 100
-    assert h.pj_per_64b(16) == pytest.approx(10 * math.sqrt(2))
-    assert tab.name == "ultrascale_plus"
-
-
 def test_every_energy_entry_has_a_source():
-    import yaml
-    from sim.arch import ENERGY_DIR
     for path in ENERGY_DIR.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         for key, val in data.items():
             if isinstance(val, dict) and "value" in val:
                 assert len(val["source"]) > 10, (path, key)
+        for kind, val in data["block_pj_per_bit"].items():
+            assert len(val["source"]) > 20, (path, kind)
 
 
 def test_resources_and_fit():
     kv = simulate(load_arch("kv260"), synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
     res = kv.resources
-    assert res["fits"] and not res["over"]
+    assert res["fits"] and not res["over"] and res["why"] == []
     assert res["available"]["dsp"] == 1248 and res["available"]["lut"] == 117120
+    assert kv.summary["buffers"] == res["buffers"] and "wall-plug" in kv.summary["power_scope"]
     big = with_overrides(load_arch("kv260"), {"compute.pe": 256, "compute.simd": 64})
     r2 = simulate(big, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0)).resources
     assert not r2["fits"] and "lut" in r2["over"]
     assert r2["used"]["lut"] > res["used"]["lut"]
-    # URAM buffers on a board without URAM cannot fit
+    # URAM preferred on a board without URAM: the buffer maps to BRAM instead (rule 3 needs URAM)
     pz = with_overrides(load_arch("pynq_z2"), {"buffers.activations_memory": "uram"})
     r3 = simulate(pz, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0)).resources
-    assert not r3["fits"] and "uram" in r3["over"] and r3["utilisation"]["uram"] is None
+    assert r3["used"]["uram"] == 0 and r3["utilisation"]["uram"] == 0.0
+    act = next(b for b in r3["buffers"] if b["name"] == "activations")
+    assert act["block_type"] in ("bram18", "bram36")
 
 
 def test_sparsity_lowers_energy_on_kv260():
