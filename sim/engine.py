@@ -74,24 +74,6 @@ def _fold_max(per_channel: np.ndarray, n: int, pe: int) -> np.ndarray:
     return per_channel.reshape(per_channel.shape[:-1] + (n_f, pe)).max(axis=-1)
 
 
-def fold_cycles_from_counts(m: int, k: int, n: int, pe: int, simd: int, skip_mode: str, *,
-                            nnz_act: np.ndarray | None = None, nnz_w: np.ndarray | None = None,
-                            inter: np.ndarray | None = None) -> np.ndarray:
-    """``C_f`` (int64 ``[N_f]``) from per-token / per-channel nonzero counts (what each mode needs)."""
-    _check_mode(skip_mode)
-    n_f = -(-n // pe)
-    if skip_mode == "none":
-        return np.full(n_f, m * max(1, -(-k // simd)), dtype=np.int64)
-    if skip_mode == "act":
-        return np.full(n_f, int(_lane_cycles(np.asarray(nnz_act, np.int64), simd).sum()), dtype=np.int64)
-    if skip_mode == "weight":
-        per_fold = _fold_max(_lane_cycles(np.asarray(nnz_w, np.int64), simd), n, pe)
-        return (m * per_fold).astype(np.int64)
-    # ceil(x / SIMD) is non-decreasing, so the max of the lanes' ceilings is the ceiling of their max
-    per = _ceil_div(_fold_max(np.asarray(inter), n, pe), simd)  # [M, N_f]
-    return np.maximum(1, per).sum(axis=0, dtype=np.int64)
-
-
 def _check_gather(simd: int, banks: int | None, ports: int) -> int:
     """Validate ``banks``/``ports`` against ``simd`` (docs/engine.md section 3); return ``B``."""
     b = simd if banks is None else banks
@@ -208,13 +190,34 @@ class LayerTiming:
     n: int
     folds: int
     cycles: int
-    compute_cycles: int  # sum of C_f
-    transfer_cycles: int  # sum of X_f
-    stall_cycles: int  # cycles the array waits for transfers (cycles - compute - fill - latency)
+    compute_cycles: int  # sum of C_j over the steps (= sum over tokens and folds of c(m, f))
+    transfer_cycles: int  # sum of X_j
+    stall_cycles: int  # cycles the array waits for transfers (cycles - compute - fill - latency - spill)
     fill_cycles: int
     latency_cycles: int
     act_resident: bool
     counts: dict = field(default_factory=dict)
+    conflict_cycles: int = 0  # compute cycles minus the same layer's with one bank of SIMD ports
+    loop_order: str = "fold_outer"
+    token_blocks: int = 1
+    spill_cycles: int = 0  # writing an output that does not fit the output buffer to DRAM
+    output_bytes: int = 0
+    output_spilled: bool = False
+
+
+@dataclass
+class OpTiming:
+    """Cycles and action counts of one int8-unit or vector-unit op."""
+
+    name: str
+    cycles: int
+    counts: dict
+    spill_cycles: int = 0  # its own output written to DRAM
+    readback_cycles: int = 0  # its input streamed back from DRAM (the previous op spilled)
+    transfer_cycles: int = 0  # int8 weight column slices (dense ops with weights)
+    latency_cycles: int = 0
+    output_bytes: int = 0
+    output_spilled: bool = False
 
 
 def _check_accumulator(op, arch) -> None:
@@ -226,99 +229,216 @@ def _check_accumulator(op, arch) -> None:
                             f"{op.name!r} (K = {op.k} int8 products); need at least {need} bits")
 
 
-def ternary_layer(op, arch) -> LayerTiming:
+def _check_weight_buffer(op, arch) -> None:
+    c = arch.spec.compute
+    b = c.banks
+    h = 2 if arch.spec.double_buffering else 1
+    from sim.buffers import k_max  # docs/engine.md section 6's K_max, one definition
+
+    kmax = k_max(arch)
+    if op.k > kmax:
+        need_kb = Fraction(-(-op.k // b) * b * h * c.pe * CODE_BITS, 8192)
+        raise SimInputError(
+            f"{arch.source}: buffers.weights_kb = {arch.spec.buffers.weights_kb:g} holds folds of at most "
+            f"K = {kmax} ({h} half/halves of {c.pe} PE x 2-bit codes, K rounded down to a multiple of "
+            f"{b} banks); layer {op.name!r} has K = {op.k}: need buffers.weights_kb >= {float(need_kb):g} "
+            f"or a smaller compute.pe")
+
+
+def output_spill(nbytes: int, arch) -> tuple[bool, int]:
+    """docs/engine.md section 4: an output over ``buffers.outputs_kb`` is written to DRAM:
+    ``(spilled, ceil(bytes / D) cycles)``."""
+    if nbytes <= arch.spec.buffers.outputs_kb * 1024:
+        return False, 0
+    return True, transfer_cycles(nbytes, arch.dram_bytes_per_cycle)
+
+
+def token_blocks(m: int, k: int, act_kb: float, double_buffering: bool, *, input_in_dram: bool = False,
+                 name: str = "?", source: str = "<arch>") -> tuple[bool, int]:
+    """``(resident, M_t)``: the input stays in the activation buffer when ``M * K`` bytes fit
+    (and the previous op did not spill it); else blocks of ``M_t = floor(C_a / (h * K))`` tokens."""
+    cap = math.floor(Fraction(act_kb) * 1024)
+    if not input_in_dram and m * k * ACT_BITS // 8 <= cap:
+        return True, m
+    h = 2 if double_buffering else 1
+    m_t = cap // (h * k)
+    if m_t == 0:
+        raise SimInputError(f"{source}: buffers.activations_kb = {act_kb:g} cannot hold {h} token(s) of layer "
+                            f"{name!r} (K = {k} int8 activations each); need buffers.activations_kb >= "
+                            f"{h * k / 1024:g}")
+    return False, min(m, m_t)
+
+
+def loop_steps(n_f: int, t: int, order: str) -> list[tuple[int, int]]:
+    """The steps ``(fold f, token block b)`` of a layer in loop order."""
+    if order == "fold_outer":
+        return [(f, b) for f in range(n_f) for b in range(t)]
+    return [(f, b) for b in range(t) for f in range(n_f)]
+
+
+def _passes(order: str, n_f: int, t: int, resident: bool) -> tuple[int, int]:
+    """``(weight loads per fold, activation loads per block)`` of a loop order: a step loads what
+    differs from the previous step's fold / block (so one block, or one fold, is loaded once)."""
+    if order == "fold_outer":
+        return 1, 0 if resident else (n_f if t > 1 else 1)
+    return (t if n_f > 1 else 1), 0 if resident else 1
+
+
+def choose_loop_order(setting: str, n_f: int, t: int, resident: bool, fold_bytes: Fraction,
+                      act_bytes: int) -> str:
+    """``buffers.loop_order``; ``auto`` = least DRAM bytes, ``fold_outer`` on a tie."""
+    if setting != "auto":
+        return setting
+
+    def traffic(order: str) -> Fraction:
+        pw, pa = _passes(order, n_f, t, resident)
+        return pw * n_f * fold_bytes + pa * act_bytes
+
+    return "token_outer" if traffic("token_outer") < traffic("fold_outer") else "fold_outer"
+
+
+def _busiest_bank_intersections(op, banks: int) -> tuple[np.ndarray, np.ndarray]:
+    """``both`` mode: ``(|nz(x_m) ∩ nz(w_n)|, max over banks of the bank's share)``, int64 ``[M, N]``."""
+    from sim.trace import packed_intersection_counts
+
+    mask, wnz = op.act_mask, op.weight_nz_mask()
+    total = np.zeros((op.m, op.n), np.int64)
+    busiest = np.zeros((op.m, op.n), np.int64)
+    for b in range(banks):
+        ka = mask[:, b::banks]
+        part = packed_intersection_counts(np.packbits(ka, axis=1, bitorder="little"),
+                                          np.packbits(wnz[:, b::banks], axis=1, bitorder="little"), ka.shape[1])
+        total += part
+        np.maximum(busiest, part, out=busiest)
+    return total, busiest
+
+
+def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
     """Cycles and action counts of a :class:`sim.trace.TernaryLinearOp` on ``arch``
-    (``compute.mode: systolic`` goes to :func:`systolic_layer`)."""
+    (docs/engine.md sections 3 and 4; ``compute.mode: systolic`` goes to :func:`systolic_layer`).
+    ``input_in_dram``: the previous op spilled its output, so this layer's input is tiled from DRAM."""
     c = arch.spec.compute
     if c.mode == "systolic":
-        return systolic_layer(op, arch)
+        return systolic_layer(op, arch, input_in_dram=input_in_dram)
     pe, simd, mode, fmt = c.pe, c.simd, c.skip_mode, c.weight_format
+    banks, q = c.banks, c.lanes_per_bank
     m, k, n = op.m, op.k, op.n
     n_f = -(-n // pe)
     idx = index_bits(k)
-
-    # weight buffer must hold one fold (two when double-buffering), as 2-bit codes
-    fold_buf_bytes = math.ceil(pe * k * CODE_BITS / 8)
-    halves = 2 if arch.spec.double_buffering else 1
-    cap = arch.spec.buffers.weights_kb * 1024
-    if halves * fold_buf_bytes > cap:
-        raise SimInputError(
-            f"{arch.source}: weight buffer of {arch.spec.buffers.weights_kb:g} KiB cannot hold "
-            f"{halves} fold(s) of layer {op.name!r} ({pe} x {k} 2-bit weights = {fold_buf_bytes} bytes each); "
-            f"need buffers.weights_kb >= {halves * fold_buf_bytes / 1024:g} or a smaller compute.pe")
-
+    _check_weight_buffer(op, arch)
     _check_accumulator(op, arch)
 
     nnz_act = op.act_nnz_per_row()
     nnz_w = op.weight_nnz_per_row()
     tot_a, tot_w = int(nnz_act.sum()), int(nnz_w.sum())
-    inter = op.intersections() if mode == "both" else None
-    comp = fold_cycles_from_counts(m, k, n, pe, simd, mode, nnz_act=nnz_act, nnz_w=nnz_w, inter=inter)
+    load = max(1, -(-k // simd))  # ceil(K / SIMD): a token's copy load (weight/both), all of K (none)
 
-    bpc = arch.dram_bytes_per_cycle
+    # c(m, f) [M, N_f] and the lane chunk counts g (accumulator updates), docs/engine.md section 3
+    inter = None
+    if mode == "none":
+        tok = np.full((m, n_f), load, np.int64)
+        acc = m * n * load
+        one_bank = tok
+    elif mode == "act":
+        g = _bank_lane_cycles(bank_counts(op.act_mask, banks).max(axis=1), q)  # [M]
+        tok = np.repeat(g[:, None], n_f, axis=1)
+        acc = n * int(g.sum())
+        one_bank = np.repeat(_bank_lane_cycles(nnz_act, simd)[:, None], n_f, axis=1)
+    elif mode == "weight":
+        g = _bank_lane_cycles(bank_counts(op.weight_nz_mask(), banks).max(axis=1), q)  # [N]
+        acc = m * int(g.sum())
+        # a lane's work never exceeds ceil(K / B) in a bank, so g <= ceil(K / SIMD) = load
+        tok = np.full((m, n_f), load, np.int64)
+        one_bank = tok
+    else:
+        inter, busiest = _busiest_bank_intersections(op, banks)
+        acc = int(_bank_lane_cycles(busiest, q).sum())
+        tok = np.full((m, n_f), load, np.int64)  # g <= load as in 'weight'
+        one_bank = tok
+    compute_total = int(tok.sum())
+    conflict = compute_total - int(one_bank.sum())
+
+    # token tiling and loop order, docs/engine.md section 4
     act_bytes = act_buffer_bytes(m, k)
-    resident = act_bytes <= arch.spec.buffers.activations_kb * 1024
-    # one DMA transfer per fold: the fold's weights (+ the layer input when it is not resident)
-    x_f = (transfer_cycles(weight_fold_bytes(pe, k, fmt) + (0 if resident else act_bytes), bpc)
-           + (c.decode_latency_cycles if fmt == "ternary1.6" else 0))
-    xfer = np.full(n_f, x_f, dtype=np.int64)
+    resident, m_t = token_blocks(m, k, arch.spec.buffers.activations_kb, arch.spec.double_buffering,
+                                 input_in_dram=input_in_dram, name=op.name, source=arch.source)
+    t = -(-m // m_t)
+    fold_bytes = weight_fold_bytes(pe, k, fmt)
+    order = choose_loop_order(arch.spec.buffers.loop_order, n_f, t, resident, fold_bytes, act_bytes)
+    bpc = arch.dram_bytes_per_cycle
+    dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
+    block_c = np.add.reduceat(tok, np.arange(0, m, m_t), axis=0)  # [T, N_f]
+    comp, xfer = [], []
+    prev_f = prev_b = None
+    for f, b in loop_steps(n_f, t, order):
+        nbytes, w_load = Fraction(0), f != prev_f
+        if w_load:
+            nbytes += fold_bytes
+        if not resident and b != prev_b:
+            nbytes += min(m_t, m - b * m_t) * k
+        comp.append(int(block_c[b, f]))
+        xfer.append(transfer_cycles(nbytes, bpc) + (dec if w_load else 0))
+        prev_f, prev_b = f, b
     fill = fill_cycles(simd, c.tree_stages)
     lat = arch.dram_latency_cycles
-    cycles = layer_cycles(comp, xfer, double_buffering=arch.spec.double_buffering, fill=fill, latency=lat)
+    out_bytes = m * n * OUT_BITS // 8
+    spilled, spill = output_spill(out_bytes, arch)
+    cycles = layer_cycles(np.array(comp), np.array(xfer), double_buffering=arch.spec.double_buffering,
+                          fill=fill, latency=lat) + spill
+    pw, pa = _passes(order, n_f, t, resident)
 
-    # action counts (see sim.reference for the event-by-event version)
+    # action counts (sim.reference counts the same actions event by event)
     if mode == "none":
         processed = m * n * k
-        acc = m * n * max(1, -(-k // simd))
         w_read = processed * CODE_BITS
         a_read = n_f * m * k * ACT_BITS
         w_write = n * k * CODE_BITS
-        compares = 0
     elif mode == "act":
         processed = n * tot_a
-        acc = n * int(_lane_cycles(nnz_act, simd).sum())
         w_read = processed * CODE_BITS
         a_read = n_f * tot_a * (ACT_BITS + idx)
         w_write = n * k * CODE_BITS
-        compares = 0
     elif mode == "weight":
         processed = m * tot_w
-        acc = m * int(_lane_cycles(nnz_w, simd).sum())
         w_read = processed * (CODE_BITS + idx)
-        a_read = processed * ACT_BITS
+        a_read = n_f * m * k * ACT_BITS  # the dense token read that fills the PE copies
         w_write = tot_w * (CODE_BITS + idx)
-        compares = 0
     else:
         processed = int(inter.sum())
-        acc = int(_lane_cycles(inter, simd).sum())
         w_read = m * tot_w * (CODE_BITS + idx)
-        a_read = n_f * tot_a * (ACT_BITS + idx)
+        a_read = n_f * m * k * ACT_BITS
         w_write = tot_w * (CODE_BITS + idx)
-        compares = n * tot_a + m * tot_w
+    gathered = mode in ("weight", "both")
+    dram_act = pa * act_bytes * ACT_BITS
     counts = {
         "pairs_dense": m * n * k,
         "pairs_processed": processed,
         "pairs_skipped": 0 if mode == "none" else m * n * k - processed,
         "acc_updates": acc,
         "index_decodes": 0 if mode == "none" else processed,
-        "intersect_compares": compares,
-        "weight_buf_write_bits": w_write,
+        "intersect_compares": n * tot_a + m * tot_w if mode == "both" else 0,
+        "weight_buf_write_bits": pw * w_write,
         "weight_buf_read_bits": w_read,
         "act_buf_read_bits": a_read,
+        "act_buf_write_bits": dram_act,
+        "act_gather_write_bits": m * n * k * ACT_BITS if gathered else 0,
+        "act_gather_read_bits": processed * ACT_BITS if gathered else 0,
         "out_buf_write_bits": m * n * OUT_BITS,
         "requant_mults": m * n,
-        "dram_weight_bits": n_f * int(math.ceil(weight_fold_bytes(pe, k, fmt) * 8)),
-        "dram_act_bits": 0 if resident else int(math.ceil(n_f * act_bytes * 8)),
-        "base3_decodes": n_f * math.ceil(pe * k / 5) if fmt == "ternary1.6" else 0,
+        "dram_weight_bits": pw * n_f * int(math.ceil(fold_bytes * 8)),
+        "dram_act_bits": dram_act,
+        "dram_spill_bits": out_bytes * 8 if spilled else 0,
+        "base3_decodes": pw * n_f * math.ceil(pe * k / 5) if fmt == "ternary1.6" else 0,
         "nnz_act": tot_a,
         "nnz_weight": tot_w,
     }
-    compute_total = int(comp.sum())
-    return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(xfer.sum()),
-                       cycles - compute_total - fill - lat, fill, lat, bool(resident), counts)
+    return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(sum(xfer)),
+                       cycles - compute_total - fill - lat - spill, fill, lat, bool(resident), counts,
+                       conflict_cycles=conflict, loop_order=order, token_blocks=t, spill_cycles=spill,
+                       output_bytes=out_bytes, output_spilled=spilled)
 
 
-def systolic_layer(op, arch) -> LayerTiming:
+def systolic_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
     """A ternary layer on a dense ``pe x simd`` systolic array (``compute.mode: systolic``).
 
     GEMM ``[M,K] x [K,N]`` (tokens, input, output channels) with rows = ``pe``, cols = ``simd``
@@ -338,6 +458,8 @@ def systolic_layer(op, arch) -> LayerTiming:
       and moves PE to PE inside it); output buffer written 8 bits per final output and 32 bits
       per partial sum of an earlier K fold (``ws``/``is``; their read-back is not charged);
       DRAM ``sum ceil(w_f * bits)`` weight bits; one requantisation per output.
+    - docs/engine.md section 4's output rule: an output over the output buffer spills
+      (``ceil(M * N / D)`` cycles added); an input the previous op spilled is not resident.
     """
     from sim.systolic import systolic_folds
 
@@ -357,7 +479,7 @@ def systolic_layer(op, arch) -> LayerTiming:
 
     bits = Fraction(2) if fmt == "ternary2" else Fraction(8, 5)
     act_bytes = act_buffer_bytes(m, k)
-    resident = act_bytes <= arch.spec.buffers.activations_kb * 1024
+    resident = not input_in_dram and act_bytes <= arch.spec.buffers.activations_kb * 1024
     dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
     bpc = arch.dram_bytes_per_cycle
     a_f = np.zeros_like(sf.act_elems) if resident else sf.act_elems * ACT_BITS // 8
@@ -367,7 +489,9 @@ def systolic_layer(op, arch) -> LayerTiming:
     xfer = per[inv.reshape(-1)] + dec
     comp = sf.cycles
     lat = arch.dram_latency_cycles
-    cycles = layer_cycles(comp, xfer, double_buffering=arch.spec.double_buffering, fill=0, latency=lat)
+    out_bytes = m * n * OUT_BITS // 8
+    spilled, spill = output_spill(out_bytes, arch)
+    cycles = layer_cycles(comp, xfer, double_buffering=arch.spec.double_buffering, fill=0, latency=lat) + spill
 
     pairs = m * n * k
     w_total = int(sf.weight_elems.sum())
@@ -385,13 +509,19 @@ def systolic_layer(op, arch) -> LayerTiming:
         "requant_mults": m * n,
         "dram_weight_bits": int(-(-(sf.weight_elems * bits.numerator) // bits.denominator).sum()),
         "dram_act_bits": 0 if resident else int(sf.act_elems.sum()) * ACT_BITS,
+        "act_buf_write_bits": 0 if resident else int(sf.act_elems.sum()) * ACT_BITS,
+        "act_gather_write_bits": 0,
+        "act_gather_read_bits": 0,
+        "dram_spill_bits": out_bytes * 8 if spilled else 0,
         "base3_decodes": int((-(-sf.weight_elems // 5)).sum()) if fmt == "ternary1.6" else 0,
         "nnz_act": int(op.act_nnz_per_row().sum()),
         "nnz_weight": int(op.weight_nnz_per_row().sum()),
     }
     compute_total = int(comp.sum())
     return LayerTiming(op.name, m, k, n, sf.gemm.folds, cycles, compute_total, int(xfer.sum()),
-                       cycles - compute_total - lat, 0, lat, bool(resident), counts)
+                       cycles - compute_total - lat - spill, 0, lat, bool(resident), counts,
+                       loop_order="systolic", token_blocks=1, spill_cycles=spill, output_bytes=out_bytes,
+                       output_spilled=spilled)
 
 
 # ----------------------------------------------------------------------- int8 unit, vector unit
@@ -401,17 +531,59 @@ def dense_cycles(m: int, k: int, n: int, batch: int, rows: int, cols: int, pipel
     return batch * (-(-m // rows)) * (-(-n // cols)) * k + pipeline_cycles
 
 
-def dense_op(op, arch) -> tuple[int, dict]:
+def int8_weight_tiles(op, arch) -> tuple[list[int], list[int]]:
+    """docs/engine.md section 5, a dense op with ``weights``: per output-column tile j,
+    ``(C_j, X_j)`` = ``(batch * ceil(m/rows) * k, ceil(batch * k * cols_j / D))``; raises when the
+    double-buffered ``k x cols`` slice (``2 * k * cols`` bytes) does not fit ``int8_weights_kb``."""
+    u = arch.spec.int8_unit
+    cap = arch.spec.buffers.int8_weights_kb * 1024
+    if 2 * op.k * u.cols > cap:
+        raise SimInputError(
+            f"{arch.source}: buffers.int8_weights_kb = {arch.spec.buffers.int8_weights_kb:g} cannot hold two "
+            f"{op.k} x {u.cols} int8 weight slices of {op.name!r} ({2 * op.k * u.cols} bytes); need "
+            f"buffers.int8_weights_kb >= {2 * op.k * u.cols / 1024:g} or a smaller int8_unit.cols")
+    bpc = arch.dram_bytes_per_cycle
+    comp, xfer = [], []
+    for c0 in range(0, op.n, u.cols):
+        cols_j = min(u.cols, op.n - c0)
+        comp.append(op.batch * (-(-op.m // u.rows)) * op.k)
+        xfer.append(transfer_cycles(op.batch * op.k * cols_j, bpc))
+    return comp, xfer
+
+
+def dense_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
+    """An int8-unit op (docs/engine.md section 5); ``readback_bytes``: its input, spilled by the
+    previous op, streamed back from DRAM first (not overlapped)."""
     u = arch.spec.int8_unit
     tiles_m, tiles_n = -(-op.m // u.rows), -(-op.n // u.cols)
-    cycles = dense_cycles(op.m, op.k, op.n, op.batch, u.rows, u.cols, u.pipeline_cycles)
+    weights = bool(getattr(op, "weights", False))
+    lat = xfer_total = 0
+    if weights:
+        comp, xfer = int8_weight_tiles(op, arch)
+        lat = arch.dram_latency_cycles
+        # the int8 weight buffer is always double buffered (docs/engine.md section 5)
+        cycles = layer_cycles(np.array(comp), np.array(xfer), double_buffering=True, fill=u.pipeline_cycles,
+                              latency=lat)
+        xfer_total = int(sum(xfer))
+    else:
+        cycles = dense_cycles(op.m, op.k, op.n, op.batch, u.rows, u.cols, u.pipeline_cycles)
+    out_bytes = op.batch * op.m * op.n * OUT_BITS // 8
+    spilled, spill = output_spill(out_bytes, arch)
+    readback = transfer_cycles(readback_bytes, arch.dram_bytes_per_cycle) if readback_bytes else 0
+    wbytes = op.batch * op.k * op.n
     counts = {
         "dsp_macs": op.macs,
-        # each tile streams k rows of its A rows and k columns of its B columns (8 bits each)
-        "act_buf_read_bits": op.batch * op.k * ACT_BITS * (tiles_n * op.m + tiles_m * op.n),
+        # each tile streams k rows of its A rows and k columns of its B columns (8 bits each);
+        # B comes from the int8 weight buffer when it is weights
+        "act_buf_read_bits": op.batch * op.k * ACT_BITS * (tiles_n * op.m + (0 if weights else tiles_m * op.n)),
         "out_buf_write_bits": op.batch * op.m * op.n * OUT_BITS,
+        "int8_weight_buf_write_bits": wbytes * 8 if weights else 0,
+        "int8_weight_buf_read_bits": wbytes * tiles_m * 8 if weights else 0,
+        "dram_int8_weight_bits": wbytes * 8 if weights else 0,
+        "dram_spill_bits": (out_bytes if spilled else 0) * 8 + readback_bytes * 8,
     }
-    return cycles, counts
+    return OpTiming(op.name, cycles + spill + readback, counts, spill_cycles=spill, readback_cycles=readback,
+                    transfer_cycles=xfer_total, latency_cycles=lat, output_bytes=out_bytes, output_spilled=spilled)
 
 
 def vector_cycles(elements: int, kind: str, arch) -> int:
@@ -422,7 +594,9 @@ def vector_cycles(elements: int, kind: str, arch) -> int:
     return int(math.ceil(-(-elements // v.lanes) * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
 
 
-def vector_op(op, arch) -> tuple[int, dict]:
+def vector_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
+    """A vector-unit op; its ``elements`` int8 outputs spill when over the output buffer, and an
+    input the previous op spilled is streamed back first (docs/engine.md section 4)."""
     v = arch.spec.vector_unit
     cycles = vector_cycles(op.elements, op.kind, arch)
     if v.mode == "host":
@@ -430,4 +604,9 @@ def vector_op(op, arch) -> tuple[int, dict]:
     else:
         counts = {"vector_elements": op.elements, "act_buf_read_bits": op.elements * ACT_BITS,
                   "out_buf_write_bits": op.elements * ACT_BITS}
-    return cycles, counts
+    out_bytes = op.elements * ACT_BITS // 8
+    spilled, spill = output_spill(out_bytes, arch)
+    readback = transfer_cycles(readback_bytes, arch.dram_bytes_per_cycle) if readback_bytes else 0
+    counts["dram_spill_bits"] = (out_bytes if spilled else 0) * 8 + readback_bytes * 8
+    return OpTiming(op.name, cycles + spill + readback, counts, spill_cycles=spill, readback_cycles=readback,
+                    output_bytes=out_bytes, output_spilled=spilled)

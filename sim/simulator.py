@@ -16,6 +16,8 @@ from sim.resources import estimate_resources
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
+# every DRAM bit an op's counts hold: ternary weights, activation tiles, int8-unit weights, spills
+DRAM_KEYS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
 
 
 @dataclass
@@ -39,37 +41,48 @@ class SimResult:
 def simulate(arch: Arch, trace: Trace) -> SimResult:
     """Simulate one query of ``trace`` on ``arch``."""
     clock = arch.spec.clock_mhz
+    c = arch.spec.compute
     layers: list[dict] = []
     by_comp = dict.fromkeys(COMPONENTS, 0.0)
     by_unit = dict.fromkeys(UNITS, 0)
-    totals = {"pairs_dense": 0, "pairs_processed": 0, "dsp_macs": 0, "dram_weight_bits": 0, "dram_act_bits": 0,
-              "compute_cycles": 0, "stall_cycles": 0}
+    totals = dict.fromkeys(DRAM_KEYS + ("pairs_dense", "pairs_processed", "dsp_macs", "compute_cycles",
+                                        "stall_cycles"), 0)
+    gather_conflict = 0
+    prev = None  # the previous op's timing: did its output spill to DRAM?
     for op in trace.ops:
         rec = {"name": op.name, "type": op.type}
+        spilled_in = bool(prev is not None and prev.output_spilled)
         if isinstance(op, TernaryLinearOp):
-            t = ternary_layer(op, arch)
+            t = ternary_layer(op, arch, input_in_dram=spilled_in)
             cycles, counts, unit = t.cycles, t.counts, "ternary_array"
             rec.update(m=t.m, k=t.k, n=t.n, folds=t.folds, compute_cycles=t.compute_cycles,
                        transfer_cycles=t.transfer_cycles, stall_cycles=t.stall_cycles, fill_cycles=t.fill_cycles,
                        latency_cycles=t.latency_cycles, act_resident=t.act_resident,
+                       conflict_cycles=t.conflict_cycles, loop_order=t.loop_order, token_blocks=t.token_blocks,
+                       spill_cycles=t.spill_cycles,
                        act_density=counts["nnz_act"] / (t.m * t.k), weight_density=counts["nnz_weight"] / (t.n * t.k),
                        mac_utilisation=counts["pairs_processed"] / (arch.spec.compute.pe * arch.spec.compute.simd * cycles))
             totals["compute_cycles"] += t.compute_cycles
             totals["stall_cycles"] += t.stall_cycles
+            gather_conflict += t.conflict_cycles
             energy = energy_pj(counts, arch, cycles)
         elif isinstance(op, DenseOp):
-            cycles, counts = dense_op(op, arch)
-            unit = "int8_unit"
-            rec.update(m=op.m, k=op.k, n=op.n, batch=op.batch)
+            t = dense_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0)
+            cycles, counts, unit = t.cycles, t.counts, "int8_unit"
+            rec.update(m=op.m, k=op.k, n=op.n, batch=op.batch, weights=bool(op.weights),
+                       transfer_cycles=t.transfer_cycles, spill_cycles=t.spill_cycles,
+                       readback_cycles=t.readback_cycles)
             energy = energy_pj(counts, arch, cycles)
         elif isinstance(op, VectorOp):
-            cycles, counts = vector_op(op, arch)
-            unit = "vector_unit"
-            rec.update(kind=op.kind, elements=op.elements)
+            t = vector_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0)
+            cycles, counts, unit = t.cycles, t.counts, "vector_unit"
+            rec.update(kind=op.kind, elements=op.elements, spill_cycles=t.spill_cycles,
+                       readback_cycles=t.readback_cycles)
             energy = energy_pj(counts, arch, cycles, vector_kind=op.kind)
         else:  # pragma: no cover - read_trace only makes the three types
             raise TypeError(type(op))
-        for key in ("pairs_dense", "pairs_processed", "dsp_macs", "dram_weight_bits", "dram_act_bits"):
+        prev = t
+        for key in DRAM_KEYS + ("pairs_dense", "pairs_processed", "dsp_macs"):
             totals[key] += counts.get(key, 0)
         rec.update(unit=unit, cycles=int(cycles), counts=counts, energy_pj=energy,
                    energy_pj_total=sum(energy.values()))
@@ -101,9 +114,13 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "mac_utilisation": (totals["pairs_processed"] / (pe_simd * by_unit["ternary_array"])
                             if by_unit["ternary_array"] else 0.0),
         "ternary_stall_cycles": totals["stall_cycles"],
-        "dram_bytes": (totals["dram_weight_bits"] + totals["dram_act_bits"]) / 8,
+        "dram_bytes": sum(totals[k] for k in DRAM_KEYS) / 8,
         "dram_weight_bytes": totals["dram_weight_bits"] / 8,
         "dram_act_bytes": totals["dram_act_bits"] / 8,
+        "dram_int8_weight_bytes": totals["dram_int8_weight_bits"] / 8,
+        "dram_spill_bytes": totals["dram_spill_bits"] / 8,
+        "gather": {"mode": c.skip_mode, "banks": c.banks, "ports": c.ports, "replicas": c.replicas,
+                   "lanes_per_bank": c.lanes_per_bank, "conflict_cycles": int(gather_conflict)},
     }
     resources = estimate_resources(arch)
     summary["fits"] = resources["fits"]

@@ -186,6 +186,7 @@ class DenseOp:
     k: int
     n: int
     batch: int = 1
+    weights: bool = False  # second operand = the layer's int8 weights (streamed from DRAM)
 
     type = "dense"
 
@@ -235,6 +236,13 @@ def _int_field(d: dict, key: str, where: str, minimum: int = 1) -> int:
     return int(v)
 
 
+def _bool_field(d: dict, key: str, where: str) -> bool:
+    v = d.get(key, False)
+    if not isinstance(v, (bool, np.bool_)):
+        raise SimInputError(f"{where}: field '{key}' = {v!r}: must be true or false")
+    return bool(v)
+
+
 def _scale_field(d: dict, key: str, where: str, n: int) -> float | list[float]:
     v = d.get(key, 1.0)
     vals = v if isinstance(v, list) else [v]
@@ -278,6 +286,7 @@ def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
     elif isinstance(op, DenseOp):
         for key in ("m", "k", "n", "batch"):
             _int_field({key: getattr(op, key)}, key, where)
+        _bool_field({"weights": op.weights}, "weights", where)
     elif isinstance(op, VectorOp):
         if op.kind not in VECTOR_KINDS:
             raise SimInputError(f"{where}: field 'kind' = {op.kind!r}; allowed: {', '.join(VECTOR_KINDS)}")
@@ -310,7 +319,7 @@ def _header(trace: Trace) -> dict:
                         "act_scale": op.act_scale, "weight_scale": op.weight_scale})
         elif isinstance(op, DenseOp):
             ops.append({"type": op.type, "name": op.name, "m": op.m, "k": op.k, "n": op.n,
-                        "batch": op.batch})
+                        "batch": op.batch, "weights": bool(op.weights)})
         else:
             ops.append({"type": op.type, "name": op.name, "kind": op.kind, "elements": op.elements})
     return {"format": FORMAT, "version": trace.version, "meta": trace.meta, "ops": ops}
@@ -394,7 +403,8 @@ def read_trace(path: str | os.PathLike) -> Trace:
                                            weight_scale=_scale_field(d, "weight_scale", where, n)))
             elif kind == "dense":
                 ops.append(DenseOp(name, *(_int_field(d, key, where) for key in ("m", "k", "n")),
-                                   batch=_int_field({"batch": d.get("batch", 1)}, "batch", where)))
+                                   batch=_int_field({"batch": d.get("batch", 1)}, "batch", where),
+                                   weights=_bool_field(d, "weights", where)))
             elif kind == "vector":
                 ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where)))
             else:
@@ -435,14 +445,18 @@ def ternary_linear_op(name: str, m: int, k: int, n: int, *, sparsity: float = 0.
                            act_scale=0.05, weight_scale=0.02)
 
 
-def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 197, heads: int = 12,
+def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, heads: int = 12,
                         mlp_ratio: float = 4.0, sparsity: float = 0.0, weight_zero_frac: float = 1 / 3,
-                        natural_zero_frac: float = 0.0, seed: int = 0) -> Trace:
-    """A ViT query trace from random numbers (numpy only), op order as in a pre-norm ViT block:
+                        natural_zero_frac: float = 0.0, seed: int = 0, patch_size: int = 14,
+                        in_chans: int = 3) -> Trace:
+    """A ViT query trace from random numbers (numpy only): the patch embedding (an int8-unit
+    linear of ``tokens - 1`` patches x ``in_chans * patch_size**2`` -> D, ``weights: true``), then
+    per pre-norm block:
 
     LN -> qkv (ternary) -> QK^T (dense) -> softmax -> AV (dense) -> proj (ternary) -> add ->
     LN -> fc1 (ternary) -> GELU -> fc2 (ternary) -> add; then the final LN.
-    Defaults are ViT-B/14 at 224 px (12 blocks, D = 768, 197 tokens, 12 heads, MLP 3072).
+    Defaults are ViT-B/14 at 224 px (12 blocks, D = 768, 16 x 16 patches + the class token =
+    257 tokens, 12 heads, MLP 3072). No aggregation head.
     """
     if dim % heads:
         raise SimInputError(f"synthetic trace: dim {dim} must be a multiple of heads {heads}")
@@ -453,7 +467,9 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 197, h
     rng = np.random.default_rng(seed)
     t, d, hd = tokens, dim, dim // heads
     hidden = int(round(dim * mlp_ratio))
-    ops: list = []
+    if patch_size < 1 or in_chans < 1:
+        raise SimInputError(f"synthetic trace: patch_size {patch_size} and in_chans {in_chans} must be >= 1")
+    ops: list = [DenseOp("patch_embed", max(1, t - 1), in_chans * patch_size ** 2, d, weights=True)]
 
     def lin(name: str, k: int, n: int) -> TernaryLinearOp:
         return ternary_linear_op(name, t, k, n, sparsity=sparsity, weight_zero_frac=weight_zero_frac,
@@ -469,6 +485,6 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 197, h
                 lin(p + "mlp.fc2", hidden, d), VectorOp(p + "add2", "add", t * d)]
     ops.append(VectorOp("norm", "layernorm", t * d))
     meta = {"source": "synthetic", "model": f"synthetic-vit-d{dim}-L{depth}", "depth": depth, "dim": dim,
-            "tokens": tokens, "heads": heads, "mlp_ratio": mlp_ratio, "sparsity": sparsity,
+            "tokens": tokens, "heads": heads, "mlp_ratio": mlp_ratio, "patch_size": patch_size, "sparsity": sparsity,
             "weight_zero_frac": weight_zero_frac, "natural_zero_frac": natural_zero_frac, "seed": seed}
     return Trace(VERSION, meta, ops)

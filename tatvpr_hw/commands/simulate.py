@@ -49,12 +49,29 @@ def format_table(d: dict) -> str:
         f"  {'mac_utilisation':<26}{d['mac_utilisation']:>16.3f}",
         f"  {'dram_mb (per query)':<26}{d['dram_bytes'] / 1e6:>16.3f}",
         "",
+    ]
+    g = d.get("gather")
+    if g:
+        lines.append(f"  gather: skip={g['mode']}, {g['banks']} banks x {g['ports']} port(s) x {g['replicas']} "
+                     f"replica(s), {g['lanes_per_bank']} lane(s) per bank; conflict_cycles {g['conflict_cycles']:,} "
+                     f"per query (cycles lost to bank conflicts)")
+    bufs = d.get("buffers")
+    if bufs:
+        lines.append(f"  buffers:  {'name':<14}{'kbit':>10}{'banks':>7}{'ports':>6}{'repl':>6}{'halves':>7}"
+                     f"{'width':>7}{'depth':>8}  {'block_type':<10}{'blocks':>8}")
+        for b in bufs:
+            lines.append(f"            {b['name']:<14}{b['bits'] / 1024:>10.1f}{b['banks']:>7}{b['ports']:>6}"
+                         f"{b['replicas']:>6}{b['halves']:>7}{b['width_bits']:>7}{b['depth']:>8}  "
+                         f"{b['block_type']:<10}{b['blocks']:>8,}")
+    if g or bufs:
+        lines.append("")
+    lines += [
         "  cycles by unit:" + "".join(f"  {k}={v:,}" for k, v in d["cycles_by_unit"].items()),
         "  energy by component (mJ):",
     ]
     total = d["energy_mj"] or 1.0
     for k, v in sorted(d["energy_by_component_mj"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"    {k:<16}{v:>12.4f}  {100 * v / total:5.1f}%")
+        lines.append(f"    {k:<20}{v:>12.4f}  {100 * v / total:5.1f}%")
     lines.append(f"  resources on {res['board']} (fit limit {100 * res['max_utilisation']:.0f}%):")
     for k in ("lut", "ff", "dsp", "bram36", "uram"):
         u = res["utilisation"][k]
@@ -98,7 +115,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="trace file to write (.npz)"),
         depth: int = typer.Option(12, help="transformer blocks"),
         dim: int = typer.Option(768, help="embedding dimension D"),
-        tokens: int = typer.Option(197, help="tokens per query (prefix + patches)"),
+        tokens: int = typer.Option(257, help="tokens per query (class token + patches; ViT-B/14 at 224 px: 257)"),
         heads: int = typer.Option(12, help="attention heads"),
         mlp_ratio: float = typer.Option(4.0, help="MLP hidden = mlp_ratio * D"),
         sparsity: float = typer.Option(0.0, help="activation sparsity s (top-k keeps ceil((1-s) K) per token)"),

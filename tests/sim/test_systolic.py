@@ -87,5 +87,5 @@ def test_trace_sums_gemms_and_batches():
         b = op.batch if isinstance(op, DenseOp) else 1
         want += b * systolic_cycles(op.m, op.n, op.k, 4, 4, "ws")
     assert res["cycles"] == want
-    assert len(res["layers"]) == 6  # qkv, qk, av, proj, fc1, fc2
+    assert len(res["layers"]) == 7  # patch_embed, qkv, qk, av, proj, fc1, fc2
     assert res["latency_ms"] == pytest.approx(want / 1e5)

@@ -29,7 +29,7 @@ def test_round_trip(tmp_path):
             assert np.array_equal(a.act_mask, b.act_mask)
             assert (a.m, a.k, a.n) == (b.m, b.k, b.n)
         elif isinstance(a, DenseOp):
-            assert (a.m, a.k, a.n, a.batch) == (b.m, b.k, b.n, b.batch)
+            assert (a.m, a.k, a.n, a.batch, a.weights) == (b.m, b.k, b.n, b.batch, b.weights)
         else:
             assert (a.kind, a.elements) == (b.kind, b.elements)
 
@@ -45,6 +45,32 @@ def test_synthetic_shapes_and_sparsity():
         assert np.array_equal(o.weight_nnz_per_row(), (w != 0).sum(1))
         assert np.array_equal(o.intersections(), o.act_mask.astype(int) @ (w != 0).astype(int).T)
     assert tr.meta["sparsity"] == 0.4
+
+
+def test_synthetic_default_is_vit_b14_at_224_px():
+    tr = synthetic_vit_trace(depth=1, sparsity=0.0)
+    # 224 / 14 = 16 patches a side: 256 patches + the class token
+    assert tr.meta["tokens"] == 257
+    pe = tr.ops[0]
+    assert isinstance(pe, DenseOp) and pe.weights and pe.name == "patch_embed"
+    assert (pe.m, pe.k, pe.n) == (256, 3 * 14 * 14, 768)
+    # attention matmuls multiply two activations: not weights
+    assert not any(o.weights for o in tr.ops[1:] if isinstance(o, DenseOp))
+    assert all(o.m == 257 for o in tr.ternary_ops())
+
+
+def test_dense_weights_flag_round_trip_and_version_1_files_without_it(tmp_path):
+    tr = Trace(VERSION, {}, [DenseOp("head", 1, 8, 4, weights=True), DenseOp("qk", 3, 2, 3, batch=2)])
+    back = read_trace(write_trace(tmp_path / "t.npz", tr))
+    assert [o.weights for o in back.ops] == [True, False]
+    # a file written before the field existed (no "weights" key) reads as weights = false
+    out = _rewrite(tmp_path / "t.npz", tmp_path / "old.npz", lambda h: [o.pop("weights") for o in h["ops"]])
+    assert [o.weights for o in read_trace(out).ops] == [False, False]
+    bad = _rewrite(tmp_path / "t.npz", tmp_path / "bad.npz", lambda h: h["ops"][0].update(weights="yes"))
+    with pytest.raises(SimInputError, match="op 0 \\('head'\\).*'weights' = 'yes'.*true or false"):
+        read_trace(bad)
+    with pytest.raises(SimInputError, match="'weights'"):
+        write_trace(tmp_path / "w.npz", Trace(VERSION, {}, [DenseOp("head", 1, 8, 4, weights=1)]))
 
 
 def test_same_seed_same_trace():
@@ -87,7 +113,7 @@ def _rewrite(path, out, edit_header=None, drop=None, replace=None):
 ])
 def test_malformed_traces_named(tmp_path, case, needle):
     p = write_trace(tmp_path / "t.npz", small_trace())
-    i = 1  # op 1 is blocks.0.attn.qkv (ternary)
+    i = 2  # op 0 is patch_embed (dense), op 1 blocks.0.norm1 (vector), op 2 blocks.0.attn.qkv (ternary)
     out = tmp_path / "bad.npz"
     if case == "version":
         _rewrite(p, out, lambda h: h.update(version=99))
@@ -98,7 +124,7 @@ def test_malformed_traces_named(tmp_path, case, needle):
     elif case == "m":
         _rewrite(p, out, lambda h: h["ops"][i].update(m=-3))
     elif case == "kind":
-        _rewrite(p, out, lambda h: h["ops"][0].update(kind="relu"))
+        _rewrite(p, out, lambda h: h["ops"][1].update(kind="relu"))
     elif case == "missing_array":
         _rewrite(p, out, drop=[f"ops/{i}/act_mask"])
     elif case == "shape":
