@@ -81,3 +81,36 @@ def test_with_overrides():
         with_overrides(a, {"compute.pes": 1})
     with pytest.raises(SimInputError, match="compute.simd"):
         with_overrides(a, {"compute.simd": 0})
+
+
+@pytest.mark.parametrize("sets,needles", [
+    (["compute.gather.ports=0"], ["compute.gather.ports = 0", "1 or 2"]),
+    (["compute.gather.ports=3"], ["compute.gather.ports = 3", "1 or 2"]),
+    (["compute.gather.banks=5"], ["compute.gather.banks = 5 does not divide compute.simd = 32"]),
+    (["compute.gather.banks=32", "compute.gather.ports=2"], ["32 x 2 does not divide compute.simd = 32"]),
+    (["compute.gather.banks=16", "compute.gather.ports=2", "compute.simd=48"],
+     ["16 x 2 does not divide compute.simd = 48"]),  # banks divide simd, banks x ports do not
+    (["clock_mhz=450"], ["clock_mhz = 450", "fabric fmax of 400 MHz", "DS925"]),
+])
+def test_bad_gather_and_clock_one_error_line_exit_2(tmp_path, capsys, sets, needles):
+    """Through the real `tatvpr sim` entry point: one `error:` line naming the key, exit 2."""
+    from sim.trace import synthetic_vit_trace, write_trace
+    from tatvpr_hw.cli import main
+
+    trace = tmp_path / "t.npz"
+    write_trace(trace, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
+    args = ["sim", "--trace", str(trace)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_clock_at_the_board_fmax_is_accepted():
+    a = with_overrides(load_arch("kv260"), {"clock_mhz": 400})
+    assert a.clock_mhz == 400 == a.board.fabric_fmax_mhz.value
+    assert "DS925" in a.board.fabric_fmax_mhz.source
