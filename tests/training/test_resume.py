@@ -26,6 +26,23 @@ class KillAt(L.Callback):
             raise Killed(f"killed at step {self.step}")
 
 
+class StartState(L.Callback):
+    """Record where a (resumed) run really starts: its global step, the optimizer's own step
+    count and whether the optimizer holds moment estimates, at the first batch."""
+
+    def __init__(self) -> None:
+        self.step = None
+        self.opt_steps = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.step is not None:
+            return
+        self.step = trainer.global_step
+        opt = trainer.optimizers[0]
+        counts = [int(st["step"]) for st in opt.state.values() if "step" in st]
+        self.opt_steps = max(counts) if counts else 0
+
+
 def _assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -33,12 +50,20 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 
 def _run_killed_then_resumed(cfg, stage, kill_steps):
-    for k in kill_steps:
+    for i, k in enumerate(kill_steps):
+        start = StartState()
         with pytest.raises(Killed):
-            run_stage(cfg, stage, resume=k != kill_steps[0], callbacks=[KillAt(k)], progress=False)
+            run_stage(cfg, stage, resume=i > 0, callbacks=[start, KillAt(k)], progress=False)
+        # each resumed attempt proves it reloaded the previous kill's state, not step 0
+        assert start.step == (kill_steps[i - 1] if i else 0), (stage, start.step)
+        assert start.opt_steps == start.step, (stage, start.opt_steps)
         assert stage_paths(cfg, stage)["ckpt"].is_file()
         assert not stage_paths(cfg, stage)["final"].exists()
-    return run_stage(cfg, stage, resume=True, progress=False)
+    start = StartState()
+    out = run_stage(cfg, stage, resume=True, callbacks=[start], progress=False)
+    assert start.step == kill_steps[-1], f"{stage}: resumed run started at step {start.step}, not {kill_steps[-1]}"
+    assert start.opt_steps == kill_steps[-1], f"{stage}: optimizer state not restored ({start.opt_steps} steps)"
+    return out
 
 
 def test_teacher_resume_equals_uninterrupted(tiny_cfg):
