@@ -116,7 +116,8 @@ def demo_steps() -> list[NamedStep]:
         NamedStep("teacher", _train("teacher"), "train the float teacher (multi-similarity loss)"),
         NamedStep("distill", _train("distill"), "stage 1+2: ternary student from the teacher, token distillation"),
         NamedStep("finetune", _train("finetune"), "stage 3: metric fine-tuning of the head and last blocks"),
-        NamedStep("eval", flow_step_eval, "Recall@N, GMACs and memory over the sparsity sweep"),
+        NamedStep("eval", flow_step_eval, "Recall@N, GMACs, memory and simulated KV260 latency/energy over "
+                                          "granularity x sparsity"),
         NamedStep("models", step_models, "exact footprint of the trained student"),
         NamedStep("trace", step_trace, "workload traces of one query at several sparsities"),
         NamedStep("sim", step_sim, "cycle-level simulation: latency and energy per query (KV260)"),

@@ -11,20 +11,38 @@ config (``data.eval_root``, or ``data.root/eval`` for the built-in benchmark):
 - GMACs per query from ``brevitas_models.ops.count_ops`` at that sparsity (real nonzeros of
   a few query images); GOPs in Figure 2A are 2 x GMACs (one MAC = a multiply and an add).
 - memory in MB (10^6 bytes) from ``brevitas_models.footprint.footprint`` in the row's format.
+- SIMULATED latency and energy per query of the student: :func:`simulate_query` traces the
+  first query image through the student at that row's sparsity and top-k granularity
+  (:func:`tatvpr_hw.tracing.trace_query`, the real masks) and runs :func:`sim.simulator.simulate`
+  on the default arch (:func:`sim.arch.load_arch`, the KV260 one). Modelled, not measured.
+
+The student is evaluated under every top-k granularity of ``eval.granularities`` (token, bank,
+tensor; set at run time like the sparsity, on the one trained student) at every sparsity.
 
 Rows of ``metrics.json`` (one list of records)::
 
-    {"model": "teacher",      "format": "fp32",     "sparsity": 0.0, "recall@1": ..., "recall@5": ...,
-     "recall@10": ..., "gmacs": ..., "memory_mb": ...}
+    {"model": "teacher",      "format": "fp32",     "granularity": null, "sparsity": 0.0,
+     "recall@1": ..., "recall@5": ..., "recall@10": ..., "gmacs": ..., "memory_mb": ...,
+     "sim_latency_ms": null, "sim_energy_mj": null}
     {"model": "teacher_fp16", "format": "fp16", ...}   teacher weights rounded to fp16 (compute in fp32)
     {"model": "teacher_int8", "format": "int8", ...}   teacher weights int8 per output channel
                                                         (symmetric, post-training), compute in fp32
-    {"model": "student",      "format": "ternary2", "sparsity": s, ...}   one row per sparsity s
+    {"model": "student",      "format": "ternary2", "granularity": g, "sparsity": s, ...,
+     "sim_latency_ms": ..., "sim_energy_mj": ..., "sim_cycles": ..., "sim_ternary_cycles": ...,
+     "sim_compute_cycles": ..., "sim_conflict_cycles": ...}     one row per (granularity, sparsity)
+
+The teacher rows have no top-k and are not simulated (the accelerator runs the ternary student;
+their sim fields are null). ``sim_cycles`` = all cycles of the query, ``sim_ternary_cycles`` =
+the ternary array's (compute, DRAM stalls, fill), ``sim_compute_cycles`` = the array's compute
+cycles alone (docs/engine.md section 3's ``c(m, f)`` summed), ``sim_conflict_cycles`` = the
+cycles lost to bank conflicts when the simulator reports them (else null).
 
 Figures (matplotlib, Agg, PNG, in the output folder):
-``fig2a_recall_vs_gops.png`` (R@1 vs GOPs, one student point per sparsity, the teacher for
-reference) and ``fig2b_recall_vs_memory.png`` (R@1 vs memory: fp32 teacher, fp16 teacher,
-int8 teacher, ternary student at s = 0).
+``fig2a_recall_vs_gops.png`` (R@1 vs GOPs, one student line per granularity, one point per
+sparsity, the teacher for reference), ``fig2b_recall_vs_memory.png`` (R@1 vs memory: fp32
+teacher, fp16 teacher, int8 teacher, ternary student at s = 0) and
+``fig_recall_vs_sim_latency.png`` (R@1 vs SIMULATED latency per query on the default arch, one
+line per granularity, points labelled by sparsity).
 
 ``eval.json`` beside them holds the details (set sizes, radius, chance level, the raw-pixel
 baseline, timings); ``config.json`` is the run config used.
@@ -57,6 +75,7 @@ CONFIG_FILE = "config.json"
 TABLE_FILE = "metrics.md"
 FIG_2A = "fig2a_recall_vs_gops.png"
 FIG_2B = "fig2b_recall_vs_memory.png"
+FIG_LATENCY = "fig_recall_vs_sim_latency.png"
 MB = 1e6
 OPS_SAMPLE_IMAGES = 4
 
@@ -110,24 +129,41 @@ def _loader(dataset: ImageListDataset, batch_size: int, num_workers: int) -> Dat
 @torch.no_grad()
 def compute_descriptors(model: nn.Module, dataset: ImageListDataset, *, batch_size: int = 32,
                         num_workers: int = 0, sparsities: Sequence[float] | None = None,
-                        desc: str = "descriptors") -> dict[float | None, np.ndarray]:
+                        granularities: Sequence[str] | None = None,
+                        settings: Sequence[tuple[str, float]] | None = None,
+                        desc: str = "descriptors") -> dict[Any, np.ndarray]:
     """Descriptors of every image of ``dataset``, at each sparsity (images are read once).
 
     ``sparsities=None`` runs the model as it is (key ``None``). Returns {s: [N, D] float32};
-    the model's own sparsity is restored afterwards.
+    with ``granularities`` the keys are ``(granularity, s)`` for every pair; ``settings`` (a
+    list of ``(granularity, s)``) gives those keys directly. The model's own sparsity and
+    granularity are restored afterwards.
     """
     import contextlib
 
     from brevitas_models.sparsity import sparsity_context
 
     model.eval()
-    keys: list[float | None] = [None] if sparsities is None else [float(s) for s in sparsities]
-    out: dict[float | None, list[np.ndarray]] = {k: [] for k in keys}
+    if settings is not None:
+        keys: list[Any] = [(g, float(s)) for g, s in settings]
+    elif sparsities is None:
+        keys = [None]
+    elif granularities is None:
+        keys = [float(s) for s in sparsities]
+    else:
+        keys = [(g, float(s)) for g in granularities for s in sparsities]
+    out: dict[Any, list[np.ndarray]] = {k: [] for k in keys}
     for images, _ in tqdm(_loader(dataset, batch_size, num_workers), desc=desc, unit="batch", leave=False):
-        for s in keys:
-            with (contextlib.nullcontext() if s is None else sparsity_context(model, s)):
+        for key in keys:
+            if key is None:
+                ctx = contextlib.nullcontext()
+            elif isinstance(key, tuple):
+                ctx = sparsity_context(model, key[1], key[0])
+            else:
+                ctx = sparsity_context(model, key)
+            with ctx:
                 d = model(images)
-            out[s].append(torch.nn.functional.normalize(d.float(), dim=-1).cpu().numpy())
+            out[key].append(torch.nn.functional.normalize(d.float(), dim=-1).cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in out.items()}
 
 
@@ -168,6 +204,44 @@ def model_memory_bytes(model: nn.Module, img_size: int, fmt: str, plan: Mapping[
 
     fp = footprint(model, img_size, plan=dict(plan) if plan is not None else None)
     return float(fp["total_bytes"][fmt])
+
+
+SIM_KEYS = ("sim_latency_ms", "sim_energy_mj", "sim_cycles", "sim_ternary_cycles", "sim_compute_cycles",
+            "sim_conflict_cycles")
+
+
+def simulate_query(model: nn.Module, image: torch.Tensor, sparsity: float, granularity: str, arch,
+                   weight_cache: dict | None = None) -> dict[str, Any]:
+    """SIMULATED cost of one query: trace ``image`` through ``model`` at ``sparsity`` and
+    ``granularity`` (:func:`tatvpr_hw.tracing.trace_query`), simulate it on ``arch``.
+
+    Returns the :data:`SIM_KEYS` (``sim_conflict_cycles`` is None when the simulator does not
+    report bank conflicts). The model's sparsity and granularity are restored.
+    """
+    from brevitas_models.sparsity import sparsity_context
+    from sim.simulator import simulate
+    from tatvpr_hw.tracing import trace_query
+
+    with sparsity_context(model, sparsity, granularity):
+        trace = trace_query(model, image, {"sparsity": float(sparsity), "granularity": granularity,
+                                           "source": "tatvpr eval"}, weight_cache)
+    res = simulate(arch, trace)
+    summ = res.summary
+    tern = [r for r in res.layers if r.get("unit") == "ternary_array"]
+    conflict = (summ.get("gather") or {}).get("conflict_cycles")
+    if conflict is None and tern and all("conflict_cycles" in r for r in tern):
+        conflict = sum(int(r["conflict_cycles"]) for r in tern)
+    return {"sim_latency_ms": float(summ["latency_ms"]), "sim_energy_mj": float(summ["energy_mj"]),
+            "sim_cycles": int(summ["cycles"]), "sim_ternary_cycles": int(summ["cycles_by_unit"]["ternary_array"]),
+            "sim_compute_cycles": int(sum(int(r["compute_cycles"]) for r in tern)),
+            "sim_conflict_cycles": None if conflict is None else int(conflict)}
+
+
+def default_sim_arch():
+    """The arch the evaluation simulates on: :func:`sim.arch.load_arch`'s default (KV260)."""
+    from sim.arch import load_arch
+
+    return load_arch()
 
 
 def _module_name(model: nn.Module, plan_key: str) -> str:
@@ -232,17 +306,23 @@ def _sample_images(dataset: ImageListDataset, n: int = OPS_SAMPLE_IMAGES) -> tor
 
 
 def _record(model: str, fmt: str, s: float, recalls: Mapping[int, float], gmacs: float,
-            memory_bytes: float) -> dict[str, Any]:
-    rec: dict[str, Any] = {"model": model, "format": fmt, "sparsity": round(float(s), 6)}
+            memory_bytes: float, granularity: str | None = None,
+            sim: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    rec: dict[str, Any] = {"model": model, "format": fmt, "granularity": granularity, "sparsity": round(float(s), 6)}
     rec.update({f"recall@{n}": round(v, 4) for n, v in recalls.items()})
     rec.update({"gmacs": round(gmacs, 6), "memory_mb": round(memory_bytes / MB, 6)})
+    if sim is None:
+        rec.update({"sim_latency_ms": None, "sim_energy_mj": None})
+    else:
+        rec.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in sim.items()})
     return rec
 
 
 def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities: Sequence[float] | None,
-                 out_dir: str | Path) -> list[dict[str, Any]]:
-    """Evaluate teacher (fp32 / fp16 / int8 weights) and student (every sparsity); write
-    ``metrics.json``, ``eval.json``, ``config.json`` and the two figures into ``out_dir``.
+                 out_dir: str | Path, granularities: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Evaluate teacher (fp32 / fp16 / int8 weights) and student (every granularity x
+    sparsity, each also simulated); write ``metrics.json``, ``metrics.md``, ``eval.json``,
+    ``config.json`` and the three figures into ``out_dir``.
 
     Args:
         cfg: the run :class:`tatvpr_hw.config.Config`.
@@ -250,8 +330,10 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         student: ternary VPR model at ``cfg.model.student_img_size`` (None: teacher rows only).
         sparsities: student sparsities (default ``cfg.eval.sparsities``).
         out_dir: output folder (created).
+        granularities: top-k granularities (default ``cfg.eval.granularities``).
     Returns: the metrics records.
     """
+    from brevitas_models.sparsity import GRANULARITIES, sparsity_context
     from tatvpr_hw.config import config_to_dict
 
     out = Path(out_dir)
@@ -260,6 +342,10 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
     for s in sparsities:
         if not 0.0 <= float(s) < 1.0:
             raise UserError(f"sparsity {s} is outside [0, 1)")
+    granularities = list(cfg.eval.granularities if granularities is None else granularities)
+    bad = [g for g in granularities if g not in GRANULARITIES]
+    if bad or not granularities:
+        raise UserError(f"eval granularities {granularities}: allowed a non-empty list of {', '.join(GRANULARITIES)}")
     ns = list(cfg.eval.recall_at)
     torch.manual_seed(cfg.seed)
     if cfg.data.source == "synthetic":
@@ -293,20 +379,50 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         timings[name] = time.perf_counter() - t0
         log.info("%s: %s", name, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
 
+    sim_info: dict[str, Any] | None = None
     if student is not None:
         t0 = time.perf_counter()
-        db = compute_descriptors(student, s_set.database, batch_size=bs, num_workers=nw, sparsities=sparsities,
+        # at s = 0 no top-k runs, so every granularity gives the same model: computed once
+        pairs = [(g, float(s)) for g in granularities for s in sparsities
+                 if float(s) != 0.0 or g == granularities[0]]
+        canon = {(g, float(s)): ((granularities[0], 0.0) if float(s) == 0.0 else (g, float(s)))
+                 for g in granularities for s in sparsities}
+        db = compute_descriptors(student, s_set.database, batch_size=bs, num_workers=nw, settings=pairs,
                                  desc="student db")
-        q = compute_descriptors(student, s_set.queries, batch_size=bs, num_workers=nw, sparsities=sparsities,
+        q = compute_descriptors(student, s_set.queries, batch_size=bs, num_workers=nw, settings=pairs,
                                 desc="student queries")
+        timings["student_descriptors"] = time.perf_counter() - t0
         s_imgs = _sample_images(s_set.queries)
         student_mem = model_memory_bytes(student, s_size, "ternary2")
-        for s in sparsities:
-            rec = recall_at_n(db[float(s)], q[float(s)], s_set.all_positives, ns)
-            records.append(_record("student", "ternary2", s, rec, model_gmacs(student, s_imgs, float(s)),
-                                   student_mem))
-            log.info("student s=%.2f: %s", s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
+        t1 = time.perf_counter()
+        gmacs: dict[tuple[str, float], float] = {}
+        for g, s in pairs:
+            with sparsity_context(student, s, g):
+                gmacs[(g, s)] = model_gmacs(student, s_imgs, s)
+        timings["student_gmacs"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        arch = default_sim_arch()
+        cache: dict = {}
+        sims = {(g, s): simulate_query(student, s_set.queries[0][0], s, g, arch, cache) for g, s in pairs}
+        timings["student_sim"] = time.perf_counter() - t1
+        for g in granularities:
+            for s in sparsities:
+                key = canon[(g, float(s))]
+                rec = recall_at_n(db[key], q[key], s_set.all_positives, ns)
+                records.append(_record("student", "ternary2", s, rec, gmacs[key], student_mem, g, sims[key]))
+                log.info("student %s s=%.2f: %s, sim %.4g ms", g, s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()),
+                         sims[key]["sim_latency_ms"])
         timings["student"] = time.perf_counter() - t0
+        sp = getattr(cfg.model, "sparsity", None)
+        sim_info = {"simulated": True, "arch_name": arch.name, "arch_file": str(arch.source),
+                    "pe": arch.spec.compute.pe, "simd": arch.spec.compute.simd,
+                    "skip_mode": arch.spec.compute.skip_mode, "banks": arch.spec.compute.banks,
+                    "clock_mhz": arch.spec.clock_mhz, "query_image": s_set.queries.paths[0].name,
+                    "model_banks": sp.banks if sp is not None else None,
+                    "trained_granularity": sp.granularity if sp is not None else None}
+        if sp is not None and sp.banks != arch.spec.compute.banks:
+            log.warning("model.sparsity.banks = %d but the simulated arch has %d banks: the bank granularity's "
+                        "groups do not match the machine's banks", sp.banks, arch.spec.compute.banks)
 
     details = {
         "eval_root": str(root), "positive_radius_m": radius, "recall_at": ns,
@@ -315,38 +431,52 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         "chance_recall@1": round(chance_recall_at_1(positives, len(t_set.database)), 4),
         "pixel_baseline": {f"recall@{n}": round(v, 4) for n, v in pixel_baseline(t_set, ns).items()},
         "teacher_img_size": t_size, "student_img_size": s_size, "sparsities": [float(s) for s in sparsities],
+        "granularities": granularities, "sim": sim_info,
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
     write_json(out / METRICS_FILE, records)
-    write_text(out / TABLE_FILE, metrics_table_markdown(records))
+    write_text(out / TABLE_FILE, metrics_table_markdown(records, sim_info["arch_name"] if sim_info else None))
     write_json(out / DETAILS_FILE, details)
     write_json(out / CONFIG_FILE, config_to_dict(cfg))
-    plot_figures(records, out)
+    plot_figures(records, out, sim_info["arch_name"] if sim_info else None)
     return records
 
 
-def metrics_table_markdown(records: Sequence[Mapping[str, Any]]) -> str:
-    """The metrics as a Markdown table (for the README), with MACs saved and R@1 change vs s = 0."""
+def student_base(records: Sequence[Mapping[str, Any]], granularity: str | None) -> Mapping[str, Any] | None:
+    """The student's s = 0 record of ``granularity`` (any granularity's s = 0 row if none matches:
+    at s = 0 no top-k runs, so they are the same model)."""
+    st = [r for r in records if r.get("model") == "student" and r.get("sparsity") == 0.0]
+    return next((r for r in st if r.get("granularity") == granularity), st[0] if st else None)
+
+
+def metrics_table_markdown(records: Sequence[Mapping[str, Any]], sim_arch: str | None = None) -> str:
+    """The metrics as a Markdown table (for the README), with MACs saved and R@1 change vs s = 0
+    (of the same granularity) and the SIMULATED latency / energy per query on ``sim_arch``."""
     recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
-    base = next((r for r in records if r["model"] == "student" and r["sparsity"] == 0.0), None)
-    head = ["model", "weights", "sparsity", *[k.replace("recall@", "R@") + " (%)" for k in recall_keys],
-            "GMACs/query", "MACs saved vs s=0", "R@1 vs s=0 (pt)", "memory (MB)"]
+    arch = sim_arch or "default arch"
+    head = ["model", "weights", "granularity", "sparsity", *[k.replace("recall@", "R@") + " (%)" for k in recall_keys],
+            "GMACs/query", "MACs saved vs s=0", "R@1 vs s=0 (pt)", "memory (MB)",
+            f"latency (ms, SIMULATED, {arch})", f"energy (mJ, SIMULATED, {arch})"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in records:
         saved = delta = ""
-        if r["model"] == "student" and base is not None and base["gmacs"]:
+        base = student_base(records, r.get("granularity")) if r["model"] == "student" else None
+        if base is not None and base["gmacs"]:
             saved = f"{100.0 * (1.0 - r['gmacs'] / base['gmacs']):.1f} %"
             delta = f"{r['recall@1'] - base['recall@1']:+.2f}"
-        cells = [r["model"], r.get("format", ""), f"{r['sparsity']:g}", *[f"{r[k]:.2f}" for k in recall_keys],
-                 f"{r['gmacs']:.4f}", saved, delta, f"{r['memory_mb']:.3f}"]
+        lat, en = r.get("sim_latency_ms"), r.get("sim_energy_mj")
+        cells = [r["model"], r.get("format", ""), r.get("granularity") or "", f"{r['sparsity']:g}",
+                 *[f"{r[k]:.2f}" for k in recall_keys], f"{r['gmacs']:.4f}", saved, delta, f"{r['memory_mb']:.3f}",
+                 "" if lat is None else f"{lat:.4f}", "" if en is None else f"{en:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- figures
 
-def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Figure 2A (R@1 vs GOPs per sparsity) and 2B (R@1 vs memory per format) as PNGs."""
+def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path, sim_arch: str | None = None) -> list[Path]:
+    """Figure 2A (R@1 vs GOPs per sparsity), 2B (R@1 vs memory per format) and, when the
+    records are simulated, R@1 vs simulated latency (:func:`plot_latency_figure`) as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,11 +489,15 @@ def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> l
     paths = []
 
     fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
-    if student:
-        x = [2 * r["gmacs"] for r in student]
-        y = [r["recall@1"] for r in student]
-        ax.plot(x, y, "o-", color="#1f6fb2", label="ternary student")
-        for r, xi, yi in zip(student, x, y):
+    grans = list(dict.fromkeys(r.get("granularity") for r in student))
+    colors = {"token": "#1f6fb2", "bank": "#c0392b", "tensor": "#7a9e3b"}
+    for g in grans:
+        rows = [r for r in student if r.get("granularity") == g]
+        x = [2 * r["gmacs"] for r in rows]
+        y = [r["recall@1"] for r in rows]
+        ax.plot(x, y, "o-", color=colors.get(g, "#1f6fb2"),
+                label="ternary student" + (f" ({g} top-k)" if g else ""))
+        for r, xi, yi in zip(rows, x, y):
             ax.annotate(f"s={r['sparsity']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if teacher:
         ax.plot([2 * teacher["gmacs"]], [teacher["recall@1"]], "*", ms=12, color="#d9822b", label="fp32 teacher")
@@ -402,7 +536,46 @@ def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path) -> l
     paths.append(out / FIG_2B)
     _save_fig(fig, paths[-1])
     plt.close(fig)
+    lat = plot_latency_figure(records, out, sim_arch)
+    if lat is not None:
+        paths.append(lat)
     return paths
+
+
+def plot_latency_figure(records: Sequence[Mapping[str, Any]], out_dir: str | Path,
+                        sim_arch: str | None = None) -> Path | None:
+    """R@1 against SIMULATED latency per query, one line per granularity, points labelled by
+    sparsity; None (no file) when no student record carries a simulated latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    student = [r for r in records if r.get("model") == "student" and r.get("sim_latency_ms") is not None]
+    if not student:
+        return None
+    grans = list(dict.fromkeys(r.get("granularity") or "token" for r in student))
+    styles = {"token": ("o-", "#1f6fb2"), "bank": ("s-", "#c0392b"), "tensor": ("^-", "#7a9e3b")}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for g in grans:
+        rows = sorted((r for r in student if (r.get("granularity") or "token") == g), key=lambda r: r["sparsity"])
+        fmt, color = styles.get(g, (".-", None))
+        x = [r["sim_latency_ms"] for r in rows]
+        y = [r["recall@1"] for r in rows]
+        ax.plot(x, y, fmt, color=color, label=f"{g} top-k", alpha=0.85)
+        for r, xi, yi in zip(rows, x, y):
+            ax.annotate(f"{r['sparsity']:g}", (xi, yi), textcoords="offset points", xytext=(3, 4), fontsize=6,
+                        color=color)
+    ax.set_xlabel(f"latency per query (ms, SIMULATED on {sim_arch or 'the default arch'})")
+    ax.set_ylabel("Recall@1 (%)")
+    ax.set_title("R@1 vs simulated latency per query (KV260 default arch, SIMULATED)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="granularity (labels: sparsity)", title_fontsize=7)
+    fig.tight_layout()
+    path = Path(out_dir) / FIG_LATENCY
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
 
 
 def _save_fig(fig, path: Path) -> None:
@@ -499,10 +672,12 @@ def parse_sparsity_list(text: str) -> list[float]:
 # ----------------------------------------------------------------------------- flow steps (tatvpr demo)
 
 def target_check(records: Sequence[Mapping[str, Any]], s: float = 0.4, max_drop_pt: float = 1.0,
-                 min_saved_pct: float = 35.0) -> dict[str, Any] | None:
+                 min_saved_pct: float = 35.0, granularity: str | None = None) -> dict[str, Any] | None:
     """The issue's target: the student at sparsity ``s`` within ``max_drop_pt`` R@1 points of
-    s = 0 with at least ``min_saved_pct`` % fewer MACs. None when either row is missing."""
-    st = {round(r["sparsity"], 6): r for r in records if r["model"] == "student"}
+    s = 0 with at least ``min_saved_pct`` % fewer MACs. None when either row is missing.
+    ``granularity``: use that granularity's rows (records without one count as any)."""
+    st = {round(r["sparsity"], 6): r for r in records if r["model"] == "student"
+          and (granularity is None or r.get("granularity") in (None, granularity))}
     base, at = st.get(0.0), st.get(round(s, 6))
     if base is None or at is None or not base["gmacs"]:
         return None
@@ -546,10 +721,19 @@ def flow_step_eval(ctx) -> dict[str, Any]:
     """Flow step: :func:`evaluate_checkpoint` of the fine-tuned student into ``ctx.run_dir``."""
     ck = _student_checkpoint_from(ctx)
     records = evaluate_checkpoint(ctx.cfg, ck, ctx.run_dir)
+    student = [r for r in records if r["model"] == "student"]
+    by_g: dict[str, dict[str, Any]] = {}
+    for r in student:
+        by_g.setdefault(r["granularity"], {})[str(r["sparsity"])] = r
     return {"checkpoint": str(ck), "metrics": str(Path(ctx.run_dir) / METRICS_FILE),
             "teacher_recall@1": next((r["recall@1"] for r in records if r["model"] == "teacher"), None),
-            "student_recall@1": {str(r["sparsity"]): r["recall@1"] for r in records if r["model"] == "student"},
-            "target": target_check(records)}
+            "trained_granularity": ctx.cfg.model.sparsity.granularity,
+            "student_recall@1": {g: {s: r["recall@1"] for s, r in rows.items()} for g, rows in by_g.items()},
+            "student_sim_latency_ms": {g: {s: r["sim_latency_ms"] for s, r in rows.items()}
+                                       for g, rows in by_g.items()},
+            "student_sim_compute_cycles": {g: {s: r.get("sim_compute_cycles") for s, r in rows.items()}
+                                           for g, rows in by_g.items()},
+            "target": target_check(records, granularity=ctx.cfg.model.sparsity.granularity)}
 
 
 def flow_step_report(ctx) -> dict[str, Any]:

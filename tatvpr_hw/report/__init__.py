@@ -2,8 +2,9 @@
 
 The page is self-contained in its folder (figures by relative path, CSS inline). It shows:
 
-- the ML results, from ``metrics.json`` / ``eval.json`` / the two figures written by
-  :func:`tatvpr_hw.evaluation.evaluate_run` (template ``section_ml.html.j2``);
+- the ML results, from ``metrics.json`` / ``eval.json`` / the figures written by
+  :func:`tatvpr_hw.evaluation.evaluate_run` (2A, 2B, R@1 vs simulated latency per granularity;
+  template ``section_ml.html.j2``);
 - one pluggable section per other area: when ``run_dir/<name>.json`` exists for a name in
   :data:`SECTIONS` (``sim``, ``dse``, ``export``, ``hls``, ``rtl``, in that order) -- or any name with a
   template ``templates/section_<name>.html.j2`` -- that template is rendered with
@@ -39,6 +40,10 @@ IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
 FIG_CAPTIONS = {
     "fig2a_recall_vs_gops.png": "Figure 2A: Recall@1 against operations per query, one point per sparsity level.",
     "fig2b_recall_vs_memory.png": "Figure 2B: Recall@1 against model memory for fp32 / fp16 / int8 / ternary.",
+    "fig_recall_vs_sim_latency.png": ("R@1 vs simulated latency per query (KV260 default arch, SIMULATED): one "
+                                      "line per top-k granularity of the same trained student, points labelled "
+                                      "by sparsity; latency from the simulator on one query's real trace at "
+                                      "that granularity and sparsity, not measured on hardware."),
 }
 
 
@@ -102,17 +107,23 @@ def _ml_context(run_dir: Path) -> dict[str, Any] | None:
         raise UserError(f"{metrics_path}: expected a list of records")
     details = _read_json(run_dir / "eval.json") if (run_dir / "eval.json").is_file() else {}
     recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
-    student = sorted((r for r in records if r.get("model") == "student"), key=lambda r: r.get("sparsity", 0))
-    base = student[0] if student and student[0].get("sparsity") == 0 else None
+    st0 = [r for r in records if r.get("model") == "student" and r.get("sparsity") == 0]
     rows = []
     for r in records:
         row = dict(r)
+        # MACs saved and R@1 change against s = 0 of the same granularity (all s = 0 rows are
+        # the same model: no top-k runs)
+        base = next((b for b in st0 if b.get("granularity") == r.get("granularity")), st0[0] if st0 else None)
         if r.get("model") == "student" and base and base.get("gmacs"):
             row["macs_saved_pct"] = 100.0 * (1.0 - r["gmacs"] / base["gmacs"])
             row["r1_delta"] = r.get("recall@1", 0.0) - base.get("recall@1", 0.0)
         rows.append(row)
     figures = [{"path": f, "caption": c} for f, c in FIG_CAPTIONS.items() if (run_dir / f).is_file()]
-    return {"rows": rows, "recall_keys": recall_keys, "details": details, "figures": figures}
+    sim = details.get("sim") if isinstance(details, dict) else None
+    simulated = any(r.get("sim_latency_ms") is not None for r in records)
+    return {"rows": rows, "recall_keys": recall_keys, "details": details, "figures": figures,
+            "sim": sim or {}, "simulated": simulated,
+            "granularities": any(r.get("granularity") for r in records)}
 
 
 def render_report(run_dir: str | Path, title: str | None = None) -> Path:

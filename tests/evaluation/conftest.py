@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -32,6 +34,21 @@ class PixelVPR(nn.Module):
 
 
 FAKE_MEMORY = {"fp32": 4.0e6, "fp16": 2.0e6, "int8": 1.0e6, "ternary2": 0.3e6}
+STUB_ARCH = SimpleNamespace(name="stub-arch", source="stub.yaml", spec=SimpleNamespace(
+    clock_mhz=250, compute=SimpleNamespace(pe=8, simd=32, banks=32, skip_mode="act")))
+GRAN_OFFSET = {"token": 0.0, "bank": 0.01, "tensor": 0.02}
+
+
+def fake_sim(g, s):
+    """Stand-in simulator numbers that tell (granularity, sparsity) apart."""
+    lat = round(1.0 - 0.5 * s + GRAN_OFFSET[g], 6)
+    return {"sim_latency_ms": lat, "sim_energy_mj": round(2 * lat, 6), "sim_cycles": int(lat * 1e6),
+            "sim_ternary_cycles": int(lat * 5e5), "sim_compute_cycles": int(lat * 4e5), "sim_conflict_cycles": None}
+
+
+@pytest.fixture(name="fake_sim")
+def fake_sim_fixture():
+    return fake_sim
 
 
 @pytest.fixture
@@ -46,6 +63,14 @@ def stub_ops(monkeypatch):
         return 1.5 * (1.0 - sparsity)
 
     monkeypatch.setattr(ev, "model_gmacs", gmacs)
+    monkeypatch.setattr(ev, "default_sim_arch", lambda: STUB_ARCH)
+
+    def sim(model, image, s, g, arch, cache=None):
+        assert arch is STUB_ARCH and image.dim() == 3
+        calls.append(("sim", tuple(image.shape), s, g))
+        return fake_sim(g, s)
+
+    monkeypatch.setattr(ev, "simulate_query", sim)
     monkeypatch.setattr(ev, "model_memory_bytes", lambda model, img_size, fmt, plan=None: FAKE_MEMORY[fmt])
     monkeypatch.setattr(ev, "int8_plan", lambda model_cfg, model: {"proj": True})
     return calls

@@ -118,3 +118,43 @@ def test_cli_eval_bad_input(tmp_path, capsys):
     assert main(["eval", "--config", str(cfg), "--checkpoint", str(tmp_path / "s"), "--out", str(tmp_path / "o"),
                  "--sparsity", "0,1.5"]) == 2
     assert "--sparsity must be a comma-separated list" in capsys.readouterr().err
+
+
+GRAN_RECORDS = RECORDS[:3] + [
+    {"model": "student", "format": "ternary2", "granularity": g, "sparsity": s, "recall@1": r1, "recall@5": 90.0,
+     "recall@10": 95.0, "gmacs": gm, "memory_mb": 1.9, "sim_latency_ms": lat, "sim_energy_mj": 2 * lat}
+    for g, s, r1, gm, lat in (("token", 0.0, 78.5, 0.3, 0.9), ("token", 0.4, 77.75, 0.18, 0.7),
+                              ("bank", 0.0, 78.5, 0.3, 0.9), ("bank", 0.4, 76.25, 0.2, 0.6125),
+                              ("tensor", 0.0, 78.5, 0.3, 0.9), ("tensor", 0.4, 75.0, 0.18, 0.8))]
+
+
+def test_granularity_rows_and_latency_figure(tmp_path, templates):
+    from tatvpr_hw.evaluation import FIG_LATENCY
+
+    d = tmp_path / "gran"
+    d.mkdir()
+    (d / "metrics.json").write_text(json.dumps(GRAN_RECORDS))
+    (d / "eval.json").write_text(json.dumps({
+        "query_images": 40, "database_images": 40, "eval_root": "e", "positive_radius_m": 25.0,
+        "chance_recall@1": 2.5, "pixel_baseline": {"recall@1": 70.0}, "teacher_img_size": 98,
+        "student_img_size": 98, "sim": {"arch_name": "kv260-test-arch", "pe": 32, "simd": 32,
+                                                     "banks": 32, "skip_mode": "act", "clock_mhz": 250,
+                                                     "trained_granularity": "token"}}))
+    paths = plot_figures(GRAN_RECORDS, d, "kv260-test-arch")
+    assert d / FIG_LATENCY in paths and (d / FIG_LATENCY).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = report.render_report(d).read_text()
+    assert _img_srcs(html) == [FIG_2A, FIG_2B, FIG_LATENCY]
+    assert "R@1 vs simulated latency per query (KV260 default arch, SIMULATED)" in html
+    assert "<th class=\"l\">granularity</th>" in html and "latency (ms, SIMULATED)" in html
+    assert "kv260-test-arch" in html and "<strong>SIMULATED</strong>" in html
+    assert html.count('<td class="l">bank</td>') == 2
+    assert "0.6125" in html and "1.2250" in html                 # bank s = 0.4's latency and energy
+    assert "33.3 %" in html                                      # bank s = 0.4: 1 - 0.2 / 0.3 vs its own s = 0
+    assert "-2.25" in html                                       # bank R@1 change 76.25 - 78.5
+
+
+def test_no_latency_figure_without_simulated_records(tmp_path):
+    from tatvpr_hw.evaluation import FIG_LATENCY
+
+    paths = plot_figures(RECORDS, tmp_path)
+    assert tmp_path / FIG_LATENCY not in paths and not (tmp_path / FIG_LATENCY).exists()
