@@ -96,3 +96,19 @@ def test_sigint_of_a_running_command_exits_130(tmp_path):
     assert proc.returncode == 130
     lines = [ln for ln in err.splitlines() if ln.strip() and "cpp_extension" not in ln]
     assert lines == ["interrupted"], err
+
+
+def test_atomic_outputs_get_umask_mode_and_refuse_folders(tmp_path):
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.io import write_text
+    old = os.umask(0o022)
+    try:
+        out = write_text(tmp_path / "a" / "x.json", "{}")
+        assert (out.stat().st_mode & 0o777) == 0o644  # what open() would give; mkstemp alone gives 0600
+    finally:
+        os.umask(old)
+    with pytest.raises(UserError, match="existing folder"):
+        write_text(tmp_path / "a", "x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        write_text(tmp_path / "a" / "x.json" / "y.txt", "x")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.json"]  # nothing half-written
