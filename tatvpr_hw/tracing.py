@@ -171,11 +171,12 @@ class _Recorder:
             elif isinstance(mod, nn.Conv2d):  # float patch embedding
                 def conv(m, a, o, n=full):
                     kk = m.in_channels // m.groups * int(math.prod(m.kernel_size))
-                    self.add(DenseOp(n, int(o.shape[0] * o.shape[2] * o.shape[3]), kk, m.out_channels))
+                    self.add(DenseOp(n, int(o.shape[0] * o.shape[2] * o.shape[3]), kk, m.out_channels, weights=True))
                 self.handles.append(mod.register_forward_hook(conv))
             elif type(mod) is nn.Linear:  # a float linear left in the backbone
                 self.handles.append(mod.register_forward_hook(
-                    lambda m, a, o, n=full: self.add(DenseOp(n, _rows(a[0]), m.in_features, m.out_features))))
+                    lambda m, a, o, n=full: self.add(DenseOp(n, _rows(a[0]), m.in_features, m.out_features,
+                                                             weights=True))))
         if hasattr(backbone, "pos_drop"):
             self.handles.append(backbone.pos_drop.register_forward_hook(
                 lambda m, a, o: self.add(VectorOp(prefix + "pos_embed.add", "add", int(o.numel())))))
@@ -223,9 +224,13 @@ def _numel(x: Any) -> int:
 class _HeadDispatch(TorchDispatchMode):
     """Records the head's ATen ops as trace ops (inside ``rec.suppress`` regions: nothing)."""
 
-    def __init__(self, rec: _Recorder, names: list[str]) -> None:
+    def __init__(self, rec: _Recorder, names: list[str], params: set[int] = frozenset()) -> None:
         super().__init__()
         self.rec, self.names, self.count = rec, names, 0
+        self.params = params  # storage addresses of the model's parameters: an operand there is weights
+
+    def _is_weight(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in self.params
 
     def _name(self, op: str) -> str:
         self.count += 1
@@ -246,18 +251,20 @@ class _HeadDispatch(TorchDispatchMode):
         rec = self.rec
         if op in ("mm", "addmm"):
             a, b = (args[0], args[1]) if op == "mm" else (args[1], args[2])
-            rec.add(DenseOp(self._name("matmul"), int(a.shape[0]), int(a.shape[1]), int(b.shape[1])))
+            rec.add(DenseOp(self._name("matmul"), int(a.shape[0]), int(a.shape[1]), int(b.shape[1]),
+                            weights=self._is_weight(b)))
         elif op in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if op == "bmm" else (args[1], args[2])
             rec.add(DenseOp(self._name("bmm"), int(a.shape[1]), int(a.shape[2]), int(b.shape[2]),
-                            batch=int(a.shape[0])))
+                            batch=int(a.shape[0]), weights=self._is_weight(b)))
         elif op == "convolution":
             x, w = args[0], args[1]
             groups = int(args[8]) if len(args) > 8 else 1
             o = out
             m = int(o.shape[0]) * int(math.prod(o.shape[2:]))
             kk = int(math.prod(w.shape[1:]))
-            rec.add(DenseOp(self._name("conv"), m, kk, int(w.shape[0]) // groups, batch=groups))
+            rec.add(DenseOp(self._name("conv"), m, kk, int(w.shape[0]) // groups, batch=groups,
+                            weights=self._is_weight(w)))
         elif op.startswith("_scaled_dot_product") or op == "scaled_dot_product_attention":
             q, k, v = args[0], args[1], args[2]
             bh = int(math.prod(q.shape[:-2]))
@@ -271,11 +278,11 @@ class _HeadDispatch(TorchDispatchMode):
             lq, s = int(q.shape[-2]), int(k.shape[-2])
             b = int(math.prod(q.shape[:-2])) or 1
             for nm, rows in (("q_proj", lq), ("k_proj", s), ("v_proj", s)):
-                rec.add(DenseOp(self._name(nm), b * rows, e, e))
+                rec.add(DenseOp(self._name(nm), b * rows, e, e, weights=True))
             rec.add(DenseOp(self._name("qk"), lq, e // h, s, batch=b * h))
             rec.add(VectorOp(self._name("softmax"), "softmax", b * h * lq * s))
             rec.add(DenseOp(self._name("av"), lq, s, e // h, batch=b * h))
-            rec.add(DenseOp(self._name("out_proj"), b * lq, e, e))
+            rec.add(DenseOp(self._name("out_proj"), b * lq, e, e, weights=True))
         elif op in _VIEW_OPS:
             return
         else:
@@ -328,7 +335,8 @@ def trace_query(model: nn.Module, image: torch.Tensor, meta: dict | None = None,
         _hook_head_names(model.head, names, rec)
         tokens = model.forward_features(x)
         grid = model.grid_hw((int(x.shape[-2]), int(x.shape[-1])))
-        with _HeadDispatch(rec, names):
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        with _HeadDispatch(rec, names, params):
             desc = model.forward_head(tokens, grid)
     finally:
         rec.close()

@@ -69,6 +69,7 @@ def test_op_order_and_shapes(trace):
     ops = trace.ops
     assert isinstance(ops[0], DenseOp) and ops[0].name == "backbone.patch_embed.proj"
     assert (ops[0].m, ops[0].k, ops[0].n) == (49, 3 * 14 * 14, D)
+    assert ops[0].weights  # the patch embedding's second operand is its weights (streamed from DRAM)
     assert ops[1].name == "backbone.pos_embed.add" and ops[1].elements == TOKENS * D
     block0 = [(type(o).__name__, o.name.split(".", 3)[-1]) for o in ops[2:18]]
     assert block0 == [
@@ -88,6 +89,9 @@ def test_op_order_and_shapes(trace):
     head = [o for o in ops if o.name.startswith("head")]
     assert head and ops.index(head[0]) == len(ops) - len(head)
     assert any(isinstance(o, DenseOp) for o in head)
+    # weights (linears, convolutions) vs two activations (BoQ's query x token products, attention)
+    assert not qk.weights and not av.weights
+    assert {o.weights for o in head if isinstance(o, DenseOp)} == {True, False}
     assert any(isinstance(o, VectorOp) and o.kind == "softmax" for o in head)  # BoQ attention
     assert head[-1].kind == "other"  # the final L2 normalisation
 
