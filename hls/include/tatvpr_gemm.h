@@ -1,9 +1,10 @@
-// TAT-VPR packed-ternary sparse GEMM: one ternary linear layer of the reference accelerator
-// (../../ENGINE.md in the shared design notes; docs/hls.md in the repository).
+// TAT-VPR packed-ternary sparse GEMM: one ternary linear layer of the reference accelerator,
+// version 2 (docs/engine.md in the repository: the authority; docs/hls.md: this IP).
 //
 //   Y[M,N] = requant( X[M,K] . W~[N,K]^T + bias[N] )
 //
-// X   int8 activations after the per-token top-k, delivered compressed ("act" skip mode).
+// X   int8 activations after the per-token top-k, delivered as the bank-scheduled chunk stream
+//     of the "act" skip mode (below).
 // W~  ternary weights {-1,0,+1}, packed 2 bits per weight (ternary2) or 5 trits per byte
 //     (ternary1.6), decoded on chip into 2-bit codes 00 = 0, 01 = +1, 11 = -1.
 // acc int32 per output; bias int32 (already in accumulator units); Y int8.
@@ -15,41 +16,70 @@
 // mult in [0, 2^31), shift in [1, 62].
 //
 // ---------------------------------------------------------------------------------------
-// Compressed activation stream (the "act" skip mode of the simulator), per layer in DDR:
-//   tok_nnz[M]   uint16  kept (nonzero) int8 values of token m, 0 <= nnz[m] <= K
-//   pairs[...]   uint32  for token 0, 1, ..., M-1: chunks(m) * SIMD pair words, where
-//                        chunks(m) = max(1, ceil(nnz[m] / SIMD)).
-//                        pair word: bits  7..0  value (two's complement int8, nonzero)
-//                                   bits 23..8  channel index k (0 <= k < K; 16 bits on the bus,
-//                                               ceil(log2 K) bits in the on-chip buffer)
-//                                   bits 31..24 zero
-//                        pairs of a token are in ascending channel order; the last chunk of a
-//                        token is padded with zero words (index 0, value 0), which add nothing.
-//                        A token with no nonzeros still has one all-padding chunk: that is the
-//                        cycle the simulator charges for its accumulator write.
+// Operand gather (docs/engine.md section 3). B = TATVPR_BANKS banks, P = TATVPR_PORTS read
+// ports per bank memory, R = SIMD / (B * P) replicas, q = SIMD / B lanes per bank:
+//   channel k lives in bank k mod B at address floor(k / B);
+//   lane s reads bank s mod B, replica floor(floor(s / B) / P), port floor(s / B) mod P.
+// No crossbar: the chunk stream puts every pair into a lane of its channel's bank.
+//
+// Bank-scheduled activation stream (built by tatvpr_pynq.formats.schedule_activations), per
+// layer in DDR:
+//   tok_chunks[M] uint16  chunks of token m: max(1, max over banks b of ceil(nnz_b(m) / q)),
+//                         nnz_b(m) = the token's nonzero channels in bank b. This is the
+//                         simulator's c(m) of the act mode, bank conflicts included.
+//   pairs[...]    uint32  for token 0, 1, ..., M-1: tok_chunks[m] chunks of SIMD slot words.
+//                         slot word: bits  7..0  value (two's complement int8, nonzero)
+//                                    bits 23..8  channel index k (0 <= k < K)
+//                                    bits 31..24 zero
+//                         or a zero word (a pad: adds nothing).
+//                         Slot s of a chunk holds a channel of bank s mod B (k mod B == s mod B).
+//                         Canonical order (what the host writes; the kernel only checks the bank
+//                         rule): bank b's nonzero channels of the token in ascending order, the
+//                         i-th in chunk floor(i / q), slot (i mod q) * B + b.
+//                         A token with no nonzeros still has one all-pad chunk: the cycle the
+//                         simulator charges for its accumulator write.
+// The kernel answers STATUS_BAD_STREAM for a pair in a lane of another bank, an index >= K, a
+// value-0 word that is not all zero, a token whose chunk count is not the minimal one above,
+// or a layer with more chunks than the on-chip buffer holds.
 // Weights in DDR: N rows, row n = packed K weights of output channel n, each row padded to
 // whole bytes (sim/packing.py): ceil(K/4) bytes (ternary2) or ceil(K/5) bytes (ternary1.6).
 //
 // ---------------------------------------------------------------------------------------
-// Loop nest <-> simulator cycle counts (ENGINE.md, skip mode "act"):
+// On-chip buffers = the simulator's sim.buffers.plan_buffers(arch) for the act mode
+// (docs/engine.md section 6), sized by the -D values below (tatvpr_hw.hlsflow derives them
+// from the arch):
+//   weights      h halves (wbuf0, wbuf1 when TATVPR_HALVES = 2) x R replicas x B banks, each a
+//                memory of 2*PE-bit words (one channel's codes of the fold's PE rows), depth
+//                KMAX / B. Partitioned over replicas and banks only, reshaped over PE.
+//   activations  abuf: one memory of SIMD * (8 + I)-bit words (I = ceil(log2 KMAX)), depth
+//                CHUNKS_MAX. On chip a slot holds the value (8 bits) and, in its I index bits,
+//                address * 2 + last: the bank is implied by the slot, and the freed bit (B >= 2
+//                makes 2 * KMAX / B <= 2^I) marks a token's last chunk, so no token table is
+//                needed.
+//   outputs      obuf: one memory of PE * 8-bit words, depth MMAX (the fold's PE outputs of
+//                each token; MMAX is also the largest M).
+// Besides these, only fully partitioned registers of the datapath: acc[PE] (accumulators),
+// fold_bias[PE] and the stream check's per-bank counters cnt[B].
 //
-//   LOAD_W(0)                                           T_0
+// ---------------------------------------------------------------------------------------
+// Loop nest <-> simulator cycle counts (docs/engine.md section 4, skip mode "act"):
+//
+//   LOAD_W(0)                                           X_0
 //   FOLD:  for f in 0 .. ceil(N/PE)-1                    N_f folds
-//     compute_fold(f) on one ping-pong weight buffer, while LOAD_W(f+1) fills the other
-//                                                       max(C_f, T_{f+1}) when overlapped
-//     LOAD_W:  PE rows of packed weights -> on-chip codes        T_{f+1} (weight transfer)
-//     CHUNK:   for c in 0 .. total_chunks-1   (II = 1)          C_f = sum_m chunks(m)
-//              = the flattened "for m in tokens: for chunk in chunks(m)" of ENGINE.md;
+//     compute_fold(f) on one ping-pong weight half, while LOAD_W(f+1) fills the other
+//                                                       max(C_f, X_{f+1}) when overlapped
+//     LOAD_W:  PE rows of packed weights -> banked codes          X_{f+1} (weight transfer)
+//     CHUNK:   for c in 0 .. total_chunks-1   (II = 1)          C_f = sum_m c(m)
 //              one iteration = one cycle = PE x SIMD lanes (add / subtract / skip) + the
 //              PE adder trees; on the last chunk of token m the PE accumulators are
 //              requantised and written (the write shares the token's last cycle).
 //     WRITE:   PE outputs of every token -> DDR
 //
 // The trip count of CHUNK in fold f is exactly sim.engine.fold_compute_cycles(...,
-// skip_mode="act")[f] = sum over m of max(1, ceil(nnz[m] / SIMD)); it does not depend on f
-// because activation skipping gathers the same chunks for every fold. Under
-// TATVPR_COUNT_CYCLES (C simulation only) every CHUNK iteration calls tatvpr_count_chunk(f),
-// and the tests compare those counts with the simulator's.
+// skip_mode="act", banks=B, ports=P)[f]; it does not depend on f because activation skipping
+// gathers the same chunks for every fold. Under TATVPR_COUNT_CYCLES (C simulation only) every
+// CHUNK iteration calls tatvpr_count_chunk(f), and the tests compare those counts with the
+// simulator's.
 // ---------------------------------------------------------------------------------------
 #ifndef TATVPR_GEMM_H
 #define TATVPR_GEMM_H
@@ -58,21 +88,30 @@
 
 #include "ap_int.h"
 
-// Design point (the simulator's PE x SIMD) and on-chip buffer sizes; the flow passes them
-// with -D flags (tatvpr_hw.hlsflow), these are only defaults.
+// Design point (the simulator's arch) and on-chip buffer sizes; the flow passes them with -D
+// flags (tatvpr_hw.hlsflow.csim.KernelParams.defines), these are only defaults.
 #ifndef TATVPR_PE
 #define TATVPR_PE 8
 #endif
 #ifndef TATVPR_SIMD
 #define TATVPR_SIMD 8
 #endif
-#ifndef TATVPR_KMAX  // largest K (input channels) of a layer
+#ifndef TATVPR_BANKS  // compute.gather.banks (B)
+#define TATVPR_BANKS TATVPR_SIMD
+#endif
+#ifndef TATVPR_PORTS  // compute.gather.ports (P): 1 or 2
+#define TATVPR_PORTS 1
+#endif
+#ifndef TATVPR_HALVES  // weight buffer halves: 2 with double buffering, else 1
+#define TATVPR_HALVES 2
+#endif
+#ifndef TATVPR_KMAX  // K_max: largest K (input channels) of a layer, a multiple of B
 #define TATVPR_KMAX 1024
 #endif
-#ifndef TATVPR_MMAX  // largest M (tokens) of a layer
+#ifndef TATVPR_MMAX  // depth of the output buffer = largest M (tokens) of a layer
 #define TATVPR_MMAX 64
 #endif
-#ifndef TATVPR_CHUNKS_MAX  // on-chip activation buffer, in chunks of SIMD pairs
+#ifndef TATVPR_CHUNKS_MAX  // depth of the activation buffer, in chunks of SIMD slots
 #define TATVPR_CHUNKS_MAX 8192
 #endif
 
@@ -94,20 +133,37 @@ enum Status {
     STATUS_BAD_SHAPE = 1,     // M, K or N zero or above the compiled maxima
     STATUS_BAD_FORMAT = 2,    // weight format not 0 or 1
     STATUS_BAD_WEIGHT = 3,    // 2-bit code 0b10 or base-3 byte > 242
-    STATUS_BAD_STREAM = 4,    // nnz > K, index >= K, or more chunks than the buffer holds
+    STATUS_BAD_STREAM = 4,    // bank rule, index >= K, non-minimal chunks, or buffer overflow
     STATUS_BAD_REQUANT = 5,   // shift outside [1, 62] or mult negative
 };
 
-typedef ap_uint<2> code_t;    // 2-bit weight code
-typedef ap_int<8> act_t;      // int8 activation
-typedef ap_int<32> acc_t;     // int32 accumulator
-typedef ap_uint<16> idx_t;    // channel index
+constexpr int clog2(int x) { return x <= 1 ? 0 : 1 + clog2((x + 1) / 2); }
 
 const int PE = TATVPR_PE;
 const int SIMD = TATVPR_SIMD;
+const int BANKS = TATVPR_BANKS;
+const int PORTS = TATVPR_PORTS;
+const int REPLICAS = SIMD / (BANKS * PORTS);
+const int LANES_PER_BANK = SIMD / BANKS;  // q
+const int HALVES = TATVPR_HALVES;
 const int KMAX = TATVPR_KMAX;
+const int WDEPTH = KMAX / BANKS;  // words per weight bank memory
+const int IDX_BITS = clog2(KMAX);  // I
 const int MMAX = TATVPR_MMAX;
 const int CHUNKS_MAX = TATVPR_CHUNKS_MAX;
+
+static_assert(SIMD % BANKS == 0, "TATVPR_BANKS must divide TATVPR_SIMD");
+static_assert(PORTS == 1 || PORTS == 2, "TATVPR_PORTS must be 1 or 2");
+static_assert(SIMD % (BANKS * PORTS) == 0, "TATVPR_BANKS * TATVPR_PORTS must divide TATVPR_SIMD");
+static_assert(HALVES == 1 || HALVES == 2, "TATVPR_HALVES must be 1 or 2");
+static_assert(KMAX % BANKS == 0, "TATVPR_KMAX must be a multiple of TATVPR_BANKS");
+static_assert(BANKS >= 2, "the on-chip slot keeps its last-chunk flag in the bank bits: TATVPR_BANKS >= 2");
+static_assert(2 * WDEPTH <= (1 << IDX_BITS), "slot field address * 2 + last must fit I bits");
+
+typedef ap_uint<2> code_t;              // 2-bit weight code
+typedef ap_int<8> act_t;                // int8 activation
+typedef ap_int<32> acc_t;               // int32 accumulator
+typedef ap_uint<8 + IDX_BITS> slot_t;   // on-chip slot: value (7..0), address * 2 + last (above)
 
 // One lane: code 01 -> +a, 11 -> -a, 00 -> 0. No multiplier.
 static inline acc_t ternary_lane(code_t code, act_t a) {
@@ -133,12 +189,12 @@ static inline int8_t requantize(ap_int<64> v, int32_t mult, int shift) {
 // tool builds it as a small ROM / LUT network.
 static inline ap_uint<10> decode_base3(ap_uint<8> b) {
 #pragma HLS INLINE
-    static const code_t code_of_digit[3] = {3, 0, 1};  // digit = w + 1
     ap_uint<10> codes = 0;
     unsigned v = b.to_uint();
     for (int i = 0; i < 5; i++) {
 #pragma HLS UNROLL
-        codes.range(2 * i + 1, 2 * i) = code_of_digit[v % 3];
+        const unsigned digit = v % 3;  // digit = w + 1
+        codes.range(2 * i + 1, 2 * i) = digit == 0 ? 3 : (digit == 1 ? 0 : 1);
         v /= 3;
     }
     return codes;
@@ -147,7 +203,7 @@ static inline ap_uint<10> decode_base3(ap_uint<8> b) {
 }  // namespace tatvpr
 
 // The IP's top function (AXI4 masters to DDR, AXI4-Lite control, status as return value).
-extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_nnz,
+extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
                                    int m, int k, int n, int fmt, int mult, int shift);
 

@@ -1,50 +1,82 @@
 // TAT-VPR packed-ternary sparse GEMM IP: implementation of tatvpr_ternary_gemm().
-// Formats, requantisation and the loop <-> cycle-count correspondence: tatvpr_gemm.h.
+// Formats, buffers, requantisation and the loop <-> cycle-count correspondence: tatvpr_gemm.h.
 #include "tatvpr_gemm.h"
 
 using namespace tatvpr;
 
 namespace {
 
-// Load the compressed activation stream of the whole layer into the on-chip buffer
-// (the activations stay on chip for every fold). Returns a status.
-int load_activations(const uint32_t *act_pairs, const uint16_t *tok_nnz, int m, int k,
-                     ap_uint<16> tok_chunks[MMAX], idx_t a_idx[CHUNKS_MAX][SIMD],
-                     act_t a_val[CHUNKS_MAX][SIMD], int &total_chunks) {
+// Load the bank-scheduled activation stream of the whole layer into the on-chip chunk buffer
+// (the activations stay on chip for every fold) and check it. Returns a status.
+int load_activations(const uint32_t *act_pairs, const uint16_t *tok_chunks, int m, int k,
+                     slot_t abuf[CHUNKS_MAX][SIMD], int &total_chunks) {
+    // a dense token: bank 0 holds ceil(K / B) channels, q of them per chunk
+    const int token_chunks_max = ((k + BANKS - 1) / BANKS + LANES_PER_BANK - 1) / LANES_PER_BANK;
     int total = 0;
     bool bad = false;  // flags instead of early exits keep the loops pipelined / bursting
-LOAD_NNZ:
+LOAD_COUNT:
     for (int t = 0; t < m; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
 #pragma HLS PIPELINE II = 1
-        int nnz = tok_nnz[t];
-        bad |= nnz > k;
-        int chunks = (nnz + SIMD - 1) / SIMD;
-        if (chunks == 0) chunks = 1;  // the accumulator-write cycle of an empty token
-        tok_chunks[t] = chunks;
+        const int chunks = tok_chunks[t];
+        bad |= chunks < 1 || chunks > token_chunks_max;
         total += chunks;
     }
     if (bad || total > CHUNKS_MAX) return STATUS_BAD_STREAM;
+
+    ap_uint<16> cnt[BANKS];  // the token's pairs per bank: is its chunk count the minimal one?
+#pragma HLS ARRAY_PARTITION variable = cnt type = complete
+    int token = 0, left = 0, chunks = 0;
 LOAD_PAIRS:
     for (int c = 0; c < total; c++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
+        if (left == 0) {  // first chunk of a token
+            chunks = tok_chunks[token];
+            left = chunks;
+            for (int b = 0; b < BANKS; b++) {
+#pragma HLS UNROLL
+                cnt[b] = 0;
+            }
+        }
+        const unsigned last = left == 1 ? 1u : 0u;
+    LOAD_SLOTS:
         for (int s = 0; s < SIMD; s++) {
 #pragma HLS PIPELINE II = 1
-            uint32_t word = act_pairs[c * SIMD + s];
-            unsigned idx = (word >> 8) & 0xFFFFu;
-            bad |= idx >= (unsigned)k;
-            a_idx[c][s] = idx;
-            a_val[c][s] = (act_t)(ap_int<8>)(word & 0xFFu);
+            const uint32_t word = act_pairs[(long)c * SIMD + s];
+            const unsigned val = word & 0xFFu;
+            const unsigned idx = (word >> 8) & 0xFFFFu;
+            slot_t slot = 0;
+            if (val == 0) {  // a pad: all-zero word, reads address 0 of its bank, adds nothing
+                bad |= word != 0;
+                slot = (slot_t)(last << 8);
+            } else {
+                // the bank rule: lane s is wired to bank s mod B only (no crossbar)
+                bad |= idx >= (unsigned)k || (idx % BANKS) != (unsigned)(s % BANKS) || (word >> 24) != 0;
+                cnt[s % BANKS]++;
+                slot = (slot_t)val | ((slot_t)((idx / BANKS) * 2 + last) << 8);
+            }
+            abuf[c][s] = slot;
+        }
+        if (--left == 0) {
+            unsigned busiest = 0;
+            for (int b = 0; b < BANKS; b++) {
+#pragma HLS UNROLL
+                if (cnt[b] > busiest) busiest = cnt[b];
+            }
+            // minimal: chunks = max(1, max_b ceil(cnt_b / q)); each chunk holds <= q per bank
+            bad |= chunks > 1 && busiest <= (unsigned)((chunks - 1) * LANES_PER_BANK);
+            token++;
         }
     }
     total_chunks = total;
     return bad ? STATUS_BAD_STREAM : STATUS_OK;
 }
 
-// LOAD_W of ENGINE.md: PE packed rows of fold f -> 2-bit codes, replicated once per SIMD lane
-// so that every lane can gather its own channel index in the same cycle. Rows past N are 0.
+// LOAD_W of docs/engine.md: PE packed rows of fold f -> 2-bit codes in the banked buffer:
+// channel kk to bank kk mod B, address kk / B, word bits of row p, written to every replica.
+// Rows past N are 0.
 int load_weights(const uint8_t *weights, int f, int k, int n, int fmt,
-                 code_t wbuf[SIMD][PE][KMAX]) {
+                 code_t wbuf[REPLICAS][BANKS][WDEPTH][PE]) {
     const int per_byte = (fmt == FMT_TERNARY2) ? 4 : 5;
     const int row_bytes = (k + per_byte - 1) / per_byte;
     bool bad = false;
@@ -71,9 +103,9 @@ LOAD_W_ROWS:
 #pragma HLS UNROLL
                 const int kk = b * per_byte + i;
                 if (i < per_byte && kk < k) {
-                    for (int s = 0; s < SIMD; s++) {
+                    for (int r = 0; r < REPLICAS; r++) {
 #pragma HLS UNROLL
-                        wbuf[s][p][kk] = codes.range(2 * i + 1, 2 * i);
+                        wbuf[r][kk % BANKS][kk / BANKS][p] = codes.range(2 * i + 1, 2 * i);
                     }
                 }
             }
@@ -82,14 +114,11 @@ LOAD_W_ROWS:
     return bad ? STATUS_BAD_WEIGHT : STATUS_OK;
 }
 
-// One fold: CHUNK (C_f cycles) over the on-chip activations against the fold's PE weight rows,
+// One fold: CHUNK (C_f cycles) over the on-chip chunks against the fold's banked weight codes,
 // then WRITE its PE output channels of every token.
 void compute_fold(int f, int m, int n, int mult, int shift, int total_chunks,
-                  const ap_uint<16> tok_chunks[MMAX], const idx_t a_idx[CHUNKS_MAX][SIMD],
-                  const act_t a_val[CHUNKS_MAX][SIMD], const code_t wbuf[SIMD][PE][KMAX],
-                  const int32_t *bias, int8_t *out) {
-    static int8_t obuf[MMAX][PE];
-#pragma HLS ARRAY_PARTITION variable = obuf type = complete dim = 2
+                  const slot_t abuf[CHUNKS_MAX][SIMD], const code_t wbuf[REPLICAS][BANKS][WDEPTH][PE],
+                  int8_t obuf[MMAX][PE], const int32_t *bias, int8_t *out) {
     int32_t fold_bias[PE];
 #pragma HLS ARRAY_PARTITION variable = fold_bias type = complete
     for (int p = 0; p < PE; p++) {
@@ -104,8 +133,7 @@ void compute_fold(int f, int m, int n, int mult, int shift, int total_chunks,
         acc[p] = 0;
     }
     int token = 0;
-    int left = tok_chunks[0];
-CHUNK:  // flattened "for m in tokens: for chunk in chunks(m)": one iteration per cycle
+CHUNK:  // flattened "for m in tokens: for chunk in c(m)": one iteration per cycle
     for (int c = 0; c < total_chunks; c++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
 #pragma HLS PIPELINE II = 1
@@ -117,18 +145,20 @@ CHUNK:  // flattened "for m in tokens: for chunk in chunks(m)": one iteration pe
             acc_t lanes = 0;  // adder tree over the SIMD lanes of PE p
             for (int s = 0; s < SIMD; s++) {
 #pragma HLS UNROLL
-                lanes += ternary_lane(wbuf[s][p][a_idx[c][s]], a_val[c][s]);
+                const slot_t slot = abuf[c][s];
+                const int addr = (int)(slot >> 9).to_uint();
+                // lane s: bank s mod B, replica floor(floor(s / B) / P) (its port: floor(s / B) mod P)
+                lanes += ternary_lane(wbuf[(s / BANKS) / PORTS][s % BANKS][addr][p], (act_t)slot.range(7, 0));
             }
             acc[p] += lanes;
         }
-        if (--left == 0) {  // last chunk of this token: requantise and write PE outputs
+        if (abuf[c][0][8]) {  // last chunk of this token: requantise and write PE outputs
             for (int p = 0; p < PE; p++) {
 #pragma HLS UNROLL
                 obuf[token][p] = requantize((ap_int<64>)acc[p] + fold_bias[p], mult, shift);
                 acc[p] = 0;
             }
             token++;
-            if (token < m) left = tok_chunks[token];
         }
     }
 WRITE:
@@ -143,16 +173,16 @@ WRITE:
 
 }  // namespace
 
-extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_nnz,
+extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
                                    int m, int k, int n, int fmt, int mult, int shift) {
 #pragma HLS INTERFACE mode = m_axi port = act_pairs offset = slave bundle = gmem_act depth = 65536
-#pragma HLS INTERFACE mode = m_axi port = tok_nnz offset = slave bundle = gmem_act depth = 1024
+#pragma HLS INTERFACE mode = m_axi port = tok_chunks offset = slave bundle = gmem_act depth = 1024
 #pragma HLS INTERFACE mode = m_axi port = bias offset = slave bundle = gmem_act depth = 4096
 #pragma HLS INTERFACE mode = m_axi port = out offset = slave bundle = gmem_act depth = 65536
 #pragma HLS INTERFACE mode = m_axi port = weights offset = slave bundle = gmem_w depth = 65536
 #pragma HLS INTERFACE mode = s_axilite port = act_pairs bundle = control
-#pragma HLS INTERFACE mode = s_axilite port = tok_nnz bundle = control
+#pragma HLS INTERFACE mode = s_axilite port = tok_chunks bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = weights bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = bias bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = out bundle = control
@@ -168,28 +198,41 @@ extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *to
     if (fmt != FMT_TERNARY2 && fmt != FMT_TERNARY16) return STATUS_BAD_FORMAT;
     if (shift < 1 || shift > 62 || mult < 0) return STATUS_BAD_REQUANT;
 
-    // On-chip buffers. SIMD lanes (and PE rows) are split into separate memories so that a
-    // CHUNK iteration reads SIMD pairs and PE x SIMD weight codes in one cycle.
-    static ap_uint<16> tok_chunks[MMAX];
-    static idx_t a_idx[CHUNKS_MAX][SIMD];
-    static act_t a_val[CHUNKS_MAX][SIMD];
-    static code_t wbuf0[SIMD][PE][KMAX];
-    static code_t wbuf1[SIMD][PE][KMAX];
-#pragma HLS ARRAY_PARTITION variable = a_idx type = complete dim = 2
-#pragma HLS ARRAY_PARTITION variable = a_val type = complete dim = 2
+    // The on-chip buffers: exactly sim.buffers.plan_buffers(arch) of the act mode (tatvpr_gemm.h).
+    // activations: one memory, SIMD slots per word; outputs: one memory, PE int8 per word.
+    static slot_t abuf[CHUNKS_MAX][SIMD];
+#pragma HLS ARRAY_RESHAPE variable = abuf type = complete dim = 2
+#pragma HLS BIND_STORAGE variable = abuf type = ram_1p
+    static int8_t obuf[MMAX][PE];
+#pragma HLS ARRAY_RESHAPE variable = obuf type = complete dim = 2
+#pragma HLS BIND_STORAGE variable = obuf type = ram_1p
+    // weights: per half, R x B memories (partition over replicas and banks, never over depth)
+    // of 2*PE-bit words (reshape over the PE rows); P read ports per memory.
+    static code_t wbuf0[REPLICAS][BANKS][WDEPTH][PE];
 #pragma HLS ARRAY_PARTITION variable = wbuf0 type = complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = wbuf0 type = complete dim = 2
+#pragma HLS ARRAY_RESHAPE variable = wbuf0 type = complete dim = 4
+#if TATVPR_PORTS == 2
+#pragma HLS BIND_STORAGE variable = wbuf0 type = ram_2p
+#else
+#pragma HLS BIND_STORAGE variable = wbuf0 type = ram_1p
+#endif
+#if TATVPR_HALVES == 2
+    static code_t wbuf1[REPLICAS][BANKS][WDEPTH][PE];
 #pragma HLS ARRAY_PARTITION variable = wbuf1 type = complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = wbuf1 type = complete dim = 2
+#pragma HLS ARRAY_RESHAPE variable = wbuf1 type = complete dim = 4
+#if TATVPR_PORTS == 2
+#pragma HLS BIND_STORAGE variable = wbuf1 type = ram_2p
+#else
+#pragma HLS BIND_STORAGE variable = wbuf1 type = ram_1p
+#endif
+#endif
 
     int total_chunks = 0;
-    int status = load_activations(act_pairs, tok_nnz, m, k, tok_chunks, a_idx, a_val, total_chunks);
+    int status = load_activations(act_pairs, tok_chunks, m, k, abuf, total_chunks);
     if (status != STATUS_OK) return status;
 
-    // Ping-pong weight buffers: fold f computes from one while fold f+1 loads into the other
-    // (ENGINE.md double buffering). The two calls in a FOLD iteration touch disjoint buffers
-    // and different AXI masters, so the tool may run them concurrently (check the csynth
-    // schedule); the C simulation runs them in order, which gives the same results.
     const int folds = (n + PE - 1) / PE;
     status = load_weights(weights, 0, k, n, fmt, wbuf0);
     if (status != STATUS_OK) return status;
@@ -198,13 +241,23 @@ FOLD:
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = 512
         const bool more = f + 1 < folds;
         int next = STATUS_OK;
+#if TATVPR_HALVES == 2
+        // Ping-pong halves: fold f computes from one while fold f+1 loads into the other
+        // (double buffering). The two calls touch disjoint memories and different AXI masters,
+        // so the tool may run them concurrently (check the csynth schedule); the C simulation
+        // runs them in order, which gives the same results.
         if ((f & 1) == 0) {
-            compute_fold(f, m, n, mult, shift, total_chunks, tok_chunks, a_idx, a_val, wbuf0, bias, out);
+            compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf0, obuf, bias, out);
             if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf1);
         } else {
-            compute_fold(f, m, n, mult, shift, total_chunks, tok_chunks, a_idx, a_val, wbuf1, bias, out);
+            compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf1, obuf, bias, out);
             if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf0);
         }
+#else
+        // one half: the next fold's weights load after this fold's compute (no overlap)
+        compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf0, obuf, bias, out);
+        if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf0);
+#endif
         if (next != STATUS_OK) return next;
     }
     return STATUS_OK;

@@ -4,10 +4,10 @@
 //   tb_ternary_gemm LAYER.bin RESULT.bin [LAYER.bin RESULT.bin ...]
 //
 // LAYER.bin (written by tatvpr_pynq.formats.write_layer_file; little-endian):
-//   char[8] "TVPRLYR1"
-//   int32 pe, simd, m, k, n, fmt, mult, shift
+//   char[8] "TVPRLYR2"
+//   int32 pe, simd, banks, ports, m, k, n, fmt, mult, shift
 //   5 sections, each uint32 nbytes followed by nbytes of data, in this order:
-//     tok_nnz uint16[m] | pairs uint32[...] | weights uint8[...] | bias int32[n] |
+//     tok_chunks uint16[m] | pairs uint32[...] | weights uint8[...] | bias int32[n] |
 //     expected int8[m*n] (nbytes 0 when there is no expected output)
 // RESULT.bin:
 //   char[8] "TVPRRES1", int32 status, m, n, folds, mismatches,
@@ -15,7 +15,7 @@
 //
 // Exit status: 0 when every layer ran and matched its expected output bit-exactly, 1 when
 // some output differs (the first differences are printed), 2 for an unreadable file or a
-// layer built for another PE x SIMD.
+// layer built for another PE x SIMD x banks x ports.
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,30 +48,30 @@ int run_one(const char *layer_path, const char *result_path) {
         return 2;
     }
     char magic[8];
-    int32_t hdr[8];
-    std::vector<uint8_t> nnz_b, pairs_b, w_b, bias_b, exp_b;
-    bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRLYR1", 8) == 0 &&
-              fread(hdr, 4, 8, fp) == 8 && read_section(fp, nnz_b) && read_section(fp, pairs_b) &&
+    int32_t hdr[10];
+    std::vector<uint8_t> chunks_b, pairs_b, w_b, bias_b, exp_b;
+    bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRLYR2", 8) == 0 &&
+              fread(hdr, 4, 10, fp) == 10 && read_section(fp, chunks_b) && read_section(fp, pairs_b) &&
               read_section(fp, w_b) && read_section(fp, bias_b) && read_section(fp, exp_b);
     fclose(fp);
     if (!ok) {
-        fprintf(stderr, "tb: %s is not a TVPRLYR1 layer file\n", layer_path);
+        fprintf(stderr, "tb: %s is not a TVPRLYR2 layer file\n", layer_path);
         return 2;
     }
-    const int pe = hdr[0], simd = hdr[1], m = hdr[2], k = hdr[3], n = hdr[4];
-    const int fmt = hdr[5], mult = hdr[6], shift = hdr[7];
-    if (pe != TATVPR_PE || simd != TATVPR_SIMD) {
-        fprintf(stderr, "tb: %s was written for PE=%d SIMD=%d; this build is PE=%d SIMD=%d\n",
-                layer_path, pe, simd, TATVPR_PE, TATVPR_SIMD);
+    const int pe = hdr[0], simd = hdr[1], banks = hdr[2], ports = hdr[3], m = hdr[4], k = hdr[5];
+    const int n = hdr[6], fmt = hdr[7], mult = hdr[8], shift = hdr[9];
+    if (pe != TATVPR_PE || simd != TATVPR_SIMD || banks != TATVPR_BANKS || ports != TATVPR_PORTS) {
+        fprintf(stderr, "tb: %s was written for PE=%d SIMD=%d B=%d P=%d; this build is PE=%d SIMD=%d B=%d P=%d\n",
+                layer_path, pe, simd, banks, ports, TATVPR_PE, TATVPR_SIMD, TATVPR_BANKS, TATVPR_PORTS);
         return 2;
     }
-    if (m <= 0 || n <= 0 || nnz_b.size() != (size_t)m * 2 || bias_b.size() != (size_t)n * 4 ||
+    if (m <= 0 || n <= 0 || chunks_b.size() != (size_t)m * 2 || bias_b.size() != (size_t)n * 4 ||
         (!exp_b.empty() && exp_b.size() != (size_t)m * n) || pairs_b.size() % 4) {
         fprintf(stderr, "tb: %s: section sizes do not match m=%d n=%d\n", layer_path, m, n);
         return 2;
     }
-    std::vector<uint16_t> nnz(m);
-    memcpy(nnz.data(), nnz_b.data(), nnz_b.size());
+    std::vector<uint16_t> chunks(m);
+    memcpy(chunks.data(), chunks_b.data(), chunks_b.size());
     std::vector<uint32_t> pairs(pairs_b.size() / 4 + 1, 0);
     memcpy(pairs.data(), pairs_b.data(), pairs_b.size());
     std::vector<int32_t> bias(n);
@@ -81,7 +81,7 @@ int run_one(const char *layer_path, const char *result_path) {
 
     const int folds = (n + TATVPR_PE - 1) / TATVPR_PE;
     g_chunk_cycles.assign(folds, 0);
-    int status = tatvpr_ternary_gemm(pairs.data(), nnz.data(), w_b.data(), bias.data(),
+    int status = tatvpr_ternary_gemm(pairs.data(), chunks.data(), w_b.data(), bias.data(),
                                      out.data(), m, k, n, fmt, mult, shift);
     g_chunk_cycles.resize(folds, 0);
 

@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,30 +85,62 @@ def get_board(name: str) -> Board:
 
 @dataclass(frozen=True)
 class DesignPoint:
-    """The knobs of one accelerator design: PE x SIMD lanes, clock, weight format."""
+    """The knobs of one accelerator design (a ``sim.arch`` description, act skip mode): PE x SIMD
+    lanes, the gather's banks and ports, clock, weight format and the buffer sizes."""
 
     pe: int
     simd: int
     clock_mhz: float
     weight_format: str = "ternary2"
     source: str = "default"
+    banks: int | None = None          # compute.gather.banks (None = simd)
+    ports: int = 1                    # compute.gather.ports
+    double_buffering: bool = True
+    weights_kb: float = 64.0
+    activations_kb: float = 768.0
+    outputs_kb: float = 768.0
+
+
+def _arch_error(where: str, err: Exception) -> UserError:
+    return UserError(f"{where}: {err}")
+
+
+def design_point_from_arch(arch, source: str) -> DesignPoint:
+    """The IP's knobs of a ``sim.arch.Arch`` (skip mode ``act`` only)."""
+    s = arch.spec
+    c, b = s.compute, s.buffers
+    if c.skip_mode != "act":
+        raise UserError(f"{source}: skip_mode = {c.skip_mode!r}: the HLS IP implements activation skipping only "
+                        "(skip_mode 'act'); pick a design point of the 'act' mode")
+    if c.mode != "mvau":
+        raise UserError(f"{source}: compute.mode = {c.mode!r}: the HLS IP is the mvau machine")
+    fmt = c.weight_format if c.weight_format in ("ternary2", "ternary1.6") else "ternary2"
+    return DesignPoint(pe=c.pe, simd=c.simd, clock_mhz=float(s.clock_mhz), weight_format=fmt, source=source,
+                       banks=c.banks, ports=c.ports, double_buffering=bool(s.double_buffering),
+                       weights_kb=float(b.weights_kb), activations_kb=float(b.activations_kb),
+                       outputs_kb=float(b.outputs_kb))
+
+
+def _load_arch(ref, overrides: dict[str, Any], where: str):
+    from sim.arch import load_arch, with_overrides
+    from sim.errors import SimInputError
+
+    try:
+        arch = load_arch(ref)
+        return with_overrides(arch, overrides) if overrides else arch
+    except SimInputError as err:
+        raise _arch_error(where, err) from None
 
 
 def default_design_point(board: Board) -> DesignPoint:
-    """The simulator's default accelerator for the board (``sim/arch/<board>.yaml``: compute.pe,
-    compute.simd, clock_mhz, compute.weight_format); PE = SIMD = 8 at the board's default clock
-    when that file is absent."""
+    """The simulator's default accelerator for the board (``sim/arch/<board>.yaml``), its clock
+    capped at the board's ``max_clock_mhz``."""
     path = REPO_ROOT / "sim" / "arch" / f"{board.sim_board}.yaml"
-    if path.is_file():
-        arch = yaml.safe_load(path.read_text()) or {}
-        comp = arch.get("compute", {})
-        if isinstance(comp.get("pe"), int) and isinstance(comp.get("simd"), int) and arch.get("clock_mhz"):
-            clock = min(float(arch["clock_mhz"]), board.max_clock_mhz)
-            fmt = comp.get("weight_format", "ternary2")
-            return DesignPoint(pe=comp["pe"], simd=comp["simd"], clock_mhz=clock,
-                               weight_format=fmt if fmt in ("ternary2", "ternary1.6") else "ternary2",
-                               source=str(path.relative_to(REPO_ROOT)))
-    return DesignPoint(pe=8, simd=8, clock_mhz=board.default_clock_mhz, source="default")
+    if not path.is_file():
+        raise UserError(f"no simulator arch for board {board.id}: {path} is missing")
+    arch = _load_arch(path, {}, str(path))
+    point = design_point_from_arch(arch, str(path.relative_to(REPO_ROOT)))
+    return replace(point, clock_mhz=min(point.clock_mhz, board.max_clock_mhz))
 
 
 def _int_knob(d: dict, key: str, where: str, hi: int) -> int:
@@ -120,9 +152,24 @@ def _int_knob(d: dict, key: str, where: str, hi: int) -> int:
     return v
 
 
+def _point_arch_ref(d: dict, board: Board):
+    """The arch file a design point was simulated on (its ``arch`` key), else the board's."""
+    ref = d.get("arch")
+    if isinstance(ref, str) and ref:
+        for cand in (Path(ref), REPO_ROOT / ref):
+            if cand.is_file():
+                return cand
+        if (REPO_ROOT / "sim" / "arch" / f"{ref}.yaml").is_file():
+            return ref
+        raise UserError(f"design point: arch {ref!r} not found (as a file or a name under sim/arch/)")
+    return REPO_ROOT / "sim" / "arch" / f"{board.sim_board}.yaml"
+
+
 def read_design_point(path: str | os.PathLike, board: Board) -> DesignPoint:
     """Read ``best_point.json`` of ``tatvpr dse`` (keys pe, simd, clock_mhz; optional
-    weight_format, skip_mode, board) and check it fits the IP and ``board``."""
+    weight_format, skip_mode, board, banks, ports, and the ``arch`` + ``overrides`` it was
+    simulated with) and check it fits the IP and ``board``. The buffer sizes, banks and ports
+    come from that arch (default: the board's ``sim/arch/<board>.yaml``)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"design point file not found: {path}")
@@ -151,7 +198,16 @@ def read_design_point(path: str | os.PathLike, board: Board) -> DesignPoint:
     pb = d.get("board")
     if pb is not None and str(pb).lower().replace("_", "-") != board.id:
         raise UserError(f"{path}: the design point is for board {pb!r}, not {board.id!r}")
-    return DesignPoint(pe=pe, simd=simd, clock_mhz=float(clock), weight_format=fmt, source=str(path))
+    overrides = d.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"{path}: overrides must be a mapping of dotted arch keys, got {type(overrides).__name__}")
+    overrides = {**overrides, "compute.pe": pe, "compute.simd": simd, "clock_mhz": clock,
+                 "compute.weight_format": fmt, "compute.skip_mode": "act"}
+    for key in ("banks", "ports"):
+        if key in d:
+            overrides[f"compute.gather.{key}"] = d[key]
+    arch = _load_arch(_point_arch_ref(d, board), overrides, str(path))
+    return design_point_from_arch(arch, str(path))
 
 
 def sizes_from_config(cfg) -> tuple[int, int]:
@@ -166,16 +222,47 @@ def sizes_from_config(cfg) -> tuple[int, int]:
     return 4 * dim, tokens
 
 
-def kernel_params(point: DesignPoint, kmax: int, mmax: int) -> KernelParams:
-    """Buffer sizes for layers up to ``kmax`` channels and ``mmax`` tokens (dense worst case)."""
-    return KernelParams(pe=point.pe, simd=point.simd, kmax=kmax, mmax=mmax,
-                        chunks_max=mmax * math.ceil(kmax / point.simd))
+def kernel_params(point: DesignPoint) -> KernelParams:
+    """The kernel's ``-D`` values from the design point's buffer sizes (docs/engine.md section 6):
+    ``K_max = floor(8192 * weights_kb / (h * PE * 2))`` rounded down to a multiple of B,
+    ``CHUNKS_MAX = ceil(8192 * activations_kb / (SIMD * (8 + I)))``, ``I = ceil(log2 K_max)``,
+    ``MMAX = ceil(8192 * outputs_kb / (PE * 8))``."""
+    h = 2 if point.double_buffering else 1
+    banks = point.banks or point.simd
+    kmax = math.floor(8192 * point.weights_kb / (h * point.pe * 2))
+    kmax -= kmax % banks
+    if kmax < banks:
+        raise UserError(f"{point.source}: buffers.weights_kb = {point.weights_kb:g} holds no fold of {point.pe} PE "
+                        f"rows x {banks} banks; allowed: weights_kb >= {h * point.pe * 2 * banks / 8192:g}")
+    idx = (kmax - 1).bit_length()
+    return KernelParams(pe=point.pe, simd=point.simd, banks=banks, ports=point.ports, halves=h, kmax=kmax,
+                        chunks_max=math.ceil(8192 * point.activations_kb / (point.simd * (8 + idx))),
+                        mmax=math.ceil(8192 * point.outputs_kb / (point.pe * 8)))
+
+
+def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> None:
+    """Layers of up to ``k`` channels and ``m`` tokens must fit the design point's buffers."""
+    h = kp.halves
+    if k > kp.kmax:
+        raise UserError(f"layers with K = {k} do not fit the weight buffer: K_max = {kp.kmax} at "
+                        f"buffers.weights_kb = {point.weights_kb:g} (PE={kp.pe}); allowed: K <= {kp.kmax}, or "
+                        f"weights_kb >= {h * kp.pe * 2 * (k + (-k % kp.banks)) / 8192:g}")
+    if m > kp.mmax:
+        raise UserError(f"layers with M = {m} tokens do not fit the output buffer: {kp.mmax} tokens at "
+                        f"buffers.outputs_kb = {point.outputs_kb:g} (PE={kp.pe}); allowed: M <= {kp.mmax}, or "
+                        f"outputs_kb >= {m * kp.pe * 8 / 8192:g}")
+    q = kp.simd // kp.banks
+    dense_token = -(-(-(-k // kp.banks)) // q)
+    if dense_token > kp.chunks_max:
+        raise UserError(f"one dense token of K = {k} takes {dense_token} chunks; the activation buffer holds "
+                        f"{kp.chunks_max} (buffers.activations_kb = {point.activations_kb:g})")
 
 
 def onchip_bits(kp: KernelParams) -> dict[str, int]:
-    """On-chip memory of the kernel's buffers, in bits (what HLS maps to BRAM/URAM/LUTRAM)."""
-    return {"weights_bits": 2 * kp.simd * kp.pe * kp.kmax * 2,      # ping-pong codes, one copy per SIMD lane
-            "activations_bits": kp.chunks_max * kp.simd * (16 + 8),  # (index, value) pairs
+    """Bits of the kernel's on-chip buffers (docs/engine.md section 6, act mode)."""
+    idx = kp.index_bits
+    return {"weights_bits": kp.halves * kp.replicas * kp.banks * (2 * kp.pe) * (kp.kmax // kp.banks),
+            "activations_bits": kp.chunks_max * kp.simd * (8 + idx),
             "outputs_bits": kp.mmax * kp.pe * 8}
 
 
@@ -216,7 +303,7 @@ def _sample_layer(kp: KernelParams, fmt: str, seed: int):
     w = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, k))
     bias = rng.integers(-2000, 2000, size=n).astype(np.int32)
     mult, shift = quantize_multiplier(1.0 / (30.0 * math.sqrt(k)))
-    return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, fmt=fmt)
+    return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, banks=kp.banks, ports=kp.ports, fmt=fmt)
 
 
 def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, *, kmax: int, mmax: int,
@@ -224,19 +311,22 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
                   csim_cache: str | os.PathLike | None = None) -> dict[str, Any]:
     """Write the board project folder; returns the manifest (also written as project.json).
 
+    The kernel's buffers come from the design point (:func:`kernel_params`); ``kmax`` / ``mmax``
+    are the largest layer the project must run, checked against them.
     ``csim_cache``: folder of compiled C simulations to reuse (default ``$TATVPR_CSIM_CACHE``,
     else ``out_dir/csim/build``).
     """
     if point.clock_mhz > board.max_clock_mhz:
         raise UserError(f"clock {point.clock_mhz:g} MHz exceeds {board.max_clock_mhz:g} MHz allowed for {board.id}")
-    kp = kernel_params(point, kmax, mmax)
+    kp = kernel_params(point)
+    check_layer_sizes(point, kp, kmax, mmax)
     mem = onchip_bits(kp)
     avail = board_memory_bits(board)
     if avail is not None and sum(mem.values()) > avail:
         raise UserError(
             f"the IP's buffers need {sum(mem.values()) / 1e6:.1f} Mbit on chip (PE={kp.pe} SIMD={kp.simd}, "
-            f"K<={kmax}, M<={mmax}) but {board.id} has {avail / 1e6:.1f} Mbit of BRAM+URAM; "
-            "choose a smaller design point or smaller --kmax/--tokens")
+            f"K_max={kp.kmax}, {kp.chunks_max} chunks, M<={kp.mmax}) but {board.id} has {avail / 1e6:.1f} Mbit of "
+            "BRAM+URAM; choose a design point with smaller buffers (buffers.*_kb)")
     out = Path(out_dir).resolve()
     src = hls_dir()
     for sub in ("include", "src", "tb"):
@@ -247,7 +337,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
     params = {
         "board": board.id, "board_id": board.id.replace("-", "_"), "part": board.part,
         "board_part_glob": board.board_part_glob, "ps": board.ps, "ps_vlnv": board.ps_vlnv,
-        "pe": kp.pe, "simd": kp.simd, "kmax": kp.kmax, "mmax": kp.mmax,
+        "pe": kp.pe, "simd": kp.simd, "banks": kp.banks, "ports": kp.ports, "kmax": kp.kmax, "mmax": kp.mmax,
         "clock_mhz": f"{point.clock_mhz:g}", "period_ns": f"{1000.0 / point.clock_mhz:.3f}",
         "defines": " ".join(kp.defines()), "ip_name": IP_NAME, "ip_vendor": IP_VENDOR,
         "ip_library": IP_LIBRARY, "ip_version": IP_VERSION, "ip_instance": IP_INSTANCE,
@@ -266,7 +356,8 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
     # the board has no `sim` package: bundle the one implementation of the packed formats
     shutil.copyfile(REPO_ROOT / "sim" / "packing.py", deploy / "tatvpr_pynq" / "_packing.py")
     write_text(deploy / "README.txt", render("deploy_README.txt.j2", params))
-    write_json(deploy / "design_point.json", {**asdict(point), "kmax": kp.kmax, "mmax": kp.mmax,
+    write_json(deploy / "design_point.json", {**asdict(point), "banks": kp.banks, "ports": kp.ports,
+                                              "kmax": kp.kmax, "mmax": kp.mmax,
                                               "chunks_max": kp.chunks_max, "board": board.id})
 
     sample = _sample_layer(kp, point.weight_format, seed)
@@ -289,7 +380,8 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
 
     manifest = {
         "board": board.id, "part": board.part, "ps": board.ps, "ip": f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{IP_VERSION}",
-        "design_point": asdict(point), "kernel": asdict(kp), "onchip_bits": mem,
+        "design_point": asdict(point), "kernel": asdict(kp), "layers": {"kmax": kmax, "mmax": mmax},
+        "onchip_bits": mem,
         "board_onchip_bits": avail, "ports": {"s_axilite": S_AXI_PORT, "m_axi": list(M_AXI_PORTS)},
         "files": ["vitis_hls.tcl", "vivado.tcl", "build.sh", "csim/sample.layer.bin", "deploy/"],
         "commands": tool_commands(out), "csim_sample": csim,

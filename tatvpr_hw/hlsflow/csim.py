@@ -33,33 +33,64 @@ class KernelParams:
 
     Args:
         pe: output lanes (channels per fold).
-        simd: input lanes (activation pairs per chunk / cycle).
-        kmax: largest K (input channels) a layer may have.
-        mmax: largest M (tokens) a layer may have.
-        chunks_max: on-chip activation buffer in chunks of SIMD pairs (sum over tokens).
+        simd: input lanes (slots per chunk / cycle).
+        banks: ``compute.gather.banks`` (B; None = simd): channel k in bank k mod B.
+        ports: ``compute.gather.ports`` (P, 1 or 2); replicas R = simd / (B * P).
+        halves: weight buffer halves (2 with double buffering, else 1).
+        kmax: K_max, the largest K (input channels) of a layer; a multiple of B.
+        mmax: depth of the output buffer (PE int8 per word) = the largest M (tokens).
+        chunks_max: depth of the activation buffer, in chunks of SIMD slots.
     """
 
     pe: int = 8
     simd: int = 8
+    banks: int | None = None
+    ports: int = 1
+    halves: int = 2
     kmax: int = 4096
     mmax: int = 1024
     chunks_max: int = 1 << 16
 
     def __post_init__(self) -> None:
+        if self.banks is None:
+            object.__setattr__(self, "banks", self.simd)
         for name, value in asdict(self).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"kernel parameter {name} must be a positive integer, got {value!r}")
+        if self.simd % self.banks:
+            raise UserError(f"kernel parameter banks = {self.banks} must divide simd = {self.simd}")
+        if self.ports not in (1, 2) or self.simd % (self.banks * self.ports):
+            raise UserError(f"kernel parameter ports = {self.ports}: allowed 1 or 2 with banks x ports "
+                            f"({self.banks} x {self.ports}) dividing simd = {self.simd}")
+        if self.banks < 2:
+            raise UserError("kernel parameter banks = 1: the HLS IP needs at least 2 banks (an on-chip slot "
+                            "keeps its token's last-chunk flag in the bank bits of its index); allowed: banks >= 2")
+        if self.halves not in (1, 2):
+            raise UserError(f"kernel parameter halves must be 1 or 2, got {self.halves}")
+        if self.kmax % self.banks:
+            raise UserError(f"kernel parameter kmax = {self.kmax} must be a multiple of banks = {self.banks}")
         if self.kmax > 65536:
             raise UserError(f"kernel parameter kmax must be <= 65536 (16-bit channel index), got {self.kmax}")
 
+    @property
+    def replicas(self) -> int:
+        return self.simd // (self.banks * self.ports)
+
+    @property
+    def index_bits(self) -> int:
+        """``I = ceil(log2 K_max)``."""
+        return (self.kmax - 1).bit_length()
+
     def defines(self) -> list[str]:
-        return [f"-DTATVPR_PE={self.pe}", f"-DTATVPR_SIMD={self.simd}", f"-DTATVPR_KMAX={self.kmax}",
+        return [f"-DTATVPR_PE={self.pe}", f"-DTATVPR_SIMD={self.simd}", f"-DTATVPR_BANKS={self.banks}",
+                f"-DTATVPR_PORTS={self.ports}", f"-DTATVPR_HALVES={self.halves}", f"-DTATVPR_KMAX={self.kmax}",
                 f"-DTATVPR_MMAX={self.mmax}", f"-DTATVPR_CHUNKS_MAX={self.chunks_max}"]
 
     def fits(self, layer: IPLayer) -> str | None:
         """Why ``layer`` does not fit this build, or None."""
-        if (layer.pe, layer.simd) != (self.pe, self.simd):
-            return f"layer packed for PE={layer.pe} SIMD={layer.simd}, build is PE={self.pe} SIMD={self.simd}"
+        if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
+            return (f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}, build is "
+                    f"PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
         if layer.k > self.kmax or layer.m > self.mmax:
             return f"layer {layer.m}x{layer.k} exceeds mmax={self.mmax} / kmax={self.kmax}"
         if layer.chunk_cycles_per_fold > self.chunks_max:
@@ -90,7 +121,7 @@ def build_csim(params: KernelParams, build_dir: str | os.PathLike) -> Path:
         h.update((root / rel).read_bytes())
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    exe = build_dir / f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_{h.hexdigest()[:12]}"
+    exe = build_dir / f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_b{params.banks}_{h.hexdigest()[:12]}"
     if exe.is_file():
         return exe
     tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")

@@ -3,7 +3,8 @@
 :func:`hls_demo` compiles the kernel's C simulation, runs it on one real ternary layer of the
 tiny student (its own int8 activations after top-k, its ternary codes) at several sparsities
 in both weight formats, checks the outputs bit-exactly against the integer reference and the
-CHUNK-loop trip counts against the simulator's ``fold_compute_cycles(..., "act")``, optionally
+CHUNK-loop trip counts against the simulator's ``fold_compute_cycles(..., "act", banks=B, ports=P)``
+(bank conflicts included), optionally
 runs layers of a workload trace, and writes the KV260 bitstream project.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +27,20 @@ DEMO_SPARSITIES = (0.0, 0.4, 0.6)
 DEMO_FORMATS = ("ternary2", "ternary1.6")
 
 
-def _sim_cycles(layer) -> list[int] | None:
-    try:
-        from sim.engine import fold_compute_cycles
-    except ImportError:
-        return None
-    from tatvpr_hw.hlsflow.formats import decompress_activations, unpack_weights
+def _sim_cycles(layer) -> tuple[list[int], list[int]]:
+    """The simulator's C_f of the layer with the IP's banks, and with one bank of SIMD ports."""
+    from sim.engine import fold_compute_cycles
+    from tatvpr_hw.hlsflow.formats import unpack_weights, unschedule_activations
 
-    x = decompress_activations(layer.tok_nnz, layer.pairs, layer.k, layer.simd)
+    x = unschedule_activations(layer.tok_chunks, layer.pairs, layer.k, layer.simd, layer.banks)
     w = unpack_weights(layer.weights, layer.n, layer.k, layer.fmt)
-    return [int(c) for c in fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act")]
+    banked = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act", banks=layer.banks, ports=layer.ports)
+    one_bank = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act", banks=1, ports=1)
+    return [int(c) for c in banked], [int(c) for c in one_bank]
 
 
 def _record(layer, res, info: dict[str, Any]) -> dict[str, Any]:
-    sim = _sim_cycles(layer)
+    sim, one_bank = _sim_cycles(layer)
     got = [int(c) for c in res.chunk_cycles]
     rec = {k: info[k] for k in ("name", "m", "k", "n", "fmt", "act_density") if k in info}
     rec.update({
@@ -46,8 +48,9 @@ def _record(layer, res, info: dict[str, Any]) -> dict[str, Any]:
         "bit_exact": bool(res.status == 0 and res.mismatches == 0),
         "folds": len(got), "chunk_cycles_per_fold": got[0] if got else 0,
         "chunk_cycles_total": int(sum(got)),
-        "sim_cycles_total": None if sim is None else int(sum(sim)),
-        "cycles_match": None if sim is None else got == sim,
+        "sim_cycles_total": int(sum(sim)), "cycles_match": got == sim,
+        "banks": layer.banks, "ports": layer.ports,
+        "conflict_cycles_total": int(sum(sim) - sum(one_bank)),
     })
     for k in ("out_scale", "out_max_abs_err", "acc_max_abs_err"):
         if k in info:
@@ -97,16 +100,20 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
     import torch
 
     from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.hlsflow.board import (DesignPoint, default_design_point, export_bitstream, get_board,
-                                         kernel_params, read_design_point)
-    from tatvpr_hw.hlsflow.csim import KernelParams, build_csim, run_csim
+    from tatvpr_hw.hlsflow.board import (default_design_point, export_bitstream, get_board, kernel_params,
+                                         read_design_point)
+    from tatvpr_hw.hlsflow.csim import build_csim, run_csim
     from tatvpr_hw.hlsflow.layers import layers_from_trace, model_layers
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     point = read_design_point(dse_point, get_board(board)) if dse_point else \
         default_design_point(get_board(board))
-    pe, simd = pe or point.pe, simd or point.simd
+    if pe or simd:  # a C-sim of another array; banks fall back to SIMD when SIMD changes
+        point = replace(point, pe=pe or point.pe, simd=simd or point.simd,
+                        banks=point.banks if simd in (None, point.simd) else None)
+    kp = kernel_params(point)  # one build serves the demo's layers and the board project's sample
+    pe, simd, banks, ports = kp.pe, kp.simd, kp.banks, kp.ports
     if model is not None:
         source, fresh = "given student model", False
         img = int(getattr(model, "img_size", 98))
@@ -121,19 +128,20 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
     runs: list[tuple[Any, dict]] = []
     for s in sparsities:
         for fmt in DEMO_FORMATS:
-            ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, fmt=fmt, names=[layer_name])
+            ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt,
+                                            names=[layer_name])
             runs.append((layer, info))
     trace_runs: list[tuple[Any, dict]] = []
     if trace_path:
         from sim.trace import read_trace
 
-        trace_runs = layers_from_trace(read_trace(trace_path), pe=pe, simd=simd, seed=seed, max_layers=4)
+        trace_runs = layers_from_trace(read_trace(trace_path), pe=pe, simd=simd, banks=banks, ports=ports,
+                                       seed=seed, max_layers=4)
     all_layers = [lay for lay, _ in runs + trace_runs]
-    # one build serves the demo's layers and the board project's sample layer
-    kp = kernel_params(DesignPoint(pe=pe, simd=simd, clock_mhz=1.0),
-                       max(768, *(lay.k for lay in all_layers)), max(50, *(lay.m for lay in all_layers)))
-    kp = KernelParams(**{**kp.__dict__, "chunks_max": max(kp.chunks_max, *(lay.chunk_cycles_per_fold
-                                                                          for lay in all_layers))})
+    for (lay, info) in runs + trace_runs:
+        why = kp.fits(lay)
+        if why:
+            raise UserError(f"HLS demo layer {info['name']}: {why}")
     cache = run_dir / "hls" / "csim_build"
     t_build = time.perf_counter()
     exe = build_csim(kp, cache)
@@ -148,11 +156,11 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
                       rec["name"], rec["fmt"], rec["sparsity"], rec["mismatches"], rec["status"])
 
     project_dir = run_dir / "hls" / board
-    manifest = export_bitstream(board, project_dir, dse_point=dse_point, kmax=kp.kmax, mmax=kp.mmax,
-                                seed=seed, csim_cache=cache)
+    manifest = export_bitstream(board, project_dir, dse_point=dse_point, kmax=max(lay.k for lay in all_layers),
+                                mmax=max(lay.m for lay in all_layers), seed=seed, csim_cache=cache)
     model_recs = records[:len(runs)]
     summary = {
-        "source": source, "layer": layer_name, "pe": pe, "simd": simd,
+        "source": source, "layer": layer_name, "pe": pe, "simd": simd, "banks": banks, "ports": ports,
         "bit_exact": all(r["bit_exact"] for r in records),
         "cycles_match": all(r["cycles_match"] is not False for r in records),
         "layers": model_recs, "trace_layers": records[len(runs):],

@@ -8,12 +8,10 @@ from tatvpr_hw.hlsflow.paths import driver_package
 
 driver_package()
 from tatvpr_pynq.formats import (  # noqa: E402
-    FMT_CODE, STATUS_TEXT, CsimResult, FormatError, IPLayer, chunks_per_token,
-    compress_activations, decompress_activations, pack_weights, prepare_layer,
-    quantize_multiplier, read_result_file, reference_gemm, requantize, unpack_weights,
-    write_layer_file)
+    FMT_CODE, STATUS_TEXT, CsimResult, FormatError, IPLayer, bank_counts, chunks_per_token,
+    pack_weights, prepare_layer, quantize_multiplier, read_result_file, reference_gemm, requantize,
+    schedule_activations, unpack_weights, unschedule_activations, write_layer_file)
 
-__all__ = ["FMT_CODE", "STATUS_TEXT", "CsimResult", "FormatError", "IPLayer", "chunks_per_token",
-           "compress_activations", "decompress_activations", "pack_weights", "prepare_layer",
-           "quantize_multiplier", "read_result_file", "reference_gemm", "requantize",
-           "unpack_weights", "write_layer_file"]
+__all__ = ["FMT_CODE", "STATUS_TEXT", "CsimResult", "FormatError", "IPLayer", "bank_counts", "chunks_per_token",
+           "pack_weights", "prepare_layer", "quantize_multiplier", "read_result_file", "reference_gemm",
+           "requantize", "schedule_activations", "unpack_weights", "unschedule_activations", "write_layer_file"]

@@ -7,9 +7,14 @@ import pytest
 
 from tatvpr_hw.hlsflow.csim import KernelParams, build_csim
 
-# Two builds: a wide-PE and a wide-SIMD one (the C testbench is compiled once per session).
-BUILDS = {"pe4_simd8": KernelParams(pe=4, simd=8, kmax=1024, mmax=128, chunks_max=8192),
-          "pe8_simd4": KernelParams(pe=8, simd=4, kmax=1024, mmax=128, chunks_max=16384)}
+# Three builds (the C testbench is compiled once per session), each a different gather:
+#   pe4_simd8: B = 4 banks, P = 1 port, R = 2 replicas, q = 2 lanes per bank, two weight halves
+#   pe8_simd4: B = 2 banks, P = 2 ports, R = 1, q = 2, one weight half (no double buffering)
+#   pe4_simd8_b8: B = SIMD = 8 (the default machine), P = 1, R = 1, q = 1
+BUILDS = {"pe4_simd8": KernelParams(pe=4, simd=8, banks=4, ports=1, kmax=1024, mmax=128, chunks_max=8192),
+          "pe8_simd4": KernelParams(pe=8, simd=4, banks=2, ports=2, halves=1, kmax=1024, mmax=128,
+                                    chunks_max=16384),
+          "pe4_simd8_b8": KernelParams(pe=4, simd=8, kmax=1024, mmax=128, chunks_max=8192)}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,15 +37,19 @@ def csim_builds(tmp_path_factory):
     return {name: (kp, build_csim(kp, build_dir)) for name, kp in BUILDS.items()}
 
 
-def expected_fold_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int) -> np.ndarray:
-    """The simulator's C_f in skip mode ``act`` (sim.engine when present, else ENGINE.md's formula)."""
-    try:
-        from sim.engine import fold_compute_cycles
-    except ImportError:
-        nnz = act_mask.sum(axis=1)
-        per_fold = int(np.maximum(1, -(-nnz // simd)).sum())
-        return np.full(-(-w.shape[0] // pe), per_fold, dtype=np.int64)
-    return np.asarray(fold_compute_cycles(act_mask, w, pe, simd, "act"), dtype=np.int64)
+def expected_fold_cycles(act_mask: np.ndarray, w: np.ndarray, kp: KernelParams) -> np.ndarray:
+    """The simulator's C_f in skip mode ``act`` with the build's banks and ports (sim.engine)."""
+    from sim.engine import fold_compute_cycles
+
+    return np.asarray(fold_compute_cycles(act_mask, w, kp.pe, kp.simd, "act", banks=kp.banks, ports=kp.ports),
+                      dtype=np.int64)
+
+
+def layer_for(kp: KernelParams, x, w, bias, mult, shift, **kw):
+    """``prepare_layer`` for build ``kp`` (its PE, SIMD, banks and ports)."""
+    from tatvpr_hw.hlsflow.formats import prepare_layer
+
+    return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, banks=kp.banks, ports=kp.ports, **kw)
 
 
 def random_layer(rng: np.random.Generator, m: int, k: int, n: int, sparsity: float,

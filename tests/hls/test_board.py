@@ -5,6 +5,7 @@ design points give clear errors."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -18,6 +19,25 @@ from tatvpr_hw.hlsflow.paths import hls_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS = {"kv260": "xck26-sfvc784-2LV-c", "zcu104": "xczu7ev-ffvc1156-2-e", "pynq-z2": "xc7z020clg400-1"}
+
+
+def defines_by_hand(arch: dict) -> str:
+    """The -D values of an arch file's design point, from docs/engine.md section 6:
+    K_max = floor(8192 * weights_kb / (h * PE * 2)) as a multiple of B, I = ceil(log2 K_max),
+    CHUNKS_MAX = ceil(8192 * activations_kb / (SIMD * (8 + I))), MMAX = ceil(8192 * outputs_kb / (PE * 8))."""
+    c, buf = arch["compute"], arch["buffers"]
+    pe, simd = c["pe"], c["simd"]
+    gather = c.get("gather") or {}
+    banks, ports = gather.get("banks") or simd, gather.get("ports", 1)
+    h = 2 if arch.get("double_buffering", True) else 1
+    kmax = int(8192 * buf["weights_kb"] // (h * pe * 2))
+    kmax -= kmax % banks
+    i = math.ceil(math.log2(kmax))
+    chunks = math.ceil(8192 * buf["activations_kb"] / (simd * (8 + i)))
+    mmax = math.ceil(8192 * buf["outputs_kb"] / (pe * 8))
+    return (f"-DTATVPR_PE={pe} -DTATVPR_SIMD={simd} -DTATVPR_BANKS={banks} -DTATVPR_PORTS={ports} "
+            f"-DTATVPR_HALVES={h} -DTATVPR_KMAX={kmax} -DTATVPR_MMAX={mmax} -DTATVPR_CHUNKS_MAX={chunks}")
+
 
 # Stub every vendor command: record the call, return something plausible.
 _TCL_STUBS = r"""
@@ -81,6 +101,7 @@ def test_project_for_each_board(tmp_path, capsys, board):
     pe, simd = arch["compute"]["pe"], arch["compute"]["simd"]
     assert any(c[1].endswith("src/tatvpr_gemm.cpp") and f"-DTATVPR_PE={pe} -DTATVPR_SIMD={simd}" in c[3]
                for c in add)
+    assert any(c[1].endswith("src/tatvpr_gemm.cpp") and c[3].endswith(defines_by_hand(arch)) for c in add)
 
     calls = run_tcl(out / "vivado.tcl")
     create = [c for c in calls if c[0] == "create_project"][0]
@@ -114,7 +135,9 @@ def test_project_for_each_board(tmp_path, capsys, board):
 def test_design_point_sizes_the_ip(tmp_path):
     point = tmp_path / "best_point.json"
     point.write_text(json.dumps({"format": "tatvpr-dse-point", "pe": 16, "simd": 4, "clock_mhz": 250,
-                                 "weight_format": "ternary1.6", "skip_mode": "act", "board": "zcu104"}))
+                                 "weight_format": "ternary1.6", "skip_mode": "act", "board": "zcu104",
+                                 "arch": "zcu104", "overrides": {"buffers.weights_kb": 128, "buffers.activations_kb":
+                                                                 1024, "buffers.outputs_kb": 1024}}))
     rc, out = export(tmp_path, "--board", "zcu104", "--dse-point", str(point), "--no-run")
     assert rc == 0
     hls = (out / "vitis_hls.tcl").read_text()
@@ -123,21 +146,41 @@ def test_design_point_sizes_the_ip(tmp_path):
     man = json.loads((out / "project.json").read_text())
     assert man["design_point"]["weight_format"] == "ternary1.6"
     assert man["csim_sample"]["layer"]["fmt"] == "ternary1.6" and man["csim_sample"]["bit_exact"]
-    assert man["kernel"]["chunks_max"] == 50 * 768 // 4
+    # PE 16, SIMD 4 (B = 4), 128 / 1024 / 1024 KiB: K_max = 8192 * 128 / (2 * 16 * 2) = 16384, I = 14,
+    # CHUNKS_MAX = ceil(8192 * 1024 / (4 * 22)) = ceil(95325.09), MMAX = 8388608 / 128
+    assert (man["kernel"]["kmax"], man["kernel"]["chunks_max"], man["kernel"]["mmax"]) == (16384, 95326, 65536)
 
 
-def test_config_sizes_the_buffers(tmp_path):
-    cfg = REPO / "configs" / "tatvpr_boq_vitb14.yaml"
-    # the ViT-B/14 student at 224 px on ZCU104's default 64 x 32 array needs more on-chip memory
-    # than the board has; a 16 x 16 point fits
-    rc, _ = export(tmp_path / "a", "--board", "zcu104", "--config", str(cfg), "--no-run")
-    assert rc == 2
-    point = tmp_path / "p.json"
-    point.write_text(json.dumps({"pe": 16, "simd": 16, "clock_mhz": 200}))
-    rc, out = export(tmp_path, "--board", "zcu104", "--config", str(cfg), "--dse-point", str(point), "--no-run")
+def test_banks_and_ports_of_the_point_reach_the_kernel(tmp_path):
+    point = tmp_path / "best_point.json"
+    point.write_text(json.dumps({"pe": 8, "simd": 16, "clock_mhz": 200, "banks": 4, "ports": 2, "board": "kv260",
+                                 "arch": "kv260", "overrides": {"buffers.weights_kb": 16}}))
+    rc, out = export(tmp_path, "--board", "kv260", "--dse-point", str(point), "--no-run")
     assert rc == 0
-    kernel = json.loads((out / "project.json").read_text())["kernel"]
-    assert kernel["kmax"] == 3072 and kernel["mmax"] == 16 * 16 + 1
+    # K_max = 8192 * 16 / (2 * 8 * 2) = 4096; R = 16 / (4 * 2) = 2: weights 2 halves x 2 x 4 memories
+    # of 16-bit words, depth 1024
+    assert "-DTATVPR_BANKS=4 -DTATVPR_PORTS=2 -DTATVPR_HALVES=2 -DTATVPR_KMAX=4096" in (out / "vitis_hls.tcl").read_text()
+    man = json.loads((out / "project.json").read_text())
+    assert man["onchip_bits"]["weights_bits"] == 2 * 2 * 4 * 16 * 1024
+    assert man["csim_sample"]["bit_exact"]
+    deploy = json.loads((out / "deploy" / "design_point.json").read_text())
+    assert (deploy["banks"], deploy["ports"], deploy["kmax"]) == (4, 2, 4096)
+
+
+def test_config_sizes_the_buffers(tmp_path, capsys):
+    cfg = REPO / "configs" / "tatvpr_boq_vitb14.yaml"
+    # the ViT-B/14 student at 224 px (K <= 3072, 257 tokens) on ZCU104's default arch fits
+    rc, out = export(tmp_path, "--board", "zcu104", "--config", str(cfg), "--no-run")
+    assert rc == 0
+    man = json.loads((out / "project.json").read_text())
+    assert man["layers"] == {"kmax": 3072, "mmax": 257} and man["kernel"]["kmax"] == 4096
+    # a 64-row array on Pynq-Z2's 32 KiB weight buffer: K_max = 8192 * 32 / (2 * 64 * 2) = 1024
+    point = tmp_path / "p.json"
+    point.write_text(json.dumps({"pe": 64, "simd": 16, "clock_mhz": 100}))
+    rc, _ = export(tmp_path / "b", "--board", "pynq-z2", "--config", str(cfg), "--dse-point", str(point), "--no-run")
+    err = capsys.readouterr().err
+    assert rc == 2 and "K = 3072 do not fit the weight buffer: K_max = 1024" in err
+    assert "weights_kb >= 96" in err          # 2 * 64 * 2 * 3072 / 8192
 
 
 @pytest.mark.parametrize("point, message", [
@@ -147,6 +190,9 @@ def test_config_sizes_the_buffers(tmp_path):
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "skip_mode": "weight"}, "activation skipping only"),
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "board": "pynq_z2"}, "is for board 'pynq_z2'"),
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "weight_format": "int4"}, "weight_format = 'int4'"),
+    ({"pe": 8, "simd": 8, "clock_mhz": 200, "banks": 3}, "compute.gather.banks = 3 does not divide compute.simd = 8"),
+    ({"pe": 8, "simd": 8, "clock_mhz": 200, "banks": 1}, "at least 2 banks"),
+    ({"pe": 8, "simd": 8, "clock_mhz": 200, "overrides": {"buffers.weights_kb": 0.01}}, "holds no fold"),
     ("not json", "not JSON"),
 ])
 def test_bad_design_point(tmp_path, capsys, point, message):
@@ -164,6 +210,15 @@ def test_bad_board_and_oversized_buffers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "unknown board 'zedboard'" in err and "kv260, zcu104, pynq-z2" in err
     rc, _ = export(tmp_path, "--board", "pynq-z2", "--kmax", "16384", "--tokens", "1025", "--no-run")
+    err = capsys.readouterr().err
+    assert rc == 2 and "K = 16384 do not fit the weight buffer: K_max = 4096" in err
+    rc, _ = export(tmp_path, "--board", "pynq-z2", "--tokens", "10241", "--no-run")
+    err = capsys.readouterr().err
+    assert rc == 2 and "M = 10241 tokens do not fit the output buffer: 10240 tokens" in err
+    # 2 MiB of activations: 16.8 Mbit, more than Pynq-Z2's 140 BRAM36 (5.2 Mbit)
+    point = tmp_path / "big.json"
+    point.write_text(json.dumps({"pe": 16, "simd": 16, "clock_mhz": 100, "overrides": {"buffers.activations_kb": 2048}}))
+    rc, _ = export(tmp_path / "c", "--board", "pynq-z2", "--dse-point", str(point), "--no-run")
     err = capsys.readouterr().err
     assert rc == 2 and "Mbit" in err and "pynq-z2" in err
 

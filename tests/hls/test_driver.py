@@ -48,11 +48,12 @@ class FakeDDR:
 class CsimIP:
     """AXI4-Lite register file; writing ap_start runs the C simulation on the DDR buffers."""
 
-    def __init__(self, ddr: FakeDDR, exe, pe: int, simd: int, work_dir):
-        self.ddr, self.exe, self.pe, self.simd, self.work_dir = ddr, exe, pe, simd, work_dir
+    def __init__(self, ddr: FakeDDR, exe, kp, work_dir):
+        self.ddr, self.exe, self.kp, self.work_dir = ddr, exe, kp, work_dir
         self.regs: dict[int, int] = {}
         self.off = default_offsets()
         self.runs = 0
+        self.tokens: list[int] = []
 
     def write(self, offset, value):
         assert 0 <= value < 2 ** 32
@@ -69,11 +70,14 @@ class CsimIP:
     def _run(self):
         r = {n: self.regs[self.off[n]] for n in ("m", "k", "n", "fmt", "mult", "shift")}
         m, n = r["m"], r["n"]
-        sections = [self._ptr("tok_nnz")[:m].tobytes(), self._ptr("act_pairs").tobytes(),
+        sections = [self._ptr("tok_chunks")[:m].tobytes(), self._ptr("act_pairs").tobytes(),
                     self._ptr("weights").tobytes(), self._ptr("bias")[:n].tobytes(), b""]
-        raw = struct.pack("<8s8i", b"TVPRLYR1", self.pe, self.simd, m, r["k"], n, r["fmt"], r["mult"], r["shift"])
+        kp = self.kp
+        raw = struct.pack("<8s10i", b"TVPRLYR2", kp.pe, kp.simd, kp.banks, kp.ports, m, r["k"], n, r["fmt"],
+                          r["mult"], r["shift"])
         raw += b"".join(struct.pack("<I", len(s)) + s for s in sections)
         self.runs += 1
+        self.tokens.append(m)
         lp, rp = self.work_dir / f"ip{self.runs}.layer.bin", self.work_dir / f"ip{self.runs}.result.bin"
         lp.write_bytes(raw)
         subprocess.run([str(self.exe), str(lp), str(rp)], check=True, capture_output=True)
@@ -88,7 +92,7 @@ class CsimIP:
 def overlay(csim_builds, tmp_path):
     kp, exe = csim_builds["pe4_simd8"]
     ddr = FakeDDR()
-    ip = CsimIP(ddr, exe, kp.pe, kp.simd, tmp_path)
+    ip = CsimIP(ddr, exe, kp, tmp_path)
 
     class FakePynq:
         allocate = staticmethod(ddr.allocate)
@@ -100,8 +104,9 @@ def overlay(csim_builds, tmp_path):
 
     bit = tmp_path / "tatvpr_gemm.bit"
     bit.write_bytes(b"")
-    (tmp_path / "design_point.json").write_text(json.dumps({"pe": kp.pe, "simd": kp.simd, "clock_mhz": 200,
-                                                            "weight_format": "ternary2"}))
+    (tmp_path / "design_point.json").write_text(json.dumps({
+        "pe": kp.pe, "simd": kp.simd, "banks": kp.banks, "ports": kp.ports, "clock_mhz": 200,
+        "weight_format": "ternary2", "kmax": kp.kmax, "mmax": kp.mmax, "chunks_max": kp.chunks_max}))
     return TernaryGemmOverlay(str(bit), pynq_module=FakePynq), ip, exe
 
 
@@ -113,14 +118,15 @@ def test_run_layer_round_trip(overlay, tmp_path, fmt):
     y = ov.run_layer(x, w, bias, mult, shift, fmt=fmt)
     assert ip.runs == 1
     np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
-    (direct,) = run_csim(exe, [prepare_layer(x, w, bias, mult, shift, pe=4, simd=8, fmt=fmt)], tmp_path / "d")
+    (direct,) = run_csim(exe, [prepare_layer(x, w, bias, mult, shift, pe=4, simd=8, banks=4, fmt=fmt)],
+                         tmp_path / "d")
     np.testing.assert_array_equal(y, direct.out)
 
 
 def test_bad_status_raises(overlay):
     ov, ip, _ = overlay
     x, w, bias = random_layer(np.random.default_rng(8), 3, 16, 4, 0.0)
-    layer = prepare_layer(x, w, bias, 1 << 20, 30, pe=4, simd=8, with_expected=False)
+    layer = prepare_layer(x, w, bias, 1 << 20, 30, pe=4, simd=8, banks=4, with_expected=False)
     layer.shift = 63                       # outside [1, 62]: the kernel refuses
     with pytest.raises(IPError, match="bad requantisation"):
         ov.ip.run(layer)
@@ -131,7 +137,7 @@ def test_offsets_from_vitis_header():
         ["#define XTATVPR_TERNARY_GEMM_CONTROL_ADDR_AP_CTRL 0x00",
          "#define XTATVPR_TERNARY_GEMM_CONTROL_ADDR_AP_RETURN 0x10"]
         + [f"#define XTATVPR_TERNARY_GEMM_CONTROL_ADDR_{n.upper()}_DATA 0x{o:x}"
-           for n, o in {"act_pairs": 0x20, "tok_nnz": 0x2c, "weights": 0x38, "bias": 0x44, "out": 0x50,
+           for n, o in {"act_pairs": 0x20, "tok_chunks": 0x2c, "weights": 0x38, "bias": 0x44, "out": 0x50,
                         "m": 0x5c, "k": 0x64, "n": 0x6c, "fmt": 0x74, "mult": 0x7c, "shift": 0x84}.items()])
     off = offsets_from_hw_header(header)
     assert off["act_pairs"] == 0x20 and off["shift"] == 0x84 and off["ap_return"] == 0x10
@@ -167,16 +173,45 @@ def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     assert ip.runs == 8                     # 4 ternary linears per block, twice
 
 
-def test_deploy_package_runs_without_the_sim_package(tmp_path):
-    """On the board there is no `sim`: the deploy folder's bundled _packing.py takes over."""
-    from tatvpr_hw.hlsflow.board import get_board, write_project, default_design_point
+def test_layer_split_into_token_blocks_that_fit_the_ip(overlay, tmp_path):
+    """A layer whose stream exceeds the IP's chunk buffer runs in token blocks (the simulator's
+    token tiling); the result is the whole layer's."""
+    ov, ip, _ = overlay
+    x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.0)     # dense: 8 chunks per token
+    mult, shift = quantize_multiplier(1 / 80)
+    ov.ip.chunks_max = 100                      # 12 tokens x 8 chunks = 96 <= 100 per block
+    y = ov.run_layer(x, w, bias, mult, shift)
+    np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
+    assert ip.tokens == [12, 12, 12, 4]
+    ov.ip.mmax = 5                              # the output buffer's tokens bound a block too
+    ip.tokens.clear()
+    ov.run_layer(x[:11], w, bias, mult, shift)
+    assert ip.tokens == [5, 5, 1]
+    with pytest.raises(ValueError, match="K = 64 exceeds the IP's K_max = 32"):
+        ov.ip.kmax = 32
+        ov.run_layer(x, w, bias, mult, shift)
+
+
+def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
+    """On the board there is no `sim`, `torch` or `tatvpr_hw`: the deploy folder's package imports
+    with them blocked, packs with its bundled _packing.py and builds the bank-scheduled stream."""
+    from tatvpr_hw.hlsflow.board import default_design_point, get_board, write_project
 
     board = get_board("kv260")
     write_project(board, default_design_point(board), tmp_path / "p", kmax=64, mmax=8, check_csim=False)
-    code = ("import sys; sys.modules['sim'] = None; sys.path.insert(0, sys.argv[1]);"
-            "import numpy as np; from tatvpr_pynq import formats, driver;"
-            "assert formats.pack_weights(np.array([[1, -1, 0, 1, 1]]), 'ternary1.6').tolist() == [227];"
-            "print(formats.pack.__module__)")
+    code = ("import sys\n"
+            "for name in ('sim', 'torch', 'tatvpr_hw', 'brevitas_models'): sys.modules[name] = None\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import numpy as np\n"
+            "from tatvpr_pynq import formats, driver\n"
+            "assert formats.pack_weights(np.array([[1, -1, 0, 1, 1]]), 'ternary1.6').tolist() == [227]\n"
+            "c, p = formats.schedule_activations(np.array([[5, -1, 6, 0, 7]], np.int8), 4, 2)\n"
+            "assert c.tolist() == [2] and p.tolist() == [0x005, 0x1FF, 0x206, 0, 0x407, 0, 0, 0]\n"
+            "loaded = sorted(m for m in sys.modules if sys.modules[m] is not None and "
+            "m.split('.')[0] in ('sim', 'torch', 'tatvpr_hw', 'brevitas_models'))\n"
+            "print(formats.pack.__module__, loaded)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p" / "deploy")],
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "tatvpr_pynq._packing"
+    assert out.strip() == "tatvpr_pynq._packing []"
+    point = json.loads((tmp_path / "p" / "deploy" / "design_point.json").read_text())
+    assert (point["pe"], point["simd"], point["banks"], point["ports"]) == (32, 32, 32, 1)

@@ -15,22 +15,61 @@ from tatvpr_hw.hlsflow import formats as F
 from tatvpr_hw.hlsflow.paths import driver_package
 
 
-@settings(max_examples=60, deadline=None)
-@given(x=arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 40))), simd=st.integers(1, 9))
-def test_compress_round_trip_and_layout(x, simd):
-    nnz, pairs = F.compress_activations(x, simd)
-    np.testing.assert_array_equal(nnz, (x != 0).sum(1))
-    chunks = F.chunks_per_token(nnz, simd)
-    assert pairs.size == chunks.sum() * simd and (chunks >= 1).all()
-    np.testing.assert_array_equal(F.decompress_activations(nnz, pairs, x.shape[1], simd), x)
-    start = 0
-    for m in range(x.shape[0]):
-        words = pairs[start:start + chunks[m] * simd]
-        idx = (words[:nnz[m]] >> 8) & 0xFFFF
-        assert (np.diff(idx.astype(np.int64)) > 0).all()                 # ascending channels
-        assert (words[nnz[m]:] == 0).all()                               # zero padding words
-        assert (words >> 24 == 0).all()
-        start += chunks[m] * simd
+def _schedule_by_loops(x, simd, banks):
+    """docs/engine.md section 3's bank-scheduled stream written out with plain loops."""
+    q = simd // banks
+    chunks, words = [], []
+    for row in x:
+        per_bank = [[k for k in range(x.shape[1]) if k % banks == b and row[k] != 0] for b in range(banks)]
+        c = max(1, max(-(-len(ch) // q) for ch in per_bank))
+        block = [0] * (c * simd)
+        for b, ch in enumerate(per_bank):
+            for i, k in enumerate(ch):
+                block[(i // q) * simd + (i % q) * banks + b] = (int(row[k]) & 0xFF) | (k << 8)
+        chunks.append(c)
+        words += block
+    return chunks, words
+
+
+@st.composite
+def _gather(draw):
+    simd = draw(st.integers(1, 12))
+    banks = draw(st.sampled_from([b for b in range(1, simd + 1) if simd % b == 0]))
+    return simd, banks
+
+
+@settings(max_examples=80, deadline=None)
+@given(x=arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 40))), gather=_gather())
+def test_schedule_layout_round_trip_and_cycles(x, gather):
+    from sim.engine import token_cycles
+
+    simd, banks = gather
+    chunks, pairs = F.schedule_activations(x, simd, banks)
+    want_chunks, want_words = _schedule_by_loops(x, simd, banks)
+    assert chunks.tolist() == want_chunks and pairs.tolist() == want_words
+    # the token's chunks are the simulator's act-mode cycles c(m), bank conflicts included
+    w = np.ones((1, x.shape[1]), np.int8)
+    np.testing.assert_array_equal(chunks, token_cycles(x != 0, w, 1, simd, "act", banks=banks)[:, 0])
+    np.testing.assert_array_equal(F.chunks_per_token(x != 0, simd, banks), chunks)
+    np.testing.assert_array_equal(F.unschedule_activations(chunks, pairs, x.shape[1], simd, banks), x)
+    lane = np.arange(pairs.size) % simd
+    live = pairs != 0
+    assert (((pairs[live] >> 8) % banks) == lane[live] % banks).all()    # the bank rule
+    assert live.sum() == (x != 0).sum() and (pairs >> 24 == 0).all()
+
+
+def test_bank_conflict_example_by_hand():
+    # SIMD 4, B = 2 (q = 2): channels 0, 2, 4 are all in bank 0 -> ceil(3 / 2) = 2 chunks;
+    # chunk 0: slots 0, 2 (bank 0 lanes) = channels 0, 2; slot 1 = channel 1 (bank 1);
+    # chunk 1: slot 0 = channel 4, the rest pads.
+    x = np.array([[5, -1, 6, 0, 7]], np.int8)
+    chunks, pairs = F.schedule_activations(x, 4, 2)
+    assert chunks.tolist() == [2]
+    assert pairs.tolist() == [0x005, 0x1FF, 0x206, 0, 0x407, 0, 0, 0]
+    bad = pairs.copy()
+    bad[0], bad[1] = bad[1], bad[0]                                      # channel 1 in a bank-0 lane
+    with pytest.raises(F.FormatError, match="channel 1 is in bank 1, but slot 0 reads bank 0"):
+        F.unschedule_activations(chunks, bad, 5, 4, 2)
 
 
 def test_doctests():
@@ -62,8 +101,11 @@ def test_quantize_multiplier_precision(r):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: F.compress_activations(np.zeros((2, 3), np.int16), 4), "must be int8"),
-    (lambda: F.compress_activations(np.zeros(3, np.int8), 4), "2-D"),
+    (lambda: F.schedule_activations(np.zeros((2, 3), np.int16), 4), "must be int8"),
+    (lambda: F.schedule_activations(np.zeros(3, np.int8), 4), "2-D"),
+    (lambda: F.schedule_activations(np.zeros((2, 3), np.int8), 8, banks=3), "banks = 3 must be a divisor of SIMD = 8"),
+    (lambda: F.prepare_layer(np.zeros((2, 4), np.int8), np.zeros((3, 4), np.int8), None, 1, 1, pe=2, simd=8,
+                             banks=8, ports=2), "ports = 2 must be 1 or 2 with banks x ports dividing SIMD = 8"),
     (lambda: F.pack_weights(np.array([[2, 0]]), "ternary2"), "{-1, 0, +1}"),
     (lambda: F.pack_weights(np.array([[1, 0]]), "ternary3"), "unknown weight format"),
     (lambda: F.quantize_multiplier(0.0), "finite positive"),
@@ -83,8 +125,9 @@ def test_layer_file_round_trip_fields(tmp_path):
     w = np.array([[1, 0, -1], [0, 1, 1]], np.int8)
     layer = F.prepare_layer(x, w, np.array([7, -7]), 1 << 30, 31, pe=2, simd=2, fmt="ternary1.6")
     raw = F.write_layer_file(tmp_path / "l.bin", layer).read_bytes()
-    assert raw[:8] == b"TVPRLYR1"
-    assert np.frombuffer(raw[8:40], "<i4").tolist() == [2, 2, 2, 3, 2, 1, 1 << 30, 31]
+    assert raw[:8] == b"TVPRLYR2"
+    # pe, simd, banks (None -> SIMD), ports, m, k, n, fmt, mult, shift
+    assert np.frombuffer(raw[8:48], "<i4").tolist() == [2, 2, 2, 1, 2, 3, 2, 1, 1 << 30, 31]
     # by hand: token 0 acc = [0 + 0 + 3, 0 + 5 - 3] + bias [7, -7] = [10, -5]; token 1 = [7, -7];
     # times 2^30 / 2^31 = 1/2 with round-half-up: [5, -2.5 -> -2], [3.5 -> 4, -3.5 -> -3]
     np.testing.assert_array_equal(layer.expected, [[5, -2], [4, -3]])

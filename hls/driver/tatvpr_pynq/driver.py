@@ -10,7 +10,7 @@ buffers, programs the AXI4-Lite registers, starts the IP, polls ``ap_done`` and 
 status and the int8 outputs back.
 
 Register offsets follow the Vitis HLS s_axilite layout of the top function
-``tatvpr_ternary_gemm(act_pairs, tok_nnz, weights, bias, out, m, k, n, fmt, mult, shift)``
+``tatvpr_ternary_gemm(act_pairs, tok_chunks, weights, bias, out, m, k, n, fmt, mult, shift)``
 with a return value; when the IP export's ``x<top>_hw.h`` is beside the bitstream, its
 ``#define``s are used instead (:func:`offsets_from_hw_header`).
 """
@@ -27,11 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from .formats import FMT_CODE, STATUS_TEXT, IPLayer, prepare_layer, quantize_multiplier
+from .formats import FMT_CODE, STATUS_TEXT, IPLayer, chunks_per_token, prepare_layer, quantize_multiplier
 
 AP_CTRL = 0x00
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
-POINTER_ARGS = ("act_pairs", "tok_nnz", "weights", "bias", "out")
+POINTER_ARGS = ("act_pairs", "tok_chunks", "weights", "bias", "out")
 SCALAR_ARGS = ("m", "k", "n", "fmt", "mult", "shift")
 
 
@@ -75,16 +75,52 @@ def _device_address(buf) -> int:
 class TernaryGemmIP:
     """One IP instance: ``mmio`` has ``read(offset)`` / ``write(offset, value)`` (a PYNQ
     ``DefaultIP``), ``allocate(shape, dtype)`` returns contiguous DDR buffers (``pynq.allocate``).
+    ``banks``/``ports``: the IP's gather (None = SIMD banks); ``kmax``, ``mmax``, ``chunks_max``:
+    its buffer sizes (``design_point.json``), used to split a layer's tokens into blocks.
     """
 
-    def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int,
-                 offsets: dict[str, int] | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int, banks: int | None = None,
+                 ports: int = 1, kmax: int | None = None, mmax: int | None = None,
+                 chunks_max: int | None = None, offsets: dict[str, int] | None = None,
+                 timeout_s: float = 10.0) -> None:
         self.mmio = mmio
         self.allocate = allocate
         self.pe = int(pe)
         self.simd = int(simd)
+        self.banks = int(banks or simd)
+        self.ports = int(ports)
+        self.kmax, self.mmax, self.chunks_max = kmax, mmax, chunks_max
         self.offsets = offsets or default_offsets()
         self.timeout_s = timeout_s
+
+    def token_blocks(self, x: np.ndarray) -> list[slice]:
+        """Consecutive token blocks of int8 ``x[M, K]`` whose streams fit the IP's chunk and output
+        buffers (the simulator's token tiling, weights streamed again for every block)."""
+        m, k = x.shape
+        if self.kmax is not None and k > self.kmax:
+            raise ValueError(f"K = {k} exceeds the IP's K_max = {self.kmax} (its weight buffer)")
+        chunks = chunks_per_token(x != 0, self.simd, self.banks)
+        cap_chunks = self.chunks_max if self.chunks_max is not None else int(chunks.sum())
+        cap_tokens = self.mmax if self.mmax is not None else m
+        if chunks.size and chunks.max() > cap_chunks:
+            raise ValueError(f"one token takes {int(chunks.max())} chunks; the IP's buffer holds {cap_chunks}")
+        blocks, start, used = [], 0, 0
+        for t in range(m):
+            if t > start and (used + chunks[t] > cap_chunks or t - start >= cap_tokens):
+                blocks.append(slice(start, t))
+                start, used = t, 0
+            used += int(chunks[t])
+        blocks.append(slice(start, m))
+        return blocks
+
+    def run_tiled(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
+                  fmt: str) -> np.ndarray:
+        """int8 ``x[M, K]`` in token blocks that fit the IP; returns int8 ``[M, N]``."""
+        x = np.asarray(x)
+        outs = [self.run(prepare_layer(x[blk], w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
+                                       ports=self.ports, fmt=fmt, with_expected=False))
+                for blk in self.token_blocks(x)]
+        return np.concatenate(outs, axis=0)
 
     def _buffer(self, data: np.ndarray):
         data = np.ascontiguousarray(data).reshape(-1)
@@ -95,9 +131,10 @@ class TernaryGemmIP:
 
     def run(self, layer: IPLayer) -> np.ndarray:
         """Run one prepared layer; returns int8 ``[M, N]``. Raises :class:`IPError` on a bad status."""
-        if (layer.pe, layer.simd) != (self.pe, self.simd):
-            raise ValueError(f"layer packed for PE={layer.pe} SIMD={layer.simd}; the IP is PE={self.pe} SIMD={self.simd}")
-        bufs = {"act_pairs": self._buffer(layer.pairs), "tok_nnz": self._buffer(layer.tok_nnz),
+        if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
+            raise ValueError(f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}; "
+                             f"the IP is PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
+        bufs = {"act_pairs": self._buffer(layer.pairs), "tok_chunks": self._buffer(layer.tok_chunks),
                 "weights": self._buffer(layer.weights), "bias": self._buffer(layer.bias)}
         out = self.allocate(shape=(layer.m * layer.n,), dtype=np.int8)
         bufs["out"] = out
@@ -176,13 +213,22 @@ def quantize_act(x: np.ndarray, act_scale: float) -> np.ndarray:
     return np.clip(np.rint(x / act_scale), -127, 127).astype(np.int8)
 
 
-def prepare_linear(p: TernaryLinearParams, x: np.ndarray, *, pe: int, simd: int, fmt: str) -> IPLayer:
-    """Float tokens ``x[T, K]`` -> the IP layer of ``p`` (top-k, int8, bias in acc units, requant)."""
+def linear_operands(p: TernaryLinearParams, x: np.ndarray):
+    """Float tokens ``x[T, K]`` -> ``(x_int8, bias_acc, mult, shift)`` of ``p`` on the IP (top-k, int8,
+    bias in accumulator units, requantisation)."""
     x_int = quantize_act(topk_tokens(np.asarray(x, np.float64), p.sparsity), p.act_scale)
     acc_unit = p.act_scale * p.gamma
     bias = None if p.bias is None else np.rint(np.asarray(p.bias, np.float64) / acc_unit).astype(np.int64)
     mult, shift = quantize_multiplier(acc_unit / p.out_scale)
-    return prepare_layer(x_int, p.codes, bias, mult, shift, pe=pe, simd=simd, fmt=fmt, with_expected=False)
+    return x_int, bias, mult, shift
+
+
+def prepare_linear(p: TernaryLinearParams, x: np.ndarray, *, pe: int, simd: int, fmt: str,
+                   banks: int | None = None, ports: int = 1) -> IPLayer:
+    """Float tokens ``x[T, K]`` -> the IP layer of ``p`` (all tokens in one stream)."""
+    x_int, bias, mult, shift = linear_operands(p, x)
+    return prepare_layer(x_int, p.codes, bias, mult, shift, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt,
+                         with_expected=False)
 
 
 def _layernorm(x, wb, eps):
@@ -238,19 +284,19 @@ class TernaryGemmOverlay:
         headers = sorted(bitfile.parent.glob("x*_hw.h"))
         offsets = offsets_from_hw_header(headers[0].read_text()) if headers else None
         self.ip = TernaryGemmIP(getattr(self.overlay, ip_name), pynq_module.allocate,
-                                pe=point["pe"], simd=point["simd"], offsets=offsets)
+                                pe=point["pe"], simd=point["simd"], banks=point.get("banks"),
+                                ports=point.get("ports", 1), kmax=point.get("kmax"), mmax=point.get("mmax"),
+                                chunks_max=point.get("chunks_max"), offsets=offsets)
 
     def run_layer(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
                   fmt: str | None = None) -> np.ndarray:
         """int8 ``x[M, K]``, ternary ``w[N, K]``, int32 ``bias[N]`` -> int8 ``[M, N]`` from the IP."""
-        layer = prepare_layer(x, w, bias, mult, shift, pe=self.ip.pe, simd=self.ip.simd,
-                              fmt=fmt or self.fmt, with_expected=False)
-        return self.ip.run(layer)
+        return self.ip.run_tiled(x, w, bias, mult, shift, fmt or self.fmt)
 
     def linear(self, p: TernaryLinearParams, x: np.ndarray) -> np.ndarray:
         """Float in, float out: one ternary linear on the IP (int8 output dequantised)."""
-        layer = prepare_linear(p, x, pe=self.ip.pe, simd=self.ip.simd, fmt=self.fmt)
-        return self.ip.run(layer).astype(np.float64) * p.out_scale
+        x_int, bias, mult, shift = linear_operands(p, x)
+        return self.ip.run_tiled(x_int, p.codes, bias, mult, shift, self.fmt).astype(np.float64) * p.out_scale
 
     def run_block(self, x: np.ndarray, block: BlockParams) -> np.ndarray:
         return run_block(x, block, self.linear)

@@ -5,16 +5,19 @@ of ``hls/include/tatvpr_gemm.h``:
 
 * weights: ``N`` rows of packed ternary codes, ``sim.packing`` formats ``ternary2`` (4 per byte)
   and ``ternary1.6`` (5 trits per byte), each row padded to whole bytes;
-* activations, compressed as the simulator's ``act`` skip mode: ``tok_nnz`` (uint16 per token)
-  and ``pairs`` (uint32 words ``value | index << 8``), ``max(1, ceil(nnz / SIMD))`` chunks of
-  ``SIMD`` words per token, the last chunk padded with zero words;
+* activations, bank-scheduled as the simulator's ``act`` skip mode with ``B`` banks
+  (docs/engine.md section 3): ``tok_chunks`` (uint16 per token: ``max(1, max_b ceil(nnz_b / q))``,
+  ``q = SIMD / B``) and ``pairs`` (uint32 words ``value | index << 8``, or 0 for a pad),
+  ``tok_chunks[m]`` chunks of ``SIMD`` slots per token; slot ``s`` only holds channels of bank
+  ``s mod B``;
 * requantisation: ``y = sat8((v * mult + 2**(shift-1)) >> shift)`` with ``v = acc + bias``.
 
-Small example (SIMD = 2, one token, K = 5)::
+Small example (SIMD = 2, B = 2 banks so q = 1, one token, K = 5): channels 1 and 3 are both in
+bank 1, so the token takes two chunks although two lanes could hold both (a bank conflict)::
 
-    >>> nnz, pairs = compress_activations(np.array([[0, 3, 0, -2, 7]], np.int8), simd=2)
-    >>> nnz.tolist(), [hex(p) for p in pairs]
-    ([3], ['0x103', '0x3fe', '0x407', '0x0'])
+    >>> chunks, pairs = schedule_activations(np.array([[0, 3, 0, -2, 0]], np.int8), simd=2, banks=2)
+    >>> chunks.tolist(), [hex(p) for p in pairs]
+    ([2], ['0x0', '0x103', '0x0', '0x3fe'])
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ STATUS_TEXT = {
     1: "bad shape (M, K or N zero or above the IP's compiled maxima)",
     2: "bad weight format register",
     3: "bad packed weight (2-bit code 0b10 or base-3 byte > 242)",
-    4: "bad activation stream (nnz > K, index >= K, or more chunks than the on-chip buffer)",
+    4: "bad activation stream (a pair in another bank's lane, index >= K, a non-minimal chunk count, "
+       "or more chunks than the on-chip buffer)",
     5: "bad requantisation registers (shift outside [1, 62] or negative multiplier)",
 }
 INDEX_BITS_BUS = 16
 MAX_K = 1 << INDEX_BITS_BUS
 MAX_BIAS_ABS = 1 << 30
-LAYER_MAGIC = b"TVPRLYR1"
+LAYER_MAGIC = b"TVPRLYR2"
 RESULT_MAGIC = b"TVPRRES1"
 
 
@@ -56,52 +60,91 @@ class FormatError(ValueError):
 
 
 # --------------------------------------------------------------------------- activations
-def chunks_per_token(tok_nnz: np.ndarray, simd: int) -> np.ndarray:
-    """Chunks (= CHUNK loop iterations = cycles) of each token: ``max(1, ceil(nnz / SIMD))``."""
-    tok_nnz = np.asarray(tok_nnz, dtype=np.int64)
-    return np.maximum(1, -(-tok_nnz // simd))
+def _check_gather(simd: int, banks: int | None, ports: int = 1) -> int:
+    """``B`` (``banks=None`` is ``SIMD``) after checking docs/engine.md section 3's rules."""
+    if not isinstance(simd, (int, np.integer)) or simd < 1:
+        raise FormatError(f"SIMD must be an integer >= 1, got {simd!r}")
+    b = simd if banks is None else banks
+    if not isinstance(b, (int, np.integer)) or b < 1 or simd % b:
+        raise FormatError(f"banks = {banks!r} must be a divisor of SIMD = {simd}")
+    if ports not in (1, 2) or simd % (b * ports):
+        raise FormatError(f"ports = {ports!r} must be 1 or 2 with banks x ports dividing SIMD = {simd}")
+    return int(b)
 
 
-def compress_activations(x: np.ndarray, simd: int) -> tuple[np.ndarray, np.ndarray]:
-    """int8 ``x[M, K]`` -> (``tok_nnz`` uint16 [M], ``pairs`` uint32 [sum chunks * SIMD])."""
+def bank_counts(act_mask: np.ndarray, banks: int) -> np.ndarray:
+    """Nonzero channels of each token in each bank (channel k in bank k mod B): int64 ``[M, B]``."""
+    act_mask = np.asarray(act_mask, dtype=bool)
+    m, k = act_mask.shape
+    pad = -k % banks
+    padded = np.concatenate([act_mask, np.zeros((m, pad), bool)], axis=1)
+    return padded.reshape(m, -1, banks).sum(axis=1, dtype=np.int64)
+
+
+def chunks_per_token(act_mask: np.ndarray, simd: int, banks: int | None = None) -> np.ndarray:
+    """Chunks (= CHUNK loop iterations = cycles) of each token of a bool ``[M, K]`` mask:
+    ``max(1, max_b ceil(nnz_b / q))``, ``q = SIMD / B`` (docs/engine.md section 3)."""
+    b = _check_gather(simd, banks)
+    q = simd // b
+    return np.maximum(1, (-(-bank_counts(act_mask, b) // q)).max(axis=1, initial=0))
+
+
+def schedule_activations(x: np.ndarray, simd: int, banks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """int8 ``x[M, K]`` -> the bank-scheduled stream (``tok_chunks`` uint16 [M], ``pairs`` uint32
+    [sum chunks * SIMD]): bank b's nonzero channels of a token in ascending order, the i-th in
+    chunk ``i // q`` at slot ``(i % q) * B + b``; every other slot a zero pad word."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise FormatError(f"activations must be a 2-D [tokens, channels] array, got shape {x.shape}")
     if x.dtype != np.int8:
         raise FormatError(f"activations must be int8, got {x.dtype}")
-    if simd < 1:
-        raise FormatError(f"SIMD must be >= 1, got {simd}")
+    b = _check_gather(simd, banks)
+    q = simd // b
     m, k = x.shape
     if k > MAX_K:
         raise FormatError(f"K = {k} channels exceeds the {INDEX_BITS_BUS}-bit index of the stream (max {MAX_K})")
     nz = x != 0
-    tok_nnz = nz.sum(axis=1)
-    chunks = chunks_per_token(tok_nnz, simd)
-    slots = chunks * simd
-    start = np.concatenate([[0], np.cumsum(slots)[:-1]])
-    pairs = np.zeros(int(slots.sum()), dtype=np.uint32)
+    chunks = chunks_per_token(nz, simd, b)
+    if chunks.size and chunks.max() > 0xFFFF:
+        raise FormatError(f"a token needs {int(chunks.max())} chunks; the stream's count is 16-bit (max 65535)")
+    start = np.concatenate([[0], np.cumsum(chunks * simd)[:-1]]).astype(np.int64)
+    pairs = np.zeros(int(chunks.sum()) * simd, dtype=np.uint32)
     rows, cols = np.nonzero(nz)  # row-major: ascending channel inside each token
-    rank = np.arange(rows.size) - np.concatenate([[0], np.cumsum(tok_nnz)[:-1]])[rows]
+    bank = cols % b
+    group = rows.astype(np.int64) * b + bank
+    order = np.argsort(group, kind="stable")  # by (token, bank), ascending channel inside
+    g_sorted = group[order]
+    first = np.searchsorted(g_sorted, g_sorted, side="left")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size) - first
+    slot = start[rows] + (rank // q) * simd + (rank % q) * b + bank
     vals = x[rows, cols].astype(np.uint8).astype(np.uint32)
-    pairs[start[rows] + rank] = vals | (cols.astype(np.uint32) << 8)
-    return tok_nnz.astype(np.uint16), pairs
+    pairs[slot] = vals | (cols.astype(np.uint32) << 8)
+    return chunks.astype(np.uint16), pairs
 
 
-def decompress_activations(tok_nnz: np.ndarray, pairs: np.ndarray, k: int, simd: int) -> np.ndarray:
-    """Inverse of :func:`compress_activations`; returns int8 ``[M, K]``."""
-    tok_nnz = np.asarray(tok_nnz, dtype=np.int64)
+def unschedule_activations(tok_chunks: np.ndarray, pairs: np.ndarray, k: int, simd: int,
+                           banks: int | None = None) -> np.ndarray:
+    """Inverse of :func:`schedule_activations` (checking the bank rule); returns int8 ``[M, K]``."""
+    b = _check_gather(simd, banks)
+    tok_chunks = np.asarray(tok_chunks, dtype=np.int64)
     pairs = np.asarray(pairs, dtype=np.uint32)
-    chunks = chunks_per_token(tok_nnz, simd)
-    if pairs.size != int(chunks.sum()) * simd:
-        raise FormatError(f"stream has {pairs.size} pair words; the token counts need {int(chunks.sum()) * simd}")
-    x = np.zeros((tok_nnz.size, k), dtype=np.int8)
-    start = np.concatenate([[0], np.cumsum(chunks * simd)[:-1]])
-    for m, (s, nnz) in enumerate(zip(start, tok_nnz)):
-        words = pairs[s:s + nnz]
-        idx = (words >> 8) & 0xFFFF
-        if np.any(idx >= k):
-            raise FormatError(f"token {m}: channel index {int(idx.max())} >= K = {k}")
-        x[m, idx] = (words & 0xFF).astype(np.uint8).view(np.int8)
+    if pairs.size != int(tok_chunks.sum()) * simd:
+        raise FormatError(f"stream has {pairs.size} pair words; the chunk counts need {int(tok_chunks.sum()) * simd}")
+    x = np.zeros((tok_chunks.size, k), dtype=np.int8)
+    token = np.repeat(np.arange(tok_chunks.size), tok_chunks * simd)
+    lane = np.arange(pairs.size) % simd
+    val = (pairs & 0xFF).astype(np.uint8).view(np.int8)
+    idx = ((pairs >> 8) & 0xFFFF).astype(np.int64)
+    live = val != 0
+    if np.any(idx[live] >= k):
+        raise FormatError(f"channel index {int(idx[live].max())} >= K = {k}")
+    wrong = live & (idx % b != lane % b)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise FormatError(f"word {i}: channel {int(idx[i])} is in bank {int(idx[i]) % b}, "
+                          f"but slot {int(lane[i])} reads bank {int(lane[i]) % b}")
+    x[token[live], idx[live]] = val[live]
     return x
 
 
@@ -167,22 +210,24 @@ class IPLayer:
 
     pe: int
     simd: int
+    banks: int
+    ports: int
     m: int
     k: int
     n: int
     fmt: str
     mult: int
     shift: int
-    tok_nnz: np.ndarray   # uint16 [m]
-    pairs: np.ndarray     # uint32 [sum chunks * simd]
+    tok_chunks: np.ndarray  # uint16 [m]
+    pairs: np.ndarray       # uint32 [sum chunks * simd]
     weights: np.ndarray   # uint8 flat
     bias: np.ndarray      # int32 [n]
     expected: np.ndarray | None = None  # int8 [m, n]
 
     @property
     def chunk_cycles_per_fold(self) -> int:
-        """CHUNK iterations of every fold (``sum_m max(1, ceil(nnz[m] / SIMD))``)."""
-        return int(chunks_per_token(self.tok_nnz, self.simd).sum())
+        """CHUNK iterations of every fold (``sum_m c(m)``, bank conflicts included)."""
+        return int(np.asarray(self.tok_chunks, np.int64).sum())
 
     @property
     def folds(self) -> int:
@@ -190,8 +235,11 @@ class IPLayer:
 
 
 def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
-                  *, pe: int, simd: int, fmt: str = "ternary2", with_expected: bool = True) -> IPLayer:
-    """int8 ``x[M,K]``, ternary ``w[N,K]``, int32 ``bias[N]`` -> an :class:`IPLayer` (+ reference)."""
+                  *, pe: int, simd: int, banks: int | None = None, ports: int = 1, fmt: str = "ternary2",
+                  with_expected: bool = True) -> IPLayer:
+    """int8 ``x[M,K]``, ternary ``w[N,K]``, int32 ``bias[N]`` -> an :class:`IPLayer` (+ reference).
+
+    ``banks`` / ``ports``: the IP's ``compute.gather`` (``banks=None`` is ``SIMD``)."""
     x = np.asarray(x)
     w = np.asarray(w)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
@@ -205,10 +253,12 @@ def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: i
         raise FormatError(f"bias must have shape ({n},), got {b.shape}")
     if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
         raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
-    tok_nnz, pairs = compress_activations(x, simd)
+    nb = _check_gather(simd, banks, ports)
+    tok_chunks, pairs = schedule_activations(x, simd, nb)
     expected = reference_gemm(x, w, b, mult, shift)[0] if with_expected else None
-    return IPLayer(pe=pe, simd=simd, m=m, k=k, n=n, fmt=fmt, mult=int(mult), shift=int(shift),
-                   tok_nnz=tok_nnz, pairs=pairs, weights=pack_weights(w, fmt),
+    return IPLayer(pe=pe, simd=simd, banks=nb, ports=int(ports), m=m, k=k, n=n, fmt=fmt, mult=int(mult),
+                   shift=int(shift),
+                   tok_chunks=tok_chunks, pairs=pairs, weights=pack_weights(w, fmt),
                    bias=b.astype(np.int32), expected=expected)
 
 
@@ -225,10 +275,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def layer_file_bytes(layer: IPLayer) -> bytes:
-    """The ``TVPRLYR1`` file of a layer (layout: ``hls/tb/tb_ternary_gemm.cpp``)."""
-    head = struct.pack("<8s8i", LAYER_MAGIC, layer.pe, layer.simd, layer.m, layer.k, layer.n,
-                       FMT_CODE[layer.fmt], layer.mult, layer.shift)
-    sections = [np.asarray(layer.tok_nnz, "<u2"), np.asarray(layer.pairs, "<u4"),
+    """The ``TVPRLYR2`` file of a layer (layout: ``hls/tb/tb_ternary_gemm.cpp``)."""
+    head = struct.pack("<8s10i", LAYER_MAGIC, layer.pe, layer.simd, layer.banks, layer.ports, layer.m, layer.k,
+                       layer.n, FMT_CODE[layer.fmt], layer.mult, layer.shift)
+    sections = [np.asarray(layer.tok_chunks, "<u2"), np.asarray(layer.pairs, "<u4"),
                 np.asarray(layer.weights, np.uint8), np.asarray(layer.bias, "<i4"),
                 np.zeros(0, np.int8) if layer.expected is None else np.asarray(layer.expected, np.int8)]
     body = b"".join(struct.pack("<I", a.nbytes) + a.tobytes() for a in sections)

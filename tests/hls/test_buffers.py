@@ -1,0 +1,154 @@
+"""Every array the HLS kernel declares, for a design point, is one of the simulator's buffers
+(sim.buffers.plan_buffers: docs/engine.md section 6) with the same bits, memories, word width,
+depth and ports; everything else it declares is a fully partitioned datapath register.
+
+The kernel side is computed from the kernel source itself: the C preprocessor applies the -D
+values the flow passes for the arch (its #if branches included), and the declarations, typedefs,
+constants and ARRAY_PARTITION / ARRAY_RESHAPE / BIND_STORAGE pragmas are read from its output.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+
+import pytest
+
+from tatvpr_hw.hlsflow.board import design_point_from_arch, kernel_params
+from tatvpr_hw.hlsflow.csim import compiler
+from tatvpr_hw.hlsflow.paths import hls_dir
+
+# kernel array -> simulator buffer (the IP is the ternary array only: no int8 unit, so no
+# int8_weights; act mode, so no act_gather)
+BUFFER_OF = {"wbuf0": "weights", "wbuf1": "weights", "abuf": "activations", "obuf": "outputs"}
+REGISTERS = {"acc", "fold_bias", "cnt"}   # accumulators, the fold's bias, the stream check's bank counters
+NOT_BUILT = {"int8_weights"}
+RAM_TYPE = {1: "ram_1p", 2: "ram_2p"}
+
+_DECL = re.compile(r"^\s*(static\s+)?([A-Za-z_][\w:]*(?:<[^;>]*>)?)\s+([A-Za-z_]\w*)((?:\[[^\]]+\])+)\s*;", re.M)
+_CONST = re.compile(r"^const int (\w+) = ([^;]+);", re.M)
+_TYPEDEF = re.compile(r"^typedef (ap_u?int)<([^>]+)> (\w+);", re.M)
+_PRAGMA = re.compile(r"#pragma HLS (ARRAY_PARTITION|ARRAY_RESHAPE|BIND_STORAGE) variable = (\w+) type = (\w+)"
+                     r"(?: dim = (\d+))?")
+_BITS = {"int8_t": 8, "int32_t": 32, "uint8_t": 8, "uint16_t": 16, "uint32_t": 32, "int": 32}
+
+
+def _eval(expr: str, env: dict) -> int:
+    """A C integer constant expression of the header (+ - * / % << and clog2)."""
+    py = re.sub(r"(?<![/])/(?![/])", "//", expr)
+    return int(eval(py, {"__builtins__": {}}, {**env, "clog2": lambda x: (x - 1).bit_length() if x > 1 else 0}))
+
+
+def preprocess(defines: list[str], tmp_path, source=None) -> str:
+    stub = tmp_path / "stub"
+    stub.mkdir(exist_ok=True)
+    for name in ("ap_int.h", "stdint.h"):    # keep only the kernel's own code in the output
+        (stub / name).write_text("")
+    root = hls_dir()
+    return subprocess.run([compiler(), "-E", "-P", "-x", "c++", *defines, f"-I{stub}", f"-I{root / 'include'}",
+                           str(source or root / "src" / "tatvpr_gemm.cpp")],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def kernel_arrays(defines: list[str], tmp_path, source=None) -> dict[str, dict]:
+    """Every array the kernel declares: bits, memories, word width, depth, storage type."""
+    text = preprocess(defines, tmp_path, source)
+    env: dict[str, int] = {}
+    for name, expr in _CONST.findall(text):
+        env[name] = _eval(expr, env)
+    bits_of = dict(_BITS)
+    for kind, width, name in _TYPEDEF.findall(text):
+        bits_of[name] = _eval(width, env)
+    pragmas: dict[str, list[tuple[str, str, int | None]]] = {}
+    for what, var, typ, dim in _PRAGMA.findall(text):
+        pragmas.setdefault(var, []).append((what, typ, int(dim) if dim else None))
+    arrays = {}
+    for static, typ, name, dims in _DECL.findall(text):
+        shape = [_eval(d, env) for d in re.findall(r"\[([^\]]+)\]", dims)]
+        elem = bits_of[typ] if typ in bits_of else _eval(re.fullmatch(r"ap_u?int<(.+)>", typ).group(1), env)
+        memories, word, depth, complete = 1, elem, 1, False
+        prag = pragmas.get(name, [])
+        for i, n in enumerate(shape, start=1):
+            kinds = {w for w, t, d in prag if d == i and t == "complete"}
+            if "ARRAY_PARTITION" in kinds:
+                memories *= n
+            elif "ARRAY_RESHAPE" in kinds:
+                word *= n
+            else:
+                depth *= n
+        if any(w == "ARRAY_PARTITION" and t == "complete" and d is None for w, t, d in prag):
+            memories, word, depth, complete = math.prod(shape), elem, 1, True
+        storage = [t for w, t, d in prag if w == "BIND_STORAGE"]
+        assert name not in arrays, f"two arrays named {name}"
+        arrays[name] = {"static": bool(static), "bits": math.prod(shape) * elem, "memories": memories,
+                        "width_bits": word, "depth": depth, "registers": complete,
+                        "storage": storage[0] if storage else None}
+    return arrays
+
+
+def _arch(overrides):
+    from sim.arch import load_arch, with_overrides
+
+    name, ov = overrides
+    arch = load_arch(name)
+    return with_overrides(arch, ov) if ov else arch
+
+
+POINTS = [
+    ("kv260", {}),
+    ("zcu104", {}),
+    ("pynq_z2", {}),
+    # the demo DSE's best point: PE 32 x SIMD 64 at 300 MHz
+    ("kv260", {"compute.simd": 64, "clock_mhz": 300}),
+    # B = 8 banks x P = 2 ports: R = 32 / 16 = 2 replicas per bank
+    ("kv260", {"compute.gather.banks": 8, "compute.gather.ports": 2}),
+    # B = 4, P = 1: R = 4; one weight half
+    ("kv260", {"compute.pe": 8, "compute.simd": 16, "compute.gather.banks": 4, "double_buffering": False}),
+]
+
+
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: f"{p[0]}{''.join(f'-{k}={v}' for k, v in p[1].items())}")
+def test_kernel_arrays_are_the_simulators_buffers(point, tmp_path):
+    from sim.buffers import plan_buffers
+
+    arch = _arch(point)
+    kp = kernel_params(design_point_from_arch(arch, "test"))
+    arrays = kernel_arrays(kp.defines(), tmp_path)
+    # no array outside the known ones: a hidden replica or table would show up here
+    assert set(arrays) == set(BUFFER_OF) - ({"wbuf1"} if kp.halves == 1 else set()) | REGISTERS
+    for name in REGISTERS:
+        assert arrays[name]["registers"] and not arrays[name]["static"], name
+    plan = {e["name"]: e for e in plan_buffers(arch)}
+    assert set(plan) - set(BUFFER_OF.values()) == NOT_BUILT
+    for buf in ("weights", "activations", "outputs"):
+        mine = [a for n, a in arrays.items() if BUFFER_OF.get(n) == buf]
+        want = plan[buf]
+        assert all(a["static"] and not a["registers"] for a in mine), buf
+        assert sum(a["bits"] for a in mine) == want["bits"], buf
+        assert sum(a["memories"] for a in mine) == want["memories"], buf
+        assert {(a["width_bits"], a["depth"]) for a in mine} == {(want["width_bits"], want["depth"])}, buf
+        assert {a["storage"] for a in mine} == {RAM_TYPE[want["ports"]]}, buf
+    w = plan["weights"]
+    assert (w["halves"], w["replicas"], w["banks"]) == (kp.halves, kp.replicas, kp.banks)
+    assert w["memories"] == kp.halves * kp.replicas * kp.banks
+
+
+def test_the_parser_sees_a_planted_extra_copy(tmp_path):
+    """The check can fail: the version-1 buffer (one weight copy per SIMD lane) has SIMD times the
+    bits and memories of the banked one."""
+    kp = kernel_params(design_point_from_arch(_arch(("kv260", {})), "test"))
+    src = tmp_path / "src.cpp"
+    text = (hls_dir() / "src" / "tatvpr_gemm.cpp").read_text()
+    text = text.replace("static code_t wbuf0[REPLICAS][BANKS][WDEPTH][PE];",
+                        "static code_t wbuf0[SIMD][REPLICAS][BANKS][WDEPTH][PE];")
+    src.write_text(text.replace("variable = wbuf0 type = complete dim = 1", "variable = wbuf0 type = complete dim = 3")
+                   .replace("variable = wbuf0 type = complete dim = 2\n",
+                            "variable = wbuf0 type = complete dim = 2\n#pragma HLS ARRAY_PARTITION variable = "
+                            "wbuf0 type = complete dim = 1\n")
+                   .replace("variable = wbuf0 type = complete dim = 4", "variable = wbuf0 type = complete dim = 5"))
+    arrays = kernel_arrays(kp.defines(), tmp_path, src)
+    good = kernel_arrays(kp.defines(), tmp_path)
+    assert arrays["wbuf0"]["bits"] == kp.simd * good["wbuf0"]["bits"]
+    assert arrays["wbuf0"]["memories"] == kp.simd * good["wbuf0"]["memories"]
+    assert arrays["wbuf0"]["width_bits"] == 2 * kp.pe and good["wbuf0"]["depth"] == kp.kmax // kp.banks
