@@ -11,7 +11,8 @@ A sweep file (YAML, validated; unknown keys are named) says which hardware knobs
       clock_mhz: [200, 300]
       weight_format: [ternary2, ternary1.6]
       skip_mode: [none, act, both]
-      buffers.act_kb: [256, 512]
+      buffers.activations_kb: [256, 512]
+      compute.gather.banks: [8, 16]   # banks x ports must divide every simd of the sweep
     sampling: {mode: grid}      # or {mode: random, n: 200, seed: 0}
     select: {metric: edp}       # best point: edp | latency_ms | energy_mj; optional sparsity: s
 
@@ -28,6 +29,12 @@ Outputs in the sweep folder:
 ``pareto.png``        latency vs energy per query, Pareto points marked, per sparsity.
 ``best_point.json``   the chosen design (read by the FINN / bitstream exporters, ``--dse-point``).
 ``sweep.json``        the resolved sweep (arch path, overrides per axis, traces) and a summary.
+
+A point that does not fit the board (sim.resources: any class over ``max_utilisation``) has
+``fits`` False and its ``misfit`` column names the class and the buffers using most of it, e.g.
+``uram: 60 of 64; largest: activations 36 (uram), outputs 24 (uram)``; it is plotted grey and is
+never on the Pareto front or the best point. A point the simulator refuses (e.g. a layer wider
+than the weight buffer's K_max, banks x ports not dividing simd) has its message in ``error``.
 
 Pareto front: among the points that fit the board, per trace (sparsity level: the workloads of
 two traces differ in accuracy, so they are not compared with each other), the points that no
@@ -322,6 +329,8 @@ def point_metrics(result: dict) -> dict:
     if fits is None:
         fits = all(v <= 1.0 for v in util.values())
     out["fits"] = bool(fits)
+    why = res.get("why") if isinstance(res, dict) else None
+    out["misfit"] = "; ".join(why) if why else ("" if fits else "over the board (no reason given)")
     out["resource_frac"] = max(util.values()) if util else float("nan")
     out["resource_mean"] = sum(util.values()) / len(util) if util else float("nan")
     for k, v in sorted(util.items()):
@@ -386,26 +395,43 @@ def _eval_chunk(evaluator: str, arch_path: str, chunk: list[dict],
         try:
             row.update(point_metrics(fn(arch_path, job["overrides"], trace)), error="")
         except SimInputError as err:  # an invalid combination of knobs: a failed point, not a crash
-            row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, error=str(err))
+            row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, misfit="", error=str(err))
         row["sim_s"] = time.perf_counter() - t0
         rows.append(row)
     return rows
 
 
-def check_axes(spec: SweepSpec) -> None:
-    """Apply every axis value alone to the base arch, so a bad value fails before the sweep."""
+def check_axes(spec: SweepSpec, max_tries: int = 512) -> None:
+    """Apply every axis value to the base arch, so a bad value fails before the sweep.
+
+    A value is tried alone, then (if alone it is invalid) together with the other axes' values
+    (up to ``max_tries`` combinations): a value valid only with another axis's value (ports 2
+    with banks 16, a bank count that divides some simd of the sweep) is kept; a combination that
+    is invalid becomes a failed row of the table (column ``error``), not a crash.
+    """
     from sim.arch import load_arch, with_overrides
 
     base = load_arch(spec.arch_path)
     if spec.board is not None:
         base = with_overrides(base, {AXIS_ALIASES["board"]: spec.board})
     for name, values in spec.axes.items():
+        others = [a for a in spec.axes if a != name]
         for v in values:
             try:
                 with_overrides(base, {spec.paths[name]: v})
+                continue
             except SimInputError as err:
+                first = err
+            combos = itertools.islice(itertools.product(*(spec.axes[a] for a in others)), max_tries)
+            for combo in combos:
+                try:
+                    with_overrides(base, {spec.paths[name]: v, **{spec.paths[a]: c for a, c in zip(others, combo)}})
+                    break
+                except SimInputError:
+                    continue
+            else:
                 raise SimInputError(f"{spec.source}: axes.{name} value {v!r} is not a valid "
-                                    f"{spec.paths[name]} of {spec.arch_path.name}: {err}") from None
+                                    f"{spec.paths[name]} of {spec.arch_path.name}: {first}") from None
 
 
 # ------------------------------------------------------------------------------ persistence
@@ -662,6 +688,8 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
             costs = fit[list(PARETO_OBJECTIVES)].to_numpy(dtype=np.float64)
             df.loc[fit.index[pareto_mask(costs)], "pareto"] = True
     df = df.drop(columns=["sim_s"], errors="ignore")
+    if "misfit" in df.columns:
+        df["misfit"] = df["misfit"].fillna("")
     if "error" in df.columns:
         df["error"] = df["error"].fillna("")
         failed = df[df["error"] != ""]

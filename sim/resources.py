@@ -50,10 +50,14 @@ def datapath_resources(arch) -> dict[str, float]:
     return {"lut": lut, "ff": ff, "dsp": dsp}
 
 
+def _num(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"
+
+
 def _why(cls: str, used: dict, avail: dict, datapath: dict, buffers: list[dict]) -> str:
     """One line naming what uses the most of an over class: its largest buffers (and the datapath)."""
     users = sorted((b for b in buffers if b.get(cls, 0) > 0), key=lambda b: -b[cls])
-    parts = [f"{b['name']} {b[cls]:,.4g} ({b['block_type']})" for b in users[:2]]
+    parts = [f"{b['name']} {_num(b[cls])} ({b['blocks']:,} {b['block_type']})" for b in users[:2]]
     if datapath.get(cls):
         parts.append(f"datapath {math.ceil(datapath[cls]):,}")
     cap = avail[cls]

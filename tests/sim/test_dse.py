@@ -282,3 +282,67 @@ def test_bad_axis_value_fails_before_the_sweep_and_bad_combinations_are_rows(tmp
     t = res.table.set_index("pe")
     assert t.loc[8, "error"] == "" and t.loc[-1, "error"] and not t.loc[-1, "fits"]
     assert res.best["pe"] == 8
+
+
+def test_misfit_row_names_class_and_buffer(tmp_path, traces):
+    """Real simulator: PE 32 x SIMD 64 in `weight` mode does not fit the KV260 (by hand: 64
+    weight-stream memories of 64 x (2 + 12) = 896 bits x 64 words = 57,344 LUTRAM LUTs + 4,096
+    token-copy memories of 8 bits x 64 = 32,768 LUTs + the 48,904-LUT datapath > 80 % of 117,120);
+    `act` fits. The row says which class and which buffers."""
+    sweep = _sweep(tmp_path, """
+        arch: kv260
+        board: kv260
+        axes: {pe: [32], simd: [64], skip_mode: [act, weight]}
+        """)
+    res = dse.run_sweep(dse.load_sweep(sweep), traces[:1], tmp_path / "o", workers=1, progress=False)
+    t = res.table.set_index("skip_mode")
+    assert bool(t.loc["act", "fits"]) and t.loc["act", "misfit"] == ""
+    assert not bool(t.loc["weight", "fits"]) and not bool(t.loc["weight", "pareto"])
+    why = t.loc["weight", "misfit"]
+    assert why.startswith("lut: 139,017 of 117,120") and "weights" in why and "act_gather" in why
+    assert res.best["skip_mode"] == "act"
+    saved = pd.read_csv(tmp_path / "o" / "results.csv").set_index("skip_mode")
+    assert saved.loc["weight", "misfit"] == why
+
+
+def test_gather_axes_sweep_dotted_keys(tmp_path, traces):
+    """compute.gather.banks / ports are dotted axes; ports 2 alone is invalid on the base arch
+    (banks = simd = 32: 32 x 2 does not divide 32) but valid with banks 16, so the sweep runs."""
+    spec = dse.load_sweep(REPO / "sim" / "sweeps" / "kv260_gather.yaml")
+    assert spec.paths["compute.gather.banks"] == "compute.gather.banks"
+    dse.check_axes(spec)
+    bad = dse.load_sweep(_sweep(tmp_path, """
+        arch: kv260
+        axes: {simd: [32], compute.gather.banks: [32], compute.gather.ports: [1, 2]}
+        """))
+    with pytest.raises(SimInputError, match="axes.compute.gather.ports value 2"):
+        dse.check_axes(bad)
+    small = dse.load_sweep(_sweep(tmp_path, """
+        arch: kv260
+        axes: {simd: [32], compute.gather.banks: [8, 16], compute.gather.ports: [1, 2]}
+        """))
+    res = dse.run_sweep(small, traces[:1], tmp_path / "g", workers=1, progress=False)
+    t = res.table
+    assert len(t) == 4 and (t["error"] == "").all()
+    # banks 8, ports 1: R = 4 replicas of the weight banks; banks 16 ports 2: R = 1
+    assert t["compute.gather.banks"].tolist() == [8, 8, 16, 16]
+
+
+def test_demo_sweep_best_point_fits_under_80_percent(tmp_path):
+    """The demo's sweep (sim/sweeps/kv260_small.yaml) on a tiny-student-shaped trace: its best
+    point fits the KV260 at <= 80 % of every class under the buffer model."""
+    from sim.arch import load_arch, with_overrides
+    from sim.resources import estimate_resources
+
+    p = tmp_path / "trace_s0.4.npz"
+    write_trace(p, synthetic_vit_trace(depth=1, dim=192, tokens=50, heads=3, sparsity=0.4, seed=0))
+    spec = dse.load_sweep(REPO / "sim" / "sweeps" / "kv260_small.yaml")
+    res = dse.run_sweep(spec, [p], tmp_path / "o", workers=1, progress=False)
+    best = res.best
+    arch = with_overrides(load_arch("kv260"), best["overrides"])
+    r = estimate_resources(arch)
+    assert r["fits"] and all(u <= 0.8 for u in r["utilisation"].values()), r["utilisation"]
+    t = res.table
+    # every rejected point says why (a class over 80 %) or was refused by the simulator
+    rejected = t[~t["fits"].astype(bool)]
+    assert ((rejected["misfit"] != "") | (rejected["error"] != "")).all()
