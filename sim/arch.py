@@ -30,8 +30,8 @@ Fields, with units (see docs/simulator.md for what each changes):
   ``cycles_per_element`` per kind, or ``mode: host`` (the CPU does it) with
   ``host_ns_per_element`` per kind, ``host_call_overhead_us`` per op and ``host_pj_per_element``.
 - ``buffers``: on-chip ``weights_kb`` (both halves when double-buffering), ``activations_kb``,
-  ``outputs_kb`` (KiB = 1024 bytes); port widths in bits (null = the width that feeds the
-  array one chunk per cycle); ``*_memory`` ``bram|uram``.
+  ``outputs_kb`` (KiB = 1024 bytes); ``*_memory`` ``bram|uram`` (URAM preferred where the
+  board has it); word widths follow docs/engine.md section 6 (sim.buffers), not a key.
 - ``dram``: ``bandwidth_gb_per_s`` (null = the board's peak; 1 GB = 1e9 bytes) times
   ``efficiency`` (fraction of peak sustained by the DMA); ``latency_ns`` paid once per
   ternary layer before its first weight transfer.
@@ -188,9 +188,6 @@ class BufferSpec(_Strict):
     weights_kb: float = Field(256.0, gt=0, le=1e6, description="KiB, both halves when double-buffering")
     activations_kb: float = Field(512.0, gt=0, le=1e6)
     outputs_kb: float = Field(512.0, gt=0, le=1e6)
-    weight_port_bits: int | None = Field(None, ge=8, le=1 << 20)
-    activation_port_bits: int | None = Field(None, ge=8, le=1 << 20)
-    output_port_bits: int | None = Field(None, ge=8, le=1 << 20)
     weights_memory: Literal["bram", "uram"] = "bram"
     activations_memory: Literal["bram", "uram"] = "uram"
     outputs_memory: Literal["bram", "uram"] = "uram"
