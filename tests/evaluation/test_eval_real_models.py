@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -49,14 +50,33 @@ def checkpoints(tmp_path_factory):
             "teacher_sd": {k: v.clone() for k, v in teacher.state_dict().items()}}
 
 
-def test_eval_command(checkpoints, capsys):
+@pytest.fixture(scope="module")
+def evaluated(checkpoints):
+    """`tatvpr eval` once for the module: (run folder, printed text)."""
+    import contextlib
+    import io
+
     out = checkpoints["tmp"] / "run"
-    assert main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["student"]),
-                 "--out", str(out), "--sparsity", "0,0.5"]) == 0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["eval", "--config", str(checkpoints["cfg"]), "--checkpoint", str(checkpoints["student"]),
+                   "--out", str(out), "--sparsity", "0,0.5"])
+    assert rc == 0
+    return out, buf.getvalue()
+
+
+def _student_records(out):
+    return {(r["granularity"], r["sparsity"]): r
+            for r in json.loads((out / "metrics.json").read_text()) if r["model"] == "student"}
+
+
+def test_eval_command(evaluated):
+    out, printed = evaluated
     recs = json.loads((out / "metrics.json").read_text())
-    by = {(r["model"], r["sparsity"]): r for r in recs}
-    assert set(by) == {("teacher", 0.0), ("teacher_fp16", 0.0), ("teacher_int8", 0.0),
-                       ("student", 0.0), ("student", 0.5)}
+    assert [(r["model"], r["granularity"], r["sparsity"]) for r in recs] == [
+        ("teacher", None, 0.0), ("teacher_fp16", None, 0.0), ("teacher_int8", None, 0.0),
+        *[("student", g, s) for g in ("token", "bank", "tensor") for s in (0.0, 0.5)]]
+    by = {(r["model"], r["sparsity"]): r for r in recs if r["granularity"] in (None, "token")}
     # memory: fp32 > fp16 > int8 > ternary; operations fall with sparsity
     mem = [by[k]["memory_mb"] for k in (("teacher", 0.0), ("teacher_fp16", 0.0), ("teacher_int8", 0.0),
                                         ("student", 0.0))]
@@ -65,7 +85,52 @@ def test_eval_command(checkpoints, capsys):
     assert by[("teacher_fp16", 0.0)]["gmacs"] == by[("teacher", 0.0)]["gmacs"]
     html = (out / "index.html").read_text()
     assert "fig2a_recall_vs_gops.png" in html and "teacher_int8" in html
-    assert "R@1" in capsys.readouterr().out
+    assert "fig_recall_vs_sim_latency.png" in html and (out / "fig_recall_vs_sim_latency.png").is_file()
+    assert "R@1" in printed
+    # every student record is simulated: finite, positive; s = 0 is one model for all granularities
+    st = {(r["granularity"], r["sparsity"]): r for r in recs if r["model"] == "student"}
+    for r in st.values():
+        for k in ("sim_latency_ms", "sim_energy_mj", "sim_cycles", "sim_ternary_cycles", "sim_compute_cycles"):
+            assert math.isfinite(r[k]) and r[k] > 0, (r["granularity"], r["sparsity"], k)
+        assert r["sim_compute_cycles"] <= r["sim_ternary_cycles"] <= r["sim_cycles"]
+    assert len({st[(g, 0.0)]["sim_cycles"] for g in ("token", "bank", "tensor")}) == 1
+    # skipping zeros saves array cycles at s = 0.5 in every granularity
+    for g in ("token", "bank", "tensor"):
+        assert st[(g, 0.5)]["sim_compute_cycles"] < st[(g, 0.0)]["sim_compute_cycles"]
+
+
+@pytest.mark.parametrize("granularity", ["token", "bank"])
+def test_eval_sim_equals_an_independent_trace_and_simulation(checkpoints, evaluated, granularity, tmp_path):
+    """The record's simulation = `tatvpr trace` (the model built with that granularity from the
+    config) on the first query, then sim.simulate on the default arch."""
+    from sim.arch import load_arch
+    from sim.simulator import simulate
+    from sim.trace import read_trace
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.tracing import trace_model
+
+    raw = config_to_dict(load_config(checkpoints["cfg"]))
+    raw["model"]["sparsity"]["granularity"] = granularity
+    cfg = parse_config(raw)
+    [path] = trace_model(cfg, checkpoint=checkpoints["student"], sparsity=0.5, out=tmp_path / "t.npz")
+    trace = read_trace(path)
+    # the trace's masks follow the granularity: at most kept_count per bank group (bank) / token
+    from brevitas_models.sparsity import bank_group_sizes, kept_count
+    from sim.trace import TernaryLinearOp
+
+    banks = cfg.model.sparsity.banks
+    for op in (o for o in trace.ops if isinstance(o, TernaryLinearOp)):
+        mask = op.act_mask.astype(bool)
+        if granularity == "bank":
+            for b, size in enumerate(bank_group_sizes(op.k, banks)):
+                assert mask[:, b::banks].sum(1).max() <= kept_count(size, 0.5), (op.name, b)
+        else:
+            assert mask.sum(1).max() <= kept_count(op.k, 0.5), op.name
+    res = simulate(load_arch(), trace)
+    rec = _student_records(evaluated[0])[(granularity, 0.5)]
+    assert rec["sim_cycles"] == res.summary["cycles"]
+    assert rec["sim_latency_ms"] == pytest.approx(res.summary["latency_ms"], rel=1e-5)
+    assert rec["sim_energy_mj"] == pytest.approx(res.summary["energy_mj"], rel=1e-5)
 
 
 def test_load_models_finds_teacher_and_loads_weights(checkpoints):
@@ -105,7 +170,10 @@ def test_flow_steps(checkpoints):
     data = flow_step_data(ctx)
     assert data["query_images"] == 8 and data["chance_recall@1"] == 12.5
     ev = flow_step_eval(ctx)
-    assert ev["checkpoint"] == str(checkpoints["student"]) and set(ev["student_recall@1"]) == {"0.0", "0.4"}
+    assert ev["checkpoint"] == str(checkpoints["student"])
+    assert set(ev["student_recall@1"]) == {"token", "bank", "tensor"}
+    assert all(set(v) == {"0.0", "0.4"} for v in ev["student_recall@1"].values())
+    assert ev["trained_granularity"] == "token"
     assert ev["target"] is not None and isinstance(ev["target"]["met"], bool)
     assert flow_step_report(ctx)["index"].endswith("index.html")
     # the steps fit the lead's runner
