@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -39,7 +39,10 @@ def _gather(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(x=arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 40))), gather=_gather())
+@given(x=arrays(np.int8, st.tuples(st.integers(1, 6), st.integers(1, 40)),
+                elements=st.sampled_from([0, 0, 0, 1, -3, 7, 127, -128]), fill=st.nothing()),
+       gather=_gather())
+@example(x=np.array([[1, 0, 1, 0, 1, 0, 1]], np.int8), gather=(4, 2))    # 4 in bank 0 of 2 lanes
 def test_schedule_layout_round_trip_and_cycles(x, gather):
     from sim.engine import token_cycles
 
