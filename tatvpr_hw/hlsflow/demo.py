@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 DEMO_LAYER = "backbone.blocks.0.mlp.fc1"
 DEMO_SPARSITIES = (0.0, 0.4, 0.6)
 DEMO_FORMATS = ("ternary2", "ternary1.6")
+# top-k granularities run per sparsity > 0: "bank" keeps kept_count(K / B, s) channels in each of
+# the IP's B banks (docs/engine.md section 3), so its conflict cycles should all but vanish
+DEMO_GRANULARITIES = ("token", "bank")
 
 
 def _sim_cycles(layer) -> tuple[list[int], list[int]]:
@@ -44,7 +47,7 @@ def _record(layer, res, info: dict[str, Any]) -> dict[str, Any]:
     got = [int(c) for c in res.chunk_cycles]
     rec = {k: info[k] for k in ("name", "m", "k", "n", "fmt", "act_density") if k in info}
     rec.update({
-        "sparsity": info.get("sparsity"), "status": int(res.status), "mismatches": int(res.mismatches),
+        "sparsity": info.get("sparsity"), "granularity": info.get("granularity"), "status": int(res.status), "mismatches": int(res.mismatches),
         "bit_exact": bool(res.status == 0 and res.mismatches == 0),
         "folds": len(got), "chunk_cycles_per_fold": got[0] if got else 0,
         "chunk_cycles_total": int(sum(got)),
@@ -125,12 +128,24 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
     if fresh:  # an untrained student: set its int8 input ranges from this forward pass
         calibrate_input_scales(model, [images])
 
+    from brevitas_models.sparsity import sparsity_modules
+
+    tops = sparsity_modules(model)
+    saved = [(m.granularity, m.banks) for m in tops]
     runs: list[tuple[Any, dict]] = []
-    for s in sparsities:
-        for fmt in DEMO_FORMATS:
-            ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt,
-                                            names=[layer_name])
-            runs.append((layer, info))
+    try:
+        for s in sparsities:
+            for granularity in DEMO_GRANULARITIES if s > 0 else DEMO_GRANULARITIES[:1]:
+                for m in tops:
+                    m.granularity, m.banks = granularity, banks
+                # the bank granularity in one weight format: the stream does not depend on it
+                for fmt in DEMO_FORMATS if granularity == "token" else DEMO_FORMATS[:1]:
+                    ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, banks=banks, ports=ports,
+                                                    fmt=fmt, names=[layer_name])
+                    runs.append((layer, {**info, "granularity": granularity}))
+    finally:
+        for m, (g, b) in zip(tops, saved):
+            m.granularity, m.banks = g, b
     trace_runs: list[tuple[Any, dict]] = []
     if trace_path:
         from sim.trace import read_trace

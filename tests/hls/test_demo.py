@@ -28,8 +28,9 @@ def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):
     assert data == json.loads(json.dumps(summary))
     assert data["bit_exact"] is True and data["cycles_match"] is True
     assert "finetune" in data["source"]
-    assert [(r["sparsity"], r["fmt"]) for r in data["layers"]] == [
-        (0.0, "ternary2"), (0.0, "ternary1.6"), (0.5, "ternary2"), (0.5, "ternary1.6")]
+    assert [(r["sparsity"], r["granularity"], r["fmt"]) for r in data["layers"]] == [
+        (0.0, "token", "ternary2"), (0.0, "token", "ternary1.6"), (0.5, "token", "ternary2"),
+        (0.5, "token", "ternary1.6"), (0.5, "bank", "ternary2")]
     dense, sparse = data["layers"][0], data["layers"][2]
     assert sparse["chunk_cycles_total"] < dense["chunk_cycles_total"]
     # KV260's default arch: B = SIMD = 32 banks, one lane each; at s = 0.5 an unstructured top-k
@@ -37,6 +38,10 @@ def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):
     # SIMD ports), counted by the simulator and run by the C-sim (cycles_match above)
     assert (data["banks"], data["ports"]) == (32, 1)
     assert sparse["conflict_cycles_total"] > 0 and dense["conflict_cycles_total"] >= 0
+    # the same layer with bank-granularity top-k (groups = the IP's 32 banks): balanced banks
+    bank = data["layers"][4]
+    assert bank["conflict_cycles_total"] < sparse["conflict_cycles_total"]
+    assert bank["chunk_cycles_total"] < sparse["chunk_cycles_total"]
     assert len(data["trace_layers"]) == 4 and all(r["bit_exact"] for r in data["trace_layers"])
     bp = data["board_project"]
     assert bp["board"] == "kv260" and bp["sample_bit_exact"] is True
