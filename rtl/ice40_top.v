@@ -1,14 +1,17 @@
 // iCE40 UltraPlus wrapper of ternary_tile for the open-source bitstream: a few pins only, so
-// chunks and weights are shifted in serially and results shifted out serially.
+// tokens and weight words are shifted in serially and results shifted out serially.
 //   sdi/sld : serial data in, shifted (LSB first) while sld = 1
-//   go      : present the shift register as one chunk {first, last, lane_ok, idx, act}
-//   wr      : write one weight code from the shift register {addr, code}
+//   go      : present the shift register's low 8*K bits as one dense token (tok_valid)
+//   wr      : write one weight word from the shift register {chan, word} (half 0)
 //   sdo     : serial result out (the PE accumulators captured at out_valid, LSB first)
 //   done    : a token finished (out_valid seen)
+//   rdy     : the tile takes a token this cycle (tok_ready)
 module ice40_top #(
     parameter integer PE = 4,
     parameter integer SIMD = 4,
-    parameter integer K = 16
+    parameter integer K = 16,
+    parameter integer B = SIMD,
+    parameter integer P = 1
 ) (
     input  wire clk,
     input  wire rst,
@@ -17,27 +20,24 @@ module ice40_top #(
     input  wire go,
     input  wire wr,
     output wire sdo,
+    output wire rdy,
     output reg  done
 );
-    localparam integer IW = (K <= 2) ? 1 : $clog2(K);
-    localparam integer AW = $clog2(PE*K);
-    localparam integer CWID = 2 + SIMD + IW*SIMD + 8*SIMD;
-    localparam integer SW = (CWID > AW + 2) ? CWID : AW + 2;
+    localparam integer KW = (K <= 2) ? 1 : $clog2(K);
+    localparam integer WW = KW + 2 * PE;
+    localparam integer SW = (8 * K > WW) ? 8 * K : WW;
 
     reg [SW-1:0] sh;
     always @(posedge clk) if (sld) sh <= {sdi, sh[SW-1:1]};
 
-    wire out_valid;
+    wire out_valid, ch_valid;
     wire [32*PE-1:0] out_acc;
-    ternary_tile #(.PE(PE), .SIMD(SIMD), .K(K)) tile (
+    ternary_tile #(.PE(PE), .SIMD(SIMD), .K(K), .B(B), .P(P), .H(1)) tile (
         .clk(clk), .rst(rst),
-        .w_we(wr), .w_addr(sh[AW+1:2]), .w_code(sh[1:0]),
-        .in_valid(go),
-        .in_first(sh[CWID-1]), .in_last(sh[CWID-2]),
-        .in_lane_ok(sh[CWID-3 -: SIMD]),
-        .in_idx(sh[IW*SIMD+8*SIMD-1 -: IW*SIMD]),
-        .in_act(sh[8*SIMD-1:0]),
-        .out_valid(out_valid), .out_acc(out_acc));
+        .w_we(wr), .w_half(1'b0), .w_chan(sh[WW-1:2*PE]), .w_word(sh[2*PE-1:0]),
+        .rd_half(1'b0),
+        .tok_valid(go), .tok_act(sh[8*K-1:0]), .tok_ready(rdy),
+        .ch_valid(ch_valid), .out_valid(out_valid), .out_acc(out_acc));
 
     reg [32*PE-1:0] res;
     always @(posedge clk) begin

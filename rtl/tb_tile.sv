@@ -1,70 +1,92 @@
-// Testbench (for Verilator) of ternary_tile: loads weights and a chunk stream from hex files that
-// tatvpr_hw/rtl.py writes, streams the chunks back to back, and prints every finished token's
-// accumulators and the fold's cycle count (first chunk presented .. last result visible).
-//   plusargs: +dir=<folder with weights.hex, chunks.hex>  +nch=<chunks>  +ntok=<tokens>
+// Testbench (for Verilator) of ternary_tile: loads fold weights and dense tokens from hex files
+// that tatvpr_hw/rtl.py writes, and for every fold streams all tokens as fast as the tile takes
+// them (valid/ready), printing every finished token's accumulators and the fold's cycle counts.
+// The chunks are the tile's own (its bank scheduler); nothing here knows the chunk rule.
+//   plusargs: +dir=<folder with weights.hex, tokens.hex>  +nfold=<folds>  +ntok=<tokens>
+//   weights.hex: nfold*K words of 2*PE bits (fold f, channel k at line f*K + k)
+//   tokens.hex : ntok words of 8*K bits (channel k at [8k +: 8])
+// Folds are loaded H at a time (fold f into half f mod H), then streamed one after another, so
+// with H = 2 a fold reads its half while the other half holds a different fold.
+// Per fold it prints "FOLD f <cycles> <latency>": cycles = first chunk issued .. last result
+// visible (inclusive), latency = first token presented .. last result visible.
 module tb_tile;
     parameter integer PE = 4;
     parameter integer SIMD = 4;
     parameter integer K = 16;
-    localparam integer IW = (K <= 2) ? 1 : $clog2(K);
-    localparam integer CWID = 2 + SIMD + IW*SIMD + 8*SIMD;  // {first, last, lane_ok, idx, act}
-    localparam integer MAXCH = 1 << 16;
+    parameter integer B = SIMD;
+    parameter integer P = 1;
+    parameter integer H = 1;
+    localparam integer KW = (K <= 2) ? 1 : $clog2(K);
+    localparam integer MAXW = 1 << 16;   // weight words
+    localparam integer MAXT = 1 << 12;   // tokens
 
     reg clk = 1'b0;
     reg rst = 1'b1;
-    reg w_we = 1'b0;
-    reg [$clog2(PE*K)-1:0] w_addr = 0;
-    reg [1:0] w_code = 2'b00;
-    reg in_valid = 1'b0, in_first = 1'b0, in_last = 1'b0;
-    reg [SIMD-1:0] in_lane_ok = 0;
-    reg [IW*SIMD-1:0] in_idx = 0;
-    reg [8*SIMD-1:0] in_act = 0;
-    wire out_valid;
+    reg w_we = 1'b0, w_half = 1'b0, rd_half = 1'b0;
+    reg [KW-1:0] w_chan = 0;
+    reg [2*PE-1:0] w_word = 0;
+    reg tok_valid = 1'b0;
+    reg [8*K-1:0] tok_act = 0;
+    wire tok_ready, ch_valid, out_valid;
     wire [32*PE-1:0] out_acc;
 
-    ternary_tile #(.PE(PE), .SIMD(SIMD), .K(K)) dut (
-        .clk(clk), .rst(rst), .w_we(w_we), .w_addr(w_addr), .w_code(w_code),
-        .in_valid(in_valid), .in_first(in_first), .in_last(in_last),
-        .in_lane_ok(in_lane_ok), .in_idx(in_idx), .in_act(in_act),
-        .out_valid(out_valid), .out_acc(out_acc));
+    ternary_tile #(.PE(PE), .SIMD(SIMD), .K(K), .B(B), .P(P), .H(H)) dut (
+        .clk(clk), .rst(rst), .w_we(w_we), .w_half(w_half), .w_chan(w_chan), .w_word(w_word),
+        .rd_half(rd_half), .tok_valid(tok_valid), .tok_act(tok_act), .tok_ready(tok_ready),
+        .ch_valid(ch_valid), .out_valid(out_valid), .out_acc(out_acc));
 
-    reg [1:0] weights [0:PE*K-1];
-    reg [CWID-1:0] chunks [0:MAXCH-1];
+    reg [2*PE-1:0] weights [0:MAXW-1];
+    reg [8*K-1:0] tokens [0:MAXT-1];
     string dir;
-    integer nch, ntok, cyc, i, p, start, seen, last_out;
+    integer nfold, ntok, cyc, i, f, g, hh, k, p, seen, last_out, first_ch, first_tok, accepted;
 
     always #5 clk = ~clk;
     always @(posedge clk) cyc <= cyc + 1;
 
     initial begin
         if (!$value$plusargs("dir=%s", dir)) begin $display("ERROR missing +dir"); $finish; end
-        if (!$value$plusargs("nch=%d", nch)) begin $display("ERROR missing +nch"); $finish; end
+        if (!$value$plusargs("nfold=%d", nfold)) begin $display("ERROR missing +nfold"); $finish; end
         if (!$value$plusargs("ntok=%d", ntok)) begin $display("ERROR missing +ntok"); $finish; end
-        if (nch > MAXCH) begin $display("ERROR too many chunks"); $finish; end
-        $readmemh({dir, "/weights.hex"}, weights);
-        $readmemh({dir, "/chunks.hex"}, chunks, 0, nch - 1);
-        cyc = 0; seen = 0; last_out = -1;
+        if (nfold * K > MAXW || ntok > MAXT) begin $display("ERROR too many weights or tokens"); $finish; end
+        $readmemh({dir, "/weights.hex"}, weights, 0, nfold * K - 1);
+        $readmemh({dir, "/tokens.hex"}, tokens, 0, ntok - 1);
+        cyc = 0;
+        first_ch = -1;
         @(negedge clk); @(negedge clk);
         rst = 1'b0;
-        for (i = 0; i < PE*K; i = i + 1) begin
-            w_we = 1'b1; w_addr = i[$clog2(PE*K)-1:0]; w_code = weights[i];
-            @(negedge clk);
+        for (g = 0; g < nfold; g = g + H) begin
+            for (hh = 0; hh < H && g + hh < nfold; hh = hh + 1) begin
+                for (k = 0; k < K; k = k + 1) begin
+                    w_we = 1'b1; w_half = hh[0]; w_chan = k[KW-1:0];
+                    w_word = weights[(g + hh) * K + k];
+                    @(negedge clk);
+                end
+            end
+            w_we = 1'b0;
+            for (hh = 0; hh < H && g + hh < nfold; hh = hh + 1) begin
+                f = g + hh;
+                rd_half = hh[0];
+                seen = 0; last_out = -1; first_ch = -1;
+                first_tok = cyc;
+                i = 0;
+                while (i < ntok) begin
+                    tok_valid = 1'b1;
+                    tok_act = tokens[i];
+                    accepted = tok_ready;   // registers only: settled since the last edge
+                    @(negedge clk);
+                    if (accepted != 0) i = i + 1;
+                end
+                tok_valid = 1'b0;
+                repeat (64) @(negedge clk);
+                if (seen != ntok) $display("ERROR fold %0d: saw %0d tokens, expected %0d", f, seen, ntok);
+                $display("FOLD %0d %0d %0d", f, last_out - first_ch + 1, last_out - first_tok + 1);
+            end
         end
-        w_we = 1'b0;
-        start = cyc;
-        for (i = 0; i < nch; i = i + 1) begin
-            {in_first, in_last, in_lane_ok, in_idx, in_act} = chunks[i];
-            in_valid = 1'b1;
-            @(negedge clk);
-        end
-        in_valid = 1'b0;
-        repeat (64) @(negedge clk);
-        if (seen != ntok) $display("ERROR saw %0d tokens, expected %0d", seen, ntok);
-        $display("DONE %0d", last_out - start + 1);
         $finish;
     end
 
     always @(negedge clk) begin
+        if (!rst && ch_valid && first_ch < 0) first_ch = cyc;
         if (!rst && out_valid) begin
             $write("OUT");
             for (p = 0; p < PE; p = p + 1) $write(" %0d", $signed(out_acc[32*p +: 32]));

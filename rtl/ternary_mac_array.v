@@ -1,4 +1,4 @@
-// Packed-ternary MAC array: one fold of the reference accelerator (shared/ENGINE.md).
+// Packed-ternary MAC array: one fold of the reference accelerator (docs/engine.md).
 //
 // PE output lanes x SIMD input lanes. Each cycle one chunk may enter: SIMD (index, value)
 // pairs of one token's kept int8 activations (the `act` skip mode) together with the 2-bit
@@ -8,8 +8,9 @@
 // is a, ~a or 0; since -a = ~a + 1, the +1s of all negative lanes are added once, at the tree
 // root, as a count of negative lanes.
 //
-// Pipeline (ENGINE.md: fill = ceil(log2 SIMD) + 2):
-//   stage 0      lane register (chunk, codes, flags)
+// Pipeline (docs/engine.md: fill = ceil(log2 SIMD) + 2):
+//   stage 0      lane register (chunk, codes, flags); with CODE_REG = 0 the codes arrive already
+//                registered (a synchronous memory read in the same cycle: ternary_tile.v)
 //   stages 1..L  adder tree, one registered level each, L = ceil(log2 SIMD)
 //   stage L+1    accumulator: acc = (first ? 0 : acc) + tree + negcount; out_valid on `last`
 // A chunk presented in cycle t is visible in `out_acc` (with out_valid if it was the token's
@@ -17,7 +18,8 @@
 module ternary_mac_array #(
     parameter integer PE = 4,
     parameter integer SIMD = 4,
-    parameter integer ACCW = 32
+    parameter integer ACCW = 32,
+    parameter integer CODE_REG = 1             // 0: in_code is already a stage-0 register output
 ) (
     input  wire                 clk,
     input  wire                 rst,
@@ -27,6 +29,7 @@ module ternary_mac_array #(
     input  wire [SIMD-1:0]      in_lane_ok,  // lane carries a kept activation
     input  wire [8*SIMD-1:0]    in_act,      // int8 activations, lane s at [8s +: 8]
     input  wire [2*PE*SIMD-1:0] in_code,     // code of PE p, lane s at [2(p*SIMD+s) +: 2]
+                                             // (CODE_REG = 0: one cycle after the chunk)
     output reg                  out_valid,   // out_acc holds a finished token
     output wire [ACCW*PE-1:0]   out_acc      // accumulators, PE p at [ACCW p +: ACCW]
 );
@@ -39,15 +42,23 @@ module ternary_mac_array #(
     reg                 v0, f0, l0;
     reg [SIMD-1:0]      ok0;
     reg [8*SIMD-1:0]    act0;
-    reg [2*PE*SIMD-1:0] code0;
+    wire [2*PE*SIMD-1:0] code0;
     always @(posedge clk) begin
         v0 <= rst ? 1'b0 : in_valid;
         f0 <= in_first;
         l0 <= in_last;
         ok0 <= in_lane_ok;
         act0 <= in_act;
-        code0 <= in_code;
     end
+    generate
+        if (CODE_REG != 0) begin : code_reg
+            reg [2*PE*SIMD-1:0] code_q;
+            always @(posedge clk) code_q <= in_code;
+            assign code0 = code_q;
+        end else begin : code_in
+            assign code0 = in_code;
+        end
+    endgenerate
 
     // flags travel beside the tree so that they meet its root in the same cycle
     wire vr, fr, lr;

