@@ -7,6 +7,8 @@ ratio, a BRAM18 costing half a BRAM36, BRAM36 on a tie, 512x36 (BRAM18) and 512x
 only with one read port.
 """
 
+import math
+
 import pytest
 
 from sim.arch import arch_from_dict, load_arch, load_resource_model, with_overrides
@@ -160,3 +162,30 @@ def test_systolic_and_every_mode_bits_equal_memories_times_words():
             assert e["memories"] == e["halves"] * e["replicas"] * e["banks"], (mode, e["name"])
             assert e["bits"] == e["memories"] * e["width_bits"] * e["depth"]
         assert ("act_gather" in _by_name(a)) == (mode in ("weight", "both"))
+
+
+def test_resources_add_each_block_class_to_its_resource():
+    """LUTRAM -> LUT, registers -> FF, BRAM18 pairs -> BRAM36, URAM -> URAM, on top of the datapath.
+    PE 8 x SIMD 8 `weight`, banks 2 (R 4), weights 2 KiB: K_max 512, I 9. By hand:
+    weights 16 memories of 88 x 64 -> LUTRAM 16 x 88 = 1,408 LUTs; act_gather 2*8*4*2 = 128
+    memories of 8 x 256 -> 128 BRAM18 = 64 BRAM36; activations 4 KiB 64 x 512 -> 1 BRAM36;
+    outputs 16 KiB 64 x 2048 -> 1 URAM; int8_weights 16 bits x 4 -> 64 FFs."""
+    from sim.resources import datapath_resources
+
+    a = _arch(pe=8, simd=8, skip_mode="weight", gather={"banks": 2},
+              buffers={"weights_kb": 2, "activations_kb": 4, "outputs_kb": 16, "int8_weights_kb": 8 / 1024})
+    a = with_overrides(a, {"int8_unit.cols": 2})
+    dp = datapath_resources(a)
+    r = estimate_resources(a)
+    assert r["used"]["lut"] == math.ceil(dp["lut"] + 1408)
+    assert r["used"]["ff"] == math.ceil(dp["ff"] + 64)
+    assert r["used"]["bram36"] == 64 + 1 and r["used"]["uram"] == 1
+    # an odd BRAM18 count rounds up against the board: PE 3 x SIMD 1, no double buffering,
+    # weights 1.5 KiB: K_max = 8192*1.5/(1*3*2) = 2048: 1 memory of 6 x 2048 -> one BRAM18 2Kx9;
+    # activations 16 KiB of 1*(8+11) = 19 bits x 6899 -> URAM 1 x 2; outputs 24 x 5462 -> URAM 1 x 2
+    odd = _arch(pe=3, simd=1, skip_mode="act", db=False, buffers={"weights_kb": 1.5, "activations_kb": 16,
+                                                                  "outputs_kb": 16})
+    w = _by_name(odd)["weights"]
+    assert (w["memories"], w["block_type"], w["blocks"], w["bram36"]) == (1, "bram18", 1, 0.5)
+    used = estimate_resources(odd)["used"]
+    assert used["bram36"] == 1 + 15 and used["uram"] == 2 + 2  # ceil(1/2) + int8_weights' 15
