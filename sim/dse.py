@@ -12,7 +12,7 @@ A sweep file (YAML, validated; unknown keys are named) says which hardware knobs
       weight_format: [ternary2, ternary1.6]
       skip_mode: [none, act, both]
       buffers.activations_kb: [256, 512]
-      compute.gather.banks: [8, 16]   # banks x ports must divide every simd of the sweep
+      compute.gather.banks: [8, 16]   # a combination where banks x ports does not divide simd is a failed row
     sampling: {mode: grid}      # or {mode: random, n: 200, seed: 0}
     select: {metric: edp}       # best point: edp | latency_ms | energy_mj; optional sparsity: s
 
