@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-from sim.arch import BLOCK_TYPES  # registers, lutram, bram18, bram36, uram
 from sim.errors import SimInputError
 
 # (depth, width) of each aspect ratio, AMD UG573 (UltraScale+ memory resources) tables 1-3/1-4;
@@ -33,6 +32,8 @@ LUTRAM_DEPTH = 64                  # RAM64X1S / RAM64X1D
 REGISTER_BITS = 64                 # a memory of at most this many bits is registers
 
 BUFFER_NAMES = ("weights", "act_gather", "activations", "outputs", "int8_weights")
+# block types (sim.arch.BLOCK_TYPES, the keys of an energy table's block_pj_per_bit):
+# registers, lutram, bram18, bram36, uram
 
 
 def _halves(arch) -> int:
