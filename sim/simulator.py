@@ -18,6 +18,9 @@ from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
 # every DRAM bit an op's counts hold: ternary weights, activation tiles, int8-unit weights, spills
 DRAM_KEYS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
+POWER_SCOPE = ("programmable logic (dynamic actions + static_power_w) and DRAM accesses; the processing "
+               "system, DDR background power and the board are excluded: not comparable with a wall-plug "
+               "measurement")
 
 
 @dataclass
@@ -124,4 +127,6 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     }
     resources = estimate_resources(arch)
     summary["fits"] = resources["fits"]
+    summary["buffers"] = resources["buffers"]  # sim.buffers.plan_buffers(arch): docs/engine.md section 6
+    summary["power_scope"] = POWER_SCOPE
     return SimResult(arch.to_dict(), dict(trace.meta), layers, summary, resources)
