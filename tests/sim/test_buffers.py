@@ -189,3 +189,23 @@ def test_resources_add_each_block_class_to_its_resource():
     assert (w["memories"], w["block_type"], w["blocks"], w["bram36"]) == (1, "bram18", 1, 0.5)
     used = estimate_resources(odd)["used"]
     assert used["bram36"] == 1 + 15 and used["uram"] == 2 + 2  # ceil(1/2) + int8_weights' 15
+
+
+def test_sim_json_prints_the_buffers_and_power_scope(tmp_path, capsys):
+    import json
+
+    from sim.trace import synthetic_vit_trace, write_trace
+    from tatvpr_hw.cli import main
+
+    trace = tmp_path / "t.npz"
+    write_trace(trace, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
+    assert main(["sim", "--trace", str(trace), "--json", "--set", "compute.skip_mode=both",
+                 "--set", "compute.gather.banks=8"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [b["name"] for b in d["buffers"]] == ["weights", "act_gather", "activations", "outputs", "int8_weights"]
+    keys = {"name", "bits", "banks", "ports", "replicas", "halves", "width_bits", "depth", "block_type", "blocks",
+            "memories", "lut", "ff", "bram36", "uram"}
+    assert all(keys <= set(b) for b in d["buffers"])
+    g = d["buffers"][1]  # 2 * PE 32 * R (32 / 8 = 4) * B 8 = 2048 token-copy memories
+    assert (g["memories"], g["banks"], g["replicas"], g["halves"]) == (2048, 8, 32 * 4, 2)
+    assert "DRAM" in d["power_scope"] and "excluded" in d["power_scope"]
