@@ -42,6 +42,16 @@ def _sim_cycles(layer) -> tuple[list[int], list[int]]:
     return [int(c) for c in banked], [int(c) for c in one_bank]
 
 
+def _skip_mode_of(path) -> str | None:
+    import json
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # read_design_point reports the problem
+    return d.get("skip_mode") if isinstance(d, dict) else None
+
+
 def _record(layer, res, info: dict[str, Any]) -> dict[str, Any]:
     sim, one_bank = _sim_cycles(layer)
     got = [int(c) for c in res.chunk_cycles]
@@ -110,6 +120,13 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    point_note = None
+    if dse_point and _skip_mode_of(dse_point) not in (None, "act"):
+        # the IP is the act machine: a DSE winner of another skip mode cannot be built as this IP
+        point_note = (f"{dse_point}: skip_mode {_skip_mode_of(dse_point)!r} is not the IP's 'act'; "
+                      f"the board's default arch is used instead")
+        log.warning("HLS demo: %s", point_note)
+        dse_point = None
     point = read_design_point(dse_point, get_board(board)) if dse_point else \
         default_design_point(get_board(board))
     if pe or simd:  # a C-sim of another array; banks fall back to SIMD when SIMD changes
@@ -179,7 +196,7 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
         "bit_exact": all(r["bit_exact"] for r in records),
         "cycles_match": all(r["cycles_match"] is not False for r in records),
         "layers": model_recs, "trace_layers": records[len(runs):],
-        "trace": None if trace_path is None else str(trace_path),
+        "trace": None if trace_path is None else str(trace_path), "design_point_note": point_note,
         "board_project": {
             "board": manifest["board"], "part": manifest["part"], "dir": str(project_dir.relative_to(run_dir)),
             "design_point": manifest["design_point"], "kernel": manifest["kernel"],

@@ -23,7 +23,12 @@ def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):
     trace = write_trace(tmp_path / "trace.npz", synthetic_vit_trace(depth=1, dim=48, tokens=10, heads=2,
                                                                      sparsity=0.4, seed=1))
     run = tmp_path / "run"
-    summary = hls_demo(run, ckpt, images=images, trace_path=trace, sparsities=(0.0, 0.5))
+    # a DSE winner of another skip mode is not this IP: the demo says so and uses the board's arch
+    point = tmp_path / "best_point.json"
+    point.write_text(json.dumps({"pe": 16, "simd": 16, "clock_mhz": 200, "skip_mode": "both", "board": "kv260"}))
+    summary = hls_demo(run, ckpt, images=images, trace_path=trace, sparsities=(0.0, 0.5), dse_point=point)
+    assert "skip_mode 'both' is not the IP's 'act'" in summary["design_point_note"]
+    assert (summary["pe"], summary["simd"]) == (32, 32)
     data = json.loads((run / "hls.json").read_text())
     assert data == json.loads(json.dumps(summary))
     assert data["bit_exact"] is True and data["cycles_match"] is True
