@@ -1,18 +1,21 @@
-"""Fast engine == literal cycle-stepping reference, closed forms, monotonicity under skipping."""
+"""Fast engine == literal cycle-stepping reference (random and fixed cases), hand-worked tiling, loop order,
+spills and int8-weight streaming, closed forms, monotonicity under skipping."""
 
 import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sim.arch import with_overrides
-from sim.engine import (dense_cycles, fill_cycles, fold_compute_cycles, ternary_layer, vector_cycles)
+from sim.engine import (dense_cycles, dense_op, fill_cycles, fold_compute_cycles, ternary_layer, vector_cycles,
+                        vector_op)
+from sim.errors import SimInputError
 from sim.packing import pack_ternary2
 from sim.reference import reference_dense, reference_layer
 from sim.simulator import simulate
-from sim.trace import VERSION, TernaryLinearOp, Trace, synthetic_vit_trace
+from sim.trace import VERSION, DenseOp, TernaryLinearOp, Trace, VectorOp, synthetic_vit_trace
 
 MODES = ("none", "act", "weight", "both")
 FORMATS = ("ternary2", "ternary1.6")
@@ -73,7 +76,7 @@ def _gather(simd, bank_pick, port_pick):
     return banks, ports
 
 
-@settings(max_examples=60, deadline=None, database=None, derandomize=True,
+@settings(max_examples=80, deadline=None, database=None, derandomize=True, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(m=st.integers(1, 6), k=st.integers(1, 33), n=st.integers(1, 13), pe=st.integers(1, 5),
        simd=st.sampled_from([1, 2, 3, 4, 6, 8]), bank_pick=st.integers(0, 7), port_pick=st.booleans(),
@@ -198,3 +201,249 @@ def test_accumulator_width_checked(make_arch):
     ternary_layer(op, with_overrides(make_arch(), {"compute.accumulator_bits": 18}))  # 768 * 128 < 2**17
     with pytest.raises(SimInputError, match="accumulator_bits = 16.*'fc'.*18 bits"):
         ternary_layer(op, with_overrides(make_arch(), {"compute.accumulator_bits": 16}))
+
+
+# =====================================================================================================
+# docs/engine.md sections 4 and 5 worked by hand: token tiling, loop order, overlap, output spills and
+# read-back, int8-unit weight streaming; fixed edge cases of fast engine == literal reference.
+# Arch of the hand-worked cases (conftest ``make_arch``): 250 MHz, DRAM 1 GB/s at efficiency 1 ->
+# D = 4 bytes per cycle; latency 40 ns -> L = 10 cycles.
+
+def op_of(mask, w, name="l"):
+    return TernaryLinearOp(name, mask.shape[0], mask.shape[1], w.shape[0], pack_ternary2(w), mask)
+
+
+def tiled_case(make_arch, order, db=True, fmt="ternary2"):
+    # M = 5 tokens, K = 8, N = 4, PE 2 (2 folds), SIMD 4, mode none: c(m) = ceil(8/4) = 2.
+    # activation buffer 32 bytes < M*K = 40: tiled; h = 2 -> M_t = floor(32 / 16) = 2 -> blocks 2, 2, 1
+    mask = np.ones((5, 8), bool)
+    w = np.ones((4, 8), np.int8)
+    arch = arch_v2(make_arch, banks=4, order=order, pe=2, simd=4, mode="none", db=db, act_kb=32 / 1024, bw=1.0,
+                   latency_ns=40, fmt=fmt, decode=3)
+    assert arch.dram_bytes_per_cycle == 4.0 and arch.dram_latency_cycles == 10
+    return op_of(mask, w), arch
+
+
+def test_token_outer_by_hand(make_arch):
+    op, arch = tiled_case(make_arch, "token_outer")
+    t = ternary_layer(op, arch)
+    # steps (f,b): (0,0) (1,0) (0,1) (1,1) (0,2) (1,2); a fold's weights 2*8*2/8 = 4 bytes
+    # C = 4 4 4 4 2 2; X = (4+16)/4=5, 4/4=1, 5, 1, (4+8)/4=3, 1
+    # L + X0 + max(4,1)+max(4,5)+max(4,1)+max(4,3)+max(2,1)+max(2,0) + fill(log2 4 + 2 = 4)
+    assert t.cycles == 10 + 5 + (4 + 5 + 4 + 4 + 2 + 2) + 4 == 40
+    assert (t.loop_order, t.token_blocks, t.act_resident) == ("token_outer", 3, False)
+    assert t.transfer_cycles == 5 + 1 + 5 + 1 + 3 + 1
+    assert t.counts["dram_weight_bits"] == 3 * 2 * 4 * 8  # every block reloads both folds
+    assert t.counts["dram_act_bits"] == t.counts["act_buf_write_bits"] == 40 * 8  # input once
+
+
+def test_fold_outer_by_hand(make_arch):
+    op, arch = tiled_case(make_arch, "fold_outer")
+    t = ternary_layer(op, arch)
+    # steps (0,0) (0,1) (0,2) (1,0) (1,1) (1,2): X = (4+16)/4=5, 16/4=4, 8/4=2, 5, 4, 2; C = 4 4 2 4 4 2
+    # 10 + 5 + max(4,4)+max(4,2)+max(2,5)+max(4,4)+max(4,2)+max(2,0) + 4
+    assert t.cycles == 10 + 5 + (4 + 4 + 5 + 4 + 4 + 2) + 4 == 42
+    assert t.counts["dram_weight_bits"] == 2 * 4 * 8  # weights once
+    assert t.counts["dram_act_bits"] == 2 * 40 * 8  # the input once per fold
+
+
+def test_decoder_latency_only_on_steps_that_load_weights(make_arch):
+    op, arch = tiled_case(make_arch, "fold_outer", fmt="ternary1.6")
+    t = ternary_layer(op, arch)
+    # a fold's 16 weights at 1.6 bits = 3.2 bytes; steps (0,0) (0,1) (0,2) (1,0) (1,1) (1,2):
+    # X = ceil(19.2/4) + 3 = 8, 16/4 = 4, 8/4 = 2, 8, 4, 2 (the decoder only follows a weight load)
+    # 10 + 8 + max(4,4)+max(4,2)+max(2,8)+max(4,4)+max(4,2)+max(2,0) + 4
+    assert t.cycles == 10 + 8 + (4 + 4 + 8 + 4 + 4 + 2) + 4 == 48
+    assert t.transfer_cycles == 8 + 4 + 2 + 8 + 4 + 2
+    assert t.counts["base3_decodes"] == 2 * math.ceil(16 / 5)
+    assert t.counts["dram_weight_bits"] == 2 * math.ceil(16 * 1.6)
+    assert run_reference(op, arch)["cycles"] == 48
+
+
+def test_auto_picks_least_dram_bytes_and_fold_outer_on_a_tie(make_arch):
+    op, arch = tiled_case(make_arch, "auto")
+    # fold_outer: 2*4 + 2*40 = 88 bytes; token_outer: 3*2*4 + 40 = 64 bytes -> token_outer
+    assert ternary_layer(op, arch).loop_order == "token_outer"
+    # one fold (N = 2 = PE): both orders are the same steps and bytes -> fold_outer
+    op1 = op_of(np.ones((5, 8), bool), np.ones((2, 8), np.int8))
+    assert ternary_layer(op1, arch).loop_order == "fold_outer"
+    # a resident input (M*K = 40 fits 64 bytes) is one block: a tie
+    res = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=64 / 1024, bw=1.0)
+    t = ternary_layer(op, res)
+    assert (t.loop_order, t.token_blocks, t.act_resident, t.counts["dram_act_bits"]) == ("fold_outer", 1, True, 0)
+
+
+def test_no_double_buffering_serialises(make_arch):
+    op, arch = tiled_case(make_arch, "token_outer", db=False)
+    t = ternary_layer(op, arch)
+    # h = 1: M_t = floor(32 / 8) = 4 -> blocks 4, 1; steps (0,0) (1,0) (0,1) (1,1)
+    # C = 8 8 2 2; X = (4+32)/4 = 9, 1, (4+8)/4 = 3, 1;  L + sum(X + C) + fill
+    assert t.token_blocks == 2
+    assert t.cycles == 10 + (9 + 8) + (1 + 8) + (3 + 2) + (1 + 2) + 4 == 48
+
+
+def test_one_token_must_fit(make_arch):
+    op, _ = tiled_case(make_arch, "auto")
+    arch = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=15 / 1024)  # < 2 tokens of 8 bytes
+    with pytest.raises(SimInputError, match="activations_kb.*'l'.*K = 8"):
+        ternary_layer(op, arch)
+
+
+def test_output_spill_and_read_back_by_hand(make_arch):
+    # M*N = 5*4 = 20 output bytes > a 16-byte output buffer: ceil(20 / 4) = 5 cycles to write them
+    op, _ = tiled_case(make_arch, "auto")
+    arch = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=64 / 1024, out_kb=16 / 1024, bw=1.0)
+    alone = ternary_layer(op, arch)
+    fits = ternary_layer(op, with_overrides(arch, {"buffers.outputs_kb": 20 / 1024}))
+    assert alone.spill_cycles == 5 and alone.output_spilled and not fits.output_spilled
+    assert alone.cycles == fits.cycles + 5
+    assert alone.counts["dram_spill_bits"] == 20 * 8
+    # the next op reads them back: a vector op of 20 elements streams 20 bytes in (5 cycles)
+    vec = VectorOp("gelu", "gelu", 20)
+    base = vector_op(vec, arch)
+    back = vector_op(vec, arch, readback_bytes=20)
+    assert back.cycles == base.cycles + 5 and back.readback_cycles == 5
+    assert back.counts["dram_spill_bits"] == base.counts["dram_spill_bits"] + 20 * 8
+    # through simulate: ternary (spills) -> vector (reads back) -> ternary (input from DRAM: tiled)
+    sim = simulate(arch, Trace(VERSION, {}, [op, vec, op_of(np.ones((5, 8), bool), np.ones((4, 8), np.int8), "l2")]))
+    recs = sim.layers
+    assert recs[0]["spill_cycles"] == 5 and recs[1]["readback_cycles"] == 5
+    # the vector op's 20-byte output spills too (16-byte buffer): l2's input is in DRAM
+    assert recs[1]["spill_cycles"] == 5
+    l2 = ternary_layer(sim_op := op_of(np.ones((5, 8), bool), np.ones((4, 8), np.int8), "l2"), arch,
+                       input_in_dram=True)
+    assert not recs[2]["act_resident"] and recs[2]["cycles"] == l2.cycles and sim_op.m == 5
+    assert sim["dram_spill_bytes"] == 20 + (20 + 20) + 20  # l spill, gelu read-back + spill, l2 spill
+
+
+def int8_arch(make_arch, **buf):
+    arch = make_arch(bw=1.0, latency_ns=40)
+    return with_overrides(arch, {"int8_unit.rows": 4, "int8_unit.cols": 16, "int8_unit.pipeline_cycles": 4,
+                                 **{f"buffers.{k}": v for k, v in buf.items()}})
+
+
+def test_int8_weights_streamed_by_hand(make_arch):
+    arch = int8_arch(make_arch)
+    op = DenseOp("head", 20, 6, 40, weights=True)
+    t = dense_op(op, arch)
+    # row tiles ceil(20/4) = 5; column tiles 16, 16, 8: C_j = 5 * 6 = 30; X_j = 6*16/4 = 24, 24, 6*8/4 = 12
+    # L + X0 + max(30,24) + max(30,12) + max(30,0) + pipeline
+    assert t.cycles == 10 + 24 + 30 + 30 + 30 + 4 == 128
+    assert dense_op(DenseOp("qk", 20, 6, 40), arch).cycles == 3 * 5 * 6 + 4  # activations: no streaming
+    c = t.counts
+    assert c["dram_int8_weight_bits"] == c["int8_weight_buf_write_bits"] == 6 * 40 * 8
+    assert c["int8_weight_buf_read_bits"] == 6 * 40 * 5 * 8  # every row tile reads its column's slice
+    assert c["act_buf_read_bits"] == 6 * 8 * 3 * 20  # A only: k x 8 bits per row per column tile
+    # DRAM slower than the grid: 0.25 GB/s -> D = 1: X = 96, 96, 48
+    slow = with_overrides(arch, {"dram.bandwidth_gb_per_s": 0.25})
+    assert dense_op(op, slow).cycles == 10 + 96 + 96 + 48 + 30 + 4
+    for a in (arch, slow):
+        ref = reference_dense(20, 6, 40, 1, 4, 16, 4, weights=True, dram_bytes_per_cycle=a.dram_bytes_per_cycle,
+                              latency_cycles=a.dram_latency_cycles)
+        t = dense_op(op, a)
+        assert ref["cycles"] == t.cycles
+        for key, val in ref["counts"].items():
+            assert t.counts[key] == val, key
+
+
+def test_int8_weight_buffer_too_small_is_named(make_arch):
+    arch = int8_arch(make_arch, int8_weights_kb=0.1)  # 102 bytes < 2 * 6 * 16 = 192
+    with pytest.raises(SimInputError, match="int8_weights_kb = 0.1.*'head'.*192 bytes"):
+        dense_op(DenseOp("head", 20, 6, 40, weights=True), arch)
+
+
+@pytest.mark.parametrize("m,k,n,batch,rows,cols,bw", [(7, 5, 33, 1, 2, 8, 0.3), (3, 40, 5, 2, 4, 4, 4.0),
+                                                      (16, 9, 16, 1, 16, 16, 1.0), (1, 1, 1, 1, 1, 1, 0.1)])
+def test_int8_weights_equal_reference(make_arch, m, k, n, batch, rows, cols, bw):
+    arch = with_overrides(make_arch(bw=bw), {"int8_unit.rows": rows, "int8_unit.cols": cols})
+    op = DenseOp("d", m, k, n, batch=batch, weights=True)
+    t = dense_op(op, arch, readback_bytes=m * k)
+    ref = reference_dense(m, k, n, batch, rows, cols, arch.spec.int8_unit.pipeline_cycles, weights=True,
+                          dram_bytes_per_cycle=arch.dram_bytes_per_cycle, latency_cycles=arch.dram_latency_cycles,
+                          readback_bytes=m * k, out_buffer_bytes=math.floor(arch.spec.buffers.outputs_kb * 1024))
+    assert t.cycles == ref["cycles"]
+    for key, val in ref["counts"].items():
+        assert t.counts[key] == val, key
+
+
+# ------------------------------------------------------------- fixed edge cases, fast == reference
+
+def test_both_mode_token_with_no_overlap(make_arch):
+    # token 0 is nonzero only where every weight is zero: no pair processed, but the token still
+    # takes its copy load ceil(K/SIMD) = 3 cycles and one accumulator write per lane
+    k = 10
+    mask = np.zeros((2, k), bool)
+    mask[0, [0, 1]] = True
+    mask[1, :] = True
+    w = np.zeros((3, k), np.int8)
+    w[:, 2:] = 1
+    arch = arch_v2(make_arch, banks=2, pe=2, simd=4, mode="both", bw=4.0)
+    fast, ref = check_equal(op_of(mask, w), arch, np.random.default_rng(0))
+    assert fast.compute_cycles == 2 * 2 * 3  # 2 folds x 2 tokens x 3
+    # token 0: 0 pairs; token 1: 8 per lane x 3 lanes
+    assert fast.counts["pairs_processed"] == 24
+    # chunks: token 0 one empty chunk per lane; token 1: 8 channels 2..9, 4 per bank, q = 2 -> 2 chunks
+    assert fast.counts["acc_updates"] == 3 * 1 + 3 * 2
+
+
+def test_a_stall_every_fold(make_arch):
+    # tiny bandwidth: every transfer is longer than the step's compute
+    rng = np.random.default_rng(3)
+    mask = rng.random((3, 16)) < 0.5
+    w = rng.integers(-1, 2, (9, 16)).astype(np.int8)
+    arch = arch_v2(make_arch, banks=2, pe=2, simd=4, mode="act", bw=0.05)
+    fast, ref = check_equal(op_of(mask, w), arch, rng)
+    x = math.ceil(2 * 16 * 2 / 8 / arch.dram_bytes_per_cycle)
+    assert x > max(ref["compute"])
+    # the array waits for every fold: L + 5 transfers + the last fold's compute + fill
+    assert fast.cycles == arch.dram_latency_cycles + 5 * x + int(ref["compute"][-1]) + fast.fill_cycles
+    assert fast.stall_cycles == 5 * x - int(ref["compute"][:-1].sum())
+
+
+def test_uneven_last_block(make_arch):
+    rng = np.random.default_rng(4)
+    mask = rng.random((7, 8)) < 0.6
+    w = rng.integers(-1, 2, (6, 8)).astype(np.int8)
+    for order in ("fold_outer", "token_outer"):
+        # 40 bytes, h = 2: M_t = floor(40 / 16) = 2 tokens -> blocks 2, 2, 2, 1
+        arch = arch_v2(make_arch, banks=4, order=order, pe=4, simd=4, mode="act", act_kb=40 / 1024, bw=0.5)
+        fast, ref = check_equal(op_of(mask, w), arch, rng)
+        assert fast.token_blocks == ref["token_blocks"] == 4 and fast.loop_order == order
+
+
+def test_everything_in_one_bank(make_arch):
+    # SIMD 8, B 8 (q = 1): every token's nonzeros at channels 0, 8, 16, 24 (bank 0): 4 cycles each,
+    # where one bank of 8 ports (version 1) takes ceil(4/8) = 1
+    mask = np.zeros((3, 32), bool)
+    mask[:, ::8] = True
+    w = np.ones((8, 32), np.int8)
+    arch = arch_v2(make_arch, banks=8, pe=4, simd=8, mode="act", bw=4.0)
+    fast, ref = check_equal(op_of(mask, w), arch, np.random.default_rng(5))
+    assert fast.compute_cycles == 2 * 3 * 4  # 2 folds x 3 tokens x 4
+    assert fast.conflict_cycles == 2 * 3 * (4 - 1)
+    one = arch_v2(make_arch, banks=1, pe=4, simd=8, mode="act", bw=4.0)
+    assert ternary_layer(op_of(mask, w), one).compute_cycles == 2 * 3 * 1
+    # ports 2 with 4 banks: q = 2 -> ceil(4 / 2) = 2 per token
+    two = arch_v2(make_arch, banks=4, ports=2, pe=4, simd=8, mode="act", bw=4.0)
+    assert check_equal(op_of(mask, w), two, np.random.default_rng(6))[0].compute_cycles == 2 * 3 * 2
+
+
+def test_reference_has_its_own_constants():
+    import ast
+    import inspect
+
+    import sim.reference as r
+
+    tree = ast.parse(inspect.getsource(r))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not any(m and m.startswith("sim") for m in imported), imported
+    # index bits = ceil(log2 K) by its own rule
+    assert [r._idx_bits(k) for k in (1, 2, 3, 4, 5, 1024, 1025)] == [1, 1, 2, 2, 3, 10, 11]
+
+
+def test_reference_runs_steps_in_the_order_asked(make_arch):
+    op, arch = tiled_case(make_arch, "token_outer")
+    ref = run_reference(op, arch)
+    # per-step compute of token_outer: blocks (2, 2, 1 tokens) x 2 cycles, each block over both folds
+    assert ref["compute"].tolist() == [4, 4, 4, 4, 2, 2] and ref["cycles"] == 40
