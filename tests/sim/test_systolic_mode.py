@@ -16,13 +16,14 @@ from sim.systolic import DATAFLOWS, systolic_cycles, systolic_folds, trace_systo
 from sim.trace import ternary_linear_op
 
 
-def _arch(dataflow="os", pe=4, simd=8, db=True, act_kb=256, w_kb=64, bw=19.2, latency_ns=40, fmt="ternary2"):
+def _arch(dataflow="os", pe=4, simd=8, db=True, act_kb=256, w_kb=64, bw=19.2, latency_ns=40, fmt="ternary2",
+          out_kb=256):
     return arch_from_dict({
         "name": "sys", "board": "kv260", "energy_table": "horowitz45nm", "clock_mhz": 250,
         "double_buffering": db,
         "compute": {"mode": "systolic", "dataflow": dataflow, "pe": pe, "simd": simd, "skip_mode": "none",
                     "weight_format": fmt},
-        "buffers": {"weights_kb": w_kb, "activations_kb": act_kb, "outputs_kb": 256},
+        "buffers": {"weights_kb": w_kb, "activations_kb": act_kb, "outputs_kb": out_kb},
         "dram": {"bandwidth_gb_per_s": bw, "efficiency": 1.0, "latency_ns": latency_ns},
     }, "sys-arch")
 
@@ -77,6 +78,24 @@ def test_non_resident_activations_are_streamed():
     assert small.counts["dram_act_bits"] == 8 * 64 * 64 * math.ceil(16 / 8)  # A rows once per column fold
     assert big.counts["dram_act_bits"] == 0
     assert small.cycles >= big.cycles
+
+
+@pytest.mark.parametrize("dataflow", DATAFLOWS)
+def test_output_spill_and_spilled_input(dataflow):
+    # docs/engine.md section 4 holds in systolic mode too: M*N = 64*40 = 2560 output bytes over a
+    # 2 KiB output buffer are written to DRAM at 19.2 GB/s / 250 MHz = 76.8 B/cycle: ceil(33.3) = 34
+    op = ternary_linear_op("l", 64, 64, 40, rng=np.random.default_rng(4))
+    fits = ternary_layer(op, _arch(dataflow))
+    spills = ternary_layer(op, _arch(dataflow, out_kb=2))
+    assert spills.spill_cycles == 34 and spills.output_spilled and not fits.output_spilled
+    assert spills.cycles == fits.cycles + 34 and spills.compute_cycles == fits.compute_cycles
+    assert spills.counts["dram_spill_bits"] == 2560 * 8 and fits.counts["dram_spill_bits"] == 0
+    # an input the previous op spilled is streamed like one over the activation buffer
+    from_dram = ternary_layer(op, _arch(dataflow), input_in_dram=True)
+    over = ternary_layer(op, _arch(dataflow, act_kb=1))
+    assert not from_dram.act_resident
+    assert from_dram.cycles == over.cycles and from_dram.counts["dram_act_bits"] == over.counts["dram_act_bits"] > 0
+    assert from_dram.counts["act_buf_write_bits"] == from_dram.counts["dram_act_bits"]
 
 
 def test_shipped_systolic_arch_whole_trace():
