@@ -395,3 +395,108 @@ def reference_dense(m: int, k: int, n: int, batch: int, rows: int, cols: int, pi
             tick += 1
         counts["dram_spill_bits"] += out_bytes * 8
     return {"cycles": tick, "counts": counts}
+
+
+def _systolic_tiles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> list[dict]:
+    """Folds of a dense ``[m,k] x [k,n]`` GEMM on a ``rows x cols`` systolic array in SCALE-Sim's
+    order (row tiles outer, column tiles inner), each with the operand slices it feeds in."""
+    # which GEMM dimension sits on the array rows / columns and which one streams in time
+    on_rows, on_cols, streamed = {"os": (m, n, k), "ws": (k, n, m), "is": (k, m, n)}[dataflow]
+    folds = []
+    row_starts = list(range(0, on_rows, rows))
+    for ri, r0 in enumerate(row_starts):
+        r = min(rows, on_rows - r0)
+        for c0 in range(0, on_cols, cols):
+            c = min(cols, on_cols - c0)
+            if dataflow == "os":  # outputs r x c stay; K streams: weights K x c, inputs r x K
+                f = {"w": k * c, "a": r * k, "out": r * c, "final": True}
+            elif dataflow == "ws":  # weights r x c stay; the M tokens stream
+                f = {"w": r * c, "a": m * r, "out": m * c, "final": ri == len(row_starts) - 1}
+            else:  # inputs r x c stay; the N outputs stream
+                f = {"w": r * n, "a": r * c, "out": c * n, "final": ri == len(row_starts) - 1}
+            # SCALE-Sim's demand rows: (load the stationary operand: rows) + streamed + drain
+            # (cols - 1) + skew over the array rows (rows - 1)
+            load = 0 if dataflow == "os" else rows
+            f["ticks"] = load + streamed + (cols - 1) + (rows - 1)
+            folds.append(f)
+    folds[-1]["ticks"] -= 1  # it reports the index of the last write, counted from 0
+    return folds
+
+
+def reference_systolic(m: int, n: int, k: int, *, rows: int, cols: int, dataflow: str,
+                       weight_format: str = "ternary2", dram_bytes_per_cycle: float = 16.0,
+                       double_buffering: bool = True, decode_latency_cycles: int = 0, latency_cycles: int = 0,
+                       act_resident: bool = True, out_buffer_bytes: int | None = None) -> dict:
+    """Step a dense ternary layer on the systolic array fold by fold, DMA and array as two units
+    (fold f+1's slices load while fold f computes, or after it without double buffering)."""
+    bpw = _bits_per_weight(weight_format)
+    bpc = Fraction(dram_bytes_per_cycle)
+    folds = _systolic_tiles(m, n, k, rows, cols, dataflow)
+    c = dict(pairs_processed=m * n * k, acc_updates=m * n * k, weight_buf_write_bits=0, weight_buf_read_bits=0,
+             act_buf_read_bits=0, act_buf_write_bits=0, out_buf_write_bits=0, requant_mults=m * n,
+             dram_weight_bits=0, dram_act_bits=0, dram_spill_bits=0, base3_decodes=0)
+    tick = latency_cycles
+    loaded = [False] * len(folds)
+    dma, next_dma = None, 0
+    comp, comp_left, started, finished = None, 0, -1, -1
+    compute_ticks = 0
+    def finish(j: int) -> None:
+        f = folds[j]
+        c["weight_buf_read_bits"] += f["w"] * _C
+        c["act_buf_read_bits"] += f["a"] * _A
+        c["out_buf_write_bits"] += f["out"] * (_Y if f["final"] else 32)  # partial sums are int32
+
+    while finished < len(folds) - 1:
+        if comp is None and started + 1 < len(folds) and loaded[started + 1]:
+            comp = started = started + 1
+            comp_left = folds[comp]["ticks"]
+            if comp_left == 0:  # a 1 x 1 array's last fold of one streamed row: nothing left to write
+                finish(comp)
+                comp, finished = None, comp
+                continue
+        may_start = (started + 1) if double_buffering else (finished + 1)
+        if dma is None and next_dma < len(folds) and next_dma <= may_start:
+            f = folds[next_dma]
+            dma = [next_dma, f["w"] * bpw / 8 + (0 if act_resident else f["a"]), None]
+            next_dma += 1
+        done_dma = done_comp = None
+        if dma is not None:
+            if dma[2] is None:
+                dma[1] -= bpc
+                if dma[1] <= 0:
+                    dma[2] = decode_latency_cycles if weight_format == "ternary1.6" else 0
+                    if dma[2] == 0:
+                        done_dma = dma[0]
+            else:
+                dma[2] -= 1
+                if dma[2] <= 0:
+                    done_dma = dma[0]
+        if comp is not None:
+            comp_left -= 1
+            compute_ticks += 1
+            if comp_left == 0:
+                done_comp = comp
+        tick += 1
+        if done_dma is not None:
+            f = folds[done_dma]
+            loaded[done_dma] = True
+            c["dram_weight_bits"] += math.ceil(f["w"] * bpw)
+            c["weight_buf_write_bits"] += f["w"] * _C
+            if weight_format == "ternary1.6":
+                c["base3_decodes"] += -(-f["w"] // 5)
+            if not act_resident:
+                c["dram_act_bits"] += f["a"] * _A
+                c["act_buf_write_bits"] += f["a"] * _A
+            dma = None
+        if done_comp is not None:
+            finish(done_comp)
+            comp, finished = None, done_comp
+    spill = 0
+    if out_buffer_bytes is not None and m * n > out_buffer_bytes:
+        left = Fraction(m * n)
+        while left > 0:
+            left -= bpc
+            tick += 1
+            spill += 1
+        c["dram_spill_bits"] += m * n * 8
+    return {"cycles": tick, "compute": compute_ticks, "spill": spill, "counts": c}

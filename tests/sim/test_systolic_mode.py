@@ -6,12 +6,15 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
 from sim import load_arch, simulate, synthetic_vit_trace, with_overrides
 from sim.arch import ARCH_DIR, arch_from_dict
 from sim.energy import COMPONENTS
 from sim.engine import ternary_layer
 from sim.errors import SimInputError
+from sim.reference import reference_systolic
 from sim.systolic import DATAFLOWS, systolic_cycles, systolic_folds, trace_systolic
 from sim.trace import ternary_linear_op
 
@@ -136,3 +139,33 @@ def test_weight_buffer_too_small_for_a_fold_is_named():
     op = ternary_linear_op("big", 8, 4096, 8, rng=np.random.default_rng(0))
     with pytest.raises(SimInputError, match="systolic fold.*'big'"):
         ternary_layer(op, _arch("os", pe=4, simd=64, w_kb=1))
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True, phases=(Phase.explicit, Phase.generate))
+@given(m=st.integers(1, 12), n=st.integers(1, 12), k=st.integers(1, 12), pe=st.integers(1, 4), simd=st.integers(1, 4),
+       dataflow=st.sampled_from(DATAFLOWS), db=st.booleans(), fmt=st.sampled_from(["ternary2", "ternary1.6"]),
+       bw=st.sampled_from([0.05, 0.3, 2.0, 19.2]), small_act=st.booleans(), spill=st.booleans())
+def test_engine_equals_literal_systolic_reference(m, n, k, pe, simd, dataflow, db, fmt, bw, small_act, spill):
+    """Stalls included: at 0.05 GB/s (0.2 B/cycle) every fold waits for its slices."""
+    act_kb = (m * k - 1) / 1024 if small_act and m * k > 1 else 256
+    out_kb = (m * n - 1) / 1024 if spill and m * n > 1 else 256
+    arch = _arch(dataflow, pe=pe, simd=simd, db=db, act_kb=act_kb, bw=bw, fmt=fmt, out_kb=out_kb)
+    op = ternary_linear_op("l", m, k, n, rng=np.random.default_rng(m * 131 + n * 17 + k))
+    t = ternary_layer(op, arch)
+    c = arch.spec.compute
+    ref = reference_systolic(m, n, k, rows=pe, cols=simd, dataflow=dataflow, weight_format=fmt,
+                             dram_bytes_per_cycle=arch.dram_bytes_per_cycle, double_buffering=db,
+                             decode_latency_cycles=c.decode_latency_cycles, latency_cycles=arch.dram_latency_cycles,
+                             act_resident=m * k <= act_kb * 1024, out_buffer_bytes=math.floor(out_kb * 1024))
+    assert t.cycles == ref["cycles"]
+    assert (t.compute_cycles, t.spill_cycles) == (ref["compute"], ref["spill"])
+    for key, val in ref["counts"].items():
+        assert t.counts[key] == val, key
+
+
+def test_systolic_reference_stalls_by_hand():
+    # os, M = N = K = 4 on a 2 x 2 array: 4 folds of K + rows + cols - 2 = 6 ticks (the last 5);
+    # each fold loads K x 2 = 8 weights = 2 bytes at 0.25 B/cycle: 8 cycles, longer than 6
+    ref = reference_systolic(4, 4, 4, rows=2, cols=2, dataflow="os", dram_bytes_per_cycle=0.25, latency_cycles=3)
+    # L + X0 + max(6, 8) * 3 + last fold 5 (no next transfer)
+    assert ref["cycles"] == 3 + 8 + 3 * 8 + 5 and ref["compute"] == 6 * 3 + 5
