@@ -297,26 +297,48 @@ def choose_loop_order(setting: str, n_f: int, t: int, resident: bool, fold_bytes
     return "token_outer" if traffic("token_outer") < traffic("fold_outer") else "fold_outer"
 
 
-def _busiest_bank_intersections(op, banks: int) -> tuple[np.ndarray, np.ndarray]:
-    """``both`` mode: ``(|nz(x_m) ∩ nz(w_n)|, max over banks of the bank's share)``, int64 ``[M, N]``."""
-    from sim.trace import packed_intersection_counts
+def both_chunk_sum(op, banks: int, lanes_per_bank: int) -> int:
+    """``both`` mode: sum over tokens m and output channels p of the lane's chunks
+    ``g = max(1, max_b ceil(|nz(x_m) ∩ nz(w_p) ∩ bank b| / q))`` (its accumulator updates).
 
-    key = ("bank_inter", banks)
+    Tiled like :func:`sim.trace.packed_intersection_counts`: per tile of ``[M, nb]`` outputs
+    (in cache) and per bank, AND + popcount of the bank's channels (64 per word) and a running
+    max over the banks; nothing of size ``M x N`` is kept. Cached per op, banks and q.
+    """
+    from sim.trace import _TILE_ELEMS, _words
+
+    key = ("both_chunks", banks, lanes_per_bank)
     cache = getattr(op, "_cache", None)
     if cache is not None and key in cache:
         return cache[key]
     mask, wnz = op.act_mask, op.weight_nz_mask()
-    total = np.zeros((op.m, op.n), np.int64)
-    busiest = np.zeros((op.m, op.n), np.int64)
-    for b in range(banks):
-        ka = mask[:, b::banks]
-        part = packed_intersection_counts(np.packbits(ka, axis=1, bitorder="little"),
-                                          np.packbits(wnz[:, b::banks], axis=1, bitorder="little"), ka.shape[1])
-        total += part
-        np.maximum(busiest, part, out=busiest)
+    m, n = op.m, op.n
+    words = max(1, -(-(-(-op.k // banks)) // 64))  # words of the biggest bank (bank 0: ceil(K / B) channels)
+    wa = [_words(np.packbits(mask[:, b::banks], axis=1, bitorder="little"), words) for b in range(banks)]
+    wb = [_words(np.packbits(wnz[:, b::banks], axis=1, bitorder="little"), words) for b in range(banks)]
+    nb = max(1, min(n, _TILE_ELEMS // max(1, m)))
+    acc_t = np.uint16 if op.k <= 0xFFFF else np.uint32
+    tmp = np.empty((m, nb), np.uint64)
+    cnt = np.empty((m, nb), np.uint8)
+    part = np.empty((m, nb), acc_t)
+    best = np.empty((m, nb), acc_t)
+    total = 0
+    for c0 in range(0, n, nb):
+        c1 = min(n, c0 + nb)
+        t, c, s, bst = tmp[:, :c1 - c0], cnt[:, :c1 - c0], part[:, :c1 - c0], best[:, :c1 - c0]
+        bst.fill(0)
+        for b in range(banks):
+            s.fill(0)
+            for j in range(words):
+                np.bitwise_and(wa[b][j][:, None], wb[b][j, c0:c1][None, :], out=t)
+                np.bitwise_count(t, out=c)
+                np.add(s, c, out=s)
+            np.maximum(bst, s, out=bst)
+        g = _ceil_div(bst.astype(np.int64), lanes_per_bank)
+        total += int(np.maximum(g, 1).sum())
     if cache is not None:  # a sweep simulates the same op on many archs
-        cache[key] = (total, busiest)
-    return total, busiest
+        cache[key] = total
+    return total
 
 
 def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
@@ -357,8 +379,8 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         tok = np.full((m, n_f), load, np.int64)
         one_bank = tok
     else:
-        inter, busiest = _busiest_bank_intersections(op, banks)
-        acc = int(_bank_lane_cycles(busiest, q).sum())
+        inter = op.intersections()
+        acc = both_chunk_sum(op, banks, q)
         tok = np.full((m, n_f), load, np.int64)  # g <= load as in 'weight'
         one_bank = tok
     compute_total = int(tok.sum())

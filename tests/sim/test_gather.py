@@ -87,3 +87,22 @@ def test_bad_gather_is_a_user_error(banks, ports):
     w = np.ones((1, 8), np.int8)
     with pytest.raises(SimInputError, match="banks|ports"):
         token_cycles(act, w, 1, 4, "act", banks=banks, ports=ports)
+
+
+@pytest.mark.parametrize("k,banks,q", [(300, 2, 2), (300, 3, 1), (70, 1, 4), (64, 4, 3), (5, 8, 1)])
+def test_both_chunk_sum_equals_brute_force(k, banks, q, monkeypatch):
+    """Several 64-channel words per bank, uneven banks, q > 1, tiles that split N unevenly."""
+    import sim.trace as st
+    from sim.engine import both_chunk_sum
+    from sim.packing import pack_ternary2
+    from sim.trace import TernaryLinearOp
+
+    monkeypatch.setattr(st, "_TILE_ELEMS", 7 * 5)  # 5 output columns per tile of 7 tokens
+    rng = np.random.default_rng(k + banks)
+    act = rng.random((7, k)) < 0.6
+    w = np.where(rng.random((13, k)) < 0.4, 0, 1).astype(np.int8)
+    op = TernaryLinearOp("l", 7, k, 13, pack_ternary2(w), act)
+    per_bank = [act[:, b::banks].astype(int) @ (w[:, b::banks] != 0).astype(int).T for b in range(banks)]
+    busiest = np.max(per_bank, axis=0)
+    want = int(np.maximum(1, -(-busiest // q)).sum())
+    assert both_chunk_sum(op, banks, q) == want
