@@ -1,25 +1,27 @@
-"""Fast cycle engine: exactly the counts of ENGINE.md, vectorised with numpy.
+"""Fast cycle engine: exactly the counts of docs/engine.md (version 2), vectorised with numpy.
 
 Stages (each a pure function, testable alone):
 
-1. work per (token m, output channel p): the pairs PE lane p processes for token m --
-   ``none``: K; ``act``: nnz(x_m); ``weight``: nnz(w_p); ``both``: |nz(x_m) ∩ nz(w_p)|.
-2. cycles per (token, fold): ``max over p in fold of max(1, ceil(work / SIMD))`` (a token with no
-   work still costs the accumulator-write cycle; lanes in lockstep wait for the busiest), summed
-   over tokens into ``C_f`` (:func:`fold_compute_cycles`).
-3. transfers per fold: ``X_f = ceil((PE * K * bits_per_weight / 8 + A) / dram_bytes_per_cycle)``
-   (+ the 1.6-bit decoder latency), where ``A`` = the layer's dense int8 input ``M * K`` bytes when
-   the activation buffer cannot hold it (it is then re-streamed every fold), else 0.
-4. overlap: ``layer = L + X_0 + sum_f max(C_f, X_{f+1}) + fill`` with double buffering
-   (``X_{N_f} = 0``), else ``L + sum_f (X_f + C_f) + fill``; ``fill = tree_stages + 2``
-   (:func:`fill_cycles`) and ``L`` the DRAM latency in cycles, paid once per layer.
+1. cycles of token m in fold f, ``c(m, f)`` (:func:`token_cycles`): channel k lives in bank
+   ``k mod B``; a chunk holds at most ``q = SIMD / B`` work channels of a bank, so a lane needs
+   ``g = max(1, max_b ceil(w_b / q))`` chunks (work = K, nz(x_m), nz(w_p) or their intersection
+   per skip mode); ``weight``/``both`` wait for the token's copy load, ``max(g, ceil(K / SIMD))``;
+   the fold's lanes run in lockstep (max over its real lanes).
+2. token tiling (:func:`token_blocks`): resident input, or blocks of ``floor(C_a / (h K))`` tokens;
+   loop order ``fold_outer`` / ``token_outer`` / ``auto`` (:func:`choose_loop_order`, least DRAM bytes).
+3. per step ``(f, b)`` (:func:`loop_steps`): ``C_j`` = the block's token cycles in fold f,
+   ``X_j = ceil(bytes_j / D)`` (+ the 1.6-bit decoder latency after a weight load) for what
+   differs from the previous step (the fold's weights, the block's activations).
+4. overlap (:func:`layer_cycles`): ``L + X_0 + sum_j max(C_j, X_{j+1}) + fill`` with double
+   buffering, else ``L + sum_j (X_j + C_j) + fill``; plus an output spill (:func:`output_spill`).
 
-Example (K = 8, SIMD = 4, PE = 2, mode ``act``; token 0 has 5 nonzeros, token 1 has 0)::
+Example (K = 8, SIMD = 4, B = 4 so q = 1, PE = 2, mode ``act``; token 0 has nonzeros at channels
+0, 4, 5, 6, 7, token 1 none): bank 0 holds 0 and 4 -> token 0 takes 2 cycles, token 1 takes 1
+(the accumulator write) -> ``C_f`` = 3 for every fold (with B = 1 token 0 takes ceil(5/4) = 2 too).
 
-    cycles(m=0) = ceil(5/4) = 2, cycles(m=1) = max(1, 0) = 1  ->  C_f = 3 for every fold
-
-:func:`ternary_layer` also returns every action count the energy model charges; the literal
-model in :mod:`sim.reference` counts the same actions event by event.
+:func:`ternary_layer` also returns every action count the energy model charges;
+:func:`dense_op` / :func:`vector_op` time the int8 and vector units (int8 weights streamed,
+spills, read-back). :mod:`sim.reference` steps the same machine tick by tick.
 """
 
 from __future__ import annotations
