@@ -35,7 +35,7 @@ def main() -> int:
     tr = synthetic_vit_trace(sparsity=args.sparsity, seed=args.seed)
     gen_s = time.perf_counter() - t0
     base = load_arch("kv260")
-    print(f"whole ViT-B/14 query trace (12 blocks, {tr.meta["tokens"]} tokens, {len(tr.ops)} ops, s={args.sparsity}), "
+    print(f"whole ViT-B/14 query trace (12 blocks, {tr.meta['tokens']} tokens, {len(tr.ops)} ops, s={args.sparsity}), "
           f"generated in {gen_s:.1f} s (not timed); kv260 arch; median of {args.repeat}; target < {TARGET_S:g} s")
     print(f"{'skip_mode':<10}{'cold_s':>9}{'cpu_s':>8}{'warm_s':>9}{'latency_ms':>12}{'energy_mj':>11}  ok(cold)")
     for mode in args.modes.split(","):
