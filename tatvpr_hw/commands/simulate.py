@@ -63,7 +63,9 @@ def format_table(d: dict) -> str:
             lines.append(f"            {b['name']:<14}{b['bits'] / 1024:>10.1f}{b['banks']:>7}{b['ports']:>6}"
                          f"{b['replicas']:>6}{b['halves']:>7}{b['width_bits']:>7}{b['depth']:>8}  "
                          f"{b['block_type']:<10}{b['blocks']:>8,}")
-    if g or bufs:
+    if d.get("power_scope"):
+        lines.append(f"  energy and power scope: {d['power_scope']}")
+    if g or bufs or d.get("power_scope"):
         lines.append("")
     lines += [
         "  cycles by unit:" + "".join(f"  {k}={v:,}" for k, v in d["cycles_by_unit"].items()),

@@ -84,6 +84,7 @@ def test_sim_table_shows_gather_and_buffers(trace_path, capsys):
     assert "gather: skip=act, 8 banks x 2 port(s) x 2 replica(s), 4 lane(s) per bank; conflict_cycles" in text
     buf_lines = [ln.split() for ln in text.splitlines() if ln.strip().startswith(("weights ", "activations "))]
     assert buf_lines and buf_lines[0][0] == "weights"
+    assert "energy and power scope: programmable logic" in text and "wall-plug" in text
 
 
 @pytest.mark.parametrize("bad", ["trace", "arch", "set", "missing"])
