@@ -80,6 +80,8 @@ def format_table(d: dict) -> str:
         shown = "n/a" if u is None else f"{100 * u:5.1f}%"
         lines.append(f"    {k:<8}{res['used'][k]:>10,} / {res['available'][k]:<10,} {shown}")
     lines.append(f"  fits: {'yes' if res['fits'] else 'NO (' + ', '.join(res['over']) + ')'}")
+    for reason in res.get("why") or []:
+        lines.append(f"    {reason}")
     return "\n".join(lines)
 
 
