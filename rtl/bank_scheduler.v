@@ -41,7 +41,7 @@ module bank_scheduler #(
     wire [B-1:0]   left;
     wire [8*KP-1:0] vals;                    // cur_val padded with zero channels
 
-    genvar b, jj;
+    genvar b, jj, i, a;
     generate
         if (KP > K) begin : pad
             assign vals = {{(8*(KP-K)){1'b0}}, cur_val};
@@ -49,35 +49,44 @@ module bank_scheduler #(
             assign vals = cur_val;
         end
         for (b = 0; b < B; b = b + 1) begin : bank
-            reg [D-1:0]    r;
-            reg [Q-1:0]    ok;
-            reg [AW*Q-1:0] ad;
-            reg            found;
-            integer j, a;
-            always @* begin
-                for (a = 0; a < D; a = a + 1) r[a] = cur_rem[a*B + b];
-                ad = {AW*Q{1'b0}};
-                for (j = 0; j < Q; j = j + 1) begin
-                    found = 1'b0;
-                    for (a = 0; a < D; a = a + 1) begin
-                        if (!found && r[a]) begin
-                            found = 1'b1;
-                            ad[AW*j +: AW] = a[AW-1:0];
-                            r[a] = 1'b0;
-                        end
-                    end
-                    ok[j] = found;
-                end
-            end
-            assign left[b] = |r;
-            for (jj = 0; jj < D; jj = jj + 1) begin : keep
-                assign rem_next[jj*B + b] = r[jj];
+            // lane j takes the lowest remaining nonzero: oh = r & -r isolates it, r & (r - 1)
+            // clears it (carry chains, not a D-deep priority mux); its address and value are
+            // one-hot AND-OR reductions
+            wire [D*(Q+1)-1:0] r;             // r[j]: what is left before lane j, at [D j +: D]
+            for (jj = 0; jj < D; jj = jj + 1) begin : cur
+                assign r[jj] = cur_rem[jj*B + b];
             end
             for (jj = 0; jj < Q; jj = jj + 1) begin : lane
-                wire [AW-1:0] aj = ad[AW*jj +: AW];
-                assign ch_lane_ok[b + B*jj] = cur_valid & ok[jj];
+                wire [D-1:0]  rj = r[D*jj +: D];
+                wire [D-1:0]  oh = rj & (~rj + 1'b1);
+                wire [AW-1:0] aj;
+                wire [7:0]    vj;
+                assign r[D*(jj+1) +: D] = rj & (rj - 1'b1);
+                for (i = 0; i < AW; i = i + 1) begin : abit
+                    wire [D-1:0] sel;
+                    for (a = 0; a < D; a = a + 1) begin : m
+                        if (((a >> i) & 1) != 0) begin : one
+                            assign sel[a] = oh[a];
+                        end else begin : zero
+                            assign sel[a] = 1'b0;
+                        end
+                    end
+                    assign aj[i] = |sel;
+                end
+                for (i = 0; i < 8; i = i + 1) begin : vbit
+                    wire [D-1:0] sel;
+                    for (a = 0; a < D; a = a + 1) begin : m
+                        assign sel[a] = oh[a] & vals[8*(a*B + b) + i];
+                    end
+                    assign vj[i] = |sel;
+                end
+                assign ch_lane_ok[b + B*jj] = cur_valid & (|rj);
                 assign ch_addr[AW*(b + B*jj) +: AW] = aj;
-                assign ch_act[8*(b + B*jj) +: 8] = vals[8*(aj*B + b) +: 8];
+                assign ch_act[8*(b + B*jj) +: 8] = vj;
+            end
+            assign left[b] = |r[D*Q +: D];
+            for (jj = 0; jj < D; jj = jj + 1) begin : keep
+                assign rem_next[jj*B + b] = r[D*Q + jj];
             end
         end
     endgenerate

@@ -38,7 +38,7 @@ module tb_tile;
     reg [2*PE-1:0] weights [0:MAXW-1];
     reg [8*K-1:0] tokens [0:MAXT-1];
     string dir;
-    integer nfold, ntok, cyc, i, f, g, hh, k, p, seen, last_out, first_ch, first_tok, accepted;
+    integer nfold, ntok, cyc, i, f, g, hh, k, p, seen, last_out, first_ch, first_tok, accepted, wait_cyc;
 
     always #5 clk = ~clk;
     always @(posedge clk) cyc <= cyc + 1;
@@ -77,7 +77,13 @@ module tb_tile;
                     if (accepted != 0) i = i + 1;
                 end
                 tok_valid = 1'b0;
-                repeat (64) @(negedge clk);
+                // the last two tokens are still in the tile: wait for every result (bounded)
+                wait_cyc = 0;
+                while (seen < ntok && wait_cyc < 2 * (K + 1) + 64) begin
+                    @(negedge clk);
+                    wait_cyc = wait_cyc + 1;
+                end
+                repeat (8) @(negedge clk);
                 if (seen != ntok) $display("ERROR fold %0d: saw %0d tokens, expected %0d", f, seen, ntok);
                 $display("FOLD %0d %0d %0d", f, last_out - first_ch + 1, last_out - first_tok + 1);
             end

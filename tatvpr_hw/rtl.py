@@ -17,6 +17,7 @@ Files the testbench reads (``rtl/tb_tile.sv``): ``weights.hex``, one ``2*PE``-bi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,7 +41,6 @@ TILE_SOURCES = ("ternary_tile.v", "bank_scheduler.v", "ternary_mac_array.v")
 _CODE = {0: 0, 1: 1, -1: 3}
 MAX_WEIGHT_WORDS = 1 << 16   # rtl/tb_tile.sv MAXW
 MAX_TOKENS = 1 << 12         # rtl/tb_tile.sv MAXT
-TB_DRAIN_CYCLES = 64         # the testbench waits this long for a fold's last result
 
 
 def _tool(*names: str) -> str:
@@ -153,11 +153,13 @@ def predicted_cycles(weights: np.ndarray, acts: np.ndarray, shape: TileShape) ->
 
 def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
     """Compile the tile testbench for ``shape`` with Verilator (cached per shape)."""
-    out = Path(build_root).resolve() / f"tile_{shape.tag}"
+    src = rtl_dir()
+    # the cache key includes the sources, so an edited RTL file is never run from a stale build
+    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("tb_tile.sv", *TILE_SOURCES))).hexdigest()[:10]
+    out = Path(build_root).resolve() / f"tile_{shape.tag}_{digest}"
     exe = out / "obj_dir" / "tb"
     if exe.is_file():
         return exe
-    src = rtl_dir()
     out.mkdir(parents=True, exist_ok=True)
     cmd = [_tool("verilator-cli", "verilator"), "--binary", "-j", "2", "-Wall",
            "-Wno-DECLFILENAME", "-Wno-UNUSEDSIGNAL", "-Wno-WIDTHEXPAND", "-Wno-BLKSEQ",
