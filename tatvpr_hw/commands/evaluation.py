@@ -30,8 +30,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         cfg = load_config(config)
         records = evaluate_checkpoint(cfg, checkpoint, out, sp)
         for r in records:
-            typer.echo(f"{r['model']:13s} {r['format']:8s} s={r['sparsity']:.2f}  R@1 {r['recall@1']:6.2f}  "
-                       f"GMACs {r['gmacs']:.4f}  memory {r['memory_mb']:.3f} MB")
+            sim = "" if r.get("sim_latency_ms") is None else f"  sim {r['sim_latency_ms']:.4f} ms (SIMULATED)"
+            typer.echo(f"{r['model']:13s} {r['format']:8s} {r.get('granularity') or '':6s} s={r['sparsity']:.2f}  "
+                       f"R@1 {r['recall@1']:6.2f}  GMACs {r['gmacs']:.4f}  memory {r['memory_mb']:.3f} MB{sim}")
         typer.echo(f"report: {Path(out) / 'index.html'}")
 
     @app.command("report")

@@ -87,6 +87,7 @@ def test_eval_command(evaluated):
     assert "fig2a_recall_vs_gops.png" in html and "teacher_int8" in html
     assert "fig_recall_vs_sim_latency.png" in html and (out / "fig_recall_vs_sim_latency.png").is_file()
     assert "R@1" in printed
+    assert any(" bank " in line and "ms (SIMULATED)" in line for line in printed.splitlines())
     # every student record is simulated: finite, positive; s = 0 is one model for all granularities
     st = {(r["granularity"], r["sparsity"]): r for r in recs if r["model"] == "student"}
     for r in st.values():
