@@ -66,7 +66,8 @@ BLOCK_TYPES = ("registers", "lutram", "bram18", "bram36", "uram")  # sim.buffers
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` / `.nan` in any arch, board, energy or resource file is an error
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------------------ arch file
@@ -416,9 +417,12 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
     if not path.is_file():
         raise SimInputError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise SimInputError(f"{path}: malformed YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SimInputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                            f"allowed: a UTF-8 YAML {what} file") from None
     if not isinstance(data, dict):
         raise SimInputError(f"{path}: the top level of a {what} file must be a mapping")
     return data

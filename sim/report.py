@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from sim.arch import ARCH_DIR, DEFAULT_ARCH, load_arch, with_overrides
+from sim.atomic import atomic_write, check_output_dir
 from sim.energy import COMPONENTS
 from sim.errors import SimInputError
 from sim.simulator import simulate
@@ -29,16 +29,7 @@ BOARD_ARCHS = ("kv260", "zcu104", "pynq_z2")
 
 def _atomic_write(path: Path, write) -> Path:
     """Write through a temporary file beside ``path`` and rename it (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:
@@ -108,7 +99,7 @@ def sim_demo(traces: dict[float, Path], run_dir: Path, arch: Path = DEFAULT_ARCH
     if not traces:
         raise SimInputError("sim_demo: no traces given (expected {sparsity: trace.npz})")
     t0 = time.perf_counter()
-    run_dir = Path(run_dir)
+    run_dir = check_output_dir(run_dir, "run folder")
     base = load_arch(arch)
     loaded = {float(s): read_trace(p) for s, p in sorted(traces.items())}
     rows = []

@@ -44,19 +44,26 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
+from sim.atomic import atomic_write
 from sim.errors import SimInputError
 from sim.packing import pack_ternary2, row_bytes, unpack_ternary2
 
 FORMAT = "tatvpr-trace"
 VERSION = 1
 VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
+# Sane bounds of a trace's counts: one dimension (tokens, channels, heads) at most 2^31 - 1, one
+# op's work (batch * m * k * n MACs, or elements) at most 2^50 (a ViT-B/14 query is ~1.7e10 MACs).
+MAX_DIM = 2**31 - 1
+MAX_OP_WORK = 2**50
+# meta keys with a fixed meaning (the others are free-form): key -> what they must be
+META_INT_KEYS = ("tokens", "depth", "dim", "heads", "img_size", "patch_size", "images")
+META_STR_KEYS = ("model", "source")
 
 # Per byte of ternary2 data: whether it holds the invalid code 0b10.
 _BAD_BYTE = np.array([any(((b >> s) & 3) == 2 for s in (0, 2, 4, 6)) for b in range(256)], dtype=bool)
@@ -227,13 +234,52 @@ def _where(source: str, i: int, name: Any) -> str:
     return f"{source}: op {i} ({name!r})"
 
 
-def _int_field(d: dict, key: str, where: str, minimum: int = 1) -> int:
+def _int_field(d: dict, key: str, where: str, minimum: int = 1, maximum: int = MAX_DIM) -> int:
     if key not in d:
         raise SimInputError(f"{where}: missing field '{key}'")
     v = d[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise SimInputError(f"{where}: field '{key}' = {v!r}: must be an integer >= {minimum}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not minimum <= v <= maximum:
+        raise SimInputError(f"{where}: field '{key}' = {v!r}: must be an integer in [{minimum}, {maximum}]")
     return int(v)
+
+
+def _check_work(work: int, what: str, where: str) -> None:
+    if work > MAX_OP_WORK:
+        raise SimInputError(f"{where}: {what} = {work:.3g}: at most 2^50 = {MAX_OP_WORK:.3g} per op "
+                            "(the trace of one query)")
+
+
+def _finite_json(v: Any, path: str, source: str) -> None:
+    """Every number inside the JSON value ``v`` must be finite (NaN / Infinity are refused)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SimInputError(f"{source}: {path} = {v!r}: must be a finite number")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _finite_json(x, f"{path}.{k}", source)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _finite_json(x, f"{path}[{i}]", source)
+
+
+def validate_meta(meta: Any, source: str = "<trace>") -> dict:
+    """Check the trace's ``meta``: a JSON object, finite numbers; ``sparsity`` (null or a number in
+    [0, 1)), the counts in :data:`META_INT_KEYS` (null or integers >= 1) and the names in
+    :data:`META_STR_KEYS` (strings) when present. Other keys are free-form."""
+    if not isinstance(meta, dict):
+        raise SimInputError(f"{source}: 'meta' must be a JSON object, got {type(meta).__name__}")
+    _finite_json(meta, "meta", source)
+    s = meta.get("sparsity")
+    if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 <= s < 1):
+        raise SimInputError(f"{source}: meta.sparsity = {s!r}: must be a number in [0, 1) (or absent)")
+    for key in META_INT_KEYS:
+        v = meta.get(key)
+        if v is not None:
+            _int_field(meta, key, f"{source}: meta")
+    for key in META_STR_KEYS:
+        v = meta.get(key)
+        if v is not None and not isinstance(v, str):
+            raise SimInputError(f"{source}: meta.{key} = {v!r}: must be a string")
+    return meta
 
 
 def _bool_field(d: dict, key: str, where: str) -> bool:
@@ -286,11 +332,12 @@ def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
     elif isinstance(op, DenseOp):
         for key in ("m", "k", "n", "batch"):
             _int_field({key: getattr(op, key)}, key, where)
+        _check_work(op.batch * op.m * op.k * op.n, "batch * m * k * n", where)
         _bool_field({"weights": op.weights}, "weights", where)
     elif isinstance(op, VectorOp):
         if op.kind not in VECTOR_KINDS:
             raise SimInputError(f"{where}: field 'kind' = {op.kind!r}; allowed: {', '.join(VECTOR_KINDS)}")
-        _int_field({"elements": op.elements}, "elements", where)
+        _int_field({"elements": op.elements}, "elements", where, maximum=MAX_OP_WORK)
     else:
         raise SimInputError(f"{source}: op {i} is a {type(op).__name__}; allowed: "
                             "TernaryLinearOp, DenseOp, VectorOp")
@@ -300,8 +347,7 @@ def validate_trace(trace: Trace, source: str = "<trace>") -> Trace:
     """Validate every op of ``trace`` (in place); return it."""
     if trace.version != VERSION:
         raise SimInputError(f"{source}: trace version {trace.version!r}; this simulator reads version {VERSION}")
-    if not isinstance(trace.meta, dict):
-        raise SimInputError(f"{source}: 'meta' must be a JSON object")
+    validate_meta(trace.meta, source)
     if not trace.ops:
         raise SimInputError(f"{source}: the trace has no operations")
     for i, op in enumerate(trace.ops):
@@ -338,17 +384,15 @@ def write_trace(path: str | os.PathLike, trace: Trace) -> Path:
         if isinstance(op, TernaryLinearOp):
             arrays[f"ops/{i}/weights_packed"] = op.weights_packed
             arrays[f"ops/{i}/act_mask"] = op.act_mask
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: savez would append .npz to a name
             np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, write, "trace file")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a trace may hold (allowed: finite numbers)")
 
 
 def read_trace(path: str | os.PathLike) -> Trace:
@@ -366,7 +410,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
         if "__header__" not in files:
             raise SimInputError(f"{src}: no '__header__' entry; not a {FORMAT} file")
         try:
-            header = json.loads(npz["__header__"].tobytes().decode("utf-8"))
+            header = json.loads(npz["__header__"].tobytes().decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
             raise SimInputError(f"{src}: '__header__' is not valid JSON: {err}") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -406,7 +450,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
                                    batch=_int_field({"batch": d.get("batch", 1)}, "batch", where),
                                    weights=_bool_field(d, "weights", where)))
             elif kind == "vector":
-                ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where)))
+                ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where, maximum=MAX_OP_WORK)))
             else:
                 raise SimInputError(f"{where}: field 'type' = {kind!r}; allowed: ternary_linear, dense, vector")
         meta = header.get("meta", {})
