@@ -62,6 +62,7 @@ import numpy as np
 import yaml
 
 from sim.arch import load_yaml_mapping
+from sim.atomic import atomic_write, check_output_dir
 from sim.errors import SimInputError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ PARETO_OBJECTIVES = ("latency_ms", "energy_mj", "resource_mean")
 SELECT_METRICS = ("edp", "latency_ms", "energy_mj")
 BACKENDS = ("local", "ray")
 DEFAULT_EVALUATOR = "sim.dse:simulate_point"
+
+# At most this many design points per sweep (a grid, or a random sample's n); a grid larger than
+# that needs sampling: {mode: random, n: ...}, and even a sampled grid must stay below
+# MAX_SAMPLED_GRID combinations (numpy samples int64 indices).
+MAX_POINTS = 1_000_000
+MAX_SAMPLED_GRID = 2**62
 
 _SWEEP_KEYS = {"arch", "board", "axes", "sampling", "select"}
 _SAMPLING_KEYS = {"mode", "n", "seed"}
@@ -229,8 +236,18 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None
             raise SimInputError(f"{source}: sampling.n = {n!r}: random sampling needs an integer n >= 1")
     elif n is not None:
         raise SimInputError(f"{source}: sampling.n is only used with mode: random")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise SimInputError(f"{source}: sampling.seed = {seed!r}: must be an integer")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise SimInputError(f"{source}: sampling.seed = {seed!r}: must be an integer in [0, 2^63)")
+
+    total = math.prod(len(v) for v in axes.values()) if axes else 1
+    if mode == "grid" and total > MAX_POINTS:
+        raise SimInputError(f"{source}: the grid has {total:.3g} design points ({' x '.join(str(len(v)) for v in axes.values())}); "
+                            f"allowed: at most {MAX_POINTS:,} per sweep (use sampling: {{mode: random, n: ...}})")
+    if mode == "random" and n > MAX_POINTS:
+        raise SimInputError(f"{source}: sampling.n = {n}: at most {MAX_POINTS:,} design points per sweep")
+    if mode == "random" and total > MAX_SAMPLED_GRID:
+        raise SimInputError(f"{source}: the grid has {total:.3g} combinations; allowed: at most 2^62 = "
+                            f"{MAX_SAMPLED_GRID:.3g} to sample from (fewer axes or values)")
 
     select = _section(data, "select", _SELECT_KEYS, source, "metric, sparsity", {})
     metric = select.get("metric", "edp")
@@ -238,7 +255,7 @@ def parse_sweep(data: Any, source: str = "<sweep>", base_dir: Path | None = None
         raise SimInputError(f"{source}: select.metric = {metric!r}; allowed: {', '.join(SELECT_METRICS)}")
     sel_s = select.get("sparsity")
     if sel_s is not None and (isinstance(sel_s, bool) or not isinstance(sel_s, (int, float))
-                              or not 0 <= sel_s < 1):
+                              or not math.isfinite(sel_s) or not 0 <= sel_s < 1):
         raise SimInputError(f"{source}: select.sparsity = {sel_s!r}: must be in [0, 1)")
     return SweepSpec(arch_path, board, axes, paths, mode, n, seed, metric,
                      None if sel_s is None else float(sel_s), source)
@@ -364,18 +381,31 @@ def resolve_evaluator(ref: str) -> Callable[[str, dict, Any], dict]:
 _WORKER: dict[str, Any] = {}
 
 
-def _materialise_trace(sha: str, data: bytes | None, path: str) -> Any:
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def trace_cache_path(sha: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where a worker node keeps a trace shipped through Ray's object store: named by its full
+    SHA-256 (the name alone is never trusted: :func:`_materialise_trace` re-hashes the file)."""
+    return Path(cache_dir or tempfile.gettempdir()) / f"tatvpr-dse-{sha}.npz"
+
+
+def _materialise_trace(sha: str, data: bytes | None, path: str, cache_dir: str | None = None) -> Any:
     from sim.trace import read_trace
 
     traces = _WORKER.setdefault("traces", {})
     if sha not in traces:
         if data is not None:  # shipped through Ray's object store: write once per node
-            cache = Path(tempfile.gettempdir()) / f"tatvpr-dse-{sha[:24]}.npz"
-            if not cache.is_file():
-                fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, cache)
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise SimInputError(f"trace {path}: the bytes shipped to the worker do not have SHA-256 {sha}")
+            cache = trace_cache_path(sha, cache_dir)
+            # a file of that name from another run, a truncated write or a foreign file: rewrite it
+            if _file_sha256(cache) != sha:
+                atomic_write(cache, lambda tmp: tmp.write_bytes(data), "trace cache")
             path = str(cache)
         traces[sha] = read_trace(path)
     return traces[sha]
@@ -485,16 +515,7 @@ def _json_default(o: Any) -> Any:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, write)
 
 
 def _write_json(path: Path, obj: Any) -> Path:
@@ -576,13 +597,63 @@ def _run_local(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress)
     # fork: the workers run numpy-only code, start fast and need no `if __name__ == "__main__"`
     # guard in the caller's script (spawn/forkserver re-import __main__); spawn where no fork.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(),))
+    try:
         pending = {pool.submit(_eval_chunk, evaluator, str(spec.arch_path), c, blobs)
                    for c in _chunks(jobs, chunk)}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 on_rows(fut.result())
+    except BaseException:  # Ctrl-C, a failed point, SystemExit: stop the workers now, do not drain
+        _kill_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    for p in procs:
+        p.join(timeout=5)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Tie a pool worker's life to its driver's.
+
+    On Linux the kernel sends SIGKILL to the worker when the driver dies by any signal (kill -9
+    included: PR_SET_PDEATHSIG); elsewhere, and as a second line, a daemon thread polls the
+    parent pid. Ctrl-C goes to the whole process group: the workers ignore it and the driver,
+    which gets it too, stops them (:func:`_kill_pool`).
+    """
+    import signal
+    import sys
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the poll below still works
+            pass
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tatvpr-dse-parent-watch", daemon=True).start()
 
 
 def _run_ray(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress) -> None:
@@ -620,9 +691,14 @@ def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir
         raise SimInputError("a sweep needs at least one --trace")
     workers = max(1, int(workers or os.cpu_count() or 1))
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out_dir, "--out")
     traces = describe_traces(trace_paths)
+    if spec.select_sparsity is not None and not any(
+            t.sparsity is not None and math.isclose(t.sparsity, spec.select_sparsity, abs_tol=1e-9) for t in traces):
+        have = sorted({t.sparsity for t in traces if t.sparsity is not None})
+        raise SimInputError(f"{spec.source}: select.sparsity = {spec.select_sparsity:g} matches no trace; "
+                            f"allowed: the sparsity of a --trace ({', '.join(f'{s:g}' for s in have) or 'none has meta.sparsity'})")
+    out.mkdir(parents=True, exist_ok=True)
     if evaluator == DEFAULT_EVALUATOR:
         check_axes(spec)
     jobs = build_jobs(spec, traces)
