@@ -50,6 +50,11 @@ def _load_state(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is corrupt ({err}); delete it to rerun the flow from scratch") from None
     if not isinstance(state, dict) or not isinstance(state.get("steps"), dict):
         raise UserError(f"{path} is not a flow state file; delete it to rerun the flow")
+    for name, rec in state["steps"].items():
+        if (not isinstance(rec, dict) or "result" not in rec or isinstance(rec.get("seconds"), bool)
+                or not isinstance(rec.get("seconds"), (int, float))):
+            raise UserError(f"{path}: step {name!r} = {rec!r} is not a step record ({{seconds, result}}); "
+                            "delete the file to rerun the flow")
     return state
 
 

@@ -33,8 +33,10 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
         if backend not in sdse.BACKENDS:
             raise UserError(f"--backend {backend!r}; allowed: {', '.join(sdse.BACKENDS)}")
-        if workers is not None and workers < 1:
-            raise UserError(f"--workers must be >= 1, got {workers}")
+        if workers is not None and not 1 <= workers <= 4096:
+            raise UserError(f"--workers = {workers}; allowed: an integer in [1, 4096]")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise UserError(f"--seed = {seed}; allowed: an integer in [0, 2^63)")
         spec = sdse.load_sweep(space)
         if seed is not None:
             spec.seed = seed

@@ -11,6 +11,35 @@ import typer
 from tatvpr_hw.errors import UserError
 
 
+# Tile geometry bounds for the RTL commands: a Verilator / yosys build of a larger tile would run
+# for hours (the tiles these commands check are 2x4 .. 32x32, K up to a few thousand).
+MAX_LANES = 256
+MAX_K = 65536
+
+
+def _check_geometry(**values: int | None) -> None:
+    """pe / simd / banks (lanes) in [1, MAX_LANES], k in [1, MAX_K], ports 1 or 2, layers >= 1."""
+    for name, v in values.items():
+        if v is None:
+            continue
+        hi = {"k": MAX_K, "layers": 10_000}.get(name, MAX_LANES)
+        if name == "ports":
+            if v not in (1, 2):
+                raise UserError(f"--ports = {v}; allowed: 1 or 2")
+        elif not 1 <= v <= hi:
+            raise UserError(f"--{name} = {v}; allowed: an integer in [1, {hi}]")
+
+
+def _check_folder(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file; allowed: a folder (created if missing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what} {path}: {parent} is a file, not a folder")
+            break
+
+
 def _grid(text: str) -> list[tuple[int, int]]:
     out = []
     for item in text.split(","):
@@ -19,6 +48,7 @@ def _grid(text: str) -> list[tuple[int, int]]:
             out.append((int(pe), int(simd)))
         except ValueError:
             raise UserError(f"--grid item {item!r} is not PExSIMD (e.g. 4x8)") from None
+        _check_geometry(pe=out[-1][0], simd=out[-1][1])
     return out
 
 
@@ -35,6 +65,7 @@ def _tile_points(text: str) -> list[dict]:
                 raise ValueError
         except (ValueError, IndexError, UserError):
             raise UserError(f"tile point {item!r} is not PExSIMD:K:B[:P] (e.g. 4x8:128:8:1)") from None
+        _check_geometry(pe=pe, simd=simd, k=k, banks=banks, ports=ports)
         out.append({"pe": pe, "simd": simd, "k": k, "banks": banks, "ports": ports})
     return out
 
@@ -80,7 +111,13 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         """Run trace tiles through the Verilog tile; check bit-exact outputs and cycle-exact timing vs sim."""
         from tatvpr_hw import rtl
 
+        import math
+
+        _check_geometry(pe=pe, simd=simd, banks=banks, ports=ports, layers=layers)
         rtl.TileShape(pe, simd, 1, banks, ports)   # bad gather values: one error line, exit 2
+        if not math.isfinite(sparsity):
+            raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")
+        _check_folder(build_dir, "--build-dir")
         if trace is not None and not trace.is_file():
             raise UserError(f"trace file not found: {trace}")
         build_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +200,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         """Build the tile (banked weight buffer, scheduler, array) for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
         from tatvpr_hw import rtl
 
+        _check_geometry(pe=pe, simd=simd, k=k, banks=banks, ports=ports)
+        rtl.TileShape(pe, simd, k, banks, ports)
+        _check_folder(out, "--out")
         r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed, banks=banks, ports=ports)
         print(f"iCE40 UP5K (sg48), tile {pe}x{simd}, K={k}, B={r['banks']}, P={r['ports']}: {r['logic_cells']}/{r['logic_cells_available']} "
               f"logic cells, fmax {r['fmax_mhz']:.1f} MHz, bitstream {r['bitstream_bytes']} bytes -> {r['bitstream']}")

@@ -15,6 +15,11 @@ from tatvpr_hw.errors import UserError
 log = logging.getLogger(__name__)
 
 
+# sim-synth bounds: a few times ViT-G / 1,000-block scale; the trace is held in memory whole
+SYNTH_MAX = {"depth": 1024, "dim": 65536, "tokens": 65536, "heads": 1024}
+SYNTH_MAX_BYTES = 2**32
+
+
 def _parse_sets(sets: list[str]) -> dict:
     """``["compute.pe=16", "clock_mhz=300"]`` -> overrides (values parsed as YAML scalars)."""
     import yaml
@@ -102,6 +107,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from sim import load_arch, read_trace, simulate, with_overrides
         from tatvpr_hw.io import write_json
 
+        if out is not None:  # a folder / under-a-file --out fails before simulating
+            from sim.atomic import check_output_path
+            check_output_path(out, "--out")
         a = load_arch(arch)
         if sets:
             a = with_overrides(a, _parse_sets(sets))
@@ -127,13 +135,30 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="random seed"),
     ) -> None:
         """Write a synthetic ViT query trace from random numbers (defaults: ViT-B/14 at 224 px)."""
+        import math
+
+        from sim.atomic import check_output_path
         from sim.trace import synthetic_vit_trace, write_trace
 
         for name, v in (("depth", depth), ("dim", dim), ("tokens", tokens), ("heads", heads)):
-            if v < 1:
-                raise UserError(f"--{name} must be >= 1, got {v}")
-        if mlp_ratio <= 0:
-            raise UserError(f"--mlp-ratio must be > 0, got {mlp_ratio}")
+            if not 1 <= v <= SYNTH_MAX[name]:
+                raise UserError(f"--{name} = {v}: allowed: an integer in [1, {SYNTH_MAX[name]}]")
+        if not math.isfinite(mlp_ratio) or not 0 < mlp_ratio <= 64 or round(dim * mlp_ratio) < 1:
+            raise UserError(f"--mlp-ratio = {mlp_ratio}: allowed: a finite number in (0, 64] with "
+                            "mlp_ratio * dim >= 1")
+        if not math.isfinite(sparsity) or not 0 <= sparsity < 1:
+            raise UserError(f"--sparsity = {sparsity}: allowed: a number in [0, 1)")
+        if not math.isfinite(weight_zero_frac) or not 0 <= weight_zero_frac <= 1:
+            raise UserError(f"--weight-zero-frac = {weight_zero_frac}: allowed: a number in [0, 1]")
+        if seed < 0:
+            raise UserError(f"--seed = {seed}: allowed: an integer >= 0")
+        # bytes the trace holds: packed weights (d^2 (4 + 2 r) / 4) and act masks (t d (3 + r)) per block
+        held_bytes = depth * (dim * dim * (4 + 2 * mlp_ratio) / 4 + tokens * dim * (3 + mlp_ratio))
+        if held_bytes > SYNTH_MAX_BYTES:
+            raise UserError(f"--depth {depth} --dim {dim} --tokens {tokens} --mlp-ratio {mlp_ratio:g}: the trace "
+                            f"would hold {held_bytes / 2**30:.3g} GiB; allowed: at most "
+                            f"{SYNTH_MAX_BYTES / 2**30:g} GiB")
+        check_output_path(out, "--out")
         tr = synthetic_vit_trace(depth=depth, dim=dim, tokens=tokens, heads=heads, mlp_ratio=mlp_ratio,
                                  sparsity=sparsity, weight_zero_frac=weight_zero_frac, seed=seed)
         write_trace(out, tr)

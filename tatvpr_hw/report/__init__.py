@@ -98,14 +98,40 @@ def _section_names(run_dir: Path) -> list[str]:
     return [n for n in names if (run_dir / f"{n}.json").is_file()]
 
 
+# metrics.json record fields the report computes with: null or a finite number
+_RECORD_NUMBERS = ("sparsity", "gmacs", "memory_mb", "sim_latency_ms")
+
+
+def _check_records(records: Any, path: Path) -> list[dict]:
+    """``metrics.json``: a list of objects; ``model`` a string, ``recall@N`` and the fields in
+    :data:`_RECORD_NUMBERS` null or finite numbers. Raise :class:`UserError` naming the first bad one."""
+    import math
+
+    if not isinstance(records, list):
+        raise UserError(f"{path}: the top level is a JSON {type(records).__name__}; allowed: a list of "
+                        "records (objects), as `tatvpr eval` writes")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise UserError(f"{path}: record {i} is a {type(r).__name__}; allowed: a JSON object")
+        if not isinstance(r.get("model"), (str, type(None))):
+            raise UserError(f"{path}: record {i}: model = {r['model']!r}; allowed: a string")
+        for k, v in r.items():
+            if k in _RECORD_NUMBERS or k.startswith("recall@"):
+                if k.startswith("recall@") and not k[7:].isdigit():
+                    raise UserError(f"{path}: record {i}: key {k!r}; allowed: recall@N with N an integer")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                    raise UserError(f"{path}: record {i}: {k} = {v!r}; allowed: a finite number or null")
+    return records
+
+
 def _ml_context(run_dir: Path) -> dict[str, Any] | None:
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         return None
-    records = _read_json(metrics_path)
-    if not isinstance(records, list):
-        raise UserError(f"{metrics_path}: expected a list of records")
+    records = _check_records(_read_json(metrics_path), metrics_path)
     details = _read_json(run_dir / "eval.json") if (run_dir / "eval.json").is_file() else {}
+    if not isinstance(details, dict):
+        raise UserError(f"{run_dir / 'eval.json'}: the top level must be a JSON object, got {type(details).__name__}")
     recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
     st0 = [r for r in records if r.get("model") == "student" and r.get("sparsity") == 0]
     rows = []
