@@ -395,8 +395,8 @@ def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
 def test_sigkill_of_the_dse_driver_leaves_no_worker(tmp_path):
     proc, _ = _start_sweep(tmp_path)
+    workers = _children(proc.pid)
     try:
-        workers = _children(proc.pid)
         assert len(workers) >= 2, "the pool did not start its workers"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -405,23 +405,32 @@ def test_sigkill_of_the_dse_driver_leaves_no_worker(tmp_path):
             time.sleep(0.1)
         assert not [w for w in workers if _alive(w)], "workers outlived their driver"
     finally:
-        for w in _children(proc.pid):
+        _reap(proc, workers)
+
+
+def _reap(proc: subprocess.Popen, workers: list[int]) -> None:
+    """Kill what this test started (orphaned workers hold the pipes open) and close the pipes."""
+    for w in workers:
+        if _alive(w):
             os.kill(w, signal.SIGKILL)
-        proc.kill()
-        proc.communicate()
+    proc.kill()
+    try:
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
 def test_sigint_of_a_running_sweep_exits_130_and_stops_its_workers(tmp_path):
     proc, _ = _start_sweep(tmp_path)
+    workers = _children(proc.pid)
     try:
-        workers = _children(proc.pid)
         assert len(workers) >= 2
         time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
         _, err = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _reap(proc, workers)
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("INFO", "WARNING", "dse:"))
              and "\r" not in ln]
