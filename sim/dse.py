@@ -16,6 +16,10 @@ A sweep file (YAML, validated; unknown keys are named) says which hardware knobs
     sampling: {mode: grid}      # or {mode: random, n: 200, seed: 0}
     select: {metric: edp}       # best point: edp | latency_ms | energy_mj; optional sparsity: s
 
+A sweep holds at most :data:`MAX_POINTS` (10^6) design points: a larger grid is an input error
+naming its size (use random sampling; a sampled grid may have up to 2^62 combinations).
+``select.sparsity`` must be the sparsity of one of the traces.
+
 The traces given on the command line are one more axis: one trace per sparsity level (read
 from each trace's ``meta["sparsity"]``). Every design point is ``sim.simulate(arch with the
 point's overrides, trace)``; the metrics kept per point are listed in :data:`METRIC_COLUMNS`.
@@ -29,6 +33,11 @@ Outputs in the sweep folder:
 ``pareto.png``        latency vs energy per query, Pareto points marked, per sparsity.
 ``best_point.json``   the chosen design (read by the FINN / bitstream exporters, ``--dse-point``).
 ``sweep.json``        the resolved sweep (arch path, overrides per axis, traces) and a summary.
+
+Processes: local workers are forked from the driver and die with it whatever ends it (kill -9
+included: ``PR_SET_PDEATHSIG`` on Linux, a parent-pid watch elsewhere); Ctrl-C stops them at
+once. On Ray a trace travels through the object store and each node caches it under its full
+SHA-256, re-hashed before every reuse.
 
 A point that does not fit the board (sim.resources: any class over ``max_utilisation``) has
 ``fits`` False and its ``misfit`` column names the class and the buffers using most of it, e.g.

@@ -241,6 +241,7 @@ CASES = [
     Case("sweep-grid-1e22", lambda t: sweep(t, axes=many_axes(22, 10)), "1e+22 design points"),
     Case("sweep-grid-2^64-random", lambda t: sweep(t, axes=many_axes(64, 2), sampling={"mode": "random", "n": 5}),
          "at most 2^62"),
+    Case("sweep-grid-2^64", lambda t: sweep(t, axes=many_axes(64, 2)), "1.84e+19 design points"),
     Case("sweep-grid-1e7", lambda t: sweep(t, axes=many_axes(7, 10)), "at most 1,000,000"),
     Case("sweep-random-n-huge", lambda t: sweep(t, sampling={"mode": "random", "n": 10**7}), "sampling.n = 10000000"),
     Case("sweep-select-sparsity-no-trace", lambda t: sweep(t, select={"metric": "edp", "sparsity": 0.5}),
@@ -276,6 +277,10 @@ CASES = [
     Case("checkpoint-missing", lambda t: ["footprint", "--config", CFG, "--checkpoint", str(t / "nope.safetensors")], "nope"),
     Case("checkpoint-garbage", lambda t: ["footprint", "--config", CFG, "--checkpoint", str(_garbage_checkpoint(t))], "ck"),
     Case("data-root-missing", lambda t: ["data", "baseline", "--config", CFG, "--root", str(t / "no_such_set")], "no_such_set"),
+    Case("data-gsv-csv-binary", lambda t: ["data", "info", "--config", str(_local_data_config(t, csv=b"\xff\xfe\x80" * 40))],
+         "UTF-8"),
+    Case("data-gsv-csv-columns", lambda t: ["data", "info", "--config", str(_local_data_config(t, csv=b"a,b\n1,2\n"))],
+         "City.csv"),
     Case("data-synth-out-file", lambda t: ["data", "synth", "--config", CFG, "--out", str(a_file(t / "f"))], "f"),
     # ---- design point (export bitstream --dse-point)
     Case("dse-point-list", lambda t: ["export", "bitstream", "--dse-point", str(best_point(t, [1, 2])),
@@ -286,6 +291,7 @@ CASES = [
                                         "--out", str(t / "proj"), "--no-run"], "UTF-8"),
     Case("dse-point-missing-fields", lambda t: ["export", "bitstream", "--dse-point", str(best_point(
         t, {"format": "tatvpr-dse-point"})), "--out", str(t / "proj"), "--no-run"], "missing key"),
+    Case("bitstream-out-file", lambda t: ["export", "bitstream", "--out", str(a_file(t / "f")), "--no-run"], "f"),
     # ---- run folders: report's metrics.json, demo's steps.json
     Case("report-metrics-numbers", lambda t: ["report", str(run_folder(t, metrics=[1, 2]))], "record 0 is a int"),
     Case("report-metrics-dict", lambda t: ["report", str(run_folder(t, metrics={"a": 1}))], "a list of records"),
@@ -311,6 +317,17 @@ def _garbage_checkpoint(tmp: Path) -> Path:
     (tmp / "ck.safetensors").write_bytes(b"not a safetensors file")
     (tmp / "ck.json").write_text("{}")
     return tmp / "ck.safetensors"
+
+
+def _local_data_config(tmp: Path, csv: bytes) -> Path:
+    """A config on local data sets whose GSV-Cities dataframe is ``csv``."""
+    (tmp / "gsv" / "Dataframes").mkdir(parents=True)
+    (tmp / "gsv" / "Dataframes" / "City.csv").write_bytes(csv)
+    (tmp / "gsv" / "Images" / "City").mkdir(parents=True)
+    (tmp / "eval").mkdir()
+    data = yaml.safe_load(TINY)
+    data.setdefault("data", {}).update(source="local", gsv_root=str(tmp / "gsv"), eval_root=str(tmp / "eval"))
+    return write_yaml(tmp / "c.yaml", data)
 
 
 def _binary_steps(tmp: Path) -> Path:
