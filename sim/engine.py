@@ -137,10 +137,8 @@ def token_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int, skip_m
         per_ch = np.maximum(_bank_lane_cycles(bank_counts(wnz, b).max(axis=1), q), load)  # [N]
         per_fold = _fold_max(per_ch[None, :], n, pe)  # [1, N_f]
         return np.repeat(per_fold, m, axis=0).astype(np.int64)
-    from sim.trace import intersection_counts
-    busiest = np.zeros((m, n), np.int64)
-    for bank in range(b):  # channels of bank `bank` are k = bank, bank + B, ...
-        busiest = np.maximum(busiest, intersection_counts(act_mask[:, bank::b], wnz[:, bank::b]))
+    from sim.trace import bank_max_intersections
+    busiest = bank_max_intersections(act_mask, wnz, b)  # [M, N]: max over banks of the intersection
     per = np.maximum(_bank_lane_cycles(busiest, q), load)  # [M, N]
     return _fold_max(per, n, pe).astype(np.int64)
 
@@ -303,44 +301,33 @@ def both_chunk_sum(op, banks: int, lanes_per_bank: int) -> int:
     """``both`` mode: sum over tokens m and output channels p of the lane's chunks
     ``g = max(1, max_b ceil(|nz(x_m) ∩ nz(w_p) ∩ bank b| / q))`` (its accumulator updates).
 
-    Tiled like :func:`sim.trace.packed_intersection_counts`: per tile of ``[M, nb]`` outputs
-    (in cache) and per bank, AND + popcount of the bank's channels (64 per word) and a running
-    max over the banks; nothing of size ``M x N`` is kept. Cached per op, banks and q.
+    By :func:`sim.trace.bank_max_tiles` on the op's cached bank-byte masks (uint8 popcounts of
+    each bank's bytes, a max over the banks per cache-sized tile); nothing of size ``M x N`` is
+    kept. Cached per op, banks and q.
     """
-    from sim.trace import _TILE_ELEMS, _words
+    from sim.trace import bank_max_tiles
 
     key = ("both_chunks", banks, lanes_per_bank)
     cache = getattr(op, "_cache", None)
     if cache is not None and key in cache:
         return cache[key]
-    mask, wnz = op.act_mask, op.weight_nz_mask()
-    m, n = op.m, op.n
-    words = max(1, -(-(-(-op.k // banks)) // 64))  # words of the biggest bank (bank 0: ceil(K / B) channels)
-    wa = [_words(np.packbits(mask[:, b::banks], axis=1, bitorder="little"), words) for b in range(banks)]
-    wb = [_words(np.packbits(wnz[:, b::banks], axis=1, bitorder="little"), words) for b in range(banks)]
-    nb = max(1, min(n, _TILE_ELEMS // max(1, m)))
-    acc_t = np.uint16 if op.k <= 0xFFFF else np.uint32
-    tmp = np.empty((m, nb), np.uint64)
-    cnt = np.empty((m, nb), np.uint8)
-    part = np.empty((m, nb), acc_t)
-    best = np.empty((m, nb), acc_t)
     total = 0
-    for c0 in range(0, n, nb):
-        c1 = min(n, c0 + nb)
-        t, c, s, bst = tmp[:, :c1 - c0], cnt[:, :c1 - c0], part[:, :c1 - c0], best[:, :c1 - c0]
-        bst.fill(0)
-        for b in range(banks):
-            s.fill(0)
-            for j in range(words):
-                np.bitwise_and(wa[b][j][:, None], wb[b][j, c0:c1][None, :], out=t)
-                np.bitwise_count(t, out=c)
-                np.add(s, c, out=s)
-            np.maximum(bst, s, out=bst)
-        g = _ceil_div(bst.astype(np.int64), lanes_per_bank)
-        total += int(np.maximum(g, 1).sum())
+    for _r0, _r1, _c0, best in bank_max_tiles(op.act_bank_bytes(banks), op.weight_bank_bytes(banks), op.k):
+        if lanes_per_bank == 1:
+            total += int(np.maximum(best, 1).sum(dtype=np.int64))
+        else:
+            total += int(np.maximum(_ceil_div(best.astype(np.int64), lanes_per_bank), 1).sum())
+    total -= op.m * (-op.n % 8)  # outputs padded to a multiple of 8 count 0, i.e. g = 1 each
     if cache is not None:  # a sweep simulates the same op on many archs
         cache[key] = total
     return total
+
+
+def weight_bank_max(op, banks: int) -> np.ndarray:
+    """Per output channel p, its busiest bank's nonzero weights ``max_b |nz(w_p) ∩ bank b|``,
+    int64 ``[N]``, from the op's cached bank-byte mask (uint8 popcounts, no unpacking)."""
+    wb = op.weight_bank_bytes(banks)  # [bytes per bank, B, N]
+    return np.bitwise_count(wb).sum(axis=0, dtype=np.int64).max(axis=0)
 
 
 def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
@@ -364,7 +351,6 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
     load = max(1, -(-k // simd))  # ceil(K / SIMD): a token's copy load (weight/both), all of K (none)
 
     # c(m, f) [M, N_f] and the lane chunk counts g (accumulator updates), docs/engine.md section 3
-    inter = None
     if mode == "none":
         tok = np.full((m, n_f), load, np.int64)
         acc = m * n * load
@@ -375,13 +361,12 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         acc = n * int(g.sum())
         one_bank = np.repeat(_bank_lane_cycles(nnz_act, simd)[:, None], n_f, axis=1)
     elif mode == "weight":
-        g = _bank_lane_cycles(bank_counts(op.weight_nz_mask(), banks).max(axis=1), q)  # [N]
+        g = _bank_lane_cycles(weight_bank_max(op, banks), q)  # [N]
         acc = m * int(g.sum())
         # a lane's work never exceeds ceil(K / B) in a bank, so g <= ceil(K / SIMD) = load
         tok = np.full((m, n_f), load, np.int64)
         one_bank = tok
     else:
-        inter = op.intersections()
         acc = both_chunk_sum(op, banks, q)
         tok = np.full((m, n_f), load, np.int64)  # g <= load as in 'weight'
         one_bank = tok
@@ -434,7 +419,7 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         a_read = n_f * m * k * ACT_BITS  # the dense token read that fills the PE copies
         w_write = tot_w * (CODE_BITS + idx)
     else:
-        processed = int(inter.sum())
+        processed = op.intersection_total()  # sum_k nnz_x(k) nnz_w(k), = the sum of the M x N intersections
         w_read = m * tot_w * (CODE_BITS + idx)
         a_read = n_f * m * k * ACT_BITS
         w_write = tot_w * (CODE_BITS + idx)

@@ -74,14 +74,12 @@ _BAD_BYTE = np.array([any(((b >> s) & 3) == 2 for s in (0, 2, 4, 6)) for b in ra
 _TILE_ELEMS = 1 << 15
 
 
-# Per byte of ternary2 data (4 codes): its 4 nonzero flags as a nibble (code j -> bit j).
-_NZ_NIBBLE = np.array([sum(((b >> (2 * j)) & 1) << j for j in range(4)) for b in range(256)], dtype=np.uint8)
-
-
 def ternary2_nz_bytes(packed: np.ndarray) -> np.ndarray:
     """Packed ternary2 weights ``[N, ceil(K/4)]`` -> their nonzero mask packed 8 channels per byte
     ``[N, ceil(K/8)]`` in ``np.packbits(..., bitorder="little")`` order, without unpacking."""
-    nib = _NZ_NIBBLE[packed]
+    x = packed & np.uint8(0x55)  # a nonzero code (01, 11) has its low bit set: bits 0, 2, 4, 6
+    x = (x | (x >> 1)) & np.uint8(0x33)  # -> bits 0, 1, 4, 5
+    nib = (x | (x >> 2)) & np.uint8(0x0F)  # -> bits 0..3: code j -> bit j
     if nib.shape[1] % 2:
         nib = np.pad(nib, ((0, 0), (0, 1)))
     return nib[:, 0::2] | (nib[:, 1::2] << 4)
@@ -136,6 +134,138 @@ def packed_intersection_counts(pa: np.ndarray, pb: np.ndarray, k: int) -> np.nda
     return out
 
 
+# ------------------------------------------------------------ per-bank intersection counts
+# docs/engine.md section 3: channel k lives in bank k mod B at address k // B; `both` needs, per
+# token m and output channel p, the busiest bank's |nz(x_m) ∩ nz(w_p) ∩ bank b|.
+
+# Bytes of one [B, cols / 8, rows] count tile of :func:`bank_max_tiles` (the 256 KiB of the
+# uint64 tile above); its three work arrays stay in the L2 cache.
+_BANK_TILE_BYTES = 8 * _TILE_ELEMS
+_BYTE_SPLAT = np.uint64(0x0101010101010101)
+_T8_MASKS = ((np.uint64(7), np.uint64(0x00AA00AA00AA00AA)), (np.uint64(14), np.uint64(0x0000CCCC0000CCCC)),
+             (np.uint64(28), np.uint64(0x00000000F0F0F0F0)))
+
+
+def _transpose8(x: np.ndarray) -> np.ndarray:
+    """Transpose the 8 x 8 bit matrix in each uint64 (byte j, bit i -> byte i, bit j)."""
+    for sh, mask in _T8_MASKS:
+        t = (x ^ (x >> sh)) & mask
+        x = x ^ t ^ (t << sh)
+    return x
+
+
+def bank_bytes(mask: np.ndarray, banks: int) -> np.ndarray:
+    """A bool mask ``[R, K]`` in the *bank-byte layout*: uint8 ``[ceil(ceil(K/B)/8), B, R]`` whose
+    element ``[r, b, i]`` has bit j set iff ``mask[i, (8 r + j) B + b]`` (channel k is in bank
+    ``k mod B`` at address ``k // B``; byte r of a bank holds its addresses 8r..8r+7; channels past
+    K are 0). A bank's count is then a sum of whole-byte popcounts (numpy's uint8 popcount is
+    vectorised, its uint64 one is not)."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, k = mask.shape
+    nbytes = max(1, -(-(-(-k // banks)) // 8))
+    full = np.zeros((rows, nbytes * 8 * banks), np.uint8)
+    full[:, :k] = mask
+    cube = np.ascontiguousarray(full.reshape(rows, nbytes, 8, banks).transpose(1, 3, 0, 2))  # [r, b, i, j]
+    return np.packbits(cube, axis=-1, bitorder="little")[..., 0]
+
+
+def packed_bank_bytes(packed: np.ndarray, k: int, banks: int) -> np.ndarray:
+    """:func:`bank_bytes` of a mask packed 8 channels per byte (little bit order), ``[R, >= ceil(K/8)]``.
+    With ``B`` a multiple of 8 the bytes are regrouped and bit-transposed 8 x 8 in uint64 words,
+    never unpacked (a ViT-B fc1's weights: ~1 ms instead of ~9 ms)."""
+    rows = packed.shape[0]
+    kb = -(-k // 8)
+    if banks % 8:
+        bits = np.unpackbits(packed[:, :kb], axis=1, bitorder="little")[:, :k]
+        return bank_bytes(bits.view(bool), banks)
+    g = banks // 8
+    nbytes = max(1, -(-(-(-k // banks)) // 8))
+    src = np.zeros((rows, nbytes * 8 * g), np.uint8)
+    src[:, :kb] = packed[:, :kb]
+    if k % 8:
+        src[:, kb - 1] &= np.uint8((1 << (k % 8)) - 1)
+    # channel (8 r + j) B + 8 h + i is bit i of source byte (8 r + j) g + h: gather the 8 bytes
+    # j = 0..7 of each (r, h) into a word, transpose -> byte i holds bank 8 h + i's bits j
+    words = np.ascontiguousarray(src.reshape(rows, nbytes, 8, g).transpose(0, 1, 3, 2)).view(np.uint64)
+    out = _transpose8(words[..., 0]).view(np.uint8).reshape(rows, nbytes, banks)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def bank_max_tiles(a_bytes: np.ndarray, b_bytes: np.ndarray, k: int):
+    """Tiles of ``max over banks b of |nz(a_m) ∩ nz(b_n) ∩ bank b|`` from two masks of ``K = k``
+    channels in the bank-byte layout (:func:`bank_bytes`, the same ``B``): yields ``(r0, r1, c0,
+    best)`` with ``best`` unsigned ``[cols / 8, r1 - r0, 8]``: ``best[j, i, l]`` is token ``r0 + i``
+    and output ``c0 + 8 j + l`` (a view, valid until the next tile). The outputs are padded to a
+    multiple of 8 with empty masks: an output ``>= N`` counts 0.
+
+    Per tile of ``[B, cols / 8, rows]`` uint64 (``<= _BANK_TILE_BYTES``) and per byte r of the
+    banks: AND (a token's byte splatted over 8 lanes against 8 consecutive outputs' bytes),
+    popcount of the 8 uint8 lanes, add; then the max over the bank axis. Exact: a bank holds at
+    most ``ceil(K / B)`` channels and the accumulator is uint8, uint16 or uint32 by that bound.
+    """
+    nbytes, banks, m = a_bytes.shape
+    n = b_bytes.shape[2]
+    if b_bytes.shape[:2] != (nbytes, banks):
+        raise SimInputError(f"bank_max_tiles: bank-byte shapes {a_bytes.shape} and {b_bytes.shape} differ")
+    per_bank = -(-k // banks)
+    acc_t = np.uint8 if per_bank <= 0xFF else np.uint16 if per_bank <= 0xFFFF else np.uint32
+    n8 = -(-n // 8)
+    wb = np.zeros((nbytes, banks, n8 * 8), np.uint8)
+    wb[:, :, :n] = b_bytes
+    w64 = wb.view(np.uint64)  # [r, b, n8]: outputs 8 j .. 8 j + 7 in one word
+    a64 = a_bytes.astype(np.uint64) * _BYTE_SPLAT  # [r, b, m]: each byte in all 8 lanes
+    if banks * m * 8 <= _BANK_TILE_BYTES:
+        mt, nt8 = m, max(1, min(n8, _BANK_TILE_BYTES // (banks * m * 8)))
+    else:
+        mt, nt8 = max(1, _BANK_TILE_BYTES // (banks * 8)), 1
+    t64 = np.empty((banks, nt8, mt), np.uint64)  # the rows axis innermost: long contiguous loops
+    acc = np.empty((banks, nt8, mt, 8), acc_t)
+    best = np.empty((nt8, mt, 8), acc_t)
+    rep = np.empty((nbytes, banks, nt8, mt), np.uint64)
+    for r0 in range(0, m, mt):
+        r1 = min(m, r0 + mt)
+        # the tokens' words repeated over the tile's columns: the AND below then has two
+        # contiguous operands (numpy's AND against a broadcast operand is ~1.6x slower)
+        rep[:, :, :, :r1 - r0] = a64[:, :, None, r0:r1]
+        for j0 in range(0, n8, nt8):
+            j1 = min(n8, j0 + nt8)
+            t = t64[:, :j1 - j0, :r1 - r0]
+            cnt = t.view(np.uint8).reshape(banks, j1 - j0, r1 - r0, 8)
+            s = acc[:, :j1 - j0, :r1 - r0]
+            for r in range(nbytes):
+                np.copyto(t, w64[r, :, j0:j1, None])
+                np.bitwise_and(t, rep[r, :, :j1 - j0, :r1 - r0], out=t)
+                if r == 0 and acc_t is np.uint8:
+                    np.bitwise_count(cnt, out=s)
+                else:
+                    np.bitwise_count(cnt, out=cnt)
+                    if r == 0:
+                        s[...] = cnt
+                    else:
+                        np.add(s, cnt, out=s)
+            bst = best[:j1 - j0, :r1 - r0]
+            np.max(s, axis=0, out=bst)
+            yield r0, r1, j0 * 8, bst
+
+
+def bank_max_intersections(a: np.ndarray, b: np.ndarray, banks: int) -> np.ndarray:
+    """``max over banks of |nz(a_m) ∩ nz(b_n) ∩ bank|`` (channel k in bank ``k mod banks``) for
+    bool ``a [M,K]``, ``b [N,K]`` -> int32 ``[M,N]`` (exact)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if b.shape[1] != a.shape[1]:
+        raise SimInputError(f"bank_max_intersections: K = {a.shape[1]} and {b.shape[1]} differ")
+    if isinstance(banks, bool) or not isinstance(banks, (int, np.integer)) or banks < 1:
+        raise SimInputError(f"bank_max_intersections: banks = {banks!r}; allowed: an integer >= 1")
+    (m, k), n = a.shape, b.shape[0]
+    out = np.empty((m, -(-n // 8) * 8), np.int32)
+    pa = np.packbits(a, axis=1, bitorder="little")
+    pb = np.packbits(b, axis=1, bitorder="little")
+    for r0, r1, c0, best in bank_max_tiles(packed_bank_bytes(pa, k, banks), packed_bank_bytes(pb, k, banks), k):
+        out[r0:r1, c0:c0 + best.shape[0] * 8] = best.transpose(1, 0, 2).reshape(r1 - r0, -1)
+    return np.ascontiguousarray(out[:, :n])
+
+
 @dataclass(eq=False)
 class TernaryLinearOp:
     """A ternary linear layer (see the module docstring for every field and its units)."""
@@ -182,6 +312,47 @@ class TernaryLinearOp:
             pa = np.packbits(self.act_mask, axis=1, bitorder="little")
             self._cache["inter"] = packed_intersection_counts(pa, ternary2_nz_bytes(self.weights_packed), self.k)
         return self._cache["inter"]
+
+    def act_bank_bytes(self, banks: int) -> np.ndarray:
+        """The activation mask in the bank-byte layout of ``banks`` banks (:func:`bank_bytes`; cached)."""
+        key = ("abank", int(banks))
+        if key not in self._cache:
+            pa = np.packbits(self.act_mask, axis=1, bitorder="little")
+            self._cache[key] = packed_bank_bytes(pa, self.k, int(banks))
+        return self._cache[key]
+
+    def weight_nz_bytes(self) -> np.ndarray:
+        """The weights' nonzero mask packed 8 channels per byte, uint8 ``[n, ceil(k/8)]`` (cached)."""
+        if "nzb" not in self._cache:
+            self._cache["nzb"] = ternary2_nz_bytes(self.weights_packed)
+        return self._cache["nzb"]
+
+    def weight_bank_bytes(self, banks: int) -> np.ndarray:
+        """The weights' nonzero mask in the bank-byte layout of ``banks`` banks (cached)."""
+        key = ("wbank", int(banks))
+        if key not in self._cache:
+            self._cache[key] = packed_bank_bytes(self.weight_nz_bytes(), self.k, int(banks))
+        return self._cache[key]
+
+    def intersection_total(self) -> int:
+        """``sum over m, n of |nz(x_m) ∩ nz(w_n)|`` = ``sum_k nnz_x(k) nnz_w(k)`` (exact, no M x N
+        work): with ``nnz_x(k) = sum_t 2^t bit_t(k)`` it is ``sum_t 2^t sum_n |nz(w_n) ∩ plane_t|``,
+        an AND + popcount of each weight row against the ~log2(M) bit planes."""
+        if "inter_total" not in self._cache:
+            act_k = self.act_mask.sum(axis=0, dtype=np.int64)
+            words = max(1, -(-self.k // 64))
+            wz = self.weight_nz_bytes()
+            w64 = np.zeros((self.n, words * 8), np.uint8)
+            w64[:, :wz.shape[1]] = wz
+            w64 = w64.view(np.uint64)
+            total = 0
+            for t in range(int(act_k.max(initial=0)).bit_length()):
+                plane = np.zeros(words * 8, np.uint8)
+                bits = np.packbits((act_k >> t) & 1 == 1, bitorder="little")
+                plane[:bits.size] = bits
+                total += int(np.bitwise_count(w64 & plane.view(np.uint64)).sum(dtype=np.int64)) << t
+            self._cache["inter_total"] = total
+        return self._cache["inter_total"]
 
 
 @dataclass(eq=False)
