@@ -292,6 +292,18 @@ CASES = [
     Case("dse-point-missing-fields", lambda t: ["export", "bitstream", "--dse-point", str(best_point(
         t, {"format": "tatvpr-dse-point"})), "--out", str(t / "proj"), "--no-run"], "missing key"),
     Case("bitstream-out-file", lambda t: ["export", "bitstream", "--out", str(a_file(t / "f")), "--no-run"], "f"),
+    Case("bitstream-seed-negative", lambda t: ["export", "bitstream", "--out", str(t / "bs"), "--no-run", "--seed", "-5"],
+         "--seed"),
+    Case("data-synth-seed-negative", lambda t: ["data", "synth", "--config", CFG, "--out", str(t / "ds"), "--seed", "-1"],
+         "--seed"),
+    Case("rtl-sim-seed-negative", lambda t: ["rtl", "sim", "--build-dir", str(t / "b"), "--seed", "-1"], "--seed"),
+    Case("finn-clk-nan", lambda t: ["export", "finn", "--config", CFG, "--checkpoint", str(t / "x.safetensors"),
+                                    "--out", str(t / "f"), "--board", "ZCU104", "--clk-ns", "nan"], "--clk-ns = nan"),
+    Case("hls4ml-sparsity-nan", lambda t: ["export", "hls4ml", "--config", CFG, "--checkpoint", str(t / "x.safetensors"),
+                                           "--out", str(t / "h"), "--block", "mlp", "--sparsity", "nan"],
+         "--sparsity = nan"),
+    Case("hls4ml-layer-negative", lambda t: ["export", "hls4ml", "--config", CFG, "--checkpoint", str(t / "x.safetensors"),
+                                             "--out", str(t / "h"), "--block", "mlp", "--layer", "-1"], "--layer"),
     # ---- run folders: report's metrics.json, demo's steps.json
     Case("report-metrics-numbers", lambda t: ["report", str(run_folder(t, metrics=[1, 2]))], "record 0 is a int"),
     Case("report-metrics-dict", lambda t: ["report", str(run_folder(t, metrics={"a": 1}))], "a list of records"),

@@ -29,7 +29,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     @data_app.command("synth")
     def synth(
         out: Path = typer.Option(..., "--out", help="folder to write (gsv/ and eval/ inside)"),
-        seed: Optional[int] = typer.Option(None, "--seed", help="benchmark seed (default data.synthetic.seed)"),
+        seed: Optional[int] = typer.Option(None, "--seed", min=0, help="benchmark seed (default data.synthetic.seed)"),
         config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
         difficulty: Optional[float] = typer.Option(None, "--difficulty",
                                                    help="override data.synthetic.difficulty (0 easy .. 1 hard)"),

@@ -68,7 +68,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         sparsity: float = typer.Option(..., "--sparsity", help="activation sparsity s in [0, 1)"),
         images: int = typer.Option(1, "--images", help="queries to trace; N > 1 writes out_0.npz .. out_{N-1}.npz"),
         out: Path = typer.Option(..., "--out", help="trace file (.npz)"),
-        seed: int = typer.Option(0, help="seed (seeded inputs when the benchmark is absent)"),
+        seed: int = typer.Option(0, min=0, help="seed (seeded inputs when the benchmark is absent)"),
     ) -> None:
         """Run the student on real queries with hooks and write the workload trace for the simulator."""
         from tatvpr_hw.config import load_config

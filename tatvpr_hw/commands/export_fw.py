@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +32,11 @@ def _ckpt(path: Path) -> Path:
     return st
 
 
+def _check_sparsity(sparsity: Optional[float]) -> None:
+    if sparsity is not None and not (math.isfinite(sparsity) and 0 <= sparsity < 1):
+        raise UserError(f"--sparsity = {sparsity}; allowed: a number in [0, 1)")
+
+
 def _line(name: str, check: dict) -> str:
     return (f"{name}: max |err| {check['max_abs_err']:.3g} (bound {check['bound_max_abs']:.3g}), "
             f"mean |err| {check['mean_abs_err']:.3g} (bound {check['bound_mean_abs']:.3g}) "
@@ -45,10 +51,11 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                   sparsity: Optional[float] = typer.Option(None, help="top-k sparsity s baked into the graph "
                                                            "(default: model.sparsity.default)"),
                   images: int = typer.Option(2, min=1, max=64, help="real images to verify on"),
-                  seed: Optional[int] = typer.Option(None, help="seed of the image choice (default: config seed)")):
+                  seed: Optional[int] = typer.Option(None, min=0, help="seed of the image choice (default: config seed)")):
         """Brevitas QONNX export of the student, qonnx cleanup, check with qonnx's executor."""
         from tatvpr_hw.export import export_qonnx
 
+        _check_sparsity(sparsity)
         s = export_qonnx(_cfg(config), _ckpt(checkpoint), out, sparsity=sparsity, n_images=images,
                          seed=seed)
         print(f"wrote {s['file']}  ({s['quant_nodes']['weights_2bit_narrow']} ternary 2-bit Quant, "
@@ -58,7 +65,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     @export_app.command("hls4ml")
     def hls4ml_cmd(config: Path = _CONFIG, checkpoint: Path = _CKPT, out: Path = _OUT,
                    block: str = typer.Option(..., help="mlp | attn_proj | head"),
-                   layer: int = typer.Option(0, help="transformer block index (mlp, attn_proj)"),
+                   layer: int = typer.Option(0, min=0, help="transformer block index (mlp, attn_proj)"),
                    backend: str = typer.Option("Vitis", help="Vitis | Vivado"),
                    io: str = typer.Option("io_parallel", "--io", help="io_parallel | io_stream"),
                    part: str = typer.Option("xck26-sfvc784-2LV-c", help="FPGA part (default: KV260)"),
@@ -75,6 +82,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from tatvpr_hw.export.common import BLOCKS, check_choice
         from tatvpr_hw.export.hls4ml_route import BACKENDS, IO_TYPES, STRATEGIES
 
+        _check_sparsity(sparsity)
         check_choice(block, BLOCKS, "block")
         check_choice(backend, BACKENDS, "backend")
         check_choice(io, IO_TYPES, "io type")
@@ -101,8 +109,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                                                           "(best_point.json of tatvpr dse)"),
                  strict: bool = typer.Option(False, help="reject PE/SIMD that do not divide the layer"),
                  block: str = typer.Option("mlp", help="mlp | attn_proj | head"),
-                 layer: int = typer.Option(0, help="transformer block index"),
-                 index: int = typer.Option(0, help="which ternary GEMM of the block (0 = first)"),
+                 layer: int = typer.Option(0, min=0, help="transformer block index"),
+                 index: int = typer.Option(0, min=0, help="which ternary GEMM of the block (0 = first)"),
                  clk_ns: Optional[float] = typer.Option(None, help="synth_clk_period_ns (default per board)"),
                  sparsity: Optional[float] = typer.Option(None, help="top-k sparsity of the activations")):
         """Write the folder FINN's build_dataflow consumes (model, build config, folding)."""
@@ -110,6 +118,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from tatvpr_hw.export.common import BLOCKS, check_choice
         from tatvpr_hw.export.finn_route import BOARDS
 
+        _check_sparsity(sparsity)
+        if clk_ns is not None and not (math.isfinite(clk_ns) and 0 < clk_ns <= 1000):
+            raise UserError(f"--clk-ns = {clk_ns}; allowed: a clock period in (0, 1000] ns")
         check_choice(board, tuple(BOARDS), "board")
         check_choice(block, BLOCKS, "block")
         s = export_finn(_cfg(config), _ckpt(checkpoint), out, board=board, dse_point=dse_point,

@@ -27,7 +27,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         tokens: Optional[int] = typer.Option(None, help="largest M (tokens) [default 50, or from --config]"),
         jobs: int = typer.Option(4, min=1, max=64, help="Vivado implementation jobs"),
         no_run: bool = typer.Option(False, "--no-run", help="write the project only, even if the tools are on PATH"),
-        seed: int = typer.Option(0, help="seed of the sample layer the C simulation checks"),
+        seed: int = typer.Option(0, min=0, help="seed of the sample layer the C simulation checks"),
     ) -> None:
         """Write the board project of the packed-ternary GEMM IP and build it when the tools exist."""
         from tatvpr_hw.config import load_config

@@ -104,7 +104,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         banks: Optional[int] = typer.Option(None, help="weight-buffer banks B (default: simd)"),
         ports: int = typer.Option(1, help="read ports per bank memory (1 or 2)"),
         sparsity: float = typer.Option(0.4, help="sparsity of the synthetic trace (without --trace)"),
-        seed: int = typer.Option(0, help="seed of the int8 activation values"),
+        seed: int = typer.Option(0, min=0, help="seed of the int8 activation values"),
         build_dir: Path = typer.Option(Path("build/rtl"), help="where Verilator builds"),
         as_json: bool = typer.Option(False, "--json", help="print JSON rows"),
     ) -> None:
@@ -195,7 +195,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         pe: int = typer.Option(2), simd: int = typer.Option(4), k: int = typer.Option(16),
         banks: Optional[int] = typer.Option(None, help="weight-buffer banks (default: simd)"),
         ports: int = typer.Option(1, help="read ports per bank memory (1 or 2)"),
-        seed: int = typer.Option(1, help="nextpnr placement seed"),
+        seed: int = typer.Option(1, min=0, help="nextpnr placement seed"),
     ) -> None:
         """Build the tile (banked weight buffer, scheduler, array) for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
         from tatvpr_hw import rtl
