@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,7 +134,7 @@ def survivors(work: Path, mod: Module) -> list[str]:
     import fnmatch
     meta = work / "mutants" / (mod.path + ".meta")
     codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return sorted(k for k, v in codes.items() if STATUS_BY_EXIT_CODE.get(v) != "killed"
+    return sorted(k for k, v in codes.items() if STATUS_BY_EXIT_CODE.get(v) not in ("killed", "not checked")
                   and (not mod.only or any(fnmatch.fnmatch(k, g) for g in mod.only)))
 
 
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--keep", action="store_true",
                     help="reuse build/mutation/<name>/mutants (mutmut reruns only what changed)")
+    ap.add_argument("--time-limit-s", type=float, default=None,
+                    help="stop each module's run after this many seconds and count what was checked "
+                         "(the rest shows as 'not checked'); mutmut records every verdict as it goes")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--show-survivors", action="store_true", help="print each survivor's diff")
     args = ap.parse_args(argv)
@@ -174,14 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         cmd = [str(mutmut), "run", "--max-children", str(args.max_children), *mod.only]
         env = dict(os.environ, CI=os.environ.get("CI", "1"), PYTHONDONTWRITEBYTECODE="1")
-        proc = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-        wall_s = time.monotonic() - t0
         log = work / "mutmut-run.log"
-        log.write_text(proc.stdout)
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            stopped = False
+            try:
+                proc.wait(timeout=args.time_limit_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                stopped = True
+        wall_s = time.monotonic() - t0
         meta = work / "mutants" / (mod.path + ".meta")
-        if proc.returncode != 0 or not meta.is_file():
-            print(proc.stdout[-3000:])
+        if stopped and meta.is_file():
+            print(f"    stopped after {args.time_limit_s:.0f} s (--time-limit-s); counts are partial")
+        elif proc.returncode != 0 or not meta.is_file():
+            print(log.read_text()[-3000:])
             print(f"    mutmut failed (exit {proc.returncode}); log: {log}")
             failed.append(name)
             continue
@@ -189,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, c, wall_s))
         surv = survivors(work, mod)
         print(f"    killed {c['killed']}  survived {c['survived']}  timeout {c['timeout']}  "
-              f"other {sum(c.values()) - c['killed'] - c['survived'] - c['timeout']}  ({wall_s:.0f} s)")
+              f"other {sum(c.values()) - c['killed'] - c['survived'] - c['timeout']}  ({wall_s:.0f} s)  "
+              + "  ".join(f"{k}: {v}" for k, v in sorted(c.items())
+                          if k not in ("killed", "survived", "timeout")))
         for s in surv:
             print(f"    not killed: {s}")
             if args.show_survivors:
