@@ -3,7 +3,7 @@
 Target (issue 4): < 1 s per query trace. The trace is generated first (not timed). "cold" clears
 every op's cached counts (first simulation of a trace, including the per-layer nonzero analysis);
 "warm" reuses them (a design-space sweep re-simulating the same trace). Wall-clock seconds are
-reported, and the process CPU seconds of the cold run (``cpu_s``: what the run costs on a core of
+reported (the median and the min-max of the repeats), and the process CPU seconds of the cold run (``cpu_s``: what the run costs on a core of
 its own; on a machine shared with other jobs the wall time is larger).
 
     .venv/bin/python benchmarks/bench_sim_query.py [--repeat 3] [--sparsity 0.4] [--seed 0]
@@ -37,7 +37,8 @@ def main() -> int:
     base = load_arch("kv260")
     print(f"whole ViT-B/14 query trace (12 blocks, {tr.meta['tokens']} tokens, {len(tr.ops)} ops, s={args.sparsity}), "
           f"generated in {gen_s:.1f} s (not timed); kv260 arch; median of {args.repeat}; target < {TARGET_S:g} s")
-    print(f"{'skip_mode':<10}{'cold_s':>9}{'cpu_s':>8}{'warm_s':>9}{'latency_ms':>12}{'energy_mj':>11}  ok(cold)")
+    print(f"{'skip_mode':<10}{'cold_s':>9}{'cold_range':>14}{'cpu_s':>8}{'warm_s':>9}{'warm_range':>14}"
+          f"{'latency_ms':>12}{'energy_mj':>11}  ok(cold)")
     for mode in args.modes.split(","):
         arch = with_overrides(base, {"compute.skip_mode": mode})
         cold, cpu, warm = [], [], []
@@ -52,7 +53,9 @@ def main() -> int:
             simulate(arch, tr)
             warm.append(time.perf_counter() - t0)
         c, w = statistics.median(cold), statistics.median(warm)
-        print(f"{mode:<10}{c:>9.3f}{statistics.median(cpu):>8.3f}{w:>9.3f}{r['latency_ms']:>12.3f}{r['energy_mj']:>11.3f}  {'yes' if c < TARGET_S else 'NO'}")
+        c_rng, w_rng = f"{min(cold):.3f}-{max(cold):.3f}", f"{min(warm):.3f}-{max(warm):.3f}"
+        print(f"{mode:<10}{c:>9.3f}{c_rng:>14}{statistics.median(cpu):>8.3f}{w:>9.3f}{w_rng:>14}"
+              f"{r['latency_ms']:>12.3f}{r['energy_mj']:>11.3f}  {'yes' if c < TARGET_S else 'NO'}")
     return 0
 
 
