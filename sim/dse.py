@@ -673,6 +673,7 @@ def _run_ray(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress) -
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            _start_reaper()
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     # traces travel through the object store, so workers on other nodes need no shared disk
     blobs = {t.sha256: (t.path, Path(t.path).read_bytes()) for t in traces}
@@ -683,6 +684,64 @@ def _run_ray(jobs, spec, traces, evaluator, workers, chunk, on_rows, progress) -
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
             on_rows(ray.get(ref))
+
+
+# Run by a process the driver starts with a pipe on its stdin: while the driver lives it notes the
+# driver's descendants (pid and start time) every half second; when the pipe closes (the driver
+# ended, by any signal) it kills those still running. Ray's own local processes do not all die
+# with the driver: after a kill -9 its dashboard and runtime-env agents were left running.
+_REAPER = """
+import os, signal, sys, threading, time
+root, me, seen = int(sys.argv[1]), os.getpid(), {}
+def table():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                f = open("/proc/" + d + "/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(d)] = (int(f[1]), f[19])
+    return out
+def note():
+    procs, tree, grew = table(), {root}, True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in procs.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    for pid in tree - {root, me}:
+        seen[pid] = procs[pid][1]
+def watch():
+    while True:
+        note()
+        time.sleep(0.5)
+threading.Thread(target=watch, daemon=True).start()
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.stdin.buffer.read()
+time.sleep(1.0)
+now = table()
+for pid, start in list(seen.items()):
+    if pid in now and now[pid][1] == start:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+_REAPER_PROC: list = []
+
+
+def _start_reaper() -> None:
+    """Start the reaper of :data:`_REAPER` (Linux, once per driver)."""
+    import subprocess
+    import sys
+
+    if _REAPER_PROC or not Path("/proc/self/stat").exists():
+        return
+    _REAPER_PROC.append(subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL))
 
 
 def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,

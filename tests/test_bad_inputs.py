@@ -504,3 +504,35 @@ def test_sim_outputs_get_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert [p.stat().st_mode & 0o777 for p in paths] == [0o640] * 3  # 0o666 & ~0o027; mkstemp gives 0o600
+
+
+REAPED_DRIVER = """
+import subprocess, sys, time
+import sim.dse as d
+d._start_reaper()
+# like Ray's agents: a grandchild whose parent (the raylet) does not outlive the driver
+mid = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+                        "print(p.pid, flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+print(mid.pid, mid.stdout.readline().strip(), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_reaper_kills_what_a_killed_ray_driver_leaves(tmp_path):
+    """What `--backend ray` starts (a local Ray: raylet, agents) ends with a driver killed by kill -9."""
+    proc = subprocess.Popen([sys.executable, "-c", REAPED_DRIVER], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    left: list[int] = []
+    try:
+        left = [int(x) for x in proc.stdout.readline().split()]
+        assert len(left) == 2 and all(_alive(p) for p in left)
+        time.sleep(1.5)  # the reaper notes the descendants every 0.5 s
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in left):
+            time.sleep(0.1)
+        assert not [p for p in left if _alive(p)], "the driver's descendants outlived it"
+    finally:
+        _reap(proc, left)
