@@ -37,7 +37,8 @@ Outputs in the sweep folder:
 Processes: local workers are forked from the driver and die with it whatever ends it (kill -9
 included: ``PR_SET_PDEATHSIG`` on Linux, a parent-pid watch elsewhere); Ctrl-C stops them at
 once. On Ray a trace travels through the object store and each node caches it under its full
-SHA-256, re-hashed before every reuse.
+SHA-256, re-hashed before every reuse; a local Ray that the sweep starts itself is reaped with
+the driver too (:func:`_start_reaper`).
 
 A point that does not fit the board (sim.resources: any class over ``max_utilisation``) has
 ``fits`` False and its ``misfit`` column names the class and the buffers using most of it, e.g.
