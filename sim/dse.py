@@ -767,10 +767,10 @@ def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir
         have = sorted({t.sparsity for t in traces if t.sparsity is not None})
         raise SimInputError(f"{spec.source}: select.sparsity = {spec.select_sparsity:g} matches no trace; "
                             f"allowed: the sparsity of a --trace ({', '.join(f'{s:g}' for s in have) or 'none has meta.sparsity'})")
-    out.mkdir(parents=True, exist_ok=True)
     if evaluator == DEFAULT_EVALUATOR:
         check_axes(spec)
     jobs = build_jobs(spec, traces)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a rejected sweep leaves no folder behind
     jsonl = out / "points.jsonl"
     done = read_done(jsonl)
     todo = [j for j in jobs if j["key"] not in done]

@@ -249,6 +249,8 @@ CASES = [
     Case("sweep-select-sparsity-nan", lambda t: sweep(t, select={"sparsity": float("nan")}), "select.sparsity"),
     Case("sweep-seed-negative", lambda t: sweep(t, sampling={"mode": "random", "n": 2, "seed": -1}), "sampling.seed"),
     Case("sweep-pe-0", lambda t: sweep(t, axes={"pe": [0, 8]}), "axes.pe"),
+    Case("sweep-pe-1e30", lambda t: sweep(t, axes={"pe": [1e30]}), "axes.pe value 1e+30"),
+    Case("sweep-banks-0", lambda t: sweep(t, axes={"compute.gather.banks": [0]}), "compute.gather.banks"),
     Case("sweep-pe-inf", lambda t: sweep(t, axes={"pe": [float("inf")]}), "axes.pe"),
     Case("sweep-unknown-key", lambda t: sweep(t, bogus=1), "unknown key"),
     Case("sweep-binary", lambda t: sweep(t)[:2] + [str(binary(t / "s.yaml"))] + sweep(t)[3:], "UTF-8"),
