@@ -14,6 +14,11 @@ from brevitas_models.sparsity import TopKSparsity, bank_group_sizes, get_granula
 from tatvpr_hw.errors import UserError
 
 
+def _exactly(message: str) -> str:
+    """A pytest.raises pattern matching the whole message (a prefix or suffix added fails)."""
+    return "^" + re.escape(message) + "$"
+
+
 @pytest.mark.parametrize("channels, banks, sizes", [
     (8, 2, [4, 4]),            # even split
     (7, 3, [3, 2, 2]),         # 7 = 2*3 + 1: group 0 = {0, 3, 6}, groups 1, 2 = {1, 4}, {2, 5}
@@ -36,7 +41,7 @@ def test_get_granularity():
     model = nn.Sequential(TopKSparsity(0.1, "bank"), nn.Linear(4, 4), TopKSparsity(0.1, "bank"))
     assert get_granularity(model) == "bank"
     model[2].granularity = "tensor"
-    with pytest.raises(UserError, match=re.escape(
+    with pytest.raises(UserError, match=_exactly(
             "the model's top-k modules have different granularities ['bank', 'tensor']; "
             "use set_sparsity(model, s, granularity=...) to set one value")):
         get_granularity(model)
@@ -44,7 +49,7 @@ def test_get_granularity():
 
 def test_get_sparsity_disagreement_message():
     model = nn.Sequential(TopKSparsity(0.1), TopKSparsity(0.2))
-    with pytest.raises(UserError, match=re.escape(
+    with pytest.raises(UserError, match=_exactly(
             "the model's top-k modules have different sparsities [0.1, 0.2]; "
             "use set_sparsity(model, s) to set one value")):
         get_sparsity(model)

@@ -20,6 +20,11 @@ ROW_A = [1, -1, 0, 1, 1]
 ROW_B = [-1, 0, 0, 0, -1]
 
 
+def _exactly(message: str) -> str:
+    """A pytest.raises pattern matching the whole message (a prefix or suffix added fails)."""
+    return "^" + re.escape(message) + "$"
+
+
 def test_packed_bytes_by_hand():
     # 2 x 3 rows of K = 10: ternary2 ceil(10/4) = 3 bytes a row -> 18; ternary1.6 ceil(10/5) = 2 -> 12
     assert packed_bytes((2, 3, 10), "ternary2") == 18
@@ -32,7 +37,7 @@ def test_packed_bytes_by_hand():
     assert packed_bytes((4, 5), "ternary2") == 8
     assert packed_bytes((4, 5), "ternary1.6") == 4
     assert isinstance(packed_bytes((4, 5), "ternary1.6"), int)
-    with pytest.raises(ValueError, match=re.escape("unknown ternary format 'int4'; allowed: ternary2, ternary1.6")):
+    with pytest.raises(ValueError, match=_exactly("unknown ternary format 'int4'; allowed: ternary2, ternary1.6")):
         packed_bytes((4, 5), "int4")
 
 
@@ -70,16 +75,16 @@ def test_signed_byte_buffer_is_read_as_unsigned():
 
 def test_out_of_range_weights_rejected_with_message():
     for bad, lo, hi in (([0, 2], 0, 2), ([-2, 0], -2, 0), ([-2, 2], -2, 2)):
-        with pytest.raises(ValueError, match=re.escape(
+        with pytest.raises(ValueError, match=_exactly(
                 f"ternary weights must be in {{-1, 0, +1}}, got values in [{lo}, {hi}]")):
             pack_ternary2(np.array([bad]))
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(ValueError, match=_exactly(
             "ternary weights must have at least one dimension (rows x K)")):
         pack_ternary16(np.int8(1))
 
 
 def test_unknown_format_messages():
-    msg = re.escape("unknown ternary format 'int4'; allowed: ternary2, ternary1.6")
+    msg = _exactly("unknown ternary format 'int4'; allowed: ternary2, ternary1.6")
     with pytest.raises(ValueError, match=msg):
         row_bytes(4, "int4")
     with pytest.raises(ValueError, match=msg):
@@ -91,9 +96,9 @@ def test_unknown_format_messages():
 def test_wrong_row_length_messages():
     # 3 bytes given; K = 5 needs 2 (ternary2) and 1 (ternary1.6). 3-D so axis -1 differs from axis 1.
     packed = np.zeros((1, 2, 3), np.uint8)
-    with pytest.raises(ValueError, match=re.escape("packed rows have 3 bytes; 5 weights need 2 in ternary2")):
+    with pytest.raises(ValueError, match=_exactly("packed rows have 3 bytes; 5 weights need 2 in ternary2")):
         unpack_ternary2(packed, 5)
-    with pytest.raises(ValueError, match=re.escape("packed rows have 3 bytes; 5 weights need 1 in ternary1.6")):
+    with pytest.raises(ValueError, match=_exactly("packed rows have 3 bytes; 5 weights need 1 in ternary1.6")):
         unpack_ternary16(packed, 5)
     # axis 1 has the right length (2 / 1) but the row axis does not: still rejected
     with pytest.raises(ValueError):
@@ -103,7 +108,7 @@ def test_wrong_row_length_messages():
 
 
 def test_invalid_byte_messages():
-    with pytest.raises(ValueError, match=re.escape("invalid 2-bit weight code 0b10 in packed ternary2 data")):
+    with pytest.raises(ValueError, match=_exactly("invalid 2-bit weight code 0b10 in packed ternary2 data")):
         unpack_ternary2(np.array([[0b1000]], np.uint8), 2)
-    with pytest.raises(ValueError, match=re.escape("invalid base-3 byte 250 (> 242) in ternary1.6 data")):
+    with pytest.raises(ValueError, match=_exactly("invalid base-3 byte 250 (> 242) in ternary1.6 data")):
         unpack_ternary16(np.array([[242, 250]], np.uint8), 10)
