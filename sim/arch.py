@@ -40,6 +40,7 @@ Fields, with units (see docs/simulator.md for what each changes):
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -412,12 +413,20 @@ def _format(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# Parsed YAML mappings by file text: every with_overrides re-reads the board, energy table and
+# resource model, and PyYAML's pure-Python parser took ~90 % of a DSE point's time.
+_YAML_CACHE: dict[str, dict] = {}
+
+
 def load_yaml_mapping(path: Path, what: str) -> dict:
     """Read a YAML file whose top level must be a mapping; SimInputError names what is wrong."""
     if not path.is_file():
         raise SimInputError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if text in _YAML_CACHE:
+            return copy.deepcopy(_YAML_CACHE[text])
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SimInputError(f"{path}: malformed YAML: {err}") from None
     except UnicodeDecodeError as err:
@@ -425,6 +434,9 @@ def load_yaml_mapping(path: Path, what: str) -> dict:
                             f"allowed: a UTF-8 YAML {what} file") from None
     if not isinstance(data, dict):
         raise SimInputError(f"{path}: the top level of a {what} file must be a mapping")
+    if len(_YAML_CACHE) >= 256:
+        _YAML_CACHE.clear()
+    _YAML_CACHE[text] = copy.deepcopy(data)
     return data
 
 

@@ -26,6 +26,7 @@ spills, read-back). :mod:`sim.reference` steps the same machine tick by tick.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -150,6 +151,7 @@ def fold_compute_cycles(act_mask: np.ndarray, w: np.ndarray, pe: int, simd: int,
     return token_cycles(act_mask, w, pe, simd, skip_mode, banks=banks, ports=ports).sum(axis=0, dtype=np.int64)
 
 
+@functools.lru_cache(maxsize=1 << 14)  # a layer's steps repeat a few (bytes, D) pairs; Fractions are slow
 def transfer_cycles(nbytes: Fraction | int | float, bytes_per_cycle: float) -> int:
     """``ceil(bytes / bytes_per_cycle)``, exact (rational arithmetic on the float's exact value)."""
     q = Fraction(nbytes) / Fraction(bytes_per_cycle)
