@@ -113,7 +113,7 @@ def demo_steps() -> list[NamedStep]:
 
     return [
         NamedStep("data", flow_step_data, "write the synthetic benchmark (GSV-Cities + VPR layouts)"),
-        NamedStep("teacher", _train("teacher"), "train the float teacher (multi-similarity loss)"),
+        NamedStep("teacher", _train("teacher"), "float teacher: load model.teacher_checkpoint, else train it"),
         NamedStep("distill", _train("distill"), "stage 1+2: ternary student from the teacher, token distillation"),
         NamedStep("finetune", _train("finetune"), "stage 3: metric fine-tuning of the head and last blocks"),
         NamedStep("eval", flow_step_eval, "Recall@N, GMACs, memory and simulated KV260 latency/energy over "

@@ -5,14 +5,20 @@ buildings (facade colour, window grid, roof shape, door), a road with lane marks
 poles and signs, and a fixed low-frequency texture. A *view* of a place is a crop of its
 panorama seen from a nearby position: lateral shift and zoom (camera position), a
 perspective warp and a small roll (viewpoint), brightness / contrast / colour cast / gamma
-and a lighting ramp (illumination), another sky (weather), occluders (cars, pedestrians), blur and sensor noise.
+and a lighting ramp (illumination), another sky (weather), a season or light palette swap
+(autumn trees, snow, dusk with lit windows), a hue turn about the grey axis and a saturation
+change (palette), a cast shadow, occluders (cars, pedestrians), blur and sensor noise.
 Some places are near-duplicate *confusers* of another place (same street, a few buildings and
 objects changed) placed more than 25 m away.
 
 One knob, ``difficulty`` in [0, 1], scales everything: view-change strength is
 ``difficulty`` for queries and training images and ``0.6 * difficulty`` for database images;
 the confuser fraction is ``0.4 * difficulty``. At 0 a query is a re-encoded copy of its
-database image.
+database image. The palette changes (generator version 3) are what defeats raw-pixel
+descriptors while leaving the buildings' shapes, which learned features can use, intact:
+at strength s the hue turns by up to ``s * HUE_MAX_RAD``, and a season swap, another sky
+and a cast shadow happen with probabilities ``s * SEASON_P``, ``s * WEATHER_P``,
+``s * SHADOW_P``.
 
 Written layout (``root`` = ``data.root``)::
 
