@@ -312,6 +312,8 @@ CASES = [
     Case("report-metrics-recall-text", lambda t: ["report", str(run_folder(t, metrics=[
         {"model": "student", "sparsity": 0, "recall@1": "high"}]))], "recall@1 = 'high'"),
     Case("report-metrics-not-json", lambda t: ["report", str(run_folder(t, metrics="[1,"))], "not readable JSON"),
+    Case("report-eval-list", lambda t: ["report", str(_with_eval(run_folder(t, metrics=[
+        {"model": "student", "sparsity": 0, "recall@1": 50.0, "gmacs": 0.1}]), [1]))], "eval.json"),
     Case("report-no-folder", lambda t: ["report", str(t / "none")], "run folder not found"),
     Case("steps-json-corrupt", lambda t: ["demo", "--config", CFG, "--out", str(run_folder(t, steps="{oops"))], "corrupt"),
     Case("steps-json-list", lambda t: ["demo", "--config", CFG, "--out", str(run_folder(t, steps=[1]))], "not a flow state"),
@@ -342,6 +344,11 @@ def _local_data_config(tmp: Path, csv: bytes) -> Path:
     data = yaml.safe_load(TINY)
     data.setdefault("data", {}).update(source="local", gsv_root=str(tmp / "gsv"), eval_root=str(tmp / "eval"))
     return write_yaml(tmp / "c.yaml", data)
+
+
+def _with_eval(run: Path, obj) -> Path:
+    (run / "eval.json").write_text(json.dumps(obj))
+    return run
 
 
 def _binary_steps(tmp: Path) -> Path:
