@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit-s", type=float, default=None,
                     help="stop each module's run after this many seconds and count what was checked "
                          "(the rest shows as 'not checked'); mutmut records every verdict as it goes")
+    ap.add_argument("--names", nargs="+", default=None, metavar="GLOB",
+                    help="run (and count) only the mutants whose names match, e.g. to recheck survivors")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--show-survivors", action="store_true", help="print each survivor's diff")
     args = ap.parse_args(argv)
@@ -170,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], []
     for name in names:
         mod = MODULES[name]
+        if args.names:
+            mod = Module(mod.path, mod.tests, [g for g in args.names if g.startswith(mod.path[:-3].replace("/", ".") + ".")])
+            if not mod.only:
+                continue
         work = args.workdir / name
         print(f"== {name}: {mod.path}", flush=True)
         if not (args.keep and (work / "mutants").is_dir()):

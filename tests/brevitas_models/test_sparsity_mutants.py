@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from brevitas_models.sparsity import TopKSparsity, bank_group_sizes, get_granularity, get_sparsity
+from brevitas_models.sparsity import TopKSparsity, bank_group_sizes, get_granularity, get_sparsity, kept_count
 from tatvpr_hw.errors import UserError
 
 
@@ -63,3 +63,10 @@ def test_bank_mask_with_all_zero_groups_keeps_exactly_k_real_channels():
     assert m[:, [0, 3, 6]].sum(-1).tolist() == [2.0, 2.0, 2.0]
     assert m[:, [1, 4]].sum(-1).tolist() == [1.0, 1.0, 1.0]
     assert m[:, [2, 5]].sum(-1).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("s", [0.0, 0.5, 0.9])
+def test_kept_count_of_nothing_is_nothing(s):
+    # an empty group (C < B in the bank granularity) keeps 0 channels, not the "at least 1"
+    assert kept_count(0, s) == 0
+    assert kept_count(1, s) == 1
