@@ -261,6 +261,9 @@ CASES = [
     Case("sweep-out-under-file", lambda t: sweep(t)[:6] + [str(a_file(t / "f") / "s")] + sweep(t)[7:],
          "is a file, not a folder"),
     # ---- output paths
+    Case("trace-out-folder", lambda t: ["trace", "--config", CFG, "--sparsity", "0.4", "--out", str(t)], "existing folder"),
+    Case("trace-out-under-file", lambda t: ["trace", "--config", CFG, "--sparsity", "0.4",
+                                            "--out", str(a_file(t / "f") / "t.npz")], "not a folder"),
     Case("sim-out-folder", lambda t: sim_args(t, "--out", str(t)), "existing folder"),
     Case("sim-out-under-file", lambda t: sim_args(t, "--out", str(a_file(t / "f") / "r.json")), "not a folder"),
     Case("synth-out-folder", lambda t: ["sim-synth", "--out", str(t), "--depth", "1", "--dim", "32", "--tokens", "5",

@@ -71,10 +71,12 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         seed: int = typer.Option(0, min=0, help="seed (seeded inputs when the benchmark is absent)"),
     ) -> None:
         """Run the student on real queries with hooks and write the workload trace for the simulator."""
+        from sim.atomic import check_output_path
         from tatvpr_hw.config import load_config
         from tatvpr_hw.tracing import trace_model
 
         cfg = load_config(config)
+        check_output_path(out, "--out")  # before the model runs
         paths = trace_model(cfg, checkpoint=checkpoint, sparsity=sparsity, images=images, out=out, seed=seed)
         for p in paths:
             print(f"wrote {p}")
