@@ -8,10 +8,11 @@ cycle, latency 40 ns -> L = 10 cycles; int8 unit 4 x 16, pipeline 4; vector unit
 
 import re
 
+import numpy as np
 import pytest
 
 from sim.arch import with_overrides
-from sim.engine import dense_op, vector_op
+from sim.engine import dense_op, fold_compute_cycles, token_cycles, vector_op
 from sim.errors import SimInputError
 from sim.trace import DenseOp, VectorOp
 
@@ -84,3 +85,44 @@ def test_vector_op_on_the_host(make_arch):
     assert t.cycles == 1400
     assert t.counts == {"host_elements": 600, "dram_act_bits": 2 * 600 * 8, "dram_spill_bits": 0}
     assert t.output_spilled is False and t.output_bytes == 600
+
+
+# --------------------------------------------------------------------- per-token cycles c(m, f)
+# SIMD 4, B = 2 banks (q = 2 lanes per bank), K = 8: channel k in bank k mod 2, 4 channels a bank.
+# PE 2, N = 3 output channels -> folds {0, 1} and {2, pad}.
+ACT = np.array([[1, 1, 1, 1, 1, 1, 1, 1],     # bank 0: 4, bank 1: 4 -> ceil(4/2) = 2
+                [1, 0, 1, 0, 0, 0, 0, 0]],    # bank 0: 2, bank 1: 0 -> ceil(2/2) = 1
+               dtype=bool)
+W = np.array([[1, 1, 0, 0, 0, 0, 0, 0],
+              [1, 0, -1, 0, 1, 0, 1, 0],
+              [0, 1, 0, 1, 0, 1, 0, 0]], dtype=np.int8)
+
+
+@pytest.mark.parametrize("mode, want", [
+    ("none", [[2, 2], [2, 2]]),   # ceil(ceil(8/2) / 2) = 2 for every token and fold
+    ("act", [[2, 2], [1, 1]]),    # the token's busiest bank (above)
+    # weight / both: g <= ceil(ceil(K/B) / q) = ceil(K / SIMD) = 2, the token-load bound, so 2
+    ("weight", [[2, 2], [2, 2]]),
+    ("both", [[2, 2], [2, 2]]),
+])
+def test_token_cycles_by_hand(mode, want):
+    c = token_cycles(ACT, W, 2, 4, mode, banks=2)
+    assert c.dtype == np.int64
+    assert c.tolist() == want
+    f = fold_compute_cycles(ACT, W, 2, 4, mode, banks=2)
+    assert f.dtype == np.int64 and f.tolist() == [want[0][0] + want[1][0], want[0][1] + want[1][1]]
+
+
+def test_token_cycles_bad_inputs_named():
+    with pytest.raises(SimInputError, match="^" + re.escape(
+            "skip_mode 'dense'; allowed: none, act, weight, both") + "$"):
+        token_cycles(ACT, W, 2, 4, "dense")
+    with pytest.raises(SimInputError, match="^" + re.escape(
+            "weights have K = 7 but the activation mask has K = 8") + "$"):
+        token_cycles(ACT, W[:, :7], 2, 4, "act")
+    with pytest.raises(SimInputError, match="banks = True"):
+        token_cycles(ACT, W, 2, 4, "act", banks=True)
+    # 2 banks x 2 ports = 4 divides SIMD 4; 4 banks x 2 ports = 8 does not
+    fold_compute_cycles(ACT, W, 2, 4, "act", banks=2, ports=2)
+    with pytest.raises(SimInputError, match="banks x ports = 4 x 2 does not divide simd = 4"):
+        fold_compute_cycles(ACT, W, 2, 4, "act", banks=4, ports=2)
