@@ -638,14 +638,29 @@ def random_ternary(n: int, k: int, zero_frac: float, rng: np.random.Generator) -
 
 
 def topk_mask(m: int, k: int, sparsity: float, rng: np.random.Generator,
-              natural_zero_frac: float = 0.0) -> np.ndarray:
+              natural_zero_frac: float = 0.0, banks: int | None = None) -> np.ndarray:
     """bool ``[m, k]``: per token keep ``ceil((1-s) k)`` channels (top-k of random magnitudes),
-    then drop a further ``natural_zero_frac`` of the kept ones (values that round to int8 zero)."""
-    keep = max(1, math.ceil((1.0 - sparsity) * k - 1e-9))
+    then drop a further ``natural_zero_frac`` of the kept ones (values that round to int8 zero).
+
+    With ``banks`` (top-k granularity ``bank``, docs/engine.md section 3) the top-k is taken in
+    each bank's channel group ``{c : c mod banks = b}`` separately: ``ceil((1-s) * group size)``
+    kept per group, from the same random magnitudes."""
     mags = rng.random((m, k), dtype=np.float32)
-    idx = np.argpartition(-mags, keep - 1, axis=1)[:, :keep]
     mask = np.zeros((m, k), dtype=bool)
-    np.put_along_axis(mask, idx, True, axis=1)
+    if banks is None:
+        keep = max(1, math.ceil((1.0 - sparsity) * k - 1e-9))
+        idx = np.argpartition(-mags, keep - 1, axis=1)[:, :keep]
+        np.put_along_axis(mask, idx, True, axis=1)
+    else:
+        if not 1 <= banks <= k:
+            raise SimInputError(f"synthetic trace: banks = {banks}; allowed: 1 .. K = {k}")
+        for b in range(banks):
+            cols = np.arange(b, k, banks)
+            keep = max(1, math.ceil((1.0 - sparsity) * len(cols) - 1e-9))
+            idx = np.argpartition(-mags[:, cols], keep - 1, axis=1)[:, :keep]
+            sub = np.zeros((m, len(cols)), dtype=bool)
+            np.put_along_axis(sub, idx, True, axis=1)
+            mask[:, cols] = sub
     if natural_zero_frac > 0:
         mask &= rng.random((m, k), dtype=np.float32) >= natural_zero_frac
     return mask
@@ -653,17 +668,17 @@ def topk_mask(m: int, k: int, sparsity: float, rng: np.random.Generator,
 
 def ternary_linear_op(name: str, m: int, k: int, n: int, *, sparsity: float = 0.0,
                       weight_zero_frac: float = 1 / 3, rng: np.random.Generator,
-                      natural_zero_frac: float = 0.0) -> TernaryLinearOp:
-    """A random ternary linear op (random weights, top-k activation mask)."""
+                      natural_zero_frac: float = 0.0, banks: int | None = None) -> TernaryLinearOp:
+    """A random ternary linear op (random weights, top-k activation mask; per bank with ``banks``)."""
     w = random_ternary(n, k, weight_zero_frac, rng)
-    return TernaryLinearOp(name, m, k, n, pack_ternary2(w), topk_mask(m, k, sparsity, rng, natural_zero_frac),
+    return TernaryLinearOp(name, m, k, n, pack_ternary2(w), topk_mask(m, k, sparsity, rng, natural_zero_frac, banks),
                            act_scale=0.05, weight_scale=0.02)
 
 
 def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, heads: int = 12,
                         mlp_ratio: float = 4.0, sparsity: float = 0.0, weight_zero_frac: float = 1 / 3,
                         natural_zero_frac: float = 0.0, seed: int = 0, patch_size: int = 14,
-                        in_chans: int = 3) -> Trace:
+                        in_chans: int = 3, granularity: str = "token", banks: int = 32) -> Trace:
     """A ViT query trace from random numbers (numpy only): the patch embedding (an int8-unit
     linear of ``tokens - 1`` patches x ``in_chans * patch_size**2`` -> D, ``weights: true``), then
     per pre-norm block:
@@ -671,8 +686,12 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, h
     LN -> qkv (ternary) -> QK^T (dense) -> softmax -> AV (dense) -> proj (ternary) -> add ->
     LN -> fc1 (ternary) -> GELU -> fc2 (ternary) -> add; then the final LN.
     Defaults are ViT-B/14 at 224 px (12 blocks, D = 768, 16 x 16 patches + the class token =
-    257 tokens, 12 heads, MLP 3072). No aggregation head.
+    257 tokens, 12 heads, MLP 3072). No aggregation head. ``granularity`` ``token`` (top-k per
+    token) or ``bank`` (per token within each of ``banks`` channel groups).
     """
+    if granularity not in ("token", "bank"):
+        raise SimInputError(f"synthetic trace: granularity {granularity!r}; allowed: token, bank")
+    group_banks = banks if granularity == "bank" else None
     if dim % heads:
         raise SimInputError(f"synthetic trace: dim {dim} must be a multiple of heads {heads}")
     if not 0.0 <= sparsity < 1.0:
@@ -688,7 +707,7 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, h
 
     def lin(name: str, k: int, n: int) -> TernaryLinearOp:
         return ternary_linear_op(name, t, k, n, sparsity=sparsity, weight_zero_frac=weight_zero_frac,
-                                 rng=rng, natural_zero_frac=natural_zero_frac)
+                                 rng=rng, natural_zero_frac=natural_zero_frac, banks=group_banks)
 
     for b in range(depth):
         p = f"blocks.{b}."
@@ -701,5 +720,6 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, h
     ops.append(VectorOp("norm", "layernorm", t * d))
     meta = {"source": "synthetic", "model": f"synthetic-vit-d{dim}-L{depth}", "depth": depth, "dim": dim,
             "tokens": tokens, "heads": heads, "mlp_ratio": mlp_ratio, "patch_size": patch_size, "sparsity": sparsity,
-            "weight_zero_frac": weight_zero_frac, "natural_zero_frac": natural_zero_frac, "seed": seed}
+            "weight_zero_frac": weight_zero_frac, "natural_zero_frac": natural_zero_frac, "seed": seed, "granularity": granularity,
+            **({"banks": banks} if granularity == "bank" else {})}
     return Trace(VERSION, meta, ops)

@@ -133,6 +133,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         sparsity: float = typer.Option(0.0, help="activation sparsity s (top-k keeps ceil((1-s) K) per token)"),
         weight_zero_frac: float = typer.Option(1 / 3, help="fraction of zero ternary weights"),
         seed: int = typer.Option(0, help="random seed"),
+        granularity: str = typer.Option("token", help="top-k granularity: token (per token) or bank "
+                                        "(per token within each bank's channel group; docs/engine.md)"),
+        banks: int = typer.Option(32, help="channel groups of the bank granularity (the arch's gather banks)"),
     ) -> None:
         """Write a synthetic ViT query trace from random numbers (defaults: ViT-B/14 at 224 px)."""
         import math
@@ -152,6 +155,10 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             raise UserError(f"--weight-zero-frac = {weight_zero_frac}: allowed: a number in [0, 1]")
         if seed < 0:
             raise UserError(f"--seed = {seed}: allowed: an integer >= 0")
+        if granularity not in ("token", "bank"):
+            raise UserError(f"--granularity = {granularity!r}: allowed: token, bank")
+        if not 1 <= banks <= dim:
+            raise UserError(f"--banks = {banks}: allowed: an integer in [1, dim = {dim}]")
         # bytes the trace holds: packed weights (d^2 (4 + 2 r) / 4) and act masks (t d (3 + r)) per block
         held_bytes = depth * (dim * dim * (4 + 2 * mlp_ratio) / 4 + tokens * dim * (3 + mlp_ratio))
         if held_bytes > SYNTH_MAX_BYTES:
@@ -160,9 +167,11 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                             f"{SYNTH_MAX_BYTES / 2**30:g} GiB")
         check_output_path(out, "--out")
         tr = synthetic_vit_trace(depth=depth, dim=dim, tokens=tokens, heads=heads, mlp_ratio=mlp_ratio,
-                                 sparsity=sparsity, weight_zero_frac=weight_zero_frac, seed=seed)
+                                 sparsity=sparsity, weight_zero_frac=weight_zero_frac, seed=seed,
+                                 granularity=granularity, banks=banks)
         write_trace(out, tr)
-        print(f"wrote {out}: {len(tr.ops)} ops ({len(tr.ternary_ops())} ternary linears), sparsity {sparsity}")
+        print(f"wrote {out}: {len(tr.ops)} ops ({len(tr.ternary_ops())} ternary linears), sparsity {sparsity}, "
+              f"top-k per {granularity}" + (f" ({banks} channel groups)" if granularity == "bank" else ""))
 
     @app.command("sim-report")
     def sim_report(

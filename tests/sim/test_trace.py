@@ -191,3 +191,18 @@ def test_nz_bytes_straight_from_packed_weights():
         got = ternary2_nz_bytes(pack_ternary2(w))
         assert np.array_equal(got[:, :want.shape[1]], want), k
         assert not got[:, want.shape[1]:].any()
+
+
+def test_synthetic_bank_granularity_keeps_per_group_counts():
+    """Bank top-k: ceil((1-s) * group size) kept in every channel group c mod B, for every token."""
+    from sim.trace import synthetic_vit_trace, topk_mask
+    rng = np.random.default_rng(0)
+    # K = 10, B = 4: groups {0,4,8}, {1,5,9}, {2,6}, {3,7}; s = 0.5 keeps 2, 2, 1, 1 (6 in all)
+    mask = topk_mask(5, 10, 0.5, rng, banks=4)
+    for b, want in enumerate((2, 2, 1, 1)):
+        assert (mask[:, b::4].sum(axis=1) == want).all(), b
+    tr = synthetic_vit_trace(depth=1, dim=64, tokens=9, heads=2, sparsity=0.4, granularity="bank", banks=8)
+    for op in tr.ternary_ops():
+        groups = op.act_mask.reshape(op.m, op.k // 8, 8).sum(axis=1)  # column b = bank b's kept count
+        assert (groups == math.ceil(0.6 * op.k / 8 - 1e-9)).all(), op.name
+    assert tr.meta["granularity"] == "bank" and tr.meta["banks"] == 8
