@@ -157,7 +157,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
             raise UserError(f"--seed = {seed}: allowed: an integer >= 0")
         if granularity not in ("token", "bank"):
             raise UserError(f"--granularity = {granularity!r}: allowed: token, bank")
-        if not 1 <= banks <= dim:
+        if granularity == "bank" and not 1 <= banks <= dim:
             raise UserError(f"--banks = {banks}: allowed: an integer in [1, dim = {dim}]")
         # bytes the trace holds: packed weights (d^2 (4 + 2 r) / 4) and act masks (t d (3 + r)) per block
         held_bytes = depth * (dim * dim * (4 + 2 * mlp_ratio) / 4 + tokens * dim * (3 + mlp_ratio))
