@@ -54,3 +54,8 @@ def test_act_bits_range_ends():
 def test_bank_settings_reach_the_topk_module():
     layer = SparseTernaryLinear(8, 2, sparsity=0.5, granularity="bank", banks=4)
     assert (layer.sparsity.sparsity, layer.sparsity.granularity, layer.sparsity.banks) == (0.5, "bank", 4)
+
+
+def test_extra_repr_states_scale_granularity_and_bits():
+    assert SparseTernaryLinear(4, 2, per_channel=True, act_bits=6).extra_repr() == "per_channel=True, act_bits=6"
+    assert SparseTernaryLinear(4, 2).extra_repr() == "per_channel=False, act_bits=8"

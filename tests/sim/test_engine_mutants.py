@@ -33,6 +33,8 @@ def test_dense_activations_op_spills_and_reads_back(make_arch):
     assert t.cycles == 184 + 400 + 25 == 609
     assert (t.spill_cycles, t.readback_cycles, t.transfer_cycles, t.latency_cycles) == (400, 25, 0, 0)
     assert t.output_bytes == 1600 and t.output_spilled is True
+    # whole bytes and bits (the JSON report prints them): ints, not floats
+    assert type(t.output_bytes) is int and all(type(v) is int for v in t.counts.values())
     assert t.counts == {
         "dsp_macs": 2 * 20 * 6 * 40,                             # 9600
         # A: each of 3 column tiles reads the 20 rows x 6 bytes; B: each of 5 row tiles the 40 columns
@@ -74,6 +76,7 @@ def test_vector_op_fabric_spills_and_reads_back(make_arch):
     assert t.cycles == 46 + 150 + 16 == 212
     assert (t.spill_cycles, t.readback_cycles) == (150, 16)
     assert t.output_bytes == 600 and t.output_spilled is True
+    assert type(t.output_bytes) is int and all(type(v) is int for v in t.counts.values())
     assert t.counts == {"vector_elements": 600, "act_buf_read_bits": 600 * 8, "out_buf_write_bits": 600 * 8,
                         "dram_spill_bits": (600 + 64) * 8}
 
