@@ -530,6 +530,24 @@ def _tile_features(row: dict, names: tuple[str, ...], acc_bits: int = 32) -> lis
     return [float(f[n]) for n in names]
 
 
+def predict_tile(row: dict, lut_coef: dict, ff_coef: dict) -> dict:
+    """A tile's resources by the model: datapath (``lut_coef``/``ff_coef`` over the
+    ``TILE_*_FEATURES``) + its weight buffer by the block rule. ``row`` needs pe, simd, k,
+    banks, ports, halves, replicas, depth (a :func:`tile_row` or a synthesis row)."""
+    rule = tile_block_rule(row)
+    logic = sum(lut_coef[n] * x for n, x in zip(TILE_LUT_FEATURES, _tile_features(row, TILE_LUT_FEATURES)))
+    ff = sum(ff_coef[n] * x for n, x in zip(TILE_FF_FEATURES, _tile_features(row, TILE_FF_FEATURES)))
+    return {"lut": logic + rule["lut"], "lut_logic": logic, "lutram_luts": rule["lut"], "ff": ff + rule["ff"],
+            "bram36_eq": rule["bram36"] + rule["bram18"] / 2, "block_type": rule["block_type"]}
+
+
+def tile_row(pe: int, simd: int, k: int, banks: int | None = None, ports: int = 1, halves: int = 1) -> dict:
+    """The geometry fields of a tile (what :func:`predict_tile` needs), validated."""
+    s = TileShape(pe, simd, k, banks, ports, halves)
+    return {"pe": s.pe, "simd": s.simd, "k": s.k, "banks": s.banks, "ports": s.ports, "halves": s.halves,
+            "replicas": s.replicas, "depth": s.depth}
+
+
 def fit_tile_model(fit_rows: list[dict], held_out: list[dict]) -> dict:
     """Least squares of the tile's datapath LUT (logic + SRL, without LUTRAM) and FF over
     ``TILE_*_FEATURES`` on ``fit_rows``; then, on ``held_out`` rows (not used in the fit), the
@@ -549,12 +567,7 @@ def fit_tile_model(fit_rows: list[dict], held_out: list[dict]) -> dict:
     lut_c = lstsq(TILE_LUT_FEATURES, lambda r: r["lut"] + r["srl"])
     ff_c = lstsq(TILE_FF_FEATURES, lambda r: r["ff"])
 
-    def predict(r):
-        rule = tile_block_rule(r)
-        logic = sum(c * x for c, x in zip(lut_c.values(), _tile_features(r, TILE_LUT_FEATURES)))
-        ff = sum(c * x for c, x in zip(ff_c.values(), _tile_features(r, TILE_FF_FEATURES)))
-        return {"lut": logic + rule["lut"], "lutram_luts": rule["lut"], "ff": ff + rule["ff"],
-                "bram36_eq": rule["bram36"] + rule["bram18"] / 2, "block_type": rule["block_type"]}
+    predict = lambda r: predict_tile(r, lut_c, ff_c)  # noqa: E731
 
     def measured(r):
         return {"lut": r["lut"] + r["srl"] + r["lutram_luts"], "lutram_luts": r["lutram_luts"], "ff": r["ff"],
@@ -564,6 +577,7 @@ def fit_tile_model(fit_rows: list[dict], held_out: list[dict]) -> dict:
     for tag, rows in (("fit", fit_rows), ("held_out", held_out)):
         for r in rows:
             pred, meas = predict(r), measured(r)
+            pred.pop("lut_logic")
             points.append({"set": tag, "pe": r["pe"], "simd": r["simd"], "k": r["k"], "banks": r["banks"],
                            "ports": r["ports"], "rule_block_type": pred.pop("block_type"),
                            "predicted": pred, "measured": meas})
