@@ -29,7 +29,8 @@ Fields, with units (see docs/simulator.md for what each changes):
 - ``vector_unit``: softmax / LayerNorm / GELU / adds; ``mode: fabric`` with ``lanes`` and
   ``cycles_per_element`` per kind, or ``mode: host`` (the CPU does it) with
   ``host_ns_per_element`` per kind, ``host_call_overhead_us`` per op and ``host_pj_per_element``.
-- ``buffers``: on-chip ``weights_kb`` (both halves when double-buffering), ``activations_kb``,
+- ``buffers``: on-chip ``weights_kb`` (both halves when double-buffering), ``k_max`` (the largest
+  layer K built for; null = what ``weights_kb`` holds), ``activations_kb``,
   ``outputs_kb`` (KiB = 1024 bytes); ``*_memory`` ``bram|uram`` (URAM preferred where the
   board has it); word widths follow docs/engine.md section 6 (sim.buffers), not a key.
 - ``dram``: ``bandwidth_gb_per_s`` (null = the board's peak; 1 GB = 1e9 bytes) times
@@ -188,6 +189,8 @@ class VectorUnitSpec(_Strict):
 
 class BufferSpec(_Strict):
     weights_kb: float = Field(256.0, gt=0, le=1e6, description="KiB, both halves when double-buffering")
+    k_max: int | None = Field(None, ge=1, le=1 << 20, description="largest layer K the machine is built for "
+                              "(sizes the weight banks and the bank scheduler); null = what weights_kb holds")
     activations_kb: float = Field(512.0, gt=0, le=1e6)
     outputs_kb: float = Field(512.0, gt=0, le=1e6)
     weights_memory: Literal["bram", "uram"] = "bram"
@@ -329,6 +332,9 @@ class ResourceModel(_Strict):
     ff_per_vector_lane: Sourced
     dsp_per_vector_lane: Sourced
     lut_control: Sourced
+    lut_per_scheduler_slot: Sourced
+    lut_per_scheduler_channel: Sourced
+    ff_per_scheduler_channel: Sourced
     ff_control: Sourced
     bram36_bits: Sourced
     bram36_port_bits: Sourced

@@ -42,11 +42,15 @@ def _halves(arch) -> int:
 
 def k_max(arch) -> int:
     """Largest ``K`` whose fold fits the weight buffer: ``floor(8192 * weights_kb / (h * PE * 2))``,
-    rounded down to a multiple of the banks ``B`` (docs/engine.md section 6)."""
+    rounded down to a multiple of the banks ``B``, and at most ``buffers.k_max`` (rounded up to a
+    multiple of ``B``) when the arch sets it (docs/engine.md section 6)."""
     c = arch.spec.compute
     b = c.banks
     k = math.floor(8192 * arch.spec.buffers.weights_kb / (_halves(arch) * c.pe * 2))
     k -= k % b
+    cap = arch.spec.buffers.k_max
+    if cap is not None and k >= 1:
+        k = min(k, cap + (-cap % b))  # the cap rounded up to whole bank words
     if k < 1:
         need = _halves(arch) * c.pe * 2 * b / 8192
         raise SimInputError(f"{arch.source}: buffers.weights_kb = {arch.spec.buffers.weights_kb:g} holds no "

@@ -7,8 +7,10 @@ fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`s
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
          + LUTRAM LUTs of the buffers
+         + (act mode) SIMD*ceil(K_max/B)*lut_per_scheduler_slot + K_max*lut_per_scheduler_channel
     FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit
          + vector lanes*ff_per_vector_lane + ff_control + register-mapped buffer bits
+         + (act mode) K_max*ff_per_scheduler_channel   (the bank scheduler, rtl/bank_scheduler.v)
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
     BRAM36 = buffers' BRAM36 + ceil(buffers' BRAM18 / 2)       URAM = buffers' URAM288
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from sim.buffers import plan_buffers
+from sim.buffers import k_max, plan_buffers
 
 CLASSES = ("lut", "ff", "dsp", "bram36", "uram")
 
@@ -46,6 +48,12 @@ def datapath_resources(arch) -> dict[str, float]:
     ff = (lanes * r.ff_per_lane.value + c.simd * r.ff_per_input_lane.value
           + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
           + vec_lanes * r.ff_per_vector_lane.value + r.ff_control.value)
+    if c.skip_mode == "act" and c.mode == "mvau":
+        # the bank scheduler (rtl/bank_scheduler.v) turning dense tokens into bank-scheduled chunks
+        kmax = k_max(arch)
+        slots = c.simd * -(-kmax // c.banks)
+        lut += slots * r.lut_per_scheduler_slot.value + kmax * r.lut_per_scheduler_channel.value
+        ff += kmax * r.ff_per_scheduler_channel.value
     dsp = c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
     return {"lut": lut, "ff": ff, "dsp": dsp}
 

@@ -97,6 +97,7 @@ class DesignPoint:
     ports: int = 1                    # compute.gather.ports
     double_buffering: bool = True
     weights_kb: float = 64.0
+    k_max: int | None = None          # buffers.k_max (None = what weights_kb holds)
     activations_kb: float = 768.0
     outputs_kb: float = 768.0
 
@@ -117,7 +118,7 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
     fmt = c.weight_format if c.weight_format in ("ternary2", "ternary1.6") else "ternary2"
     return DesignPoint(pe=c.pe, simd=c.simd, clock_mhz=float(s.clock_mhz), weight_format=fmt, source=source,
                        banks=c.banks, ports=c.ports, double_buffering=bool(s.double_buffering),
-                       weights_kb=float(b.weights_kb), activations_kb=float(b.activations_kb),
+                       weights_kb=float(b.weights_kb), k_max=b.k_max, activations_kb=float(b.activations_kb),
                        outputs_kb=float(b.outputs_kb))
 
 
@@ -231,6 +232,8 @@ def kernel_params(point: DesignPoint) -> KernelParams:
     banks = point.banks or point.simd
     kmax = math.floor(8192 * point.weights_kb / (h * point.pe * 2))
     kmax -= kmax % banks
+    if point.k_max is not None and kmax >= banks:
+        kmax = min(kmax, point.k_max + (-point.k_max % banks))
     if kmax < banks:
         raise UserError(f"{point.source}: buffers.weights_kb = {point.weights_kb:g} holds no fold of {point.pe} PE "
                         f"rows x {banks} banks; allowed: weights_kb >= {h * point.pe * 2 * banks / 8192:g}")
@@ -244,9 +247,11 @@ def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> N
     """Layers of up to ``k`` channels and ``m`` tokens must fit the design point's buffers."""
     h = kp.halves
     if k > kp.kmax:
+        cap = f", buffers.k_max = {point.k_max}" if point.k_max is not None else ""
         raise UserError(f"layers with K = {k} do not fit the weight buffer: K_max = {kp.kmax} at "
-                        f"buffers.weights_kb = {point.weights_kb:g} (PE={kp.pe}); allowed: K <= {kp.kmax}, or "
-                        f"weights_kb >= {h * kp.pe * 2 * (k + (-k % kp.banks)) / 8192:g}")
+                        f"buffers.weights_kb = {point.weights_kb:g}{cap} (PE={kp.pe}); allowed: K <= {kp.kmax}, or "
+                        f"weights_kb >= {h * kp.pe * 2 * (k + (-k % kp.banks)) / 8192:g}"
+                        + (f" and buffers.k_max >= {k}" if point.k_max is not None else ""))
     if m > kp.mmax:
         raise UserError(f"layers with M = {m} tokens do not fit the output buffer: {kp.mmax} tokens at "
                         f"buffers.outputs_kb = {point.outputs_kb:g} (PE={kp.pe}); allowed: M <= {kp.mmax}, or "

@@ -32,6 +32,8 @@ def defines_by_hand(arch: dict) -> str:
     h = 2 if arch.get("double_buffering", True) else 1
     kmax = int(8192 * buf["weights_kb"] // (h * pe * 2))
     kmax -= kmax % banks
+    if buf.get("k_max"):  # the arch's cap, rounded up to whole bank words
+        kmax = min(kmax, buf["k_max"] + (-buf["k_max"] % banks))
     i = math.ceil(math.log2(kmax))
     chunks = math.ceil(8192 * buf["activations_kb"] / (simd * (8 + i)))
     mmax = math.ceil(8192 * buf["outputs_kb"] / (pe * 8))
@@ -137,7 +139,8 @@ def test_design_point_sizes_the_ip(tmp_path):
     point.write_text(json.dumps({"format": "tatvpr-dse-point", "pe": 16, "simd": 4, "clock_mhz": 250,
                                  "weight_format": "ternary1.6", "skip_mode": "act", "board": "zcu104",
                                  "arch": "zcu104", "overrides": {"buffers.weights_kb": 128, "buffers.activations_kb":
-                                                                 1024, "buffers.outputs_kb": 1024}}))
+                                                                 1024, "buffers.outputs_kb": 1024,
+                                                                 "buffers.k_max": None}}))
     rc, out = export(tmp_path, "--board", "zcu104", "--dse-point", str(point), "--no-run")
     assert rc == 0
     hls = (out / "vitis_hls.tcl").read_text()
@@ -146,7 +149,7 @@ def test_design_point_sizes_the_ip(tmp_path):
     man = json.loads((out / "project.json").read_text())
     assert man["design_point"]["weight_format"] == "ternary1.6"
     assert man["csim_sample"]["layer"]["fmt"] == "ternary1.6" and man["csim_sample"]["bit_exact"]
-    # PE 16, SIMD 4 (B = 4), 128 / 1024 / 1024 KiB: K_max = 8192 * 128 / (2 * 16 * 2) = 16384, I = 14,
+    # PE 16, SIMD 4 (B = 4), 128 / 1024 / 1024 KiB, no k_max cap: K_max = 8192 * 128 / (2 * 16 * 2) = 16384, I = 14,
     # CHUNKS_MAX = ceil(8192 * 1024 / (4 * 22)) = ceil(95325.09), MMAX = 8388608 / 128
     assert (man["kernel"]["kmax"], man["kernel"]["chunks_max"], man["kernel"]["mmax"]) == (16384, 95326, 65536)
 
@@ -154,10 +157,10 @@ def test_design_point_sizes_the_ip(tmp_path):
 def test_banks_and_ports_of_the_point_reach_the_kernel(tmp_path):
     point = tmp_path / "best_point.json"
     point.write_text(json.dumps({"pe": 8, "simd": 16, "clock_mhz": 200, "banks": 4, "ports": 2, "board": "kv260",
-                                 "arch": "kv260", "overrides": {"buffers.weights_kb": 16}}))
+                                 "arch": "kv260", "overrides": {"buffers.weights_kb": 16, "buffers.k_max": 4096}}))
     rc, out = export(tmp_path, "--board", "kv260", "--dse-point", str(point), "--no-run")
     assert rc == 0
-    # K_max = 8192 * 16 / (2 * 8 * 2) = 4096; R = 16 / (4 * 2) = 2: weights 2 halves x 2 x 4 memories
+    # K_max = min(8192 * 16 / (2 * 8 * 2), k_max) = 4096; R = 16 / (4 * 2) = 2: weights 2 halves x 2 x 4 memories
     # of 16-bit words, depth 1024
     assert "-DTATVPR_BANKS=4 -DTATVPR_PORTS=2 -DTATVPR_HALVES=2 -DTATVPR_KMAX=4096" in (out / "vitis_hls.tcl").read_text()
     man = json.loads((out / "project.json").read_text())
@@ -173,14 +176,15 @@ def test_config_sizes_the_buffers(tmp_path, capsys):
     rc, out = export(tmp_path, "--board", "zcu104", "--config", str(cfg), "--no-run")
     assert rc == 0
     man = json.loads((out / "project.json").read_text())
-    assert man["layers"] == {"kmax": 3072, "mmax": 257} and man["kernel"]["kmax"] == 4096
-    # a 64-row array on Pynq-Z2's 32 KiB weight buffer: K_max = 8192 * 32 / (2 * 64 * 2) = 1024
+    # zcu104: 8192 * 128 / (2 * 64 * 2) = 4096, capped by its buffers.k_max = 3072
+    assert man["layers"] == {"kmax": 3072, "mmax": 257} and man["kernel"]["kmax"] == 3072
+    # a 64-row array on Pynq-Z2's 32 KiB weight buffer: 8192 * 32 / (2 * 64 * 2) = 1024, capped at k_max 768
     point = tmp_path / "p.json"
     point.write_text(json.dumps({"pe": 64, "simd": 16, "clock_mhz": 100}))
     rc, _ = export(tmp_path / "b", "--board", "pynq-z2", "--config", str(cfg), "--dse-point", str(point), "--no-run")
     err = capsys.readouterr().err
-    assert rc == 2 and "K = 3072 do not fit the weight buffer: K_max = 1024" in err
-    assert "weights_kb >= 96" in err          # 2 * 64 * 2 * 3072 / 8192
+    assert rc == 2 and "K = 3072 do not fit the weight buffer: K_max = 768" in err
+    assert "weights_kb >= 96 and buffers.k_max >= 3072" in err          # 2 * 64 * 2 * 3072 / 8192
 
 
 @pytest.mark.parametrize("point, message", [
@@ -211,7 +215,7 @@ def test_bad_board_and_oversized_buffers(tmp_path, capsys):
     assert rc == 2 and "unknown board 'zedboard'" in err and "kv260, zcu104, pynq-z2" in err
     rc, _ = export(tmp_path, "--board", "pynq-z2", "--kmax", "16384", "--tokens", "1025", "--no-run")
     err = capsys.readouterr().err
-    assert rc == 2 and "K = 16384 do not fit the weight buffer: K_max = 4096" in err
+    assert rc == 2 and "K = 16384 do not fit the weight buffer: K_max = 768" in err  # pynq_z2.yaml k_max
     rc, _ = export(tmp_path, "--board", "pynq-z2", "--tokens", "10241", "--no-run")
     err = capsys.readouterr().err
     assert rc == 2 and "M = 10241 tokens do not fit the output buffer: 10240 tokens" in err

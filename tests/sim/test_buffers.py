@@ -74,13 +74,13 @@ def test_block_geometry_matches_the_resource_model_sources():
 
 def test_default_kv260_by_hand():
     a = load_arch("kv260")  # 32 x 32, act, B = SIMD = 32, P = 1, R = 1, weights 64 KiB double-buffered
-    # K_max = floor(8192 * 64 / (2 * 32 * 2)) = 4096 (a multiple of 32); I = 12
-    assert k_max(a) == 4096
+    # K_max = min(floor(8192 * 64 / (2 * 32 * 2)) = 4096, buffers.k_max = 3072) = 3072; I = 12
+    assert k_max(a) == 3072
     b = _by_name(a)
     assert list(b) == ["weights", "activations", "outputs", "int8_weights"]  # no act_gather in act mode
-    w = b["weights"]  # h*R*B = 2*1*32 = 64 memories of 2*32 = 64 bits x 4096/32 = 128 words
-    assert (w["memories"], w["width_bits"], w["depth"], w["halves"], w["banks"]) == (64, 64, 128, 2, 32)
-    assert w["bits"] == 64 * 64 * 128 == 64 * 8192  # exactly the 64 KiB asked (8192 bits per KiB)
+    w = b["weights"]  # h*R*B = 2*1*32 = 64 memories of 2*32 = 64 bits x 3072/32 = 96 words
+    assert (w["memories"], w["width_bits"], w["depth"], w["halves"], w["banks"]) == (64, 64, 96, 2, 32)
+    assert w["bits"] == 64 * 64 * 96 == 48 * 8192  # 48 of the 64 KiB: what K_max = 3072 needs
     assert (w["block_type"], w["blocks"], w["bram36"]) == ("bram36", 64, 64)  # one 512x72 each
     act = b["activations"]  # 32 * (8 + 12) = 640 bits x ceil(8192 * 512 / 640) = 6554: 9 x 2 URAM
     assert (act["width_bits"], act["depth"], act["block_type"], act["blocks"]) == (640, 6554, "uram", 18)
