@@ -381,6 +381,7 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
 
     sim_info: dict[str, Any] | None = None
     if student is not None:
+        arch = default_sim_arch()  # first: a bad arch file fails before minutes of descriptors
         t0 = time.perf_counter()
         # at s = 0 no top-k runs, so every granularity gives the same model: computed once
         pairs = [(g, float(s)) for g in granularities for s in sparsities
@@ -401,7 +402,6 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
                 gmacs[(g, s)] = model_gmacs(student, s_imgs, s)
         timings["student_gmacs"] = time.perf_counter() - t1
         t1 = time.perf_counter()
-        arch = default_sim_arch()
         cache: dict = {}
         sims = {(g, s): simulate_query(student, s_set.queries[0][0], s, g, arch, cache) for g, s in pairs}
         timings["student_sim"] = time.perf_counter() - t1
