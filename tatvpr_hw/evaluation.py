@@ -82,16 +82,10 @@ OPS_SAMPLE_IMAGES = 4
 
 # ----------------------------------------------------------------------------- recall
 
-def recall_at_n(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Iterable[int]],
-                ns: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
-    """Recall@N in percent for each N in ``ns``.
-
-    Args:
-        db_desc: [N_db, D] L2-normalised database descriptors.
-        q_desc: [N_q, D] L2-normalised query descriptors.
-        positives: for every query, the database indices that count as correct.
-        ns: the N values.
-    """
+def first_hit_ranks(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Iterable[int]],
+                    ns: Sequence[int] = (1, 5, 10)) -> np.ndarray:
+    """Per query, the 0-based rank of its first correct database image among the top ``max(ns)``
+    (``inf`` when none is there). Arguments as :func:`recall_at_n`."""
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-feature probe
     import faiss
 
@@ -112,7 +106,31 @@ def recall_at_n(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Ite
         hits = np.flatnonzero(np.isin(row, np.fromiter(pos, dtype=np.int64)))
         if hits.size:
             first_hit[i] = hits[0]
+    return first_hit
+
+
+def recall_at_n(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Iterable[int]],
+                ns: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Recall@N in percent for each N in ``ns``.
+
+    Args:
+        db_desc: [N_db, D] L2-normalised database descriptors.
+        q_desc: [N_q, D] L2-normalised query descriptors.
+        positives: for every query, the database indices that count as correct.
+        ns: the N values.
+    """
+    first_hit = first_hit_ranks(db_desc, q_desc, positives, ns)
     return {int(n): float(100.0 * np.mean(first_hit < n)) for n in ns}
+
+
+def recall_with_ci(db_desc: np.ndarray, q_desc: np.ndarray, positives: Sequence[Iterable[int]],
+                   ns: Sequence[int] = (1, 5, 10), seed: int = 0) -> tuple[dict[int, float], list[float]]:
+    """:func:`recall_at_n` and the 95 % percentile-bootstrap interval of R@1 over the queries
+    (``[low, high]`` percent, seeded; :mod:`tatvpr_hw.stats`)."""
+    from tatvpr_hw.stats import bootstrap_ci
+    first_hit = first_hit_ranks(db_desc, q_desc, positives, ns)
+    lo, hi = bootstrap_ci(first_hit < 1, seed=seed)
+    return {int(n): float(100.0 * np.mean(first_hit < n)) for n in ns}, [round(lo, 4), round(hi, 4)]
 
 
 def chance_recall_at_1(positives: Sequence[np.ndarray], num_db: int) -> float:
@@ -307,9 +325,11 @@ def _sample_images(dataset: ImageListDataset, n: int = OPS_SAMPLE_IMAGES) -> tor
 
 def _record(model: str, fmt: str, s: float, recalls: Mapping[int, float], gmacs: float,
             memory_bytes: float, granularity: str | None = None,
-            sim: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            sim: Mapping[str, Any] | None = None, ci: Sequence[float] | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"model": model, "format": fmt, "granularity": granularity, "sparsity": round(float(s), 6)}
     rec.update({f"recall@{n}": round(v, 4) for n, v in recalls.items()})
+    if ci is not None:
+        rec["r1_ci95"] = list(ci)
     rec.update({"gmacs": round(gmacs, 6), "memory_mb": round(memory_bytes / MB, 6)})
     if sim is None:
         rec.update({"sim_latency_ms": None, "sim_energy_mj": None})
@@ -373,9 +393,9 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         db = compute_descriptors(model, t_set.database, batch_size=bs, num_workers=nw, desc=f"{name} db")[None]
         q = compute_descriptors(model, t_set.queries, batch_size=bs, num_workers=nw, desc=f"{name} queries")[None]
         del model
-        rec = recall_at_n(db, q, positives, ns)
+        rec, ci = recall_with_ci(db, q, positives, ns, seed=cfg.seed)
         mem = model_memory_bytes(teacher, t_size, fmt, plan if fmt == "int8" else None)
-        records.append(_record(name, fmt, 0.0, rec, teacher_gmacs, mem))
+        records.append(_record(name, fmt, 0.0, rec, teacher_gmacs, mem, ci=ci))
         timings[name] = time.perf_counter() - t0
         log.info("%s: %s", name, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
 
@@ -408,8 +428,8 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         for g in granularities:
             for s in sparsities:
                 key = canon[(g, float(s))]
-                rec = recall_at_n(db[key], q[key], s_set.all_positives, ns)
-                records.append(_record("student", "ternary2", s, rec, gmacs[key], student_mem, g, sims[key]))
+                rec, ci = recall_with_ci(db[key], q[key], s_set.all_positives, ns, seed=cfg.seed)
+                records.append(_record("student", "ternary2", s, rec, gmacs[key], student_mem, g, sims[key], ci=ci))
                 log.info("student %s s=%.2f: %s, sim %.4g ms", g, s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()),
                          sims[key]["sim_latency_ms"])
         timings["student"] = time.perf_counter() - t0
@@ -429,6 +449,7 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         "database_images": len(t_set.database), "query_images": len(t_set.queries),
         "queries_without_positives": int(sum(len(p) == 0 for p in positives)),
         "chance_recall@1": round(chance_recall_at_1(positives, len(t_set.database)), 4),
+        "queries": len(t_set.queries), "r1_resolution_pt": round(100.0 / max(1, len(t_set.queries)), 4),
         "pixel_baseline": {f"recall@{n}": round(v, 4) for n, v in pixel_baseline(t_set, ns).items()},
         "teacher_img_size": t_size, "student_img_size": s_size, "sparsities": [float(s) for s in sparsities],
         "granularities": granularities, "sim": sim_info,
@@ -454,7 +475,9 @@ def metrics_table_markdown(records: Sequence[Mapping[str, Any]], sim_arch: str |
     (of the same granularity) and the SIMULATED latency / energy per query on ``sim_arch``."""
     recall_keys = sorted({k for r in records for k in r if k.startswith("recall@")}, key=lambda k: int(k[7:]))
     arch = sim_arch or "default arch"
+    has_ci = any("r1_ci95" in r for r in records)
     head = ["model", "weights", "granularity", "sparsity", *[k.replace("recall@", "R@") + " (%)" for k in recall_keys],
+            *(["R@1 95 % CI"] if has_ci else []),
             "GMACs/query", "MACs saved vs s=0", "R@1 vs s=0 (pt)", "memory (MB)",
             f"latency (ms, SIMULATED, {arch})", f"energy (mJ, SIMULATED, {arch})"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -466,10 +489,35 @@ def metrics_table_markdown(records: Sequence[Mapping[str, Any]], sim_arch: str |
             delta = f"{r['recall@1'] - base['recall@1']:+.2f}"
         lat, en = r.get("sim_latency_ms"), r.get("sim_energy_mj")
         cells = [r["model"], r.get("format", ""), r.get("granularity") or "", f"{r['sparsity']:g}",
-                 *[f"{r[k]:.2f}" for k in recall_keys], f"{r['gmacs']:.4f}", saved, delta, f"{r['memory_mb']:.3f}",
+                 *[f"{r[k]:.2f}" for k in recall_keys],
+                 *([_ci_text(r.get("r1_ci95"))] if has_ci else []),
+                 f"{r['gmacs']:.4f}", saved, delta, f"{r['memory_mb']:.3f}",
                  "" if lat is None else f"{lat:.4f}", "" if en is None else f"{en:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    notes = distinguishability_notes(records)
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+
+
+def _ci_text(ci) -> str:
+    return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def distinguishability_notes(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """For every sparsity > 0 and every pair of granularities, whether their R@1 can be told apart
+    on this benchmark (95 % bootstrap intervals disjoint) or not (they overlap)."""
+    from tatvpr_hw.stats import overlap
+    st = [r for r in records if r.get("model") == "student" and r.get("r1_ci95") and r.get("sparsity", 0) > 0]
+    notes = []
+    for s in sorted({r["sparsity"] for r in st}):
+        rows = [r for r in st if r["sparsity"] == s]
+        for i, a in enumerate(rows):
+            for b in rows[i + 1:]:
+                same = overlap(tuple(a["r1_ci95"]), tuple(b["r1_ci95"]))
+                notes.append(f"s = {s:g}: `{a['granularity']}` R@1 {a['recall@1']:.2f} {_ci_text(a['r1_ci95'])} vs "
+                             f"`{b['granularity']}` {b['recall@1']:.2f} {_ci_text(b['r1_ci95'])}: "
+                             + ("**not distinguishable** (95 % intervals overlap)" if same
+                                else "distinguishable (95 % intervals disjoint)"))
+    return notes
 
 
 # ----------------------------------------------------------------------------- figures

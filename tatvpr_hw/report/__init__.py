@@ -147,7 +147,9 @@ def _ml_context(run_dir: Path) -> dict[str, Any] | None:
     figures = [{"path": f, "caption": c} for f, c in FIG_CAPTIONS.items() if (run_dir / f).is_file()]
     sim = details.get("sim") if isinstance(details, dict) else None
     simulated = any(r.get("sim_latency_ms") is not None for r in records)
+    from tatvpr_hw.evaluation import distinguishability_notes
     return {"rows": rows, "recall_keys": recall_keys, "details": details, "figures": figures,
+            "has_ci": any(r.get("r1_ci95") for r in records), "notes": distinguishability_notes(records),
             "sim": sim or {}, "simulated": simulated,
             "granularities": any(r.get("granularity") for r in records)}
 

@@ -19,7 +19,7 @@ def test_records_files_and_figures(tmp_path, tiny_cfg, pixel_models, stub_ops, f
     assert [(r["model"], r["format"], r["granularity"], r["sparsity"]) for r in records] == [
         ("teacher", "fp32", None, 0.0), ("teacher_fp16", "fp16", None, 0.0), ("teacher_int8", "int8", None, 0.0),
         *[("student", "ternary2", g, s) for g in grans for s in (0.0, 0.5)]]
-    base_keys = {"model", "format", "granularity", "sparsity", "recall@1", "recall@5", "recall@10", "gmacs",
+    base_keys = {"model", "format", "granularity", "sparsity", "recall@1", "recall@5", "recall@10", "r1_ci95", "gmacs",
                  "memory_mb", "sim_latency_ms", "sim_energy_mj"}
     for r in records:
         if r["model"] == "student":
@@ -31,6 +31,8 @@ def test_records_files_and_figures(tmp_path, tiny_cfg, pixel_models, stub_ops, f
         else:
             assert set(r) == base_keys and r["sim_latency_ms"] is None and r["sim_energy_mj"] is None
         assert 0.0 <= r["recall@1"] <= r["recall@5"] <= r["recall@10"] <= 100.0
+        lo, hi = r["r1_ci95"]  # the bootstrap interval holds the point estimate
+        assert 0.0 <= lo <= r["recall@1"] <= hi <= 100.0
     # at difficulty 0 a query is its database view re-encoded: raw pixels find it
     assert records[0]["recall@1"] >= 90.0
     assert [r["memory_mb"] for r in records] == [4.0, 2.0, 1.0] + [0.3] * 6
@@ -47,7 +49,7 @@ def test_records_files_and_figures(tmp_path, tiny_cfg, pixel_models, stub_ops, f
     assert student.sparsity.granularity == "token"
 
     assert json.loads((out / "metrics.json").read_text()) == records
-    table = (out / "metrics.md").read_text().splitlines()
+    table = [ln for ln in (out / "metrics.md").read_text().splitlines() if ln.startswith("|")]
     assert len(table) == 2 + len(records)
     assert table[0].startswith("| model | weights | granularity | sparsity | R@1 (%)")
     assert "latency (ms, SIMULATED, stub-arch)" in table[0] and "energy (mJ, SIMULATED, stub-arch)" in table[0]

@@ -34,3 +34,22 @@ def test_overlap_and_resolution():
     assert resolution_points(400) == 0.25
     with pytest.raises(UserError):
         bootstrap_ci([])
+
+
+def test_metrics_table_shows_intervals_and_says_when_designs_cannot_be_told_apart():
+    from tatvpr_hw.evaluation import distinguishability_notes, metrics_table_markdown
+    base = {"model": "student", "format": "ternary2", "gmacs": 1.0, "memory_mb": 1.0}
+    recs = [
+        {**base, "granularity": "token", "sparsity": 0.0, "recall@1": 50.0, "r1_ci95": [45.0, 55.0]},
+        {**base, "granularity": "token", "sparsity": 0.4, "recall@1": 49.0, "r1_ci95": [44.0, 54.0]},
+        {**base, "granularity": "bank", "sparsity": 0.4, "recall@1": 47.0, "r1_ci95": [42.0, 52.0]},
+        {**base, "granularity": "tensor", "sparsity": 0.4, "recall@1": 30.0, "r1_ci95": [25.0, 35.0]},
+    ]
+    notes = distinguishability_notes(recs)
+    assert len(notes) == 3  # three pairs at s = 0.4; s = 0 is one model
+    tb, tt, bt = notes
+    assert "`token`" in tb and "`bank`" in tb and "not distinguishable" in tb
+    assert "`tensor`" in tt and "distinguishable (95 % intervals disjoint)" in tt
+    assert "distinguishable (95 % intervals disjoint)" in bt  # [42, 52] vs [25, 35]
+    md = metrics_table_markdown(recs)
+    assert "R@1 95 % CI" in md and "[44.00, 54.00]" in md and "not distinguishable" in md
