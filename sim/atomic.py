@@ -21,18 +21,23 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """Raise :class:`SimInputError` when ``path`` cannot become a file: it is a folder, or one of
-    its parents is a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise SimInputError(f"{what} {path} is an existing folder; allowed: a file path (its folder is created)")
+def _check_parents(path: Path, what: str) -> None:
+    """The nearest existing parent of ``path`` must be a folder."""
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise SimInputError(f"{what} {path}: {parent} is a file, not a folder; "
                                     "allowed: a path under a folder")
             break
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """Raise :class:`SimInputError` when ``path`` cannot become a file: it is a folder, or one of
+    its parents is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise SimInputError(f"{what} {path} is an existing folder; allowed: a file path (its folder is created)")
+    _check_parents(path, what)
     return path
 
 
@@ -41,12 +46,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SimInputError(f"{what} {path} is a file; allowed: a folder (created if missing)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise SimInputError(f"{what} {path}: {parent} is a file, not a folder; "
-                                    "allowed: a path under a folder")
-            break
+    _check_parents(path, what)
     return path
 
 

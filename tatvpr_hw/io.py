@@ -9,27 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from sim.atomic import check_output_path, umask_mode
+from sim.errors import SimInputError
 from tatvpr_hw.errors import UserError
-
-
-def _umask_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file (0o666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"output {path} is an existing folder; allowed: a file path (its folder is created)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"output {path}: {parent} is a file, not a folder; allowed: a path under a folder")
-            break
+    try:
+        check_output_path(path)
+    except SimInputError as err:
+        raise UserError(str(err)) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
                                dir=path.parent)
@@ -38,7 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600; the result gets the mode any new file would
-            os.chmod(tmp_path, _umask_mode())
+            os.chmod(tmp_path, umask_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

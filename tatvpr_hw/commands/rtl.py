@@ -31,13 +31,8 @@ def _check_geometry(**values: int | None) -> None:
 
 
 def _check_folder(path: Path, what: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path} is a file; allowed: a folder (created if missing)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{what} {path}: {parent} is a file, not a folder")
-            break
+    from sim.atomic import check_output_dir
+    check_output_dir(path, what)
 
 
 def _grid(text: str) -> list[tuple[int, int]]:
