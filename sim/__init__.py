@@ -1,4 +1,4 @@
-"""Cycle-level simulator of the packed-ternary MAC-array accelerator (see ENGINE.md).
+"""Cycle-level simulator of the packed-ternary MAC-array accelerator (see docs/engine.md).
 
 Numpy only: never imports torch or the model packages. Entry points::
 

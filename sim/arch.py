@@ -1,6 +1,6 @@
 """Hardware description: one YAML file validated once into a typed :class:`Arch`.
 
-An arch file (``sim/arch/*.yaml``) describes the accelerator of ENGINE.md and names a board
+An arch file (``sim/arch/*.yaml``) describes the accelerator of docs/engine.md and names a board
 (``sim/boards/<board>.yaml``: FPGA resources, DRAM) and an energy table
 (``sim/energy/<table>.yaml``: pJ per action, every number with its ``source``). Both are given
 by name (looked up in those folders) or by a path relative to the arch file.
@@ -17,9 +17,9 @@ Fields, with units (see docs/simulator.md for what each changes):
 - ``compute``: the ternary MAC array: ``pe`` output lanes x ``simd`` input lanes,
   ``weight_format`` ``ternary2`` (2 bits/weight) or ``ternary1.6`` (5 trits/byte, decoded on
   the way into the weight buffer; ``decode_latency_cycles`` added to every weight transfer),
-  ``skip_mode`` ``none|act|weight|both`` (ENGINE.md), ``accumulator_bits``,
+  ``skip_mode`` ``none|act|weight|both`` (docs/engine.md), ``accumulator_bits``,
   ``adder_tree_stages`` (null = ``ceil(log2 simd)``; the fill is ``stages + 2``);
-  ``mode`` ``mvau`` (default: the ENGINE.md machine) or ``systolic`` (a dense ``pe x simd``
+  ``mode`` ``mvau`` (default: the docs/engine.md machine) or ``systolic`` (a dense ``pe x simd``
   systolic array of ternary lanes whose compute cycles are SCALE-Sim v3's,
   :func:`sim.systolic.systolic_cycles`; ``skip_mode`` must be ``none``) and ``dataflow``
   ``os|ws|is`` (systolic mode only; rows = ``pe``, cols = ``simd``).
@@ -89,7 +89,7 @@ class ComputeSpec(_Strict):
     accumulator_bits: int = Field(32, ge=8, le=64)
     adder_tree_stages: int | None = Field(None, ge=0, le=16, description="null = ceil(log2 simd)")
     decode_latency_cycles: int = Field(3, ge=0, le=1000, description="ternary1.6 decoder pipeline, per transfer")
-    mode: Literal["mvau", "systolic"] = Field("mvau", description="mvau = ENGINE.md; systolic = dense SCALE-Sim array")
+    mode: Literal["mvau", "systolic"] = Field("mvau", description="mvau = docs/engine.md; systolic = dense SCALE-Sim array")
     dataflow: Literal["os", "ws", "is"] = Field("os", description="systolic mode: which operand stays in the array")
     gather: GatherSpec = Field(default_factory=GatherSpec, description="banks and ports of the gathered operand")
 

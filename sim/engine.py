@@ -159,7 +159,7 @@ def transfer_cycles(nbytes: Fraction | int | float, bytes_per_cycle: float) -> i
 
 
 def weight_fold_bytes(pe: int, k: int, weight_format: str) -> Fraction:
-    """DRAM bytes of one fold's weights, ENGINE.md: ``PE * K * bits_per_weight / 8`` (1.6 = 8/5)."""
+    """DRAM bytes of one fold's weights, docs/engine.md: ``PE * K * bits_per_weight / 8`` (1.6 = 8/5)."""
     bits = Fraction(2) if weight_format == "ternary2" else Fraction(8, 5)
     return pe * k * bits / 8
 
@@ -173,7 +173,7 @@ def act_buffer_bytes(m: int, k: int) -> int:
 
 def layer_cycles(compute: np.ndarray, transfer: np.ndarray, *, double_buffering: bool, fill: int,
                  latency: int = 0) -> int:
-    """Overlap of ENGINE.md: ``L + X_0 + sum_f max(C_f, X_{f+1}) + fill`` (or no overlap)."""
+    """Overlap of docs/engine.md: ``L + X_0 + sum_f max(C_f, X_{f+1}) + fill`` (or no overlap)."""
     compute = np.asarray(compute, dtype=np.int64)
     transfer = np.asarray(transfer, dtype=np.int64)
     if double_buffering:
@@ -463,11 +463,11 @@ def systolic_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
 
     - compute ``C_f``: SCALE-Sim v3's fold cycles (``os``: ``K + pe + simd - 2``; ``ws``/``is``:
       ``T + 2 pe + simd - 2``), the last one minus 1: ``sum C_f == systolic_cycles(M, N, K, pe,
-      simd, dataflow)``; they include the array's fill and drain, so no ENGINE.md fill is added.
+      simd, dataflow)``; they include the array's fill and drain, so no docs/engine.md fill is added.
     - transfer ``X_f = ceil((w_f * bits / 8 + A_f) / B)`` (+ the ternary1.6 decoder latency): fold
       f fetches the weight slice it uses (``w_f`` weights; no reuse across folds) and, when the
       layer input does not fit the activation buffer, its activation slice (``A_f`` bytes).
-    - layer cycles: the same overlap as ENGINE.md with ``fill = 0``: ``L + X_0 + sum_f
+    - layer cycles: the same overlap as docs/engine.md with ``fill = 0``: ``L + X_0 + sum_f
       max(C_f, X_{f+1})`` (double buffering) else ``L + sum_f (X_f + C_f)``.
     - actions (dense, nothing skipped): every pair M*N*K is one ternary add/sub and one
       accumulator (partial-sum) add; weight buffer written and read ``2 * sum w_f`` bits, the

@@ -4,7 +4,7 @@ Numpy only (the simulator never imports torch). Two formats, both packing each w
 (the K input channels of one output channel) separately and padding it to whole bytes, so a
 row starts on a byte boundary, as the IP streams it:
 
-``ternary2`` -- 2 bits per weight, 4 weights per byte. Codes (ENGINE.md): ``00`` = 0,
+``ternary2`` -- 2 bits per weight, 4 weights per byte. Codes (docs/engine.md): ``00`` = 0,
 ``01`` = +1, ``11`` = -1 (``10`` is unused and rejected on unpack). Weight ``k`` of a row
 sits in byte ``k // 4`` at bits ``2*(k % 4) .. 2*(k % 4)+1`` (little-endian inside the byte).
 

@@ -4,7 +4,7 @@ activation capture and error statistics.
 A *block* names the part of the student a route lowers:
 
 - ``mlp``: ``backbone.blocks[L].mlp.fc1`` and ``.fc2`` (the ternary MLP; GELU between them runs
-  on the accelerator's vector unit, ENGINE.md, so it is not part of the GEMM IP),
+  on the accelerator's vector unit, docs/engine.md, so it is not part of the GEMM IP),
 - ``attn_proj``: ``backbone.blocks[L].attn.qkv`` and ``.proj`` (the attention projections),
 - ``head``: the aggregation head's ``nn.Linear`` / ternary linear layers (MLP part of the head).
 """

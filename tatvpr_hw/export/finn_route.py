@@ -4,7 +4,7 @@ What FINN can map of the student is its ternary GEMMs: each becomes a MatrixVect
 unit (MVAU) with ``MW`` = input channels and ``MH`` = output channels. FINN has no GELU,
 LayerNorm or softmax unit, so the folder holds ONE ternary linear layer of the chosen block
 (int8 input quantizer -> ternary Quant weights -> bias -> int8 output quantizer, the
-requantised int8 ``Y`` of ENGINE.md), exported with Brevitas to QONNX.
+requantised int8 ``Y`` of docs/engine.md), exported with Brevitas to QONNX.
 
 Files written into ``out_dir``::
 
