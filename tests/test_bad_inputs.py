@@ -439,14 +439,19 @@ def test_sigkill_of_the_dse_driver_leaves_no_worker(tmp_path):
     workers = _children(proc.pid)
     try:
         assert len(workers) >= 2, "the pool did not start its workers"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(w) for w in workers):
-            time.sleep(0.1)
+        _kill_and_wait(proc, workers, 10)
         assert not [w for w in workers if _alive(w)], "workers outlived their driver"
     finally:
         _reap(proc, workers)
+
+
+def _kill_and_wait(proc: subprocess.Popen, pids: list[int], seconds: float) -> None:
+    """SIGKILL the driver, then give its children ``seconds`` to go."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
 
 
 def _reap(proc: subprocess.Popen, workers: list[int]) -> None:
@@ -540,11 +545,7 @@ def test_reaper_kills_what_a_killed_ray_driver_leaves(tmp_path):
         left = [int(x) for x in proc.stdout.readline().split()]
         assert len(left) == 2 and all(_alive(p) for p in left)
         time.sleep(1.5)  # the reaper notes the descendants every 0.5 s
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_alive(p) for p in left):
-            time.sleep(0.1)
+        _kill_and_wait(proc, left, 15)
         assert not [p for p in left if _alive(p)], "the driver's descendants outlived it"
     finally:
         _reap(proc, left)
