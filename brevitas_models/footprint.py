@@ -13,7 +13,7 @@ Formats (bytes):
   :class:`~brevitas_models.quant.SparseTernaryLinear` in the model, i.e. what the run
   config's ``model.ternary`` selects) store their weight matrix ``[N, K]`` as int8 (``N*K``
   bytes), as 2-bit codes (4 per byte) or as base-3 (5 trits per byte), each row padded to
-  whole bytes (:func:`sim.packing.packed_bytes`, the bytes the packed file holds), plus their
+  whole bytes (:func:`ternary_format.packed_bytes`, the bytes the packed file holds), plus their
   scales in fp32: the weight scale gamma (4 bytes, or ``4*N`` per channel) and the input
   activation scale (4 bytes). Everything else (biases, norms, LayerScale, tokens, position
   embeddings, non-ternary layers, the head unless ternary) stays fp16.
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from brevitas_models.quant import SparseTernaryLinear
-from sim.packing import pack, packed_bytes
+from ternary_format import pack, packed_bytes
 
 FORMATS = ("fp32", "fp16", "int8", "ternary2", "ternary1.6")
 QUANT_FORMATS = ("int8", "ternary2", "ternary1.6")
@@ -119,7 +119,7 @@ def footprint(model: nn.Module, img_size: int | None = None, *,
             per-channel flag (see :func:`quantized_plan`). Without it the quantized layers are
             the model's :class:`SparseTernaryLinear` modules.
         pack_weights: actually pack every quantized layer's ternary codes with
-            :mod:`sim.packing` and count the packed arrays' bytes (needs a student with real
+            :mod:`ternary_format` and count the packed arrays' bytes (needs a student with real
             weights); also reports each layer's fraction of nonzero ternary weights.
 
     Returns ``{"backbone_bytes": {fmt: int}, "total_bytes": {fmt: int}, "components": [...],

@@ -358,8 +358,10 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
     deploy = out / "deploy"
     shutil.copytree(src / "driver" / "tatvpr_pynq", deploy / "tatvpr_pynq", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    # the board has no `sim` package: bundle the one implementation of the packed formats
-    shutil.copyfile(REPO_ROOT / "sim" / "packing.py", deploy / "tatvpr_pynq" / "_packing.py")
+    # the driver's one dependency besides numpy: the packed-format package, shipped beside it
+    import ternary_format
+    shutil.copytree(Path(ternary_format.__file__).parent, deploy / "ternary_format", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     write_text(deploy / "README.txt", render("deploy_README.txt.j2", params))
     write_json(deploy / "design_point.json", {**asdict(point), "banks": kp.banks, "ports": kp.ports,
                                               "kmax": kp.kmax, "mmax": kp.mmax,

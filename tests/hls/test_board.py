@@ -129,8 +129,8 @@ def test_project_for_each_board(tmp_path, capsys, board):
     assert man["design_point"]["source"].startswith("sim/arch/")
     assert man["design_point"]["clock_mhz"] == min(arch["clock_mhz"], 999)
     assert man["tools"]["ran"] is False
-    assert (out / "deploy" / "tatvpr_pynq" / "_packing.py").read_text() == \
-        (Path(__file__).resolve().parents[2] / "sim" / "packing.py").read_text()
+    assert (out / "deploy" / "ternary_format" / "packing.py").read_text() == \
+        (Path(__file__).resolve().parents[2] / "ternary_format" / "packing.py").read_text()
     assert os.access(out / "build.sh", os.X_OK)
 
 

@@ -193,14 +193,19 @@ def test_layer_split_into_token_blocks_that_fit_the_ip(overlay, tmp_path):
 
 
 def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
-    """On the board there is no `sim`, `torch` or `tatvpr_hw`: the deploy folder's package imports
-    with them blocked, packs with its bundled _packing.py and builds the bank-scheduled stream."""
+    """On the board there is no `sim`, `torch`, `tatvpr_hw` or `brevitas_models`: the deploy folder's
+    package imports with them blocked, packs with the bundled format package `ternary_format` and
+    builds the bank-scheduled stream; without that package it says what to copy."""
+    import shutil
+
     from tatvpr_hw.hlsflow.board import default_design_point, get_board, write_project
 
     board = get_board("kv260")
     write_project(board, default_design_point(board), tmp_path / "p", kmax=64, mmax=8, check_csim=False)
+    deploy = tmp_path / "p" / "deploy"
+    blocked = ("sim", "torch", "tatvpr_hw", "brevitas_models")
     code = ("import sys\n"
-            "for name in ('sim', 'torch', 'tatvpr_hw', 'brevitas_models'): sys.modules[name] = None\n"
+            f"for name in {blocked!r}: sys.modules[name] = None\n"
             "sys.path.insert(0, sys.argv[1])\n"
             "import numpy as np\n"
             "from tatvpr_pynq import formats, driver\n"
@@ -208,10 +213,19 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
             "c, p = formats.schedule_activations(np.array([[5, -1, 6, 0, 7]], np.int8), 4, 2)\n"
             "assert c.tolist() == [2] and p.tolist() == [0x005, 0x1FF, 0x206, 0, 0x407, 0, 0, 0]\n"
             "loaded = sorted(m for m in sys.modules if sys.modules[m] is not None and "
-            "m.split('.')[0] in ('sim', 'torch', 'tatvpr_hw', 'brevitas_models'))\n"
-            "print(formats.pack.__module__, loaded)")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p" / "deploy")],
+            f"m.split('.')[0] in {blocked!r})\n"
+            "tf = sys.modules['ternary_format'].__file__\n"
+            "print(formats.pack.__module__, formats.__file__.startswith(sys.argv[1]), tf.startswith(sys.argv[1]), "
+            "loaded)")
+    # run from the deploy folder's parent so nothing of the repository is on sys.path but what it ships
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(deploy)], cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "tatvpr_pynq._packing []"
-    point = json.loads((tmp_path / "p" / "deploy" / "design_point.json").read_text())
+    assert out.strip() == "ternary_format.packing True True []"       # the shipped copy, not the repository's
+    point = json.loads((deploy / "design_point.json").read_text())
     assert (point["pe"], point["simd"], point["banks"], point["ports"]) == (32, 32, 32, 1)
+    # a board copy without the format package (blocked too: this interpreter has the repository's installed)
+    shutil.rmtree(deploy / "ternary_format")
+    res = subprocess.run([sys.executable, "-I", "-c", code.replace("'brevitas_models')", "'brevitas_models', "
+                                                                   "'ternary_format')", 1), str(deploy)],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode != 0 and "copy the repository's ternary_format/ folder alongside tatvpr_pynq/" in res.stderr

@@ -1,4 +1,5 @@
-"""Packing against byte vectors worked out by hand from the format's definition (sim/packing.py).
+"""Packing against byte vectors worked out by hand from the format's definition (ternary_format, the
+authority that sim.packing re-exports).
 
 ternary2: code 00 = 0, 01 = +1, 11 = -1; weight k of a row in byte k // 4, bits 2*(k%4)+1..2*(k%4).
 ternary1.6: byte j = sum_i (w[5j+i] + 1) * 3**i, padding trits are weight 0 (digit 1).
@@ -9,7 +10,7 @@ bytes do not.
 import numpy as np
 import pytest
 
-from sim.packing import pack, pack_ternary2, pack_ternary16, unpack, unpack_ternary2, unpack_ternary16
+from ternary_format import pack, pack_ternary2, pack_ternary16, unpack, unpack_ternary2, unpack_ternary16
 
 # (row of weights, ternary2 bytes, ternary1.6 bytes), each byte derived in the comment
 GOLDEN = [

@@ -1,6 +1,6 @@
 """Packing checks added for the mutants `make mutation` found alive (docs/testing.md).
 
-Expected bytes are worked by hand from the format definitions in sim/packing.py's docstring:
+Expected bytes are worked by hand from the format definitions in ternary_format's docstring:
 ternary2 codes 00 = 0, 01 = +1, 11 = -1, weight k in byte k // 4 at bits 2*(k%4);
 ternary1.6 byte = sum_i (w_i + 1) * 3**i, padding digit 1.
 """
@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from sim.packing import pack, pack_ternary2, pack_ternary16, packed_bytes, row_bytes, unpack, unpack_ternary2, \
+from ternary_format import pack, pack_ternary2, pack_ternary16, packed_bytes, row_bytes, unpack, unpack_ternary2, \
     unpack_ternary16
 
 # Row A = [+1, -1, 0, +1, +1]: ternary2 [77, 1], ternary1.6 [227] (test_packing_golden.py).

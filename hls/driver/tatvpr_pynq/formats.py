@@ -3,7 +3,7 @@
 Numpy only (this file runs on the board's ARM cores). Layouts are those documented at the top
 of ``hls/include/tatvpr_gemm.h``:
 
-* weights: ``N`` rows of packed ternary codes, ``sim.packing`` formats ``ternary2`` (4 per byte)
+* weights: ``N`` rows of packed ternary codes, :mod:`ternary_format`'s ``ternary2`` (4 per byte)
   and ``ternary1.6`` (5 trits per byte), each row padded to whole bytes;
 * activations, bank-scheduled as the simulator's ``act`` skip mode with ``B`` banks
   (docs/engine.md section 3): ``tok_chunks`` (uint16 per token: ``max(1, max_b ceil(nnz_b / q))``,
@@ -31,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # in the repository: the one implementation of the packed formats
-    from sim.packing import FORMATS, pack, row_bytes, unpack
-except ImportError:  # on the board: the deploy folder bundles sim/packing.py as _packing.py
-    from ._packing import FORMATS, pack, row_bytes, unpack  # type: ignore[no-redef]
+try:  # the one implementation of the packed formats (numpy only)
+    from ternary_format import FORMATS, pack, row_bytes, unpack
+except ImportError as _err:  # pragma: no cover - exercised by tests/hls/test_driver.py in a subprocess
+    raise ImportError(
+        "tatvpr_pynq needs the numpy-only package `ternary_format` (the packed weight formats) importable "
+        "beside it: `tatvpr export bitstream` copies it into deploy/ next to tatvpr_pynq/; when copying the "
+        "driver by hand, copy the repository's ternary_format/ folder alongside tatvpr_pynq/") from _err
 
 FMT_CODE = {"ternary2": 0, "ternary1.6": 1}
 """Value of the IP's ``fmt`` register for each weight format."""
