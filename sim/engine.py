@@ -13,7 +13,8 @@ Stages (each a pure function, testable alone):
    ``X_j = ceil(bytes_j / D)`` (+ the 1.6-bit decoder latency after a weight load) for what
    differs from the previous step (the fold's weights, the block's activations).
 4. overlap (:func:`layer_cycles`): ``L + X_0 + sum_j max(C_j, X_{j+1}) + fill`` with double
-   buffering, else ``L + sum_j (X_j + C_j) + fill``; plus an output spill (:func:`output_spill`).
+   buffering, else ``L + sum_j (X_j + C_j) + fill``; plus, in ``act``, the bank scheduler's one
+   cycle (:func:`scheduler_fill_cycles`) and an output spill (:func:`output_spill`).
 
 Example (K = 8, SIMD = 4, B = 4 so q = 1, PE = 2, mode ``act``; token 0 has nonzeros at channels
 0, 4, 5, 6, 7, token 1 none): bank 0 holds 0 and 4 -> token 0 takes 2 cycles, token 1 takes 1
@@ -48,6 +49,16 @@ def fill_cycles(simd: int, tree_stages: int | None = None) -> int:
     return int(tree_stages) + 2
 
 
+def scheduler_fill_cycles(skip_mode: str) -> int:
+    """docs/engine.md section 4: in ``act`` the bank scheduler (``rtl/bank_scheduler.v``) registers
+    a token one cycle before it issues the token's first chunk. Steps, DMA starts and stalls are
+    timed on the token stream and the scheduler takes the next token in the cycle it issues the
+    current one's last chunk, so the chunk stream lags by exactly one cycle: charged once per
+    layer, like the fill. Other modes have no scheduler (0)."""
+    _check_mode(skip_mode)
+    return 1 if skip_mode == "act" else 0
+
+
 def index_bits(k: int) -> int:
     """Bits of one channel index in a compressed stream: ``ceil(log2 K)`` (at least 1)."""
     return max(1, math.ceil(math.log2(k))) if k > 1 else 1
@@ -60,11 +71,6 @@ def _check_mode(skip_mode: str) -> None:
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-a // b)
-
-
-def _lane_cycles(work: np.ndarray, simd: int) -> np.ndarray:
-    """Cycles of one lane group for ``work`` pairs: ``max(1, ceil(work / SIMD))``."""
-    return np.maximum(1, _ceil_div(work, simd))
 
 
 def _fold_max(per_channel: np.ndarray, n: int, pe: int) -> np.ndarray:
@@ -194,7 +200,7 @@ class LayerTiming:
     cycles: int
     compute_cycles: int  # sum of C_j over the steps (= sum over tokens and folds of c(m, f))
     transfer_cycles: int  # sum of X_j
-    stall_cycles: int  # cycles the array waits for transfers (cycles - compute - fill - latency - spill)
+    stall_cycles: int  # cycles the array waits for transfers (cycles - compute - fill - scheduler fill - latency - spill)
     fill_cycles: int
     latency_cycles: int
     act_resident: bool
@@ -205,6 +211,7 @@ class LayerTiming:
     spill_cycles: int = 0  # writing an output that does not fit the output buffer to DRAM
     output_bytes: int = 0
     output_spilled: bool = False
+    scheduler_fill_cycles: int = 0  # act: the bank scheduler's token register, once per layer
 
 
 @dataclass
@@ -397,11 +404,12 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         xfer.append(transfer_cycles(nbytes, bpc) + (dec if w_load else 0))
         prev_f, prev_b = f, b
     fill = fill_cycles(simd, c.tree_stages)
+    sched = scheduler_fill_cycles(mode)
     lat = arch.dram_latency_cycles
     out_bytes = m * n * OUT_BITS // 8
     spilled, spill = output_spill(out_bytes, arch)
     cycles = layer_cycles(np.array(comp), np.array(xfer), double_buffering=arch.spec.double_buffering,
-                          fill=fill, latency=lat) + spill
+                          fill=fill, latency=lat) + sched + spill
     pw, pa = _passes(order, n_f, t, resident)
 
     # action counts (sim.reference counts the same actions event by event)
@@ -450,9 +458,9 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         "nnz_weight": tot_w,
     }
     return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(sum(xfer)),
-                       cycles - compute_total - fill - lat - spill, fill, lat, bool(resident), counts,
+                       cycles - compute_total - fill - sched - lat - spill, fill, lat, bool(resident), counts,
                        conflict_cycles=conflict, loop_order=order, token_blocks=t, spill_cycles=spill,
-                       output_bytes=out_bytes, output_spilled=spilled)
+                       output_bytes=out_bytes, output_spilled=spilled, scheduler_fill_cycles=sched)
 
 
 def systolic_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:

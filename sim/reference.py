@@ -17,6 +17,11 @@ What it does literally, where the engine uses closed forms:
   enumerated step by step and ``auto`` picks the order whose steps load fewer DRAM bytes;
 - **overlap**: the DMA loads a step's missing fold / block; with double buffering it starts step
   j+1's load when step j starts computing, otherwise when step j is finished.
+- **bank scheduler** (``act`` only, ``rtl/bank_scheduler.v``): the array's ticks below are the
+  token side (a token enters the scheduler's register, which takes the next one in the tick the
+  current one's last chunk leaves); each chunk leaves the register one tick after the tick that
+  made it, so the last chunk of the layer is issued one tick after the last array tick, and the
+  pipeline drains from there.
 
 Per tick, in order: (1) control, repeated until nothing changes: the array starts the next step
 when it is idle and that step's data is in; the DMA starts the next load when it is idle and the
@@ -200,6 +205,9 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
         writer = k if skip_mode in ("weight", "both") else 0
         return {"m": m, "lanes": lanes, "writer": writer}
 
+    # ticks from a token entering the scheduler's register to its chunk's issue (act only)
+    sched_lag = 1 if skip_mode == "act" else 0
+    last_issue = -1  # tick in which the last chunk so far was issued to the array
     tick = 0
     for _ in range(latency_cycles):  # DRAM latency before the first transfer
         tick += 1
@@ -273,6 +281,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
         if comp_step is not None:
             f, b = steps[comp_step]
             step_ticks[comp_step] += 1
+            last_issue = tick + sched_lag
             if slot is None:
                 slot = token_slot(f, starts[b] + tok_i)
             m = slot["m"]
@@ -310,6 +319,8 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
             comp_step = None
             finished = comp_done
 
+    while tick <= last_issue:  # the scheduler's register still holds the last chunk
+        tick += 1
     for _ in range(_default_fill(simd, tree_stages)):  # drain lane register, adder tree, accumulator
         tick += 1
     spill = 0
@@ -322,7 +333,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
             spill += 1
         c["dram_spill_bits"] += out_bytes * 8
     return {"cycles": tick, "compute": np.array(step_ticks, np.int64), "loop_order": loop_order,
-            "token_blocks": t, "spill": spill, "counts": c, "y": y}
+            "token_blocks": t, "spill": spill, "scheduler_lag": sched_lag, "counts": c, "y": y}
 
 
 def reference_dense(m: int, k: int, n: int, batch: int, rows: int, cols: int, pipeline_cycles: int, *,

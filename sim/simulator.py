@@ -49,7 +49,7 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     by_comp = dict.fromkeys(COMPONENTS, 0.0)
     by_unit = dict.fromkeys(UNITS, 0)
     totals = dict.fromkeys(DRAM_KEYS + ("pairs_dense", "pairs_processed", "dsp_macs", "compute_cycles",
-                                        "stall_cycles"), 0)
+                                        "stall_cycles", "scheduler_fill_cycles"), 0)
     gather_conflict = 0
     prev = None  # the previous op's timing: did its output spill to DRAM?
     for op in trace.ops:
@@ -62,11 +62,12 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
                        transfer_cycles=t.transfer_cycles, stall_cycles=t.stall_cycles, fill_cycles=t.fill_cycles,
                        latency_cycles=t.latency_cycles, act_resident=t.act_resident,
                        conflict_cycles=t.conflict_cycles, loop_order=t.loop_order, token_blocks=t.token_blocks,
-                       spill_cycles=t.spill_cycles,
+                       spill_cycles=t.spill_cycles, scheduler_fill_cycles=t.scheduler_fill_cycles,
                        act_density=counts["nnz_act"] / (t.m * t.k), weight_density=counts["nnz_weight"] / (t.n * t.k),
                        mac_utilisation=counts["pairs_processed"] / (arch.spec.compute.pe * arch.spec.compute.simd * cycles))
             totals["compute_cycles"] += t.compute_cycles
             totals["stall_cycles"] += t.stall_cycles
+            totals["scheduler_fill_cycles"] += t.scheduler_fill_cycles
             gather_conflict += t.conflict_cycles
             energy = energy_pj(counts, arch, cycles)
         elif isinstance(op, DenseOp):
@@ -117,6 +118,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "mac_utilisation": (totals["pairs_processed"] / (pe_simd * by_unit["ternary_array"])
                             if by_unit["ternary_array"] else 0.0),
         "ternary_stall_cycles": totals["stall_cycles"],
+        # act: the bank scheduler's token register, one cycle per ternary layer (docs/engine.md section 4)
+        "ternary_scheduler_fill_cycles": totals["scheduler_fill_cycles"],
         "dram_bytes": sum(totals[k] for k in DRAM_KEYS) / 8,
         "dram_weight_bytes": totals["dram_weight_bits"] / 8,
         "dram_act_bytes": totals["dram_act_bits"] / 8,

@@ -48,12 +48,13 @@ def _sim_json(trace_path, capsys, *sets, layers=False):
 def test_sim_skip_reduces_cycles_via_cli(trace_path, capsys):
     # with one bank of SIMD ports (version 1's free gather) act skipping saves cycles; with the
     # default B = SIMD = 32 banks, K = 32: every bank holds one channel, so a token costs 1 cycle
-    # either way at K = 32 and act can only tie or win
+    # either way at K = 32 and act can only tie or win, but for its bank scheduler's one cycle
+    # per ternary layer (docs/engine.md section 4; 4 layers in one block)
     res = {(mode, banks): _sim_json(trace_path, capsys, f"compute.skip_mode={mode}",
                                     f"compute.gather.banks={banks}")["cycles_by_unit"]["ternary_array"]
            for mode in ("none", "act") for banks in (1, 32)}
     assert res["act", 1] < res["none", 1]
-    assert res["act", 32] <= res["none", 32]
+    assert res["act", 32] <= res["none", 32] + 4
     assert res["none", 1] == res["none", 32]  # dense: ceil(K / SIMD) whatever the banks
 
 

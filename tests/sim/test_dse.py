@@ -244,7 +244,7 @@ def test_default_evaluator_is_sim_simulate(tmp_path, traces):
         assert row["resource_frac"] == pytest.approx(max(util.values()))
         assert row["resource_mean"] == pytest.approx(sum(util.values()) / len(util))
     none, act = (res.table[res.table["pe"] == 8].set_index("skip_mode").loc[k, "cycles"] for k in ("none", "act"))
-    assert act <= none
+    assert act <= none + 4  # s = 0: act skips nothing but pays its bank scheduler's cycle in each of 4 layers
 
 
 def test_cli_dse_end_to_end(tmp_path, traces, capsys):
