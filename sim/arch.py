@@ -487,11 +487,28 @@ def arch_from_dict(data: dict, source: str = "<arch>", base_dir: Path = ARCH_DIR
                 load_resource_model(), source, base_dir)
 
 
+def builtin_names(folder: Path) -> list[str]:
+    """Names of the built-in YAML files of ``folder`` (``sim/arch``, ``sim/sweeps``), sorted."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def resolve_builtin(ref: str | Path, folder: Path, what: str) -> Path:
+    """``ref`` as given when it exists or looks like a path (a YAML suffix or a folder part);
+    otherwise the built-in ``folder/<ref>.yaml``, from any working directory. An unknown bare
+    name raises :class:`SimInputError` listing the built-in names."""
+    path = Path(ref)
+    if path.exists() or path.suffix in (".yaml", ".yml") or len(path.parts) != 1:
+        return path
+    builtin = folder / f"{path.name}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise SimInputError(f"unknown {what} {str(ref)!r}; built-in: {', '.join(builtin_names(folder))} "
+                        "(or give the path of a YAML file)")
+
+
 def load_arch(path: str | Path = DEFAULT_ARCH) -> Arch:
     """Read and validate an arch YAML file (a bare name like ``kv260`` means ``sim/arch/kv260.yaml``)."""
-    path = Path(path)
-    if path.suffix not in (".yaml", ".yml") and not path.exists():
-        path = ARCH_DIR / f"{path}.yaml"
+    path = resolve_builtin(path, ARCH_DIR, "arch")
     return arch_from_dict(load_yaml_mapping(path, "arch"), str(path), path.parent)
 
 

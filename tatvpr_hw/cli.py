@@ -2,7 +2,7 @@
 
 Each area of the flow registers its commands from its own module under
 ``tatvpr_hw/commands/`` (so the parts grow without editing one big file). Expected errors
-(:class:`UserError`, :class:`SimInputError`) print one line and exit with status 2.
+(:class:`UserError`, the models' :class:`ModelInputError`, :class:`SimInputError`) print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,9 +12,38 @@ import sys
 
 import typer
 
+from brevitas_models.errors import ModelInputError
 from sim.errors import SimInputError
 from tatvpr_hw.commands import data, demo, dse, evaluation, export_fw, export_hw, models, rtl, simulate, training
 from tatvpr_hw.errors import UserError
+
+def _quiet_torch_cuda_probe() -> None:
+    """torch.utils.cpp_extension logs "No CUDA runtime is found" at WARNING when it is imported (by
+    brevitas) on a machine with nvcc but no GPU; it says nothing about our run. Its logger's level
+    must be set before that import, so this runs before any command."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+def _flags_without_type_column() -> None:
+    """typer's rich help prints a type for every option, so a flag reads ``--json <bool>`` as if it
+    took a value; show no type for flags (and counters), like click's plain help does."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_tatvpr_flags", False):
+        return
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._tatvpr_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_quiet_torch_cuda_probe()
+_flags_without_type_column()
 
 app = typer.Typer(
     name="tatvpr",
@@ -75,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if code == 130:  # typer turns Ctrl-C into a return value in non-standalone mode
             print("interrupted", file=sys.stderr)
         return code
-    except (UserError, SimInputError) as err:
+    except (UserError, ModelInputError, SimInputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except UnicodeDecodeError as err:

@@ -20,6 +20,22 @@ def _load(config: Optional[Path]):
     return Config()
 
 
+def _require_data(path: Path, cfg, what: str, given: bool) -> None:
+    """A missing data folder is a UserError that says how to write the built-in benchmark."""
+    from tatvpr_hw.errors import UserError
+
+    if Path(path).exists():
+        return
+    if given:
+        hint = f"`tatvpr data synth --out DIR` writes the synthetic benchmark (its {what} is DIR/{'eval' if what == 'evaluation set' else 'gsv'})"
+    elif cfg.data.source == "synthetic":
+        hint = f"write the synthetic benchmark first: `tatvpr data synth --out {cfg.data.root}`"
+    else:
+        hint = ("download the data set there, or use the synthetic benchmark "
+                "(data.source: synthetic, then `tatvpr data synth --out <data.root>`)")
+    raise UserError(f"{what} not found: {path}; {hint}")
+
+
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add this area's commands to the tatvpr app (and its export group)."""
     data_app = typer.Typer(help="Data sets: the built-in synthetic benchmark and loader checks.",
@@ -58,6 +74,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
         cfg = _load(config)
         d = cfg.data
+        _require_data(gsv_root(d), cfg, "training set", False)
+        _require_data(eval_root(d), cfg, "evaluation set", False)
         gsv = GSVCitiesDataset(gsv_root(d), d.gsv_cities, cfg.model.student_img_size,
                                images_per_place=d.images_per_place)
         typer.echo(f"training  {gsv.root}: {len(gsv)} places with >= {d.images_per_place} images, "
@@ -79,7 +97,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from tatvpr_hw.evaluation import chance_recall_at_1, pixel_baseline
 
         cfg = _load(config)
-        ev = VPREvalSet(root if root is not None else eval_root(cfg.data), side_px, cfg.data.positive_radius_m)
+        ev_root = root if root is not None else eval_root(cfg.data)
+        _require_data(ev_root, cfg, "evaluation set", root is not None)
+        ev = VPREvalSet(ev_root, side_px, cfg.data.positive_radius_m)
         rec = pixel_baseline(ev, cfg.eval.recall_at, side_px)
         chance = chance_recall_at_1(ev.all_positives, len(ev.database))
         typer.echo(f"{len(ev.queries)} queries, {len(ev.database)} database images; chance R@1 {chance:.2f} %")

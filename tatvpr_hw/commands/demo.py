@@ -9,6 +9,17 @@ from typing import Optional
 import typer
 
 
+def report_line(state: dict, out: Path) -> str:
+    """Where the report is -- only when the report step has written it; else how to get it."""
+    report = out / "index.html"
+    if "report" not in state["steps"]:
+        return (f"no report written (the report step has not run); `tatvpr demo --out {out}` "
+                "continues the flow up to it")
+    if not report.is_file():
+        return f"no report: {report} is missing; `tatvpr demo --out {out} --from report --force` writes it"
+    return f"report: {report}"
+
+
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add `tatvpr demo`."""
 
@@ -27,14 +38,15 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         """
         from tatvpr_hw.demo import demo_steps, run_demo
 
+        from tatvpr_hw.commands.tables import echo_table
+
         if list_steps:
-            for i, s in enumerate(demo_steps(), 1):
-                print(f"{i:2d}. {s.name:9s} {s.doc}")
+            echo_table(("#", "step", "what it does"),
+                       ((i, s.name, s.doc) for i, s in enumerate(demo_steps(), 1)), left=3)
             return
         t0 = time.perf_counter()
         state = run_demo(config, out, start=start, stop=stop, force=force)
         total = time.perf_counter() - t0
-        print(f"\n{'step':10s} {'seconds':>8s}")
-        for name, rec in state["steps"].items():
-            print(f"{name:10s} {rec['seconds']:8.1f}")
-        print(f"demo finished in {total:.0f} s (this invocation); report: {out / 'index.html'}")
+        print()
+        echo_table(("step", "seconds"), ((name, f"{rec['seconds']:.1f}") for name, rec in state["steps"].items()))
+        print(f"demo finished in {total:.0f} s (this invocation); {report_line(state, out)}")

@@ -13,6 +13,8 @@ from tatvpr_hw.errors import UserError
 
 log = logging.getLogger(__name__)
 
+SHOWN_PARETO_ROWS = 25  # the terminal table's rows; results.csv holds every point
+
 
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add `dse` and `trace` to the tatvpr app."""
@@ -51,7 +53,18 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         cols = [c for c in ("sparsity", *spec.axes, "latency_ms", "energy_mj", "queries_per_s",
                             "resource_frac", "resource_mean") if c in front.columns]
         if len(front):
-            print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            from tatvpr_hw.commands.tables import echo_table
+
+            def cell(v):
+                if not isinstance(v, float):
+                    return v
+                return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+            shown = front[cols].head(SHOWN_PARETO_ROWS)
+            echo_table(cols, ([cell(v) for v in row] for row in shown.itertuples(index=False)),
+                       title="Pareto points (by sparsity, then latency)", left=0)
+            if len(front) > len(shown):
+                print(f"... {len(front) - len(shown)} more Pareto points in {out}/results.csv (column pareto)")
         if res.best:
             b = res.best
             print(f"best ({b['selected_by']}): pe={b['pe']} simd={b['simd']} clock={b['clock_mhz']} MHz "

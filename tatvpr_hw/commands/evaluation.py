@@ -8,6 +8,31 @@ from typing import Optional
 import typer
 
 
+def metrics_table(records: list[dict]):
+    """The rich table of ``tatvpr eval``'s records (``metrics.json``): one row per model x format x
+    granularity x sparsity; the simulated latency column only when some record has one."""
+    from tatvpr_hw.commands.tables import make_table
+
+    simulated = any(r.get("sim_latency_ms") is not None for r in records)
+    cols = ["model", "format", "granularity", "sparsity", "R@1 (%)", "GMACs", "memory (MB)"]
+    if simulated:
+        cols.append("latency (ms, SIMULATED)")
+    rows = []
+    for r in records:
+        row = [r["model"], r["format"], r.get("granularity") or "", f"{r['sparsity']:.2f}",
+               f"{r['recall@1']:.2f}", f"{r['gmacs']:.4f}", f"{r['memory_mb']:.3f}"]
+        if simulated:
+            row.append("" if r.get("sim_latency_ms") is None else f"{r['sim_latency_ms']:.4f}")
+        rows.append(row)
+    return make_table(cols, rows, left=3)
+
+
+def print_metrics(records: list[dict]) -> None:
+    from tatvpr_hw.commands.tables import print_table
+
+    print_table(metrics_table(records))
+
+
 def register(app: typer.Typer, export_app: typer.Typer) -> None:
     """Add this area's commands to the tatvpr app (and its export group)."""
 
@@ -29,10 +54,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         sp = parse_sparsity_list(sparsity) if sparsity is not None else None
         cfg = load_config(config)
         records = evaluate_checkpoint(cfg, checkpoint, out, sp)
-        for r in records:
-            sim = "" if r.get("sim_latency_ms") is None else f"  sim {r['sim_latency_ms']:.4f} ms (SIMULATED)"
-            typer.echo(f"{r['model']:13s} {r['format']:8s} {r.get('granularity') or '':6s} s={r['sparsity']:.2f}  "
-                       f"R@1 {r['recall@1']:6.2f}  GMACs {r['gmacs']:.4f}  memory {r['memory_mb']:.3f} MB{sim}")
+        print_metrics(records)
         typer.echo(f"report: {Path(out) / 'index.html'}")
 
     @app.command("report")

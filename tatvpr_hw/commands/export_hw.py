@@ -16,7 +16,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @export_app.command("bitstream")
     def bitstream(
-        board: str = typer.Option("kv260", help="target board: kv260, zcu104 or pynq-z2"),
+        board: str = typer.Option("kv260", help="target board: kv260, zcu104 or pynq_z2"),
         dse_point: Optional[Path] = typer.Option(None, "--dse-point",
                                                  help="best_point.json of `tatvpr dse` (pe, simd, clock_mhz); "
                                                       "default: the simulator's accelerator for the board (sim/arch/<board>.yaml)"),
@@ -30,19 +30,21 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         seed: int = typer.Option(0, min=0, help="seed of the sample layer the C simulation checks"),
     ) -> None:
         """Write the board project of the packed-ternary GEMM IP and build it when the tools exist."""
+        from tatvpr_hw.commands.boards import board_name, tool_board
         from tatvpr_hw.config import load_config
         from tatvpr_hw.errors import UserError
         from tatvpr_hw.hlsflow.board import export_bitstream, sizes_from_config
 
+        hls_board = tool_board(board, "hls")
         k_cfg, m_cfg = sizes_from_config(load_config(config)) if config else (768, 50)
         k = kmax if kmax is not None else k_cfg
         m = tokens if tokens is not None else m_cfg
         if k < 1 or k > 65536 or m < 1:
             raise UserError(f"--kmax must be in [1, 65536] and --tokens >= 1, got {k} and {m}")
-        man = export_bitstream(board, out, dse_point=dse_point, kmax=k, mmax=m, jobs=jobs,
+        man = export_bitstream(hls_board, out, dse_point=dse_point, kmax=k, mmax=m, jobs=jobs,
                                run=not no_run, seed=seed)
         dp = man["design_point"]
-        print(f"{man['board']} ({man['part']}): PE={dp['pe']} x SIMD={dp['simd']} at {dp['clock_mhz']:g} MHz, "
+        print(f"{board_name(board)} ({man['part']}): PE={dp['pe']} x SIMD={dp['simd']} at {dp['clock_mhz']:g} MHz, "
               f"K<={man['kernel']['kmax']}, M<={man['kernel']['mmax']} -> {out}")
         cs = man["csim_sample"]
         if cs.get("checked"):

@@ -35,6 +35,8 @@ def _parse_sets(sets: list[str]) -> dict:
 
 def format_table(d: dict) -> str:
     """Readable summary of ``SimResult.to_dict()``, labelled SIMULATED with the arch file."""
+    from tatvpr_hw.commands.tables import make_table, render_table
+
     a = d["arch"]
     c = a["compute"]
     res = d["resources"]
@@ -44,49 +46,55 @@ def format_table(d: dict) -> str:
         f"{a['clock_mhz']:g} MHz, board {res['board']} ({res['part']}), energy table {a['energy_table']}",
         f"  trace: {d['trace_meta'].get('model', '?')} sparsity={d['trace_meta'].get('sparsity', '?')}",
         "",
-        f"  {'cycles':<26}{d['cycles']:>16,}",
-        f"  {'latency_ms':<26}{d['latency_ms']:>16.4f}",
-        f"  {'queries_per_s':<26}{d['queries_per_s']:>16.2f}",
-        f"  {'energy_mj (per query)':<26}{d['energy_mj']:>16.4f}",
-        f"  {'average_power_w':<26}{d['average_power_w']:>16.3f}",
-        f"  {'effective_gops':<26}{d['effective_gops']:>16.1f}",
-        f"  {'gops_per_w':<26}{d['gops_per_w']:>16.1f}",
-        f"  {'mac_utilisation':<26}{d['mac_utilisation']:>16.3f}",
-        f"  {'dram_mb (per query)':<26}{d['dram_bytes'] / 1e6:>16.3f}",
+        render_table(make_table(("metric", "value"), [
+            ("cycles", f"{d['cycles']:,}"),
+            ("latency_ms", f"{d['latency_ms']:.4f}"),
+            ("queries_per_s", f"{d['queries_per_s']:.2f}"),
+            ("energy_mj (per query)", f"{d['energy_mj']:.4f}"),
+            ("average_power_w", f"{d['average_power_w']:.3f}"),
+            ("effective_gops", f"{d['effective_gops']:.1f}"),
+            ("gops_per_w", f"{d['gops_per_w']:.1f}"),
+            ("mac_utilisation", f"{d['mac_utilisation']:.3f}"),
+            ("dram_mb (per query)", f"{d['dram_bytes'] / 1e6:.3f}"),
+        ])),
         "",
     ]
     g = d.get("gather")
     if g:
-        lines.append(f"  gather: skip={g['mode']}, {g['banks']} banks x {g['ports']} port(s) x {g['replicas']} "
+        lines.append(f"gather: skip={g['mode']}, {g['banks']} banks x {g['ports']} port(s) x {g['replicas']} "
                      f"replica(s), {g['lanes_per_bank']} lane(s) per bank; conflict_cycles {g['conflict_cycles']:,} "
                      f"per query (cycles lost to bank conflicts)")
     bufs = d.get("buffers")
     if bufs:
-        lines.append(f"  buffers:  {'name':<14}{'kbit':>10}{'banks':>7}{'ports':>6}{'repl':>6}{'halves':>7}"
-                     f"{'width':>7}{'depth':>8}  {'block_type':<10}{'blocks':>8}")
-        for b in bufs:
-            lines.append(f"            {b['name']:<14}{b['bits'] / 1024:>10.1f}{b['banks']:>7}{b['ports']:>6}"
-                         f"{b['replicas']:>6}{b['halves']:>7}{b['width_bits']:>7}{b['depth']:>8}  "
-                         f"{b['block_type']:<10}{b['blocks']:>8,}")
+        lines.append(render_table(make_table(
+            ("name", "kbit", "banks", "ports", "repl", "halves", "width", "depth", "block_type", "blocks"),
+            [(b["name"], f"{b['bits'] / 1024:.1f}", b["banks"], b["ports"], b["replicas"], b["halves"],
+              b["width_bits"], b["depth"], b["block_type"], f"{b['blocks']:,}") for b in bufs],
+            title="buffers")))
     if d.get("power_scope"):
-        lines.append(f"  energy and power scope: {d['power_scope']}")
+        lines.append(f"energy and power scope: {d['power_scope']}")
     if g or bufs or d.get("power_scope"):
         lines.append("")
-    lines += [
-        "  cycles by unit:" + "".join(f"  {k}={v:,}" for k, v in d["cycles_by_unit"].items()),
-        "  energy by component (mJ):",
-    ]
+    lines.append(render_table(make_table(("unit", "cycles"), [(k, f"{v:,}") for k, v in d["cycles_by_unit"].items()],
+                                         title="cycles by unit")))
+    lines.append("")
     total = d["energy_mj"] or 1.0
-    for k, v in sorted(d["energy_by_component_mj"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"    {k:<20}{v:>12.4f}  {100 * v / total:5.1f}%")
-    lines.append(f"  resources on {res['board']} (fit limit {100 * res['max_utilisation']:.0f}%):")
+    lines.append(render_table(make_table(
+        ("component", "energy_mj", "share"),
+        [(k, f"{v:.4f}", f"{100 * v / total:.1f}%")
+         for k, v in sorted(d["energy_by_component_mj"].items(), key=lambda kv: -kv[1])],
+        title="energy by component")))
+    lines.append("")
+    rows = []
     for k in ("lut", "ff", "dsp", "bram36", "uram"):
         u = res["utilisation"][k]
-        shown = "n/a" if u is None else f"{100 * u:5.1f}%"
-        lines.append(f"    {k:<8}{res['used'][k]:>10,} / {res['available'][k]:<10,} {shown}")
-    lines.append(f"  fits: {'yes' if res['fits'] else 'NO (' + ', '.join(res['over']) + ')'}")
+        rows.append((k, f"{res['used'][k]:,}", f"{res['available'][k]:,}", "n/a" if u is None else f"{100 * u:.1f}%"))
+    lines.append(render_table(make_table(
+        ("resource", "used", "available", "utilisation"), rows,
+        title=f"resources on {res['board']} (fit limit {100 * res['max_utilisation']:.0f}%)")))
+    lines.append(f"fits: {'yes' if res['fits'] else 'NO (' + ', '.join(res['over']) + ')'}")
     for reason in res.get("why") or []:
-        lines.append(f"    {reason}")
+        lines.append(f"  {reason}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,55 @@
+"""Terminal tables of the CLI, drawn by ``rich`` (``--json`` output never goes through here).
+
+Columns after the first ``left`` ones are right-aligned (numbers). When stdout is not a terminal
+(a pipe, a file, a test) the table is printed at its natural width, so no cell is wrapped or cut
+whatever ``COLUMNS`` says; in a terminal rich fits it to the window.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+
+def make_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+               left: int = 1) -> Table:
+    """A table with a header rule and no vertical borders; cells are ``str()`` of the values."""
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold",
+              header_style="bold", pad_edge=False, show_edge=False)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i < left else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    return t
+
+
+def print_table(table: Table, file=None) -> None:
+    """Print ``table`` to ``file`` (default: the current ``sys.stdout``)."""
+    out = file if file is not None else sys.stdout
+    console = Console(file=out, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        need = Measurement.get(console, console.options.update_width(100_000), table).maximum
+        console = Console(file=out, highlight=False, soft_wrap=False, width=max(need, 20))
+    console.print(table)
+
+
+def echo_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+               left: int = 1) -> None:
+    """``print_table(make_table(...))``."""
+    print_table(make_table(columns, rows, title=title, left=left))
+
+
+def render_table(table: Table) -> str:
+    """The table as plain text at its natural width (no colour), for commands that build one string."""
+    import io
+
+    buf = io.StringIO()
+    probe = Console(file=buf, width=100_000, highlight=False, color_system=None)
+    need = Measurement.get(probe, probe.options, table).maximum
+    Console(file=buf, width=max(need, 20), highlight=False, color_system=None, soft_wrap=False).print(table)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
