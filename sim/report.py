@@ -55,7 +55,7 @@ def _figures(run_dir: Path, rows: list[dict], arch_label: str, breakdown_s: floa
     figs = {}
     for key, ylabel, fname in (("energy_mj", "energy per query (mJ)", "sim_energy_vs_sparsity.png"),
                                ("latency_ms", "latency per query (ms)", "sim_latency_vs_sparsity.png")):
-        fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+        fig, ax = plt.subplots(figsize=(8.0, 4.4), dpi=150)  # the report shows figures 8 in x 150 dpi = 1200 px wide
         for mode in SKIP_MODES:
             pts = sorted((r["sparsity"], r[key]) for r in rows if r["skip_mode"] == mode)
             if pts:
@@ -70,7 +70,7 @@ def _figures(run_dir: Path, rows: list[dict], arch_label: str, breakdown_s: floa
         plt.close(fig)
         figs[key] = fname
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.0, 4.6), dpi=150)
     sel = [r for r in rows if r["sparsity"] == breakdown_s]
     bottom = [0.0] * len(sel)
     for comp in COMPONENTS:

@@ -536,7 +536,7 @@ def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path, sim_
     teacher = next((r for r in records if r["model"] == "teacher"), None)
     paths = []
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)  # the report shows figures 8 in x 150 dpi = 1200 px wide
     grans = list(dict.fromkeys(r.get("granularity") for r in student))
     colors = {"token": "#1f6fb2", "bank": "#c0392b", "tensor": "#7a9e3b"}
     for g in grans:
@@ -559,7 +559,7 @@ def plot_figures(records: Sequence[Mapping[str, Any]], out_dir: str | Path, sim_
     _save_fig(fig, paths[-1])
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)  # the report shows figures 8 in x 150 dpi = 1200 px wide
     points = [(r, lab) for r, lab in (
         (teacher, "fp32 teacher"),
         (next((r for r in records if r["model"] == "teacher_fp16"), None), "fp16 teacher"),
@@ -604,7 +604,7 @@ def plot_latency_figure(records: Sequence[Mapping[str, Any]], out_dir: str | Pat
         return None
     grans = list(dict.fromkeys(r.get("granularity") or "token" for r in student))
     styles = {"token": ("o-", "#1f6fb2"), "bank": ("s-", "#c0392b"), "tensor": ("^-", "#7a9e3b")}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=150)
     for g in grans:
         rows = sorted((r for r in student if (r.get("granularity") or "token") == g), key=lambda r: r["sparsity"])
         fmt, color = styles.get(g, (".-", None))

@@ -22,11 +22,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, TemplateNotFound, select_autoescape
+from markupsafe import escape
 
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.io import write_text
@@ -45,6 +47,45 @@ FIG_CAPTIONS = {
                                       "by sparsity; latency from the simulator on one query's real trace at "
                                       "that granularity and sparsity, not measured on hardware."),
 }
+
+
+# Tables longer than LONG_TABLE_ROWS data rows show their first TOP_ROWS; the rest sit behind <details>.
+TOP_ROWS = 10
+LONG_TABLE_ROWS = 15
+
+_TABLE = re.compile(r"(<table\b[^>]*>)(.*?)(</table>)", re.S)
+_ROW = re.compile(r"<tr\b.*?</tr>", re.S)
+_HEADING = re.compile(r"<h2\b[^>]*>(.*?)</h2>", re.S)
+
+
+def collapse_long_tables(html: str, top: int = TOP_ROWS, limit: int = LONG_TABLE_ROWS) -> str:
+    """Every ``<table>`` with more than ``limit`` data rows keeps its header and first ``top`` rows;
+    the other rows follow in a second table (same header) inside ``<details>``, so nothing is lost.
+    The templates' tables are flat (no nested tables), which this relies on."""
+    def split(m: re.Match) -> str:
+        open_tag, body, close_tag = m.groups()
+        rows = _ROW.findall(body)
+        if _ROW.sub("", body).strip():  # something besides rows (caption, tbody): leave it whole
+            return m.group(0)
+        n_head = 0
+        while n_head < len(rows) and "<td" not in rows[n_head]:
+            n_head += 1
+        head, data = rows[:n_head], rows[n_head:]
+        if len(data) <= limit:
+            return m.group(0)
+        shown = open_tag + "\n".join(head + data[:top]) + close_tag
+        rest = open_tag + "\n".join(head + data[top:]) + close_tag
+        return (f'{shown}\n<details class="more-rows"><summary>show the other {len(data) - top} of '
+                f'{len(data)} rows</summary>\n{rest}\n</details>')
+    return _TABLE.sub(split, html)
+
+
+def split_heading(html: str) -> tuple[str, str]:
+    """(inner HTML of the first ``<h2>``, the HTML without it); ("", html) when there is none."""
+    m = _HEADING.search(html)
+    if not m:
+        return "", html
+    return m.group(1).strip(), html[:m.start()] + html[m.end():]
 
 
 def _env() -> Environment:
@@ -171,17 +212,20 @@ def render_report(run_dir: str | Path, title: str | None = None) -> Path:
                 tmpl = env.get_template(f"section_{name}.html.j2")
             except TemplateNotFound:
                 tmpl = env.get_template("section_generic.html.j2")
-            entry["html"] = tmpl.render(**ctx)
+            entry["title"], entry["html"] = split_heading(collapse_long_tables(tmpl.render(**ctx)))
         except Exception as err:  # one broken section must not hide the rest of the report
             log.warning("report section %s failed: %s", name, err)
             entry["error"] = f"{type(err).__name__}: {err}"
+        entry["title"] = entry.get("title") or escape(name)
         sections.append(entry)
     config_text = None
     if (run_dir / "config.json").is_file():
         config_text = yaml.safe_dump(_read_json(run_dir / "config.json"), sort_keys=False)
+    ml_title, ml_html = (split_heading(collapse_long_tables(env.get_template("section_ml.html.j2").render(ml=ml)))
+                         if ml else ("", None))
     html = env.get_template("base.html.j2").render(
         title=title or f"TAT-VPR run report: {run_dir.resolve().name}",
-        ml=ml, ml_html=env.get_template("section_ml.html.j2").render(ml=ml) if ml else None,
+        ml=ml, ml_title=ml_title, ml_html=ml_html,
         sections=sections, config_text=config_text,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     out = write_text(run_dir / "index.html", html)

@@ -102,7 +102,7 @@ def test_missing_run_folder(tmp_path):
 def test_html_escapes_data(run_dir, templates):
     (run_dir / "rtl.json").write_text(json.dumps({"note": "<script>alert(1)</script>"}))
     html = report.render_report(run_dir).read_text()
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
 
 
 def test_cli_report(run_dir, capsys):
