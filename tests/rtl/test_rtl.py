@@ -14,15 +14,16 @@ from tatvpr_hw.cli import main
 
 
 def bank_rule_cycles(acts: np.ndarray, simd: int, banks: int) -> int:
-    """docs/engine.md section 3, `act` mode, one fold, written out here without sim: a token
-    takes max(1, max over banks b of ceil(nz_b / q)), q = SIMD / B, nz_b its nonzeros at
-    channels k = b, b + B, b + 2B, ...; plus fill = ceil(log2 SIMD) + 2."""
+    """docs/engine.md sections 3 and 4, `act` mode, one fold streamed alone, written out here
+    without sim: a token takes max(1, max over banks b of ceil(nz_b / q)), q = SIMD / B, nz_b its
+    nonzeros at channels k = b, b + B, b + 2B, ...; plus fill = ceil(log2 SIMD) + 2; plus the bank
+    scheduler's token register (first token presented -> first chunk), 1."""
     q = simd // banks
     total = 0
     for row in acts:
         per_bank = [int(np.count_nonzero(row[b::banks])) for b in range(banks)]
         total += max(1, max(math.ceil(n / q) for n in per_bank))
-    return total + (math.ceil(math.log2(simd)) if simd > 1 else 0) + 2
+    return total + (math.ceil(math.log2(simd)) if simd > 1 else 0) + 2 + 1
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,9 @@ def test_tile_shape_rejects_bad_gather():
 #   t2: no nonzero                                       -> 1 cycle (the accumulator write)
 #   t3: all 16 channels         -> 4 per bank            -> 4 cycles
 #   t4: 1, 5, 9 (bank 1) and 2 (bank 2)                  -> 3 cycles (version 1: 1)
-# C_f = 13, fill = ceil(log2 4) + 2 = 4: 17 cycles. Version 1 (one bank of 4 ports): 1+1+1+4+1 = 8,
-# so 13 - 8 = 5 cycles are bank conflicts.
+# C_f = 13, fill = ceil(log2 4) + 2 = 4: 17 cycles from the first chunk, + 1 for the scheduler's
+# token register (first token presented -> first chunk) = 18. Version 1 (one bank of 4 ports):
+# 1+1+1+4+1 = 8, so 13 - 8 = 5 cycles are bank conflicts.
 HAND_NONZEROS = [[0, 4, 8, 12], [0, 1, 2, 3], [], list(range(16)), [1, 5, 9, 2]]
 
 
@@ -71,17 +73,17 @@ def test_hand_made_conflicts_cycle_exact_and_bit_exact(build_root):
     shape = rtl.TileShape(2, 4, 16, banks=4)
     run = rtl.run_tile(shape, w, acts, build_root)
     assert np.array_equal(run.acc, acts.astype(np.int64) @ w.astype(np.int64).T)
-    assert run.cycles == [17]                      # worked by hand above
+    assert run.cycles == [17]                      # worked by hand above, from the first chunk
     assert run.latency == [18]                     # + the scheduler's one cycle, once per stream
     assert rtl.v1_cycles(acts, 4) == 8
-    assert rtl.predicted_cycles(w, acts, shape) == [17]   # the simulator agrees
+    assert rtl.predicted_cycles(w, acts, shape) == [18] == run.latency   # the simulator charges it
 
 
 def test_ports_replicas_and_halves(build_root):
     """B = 2, P = 2 (q = 2 lanes per bank, R = 1 replica), two folds in ping-pong halves.
     By hand (bank 0 = even channels, bank 1 = odd): t0 {0,4,8,12} -> ceil(4/2) = 2;
     t1 {0,1,2,3} -> 1; t2 {} -> 1; t3 all 16 -> ceil(8/2) = 4; t4 {1,5,9} and {2} -> 2:
-    C_f = 10, fill = 4 -> 14 per fold."""
+    C_f = 10, fill = 4 -> 14 per fold from the first chunk, 15 from the first token (scheduler)."""
     rng = np.random.default_rng(6)
     acts = _hand_tokens(rng)
     w = rng.integers(-1, 2, size=(6, 16)).astype(np.int8)    # 3 folds of PE = 2
@@ -89,8 +91,8 @@ def test_ports_replicas_and_halves(build_root):
     run = rtl.run_tile(shape, w, acts, build_root)
     assert np.array_equal(run.acc, acts.astype(np.int64) @ w.astype(np.int64).T)
     assert run.cycles == [14, 14, 14]
-    assert run.cycles == [bank_rule_cycles(acts, 4, 2)] * 3
-    assert rtl.predicted_cycles(w, acts, shape) == run.cycles
+    assert run.latency == [15, 15, 15] == [bank_rule_cycles(acts, 4, 2)] * 3
+    assert rtl.predicted_cycles(w, acts, shape) == run.latency
 
 
 @pytest.mark.parametrize("pe,simd,banks,ports,sparsity", [(4, 8, None, 1, 0.4), (3, 4, 2, 2, 0.0)])
@@ -106,7 +108,7 @@ def test_trace_layers_bit_exact_and_cycle_exact(build_root, tmp_path, pe, simd, 
         assert r["rtl_cycles"] == r["sim_cycles"], r
         # the trace's own mask through the bank rule, computed here independently of sim
         assert r["rtl_cycles"] == bank_rule_cycles(op.act_mask, simd, banks or simd), r
-        assert r["rtl_latency_cycles"] == r["rtl_cycles"] + 1
+        assert r["rtl_chunk_cycles"] == r["rtl_cycles"] - 1   # the scheduler's cycle, measured
         assert r["conflict_cycles"] >= 0
 
 
