@@ -1,12 +1,17 @@
-"""The PYNQ driver, off-board: mocked pynq objects whose "IP" is the C simulation run on the raw
-DDR buffers and registers the driver programmed (round trip driver -> C-sim -> driver)."""
+"""The PYNQ driver, off-board: a mocked `pynq` module (DefaultIP with PYNQ's `bindto` registry,
+allocate, Overlay reading a real-format .hwh) whose "IP" is the C simulation run on the raw DDR
+buffers and registers the driver programmed (round trip driver -> C-sim -> driver)."""
 
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
+import types
+import warnings
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
@@ -14,16 +19,73 @@ import pytest
 from tatvpr_hw.hlsflow.csim import run_csim
 from tatvpr_hw.hlsflow.formats import prepare_layer, quantize_multiplier, reference_gemm
 from tatvpr_hw.hlsflow.paths import driver_package
+from ternary_format import row_bytes
 
 from .conftest import random_layer
 
 driver_package()
-from tatvpr_pynq.driver import (AP_CTRL, AP_DONE, AP_START, IPError, TernaryGemmOverlay,  # noqa: E402
+from tatvpr_pynq.driver import (AP_CTRL, AP_DONE, AP_START, IP_VLNV, IPError, TernaryGemmOverlay,  # noqa: E402
                                 default_offsets, load_block, offsets_from_hw_header, save_block)
+
+# The register layout the test's .hwh declares, by hand. It differs from default_offsets() (every
+# argument 4 bytes later), so a driver that ignored the .hwh would program the wrong registers.
+HWH_OFFSETS = {"ap_return": 0x10, "act_pairs": 0x1C, "tok_chunks": 0x28, "weights": 0x34, "bias": 0x40,
+               "out": 0x4C, "m": 0x58, "k": 0x60, "n": 0x68, "fmt": 0x70, "mult": 0x78, "shift": 0x80}
+IP_BASE = 0xA000_0000
+FMT_NAME = {0: "ternary2", 1: "ternary1.6"}
+
+
+def hwh_text(vlnv: str = IP_VLNV, offsets: dict[str, int] | None = HWH_OFFSETS) -> str:
+    """A Vivado .hwh in the real format (EDKSYSTEM / MODULES / MODULE / ADDRESSBLOCKS / REGISTERS,
+    PS MEMORYMAP), with the Vitis HLS register names: CTRL ..., ap_return, <ptr>_1 / <ptr>_2 (low /
+    high word), scalars by name, `out` renamed `out_r` (an HDL keyword)."""
+    def reg(name, off, desc):
+        return (f'<REGISTER NAME="{name}"><PROPERTY NAME="DESCRIPTION" VALUE="{desc}"/>'
+                f'<PROPERTY NAME="ADDRESS_OFFSET" VALUE="{off}"/><PROPERTY NAME="SIZE" VALUE="32"/>'
+                f'<PROPERTY NAME="ACCESS" VALUE="read-write"/><PROPERTY NAME="IS_ENABLED" VALUE="true"/>'
+                f'<PROPERTY NAME="RESET_VALUE" VALUE="0"/><FIELDS><FIELD NAME="{name.upper()}">'
+                f'<PROPERTY NAME="DESCRIPTION" VALUE="{desc}"/><PROPERTY NAME="ADDRESS_OFFSET" VALUE="0"/>'
+                f'<PROPERTY NAME="ACCESS" VALUE="read-write"/><PROPERTY NAME="BIT_OFFSET" VALUE="0"/>'
+                f'<PROPERTY NAME="BIT_WIDTH" VALUE="32"/></FIELD></FIELDS></REGISTER>')
+    # offsets=None: a .hwh whose IP lists no registers at all (what older tool versions wrote)
+    regs = [] if offsets is None else [
+        reg("CTRL", 0, "Control signals"), reg("GIER", 4, "Global Interrupt Enable Register"),
+        reg("IP_IER", 8, "IP Interrupt Enable Register"), reg("IP_ISR", 12, "IP Interrupt Status Register")]
+    for name, off in (offsets or {}).items():
+        hdl = "out_r" if name == "out" else name
+        if name in ("act_pairs", "tok_chunks", "weights", "bias", "out"):
+            regs += [reg(f"{hdl}_1", off, f"Data signal of {hdl}"), reg(f"{hdl}_2", off + 4, f"Data signal of {hdl}")]
+        else:
+            regs.append(reg(hdl, off, f"Data signal of {hdl}"))
+    return f"""<?xml version="1.0" encoding="UTF-8" standalone="no" ?>
+<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="Wed Dec  2 12:00:00 2026" VIVADOVERSION="2022.1">
+  <SYSTEMINFO ARCH="zynquplus" DEVICE="xck26" NAME="tatvpr_bd" PACKAGE="sfvc784" SPEEDGRADE="-2LV"/>
+  <EXTERNALPORTS/>
+  <MODULES>
+    <MODULE FULLNAME="/ps_0" INSTANCE="ps_0" IPTYPE="PERIPHERAL" MODCLASS="PROCESSOR"
+            MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.4">
+      <MEMORYMAP>
+        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_BASEADDR" BASEVALUE="0x{IP_BASE:08X}" HIGHNAME="C_HIGHADDR"
+                  HIGHVALUE="0x{IP_BASE + 0xFFFF:08X}" INSTANCE="tatvpr_gemm_0" IS_DATA="TRUE" IS_INSTRUCTION="TRUE"
+                  MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>
+      </MEMORYMAP>
+    </MODULE>
+    <MODULE FULLNAME="/tatvpr_gemm_0" HWVERSION="1.0" INSTANCE="tatvpr_gemm_0" IPTYPE="PERIPHERAL"
+            IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="tatvpr_ternary_gemm" VLNV="{vlnv}">
+      <PARAMETERS><PARAMETER NAME="C_S_AXI_CONTROL_ADDR_WIDTH" VALUE="8"/></PARAMETERS>
+      <ADDRESSBLOCKS>
+        <ADDRESSBLOCK ACCESS="read-write" INTERFACE="s_axi_control" NAME="Reg" RANGE="65536" USAGE="register">
+          <REGISTERS>{"".join(regs)}</REGISTERS>
+        </ADDRESSBLOCK>
+      </ADDRESSBLOCKS>
+    </MODULE>
+  </MODULES>
+</EDKSYSTEM>
+"""
 
 
 class FakeBuffer(np.ndarray):
-    """Stand-in for pynq.allocate's PynqBuffer: an ndarray with a device address and syncs."""
+    """Stand-in for pynq.allocate's PynqBuffer: an ndarray with a device address, syncs and freebuffer."""
 
     def sync_to_device(self):
         self.synced_to = True
@@ -31,27 +93,35 @@ class FakeBuffer(np.ndarray):
     def sync_from_device(self):
         self.synced_from = True
 
+    def freebuffer(self):
+        self.ddr.live.pop(self.device_address)
+
 
 class FakeDDR:
     def __init__(self):
         self.buffers: dict[int, FakeBuffer] = {}
+        self.live: dict[int, FakeBuffer] = {}
+        self.allocations = 0
         self.next_addr = 0x1_2000_0000          # above 4 GiB: both address words matter
 
     def allocate(self, shape, dtype):
         buf = np.zeros(shape, dtype).view(FakeBuffer)
         buf.device_address = self.next_addr
-        self.buffers[self.next_addr] = buf
+        buf.ddr = self
+        self.buffers[self.next_addr] = self.live[self.next_addr] = buf
+        self.allocations += 1
         self.next_addr += (buf.nbytes + 0xFFF) & ~0xFFF
         return buf
 
 
 class CsimIP:
-    """AXI4-Lite register file; writing ap_start runs the C simulation on the DDR buffers."""
+    """AXI4-Lite register file at the offsets the .hwh declares; writing ap_start runs the C
+    simulation on the DDR buffers (read only as far as the registers say, as the IP does)."""
 
-    def __init__(self, ddr: FakeDDR, exe, kp, work_dir):
+    def __init__(self, ddr: FakeDDR, exe, kp, work_dir, offsets):
         self.ddr, self.exe, self.kp, self.work_dir = ddr, exe, kp, work_dir
         self.regs: dict[int, int] = {}
-        self.off = default_offsets()
+        self.off = offsets
         self.runs = 0
         self.tokens: list[int] = []
 
@@ -65,15 +135,19 @@ class CsimIP:
         return self.regs.get(offset, 0)
 
     def _ptr(self, name):
-        return self.ddr.buffers[self.regs[self.off[name]] | (self.regs[self.off[name] + 4] << 32)]
+        buf = self.ddr.buffers[self.regs[self.off[name]] | (self.regs[self.off[name] + 4] << 32)]
+        assert buf.device_address in self.ddr.live, f"{name} points at a freed buffer"
+        return buf
 
     def _run(self):
         r = {n: self.regs[self.off[n]] for n in ("m", "k", "n", "fmt", "mult", "shift")}
-        m, n = r["m"], r["n"]
-        sections = [self._ptr("tok_chunks")[:m].tobytes(), self._ptr("act_pairs").tobytes(),
-                    self._ptr("weights").tobytes(), self._ptr("bias")[:n].tobytes(), b""]
+        m, k, n = r["m"], r["k"], r["n"]
+        chunks = self._ptr("tok_chunks")[:m]
+        sections = [chunks.tobytes(), self._ptr("act_pairs")[:int(chunks.astype(np.int64).sum()) * self.kp.simd].tobytes(),
+                    self._ptr("weights")[:n * row_bytes(k, FMT_NAME[r["fmt"]])].tobytes(),
+                    self._ptr("bias")[:n].tobytes(), b""]
         kp = self.kp
-        raw = struct.pack("<8s10i", b"TVPRLYR2", kp.pe, kp.simd, kp.banks, kp.ports, m, r["k"], n, r["fmt"],
+        raw = struct.pack("<8s10i", b"TVPRLYR2", kp.pe, kp.simd, kp.banks, kp.ports, m, k, n, r["fmt"],
                           r["mult"], r["shift"])
         raw += b"".join(struct.pack("<I", len(s)) + s for s in sections)
         self.runs += 1
@@ -88,26 +162,87 @@ class CsimIP:
         self.regs[AP_CTRL] = AP_DONE
 
 
-@pytest.fixture
-def overlay(csim_builds, tmp_path):
-    kp, exe = csim_builds["pe4_simd8"]
-    ddr = FakeDDR()
-    ip = CsimIP(ddr, exe, kp, tmp_path)
+def fake_pynq(ddr: FakeDDR, devices: dict[int, object], *, registers_in_description: bool = True):
+    """A `pynq` module as far as the driver uses it, shaped on PYNQ's own: DefaultIP's metaclass
+    records each subclass's `bindto` VLNVs; Overlay parses the .hwh next to the bitstream into an
+    ip_dict (phys_addr, addr_range, type = VLNV, registers) and hands each IP to the driver bound to
+    its VLNV, else DefaultIP. `registers_in_description=False` is a PYNQ that leaves registers out."""
+    mod = types.ModuleType("pynq")
+    mod.ip_drivers = {}
 
-    class FakePynq:
-        allocate = staticmethod(ddr.allocate)
+    class RegisterIP(type):
+        def __init__(cls, name, bases, attrs):
+            for vlnv in attrs.get("bindto", []):
+                mod.ip_drivers[vlnv] = cls
+            super().__init__(name, bases, attrs)
 
-        class Overlay:
-            def __init__(self, path):
-                self.path = path
-                self.tatvpr_gemm_0 = ip
+    class DefaultIP(metaclass=RegisterIP):
+        def __init__(self, description):
+            self.mmio = devices[description["phys_addr"]]       # PYNQ: MMIO(phys_addr, addr_range)
 
+        def read(self, offset=0):
+            return self.mmio.read(offset)
+
+        def write(self, offset, value):
+            self.mmio.write(offset, value)
+
+    class Overlay:
+        def __init__(self, bitfile):
+            root = ElementTree.parse(bitfile[:-len(".bit")] + ".hwh").getroot()
+            mods = {m.get("INSTANCE"): m for m in root.iter("MODULE")}
+            self.ip_dict = {}
+            for rng in root.iter("MEMRANGE"):
+                m = mods[rng.get("INSTANCE")]
+                regs = {r.get("NAME"): {"address_offset": int(r.find('./PROPERTY[@NAME="ADDRESS_OFFSET"]').get("VALUE"), 0),
+                                        "size": int(r.find('./PROPERTY[@NAME="SIZE"]').get("VALUE"), 0)}
+                        for r in m.findall(".//REGISTERS/REGISTER[@NAME]")}
+                base, high = int(rng.get("BASEVALUE"), 16), int(rng.get("HIGHVALUE"), 16)
+                desc = {"phys_addr": base, "addr_range": high - base + 1, "type": m.get("VLNV"),
+                        "fullpath": m.get("INSTANCE")}
+                if registers_in_description:
+                    desc["registers"] = regs
+                self.ip_dict[m.get("INSTANCE")] = desc
+
+        def __getattr__(self, name):
+            if name in self.__dict__.get("ip_dict", {}):
+                desc = self.ip_dict[name]
+                return mod.ip_drivers.get(desc["type"], DefaultIP)(desc)
+            raise AttributeError(name)
+
+    mod.DefaultIP, mod.Overlay, mod.allocate = DefaultIP, Overlay, ddr.allocate
+    return mod
+
+
+def write_deploy(tmp_path, kp, *, hwh: str, activations_kb: float = 64.0, double_buffering: bool = True,
+                 outputs_kb: float = 64.0):
     bit = tmp_path / "tatvpr_gemm.bit"
     bit.write_bytes(b"")
+    (tmp_path / "tatvpr_gemm.hwh").write_text(hwh)
     (tmp_path / "design_point.json").write_text(json.dumps({
         "pe": kp.pe, "simd": kp.simd, "banks": kp.banks, "ports": kp.ports, "clock_mhz": 200,
-        "weight_format": "ternary2", "kmax": kp.kmax, "mmax": kp.mmax, "chunks_max": kp.chunks_max}))
-    return TernaryGemmOverlay(str(bit), pynq_module=FakePynq), ip, exe
+        "weight_format": "ternary2", "double_buffering": double_buffering, "activations_kb": activations_kb,
+        "outputs_kb": outputs_kb, "kmax": kp.kmax, "mmax": kp.mmax, "chunks_max": kp.chunks_max}))
+    return bit
+
+
+@pytest.fixture
+def board(csim_builds, tmp_path):
+    """(make_overlay, ip, exe, ddr): make_overlay(**design point / pynq options) -> TernaryGemmOverlay."""
+    kp, exe = csim_builds["pe4_simd8"]
+    ddr = FakeDDR()
+    ip = CsimIP(ddr, exe, kp, tmp_path, HWH_OFFSETS)
+
+    def make(hwh=None, registers_in_description=True, **point):
+        bit = write_deploy(tmp_path, kp, hwh=hwh or hwh_text(), **point)
+        return TernaryGemmOverlay(str(bit), pynq_module=fake_pynq(ddr, {IP_BASE: ip},
+                                                                  registers_in_description=registers_in_description))
+    return make, ip, exe, ddr
+
+
+@pytest.fixture
+def overlay(board):
+    make, ip, exe, _ = board
+    return make(), ip, exe
 
 
 @pytest.mark.parametrize("fmt", ["ternary2", "ternary1.6"])
@@ -173,23 +308,112 @@ def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     assert ip.runs == 8                     # 4 ternary linears per block, twice
 
 
-def test_layer_split_into_token_blocks_that_fit_the_ip(overlay, tmp_path):
-    """A layer whose stream exceeds the IP's chunk buffer runs in token blocks (the simulator's
-    token tiling); the result is the whole layer's."""
-    ov, ip, _ = overlay
+def _sim_blocks(m, k, activations_kb, double_buffering, input_in_dram=False):
+    """The simulator's token blocks (sim.engine.token_blocks gives resident and M_t)."""
+    from sim.engine import token_blocks
+
+    _, m_t = token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
+    return [(s, min(m, s + m_t)) for s in range(0, m, m_t)]
+
+
+@pytest.mark.parametrize("activations_kb, double_buffering, input_in_dram, by_hand", [
+    # C_a = 1536 bytes, K = 64: 40 x 64 = 2560 bytes do not fit; M_t = floor(1536 / (2 * 64)) = 12
+    (1.5, True, False, [12, 12, 12, 4]),
+    # one buffer (h = 1): M_t = floor(1536 / 64) = 24
+    (1.5, False, False, [24, 16]),
+    # C_a = 4096 holds all 2560 bytes: one resident block ...
+    (4.0, True, False, [40]),
+    # ... unless the previous op spilled it: M_t = floor(4096 / 128) = 32
+    (4.0, True, True, [32, 8]),
+])
+def test_driver_blocks_are_the_simulators_token_blocks(board, activations_kb, double_buffering, input_in_dram,
+                                                       by_hand):
+    make, ip, _, _ = board
+    ov = make(activations_kb=activations_kb, double_buffering=double_buffering)
+    x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.4)
+    mult, shift = quantize_multiplier(1 / 80)
+    y = ov.run_layer(x, w, bias, mult, shift, input_in_dram=input_in_dram)
+    np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
+    blocks = [(blk.start, blk.stop) for blk, _ in ov.ip.last_calls]
+    assert blocks == _sim_blocks(40, 64, activations_kb, double_buffering, input_in_dram)
+    assert [b - a for a, b in blocks] == by_hand
+    assert ip.tokens == by_hand                               # one IP call per block: each fits the IP
+
+
+def test_block_over_the_ips_buffers_is_split_inside_the_block_with_a_warning(board):
+    """The IP's chunk buffer holds compressed words; a simulator block whose stream exceeds it runs
+    as several calls, never across the block's bounds, and says so."""
+    make, ip, _, _ = board
+    ov = make(activations_kb=1.5)                            # blocks of 12 tokens (above)
     x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.0)     # dense: 8 chunks per token
     mult, shift = quantize_multiplier(1 / 80)
-    ov.ip.chunks_max = 100                      # 12 tokens x 8 chunks = 96 <= 100 per block
-    y = ov.run_layer(x, w, bias, mult, shift)
+    ov.ip.chunks_max = 40                                    # 5 tokens x 8 chunks per call
+    with pytest.warns(UserWarning, match=r"3 of 4 token blocks exceed the IP's buffers \(40 chunks, 128 tokens\), "
+                                         r"the first 0..11 \(12 tokens, 96 chunks\): run as 10 IP calls"):
+        y = ov.run_layer(x, w, bias, mult, shift)
     np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
-    assert ip.tokens == [12, 12, 12, 4]
-    ov.ip.mmax = 5                              # the output buffer's tokens bound a block too
+    assert ip.tokens == [5, 5, 2, 5, 5, 2, 5, 5, 2, 4]
+    for blk, calls in ov.ip.last_calls:
+        assert calls[0].start == blk.start and calls[-1].stop == blk.stop
+    ov.ip.chunks_max, ov.ip.mmax = 8192, 5                   # the output buffer's tokens bound a call too
     ip.tokens.clear()
-    ov.run_layer(x[:11], w, bias, mult, shift)
+    with pytest.warns(UserWarning, match=r"1 of 1 token blocks exceed the IP's buffers \(8192 chunks, 5 tokens\)"):
+        ov.run_layer(x[:11], w, bias, mult, shift)           # 11 x 64 = 704 bytes: one resident block
     assert ip.tokens == [5, 5, 1]
     with pytest.raises(ValueError, match="K = 64 exceeds the IP's K_max = 32"):
         ov.ip.kmax = 32
         ov.run_layer(x, w, bias, mult, shift)
+
+
+def test_binding_and_register_offsets_from_the_hwh(board, tmp_path):
+    make, ip, _, _ = board
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no fallback warning: the .hwh has the map
+        ov = make()
+    drv = ov.overlay.tatvpr_gemm_0
+    assert type(drv).__name__ == "TernaryGemmDriver" and drv.bindto == [IP_VLNV]
+    assert ov.ip.offsets == HWH_OFFSETS and ov.register_source == "hwh (pynq)"
+    assert ov.ip.offsets != default_offsets()
+    # a PYNQ that leaves the registers out of the IP description: the driver reads the .hwh itself
+    ov2 = make(registers_in_description=False)
+    assert ov2.ip.offsets == HWH_OFFSETS and ov2.register_source == "hwh"
+    # neither has them: the Vitis HLS default layout, with a warning
+    with pytest.warns(UserWarning, match="using the Vitis HLS default offsets"):
+        ov3 = make(hwh=hwh_text(offsets=None), registers_in_description=False)
+    assert ov3.ip.offsets == default_offsets() and ov3.register_source == "default"
+    # an IP of another VLNV is not bound: PYNQ gives it DefaultIP and the driver says why
+    with pytest.raises(IPError, match="its VLNV in the .hwh is tatvpr.org:hls:other_ip:1.0, this driver binds "
+                                      + re.escape(IP_VLNV)):
+        make(hwh=hwh_text(vlnv="tatvpr.org:hls:other_ip:1.0"))
+    # a register map that does not match the driver is refused, naming what is missing
+    bad = hwh_text().replace('NAME="mult"', 'NAME="mult_x"')
+    with pytest.raises(ValueError, match="missing mult"):
+        make(hwh=bad)
+
+
+def test_buffers_allocated_once_reused_grown_and_freed(board):
+    make, ip, _, ddr = board
+    ov = make()
+    rng = np.random.default_rng(3)
+    mult, shift = quantize_multiplier(1 / 60)
+    x, w, bias = random_layer(rng, 21, 90, 11, 0.4)
+    y1 = ov.run_layer(x, w, bias, mult, shift)
+    assert ddr.allocations == 5 and len(ddr.live) == 5     # act_pairs, tok_chunks, weights, bias, out
+    x2, w2, bias2 = random_layer(rng, 13, 90, 7, 0.6)      # smaller: fits every buffer
+    y2 = ov.run_layer(x2, w2, bias2, mult, shift)
+    assert ddr.allocations == 5, "the second call allocated"
+    np.testing.assert_array_equal(y1, reference_gemm(x, w, bias, mult, shift)[0])
+    np.testing.assert_array_equal(y2, reference_gemm(x2, w2, bias2, mult, shift)[0])
+    x3, w3, bias3 = random_layer(rng, 30, 90, 11, 0.0)     # more tokens, dense: pairs, chunks and out grow
+    y3 = ov.run_layer(x3, w3, bias3, mult, shift)
+    np.testing.assert_array_equal(y3, reference_gemm(x3, w3, bias3, mult, shift)[0])
+    assert ddr.allocations == 8 and len(ddr.live) == 5     # three replaced, the old ones freed
+    ov.close()
+    assert ddr.live == {}
+    with make() as ov4:
+        ov4.run_layer(x, w, bias, mult, shift)
+        assert len(ddr.live) == 5
+    assert ddr.live == {}
 
 
 def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
@@ -203,6 +427,11 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
     board = get_board("kv260")
     write_project(board, default_design_point(board), tmp_path / "p", kmax=64, mmax=8, check_csim=False)
     deploy = tmp_path / "p" / "deploy"
+    # the VLNV the driver binds is the one the Tcl exports the IP under and instantiates
+    tcl = (tmp_path / "p" / "vitis_hls.tcl").read_text()
+    opts = dict(re.findall(r"-(vendor|library|version|ipname) (\S+)", tcl.split("config_export", 1)[1].splitlines()[0]))
+    assert f"{opts['vendor']}:{opts['library']}:{opts['ipname']}:{opts['version']}" == IP_VLNV
+    assert f"create_bd_cell -type ip -vlnv {IP_VLNV} tatvpr_gemm_0" in (tmp_path / "p" / "vivado.tcl").read_text()
     blocked = ("sim", "torch", "tatvpr_hw", "brevitas_models")
     code = ("import sys\n"
             f"for name in {blocked!r}: sys.modules[name] = None\n"

@@ -1,18 +1,24 @@
 """PYNQ host driver of the TAT-VPR ternary GEMM IP (runs on the board's ARM cores; numpy only).
 
-    >>> ov = TernaryGemmOverlay("tatvpr_gemm.bit")       # loads the bitstream + .hwh
-    >>> y = ov.run_layer(x_int8, w_ternary, bias_int32, mult, shift)     # int8 [M, N]
-    >>> h = ov.run_block(x_float, block)                 # one ViT block, linears on the IP
+    >>> with TernaryGemmOverlay("tatvpr_gemm.bit") as ov:       # bitstream + .hwh + design_point.json
+    ...     y = ov.run_layer(x_int8, w_ternary, bias_int32, mult, shift)     # int8 [M, N]
+    ...     h = ov.run_block(x_float, block)                 # one ViT block, linears on the IP
 
-The driver packs weights and compresses activations with :mod:`tatvpr_pynq.formats` (the
-same functions the host flow's C testbench files use), copies them into contiguous DDR
-buffers, programs the AXI4-Lite registers, starts the IP, polls ``ap_done`` and reads the
-status and the int8 outputs back.
+In the PYNQ idiom: :func:`ip_driver_class` defines ``TernaryGemmDriver``, a ``pynq.DefaultIP``
+subclass whose ``bindto`` is the IP's VLNV (:data:`IP_VLNV`, the one ``vitis_hls.tcl`` exports
+and ``vivado.tcl`` instantiates), so ``pynq.Overlay`` hands the IP to it. Register offsets come
+from the ``.hwh`` register map (PYNQ's parse of it, the IP description's ``registers``; or this
+module's own parse of the ``.hwh`` when the PYNQ release leaves them out); only when neither has
+them, from the IP export's ``x<top>_hw.h``, and last from the Vitis HLS layout with a warning.
 
-Register offsets follow the Vitis HLS s_axilite layout of the top function
-``tatvpr_ternary_gemm(act_pairs, tok_chunks, weights, bias, out, m, k, n, fmt, mult, shift)``
-with a return value; when the IP export's ``x<top>_hw.h`` is beside the bitstream, its
-``#define``s are used instead (:func:`offsets_from_hw_header`).
+The driver packs weights and compresses activations with :mod:`tatvpr_pynq.formats`, copies
+them into contiguous DDR buffers that are allocated once and reused by every call (grown when a
+bigger layer arrives, freed by ``close()`` or leaving the ``with`` block), programs the AXI4-Lite
+registers, starts the IP, polls ``ap_done`` and reads the status and the int8 outputs back.
+
+Token tiling is the simulator's rule (docs/engine.md section 4, ``sim.engine.token_blocks``):
+a layer whose ``M * K`` input bytes fit the design point's ``activations_kb`` is one block, else
+blocks of ``M_t = floor(C_a / (h * K))`` tokens, ``h = 2`` with double buffering.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ import json
 import math
 import re
 import time
+import warnings
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -29,10 +38,15 @@ import numpy as np
 
 from .formats import FMT_CODE, STATUS_TEXT, IPLayer, chunks_per_token, prepare_layer, quantize_multiplier
 
+IP_VLNV = "tatvpr.org:hls:tatvpr_ternary_gemm:1.0"
+"""vendor:library:name:version of the exported IP (``config_export`` in ``vitis_hls.tcl``)."""
 AP_CTRL = 0x00
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 POINTER_ARGS = ("act_pairs", "tok_chunks", "weights", "bias", "out")
 SCALAR_ARGS = ("m", "k", "n", "fmt", "mult", "shift")
+BUFFER_DTYPES = {"act_pairs": np.uint32, "tok_chunks": np.uint16, "weights": np.uint8, "bias": np.int32,
+                 "out": np.int8}
+"""Element type of each DDR buffer the IP reads or writes."""
 
 
 def default_offsets() -> dict[str, int]:
@@ -55,10 +69,67 @@ def offsets_from_hw_header(text: str) -> dict[str, int]:
     ret = re.search(r"#define\s+X\w+?_CONTROL_ADDR_AP_RETURN\s+0x([0-9a-fA-F]+)", text)
     if ret:
         found["ap_return"] = int(ret.group(1), 16)
+    for arg in ("out",):  # a C argument named like an HDL keyword gets an `_r` suffix
+        if arg not in found and f"{arg}_r" in found:
+            found[arg] = found.pop(f"{arg}_r")
     missing = [a for a in ("ap_return", *POINTER_ARGS, *SCALAR_ARGS) if a not in found]
     if missing:
         raise ValueError(f"hardware header lacks the register(s) {', '.join(missing)}")
     return found
+
+
+def offsets_from_registers(registers: dict | None) -> dict[str, int] | None:
+    """Offsets from a register map in PYNQ's ``ip_dict`` form (``{name: {"address_offset": int,
+    "size": int, ...}}``, parsed from the ``.hwh``); ``None`` when there is none.
+
+    Vitis HLS names a 64-bit pointer's halves ``<arg>_1`` (bits 31..0) and ``<arg>_2`` (63..32), a
+    scalar ``<arg>``, and appends ``_r`` to an argument named like an HDL keyword (``out_r``)."""
+    if not registers:
+        return None
+    regs = {name.lower(): int(v["address_offset"]) for name, v in registers.items()}
+
+    def find(*names):
+        return next((regs[n] for n in names if n in regs), None)
+
+    found, problems = {}, []
+    if find("ap_return") is not None:
+        found["ap_return"] = find("ap_return")
+    for arg in POINTER_ARGS:
+        lo = find(f"{arg}_1", f"{arg}_r_1", arg, f"{arg}_r")
+        hi = find(f"{arg}_2", f"{arg}_r_2")
+        if lo is None:
+            continue
+        if hi is not None and hi != lo + 4:
+            problems.append(f"{arg}: high word at 0x{hi:x}, expected 0x{lo + 4:x}")
+        found[arg] = lo
+    for arg in SCALAR_ARGS:
+        off = find(arg, f"{arg}_r")
+        if off is not None:
+            found[arg] = off
+    missing = [a for a in ("ap_return", *POINTER_ARGS, *SCALAR_ARGS) if a not in found]
+    if missing or problems:
+        raise ValueError(f"the .hwh register map of the IP does not match this driver ({IP_VLNV}): "
+                         + "; ".join(([f"missing {', '.join(missing)}"] if missing else []) + problems)
+                         + f"; it has {', '.join(sorted(regs))}")
+    return found
+
+
+def registers_from_hwh(text: str, instance: str) -> dict[str, dict] | None:
+    """The register map of module ``instance`` in a Vivado ``.hwh`` (XML), in PYNQ's ``ip_dict``
+    form; ``None`` when the module lists no registers. Raises ``ValueError`` when the module is absent."""
+    root = ElementTree.fromstring(text)
+    mod = next((m for m in root.iter("MODULE") if m.get("INSTANCE") == instance), None)
+    if mod is None:
+        names = sorted(m.get("INSTANCE", "?") for m in root.iter("MODULE"))
+        raise ValueError(f".hwh has no module {instance!r}; it has {', '.join(names)}")
+    regs = {}
+    for reg in mod.findall(".//REGISTERS/REGISTER[@NAME]"):
+        props = {p.get("NAME"): p.get("VALUE") for p in reg.findall("./PROPERTY")}
+        if "ADDRESS_OFFSET" in props:
+            regs[reg.get("NAME")] = {"address_offset": int(props["ADDRESS_OFFSET"], 0),
+                                     "size": int(props.get("SIZE", "32"), 0),
+                                     "access": props.get("ACCESS"), "description": props.get("DESCRIPTION")}
+    return regs or None
 
 
 class IPError(RuntimeError):
@@ -72,96 +143,218 @@ def _device_address(buf) -> int:
     raise TypeError("buffer has neither device_address nor physical_address (not a pynq.allocate buffer)")
 
 
+def _free(buf) -> None:
+    if hasattr(buf, "freebuffer"):
+        buf.freebuffer()
+
+
+def sim_token_blocks(m: int, k: int, activations_kb: float, double_buffering: bool, *,
+                     input_in_dram: bool = False) -> list[slice]:
+    """docs/engine.md section 4's token blocks of a layer (the rule of ``sim.engine.token_blocks``,
+    written here again because the board has no ``sim``): one block when the ``M * K`` int8 input
+    bytes fit the activation buffer ``C_a`` and the previous op did not spill it, else consecutive
+    blocks of ``M_t = floor(C_a / (h * K))`` tokens (``h = 2`` with double buffering), the last shorter."""
+    cap = math.floor(Fraction(activations_kb) * 1024)
+    if not input_in_dram and m * k <= cap:
+        return [slice(0, m)]
+    h = 2 if double_buffering else 1
+    m_t = cap // (h * k)
+    if m_t == 0:
+        raise ValueError(f"activations_kb = {activations_kb:g} cannot hold {h} token(s) of K = {k} int8 "
+                         f"activations; the design point needs activations_kb >= {h * k / 1024:g}")
+    return [slice(s, min(m, s + m_t)) for s in range(0, m, m_t)]
+
+
 class TernaryGemmIP:
-    """One IP instance: ``mmio`` has ``read(offset)`` / ``write(offset, value)`` (a PYNQ
-    ``DefaultIP``), ``allocate(shape, dtype)`` returns contiguous DDR buffers (``pynq.allocate``).
-    ``banks``/``ports``: the IP's gather (None = SIMD banks); ``kmax``, ``mmax``, ``chunks_max``:
-    its buffer sizes (``design_point.json``), used to split a layer's tokens into blocks.
+    """One IP instance, without PYNQ: ``mmio`` has ``read(offset)`` / ``write(offset, value)`` (the
+    ``TernaryGemmDriver``, a ``pynq.DefaultIP``), ``allocate(shape, dtype)`` returns contiguous DDR
+    buffers (``pynq.allocate``). ``banks``/``ports``: the IP's gather (None = SIMD banks);
+    ``activations_kb``, ``double_buffering``: the design point's activation buffer, which sets the
+    token blocks (:func:`sim_token_blocks`); ``kmax``, ``mmax``, ``chunks_max``: the IP's compiled
+    buffer sizes (``design_point.json``), checked per IP call.
+
+    DDR buffers are allocated on first use and reused by later calls (a bigger layer replaces one
+    with a bigger one); :meth:`close` frees them, as does leaving a ``with`` block.
     """
 
-    def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int, banks: int | None = None,
-                 ports: int = 1, kmax: int | None = None, mmax: int | None = None,
-                 chunks_max: int | None = None, offsets: dict[str, int] | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int, activations_kb: float,
+                 double_buffering: bool = True, banks: int | None = None, ports: int = 1,
+                 kmax: int | None = None, mmax: int | None = None, chunks_max: int | None = None,
+                 offsets: dict[str, int] | None = None, timeout_s: float = 10.0) -> None:
         self.mmio = mmio
         self.allocate = allocate
         self.pe = int(pe)
         self.simd = int(simd)
         self.banks = int(banks or simd)
         self.ports = int(ports)
+        self.activations_kb = float(activations_kb)
+        self.double_buffering = bool(double_buffering)
         self.kmax, self.mmax, self.chunks_max = kmax, mmax, chunks_max
         self.offsets = offsets or default_offsets()
         self.timeout_s = timeout_s
+        self.buffers: dict[str, object] = {}
+        self.last_calls: list[tuple[slice, list[slice]]] = []
+        """The last :meth:`run_tiled`'s ``(token block, IP calls of that block)``."""
 
-    def token_blocks(self, x: np.ndarray) -> list[slice]:
-        """Consecutive token blocks of int8 ``x[M, K]`` whose streams fit the IP's chunk and output
-        buffers (the simulator's token tiling, weights streamed again for every block)."""
-        m, k = x.shape
-        if self.kmax is not None and k > self.kmax:
-            raise ValueError(f"K = {k} exceeds the IP's K_max = {self.kmax} (its weight buffer)")
-        chunks = chunks_per_token(x != 0, self.simd, self.banks)
-        cap_chunks = self.chunks_max if self.chunks_max is not None else int(chunks.sum())
-        cap_tokens = self.mmax if self.mmax is not None else m
-        if chunks.size and chunks.max() > cap_chunks:
-            raise ValueError(f"one token takes {int(chunks.max())} chunks; the IP's buffer holds {cap_chunks}")
-        blocks, start, used = [], 0, 0
-        for t in range(m):
-            if t > start and (used + chunks[t] > cap_chunks or t - start >= cap_tokens):
-                blocks.append(slice(start, t))
-                start, used = t, 0
-            used += int(chunks[t])
-        blocks.append(slice(start, m))
-        return blocks
+    # ---------------------------------------------------------------- buffers
+    def _stage(self, name: str, size: int):
+        """The reused DDR buffer ``name`` with room for ``size`` elements (allocated or grown)."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < size:
+            if buf is not None:
+                _free(buf)
+                del self.buffers[name]
+            buf = self.allocate(shape=(max(1, size),), dtype=BUFFER_DTYPES[name])
+            self.buffers[name] = buf
+        return buf
 
-    def run_tiled(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
-                  fmt: str) -> np.ndarray:
-        """int8 ``x[M, K]`` in token blocks that fit the IP; returns int8 ``[M, N]``."""
-        x = np.asarray(x)
-        outs = [self.run(prepare_layer(x[blk], w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
-                                       ports=self.ports, fmt=fmt, with_expected=False))
-                for blk in self.token_blocks(x)]
-        return np.concatenate(outs, axis=0)
-
-    def _buffer(self, data: np.ndarray):
-        data = np.ascontiguousarray(data).reshape(-1)
-        buf = self.allocate(shape=(max(1, data.size),), dtype=data.dtype)
+    def _upload(self, name: str, data: np.ndarray):
+        data = np.ascontiguousarray(data, dtype=BUFFER_DTYPES[name]).reshape(-1)
+        buf = self._stage(name, data.size)
         buf[:data.size] = data
         buf.sync_to_device()
         return buf
 
+    def close(self) -> None:
+        """Free every DDR buffer; the next call allocates again."""
+        for buf in self.buffers.values():
+            _free(buf)
+        self.buffers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- tiling
+    def token_blocks(self, m: int, k: int, *, input_in_dram: bool = False) -> list[slice]:
+        """The simulator's token blocks of an ``M x K`` layer on this design point."""
+        if self.kmax is not None and k > self.kmax:
+            raise ValueError(f"K = {k} exceeds the IP's K_max = {self.kmax} (its weight buffer)")
+        return sim_token_blocks(m, k, self.activations_kb, self.double_buffering, input_in_dram=input_in_dram)
+
+    def calls_of_block(self, chunks: np.ndarray, block: slice) -> list[slice]:
+        """IP calls of one token block: the block itself when its chunk stream fits the IP's chunk
+        buffer and its tokens its output buffer; else consecutive pieces that do, never crossing
+        the block's bounds (:meth:`run_tiled` warns: each extra call streams the weights again,
+        which the simulator does not charge)."""
+        cap_chunks = self.chunks_max if self.chunks_max is not None else math.inf
+        cap_tokens = self.mmax if self.mmax is not None else math.inf
+        c = chunks[block]
+        if c.size and c.max() > cap_chunks:
+            raise ValueError(f"one token takes {int(c.max())} chunks; the IP's buffer holds {cap_chunks}")
+        if c.sum() <= cap_chunks and c.size <= cap_tokens:
+            return [block]
+        calls, start, used = [], block.start, 0
+        for t in range(block.start, block.stop):
+            if t > start and (used + chunks[t] > cap_chunks or t - start >= cap_tokens):
+                calls.append(slice(start, t))
+                start, used = t, 0
+            used += int(chunks[t])
+        calls.append(slice(start, block.stop))
+        return calls
+
+    def run_tiled(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
+                  fmt: str, *, input_in_dram: bool = False) -> np.ndarray:
+        """int8 ``x[M, K]`` in the simulator's token blocks; returns int8 ``[M, N]``.
+        ``input_in_dram``: the previous op spilled its output (docs/engine.md section 4)."""
+        x = np.asarray(x)
+        chunks = chunks_per_token(x != 0, self.simd, self.banks)
+        self.last_calls = [(blk, self.calls_of_block(chunks, blk))
+                           for blk in self.token_blocks(*x.shape, input_in_dram=input_in_dram)]
+        over = [blk for blk, calls in self.last_calls if len(calls) > 1]
+        if over:
+            first = over[0]
+            warnings.warn(
+                f"{len(over)} of {len(self.last_calls)} token blocks exceed the IP's buffers ({self.chunks_max} "
+                f"chunks, {self.mmax} tokens), the first {first.start}..{first.stop - 1} ({first.stop - first.start} "
+                f"tokens, {int(chunks[first].sum())} chunks): run as "
+                f"{sum(len(calls) for _, calls in self.last_calls)} IP calls, each streaming the weights again "
+                "(not charged by the simulator)", stacklevel=2)
+        outs = [self.run(prepare_layer(x[call], w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
+                                       ports=self.ports, fmt=fmt, with_expected=False))
+                for _, calls in self.last_calls for call in calls]
+        return np.concatenate(outs, axis=0)
+
+    # ---------------------------------------------------------------- one call
     def run(self, layer: IPLayer) -> np.ndarray:
         """Run one prepared layer; returns int8 ``[M, N]``. Raises :class:`IPError` on a bad status."""
         if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
             raise ValueError(f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}; "
                              f"the IP is PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
-        bufs = {"act_pairs": self._buffer(layer.pairs), "tok_chunks": self._buffer(layer.tok_chunks),
-                "weights": self._buffer(layer.weights), "bias": self._buffer(layer.bias)}
-        out = self.allocate(shape=(layer.m * layer.n,), dtype=np.int8)
-        bufs["out"] = out
-        try:
-            for name, buf in bufs.items():
-                addr = _device_address(buf)
-                self.mmio.write(self.offsets[name], addr & 0xFFFFFFFF)
-                self.mmio.write(self.offsets[name] + 4, (addr >> 32) & 0xFFFFFFFF)
-            regs = {"m": layer.m, "k": layer.k, "n": layer.n, "fmt": FMT_CODE[layer.fmt],
-                    "mult": layer.mult, "shift": layer.shift}
-            for name, value in regs.items():
-                self.mmio.write(self.offsets[name], int(value) & 0xFFFFFFFF)
-            self.mmio.write(AP_CTRL, AP_START)
-            t0 = time.monotonic()
-            while not self.mmio.read(AP_CTRL) & AP_DONE:
-                if time.monotonic() - t0 > self.timeout_s:
-                    raise IPError(f"the IP did not finish within {self.timeout_s} s")
-                time.sleep(1e-4)
-            status = self.mmio.read(self.offsets["ap_return"])
-            if status:
-                raise IPError(f"IP status {status}: {STATUS_TEXT.get(status, 'unknown')}")
-            out.sync_from_device()
-            return np.array(out, dtype=np.int8).reshape(layer.m, layer.n)
-        finally:
-            for buf in bufs.values():
-                if hasattr(buf, "freebuffer"):
-                    buf.freebuffer()
+        bufs = {"act_pairs": self._upload("act_pairs", layer.pairs),
+                "tok_chunks": self._upload("tok_chunks", layer.tok_chunks),
+                "weights": self._upload("weights", layer.weights), "bias": self._upload("bias", layer.bias),
+                "out": self._stage("out", layer.m * layer.n)}
+        for name, buf in bufs.items():
+            addr = _device_address(buf)
+            self.mmio.write(self.offsets[name], addr & 0xFFFFFFFF)
+            self.mmio.write(self.offsets[name] + 4, (addr >> 32) & 0xFFFFFFFF)
+        regs = {"m": layer.m, "k": layer.k, "n": layer.n, "fmt": FMT_CODE[layer.fmt],
+                "mult": layer.mult, "shift": layer.shift}
+        for name, value in regs.items():
+            self.mmio.write(self.offsets[name], int(value) & 0xFFFFFFFF)
+        self.mmio.write(AP_CTRL, AP_START)
+        t0 = time.monotonic()
+        while not self.mmio.read(AP_CTRL) & AP_DONE:
+            if time.monotonic() - t0 > self.timeout_s:
+                raise IPError(f"the IP did not finish within {self.timeout_s} s")
+            time.sleep(1e-4)
+        status = self.mmio.read(self.offsets["ap_return"])
+        if status:
+            raise IPError(f"IP status {status}: {STATUS_TEXT.get(status, 'unknown')}")
+        out = bufs["out"]
+        out.sync_from_device()
+        return np.array(out[:layer.m * layer.n], dtype=np.int8).reshape(layer.m, layer.n)
+
+
+_DRIVER_CLASSES: dict[int, type] = {}
+
+
+def ip_driver_class(pynq_module) -> type:
+    """``TernaryGemmDriver``: the ``pynq_module.DefaultIP`` subclass bound to :data:`IP_VLNV`.
+
+    Defining it registers the binding (PYNQ's ``DefaultIP`` metaclass reads ``bindto``), so it must
+    exist before ``pynq.Overlay`` is built; importing this module on a board with ``pynq`` does
+    that, and :class:`TernaryGemmOverlay` calls it again (cached) for a ``pynq_module`` it is given.
+    """
+    key = id(pynq_module)
+    if key in _DRIVER_CLASSES:
+        return _DRIVER_CLASSES[key]
+
+    class TernaryGemmDriver(pynq_module.DefaultIP):
+        """PYNQ driver of the TAT-VPR ternary GEMM IP; :meth:`configure` attaches the design point."""
+
+        bindto = [IP_VLNV]
+
+        def __init__(self, description):
+            super().__init__(description)
+            self.description_registers = description.get("registers") or None
+            self.core: TernaryGemmIP | None = None
+
+        def register_offsets(self) -> dict[str, int] | None:
+            """Offsets from the register map PYNQ parsed out of the ``.hwh`` (None if it has none)."""
+            return offsets_from_registers(self.description_registers)
+
+        def configure(self, point: dict, allocate: Callable, offsets: dict[str, int]) -> TernaryGemmIP:
+            self.core = TernaryGemmIP(self, allocate, pe=point["pe"], simd=point["simd"],
+                                      activations_kb=point["activations_kb"],
+                                      double_buffering=point.get("double_buffering", True),
+                                      banks=point.get("banks"), ports=point.get("ports", 1), kmax=point.get("kmax"),
+                                      mmax=point.get("mmax"), chunks_max=point.get("chunks_max"), offsets=offsets)
+            return self.core
+
+    _DRIVER_CLASSES[key] = TernaryGemmDriver
+    return TernaryGemmDriver
+
+
+try:  # on the board: importing the driver binds it to the IP's VLNV, as PYNQ drivers do
+    import pynq as _pynq
+except ImportError:  # off the board (tests pass a mocked module to TernaryGemmOverlay)
+    _pynq = None
+if _pynq is not None and hasattr(_pynq, "DefaultIP"):
+    TernaryGemmDriver = ip_driver_class(_pynq)
 
 
 # --------------------------------------------------------------------------- a ViT block
@@ -265,38 +458,77 @@ def run_block(x: np.ndarray, block: BlockParams, linear: Callable[[TernaryLinear
     return x + (y if block.ls2 is None else block.ls2 * y)
 
 
+_POINT_KEYS = ("pe", "simd", "activations_kb", "outputs_kb")
+
+
 class TernaryGemmOverlay:
-    """The bitstream on the board: ``pynq.Overlay`` + the IP + PE/SIMD from design_point.json."""
+    """The bitstream on the board: ``pynq.Overlay`` + its ``TernaryGemmDriver`` + the design point
+    (``design_point.json``: PE, SIMD, gather, buffer sizes). Close it (or use ``with``) to free the
+    DDR buffers.
+
+    ``register_source`` says where the register offsets came from: ``"hwh (pynq)"``, ``"hwh"``,
+    ``"hw.h"`` or ``"default"``."""
 
     def __init__(self, bitfile: str = "tatvpr_gemm.bit", ip_name: str = "tatvpr_gemm_0", *,
                  pynq_module=None, fmt: str | None = None) -> None:
         if pynq_module is None:
             import pynq as pynq_module  # only on the board
+        driver_cls = ip_driver_class(pynq_module)  # bound before the overlay maps its IP to drivers
         bitfile = Path(bitfile)
         point_path = bitfile.with_name("design_point.json")
         if not point_path.is_file():
             raise FileNotFoundError(f"{point_path} not found: it is written next to the bitstream by "
-                                    "`tatvpr export bitstream` and gives the IP's PE and SIMD")
+                                    "`tatvpr export bitstream` and gives the IP's PE, SIMD and buffer sizes")
         point = json.loads(point_path.read_text())
+        missing = [key for key in _POINT_KEYS if key not in point]
+        if missing:
+            raise ValueError(f"{point_path} lacks {', '.join(missing)}; re-export the bitstream's deploy folder "
+                             "with `tatvpr export bitstream`")
         self.design_point = point
         self.fmt = fmt or point.get("weight_format", "ternary2")
         self.overlay = pynq_module.Overlay(str(bitfile))
+        ip = getattr(self.overlay, ip_name)
+        if not isinstance(ip, driver_cls):
+            vlnv = getattr(self.overlay, "ip_dict", {}).get(ip_name, {}).get("type", "unknown")
+            raise IPError(f"{ip_name} in {bitfile.name} is driven by {type(ip).__name__}, not TernaryGemmDriver: "
+                          f"its VLNV in the .hwh is {vlnv}, this driver binds {IP_VLNV}")
+        offsets, self.register_source = ip.register_offsets(), "hwh (pynq)"
+        hwh = bitfile.with_suffix(".hwh")
+        if offsets is None and hwh.is_file():
+            offsets, self.register_source = offsets_from_registers(registers_from_hwh(hwh.read_text(), ip_name)), "hwh"
         headers = sorted(bitfile.parent.glob("x*_hw.h"))
-        offsets = offsets_from_hw_header(headers[0].read_text()) if headers else None
-        self.ip = TernaryGemmIP(getattr(self.overlay, ip_name), pynq_module.allocate,
-                                pe=point["pe"], simd=point["simd"], banks=point.get("banks"),
-                                ports=point.get("ports", 1), kmax=point.get("kmax"), mmax=point.get("mmax"),
-                                chunks_max=point.get("chunks_max"), offsets=offsets)
+        if offsets is None and headers:
+            offsets, self.register_source = offsets_from_hw_header(headers[0].read_text()), "hw.h"
+        if offsets is None:
+            warnings.warn(f"no register map for {ip_name} in {hwh.name} or an x*_hw.h: using the Vitis HLS "
+                          "default offsets", stacklevel=2)
+            offsets, self.register_source = default_offsets(), "default"
+        self.ip = ip.configure(point, pynq_module.allocate, offsets)
+
+    def close(self) -> None:
+        """Free the IP's DDR buffers."""
+        self.ip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def run_layer(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
-                  fmt: str | None = None) -> np.ndarray:
-        """int8 ``x[M, K]``, ternary ``w[N, K]``, int32 ``bias[N]`` -> int8 ``[M, N]`` from the IP."""
-        return self.ip.run_tiled(x, w, bias, mult, shift, fmt or self.fmt)
+                  fmt: str | None = None, *, input_in_dram: bool = False) -> np.ndarray:
+        """int8 ``x[M, K]``, ternary ``w[N, K]``, int32 ``bias[N]`` -> int8 ``[M, N]`` from the IP, in the
+        simulator's token blocks (``input_in_dram``: the previous op's output spilled to DRAM)."""
+        return self.ip.run_tiled(x, w, bias, mult, shift, fmt or self.fmt, input_in_dram=input_in_dram)
 
     def linear(self, p: TernaryLinearParams, x: np.ndarray) -> np.ndarray:
-        """Float in, float out: one ternary linear on the IP (int8 output dequantised)."""
+        """Float in, float out: one ternary linear on the IP (int8 output dequantised). Inside a ViT
+        block the op before a linear (LayerNorm, attention, GELU) outputs the linear's ``M x K`` input,
+        so that input is in DRAM exactly when ``M * K`` bytes exceed ``outputs_kb`` (docs/engine.md section 4)."""
         x_int, bias, mult, shift = linear_operands(p, x)
-        return self.ip.run_tiled(x_int, p.codes, bias, mult, shift, self.fmt).astype(np.float64) * p.out_scale
+        spilled = x_int.size > Fraction(self.design_point["outputs_kb"]) * 1024
+        return self.ip.run_tiled(x_int, p.codes, bias, mult, shift, self.fmt,
+                                 input_in_dram=bool(spilled)).astype(np.float64) * p.out_scale
 
     def run_block(self, x: np.ndarray, block: BlockParams) -> np.ndarray:
         return run_block(x, block, self.linear)
