@@ -14,7 +14,7 @@ corrupt or mismatched pair and says which.
 
 Foreign checkpoints are brought to our names by pure ``state_dict -> state_dict`` adapters,
 one per family, then loaded with :func:`load_into`, which reports every missing key,
-unexpected key and shape mismatch by name in one :class:`UserError`:
+unexpected key and shape mismatch by name in one :class:`ModelInputError`:
 
 - official DINOv2 hub (``cls_token``, ``pos_embed``, ``mask_token``, ``register_tokens``,
   ``blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}``,
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tatvpr_hw.errors import UserError
-from tatvpr_hw.io import atomic_path, write_json
+from brevitas_models.errors import ModelInputError
+from brevitas_models._io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _plain_tensors(state_dict: Mapping[str, Any]) -> StateDict:
     seen: set[tuple[int, int]] = set()
     for k, v in state_dict.items():
         if not isinstance(v, torch.Tensor):
-            raise UserError(f"state dict entry '{k}' is a {type(v).__name__}, not a tensor")
+            raise ModelInputError(f"state dict entry '{k}' is a {type(v).__name__}, not a tensor")
         t = v.detach().cpu().contiguous()
         key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
         if t.numel() and key in seen:
@@ -106,15 +106,15 @@ def _json_default(obj: Any) -> Any:
 def _check_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
-        raise UserError(f"checkpoint metadata lacks {', '.join(missing)} (required: {', '.join(META_KEYS)})")
+        raise ModelInputError(f"checkpoint metadata lacks {', '.join(missing)} (required: {', '.join(META_KEYS)})")
     if meta["role"] not in ROLES:
-        raise UserError(f"checkpoint role {meta['role']!r}: allowed are {', '.join(ROLES)}")
+        raise ModelInputError(f"checkpoint role {meta['role']!r}: allowed are {', '.join(ROLES)}")
     if meta["stage"] not in STAGES:
-        raise UserError(f"checkpoint stage {meta['stage']!r}: allowed are {', '.join(STAGES)}")
+        raise ModelInputError(f"checkpoint stage {meta['stage']!r}: allowed are {', '.join(STAGES)}")
     try:
         return json.loads(json.dumps(dict(meta), default=_json_default))
     except (TypeError, ValueError) as err:
-        raise UserError(f"checkpoint metadata is not JSON-serialisable: {err}") from None
+        raise ModelInputError(f"checkpoint metadata is not JSON-serialisable: {err}") from None
 
 
 def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
@@ -150,46 +150,46 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 def _read_json(st_path: Path, json_path: Path) -> dict[str, Any]:
     if not st_path.is_file():
-        raise UserError(f"checkpoint not found: {st_path} (a checkpoint is <name>.safetensors + <name>.json)")
+        raise ModelInputError(f"checkpoint not found: {st_path} (a checkpoint is <name>.safetensors + <name>.json)")
     if not json_path.is_file():
-        raise UserError(f"checkpoint metadata missing: {json_path} should sit beside {st_path.name} "
+        raise ModelInputError(f"checkpoint metadata missing: {json_path} should sit beside {st_path.name} "
                         f"(written by save_checkpoint)")
     try:
         doc = json.loads(json_path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"checkpoint metadata {json_path} is not valid JSON: {err}") from None
+        raise ModelInputError(f"checkpoint metadata {json_path} is not valid JSON: {err}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{json_path} is not a {FORMAT} metadata file (no \"format\": \"{FORMAT}\")")
+        raise ModelInputError(f"{json_path} is not a {FORMAT} metadata file (no \"format\": \"{FORMAT}\")")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{json_path}: format_version {doc.get('format_version')!r} is not supported "
+        raise ModelInputError(f"{json_path}: format_version {doc.get('format_version')!r} is not supported "
                         f"(this version reads {FORMAT_VERSION})")
     info = doc.get("safetensors")
     if not isinstance(info, dict) or not {"bytes", "sha256", "num_tensors"} <= info.keys() \
             or not isinstance(doc.get("meta"), dict):
-        raise UserError(f"{json_path}: metadata lacks its 'safetensors' record or 'meta'")
+        raise ModelInputError(f"{json_path}: metadata lacks its 'safetensors' record or 'meta'")
     size = st_path.stat().st_size
     if size != info["bytes"]:
-        raise UserError(f"checkpoint {st_path} is {size} bytes but its metadata says {info['bytes']}: "
+        raise ModelInputError(f"checkpoint {st_path} is {size} bytes but its metadata says {info['bytes']}: "
                         f"truncated, or the two files do not belong together")
     return doc
 
 
 def load_checkpoint(path: str | Path) -> tuple[StateDict, dict[str, Any]]:
-    """Read one of our checkpoints: (state dict, meta). Every inconsistency is a UserError."""
+    """Read one of our checkpoints: (state dict, meta). Every inconsistency is a ModelInputError."""
     from safetensors.torch import load_file
 
     st_path, json_path = checkpoint_paths(path)
     doc = _read_json(st_path, json_path)
     info = doc["safetensors"]
     if _sha256(st_path) != info["sha256"]:
-        raise UserError(f"checkpoint {st_path} does not match its metadata {json_path.name} "
+        raise ModelInputError(f"checkpoint {st_path} does not match its metadata {json_path.name} "
                         f"(SHA-256 differs): corrupt, or the two files do not belong together")
     try:
         sd = load_file(str(st_path))
     except Exception as err:  # safetensors raises its own error types for bad headers
-        raise UserError(f"checkpoint {st_path} is not a readable safetensors file: {err}") from None
+        raise ModelInputError(f"checkpoint {st_path} is not a readable safetensors file: {err}") from None
     if len(sd) != info["num_tensors"]:
-        raise UserError(f"checkpoint {st_path} holds {len(sd)} tensors, metadata says {info['num_tensors']}")
+        raise ModelInputError(f"checkpoint {st_path} holds {len(sd)} tensors, metadata says {info['num_tensors']}")
     return sd, doc["meta"]
 
 
@@ -228,7 +228,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all(
                 [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"checkpoint RNG state is malformed: {err}") from None
+        raise ModelInputError(f"checkpoint RNG state is malformed: {err}") from None
 
 
 # --------------------------------------------------------------------------- foreign files
@@ -243,7 +243,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint file not found: {path}")
+        raise ModelInputError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
         if checkpoint_paths(path)[1].is_file():
             return load_checkpoint(path)[0]
@@ -251,24 +251,24 @@ def read_state_dict(path: str | Path) -> StateDict:
         try:
             return load_file(str(path))
         except Exception as err:
-            raise UserError(f"{path} is not a readable safetensors file: {err}") from None
+            raise ModelInputError(f"{path} is not a readable safetensors file: {err}") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UserError(f"{path} holds objects other than tensors and plain containers; refusing to "
+        raise ModelInputError(f"{path} holds objects other than tensors and plain containers; refusing to "
                         f"unpickle it (weights_only=True): {str(err).splitlines()[0]}") from None
     except (EOFError, RuntimeError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+        raise ModelInputError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     for wrapper in ("state_dict", "model", "teacher"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict) or not obj:
-        raise UserError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+        raise ModelInputError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise UserError(f"{path}: entries that are not tensors: {_name_list(bad)}")
+        raise ModelInputError(f"{path}: entries that are not tensors: {_name_list(bad)}")
     return dict(obj)
 
 
@@ -324,7 +324,7 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
         return "dinov2"
     if "cls_token" in sd or "pos_embed" in sd or any(k.startswith("blocks.") for k in keys):
         return "timm"
-    raise UserError(f"unrecognised checkpoint layout (first keys: {_name_list(keys[:5])}); supported: "
+    raise ModelInputError(f"unrecognised checkpoint layout (first keys: {_name_list(keys[:5])}); supported: "
                     f"our checkpoints, DINOv2 hub, timm ViT, the BoQ release, SALAD")
 
 
@@ -346,7 +346,7 @@ def adapt_foreign_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict:
         backbone = dinov2_to_timm(_sub(sd, inner))
         other = [k for k in sd if not k.startswith((inner, "aggregator."))]
         if other:
-            raise UserError(f"{family} checkpoint has keys outside {inner}* and aggregator.*: {_name_list(other)}")
+            raise ModelInputError(f"{family} checkpoint has keys outside {inner}* and aggregator.*: {_name_list(other)}")
         return {**_prefixed(backbone, "backbone."), **_prefixed(_sub(sd, "aggregator."), "head.")}
     if family == "dinov2":
         sd = dinov2_to_timm(sd)
@@ -389,13 +389,13 @@ def _resample_pos_embed(model: nn.Module, key: str, value: torch.Tensor, target:
         return None
     try:
         return interpolate_pos_encoding_dinov2(value, (side, side), num_prefix)
-    except UserError:
+    except ModelInputError:
         return None
 
 
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
               allow_missing: tuple[str, ...] = (), source: str = "state dict") -> LoadReport:
-    """Copy ``state_dict`` into ``model``; every misfit is reported by name in one UserError.
+    """Copy ``state_dict`` into ``model``; every misfit is reported by name in one ModelInputError.
 
     Args:
         model: target module.
@@ -429,10 +429,10 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
             parts.append(f"  {len(unexpected)} unexpected: {_name_list(unexpected)}")
         if shapes:
             parts.append(f"  {len(shapes)} shape mismatches: {_name_list(shapes)}")
-        raise UserError("\n".join(parts))
+        raise ModelInputError("\n".join(parts))
     result = model.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=False)
     if result.unexpected_keys:  # cannot happen after the checks above; keep torch's word final
-        raise UserError(f"{source}: unexpected keys {_name_list(result.unexpected_keys)}")
+        raise ModelInputError(f"{source}: unexpected keys {_name_list(result.unexpected_keys)}")
     report.loaded = list(sd)
     report.left_at_init = [k for k in own if k not in sd]
     return report
@@ -468,7 +468,7 @@ def load_model(path: str | Path, model_cfg=None) -> tuple[nn.Module, dict[str, A
     is ``{"role": "teacher", "stage": "foreign", "source": path}``.
     """
     from brevitas_models.model import build_model
-    from tatvpr_hw.config import ModelConfig
+    from brevitas_models.config import ModelConfig
 
     path = Path(path)
     st_path, json_path = checkpoint_paths(path)
@@ -478,7 +478,7 @@ def load_model(path: str | Path, model_cfg=None) -> tuple[nn.Module, dict[str, A
             # the name of one of our checkpoints whose files are missing: say which one
             _read_json(st_path, json_path)
         if model_cfg is None:
-            raise UserError(f"{path} is not one of our checkpoints (no {json_path.name}); loading a foreign "
+            raise ModelInputError(f"{path} is not one of our checkpoints (no {json_path.name}); loading a foreign "
                             f"checkpoint needs the model config")
         model = build_model(model_cfg, student=False)
         load_foreign(model, path)
@@ -488,7 +488,7 @@ def load_model(path: str | Path, model_cfg=None) -> tuple[nn.Module, dict[str, A
         try:
             model_cfg = ModelConfig.model_validate(meta["config"]["model"])
         except Exception as err:
-            raise UserError(f"{json_path}: the stored run config has no valid 'model' section: {err}") from None
+            raise ModelInputError(f"{json_path}: the stored run config has no valid 'model' section: {err}") from None
     model = build_model(model_cfg, student=meta["role"] == "student")
     load_into(model, sd, source=str(st_path))
     return model, meta
@@ -508,7 +508,7 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> LoadRep
     ``P.linear.weight`` / ``P.linear.bias``; every other tensor keeps its name. Quantizer
     state of the student (activation thresholds) stays at its initial value. A teacher
     tensor with no place in the student, a student weight the teacher lacks, or a shape
-    difference (other than a ``pos_embed`` the backbone can resample) is a UserError naming
+    difference (other than a ``pos_embed`` the backbone can resample) is a ModelInputError naming
     each.
     """
     own = student.state_dict()
@@ -525,6 +525,6 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> LoadRep
         else:
             unplaced.append(k)
     if unplaced:
-        raise UserError(f"teacher weights with no place in the student: {_name_list(unplaced)}")
+        raise ModelInputError(f"teacher weights with no place in the student: {_name_list(unplaced)}")
     quant = tuple(k for k in own if k not in mapped and _is_quantizer_state(k))
     return load_into(student, mapped, allow_missing=quant, source="teacher")

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from brevitas_models.heads import AggregationHead, create_head
-from tatvpr_hw.config import ModelConfig
-from tatvpr_hw.errors import UserError
+from brevitas_models.config import ModelConfig
+from brevitas_models.errors import ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class VPRModel(nn.Module):
     def __init__(self, backbone: nn.Module, head: AggregationHead, img_size: int) -> None:
         super().__init__()
         if getattr(head, "in_dim", backbone.embed_dim) != backbone.embed_dim:
-            raise UserError(f"head expects {head.in_dim}-d tokens but the backbone gives "
+            raise ModelInputError(f"head expects {head.in_dim}-d tokens but the backbone gives "
                             f"{backbone.embed_dim}-d")
         self.backbone = backbone
         self.head = head
@@ -80,7 +80,7 @@ class VPRModel(nn.Module):
         h, w = (img_hw, img_hw) if isinstance(img_hw, int) else img_hw
         p = self.patch_size
         if h % p or w % p:
-            raise UserError(f"input {h}x{w} px is not a multiple of the patch size {p} px")
+            raise ModelInputError(f"input {h}x{w} px is not a multiple of the patch size {p} px")
         return h // p, w // p
 
     def _infer_grid(self, num_tokens: int) -> tuple[int, int]:
@@ -91,13 +91,13 @@ class VPRModel(nn.Module):
         side = math.isqrt(max(n, 0))
         if side * side == n and n > 0:
             return side, side
-        raise UserError(f"cannot tell the patch grid of {num_tokens} tokens "
+        raise ModelInputError(f"cannot tell the patch grid of {num_tokens} tokens "
                         f"({self.backbone.num_prefix_tokens} prefix); pass grid_hw")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] -> tokens [B, T, D] (the tokens the head consumes)."""
         if x.dim() != 4 or x.shape[1] != 3:
-            raise UserError(f"model input must be images [B, 3, H, W], got shape {tuple(x.shape)}")
+            raise ModelInputError(f"model input must be images [B, 3, H, W], got shape {tuple(x.shape)}")
         self.grid_hw((int(x.shape[-2]), int(x.shape[-1])))  # size check with a clear message
         return _backbone_tokens(self.backbone, x, self.final_norm)
 

@@ -33,7 +33,7 @@ from brevitas.quant.solver import WeightQuantSolver
 from torch import nn
 
 from brevitas_models.sparsity import DEFAULT_BANKS, Granularity, TopKSparsity
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Int8ActPerTensor(Int8ActPerTensorFloat):
 def act_quant(bits: int = 8):
     """The per-tensor activation quantizer with ``bits`` bits (2..16)."""
     if not 2 <= int(bits) <= 16:
-        raise UserError(f"activation bits must be in 2..16, got {bits}")
+        raise ModelInputError(f"activation bits must be in 2..16, got {bits}")
     return Int8ActPerTensor if bits == 8 else Int8ActPerTensor.let(bit_width=int(bits))
 
 
@@ -231,7 +231,7 @@ def calibrate_input_scales(model: nn.Module, batches: Iterable[torch.Tensor],
             proxy.disable_quant = flag
         model.train(was_training)
     if n_batches == 0:
-        raise UserError("calibrate_input_scales needs at least one batch")
+        raise ModelInputError("calibrate_input_scales needs at least one batch")
     for name, m in layers:
         t = m.input_threshold
         t.copy_(torch.clamp(amax[name], min=SCALE_MIN).to(t))

@@ -43,7 +43,7 @@ from typing import Iterator, Literal
 import torch
 from torch import nn
 
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 Granularity = Literal["token", "bank", "tensor"]
 GRANULARITIES = ("token", "bank", "tensor")
@@ -55,22 +55,22 @@ _CEIL_EPS = 1e-9
 
 
 def check_sparsity(s: float) -> float:
-    """Return ``s`` as a float if ``0 <= s < 1``; otherwise raise :class:`UserError`."""
+    """Return ``s`` as a float if ``0 <= s < 1``; otherwise raise :class:`ModelInputError`."""
     try:
         s = float(s)
     except (TypeError, ValueError):
-        raise UserError(f"sparsity must be a number in [0, 1), got {s!r}") from None
+        raise ModelInputError(f"sparsity must be a number in [0, 1), got {s!r}") from None
     if not 0.0 <= s < 1.0 or math.isnan(s):
-        raise UserError(f"sparsity must be in [0, 1) (fraction of activations zeroed), got {s}")
+        raise ModelInputError(f"sparsity must be in [0, 1) (fraction of activations zeroed), got {s}")
     return s
 
 
 def check_banks(banks: int) -> int:
-    """Return ``banks`` as an int if it is an integer >= 1; otherwise raise :class:`UserError`."""
+    """Return ``banks`` as an int if it is an integer >= 1; otherwise raise :class:`ModelInputError`."""
     ok = not isinstance(banks, bool) and isinstance(banks, numbers.Real) and float(banks).is_integer() \
         and banks >= 1
     if not ok:
-        raise UserError(f"sparsity banks must be an integer >= 1 (channel groups of the bank granularity), "
+        raise ModelInputError(f"sparsity banks must be an integer >= 1 (channel groups of the bank granularity), "
                         f"got {banks!r}")
     return int(banks)
 
@@ -122,7 +122,7 @@ class TopKSparsity(nn.Module):
     @granularity.setter
     def granularity(self, g: str) -> None:
         if g not in GRANULARITIES:
-            raise UserError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {g!r}")
+            raise ModelInputError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {g!r}")
         self._granularity = g
 
     @property
@@ -213,7 +213,7 @@ def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = N
     """
     s = check_sparsity(s)
     if granularity is not None and granularity not in GRANULARITIES:
-        raise UserError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        raise ModelInputError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if banks is not None:
         banks = check_banks(banks)
     mods = sparsity_modules(model)
@@ -229,13 +229,13 @@ def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = N
 def get_granularity(model: nn.Module) -> str | None:
     """The common granularity of the model's top-k modules; ``None`` if it has none.
 
-    Raises :class:`UserError` if the modules disagree.
+    Raises :class:`ModelInputError` if the modules disagree.
     """
     values = {m.granularity for m in sparsity_modules(model)}
     if not values:
         return None
     if len(values) > 1:
-        raise UserError(f"the model's top-k modules have different granularities {sorted(values)}; "
+        raise ModelInputError(f"the model's top-k modules have different granularities {sorted(values)}; "
                         "use set_sparsity(model, s, granularity=...) to set one value")
     return values.pop()
 
@@ -243,13 +243,13 @@ def get_granularity(model: nn.Module) -> str | None:
 def get_sparsity(model: nn.Module) -> float | None:
     """The common sparsity of the model's top-k modules; ``None`` if it has none.
 
-    Raises :class:`UserError` if the modules disagree (set them with :func:`set_sparsity`).
+    Raises :class:`ModelInputError` if the modules disagree (set them with :func:`set_sparsity`).
     """
     values = {m.sparsity for m in sparsity_modules(model)}
     if not values:
         return None
     if len(values) > 1:
-        raise UserError(f"the model's top-k modules have different sparsities {sorted(values)}; "
+        raise ModelInputError(f"the model's top-k modules have different sparsities {sorted(values)}; "
                         "use set_sparsity(model, s) to set one value")
     return values.pop()
 

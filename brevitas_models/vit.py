@@ -31,8 +31,8 @@ from torch import nn
 
 from brevitas_models.quant import SparseTernaryLinear
 from brevitas_models.sparsity import Granularity
-from tatvpr_hw.config import TernaryConfig
-from tatvpr_hw.errors import UserError
+from brevitas_models.config import TernaryConfig
+from brevitas_models.errors import ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def interpolate_pos_encoding_dinov2(pos_embed: torch.Tensor, grid_hw: tuple[int,
     n = pos_embed.shape[1] - num_prefix_tokens
     m = int(math.isqrt(n))
     if m * m != n:
-        raise UserError(f"position embedding has {n} patch entries, not a square grid")
+        raise ModelInputError(f"position embedding has {n} patch entries, not a square grid")
     if h0 * w0 == n and h0 == w0:
         return pos_embed
     dtype = pos_embed.dtype
@@ -75,7 +75,7 @@ def interpolate_pos_encoding_dinov2(pos_embed: torch.Tensor, grid_hw: tuple[int,
         kwargs = {"size": (h0, w0)}
     grid = F.interpolate(grid, mode="bicubic", antialias=antialias, **kwargs)
     if tuple(grid.shape[-2:]) != (h0, w0):
-        raise UserError(f"DINOv2 interpolation gave a {tuple(grid.shape[-2:])} grid, wanted {(h0, w0)}")
+        raise ModelInputError(f"DINOv2 interpolation gave a {tuple(grid.shape[-2:])} grid, wanted {(h0, w0)}")
     grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, dim)
     return torch.cat((prefix, grid), dim=1).to(dtype)
 
@@ -161,7 +161,7 @@ class DinoV2VisionTransformer(VisionTransformer):
 
     def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
-            raise UserError(f"input of {tuple(x.shape[-2:])} px is not a multiple of the "
+            raise ModelInputError(f"input of {tuple(x.shape[-2:])} px is not a multiple of the "
                             f"patch size {self.patch_size} px")
         return super().forward_features(x, *args, **kwargs)
 
@@ -184,7 +184,7 @@ class TernaryPatchProj(nn.Module):
     def __init__(self, conv: nn.Conv2d, **kwargs) -> None:
         super().__init__()
         if conv.kernel_size != conv.stride or conv.padding not in ((0, 0), 0) or conv.groups != 1:
-            raise UserError("only a stride == kernel, unpadded patch convolution can be ternarized")
+            raise ModelInputError("only a stride == kernel, unpadded patch convolution can be ternarized")
         self.patch = tuple(conv.kernel_size)
         d = conv.out_channels
         self.proj = SparseTernaryLinear(conv.in_channels * self.patch[0] * self.patch[1], d,
@@ -220,7 +220,7 @@ def replace_linears(root: nn.Module, names: Iterable[str], **kwargs) -> list[str
         if isinstance(mod, SparseTernaryLinear):
             continue
         if not isinstance(mod, nn.Linear):
-            raise UserError(f"{name} is a {type(mod).__name__}, not a Linear; cannot ternarize it")
+            raise ModelInputError(f"{name} is a {type(mod).__name__}, not a Linear; cannot ternarize it")
         _set_submodule(root, name, SparseTernaryLinear.from_linear(mod, **kwargs))
         done.append(name)
     return done
@@ -294,9 +294,9 @@ def create_backbone(name: str, img_size: int, *, ternary: TernaryConfig | None =
     ``device="meta"`` builds shapes only (for byte counting).
     """
     if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
+        raise ModelInputError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
     if img_size % PATCH_PX:
-        raise UserError(f"image size {img_size} px is not a multiple of the patch size {PATCH_PX}")
+        raise ModelInputError(f"image size {img_size} px is not a multiple of the patch size {PATCH_PX}")
     args = dict(BACKBONES[name])
     args.setdefault("img_size", img_size)
     ctx = torch.device(device) if device is not None else _nullcontext()

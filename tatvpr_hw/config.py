@@ -12,59 +12,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from brevitas_models.config import (  # the model section is the models' own; re-exported here
+    GRANULARITIES,
+    PATCH_PX,
+    ConfigSection as _Section,
+    GranularityName,
+    HeadConfig,
+    ModelConfig,
+    SparsityConfig,
+    TernaryConfig,
+)
 from tatvpr_hw.errors import UserError
 
-PATCH_PX = 14
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class HeadConfig(_Section):
-    name: Literal["boq", "salad", "mixvpr", "cls"] = "boq"
-    preset: str = Field("tiny", description="named hyperparameter preset of the head (see brevitas_models.heads)")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="head constructor arguments replacing the preset's")
-
-
-class TernaryConfig(_Section):
-    blocks: bool = Field(True, description="ternary weights for every linear inside the transformer blocks")
-    patch_embed: bool = Field(False, description="ternary patch-embedding projection")
-    head: bool = Field(False, description="ternary linear layers in the aggregation head")
-    per_channel: bool = Field(False, description="absmean scale per output channel instead of per tensor")
-    act_bits: int = Field(8, ge=2, le=16, description="bits of the activation quantizer in front of each ternary linear")
-
-
-GRANULARITIES = ("token", "bank", "tensor")
-GranularityName = Literal["token", "bank", "tensor"]
-
-
-class SparsityConfig(_Section):
-    granularity: GranularityName = Field(
-        "token", description="top-k per token, per bank channel group within a token (docs/engine.md section 3), "
-                             "or per sample tensor")
-    banks: int = Field(32, ge=1, le=4096, description="channel groups (c mod banks) of the bank granularity; "
-                                                      "32 = the default KV260 arch's SIMD and banks")
-    default: float = Field(0.0, ge=0.0, lt=1.0, description="sparsity s used when none is given")
-
-
-class ModelConfig(_Section):
-    backbone: str = Field("vit_tiny_patch14_dinov2", description="timm-style backbone name")
-    teacher_img_size: int = Field(224, ge=PATCH_PX, le=1022, description="teacher input side in px (multiple of 14)")
-    student_img_size: int = Field(224, ge=PATCH_PX, le=1022, description="student input side in px (multiple of 14)")
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    ternary: TernaryConfig = Field(default_factory=TernaryConfig)
-    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
-    teacher_checkpoint: Path | None = Field(None, description="local DINOv2 / timm / BoQ checkpoint for the teacher")
-
-    @field_validator("teacher_img_size", "student_img_size")
-    @classmethod
-    def _multiple_of_patch(cls, v: int) -> int:
-        if v % PATCH_PX:
-            raise ValueError(f"must be a multiple of the patch size {PATCH_PX} px, got {v}")
-        return v
+__all__ = ["GRANULARITIES", "PATCH_PX", "GranularityName", "HeadConfig", "ModelConfig", "SparsityConfig",
+           "TernaryConfig", "SyntheticConfig", "DataConfig", "StageConfig", "TrainConfig", "EvalConfig",
+           "Config", "parse_config", "load_config", "config_to_dict"]
 
 
 class SyntheticConfig(_Section):

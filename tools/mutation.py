@@ -56,7 +56,7 @@ MODULES: dict[str, Module] = {
         "tests/sim/test_energy.py", "tests/sim/test_systolic_mode.py", "tests/sim/test_energy_mutants.py"]),
     "engine": Module("sim/engine.py", [
         "tests/sim/test_engine.py", "tests/sim/test_systolic_mode.py", "tests/sim/test_gather.py",
-        "tests/sim/test_energy.py", "tests/sim/test_engine_mutants.py"]),
+        "tests/sim/test_energy.py", "tests/sim/test_engine_mutants.py", "tests/sim/test_engine_survivors.py"]),
     "reference": Module("sim/reference.py", [
         "tests/sim/test_engine.py", "tests/sim/test_systolic_mode.py"]),
     "quant": Module("brevitas_models/quant.py", [

@@ -36,7 +36,7 @@ from brevitas_models.heads.boq import BoQHead
 from brevitas_models.heads.cls import CLSHead
 from brevitas_models.heads.mixvpr import MixVPRHead
 from brevitas_models.heads.salad import SALADHead
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 __all__ = ["AggregationHead", "BoQHead", "CLSHead", "MixVPRHead", "SALADHead", "HEADS", "PRESETS",
            "create_head", "head_presets", "split_tokens"]
@@ -77,14 +77,14 @@ _FROM_BACKBONE = ("in_dim", "grid_hw")
 
 
 def head_presets(name: str) -> dict[str, dict[str, Any]]:
-    """The presets of head ``name`` (UserError for an unknown head)."""
+    """The presets of head ``name`` (ModelInputError for an unknown head)."""
     _check_name(name)
     return {k: dict(v) for k, v in PRESETS[name].items()}
 
 
 def _check_name(name: str) -> None:
     if name not in HEADS:
-        raise UserError(f"unknown head '{name}': allowed heads are {', '.join(sorted(HEADS))}")
+        raise ModelInputError(f"unknown head '{name}': allowed heads are {', '.join(sorted(HEADS))}")
 
 
 def _head_args(cls: Callable[..., nn.Module]) -> list[str]:
@@ -105,14 +105,14 @@ def create_head(name: str, preset: str = "tiny", *, in_dim: int, grid_hw: tuple[
     _check_name(name)
     presets = PRESETS[name]
     if preset not in presets:
-        raise UserError(f"unknown preset '{preset}' for head '{name}': allowed presets are "
+        raise ModelInputError(f"unknown preset '{preset}' for head '{name}': allowed presets are "
                         f"{', '.join(sorted(presets))}")
     cls = HEADS[name]
     allowed = [a for a in _head_args(cls) if a not in _FROM_BACKBONE]
     overrides = dict(overrides or {})
     bad = [k for k in overrides if k not in allowed]
     if bad:
-        raise UserError(f"head '{name}': unknown override(s) {', '.join(map(repr, bad))}; allowed "
+        raise ModelInputError(f"head '{name}': unknown override(s) {', '.join(map(repr, bad))}; allowed "
                         f"arguments are {', '.join(allowed) or '(none)'} (in_dim and grid_hw come "
                         f"from the backbone)")
     kwargs: dict[str, Any] = {**presets[preset], **overrides, "in_dim": int(in_dim)}
@@ -121,4 +121,4 @@ def create_head(name: str, preset: str = "tiny", *, in_dim: int, grid_hw: tuple[
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise UserError(f"head '{name}' preset '{preset}': bad arguments {overrides}: {err}") from None
+        raise ModelInputError(f"head '{name}' preset '{preset}': bad arguments {overrides}: {err}") from None

@@ -15,18 +15,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 
 def split_tokens(tokens: torch.Tensor, grid_hw: tuple[int, int], num_prefix_tokens: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``tokens [B, T, D]`` into (prefix tokens [B, p, D], patch map [B, D, h, w])."""
     if tokens.dim() != 3:
-        raise UserError(f"head input must be tokens [B, T, D], got shape {tuple(tokens.shape)}")
+        raise ModelInputError(f"head input must be tokens [B, T, D], got shape {tuple(tokens.shape)}")
     h, w = int(grid_hw[0]), int(grid_hw[1])
     b, t, d = tokens.shape
     if t != num_prefix_tokens + h * w:
-        raise UserError(f"head input has {t} tokens but grid {h}x{w} + {num_prefix_tokens} prefix "
+        raise ModelInputError(f"head input has {t} tokens but grid {h}x{w} + {num_prefix_tokens} prefix "
                         f"tokens needs {num_prefix_tokens + h * w}")
     prefix = tokens[:, :num_prefix_tokens]
     patches = tokens[:, num_prefix_tokens:].transpose(1, 2).reshape(b, d, h, w)
@@ -51,9 +51,9 @@ class AggregationHead(nn.Module):
     def forward(self, tokens: torch.Tensor, grid_hw: tuple[int, int], num_prefix_tokens: int
                 ) -> torch.Tensor:
         if tokens.shape[-1] != self.in_dim:
-            raise UserError(f"{type(self).__name__} was built for {self.in_dim}-d tokens, "
+            raise ModelInputError(f"{type(self).__name__} was built for {self.in_dim}-d tokens, "
                             f"got {tokens.shape[-1]}-d")
         if self.needs_prefix_token and num_prefix_tokens < 1:
-            raise UserError(f"{type(self).__name__} needs a class token (num_prefix_tokens >= 1)")
+            raise ModelInputError(f"{type(self).__name__} needs a class token (num_prefix_tokens >= 1)")
         prefix, patches = split_tokens(tokens, grid_hw, num_prefix_tokens)
         return nn.functional.normalize(self.aggregate(prefix, patches), p=2, dim=-1)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from brevitas_models.heads.base import AggregationHead
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 
 class BoQBlock(nn.Module):
@@ -71,12 +71,12 @@ class BoQHead(AggregationHead):
         super().__init__()
         num_heads = max(1, proj_channels // 64) if num_heads is None else num_heads
         if proj_channels % num_heads:
-            raise UserError(f"boq: proj_channels={proj_channels} must be divisible by "
+            raise ModelInputError(f"boq: proj_channels={proj_channels} must be divisible by "
                             f"num_heads={num_heads}")
         for name, v in (("in_dim", in_dim), ("proj_channels", proj_channels),
                         ("num_queries", num_queries), ("num_layers", num_layers), ("row_dim", row_dim)):
             if v < 1:
-                raise UserError(f"boq: {name} must be >= 1, got {v}")
+                raise ModelInputError(f"boq: {name} must be >= 1, got {v}")
         self.in_dim = in_dim
         self.descriptor_dim = proj_channels * row_dim
         self.proj_c = nn.Conv2d(in_dim, proj_channels, kernel_size=3, padding=1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from brevitas_models.heads.base import AggregationHead
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 
 class FeatureMixerLayer(nn.Module):
@@ -53,9 +53,9 @@ class MixVPRHead(AggregationHead):
         for name, v in (("in_dim", in_dim), ("grid h", h), ("grid w", w), ("out_channels", out_channels),
                         ("mix_depth", mix_depth), ("out_rows", out_rows)):
             if v < 1:
-                raise UserError(f"mixvpr: {name} must be >= 1, got {v}")
+                raise ModelInputError(f"mixvpr: {name} must be >= 1, got {v}")
         if mlp_ratio <= 0 or int(h * w * mlp_ratio) < 1:
-            raise UserError(f"mixvpr: mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
+            raise ModelInputError(f"mixvpr: mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
         self.in_dim = in_dim
         self.grid_hw = (h, w)
         self.descriptor_dim = out_channels * out_rows
@@ -65,7 +65,7 @@ class MixVPRHead(AggregationHead):
 
     def aggregate(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         if tuple(patches.shape[-2:]) != self.grid_hw:
-            raise UserError(f"mixvpr head was built for a {self.grid_hw[0]}x{self.grid_hw[1]} patch grid, "
+            raise ModelInputError(f"mixvpr head was built for a {self.grid_hw[0]}x{self.grid_hw[1]} patch grid, "
                             f"got {patches.shape[-2]}x{patches.shape[-1]} (image size changed?)")
         x = self.mix(patches.flatten(2))                        # [B, C, hw]
         x = self.channel_proj(x.transpose(1, 2))                # [B, hw, out_c]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from brevitas_models.heads.base import AggregationHead
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 
 def sinkhorn_log_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: int) -> torch.Tensor:
@@ -32,7 +32,7 @@ def sinkhorn_log_transport(scores: torch.Tensor, dustbin: torch.Tensor, iters: i
     """
     b, m, n = scores.shape
     if n < m:
-        raise UserError(f"salad: {n} patch tokens are fewer than the {m} clusters; "
+        raise ModelInputError(f"salad: {n} patch tokens are fewer than the {m} clusters; "
                         f"use a larger image or fewer clusters")
     z = torch.cat([scores, dustbin.reshape(1, 1, 1).expand(b, 1, n).to(scores)], dim=1)
     log_norm = -math.log(m + n)
@@ -69,9 +69,9 @@ class SALADHead(AggregationHead):
         for name, v in (("in_dim", in_dim), ("num_clusters", num_clusters), ("cluster_dim", cluster_dim),
                         ("token_dim", token_dim), ("hidden_dim", hidden_dim), ("sinkhorn_iters", sinkhorn_iters)):
             if v < 1:
-                raise UserError(f"salad: {name} must be >= 1, got {v}")
+                raise ModelInputError(f"salad: {name} must be >= 1, got {v}")
         if not 0.0 <= dropout < 1.0:
-            raise UserError(f"salad: dropout must be in [0, 1), got {dropout}")
+            raise ModelInputError(f"salad: dropout must be in [0, 1), got {dropout}")
         self.in_dim = in_dim
         self.num_clusters = num_clusters
         self.cluster_dim = cluster_dim

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 def parse_sparsities(text: str) -> list[float]:
     """``"0,0.2,0.4"`` -> ``[0.0, 0.2, 0.4]``; each in [0, 1) (UserError otherwise)."""
+    from brevitas_models.errors import ModelInputError
     from brevitas_models.sparsity import check_sparsity
 
     values = []
@@ -30,7 +31,7 @@ def parse_sparsities(text: str) -> list[float]:
                             "of values in [0, 1), e.g. 0,0.2,0.4") from None
         try:
             values.append(check_sparsity(v))
-        except UserError:
+        except ModelInputError:
             raise UserError(f"--sparsity: {v} is outside [0, 1) (fraction of activations "
                             "zeroed)") from None
     if not values:

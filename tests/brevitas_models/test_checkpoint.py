@@ -18,7 +18,7 @@ from brevitas_models.checkpoint import (
 from brevitas_models.model import build_model
 from brevitas_models.vit import create_backbone
 from tatvpr_hw.config import ModelConfig, load_config
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 CFG = load_config("configs/tiny.yaml")
 
@@ -113,20 +113,20 @@ def saved(tmp_path):
 
 def test_missing_files_named(saved, tmp_path):
     st, js = saved
-    with pytest.raises(UserError, match=r"checkpoint not found: .*nope\.safetensors"):
+    with pytest.raises(ModelInputError, match=r"checkpoint not found: .*nope\.safetensors"):
         load_checkpoint(tmp_path / "nope")
     js.unlink()
-    with pytest.raises(UserError, match=r"metadata missing: .*ck\.json"):
+    with pytest.raises(ModelInputError, match=r"metadata missing: .*ck\.json"):
         load_checkpoint(st)
 
 
 def test_corrupt_json(saved):
     st, js = saved
     js.write_text("{not json")
-    with pytest.raises(UserError, match="not valid JSON"):
+    with pytest.raises(ModelInputError, match="not valid JSON"):
         load_checkpoint(st)
     js.write_text(json.dumps({"hello": 1}))
-    with pytest.raises(UserError, match="not a tatvpr-checkpoint metadata file"):
+    with pytest.raises(ModelInputError, match="not a tatvpr-checkpoint metadata file"):
         load_checkpoint(st)
 
 
@@ -134,12 +134,12 @@ def test_truncated_and_corrupt_safetensors(saved):
     st, js = saved
     data = st.read_bytes()
     st.write_bytes(data[:-7])
-    with pytest.raises(UserError, match="truncated"):
+    with pytest.raises(ModelInputError, match="truncated"):
         load_checkpoint(st)
     flipped = bytearray(data)
     flipped[-3] ^= 0xFF
     st.write_bytes(bytes(flipped))
-    with pytest.raises(UserError, match="SHA-256 differs"):
+    with pytest.raises(ModelInputError, match="SHA-256 differs"):
         load_checkpoint(st)
 
 
@@ -151,7 +151,7 @@ def test_garbage_safetensors_with_matching_metadata(saved):
     doc = json.loads(js.read_text())
     doc["safetensors"].update(bytes=64, sha256=hashlib.sha256(b"\xff" * 64).hexdigest())
     js.write_text(json.dumps(doc))
-    with pytest.raises(UserError, match="not a readable safetensors file"):
+    with pytest.raises(ModelInputError, match="not a readable safetensors file"):
         load_checkpoint(st)
 
 
@@ -159,18 +159,18 @@ def test_pair_mismatch_detected(tmp_path):
     save_checkpoint(tmp_path / "x", {"a": torch.zeros(4)}, _meta())
     save_checkpoint(tmp_path / "y", {"a": torch.ones(4)}, _meta())
     (tmp_path / "x.json").write_text((tmp_path / "y.json").read_text())
-    with pytest.raises(UserError, match="do not belong together"):
+    with pytest.raises(ModelInputError, match="do not belong together"):
         load_checkpoint(tmp_path / "x")
 
 
 def test_bad_meta_rejected(tmp_path):
-    with pytest.raises(UserError, match="lacks .*rng"):
+    with pytest.raises(ModelInputError, match="lacks .*rng"):
         save_checkpoint(tmp_path / "m", {"a": torch.zeros(1)}, {k: v for k, v in _meta().items() if k != "rng"})
-    with pytest.raises(UserError, match="role 'pupil'"):
+    with pytest.raises(ModelInputError, match="role 'pupil'"):
         save_checkpoint(tmp_path / "m", {"a": torch.zeros(1)}, _meta(role="pupil"))
-    with pytest.raises(UserError, match="stage 'warmup'.*distill"):
+    with pytest.raises(ModelInputError, match="stage 'warmup'.*distill"):
         save_checkpoint(tmp_path / "m", {"a": torch.zeros(1)}, _meta(stage="warmup"))
-    with pytest.raises(UserError, match="not JSON-serialisable"):
+    with pytest.raises(ModelInputError, match="not JSON-serialisable"):
         save_checkpoint(tmp_path / "m", {"a": torch.zeros(1)}, _meta(extra=object()))
     assert not list(tmp_path.iterdir())
 
@@ -185,7 +185,7 @@ def test_rng_state_roundtrip_through_json():
     restore_rng_state(state)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
-    with pytest.raises(UserError, match="RNG state is malformed"):
+    with pytest.raises(ModelInputError, match="RNG state is malformed"):
         restore_rng_state({"python": 3})
 
 
@@ -313,7 +313,7 @@ def test_mismatches_reported_by_name_in_one_error():
     sd.pop("norm.weight")
     sd["blocks.0.attn.foo"] = torch.zeros(1)
     sd["blocks.1.attn.qkv.weight"] = torch.zeros(5, 192)
-    with pytest.raises(UserError) as err:
+    with pytest.raises(ModelInputError) as err:
         load_into(bb, sd, source="ck.pth")
     msg = str(err.value)
     assert "ck.pth does not fit" in msg
@@ -336,16 +336,16 @@ def test_foreign_files_unsafe_truncated_unknown(tmp_path):
     import argparse
     odd = tmp_path / "odd.pth"  # old training scripts pickle their argparse namespace
     torch.save({"cls_token": torch.zeros(1), "args": argparse.Namespace(lr=1.0)}, odd)
-    with pytest.raises(UserError, match="refusing to unpickle"):
+    with pytest.raises(ModelInputError, match="refusing to unpickle"):
         read_state_dict(odd)
     good = tmp_path / "good.pth"
     torch.save(_dinov2_hub_sd(8, 1, grid=2), good)
     (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:300])
-    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelInputError, match="not a readable PyTorch checkpoint"):
         read_state_dict(tmp_path / "cut.pth")
-    with pytest.raises(UserError, match="file not found"):
+    with pytest.raises(ModelInputError, match="file not found"):
         read_state_dict(tmp_path / "absent.pth")
-    with pytest.raises(UserError, match="unrecognised checkpoint layout"):
+    with pytest.raises(ModelInputError, match="unrecognised checkpoint layout"):
         adapt_foreign_state_dict({"conv1.weight": torch.zeros(1)})
     wrapped = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": {"module.cls_token": torch.ones(1, 1, 8)}, "epoch": 3}, wrapped)
@@ -379,7 +379,7 @@ def test_init_student_reports_teacher_weights_without_a_place():
     teacher = build_model(CFG.model, student=False)
     student = build_model(_model_cfg(head={"name": "boq", "preset": "tiny", "overrides": {"num_layers": 1}}),
                           student=True)
-    with pytest.raises(UserError, match=r"no place in the student: head\.boqs\.1\."):
+    with pytest.raises(ModelInputError, match=r"no place in the student: head\.boqs\.1\."):
         init_student_from_teacher(student, teacher)
 
 
@@ -395,12 +395,12 @@ def test_load_model_rebuilds_from_stored_config(tmp_path):
     x = torch.randn(1, 3, 98, 98)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), student(x))
-    with pytest.raises(UserError, match="needs the model config"):
+    with pytest.raises(ModelInputError, match="needs the model config"):
         torch.save(_dinov2_hub_sd(192, 4, grid=7), tmp_path / "hub.pth")
         load_model(tmp_path / "hub.pth")
     teacher, meta = load_model(tmp_path / "hub.pth", cfg)
     assert meta["stage"] == "foreign" and teacher.backbone.pos_embed.shape == (1, 50, 192)
-    with pytest.raises(UserError, match="checkpoint not found"):
+    with pytest.raises(ModelInputError, match="checkpoint not found"):
         load_model(tmp_path / "distill")
 
 

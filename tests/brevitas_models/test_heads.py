@@ -9,7 +9,7 @@ import torch
 
 from brevitas_models.heads import HEADS, PRESETS, create_head, head_presets
 from brevitas_models.heads.salad import sinkhorn_log_transport
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 # (head, preset, D, grid, expected descriptor_dim) — the published sizes from the papers.
 PAPER = [
@@ -137,15 +137,15 @@ def test_sinkhorn_gives_each_token_unit_mass():
 
 
 def test_unknown_names_are_rejected_clearly():
-    with pytest.raises(UserError, match=r"unknown head 'netvlad'.*boq, cls, mixvpr, salad"):
+    with pytest.raises(ModelInputError, match=r"unknown head 'netvlad'.*boq, cls, mixvpr, salad"):
         create_head("netvlad", "tiny", in_dim=8, grid_hw=(2, 2))
-    with pytest.raises(UserError, match=r"unknown preset 'huge' for head 'boq'.*dinov2_boq"):
+    with pytest.raises(ModelInputError, match=r"unknown preset 'huge' for head 'boq'.*dinov2_boq"):
         create_head("boq", "huge", in_dim=8, grid_hw=(2, 2))
-    with pytest.raises(UserError, match=r"unknown override.*'rows'.*row_dim"):
+    with pytest.raises(ModelInputError, match=r"unknown override.*'rows'.*row_dim"):
         create_head("boq", "tiny", in_dim=8, grid_hw=(2, 2), overrides={"rows": 3})
-    with pytest.raises(UserError, match=r"in_dim"):
+    with pytest.raises(ModelInputError, match=r"in_dim"):
         create_head("boq", "tiny", in_dim=8, grid_hw=(2, 2), overrides={"in_dim": 3})
-    with pytest.raises(UserError, match="unknown head"):
+    with pytest.raises(ModelInputError, match="unknown head"):
         head_presets("gem")
     assert set(HEADS) == set(PRESETS) == {"boq", "salad", "mixvpr", "cls"}
 
@@ -157,17 +157,17 @@ def test_overrides_replace_preset_values():
 
 def test_bad_inputs_are_rejected_clearly():
     head = create_head("mixvpr", "tiny", in_dim=16, grid_hw=(3, 3))
-    with pytest.raises(UserError, match=r"10 tokens but grid 2x2"):
+    with pytest.raises(ModelInputError, match=r"10 tokens but grid 2x2"):
         head(torch.randn(1, 10, 16), (2, 2), 1)
-    with pytest.raises(UserError, match=r"built for a 3x3 patch grid, got 2x2"):
+    with pytest.raises(ModelInputError, match=r"built for a 3x3 patch grid, got 2x2"):
         head(torch.randn(1, 5, 16), (2, 2), 1)
-    with pytest.raises(UserError, match=r"built for 16-d tokens"):
+    with pytest.raises(ModelInputError, match=r"built for 16-d tokens"):
         head(torch.randn(1, 10, 8), (3, 3), 1)
-    with pytest.raises(UserError, match="needs a class token"):
+    with pytest.raises(ModelInputError, match="needs a class token"):
         create_head("cls", "tiny", in_dim=16, grid_hw=(3, 3))(torch.randn(1, 9, 16), (3, 3), 0)
-    with pytest.raises(UserError, match="fewer than the 16 clusters"):
+    with pytest.raises(ModelInputError, match="fewer than the 16 clusters"):
         create_head("salad", "tiny", in_dim=16, grid_hw=(3, 3))(torch.randn(1, 10, 16), (3, 3), 1)
-    with pytest.raises(UserError, match="divisible by num_heads"):
+    with pytest.raises(ModelInputError, match="divisible by num_heads"):
         create_head("boq", "tiny", in_dim=16, grid_hw=(3, 3), overrides={"num_heads": 5})
 
 

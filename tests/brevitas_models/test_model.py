@@ -7,7 +7,7 @@ import torch
 
 from brevitas_models.model import VPRModel, build_model
 from tatvpr_hw.config import ModelConfig, load_config
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError
 
 TINY = load_config("configs/tiny.yaml").model
 
@@ -73,13 +73,13 @@ def test_gradients_reach_backbone_and_head():
 
 def test_bad_inputs_named():
     model = build_model(_cfg("cls"), student=False)
-    with pytest.raises(UserError, match=r"images \[B, 3, H, W\]"):
+    with pytest.raises(ModelInputError, match=r"images \[B, 3, H, W\]"):
         model(torch.randn(2, 98, 98))
-    with pytest.raises(UserError, match="not a multiple of the patch size 14"):
+    with pytest.raises(ModelInputError, match="not a multiple of the patch size 14"):
         model(torch.randn(1, 3, 100, 98))
-    with pytest.raises(UserError, match="unknown backbone"):
+    with pytest.raises(ModelInputError, match="unknown backbone"):
         build_model(_cfg("cls", backbone="vit_huge_patch99"), student=False)
-    with pytest.raises(UserError, match="cannot tell the patch grid"):
+    with pytest.raises(ModelInputError, match="cannot tell the patch grid"):
         model.forward_head(torch.randn(1, 1 + 7 * 5, 192))
     # an explicit grid works for non-square inputs
     y = model.forward_head(torch.randn(1, 1 + 7 * 5, 192), grid_hw=(7, 5))

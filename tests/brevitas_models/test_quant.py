@@ -10,7 +10,7 @@ from torch import nn
 
 from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales, ternary_layers
 from brevitas_models.sparsity import set_sparsity
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError as UserError  # the models raise their own error type
 
 
 def _reference_ternary(w, per_channel):

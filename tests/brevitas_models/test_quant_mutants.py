@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from brevitas_models.quant import Int8ActPerTensor, SparseTernaryLinear, act_quant
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError as UserError  # the models raise their own error type
 
 
 def test_act_quant_default_is_the_int8_quantizer():

@@ -8,7 +8,7 @@ from torch import nn
 
 from brevitas_models.sparsity import (TopKSparsity, get_sparsity, kept_count, set_sparsity,
                                       sparsity_context)
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError as UserError  # the models raise their own error type
 
 
 @pytest.mark.parametrize("c", [1, 7, 10, 192, 768])

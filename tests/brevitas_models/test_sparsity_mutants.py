@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from brevitas_models.sparsity import TopKSparsity, bank_group_sizes, get_granularity, get_sparsity, kept_count
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError as UserError  # the models raise their own error type
 
 
 def _exactly(message: str) -> str:

@@ -15,7 +15,7 @@ from brevitas_models.vit import (BACKBONES, BLOCK_LINEARS, DinoV2VisionTransform
                                  create_backbone, interpolate_pos_encoding_dinov2,
                                  pos_embed_resampling_difference, student_from_teacher)
 from tatvpr_hw.config import TernaryConfig
-from tatvpr_hw.errors import UserError
+from brevitas_models.errors import ModelInputError as UserError  # the models raise their own error type
 
 
 def _cubic(t, a=-0.75):
