@@ -319,6 +319,9 @@ def int8_weights(model: nn.Module, plan: Mapping[str, bool] | None = None) -> nn
 
 # ----------------------------------------------------------------------------- the run
 
+INTEGER_CALIBRATION_IMAGES = 16  # database images that set the integer model's output scales
+
+
 def _sample_images(dataset: ImageListDataset, n: int = OPS_SAMPLE_IMAGES) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
 
@@ -339,7 +342,8 @@ def _record(model: str, fmt: str, s: float, recalls: Mapping[int, float], gmacs:
 
 
 def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities: Sequence[float] | None,
-                 out_dir: str | Path, granularities: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                 out_dir: str | Path, granularities: Sequence[str] | None = None,
+                 integer_sparsities: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """Evaluate teacher (fp32 / fp16 / int8 weights) and student (every granularity x
     sparsity, each also simulated); write ``metrics.json``, ``metrics.md``, ``eval.json``,
     ``config.json`` and the three figures into ``out_dir``.
@@ -351,6 +355,8 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
         sparsities: student sparsities (default ``cfg.eval.sparsities``).
         out_dir: output folder (created).
         granularities: top-k granularities (default ``cfg.eval.granularities``).
+        integer_sparsities: sparsities of the integer-model rows (``student_integer``, token top-k;
+            default ``cfg.eval.integer_sparsities``).
     Returns: the metrics records.
     """
     from brevitas_models.sparsity import GRANULARITIES, sparsity_context
@@ -433,6 +439,28 @@ def evaluate_run(cfg, teacher: nn.Module, student: nn.Module | None, sparsities:
                 log.info("student %s s=%.2f: %s, sim %.4g ms", g, s, ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()),
                          sims[key]["sim_latency_ms"])
         timings["student"] = time.perf_counter() - t0
+        int_sp = list(cfg.eval.integer_sparsities if integer_sparsities is None else integer_sparsities)
+        if int_sp:
+            from tatvpr_hw.integer import integer_eval_descriptors
+
+            t1 = time.perf_counter()
+            calib = _sample_images(s_set.database, INTEGER_CALIBRATION_IMAGES)
+            with sparsity_context(student, float(int_sp[0]), "token"):
+                idb = integer_eval_descriptors(student, s_set.database, int_sp, calib, desc="integer db")
+                iq = integer_eval_descriptors(student, s_set.queries, int_sp, calib, desc="integer queries")
+            for s in int_sp:
+                key = ("token", float(s))
+                if key not in gmacs:
+                    with sparsity_context(student, float(s), "token"):
+                        gmacs[key] = model_gmacs(student, s_imgs, float(s))
+                if key not in sims:
+                    sims[key] = simulate_query(student, s_set.queries[0][0], float(s), "token", arch, cache)
+                rec, ci = recall_with_ci(idb[float(s)], iq[float(s)], s_set.all_positives, ns, seed=cfg.seed)
+                records.append(_record("student_integer", "int8+ternary2", s, rec,
+                                       gmacs[key], student_mem, "token", sims[key], ci=ci))
+                log.info("student (integer model) token s=%.2f: %s", s,
+                         ", ".join(f"R@{n} {v:.1f}" for n, v in rec.items()))
+            timings["student_integer"] = time.perf_counter() - t1
         sp = getattr(cfg.model, "sparsity", None)
         sim_info = {"simulated": True, "arch_name": arch.name, "arch_file": str(arch.source),
                     "pe": arch.spec.compute.pe, "simd": arch.spec.compute.simd,
@@ -695,25 +723,26 @@ def load_models(cfg, student_checkpoint: str | Path) -> tuple[nn.Module, nn.Modu
 
 
 def evaluate_checkpoint(cfg, student_checkpoint: str | Path, out_dir: str | Path,
-                        sparsities: Sequence[float] | None = None) -> list[dict[str, Any]]:
+                        sparsities: Sequence[float] | None = None,
+                        integer_sparsities: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """``tatvpr eval``: load teacher + student (or only the teacher, given a teacher checkpoint),
     :func:`evaluate_run`, render the report."""
     from tatvpr_hw.report import render_report
 
     teacher, student = load_models(cfg, student_checkpoint)
-    records = evaluate_run(cfg, teacher, student, sparsities, out_dir)
+    records = evaluate_run(cfg, teacher, student, sparsities, out_dir, integer_sparsities=integer_sparsities)
     render_report(out_dir)
     return records
 
 
-def parse_sparsity_list(text: str) -> list[float]:
+def parse_sparsity_list(text: str, option: str = "--sparsity") -> list[float]:
     """'0,0.2,0.4' -> [0.0, 0.2, 0.4]; every value in [0, 1)."""
     try:
         vals = [float(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        raise UserError(f"--sparsity must be a comma-separated list of numbers in [0, 1), got {text!r}") from None
+        raise UserError(f"{option} must be a comma-separated list of numbers in [0, 1), got {text!r}") from None
     if not vals or any(not (0.0 <= v < 1.0) or math.isnan(v) for v in vals):
-        raise UserError(f"--sparsity must be a comma-separated list of numbers in [0, 1), got {text!r}")
+        raise UserError(f"{option} must be a comma-separated list of numbers in [0, 1), got {text!r}")
     return vals
 
 

@@ -46,6 +46,10 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         sparsity: Optional[str] = typer.Option(None, "--sparsity",
                                                help="comma-separated student sparsities, e.g. 0,0.2,0.4 "
                                                     "(default eval.sparsities)"),
+        integer: Optional[str] = typer.Option(None, "--integer",
+                                              help="comma-separated sparsities at which the bit-exact integer model "
+                                                   "(docs/integer.md) is also evaluated, e.g. 0,0.4 "
+                                                   "(default eval.integer_sparsities)"),
     ) -> None:
         """Evaluate teacher and student: Recall@N, GMACs and memory per sparsity; write the report."""
         from tatvpr_hw.config import load_config
@@ -53,7 +57,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
         sp = parse_sparsity_list(sparsity) if sparsity is not None else None
         cfg = load_config(config)
-        records = evaluate_checkpoint(cfg, checkpoint, out, sp)
+        isp = parse_sparsity_list(integer, "--integer") if integer is not None else None
+        records = evaluate_checkpoint(cfg, checkpoint, out, sp, integer_sparsities=isp)
         print_metrics(records)
         typer.echo(f"report: {Path(out) / 'index.html'}")
 

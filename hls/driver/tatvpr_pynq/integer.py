@@ -1,0 +1,333 @@
+"""Bit-exact integer model of the ternary student's trunk: the arithmetic the accelerator does.
+
+numpy only (it runs on the board's ARM cores as the golden model of the fabric). Every op
+takes and returns integers; scales are fixed at export time (``tatvpr_hw.integer``) and
+appear here only as integer multipliers and shifts. The rules (docs/integer.md):
+
+- int8 requantisation ``sat((v * mult + 2**(shift-1)) >> shift)`` (arithmetic shift, round half
+  up), ``mult < 2**31`` (the ternary IP's rule, :func:`tatvpr_pynq.formats.requantize`).
+- residual stream: int16 at one scale ``s_res`` for the whole trunk, saturating adds.
+- LayerNorm (vector unit): integer mean (floor), variance ``sum(d^2) // D + eps_q``, standard
+  deviation in Q8 by an integer square root, one reciprocal per token ``2**47 // sd``, the
+  normalised value in Q16, then per-channel ``(n * g + b + 2**(F+G-1)) >> (F+G)`` to int8.
+- top-k (per token): the ``ceil((1 - s) * K)`` entries of largest ``|x|``, ties to the lower
+  channel index.
+- attention: ``q . k`` int32; softmax (vector unit) as ``2**(-u)`` with ``u`` in Q8 from one
+  multiplier, a 256-entry ``2**(-f/256)`` table in Q15, one reciprocal per row, probabilities
+  uint8 in units of 1/255; ``P . V`` int32 requantised to int8.
+- GELU (vector unit): a 256-entry int8 -> int8 table (exact erf GELU, rounded once).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .formats import quantize_multiplier, requantize
+
+LN_F = 16          # fraction bits of the normalised value
+LN_G = 10          # fraction bits of the per-channel LayerNorm gain
+LN_SD_BITS = 8     # fraction bits of the standard deviation
+SOFTMAX_U_BITS = 8  # fraction bits of the base-2 exponent
+EXP2_Q = 15        # fraction bits of the 2**(-f/256) table
+RES_MIN, RES_MAX = -32768, 32767
+
+
+class IntegerModelError(ValueError):
+    """Parameters or inputs the integer model cannot run (wrong shapes, ranges)."""
+
+
+# ------------------------------------------------------------------------------ primitives
+def sat(v: np.ndarray, lo: int, hi: int, dtype) -> np.ndarray:
+    return np.clip(v, lo, hi).astype(dtype)
+
+
+def requant_channels(v: np.ndarray, mult: np.ndarray, shift: np.ndarray, lo: int, hi: int,
+                     dtype) -> np.ndarray:
+    """Per-channel (last axis) ``sat((v * mult[c] + 2**(shift[c]-1)) >> shift[c])``."""
+    v = np.asarray(v, np.int64)
+    mult = np.asarray(mult, np.int64)
+    shift = np.asarray(shift, np.int64)
+    return sat((v * mult + (np.int64(1) << (shift - 1))) >> shift, lo, hi, dtype)
+
+
+def isqrt(n: np.ndarray) -> np.ndarray:
+    """Elementwise ``floor(sqrt(n))`` of non-negative int64 (exact: float guess, integer fix-up)."""
+    n = np.asarray(n, np.int64)
+    if (n < 0).any():
+        raise IntegerModelError("isqrt of a negative number")
+    r = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
+    r = np.where(r * r > n, r - 1, r)
+    r = np.where((r + 1) * (r + 1) <= n, r + 1, r)
+    return r
+
+
+@dataclass
+class LayerNormQ:
+    """Integer LayerNorm: residual int16 in, int8 out at the next layer's input scale."""
+
+    gain: np.ndarray      # int64 [D]  round(gamma / s_out * 2**G)
+    bias: np.ndarray      # int64 [D]  round(beta / s_out * 2**(F+G))
+    eps_q: int            # round(eps / s_res**2)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.int64)
+        d_ch = x.shape[-1]
+        mu = x.sum(-1, keepdims=True) // d_ch
+        d = x - mu
+        var = (d * d).sum(-1, keepdims=True) // d_ch + self.eps_q
+        sd = np.maximum(isqrt(var << (2 * LN_SD_BITS)), 1)
+        inv = (np.int64(1) << np.int64(31 + LN_F)) // sd
+        shift = 31 - LN_SD_BITS  # d * 2**(31+F) / (std * 2**SD) -> d / std * 2**F
+        n = (d * inv + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
+        fg = LN_F + LN_G
+        y = (n * self.gain + self.bias + (np.int64(1) << np.int64(fg - 1))) >> np.int64(fg)
+        return sat(y, -128, 127, np.int8)
+
+
+def layernorm_params(gamma: np.ndarray, beta: np.ndarray, eps: float, s_res: float, s_out: float) -> LayerNormQ:
+    gamma = np.asarray(gamma, np.float64)
+    beta = np.asarray(beta, np.float64)
+    return LayerNormQ(gain=np.rint(gamma / s_out * 2.0 ** LN_G).astype(np.int64),
+                      bias=np.rint(beta / s_out * 2.0 ** (LN_F + LN_G)).astype(np.int64),
+                      eps_q=int(round(eps / s_res ** 2)))
+
+
+def topk_int(x: np.ndarray, sparsity: float) -> np.ndarray:
+    """Keep the ``ceil((1 - s) * K)`` largest ``|x|`` of every row, ties to the lower index."""
+    x = np.asarray(x)
+    k = x.shape[-1]
+    keep = math.ceil((1.0 - sparsity) * k - 1e-9)
+    if keep >= k:
+        return x.copy()
+    # stable sort on -|x|: equal magnitudes keep channel order, so ties go to the lower index
+    order = np.argsort(-np.abs(x.astype(np.int64)), axis=-1, kind="stable")[..., :keep]
+    out = np.zeros_like(x)
+    np.put_along_axis(out, order, np.take_along_axis(x, order, axis=-1), axis=-1)
+    return out
+
+
+EXP2_TABLE = np.array([round(2.0 ** EXP2_Q * 2.0 ** (-f / 2 ** SOFTMAX_U_BITS))
+                       for f in range(2 ** SOFTMAX_U_BITS)], dtype=np.int64)
+
+
+def softmax_int(scores: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """int32 scores (last axis) -> uint8 probabilities in units of 1/255.
+
+    ``mult / 2**shift`` = ``s_score * log2(e) * 2**8``: ``u = (max - s) * that`` is the base-2
+    exponent in Q8; ``e = table[u & 255] >> (u >> 8)``; ``p = (e * 255 * (2**32 // sum(e)) + 2**31) >> 32``.
+    """
+    s = np.asarray(scores, np.int64)
+    z = s.max(-1, keepdims=True) - s
+    u = (z * np.int64(mult) + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
+    whole = np.minimum(u >> SOFTMAX_U_BITS, 31)
+    e = EXP2_TABLE[u & (2 ** SOFTMAX_U_BITS - 1)] >> whole
+    r = (np.int64(1) << np.int64(32)) // e.sum(-1, keepdims=True)
+    p = (e * 255 * r + (np.int64(1) << np.int64(31))) >> np.int64(32)
+    return sat(p, 0, 255, np.uint8)
+
+
+def gelu_table(s_in: float, s_out: float) -> np.ndarray:
+    """int8 [256]: entry ``i + 128`` = ``sat8(round(gelu(i * s_in) / s_out))`` (exact erf GELU)."""
+    vals = [0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in (np.arange(-128, 128) * s_in)]
+    return sat(np.rint(np.array(vals) / s_out), -128, 127, np.int8)
+
+
+def imatmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact integer ``a @ b`` (int64) through float64 BLAS: every partial sum is an integer below
+    2**53 (2**24 for float32; checked), so the float result is exact and ~50x faster than numpy's int64 matmul."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    bound = float(np.abs(a).max(initial=0)) * float(np.abs(b).max(initial=0)) * a.shape[-1]
+    if bound >= 2.0 ** 53:
+        return a.astype(np.int64) @ b.astype(np.int64)
+    ft = np.float32 if bound < 2.0 ** 24 else np.float64
+    return (a.astype(ft) @ b.astype(ft)).astype(np.int64)
+
+
+def ternary_linear(x: np.ndarray, codes: np.ndarray, bias: np.ndarray | None, mult: int, shift: int) -> np.ndarray:
+    """The ternary IP: int8 ``x[T, K]`` . ternary ``codes[N, K]`` + int32 bias -> int8 (its requant)."""
+    acc = imatmul(x, np.asarray(codes).T)
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)
+    return requantize(acc, mult, shift)
+
+
+# ------------------------------------------------------------------------------ the trunk
+@dataclass
+class LinearQ:
+    """A ternary linear with its integer requantisation (bias in accumulator units)."""
+
+    codes: np.ndarray     # int8 [N, K]
+    bias: np.ndarray | None
+    mult: int
+    shift: int
+
+    def __call__(self, x: np.ndarray, sparsity: float) -> np.ndarray:
+        return ternary_linear(topk_int(x, sparsity), self.codes, self.bias, self.mult, self.shift)
+
+
+@dataclass
+class BlockQ:
+    """One pre-norm ViT block in integers."""
+
+    num_heads: int
+    ln1: LayerNormQ
+    qkv: LinearQ
+    softmax_mult: int
+    softmax_shift: int
+    av_mult: int              # P . V (units 1/255 * s_qkv) -> proj's input scale
+    av_shift: int
+    proj: LinearQ
+    res1_mult: np.ndarray     # per channel: ls1 * s_proj_out / s_res
+    res1_shift: np.ndarray
+    ln2: LayerNormQ
+    fc1: LinearQ
+    gelu: np.ndarray          # int8 [256]
+    fc2: LinearQ
+    res2_mult: np.ndarray
+    res2_shift: np.ndarray
+
+    def __call__(self, x: np.ndarray, sparsity: float) -> np.ndarray:
+        t, d = x.shape
+        h = self.num_heads
+        qkv = self.qkv(self.ln1(x), sparsity).reshape(t, 3, h, d // h).astype(np.int64)
+        q, k, v = (qkv[:, i].transpose(1, 0, 2) for i in range(3))
+        p = softmax_int(imatmul(q, k.transpose(0, 2, 1)), self.softmax_mult, self.softmax_shift)
+        a = requantize(imatmul(p, v), self.av_mult, self.av_shift)
+        a = a.transpose(1, 0, 2).reshape(t, d)
+        y = self.proj(a, sparsity)
+        x = sat(np.asarray(x, np.int64) + requant_channels(y, self.res1_mult, self.res1_shift,
+                                                            RES_MIN, RES_MAX, np.int64),
+                RES_MIN, RES_MAX, np.int16)
+        y = self.fc1(self.ln2(x), sparsity)
+        y = self.fc2(self.gelu[y.astype(np.int64) + 128], sparsity)
+        return sat(np.asarray(x, np.int64) + requant_channels(y, self.res2_mult, self.res2_shift,
+                                                               RES_MIN, RES_MAX, np.int64),
+                   RES_MIN, RES_MAX, np.int16)
+
+
+@dataclass
+class TrunkQ:
+    """Patch embedding (int8 unit), position embedding, blocks, optional final LayerNorm."""
+
+    patch: int
+    img_scale: float              # float image -> int8: x / img_scale
+    embed_w: np.ndarray           # int8 [D, 3 * patch * patch] (channel, row, column order)
+    embed_bias: np.ndarray        # int64 [D], accumulator units
+    embed_mult: int               # acc -> residual int16
+    embed_shift: int
+    prefix: np.ndarray            # int16 [P, D]: class/register tokens + their position embedding
+    pos: np.ndarray               # int16 [h*w, D]: patch position embedding
+    blocks: list[BlockQ]
+    res_scale: float              # s_res (float; only to hand tokens to a float head)
+    norm: LayerNormQ | None = None
+    norm_scale: float = 1.0       # int8 step of the final norm's output
+    meta: dict = field(default_factory=dict)
+
+    def quantize_image(self, img: np.ndarray) -> np.ndarray:
+        """Normalised float image [3, H, W] -> int8 (the sensor interface's quantiser)."""
+        return sat(np.rint(np.asarray(img, np.float64) / self.img_scale), -128, 127, np.int8)
+
+    def patches(self, img_q: np.ndarray) -> np.ndarray:
+        c, hgt, wid = img_q.shape
+        p = self.patch
+        if c != 3 or hgt % p or wid % p:
+            raise IntegerModelError(f"image must be [3, H, W] with H, W multiples of {p}, got {img_q.shape}")
+        g = img_q.reshape(3, hgt // p, p, wid // p, p).transpose(1, 3, 0, 2, 4)
+        return g.reshape((hgt // p) * (wid // p), 3 * p * p)
+
+    def tokens(self, img_q: np.ndarray, sparsity: float) -> np.ndarray:
+        """int8 image [3, H, W] -> residual int16 tokens [P + h*w, D] after the last block."""
+        pt = self.patches(img_q)
+        if pt.shape[0] != self.pos.shape[0]:
+            raise IntegerModelError(f"image gives {pt.shape[0]} patches; the model was exported for "
+                                    f"{self.pos.shape[0]}")
+        acc = imatmul(pt, self.embed_w.T) + self.embed_bias
+        e = ((acc * np.int64(self.embed_mult) + (np.int64(1) << np.int64(self.embed_shift - 1)))
+             >> np.int64(self.embed_shift))
+        x = np.concatenate([self.prefix.astype(np.int64), e + self.pos], axis=0)
+        x = sat(x, RES_MIN, RES_MAX, np.int16)
+        for blk in self.blocks:
+            x = blk(x, sparsity)
+        return x
+
+    def features(self, img: np.ndarray, sparsity: float) -> np.ndarray:
+        """Float image -> the float tokens the head consumes (dequantised at the trunk's output)."""
+        x = self.tokens(self.quantize_image(img), sparsity)
+        if self.norm is not None:
+            return self.norm(x).astype(np.float64) * self.norm_scale
+        return x.astype(np.float64) * self.res_scale
+
+
+# ------------------------------------------------------------------------------ files
+def _mult_shift(real: float) -> tuple[int, int]:
+    return quantize_multiplier(real)
+
+
+def save_trunk(path, trunk: TrunkQ) -> None:
+    """Write ``trunk`` as one ``.npz`` of plain integer arrays (``allow_pickle=False`` to load)."""
+    a: dict[str, np.ndarray] = {
+        "patch": np.array(trunk.patch), "img_scale": np.array(trunk.img_scale),
+        "embed_w": trunk.embed_w, "embed_bias": trunk.embed_bias,
+        "embed_ms": np.array([trunk.embed_mult, trunk.embed_shift]), "prefix": trunk.prefix, "pos": trunk.pos,
+        "res_scale": np.array(trunk.res_scale), "num_blocks": np.array(len(trunk.blocks)),
+        "norm_scale": np.array(trunk.norm_scale)}
+    if trunk.norm is not None:
+        a.update(norm_gain=trunk.norm.gain, norm_bias=trunk.norm.bias, norm_eps=np.array(trunk.norm.eps_q))
+    for i, b in enumerate(trunk.blocks):
+        p = f"b{i}_"
+        a[p + "scalars"] = np.array([b.num_heads, b.softmax_mult, b.softmax_shift, b.av_mult, b.av_shift])
+        for name in ("ln1", "ln2"):
+            ln: LayerNormQ = getattr(b, name)
+            a[p + name + "_gain"], a[p + name + "_bias"] = ln.gain, ln.bias
+            a[p + name + "_eps"] = np.array(ln.eps_q)
+        for name in ("qkv", "proj", "fc1", "fc2"):
+            lin: LinearQ = getattr(b, name)
+            a[p + name + "_codes"] = lin.codes.astype(np.int8)
+            a[p + name + "_ms"] = np.array([lin.mult, lin.shift])
+            if lin.bias is not None:
+                a[p + name + "_bias"] = lin.bias
+        for name in ("res1", "res2"):
+            a[p + name + "_mult"] = getattr(b, name + "_mult")
+            a[p + name + "_shift"] = getattr(b, name + "_shift")
+        a[p + "gelu"] = b.gelu
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **a)
+    os.replace(tmp, path)
+
+
+def load_trunk(path) -> TrunkQ:
+    """Inverse of :func:`save_trunk`; a missing or foreign array raises :class:`IntegerModelError`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            z = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise IntegerModelError(f"{path}: not an integer-model file ({exc})") from exc
+    try:
+        blocks = []
+        for i in range(int(z["num_blocks"])):
+            p = f"b{i}_"
+            nh, sm, ss, am, ash = (int(v) for v in z[p + "scalars"])
+
+            def ln(name, p=p):
+                return LayerNormQ(z[p + name + "_gain"], z[p + name + "_bias"], int(z[p + name + "_eps"]))
+
+            def lin(name, p=p):
+                m, s = (int(v) for v in z[p + name + "_ms"])
+                return LinearQ(z[p + name + "_codes"], z.get(p + name + "_bias"), m, s)
+
+            blocks.append(BlockQ(nh, ln("ln1"), lin("qkv"), sm, ss, am, ash, lin("proj"),
+                                 z[p + "res1_mult"], z[p + "res1_shift"], ln("ln2"), lin("fc1"), z[p + "gelu"],
+                                 lin("fc2"), z[p + "res2_mult"], z[p + "res2_shift"]))
+        norm = (LayerNormQ(z["norm_gain"], z["norm_bias"], int(z["norm_eps"])) if "norm_gain" in z else None)
+        em, es = (int(v) for v in z["embed_ms"])
+        return TrunkQ(patch=int(z["patch"]), img_scale=float(z["img_scale"]), embed_w=z["embed_w"],
+                      embed_bias=z["embed_bias"], embed_mult=em, embed_shift=es, prefix=z["prefix"], pos=z["pos"],
+                      blocks=blocks, res_scale=float(z["res_scale"]), norm=norm, norm_scale=float(z["norm_scale"]))
+    except KeyError as exc:
+        raise IntegerModelError(f"{path}: integer-model file lacks the array {exc.args[0]!r}") from exc

@@ -1,0 +1,183 @@
+"""The integer model of the student (tatvpr_pynq.integer): primitives worked by hand, the whole
+trunk against the float student, files, and that it runs with numpy alone."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
+
+driver_package()
+from tatvpr_pynq import integer as iq  # noqa: E402
+
+
+def test_softmax_equal_scores_split_255_in_half():
+    # u = 0 for both: e = 2**15 each, sum 2**16, r = 2**16, p = (2**15 * 255 * 2**16 + 2**31) >> 32 = 128
+    assert iq.softmax_int(np.array([[7, 7]]), 1, 1).tolist() == [[128, 128]]
+
+
+def test_softmax_one_octave_apart_is_two_thirds_one_third():
+    # mult/2**shift = 1/2: z = 512 -> u = 256 = one whole power of two -> e = [2**15, 2**14];
+    # probabilities 2/3 and 1/3 of 255 = 170 and 85 (floor after the +2**31 rounding of 170.5 / 85.5
+    # in the exact arithmetic: 2**32 // 49152 = 87381 < 2**32 / 49152)
+    assert iq.softmax_int(np.array([[512, 0]]), 1, 1).tolist() == [[170, 85]]
+
+
+def test_softmax_tracks_float_softmax():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(-4000, 4000, size=(16, 50))
+    s_score = 0.002
+    from tatvpr_pynq.formats import quantize_multiplier
+    m, s = quantize_multiplier(s_score * math.log2(math.e) * 256)
+    p = iq.softmax_int(scores, m, s).astype(np.float64) / 255
+    z = scores * s_score
+    ref = np.exp(z - z.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    assert np.abs(p - ref).max() < 2.5 / 255
+
+
+def test_gelu_table_hand_values():
+    t = iq.gelu_table(0.1, 0.05)
+    assert t.dtype == np.int8 and t.shape == (256,)
+    assert t[128] == 0                       # gelu(0) = 0
+    assert t[128 + 10] == 17                 # gelu(1.0) = 0.841345 -> 16.83 -> 17
+    assert t[128 - 10] == -3                 # gelu(-1.0) = -0.158655 -> -3.17 -> -3
+    assert t[255] == 127 and t[0] == 0       # 12.7 / 0.05 saturates; gelu(-12.8) ~ 0
+
+
+def test_layernorm_hand_example():
+    # x = [0, 2, 4, 6]: mean 3, d = [-3, -1, 1, 3], var 5, std 2.236; gamma 1, beta 0, s_out = 1/64:
+    # y = d / std * 64 = [-85.9, -28.6, 28.6, 85.9] -> [-86, -29, 29, 86]
+    ln = iq.layernorm_params(np.ones(4), np.zeros(4), 0.0, 1.0, 1 / 64)
+    assert ln(np.array([[0, 2, 4, 6]], np.int16)).tolist() == [[-86, -29, 29, 86]]
+    # beta = 0.5 adds 32 steps
+    ln = iq.layernorm_params(np.ones(4), np.full(4, 0.5), 0.0, 1.0, 1 / 64)
+    assert ln(np.array([[0, 2, 4, 6]], np.int16)).tolist() == [[-54, 3, 61, 118]]
+
+
+def test_layernorm_tracks_float_layernorm_and_eps():
+    rng = np.random.default_rng(1)
+    d = 192
+    x = rng.normal(0, 3000, size=(20, d)).round().astype(np.int16)
+    gamma, beta = rng.normal(1, 0.3, d), rng.normal(0, 0.2, d)
+    s_res, s_out, eps = 0.01, 0.04, 1e-6
+    y = iq.layernorm_params(gamma, beta, eps, s_res, s_out)(x).astype(np.float64)
+    xf = x * s_res
+    mu, var = xf.mean(-1, keepdims=True), xf.var(-1, keepdims=True)
+    ref = np.clip(np.rint(((xf - mu) / np.sqrt(var + eps) * gamma + beta) / s_out), -128, 127)
+    assert np.abs(y - ref).max() <= 1
+    # a constant token: variance 0, eps keeps it finite; output = beta
+    ln = iq.layernorm_params(np.ones(4), np.full(4, 0.25), 1.0, 1.0, 1 / 64)
+    assert ln.eps_q == 1
+    assert ln(np.full((1, 4), 5, np.int16)).tolist() == [[16, 16, 16, 16]]
+
+
+def test_topk_ties_go_to_the_lower_channel():
+    assert iq.topk_int(np.array([[3, -3, 1, 3]], np.int8), 0.5).tolist() == [[3, -3, 0, 0]]
+    assert iq.topk_int(np.array([[1, 2, 3]], np.int8), 0.0).tolist() == [[1, 2, 3]]
+    # ceil((1 - 0.4) * 5) = 3 kept
+    assert (iq.topk_int(np.array([[5, -1, 4, 0, -6]], np.int8), 0.4) != 0).sum() == 3
+
+
+def test_isqrt_exact_on_large_values():
+    vals = np.array([0, 1, 2, 3, 4, 15, 16, 17, 2 ** 52 - 1, 2 ** 52, (2 ** 31 - 1) ** 2, 2 ** 62 - 1])
+    assert iq.isqrt(vals).tolist() == [math.isqrt(int(v)) for v in vals]
+
+
+def test_requant_channels_signed_multiplier():
+    # v * mult / 2**shift: 100 * 3 / 4 = 75; 100 * -3 / 4 = -75; rounding half up: 10 * 1 / 4 = 2.5 -> 3
+    out = iq.requant_channels(np.array([[100, 100, 10]]), np.array([3, -3, 1]), np.array([2, 2, 2]),
+                              -128, 127, np.int64)
+    assert out.tolist() == [[75, -75, 3]]
+
+
+# ------------------------------------------------------------------ the whole trunk
+@pytest.fixture(scope="module")
+def student_and_images():
+    import torch
+
+    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.config import load_config
+
+    root = hls_dir().parent
+    cfg = load_config(root / "configs" / "tiny.yaml")
+    teacher = build_model(cfg.model, student=False)
+    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
+    load_into(teacher, sd)
+    torch.manual_seed(0)
+    student = build_model(cfg.model, student=True)
+    init_student_from_teacher(student, teacher)
+    student.eval()
+    images = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(0))
+    calibrate_input_scales(student, [images])
+    return student, images
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.4])
+def test_integer_trunk_matches_float_student(student_and_images, sparsity):
+    import torch
+
+    from brevitas_models.sparsity import sparsity_context
+    from tatvpr_hw.integer import export_trunk, integer_descriptors
+
+    student, images = student_and_images
+    trunk = export_trunk(student, images, sparsity=sparsity)
+    with torch.no_grad(), sparsity_context(student, sparsity):
+        feats = student.forward_features(images).numpy()
+        desc = torch.nn.functional.normalize(student(images), dim=-1).numpy()
+    fq = np.stack([trunk.features(img, sparsity) for img in images.double().numpy()])
+    rel = np.linalg.norm(fq - feats) / np.linalg.norm(feats)
+    assert rel < 0.03, f"integer trunk is {rel:.1%} off the float student"
+    dq = integer_descriptors(student, trunk, images, sparsity)
+    assert (dq * desc).sum(1).min() > 0.995
+
+
+def test_integer_trunk_file_round_trip_is_bit_exact(student_and_images, tmp_path):
+    from tatvpr_hw.integer import export_trunk
+
+    student, images = student_and_images
+    trunk = export_trunk(student, images, sparsity=0.4)
+    path = tmp_path / "trunk.npz"
+    iq.save_trunk(path, trunk)
+    again = iq.load_trunk(path)
+    img = trunk.quantize_image(images[0].double().numpy())
+    assert np.array_equal(trunk.tokens(img, 0.4), again.tokens(img, 0.4))
+    assert trunk.tokens(img, 0.4).dtype == np.int16
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_load_trunk_rejects_foreign_and_truncated_files(tmp_path):
+    bad = tmp_path / "x.npz"
+    np.savez(bad, something=np.zeros(3))
+    with pytest.raises(iq.IntegerModelError, match="lacks the array"):
+        iq.load_trunk(bad)
+    trunc = tmp_path / "t.npz"
+    trunc.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(iq.IntegerModelError, match="not an integer-model file"):
+        iq.load_trunk(trunc)
+
+
+def test_integer_model_imports_with_numpy_alone():
+    code = textwrap.dedent(f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('torch', 'sim', 'tatvpr_hw', 'brevitas_models', 'brevitas', 'timm'):
+                    raise ImportError('blocked: ' + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(hls_dir() / 'driver')!r})
+        from tatvpr_pynq import integer
+        import numpy as np
+        print(integer.softmax_int(np.array([[7, 7]]), 1, 1).tolist())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[[128, 128]]"
