@@ -810,6 +810,8 @@ def flow_step_eval(ctx) -> dict[str, Any]:
                                        for g, rows in by_g.items()},
             "student_sim_compute_cycles": {g: {s: r.get("sim_compute_cycles") for s, r in rows.items()}
                                            for g, rows in by_g.items()},
+            "student_integer_recall@1": {str(r["sparsity"]): r["recall@1"] for r in records
+                                         if r["model"] == "student_integer"},
             "target": target_check(records, granularity=ctx.cfg.model.sparsity.granularity)}
 
 
