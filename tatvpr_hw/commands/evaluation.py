@@ -17,12 +17,15 @@ def metrics_table(records: list[dict]):
     cols = ["model", "format", "granularity", "sparsity", "R@1 (%)", "GMACs", "memory (MB)"]
     if simulated:
         cols.append("latency (ms, SIMULATED)")
+    def num(r, key, digits):
+        return "" if r.get(key) is None else f"{r[key]:.{digits}f}"
+
     rows = []
     for r in records:
-        row = [r["model"], r["format"], r.get("granularity") or "", f"{r['sparsity']:.2f}",
-               f"{r['recall@1']:.2f}", f"{r['gmacs']:.4f}", f"{r['memory_mb']:.3f}"]
+        row = [r.get("model", ""), r.get("format", ""), r.get("granularity") or "", num(r, "sparsity", 2),
+               num(r, "recall@1", 2), num(r, "gmacs", 4), num(r, "memory_mb", 3)]
         if simulated:
-            row.append("" if r.get("sim_latency_ms") is None else f"{r['sim_latency_ms']:.4f}")
+            row.append(num(r, "sim_latency_ms", 4))
         rows.append(row)
     return make_table(cols, rows, left=3)
 
