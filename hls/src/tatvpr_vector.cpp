@@ -1,0 +1,136 @@
+// Vector unit kernels: see tatvpr_vector.h and docs/integer.md for the arithmetic.
+#include "tatvpr_vector.h"
+
+namespace {
+
+const int LN_F = 16, LN_G = 10, LN_SD_BITS = 8, U_BITS = 8, EXP2_Q = 15;
+
+// round(2^15 * 2^(-f/256)), f = 0..255 (the numpy model's EXP2_TABLE)
+const int32_t EXP2_TABLE[256] = {
+#include "tatvpr_exp2_table.inc"
+};
+
+inline int64_t sat(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// floor(sqrt(n)) for 0 <= n < 2^62: restoring square root, one result bit per step.
+int64_t isqrt64(int64_t n) {
+    uint64_t rem = (uint64_t)n, root = 0, bit = 1ULL << 62;
+    while (bit > rem) bit >>= 2;
+ISQRT:
+    while (bit != 0) {
+        if (rem >= root + bit) {
+            rem -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (int64_t)root;
+}
+
+}  // namespace
+
+void tatvpr_layernorm(const int16_t *x, int8_t *y, int t, int d, const int64_t *gain, const int64_t *bias,
+                      int64_t eps_q) {
+TOKENS:
+    for (int i = 0; i < t; i++) {
+        const int16_t *row = x + (int64_t)i * d;
+        int64_t sx = 0, sxx = 0;
+    STATS:  // pass 1: sum and sum of squares
+        for (int c0 = 0; c0 < d; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < d; l++) {
+                int64_t v = row[c0 + l];
+                sx += v;
+                sxx += v * v;
+            }
+        }
+        // floor division (as numpy's //) of a possibly negative sum
+        int64_t mu = sx >= 0 ? sx / d : -((-sx + d - 1) / d);
+        // sum((x - mu)^2) from the one-pass sums, exact in integers
+        int64_t ssd = sxx - 2 * mu * sx + (int64_t)d * mu * mu;
+        int64_t var = ssd / d + eps_q;
+        TATVPR_ROWOP();
+        int64_t sd = isqrt64(var << (2 * LN_SD_BITS));
+        if (sd < 1) sd = 1;
+        int64_t inv = ((int64_t)1 << (31 + LN_F)) / sd;
+        const int sh = 31 - LN_SD_BITS, fg = LN_F + LN_G;
+    NORM:  // pass 2: normalise, per-channel gain and bias, saturate to int8
+        for (int c0 = 0; c0 < d; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < d; l++) {
+                int c = c0 + l;
+                int64_t dv = (int64_t)row[c] - mu;
+                int64_t n = (dv * inv + ((int64_t)1 << (sh - 1))) >> sh;
+                int64_t v = (n * gain[c] + bias[c] + ((int64_t)1 << (fg - 1))) >> fg;
+                y[(int64_t)i * d + c] = (int8_t)sat(v, -128, 127);
+            }
+        }
+    }
+}
+
+void tatvpr_softmax(const int32_t *s, const int32_t *row_max, uint8_t *p, int rows, int n, int64_t mult, int shift) {
+    const int64_t half = (int64_t)1 << (shift - 1);
+ROWS:
+    for (int r = 0; r < rows; r++) {
+        const int32_t *row = s + (int64_t)r * n;
+        int64_t sum = 0;
+    EXP:  // pass 1: 2^(-u) from the table, row sum
+        for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) {
+                int64_t z = (int64_t)row_max[r] - row[c0 + l];
+                int64_t u = (z * mult + half) >> shift;
+                int64_t whole = u >> U_BITS;
+                if (whole > 31) whole = 31;
+                sum += (int64_t)EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
+            }
+        }
+        TATVPR_ROWOP();
+        int64_t recip = ((int64_t)1 << 32) / sum;
+    NORM:  // pass 2: recompute e (cheaper than storing it), scale by the reciprocal
+        for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) {
+                int64_t z = (int64_t)row_max[r] - row[c0 + l];
+                int64_t u = (z * mult + half) >> shift;
+                int64_t whole = u >> U_BITS;
+                if (whole > 31) whole = 31;
+                int64_t e = (int64_t)EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
+                int64_t v = (e * 255 * recip + ((int64_t)1 << 31)) >> 32;
+                p[(int64_t)r * n + c0 + l] = (uint8_t)sat(v, 0, 255);
+            }
+        }
+    }
+    (void)EXP2_Q;
+}
+
+void tatvpr_gelu(const int8_t *x, int8_t *y, int n, const int8_t *table) {
+GELU:
+    for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) y[c0 + l] = table[(int)x[c0 + l] + 128];
+    }
+}
+
+void tatvpr_residual_add(const int16_t *x, const int8_t *y, int16_t *out, int t, int d, const int32_t *mult,
+                         const int32_t *shift) {
+    const int64_t total = (int64_t)t * d;
+ADD:
+    for (int64_t e0 = 0; e0 < total; e0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < TATVPR_VLANES && e0 + l < total; l++) {
+            int64_t e = e0 + l;
+            int c = (int)(e % d);
+            int64_t v = ((int64_t)y[e] * mult[c] + ((int64_t)1 << (shift[c] - 1))) >> shift[c];
+            out[e] = (int16_t)sat((int64_t)x[e] + sat(v, -32768, 32767), -32768, 32767);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+// C-simulation testbench of the vector-unit kernels (tatvpr_vector.cpp). Usage:
+//
+//   tb_vector IN.bin OUT.bin [IN.bin OUT.bin ...]
+//
+// IN.bin (written by tatvpr_hw.hlsflow.vector_csim; little-endian):
+//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add), int32 nparams,
+//   int64 params[nparams], then sections (uint32 nbytes + data):
+//     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
+//     softmax:   params rows, n, mult, shift; sections scores int32[rows*n]
+//     gelu:      params n;                 sections table int8[256], x int8[n]
+//     add:       params t, d;              sections mult int32[d], shift int32[d], x int16[t*d], y int8[t*d]
+// OUT.bin: char[8] "TVPRVRS1", int32 op, int64 element_cycles, int64 row_ops, uint32 nbytes, output.
+// Exit status 0, or 2 for an unreadable or malformed file.
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <vector>
+
+#include "tatvpr_vector.h"
+
+static long long g_cycles = 0, g_row_ops = 0;
+void tatvpr_count_vector_cycle() { g_cycles++; }
+void tatvpr_count_row_op() { g_row_ops++; }
+
+namespace {
+
+template <typename T>
+bool section(FILE *fp, std::vector<T> &out, size_t count) {
+    uint32_t nbytes = 0;
+    if (fread(&nbytes, 4, 1, fp) != 1 || nbytes != count * sizeof(T)) return false;
+    out.resize(count);
+    return nbytes == 0 || fread(out.data(), 1, nbytes, fp) == nbytes;
+}
+
+int run_one(const char *in_path, const char *out_path) {
+    FILE *fp = fopen(in_path, "rb");
+    if (!fp) {
+        fprintf(stderr, "tb_vector: cannot open %s\n", in_path);
+        return 2;
+    }
+    char magic[8];
+    int32_t op = 0, np = 0;
+    int64_t prm[8] = {0};
+    bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRVEC1", 8) == 0 && fread(&op, 4, 1, fp) == 1 &&
+              fread(&np, 4, 1, fp) == 1 && np >= 1 && np <= 8 && fread(prm, 8, np, fp) == (size_t)np;
+    std::vector<uint8_t> out;
+    g_cycles = g_row_ops = 0;
+    if (ok && op == 1 && np == 3) {
+        int t = (int)prm[0], d = (int)prm[1];
+        std::vector<int64_t> gain, bias;
+        std::vector<int16_t> x;
+        ok = section(fp, gain, d) && section(fp, bias, d) && section(fp, x, (size_t)t * d);
+        if (ok) {
+            std::vector<int8_t> y((size_t)t * d);
+            tatvpr_layernorm(x.data(), y.data(), t, d, gain.data(), bias.data(), prm[2]);
+            out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size());
+        }
+    } else if (ok && op == 2 && np == 4) {
+        int rows = (int)prm[0], n = (int)prm[1];
+        std::vector<int32_t> s;
+        ok = section(fp, s, (size_t)rows * n) && n > 0 && prm[3] >= 1 && prm[3] <= 62;
+        if (ok) {
+            std::vector<int32_t> mx(rows);  // the int8 unit's per-row comparator
+            for (int r = 0; r < rows; r++) {
+                mx[r] = s[(size_t)r * n];
+                for (int c = 1; c < n; c++) mx[r] = s[(size_t)r * n + c] > mx[r] ? s[(size_t)r * n + c] : mx[r];
+            }
+            std::vector<uint8_t> p((size_t)rows * n);
+            tatvpr_softmax(s.data(), mx.data(), p.data(), rows, n, prm[2], (int)prm[3]);
+            out = p;
+        }
+    } else if (ok && op == 3 && np == 1) {
+        int n = (int)prm[0];
+        std::vector<int8_t> table, x;
+        ok = section(fp, table, 256) && section(fp, x, n);
+        if (ok) {
+            std::vector<int8_t> y(n);
+            tatvpr_gelu(x.data(), y.data(), n, table.data());
+            out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size());
+        }
+    } else if (ok && op == 4 && np == 2) {
+        int t = (int)prm[0], d = (int)prm[1];
+        std::vector<int32_t> mult, shift;
+        std::vector<int16_t> x;
+        std::vector<int8_t> y;
+        ok = section(fp, mult, d) && section(fp, shift, d) && section(fp, x, (size_t)t * d) &&
+             section(fp, y, (size_t)t * d);
+        if (ok) {
+            std::vector<int16_t> o((size_t)t * d);
+            tatvpr_residual_add(x.data(), y.data(), o.data(), t, d, mult.data(), shift.data());
+            out.assign((uint8_t *)o.data(), (uint8_t *)o.data() + o.size() * 2);
+        }
+    } else {
+        ok = false;
+    }
+    fclose(fp);
+    if (!ok) {
+        fprintf(stderr, "tb_vector: %s is malformed (op %d, %d params)\n", in_path, op, np);
+        return 2;
+    }
+    FILE *fo = fopen(out_path, "wb");
+    if (!fo) {
+        fprintf(stderr, "tb_vector: cannot write %s\n", out_path);
+        return 2;
+    }
+    uint32_t nbytes = (uint32_t)out.size();
+    long long cyc = g_cycles, rows = g_row_ops;
+    fwrite("TVPRVRS1", 1, 8, fo);
+    fwrite(&op, 4, 1, fo);
+    fwrite(&cyc, 8, 1, fo);
+    fwrite(&rows, 8, 1, fo);
+    fwrite(&nbytes, 4, 1, fo);
+    fwrite(out.data(), 1, out.size(), fo);
+    fclose(fo);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 3 || (argc - 1) % 2) {
+        fprintf(stderr, "usage: tb_vector IN.bin OUT.bin [IN.bin OUT.bin ...]\n");
+        return 2;
+    }
+    for (int i = 1; i < argc; i += 2) {
+        int rc = run_one(argv[i], argv[i + 1]);
+        if (rc) return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,93 @@
+"""The vector unit's HLS kernels (C simulation, g++) equal the integer model bit for bit, and their
+counted element-loop iterations are the simulator's vector-unit cycles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.hlsflow.vector_csim import (add_call, build_vector_csim, gelu_call, layernorm_call, run_vector_ops,
+                                           softmax_call)
+
+driver_package()
+from tatvpr_pynq import integer as iq  # noqa: E402
+from tatvpr_pynq.formats import quantize_multiplier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory):
+    return build_vector_csim(tmp_path_factory.mktemp("vbuild"), lanes=16)
+
+
+def test_layernorm_bit_exact(exe, tmp_path):
+    rng = np.random.default_rng(0)
+    d = 200  # not a multiple of the 16 lanes: the last iteration is partial
+    gamma, beta = rng.normal(1, 0.4, d), rng.normal(0, 0.3, d)
+    ln = iq.layernorm_params(gamma, beta, 1e-6, 0.004, 0.03)
+    x = np.concatenate([rng.normal(-2000, 9000, size=(6, d)), np.full((1, d), -31000.0),  # constant row
+                        rng.integers(-32768, 32768, size=(1, d))]).round().astype(np.int16)
+    [res] = run_vector_ops(exe, [layernorm_call(ln, x)], tmp_path)
+    assert np.array_equal(res.out, ln(x))
+    assert res.element_cycles == 8 * 2 * math.ceil(200 / 16)  # 8 tokens, 2 passes of 13 iterations
+    assert res.row_ops == 8
+
+
+def test_softmax_bit_exact_including_far_tails(exe, tmp_path):
+    rng = np.random.default_rng(1)
+    scores = rng.integers(-300000, 300000, size=(5, 64)).astype(np.int32)
+    scores[0] = 7                      # all equal
+    scores[1, :] = -2 ** 30            # one huge outlier: every other u clamps to 31 whole octaves
+    scores[1, 5] = 2 ** 30
+    m, s = quantize_multiplier(0.0017 * math.log2(math.e) * 256)
+    [res] = run_vector_ops(exe, [softmax_call(scores, m, s)], tmp_path)
+    assert np.array_equal(res.out, iq.softmax_int(scores, m, s))
+    assert res.out[0].tolist() == [4] * 64      # 255 / 64 = 3.98
+    assert res.out[1, 5] == 255 and res.out[1].sum() == 255
+    assert res.element_cycles == 5 * 2 * 4
+
+
+def test_gelu_and_add_bit_exact(exe, tmp_path):
+    rng = np.random.default_rng(2)
+    table = iq.gelu_table(0.05, 0.02)
+    x8 = np.arange(-128, 128, dtype=np.int8)
+    t, d = 3, 40
+    xr = rng.integers(-32768, 32768, size=(t, d)).astype(np.int16)
+    y8 = rng.integers(-128, 128, size=(t, d)).astype(np.int8)
+    ls = rng.normal(0, 2, d)
+    ls[0] = 0.0
+    ms = [quantize_multiplier(abs(v) * 300.0) if v else (0, 1) for v in ls]
+    mult = np.array([m if v > 0 else -m for (m, _), v in zip(ms, ls)], np.int64)
+    shift = np.array([s for _, s in ms], np.int64)
+    g, a = run_vector_ops(exe, [gelu_call(table, x8), add_call(xr, y8, mult, shift)], tmp_path)
+    assert np.array_equal(g.out, table[x8.astype(np.int64) + 128])
+    expect = iq.sat(xr.astype(np.int64) + iq.requant_channels(y8, mult, shift, -32768, 32767, np.int64),
+                    -32768, 32767, np.int16)
+    assert np.array_equal(a.out, expect)
+    assert (a.out == 32767).any() or (a.out == -32768).any()  # saturation exercised
+    assert g.element_cycles == 256 // 16 and a.element_cycles == math.ceil(t * d / 16)
+
+
+def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
+    """sim.engine.vector_cycles = counted iterations + the unit's pipeline depth (KV260 arch:
+    16 lanes, layernorm / softmax 2 cycles per element, gelu / add 1)."""
+    from sim.arch import load_arch
+    from sim.engine import vector_cycles
+
+    arch = load_arch("kv260")
+    pipe = arch.spec.vector_unit.pipeline_cycles
+    assert arch.spec.vector_unit.lanes == 16
+    rng = np.random.default_rng(3)
+    t, d = 10, 192
+    ln = iq.layernorm_params(np.ones(d), np.zeros(d), 1e-6, 0.01, 0.05)
+    scores = rng.integers(-1000, 1000, size=(3 * 10, 48)).astype(np.int32)
+    calls = [layernorm_call(ln, rng.integers(-5000, 5000, size=(t, d)).astype(np.int16)),
+             softmax_call(scores, *quantize_multiplier(0.01)),
+             gelu_call(iq.gelu_table(0.1, 0.1), rng.integers(-128, 128, size=(t, 4 * d)).astype(np.int8)),
+             add_call(np.zeros((t, d), np.int16), np.ones((t, d), np.int8), np.ones(d, np.int64) << 30,
+                      np.full(d, 31, np.int64))]
+    kinds = [("layernorm", t * d), ("softmax", scores.size), ("gelu", t * 4 * d), ("add", t * d)]
+    for res, (kind, elements) in zip(run_vector_ops(exe, calls, tmp_path), kinds):
+        assert res.element_cycles + pipe == vector_cycles(elements, kind, arch), kind
