@@ -248,8 +248,8 @@ class TrunkQ:
             raise IntegerModelError(f"image gives {pt.shape[0]} patches; the model was exported for "
                                     f"{self.pos.shape[0]}")
         acc = imatmul(pt, self.embed_w.T) + self.embed_bias
-        e = ((acc * np.int64(self.embed_mult) + (np.int64(1) << np.int64(self.embed_shift - 1)))
-             >> np.int64(self.embed_shift))
+        e = sat((acc * np.int64(self.embed_mult) + (np.int64(1) << np.int64(self.embed_shift - 1)))
+                >> np.int64(self.embed_shift), RES_MIN, RES_MAX, np.int64)  # the int8 unit's int16 output
         x = np.concatenate([self.prefix.astype(np.int64), e + self.pos], axis=0)
         x = sat(x, RES_MIN, RES_MAX, np.int16)
         for blk in self.blocks:

@@ -1,14 +1,17 @@
-// C-simulation testbench of the vector-unit kernels (tatvpr_vector.cpp). Usage:
+// C-simulation testbench of the vector-unit and int8-unit kernels (tatvpr_vector.cpp,
+// tatvpr_int8.cpp). Usage:
 //
-//   tb_vector IN.bin OUT.bin [IN.bin OUT.bin ...]
+//   tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]
 //
-// IN.bin (written by tatvpr_hw.hlsflow.vector_csim; little-endian):
-//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add), int32 nparams,
+// IN.bin (written by tatvpr_hw.hlsflow.unit_csim; little-endian):
+//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm), int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
 //     softmax:   params rows, n, mult, shift; sections scores int32[rows*n]
 //     gelu:      params n;                 sections table int8[256], x int8[n]
 //     add:       params t, d;              sections mult int32[d], shift int32[d], x int16[t*d], y int8[t*d]
+//     gemm:      params batch, m, k, n, mode, mult, shift; sections a int16[batch*m*k],
+//                b int8[batch*k*n], bias int32[n] (nbytes 0: no bias); output int32 / int8 / int16
 // OUT.bin: char[8] "TVPRVRS1", int32 op, int64 element_cycles, int64 row_ops, uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
 #include <stdint.h>
@@ -17,11 +20,13 @@
 
 #include <vector>
 
+#include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
 static long long g_cycles = 0, g_row_ops = 0;
 void tatvpr_count_vector_cycle() { g_cycles++; }
 void tatvpr_count_row_op() { g_row_ops++; }
+void tatvpr_count_int8_cycle() { g_cycles++; }
 
 namespace {
 
@@ -36,7 +41,7 @@ bool section(FILE *fp, std::vector<T> &out, size_t count) {
 int run_one(const char *in_path, const char *out_path) {
     FILE *fp = fopen(in_path, "rb");
     if (!fp) {
-        fprintf(stderr, "tb_vector: cannot open %s\n", in_path);
+        fprintf(stderr, "tb_units: cannot open %s\n", in_path);
         return 2;
     }
     char magic[8];
@@ -91,17 +96,41 @@ int run_one(const char *in_path, const char *out_path) {
             tatvpr_residual_add(x.data(), y.data(), o.data(), t, d, mult.data(), shift.data());
             out.assign((uint8_t *)o.data(), (uint8_t *)o.data() + o.size() * 2);
         }
+    } else if (ok && op == 5 && np == 7) {
+        int batch = (int)prm[0], m = (int)prm[1], k = (int)prm[2], n = (int)prm[3], mode = (int)prm[4];
+        std::vector<int16_t> a;
+        std::vector<int8_t> b;
+        std::vector<int32_t> bias;
+        uint32_t bias_bytes = 0;
+        ok = mode >= 0 && mode <= 2 && (mode == 0 || (prm[6] >= 1 && prm[6] <= 62)) &&
+             section(fp, a, (size_t)batch * m * k) && section(fp, b, (size_t)batch * k * n) &&
+             fread(&bias_bytes, 4, 1, fp) == 1 && (bias_bytes == 0 || bias_bytes == (uint32_t)n * 4);
+        if (ok && bias_bytes) {
+            bias.resize(n);
+            ok = fread(bias.data(), 1, bias_bytes, fp) == bias_bytes;
+        }
+        if (ok) {
+            size_t cnt = (size_t)batch * m * n;
+            std::vector<int32_t> o32(mode == 0 ? cnt : 0);
+            std::vector<int8_t> o8(mode == 1 ? cnt : 0);
+            std::vector<int16_t> o16(mode == 2 ? cnt : 0);
+            tatvpr_int8_gemm(a.data(), b.data(), bias_bytes ? bias.data() : nullptr, o32.data(), o8.data(),
+                             o16.data(), batch, m, k, n, mode, prm[5], (int)prm[6]);
+            if (mode == 0) out.assign((uint8_t *)o32.data(), (uint8_t *)o32.data() + cnt * 4);
+            if (mode == 1) out.assign((uint8_t *)o8.data(), (uint8_t *)o8.data() + cnt);
+            if (mode == 2) out.assign((uint8_t *)o16.data(), (uint8_t *)o16.data() + cnt * 2);
+        }
     } else {
         ok = false;
     }
     fclose(fp);
     if (!ok) {
-        fprintf(stderr, "tb_vector: %s is malformed (op %d, %d params)\n", in_path, op, np);
+        fprintf(stderr, "tb_units: %s is malformed (op %d, %d params)\n", in_path, op, np);
         return 2;
     }
     FILE *fo = fopen(out_path, "wb");
     if (!fo) {
-        fprintf(stderr, "tb_vector: cannot write %s\n", out_path);
+        fprintf(stderr, "tb_units: cannot write %s\n", out_path);
         return 2;
     }
     uint32_t nbytes = (uint32_t)out.size();
@@ -120,7 +149,7 @@ int run_one(const char *in_path, const char *out_path) {
 
 int main(int argc, char **argv) {
     if (argc < 3 || (argc - 1) % 2) {
-        fprintf(stderr, "usage: tb_vector IN.bin OUT.bin [IN.bin OUT.bin ...]\n");
+        fprintf(stderr, "usage: tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]\n");
         return 2;
     }
     for (int i = 1; i < argc; i += 2) {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tatvpr_hw.hlsflow.paths import driver_package
-from tatvpr_hw.hlsflow.vector_csim import (add_call, build_vector_csim, gelu_call, layernorm_call, run_vector_ops,
+from tatvpr_hw.hlsflow.unit_csim import (add_call, build_unit_csim, gelu_call, layernorm_call, run_unit_ops,
                                            softmax_call)
 
 driver_package()
@@ -19,7 +19,7 @@ from tatvpr_pynq.formats import quantize_multiplier  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exe(tmp_path_factory):
-    return build_vector_csim(tmp_path_factory.mktemp("vbuild"), lanes=16)
+    return build_unit_csim(tmp_path_factory.mktemp("vbuild"), lanes=16)
 
 
 def test_layernorm_bit_exact(exe, tmp_path):
@@ -29,7 +29,7 @@ def test_layernorm_bit_exact(exe, tmp_path):
     ln = iq.layernorm_params(gamma, beta, 1e-6, 0.004, 0.03)
     x = np.concatenate([rng.normal(-2000, 9000, size=(6, d)), np.full((1, d), -31000.0),  # constant row
                         rng.integers(-32768, 32768, size=(1, d))]).round().astype(np.int16)
-    [res] = run_vector_ops(exe, [layernorm_call(ln, x)], tmp_path)
+    [res] = run_unit_ops(exe, [layernorm_call(ln, x)], tmp_path)
     assert np.array_equal(res.out, ln(x))
     assert res.element_cycles == 8 * 2 * math.ceil(200 / 16)  # 8 tokens, 2 passes of 13 iterations
     assert res.row_ops == 8
@@ -42,7 +42,7 @@ def test_softmax_bit_exact_including_far_tails(exe, tmp_path):
     scores[1, :] = -2 ** 30            # one huge outlier: every other u clamps to 31 whole octaves
     scores[1, 5] = 2 ** 30
     m, s = quantize_multiplier(0.0017 * math.log2(math.e) * 256)
-    [res] = run_vector_ops(exe, [softmax_call(scores, m, s)], tmp_path)
+    [res] = run_unit_ops(exe, [softmax_call(scores, m, s)], tmp_path)
     assert np.array_equal(res.out, iq.softmax_int(scores, m, s))
     assert res.out[0].tolist() == [4] * 64      # 255 / 64 = 3.98
     assert res.out[1, 5] == 255 and res.out[1].sum() == 255
@@ -61,7 +61,7 @@ def test_gelu_and_add_bit_exact(exe, tmp_path):
     ms = [quantize_multiplier(abs(v) * 300.0) if v else (0, 1) for v in ls]
     mult = np.array([m if v > 0 else -m for (m, _), v in zip(ms, ls)], np.int64)
     shift = np.array([s for _, s in ms], np.int64)
-    g, a = run_vector_ops(exe, [gelu_call(table, x8), add_call(xr, y8, mult, shift)], tmp_path)
+    g, a = run_unit_ops(exe, [gelu_call(table, x8), add_call(xr, y8, mult, shift)], tmp_path)
     assert np.array_equal(g.out, table[x8.astype(np.int64) + 128])
     expect = iq.sat(xr.astype(np.int64) + iq.requant_channels(y8, mult, shift, -32768, 32767, np.int64),
                     -32768, 32767, np.int16)
@@ -89,5 +89,54 @@ def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
              add_call(np.zeros((t, d), np.int16), np.ones((t, d), np.int8), np.ones(d, np.int64) << 30,
                       np.full(d, 31, np.int64))]
     kinds = [("layernorm", t * d), ("softmax", scores.size), ("gelu", t * 4 * d), ("add", t * d)]
-    for res, (kind, elements) in zip(run_vector_ops(exe, calls, tmp_path), kinds):
+    for res, (kind, elements) in zip(run_unit_ops(exe, calls, tmp_path), kinds):
         assert res.element_cycles + pipe == vector_cycles(elements, kind, arch), kind
+
+
+# ------------------------------------------------------------------ the int8 unit
+def test_int8_unit_attention_and_patch_embedding_bit_exact(exe, tmp_path):
+    from tatvpr_hw.hlsflow.unit_csim import gemm_call
+
+    rng = np.random.default_rng(4)
+    h, t, dh = 3, 50, 64
+    q = rng.integers(-128, 128, size=(h, t, dh)).astype(np.int8)
+    k = rng.integers(-128, 128, size=(h, t, dh)).astype(np.int8)
+    p = rng.integers(0, 256, size=(h, t, t)).astype(np.uint8)
+    v = rng.integers(-128, 128, size=(h, t, dh)).astype(np.int8)
+    pt = rng.integers(-128, 128, size=(49, 588)).astype(np.int8)
+    w = rng.integers(-127, 128, size=(192, 588)).astype(np.int8)
+    bias = rng.integers(-40000, 40000, size=192)
+    am, ash = quantize_multiplier(0.0007)
+    em, es = quantize_multiplier(0.9)
+    calls = [gemm_call(q, k.transpose(0, 2, 1)), gemm_call(p, v, out="int8", mult=am, shift=ash),
+             gemm_call(pt, w.T, bias, out="int16", mult=em, shift=es)]
+    scores, av, emb = run_unit_ops(exe, calls, tmp_path)
+    ref_scores = np.einsum("htd,hsd->hts", q.astype(np.int64), k.astype(np.int64))  # independent of imatmul
+    assert np.array_equal(scores.out, ref_scores)
+    assert np.array_equal(av.out, iq.requantize(iq.imatmul(p, v), am, ash))
+    acc = pt.astype(np.int64) @ w.astype(np.int64).T + bias
+    ref = np.clip((acc * em + (1 << (es - 1))) >> es, -32768, 32767)
+    assert np.array_equal(emb.out[0], ref)
+    assert (emb.out == 32767).any() and (emb.out == -32768).any()  # saturation exercised
+    # output-stationary 16 x 16 grid: batch * ceil(m/16) * ceil(n/16) * k iterations, by hand
+    assert scores.element_cycles == 3 * 4 * 4 * 64
+    assert av.element_cycles == 3 * 4 * 4 * 50
+    assert emb.element_cycles == 1 * 4 * 12 * 588
+
+
+def test_int8_unit_cycles_equal_the_simulators(exe, tmp_path):
+    from sim.arch import load_arch
+    from sim.engine import dense_cycles
+    from tatvpr_hw.hlsflow.unit_csim import gemm_call
+
+    arch = load_arch("kv260")
+    u = arch.spec.int8_unit
+    assert (u.rows, u.cols) == (16, 16)
+    rng = np.random.default_rng(5)
+    for batch, m, k, n in [(1, 17, 5, 33), (2, 16, 9, 16), (3, 1, 40, 100)]:
+        a = rng.integers(-5, 5, size=(batch, m, k)).astype(np.int8)
+        b = rng.integers(-5, 5, size=(batch, k, n)).astype(np.int8)
+        [res] = run_unit_ops(exe, [gemm_call(a, b)], tmp_path)
+        assert np.array_equal(res.out, np.einsum("bmk,bkn->bmn", a.astype(np.int64), b.astype(np.int64)))
+        assert res.element_cycles + u.pipeline_cycles == dense_cycles(m, k, n, batch, u.rows, u.cols,
+                                                                       u.pipeline_cycles)

@@ -1,7 +1,8 @@
-"""C simulation of the vector-unit kernels (``hls/src/tatvpr_vector.cpp``) against the integer model.
+"""C simulation of the vector-unit and int8-unit kernels (``hls/src/tatvpr_vector.cpp``,
+``hls/src/tatvpr_int8.cpp``) against the integer model.
 
-    >>> exe = build_vector_csim(build_dir, lanes=16)
-    >>> res = run_vector_ops(exe, [VectorCall("layernorm", ...)], work_dir)
+    >>> exe = build_unit_csim(build_dir, lanes=16)
+    >>> res = run_unit_ops(exe, [UnitCall("layernorm", ...)], work_dir)
 
 Each call writes one ``TVPRVEC1`` file, the testbench runs the real kernel and writes its
 output and its counted element-loop iterations (the simulator's vector-unit cycles without the
@@ -23,67 +24,86 @@ from tatvpr_hw.errors import UserError
 from tatvpr_hw.hlsflow.csim import compiler
 from tatvpr_hw.hlsflow.paths import ap_types_dir, hls_dir
 
-_SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp", "tb/tb_vector.cpp")
-OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4}
+_SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
+            "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")
+OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5}
 _OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16}
+GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
 
 
 @dataclass
-class VectorCall:
+class UnitCall:
     """One kernel call: ``op`` name, int64 ``params`` and the input arrays in the file's order."""
 
     op: str
     params: list[int]
     arrays: list[np.ndarray] = field(default_factory=list)
     shape: tuple[int, ...] = ()
+    out_dtype: object = None
 
 
 @dataclass
-class VectorResult:
+class UnitResult:
     out: np.ndarray
     element_cycles: int
     row_ops: int
 
 
-def layernorm_call(ln, x: np.ndarray) -> VectorCall:
+def layernorm_call(ln, x: np.ndarray) -> UnitCall:
     """``tatvpr_pynq.integer.LayerNormQ`` on int16 ``x[T, D]``."""
     t, d = x.shape
-    return VectorCall("layernorm", [t, d, int(ln.eps_q)],
+    return UnitCall("layernorm", [t, d, int(ln.eps_q)],
                       [np.asarray(ln.gain, "<i8"), np.asarray(ln.bias, "<i8"), np.asarray(x, "<i2")], (t, d))
 
 
-def softmax_call(scores: np.ndarray, mult: int, shift: int) -> VectorCall:
+def softmax_call(scores: np.ndarray, mult: int, shift: int) -> UnitCall:
     rows, n = scores.shape
-    return VectorCall("softmax", [rows, n, mult, shift], [np.asarray(scores, "<i4")], (rows, n))
+    return UnitCall("softmax", [rows, n, mult, shift], [np.asarray(scores, "<i4")], (rows, n))
 
 
-def gelu_call(table: np.ndarray, x: np.ndarray) -> VectorCall:
-    return VectorCall("gelu", [x.size], [np.asarray(table, "i1"), np.asarray(x, "i1").ravel()], x.shape)
+def gelu_call(table: np.ndarray, x: np.ndarray) -> UnitCall:
+    return UnitCall("gelu", [x.size], [np.asarray(table, "i1"), np.asarray(x, "i1").ravel()], x.shape)
 
 
-def add_call(x: np.ndarray, y: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> VectorCall:
+def add_call(x: np.ndarray, y: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> UnitCall:
     t, d = x.shape
-    return VectorCall("add", [t, d], [np.asarray(mult, "<i4"), np.asarray(shift, "<i4"), np.asarray(x, "<i2"),
+    return UnitCall("add", [t, d], [np.asarray(mult, "<i4"), np.asarray(shift, "<i4"), np.asarray(x, "<i2"),
                                       np.asarray(y, "i1")], (t, d))
 
 
-def build_vector_csim(build_dir: str | os.PathLike, lanes: int = 16) -> Path:
-    """Compile the vector-unit testbench (reused while the sources are unchanged)."""
-    if not isinstance(lanes, int) or lanes < 1:
-        raise UserError(f"vector lanes must be a positive integer, got {lanes!r}")
+def gemm_call(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, out: str = "int32",
+              mult: int = 0, shift: int = 0) -> UnitCall:
+    """int8-unit GEMM of ``a[batch, m, k]`` (int8 or uint8 values) and int8 ``b[batch, k, n]``."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    batch, m, k = a.shape
+    n = b.shape[-1]
+    mode, _ = GEMM_OUT[out]
+    arrays = [a.astype("<i2"), b.astype("i1"), np.zeros(0, "<i4") if bias is None else np.asarray(bias, "<i4")]
+    return UnitCall("gemm", [batch, m, k, n, mode, mult, shift], arrays, (batch, m, n), GEMM_OUT[out][1])
+
+
+def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16) -> Path:
+    """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged)."""
+    for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols)):
+        if not isinstance(v, int) or v < 1:
+            raise UserError(f"{name} must be a positive integer, got {v!r}")
     root = hls_dir()
-    h = hashlib.sha256(str(lanes).encode())
+    h = hashlib.sha256(f"{lanes},{rows},{cols}".encode())
     for rel in _SOURCES:
         h.update((root / rel).read_bytes())
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    exe = build_dir / f"tb_vector_l{lanes}_{h.hexdigest()[:12]}"
+    exe = build_dir / f"tb_units_l{lanes}_r{rows}_c{cols}_{h.hexdigest()[:12]}"
     if exe.is_file():
         return exe
     tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
     cmd = [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", "-DTATVPR_COUNT_CYCLES",
-           f"-DTATVPR_VLANES={lanes}", f"-I{root / 'include'}", f"-I{ap_types_dir()}",
-           str(root / "src" / "tatvpr_vector.cpp"), str(root / "tb" / "tb_vector.cpp"), "-o", str(tmp)]
+           f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
+           f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
+           str(root / "src" / "tatvpr_int8.cpp"), str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
@@ -93,7 +113,7 @@ def build_vector_csim(build_dir: str | os.PathLike, lanes: int = 16) -> Path:
     return exe
 
 
-def _write_call(path: Path, call: VectorCall) -> None:
+def _write_call(path: Path, call: UnitCall) -> None:
     parts = [b"TVPRVEC1", struct.pack("<ii", OPS[call.op], len(call.params)),
              struct.pack(f"<{len(call.params)}q", *[int(p) for p in call.params])]
     for a in call.arrays:
@@ -102,18 +122,19 @@ def _write_call(path: Path, call: VectorCall) -> None:
     path.write_bytes(b"".join(parts))
 
 
-def _read_result(path: Path, call: VectorCall) -> VectorResult:
+def _read_result(path: Path, call: UnitCall) -> UnitResult:
     raw = path.read_bytes()
     if raw[:8] != b"TVPRVRS1":
         raise UserError(f"{path}: not a vector-unit result file")
     op, cycles, rows, nbytes = struct.unpack_from("<iqqI", raw, 8)
     if op != OPS[call.op]:
         raise UserError(f"{path}: result of op {op}, expected {OPS[call.op]}")
-    out = np.frombuffer(raw[32:32 + nbytes], dtype=_OUT_DTYPE[call.op]).reshape(call.shape)
-    return VectorResult(out.copy(), int(cycles), int(rows))
+    dtype = call.out_dtype or _OUT_DTYPE[call.op]
+    out = np.frombuffer(raw[32:32 + nbytes], dtype=dtype).reshape(call.shape)
+    return UnitResult(out.copy(), int(cycles), int(rows))
 
 
-def run_vector_ops(exe: str | os.PathLike, calls: list[VectorCall], work_dir: str | os.PathLike) -> list[VectorResult]:
+def run_unit_ops(exe: str | os.PathLike, calls: list[UnitCall], work_dir: str | os.PathLike) -> list[UnitResult]:
     """Run the testbench on ``calls`` (one process); their outputs and counted cycles, in order."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
