@@ -21,7 +21,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @app.command("dse")
     def dse(
-        space: Path = typer.Option(..., "--space", help="sweep YAML (arch, board, axes, sampling, select)"),
+        space: Path = typer.Option(..., "--space", help="sweep YAML (arch, board, axes, sampling, select), or the "
+                            "name of a built-in one in sim/sweeps/: kv260_small, kv260_wide, kv260_gather"),
         trace: List[Path] = typer.Option(..., "--trace", help="workload trace; repeat, one per sparsity level"),
         out: Path = typer.Option(..., "--out", help="sweep folder (points.jsonl, results.csv/.parquet, "
                                  "pareto.png, best_point.json); rerun to resume"),

@@ -185,7 +185,8 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     def sim_report(
         trace: List[str] = typer.Option(..., "--trace", help="S=PATH: the trace of sparsity S; repeat per sparsity"),
         out: Path = typer.Option(..., "--out", help="run folder: writes sim.json and sim_*.png there"),
-        arch: Path = typer.Option(Path("kv260"), "--arch", help="hardware description (default kv260)"),
+        arch: Path = typer.Option(Path("kv260"), "--arch", help="hardware description YAML (or a name in "
+                                  "sim/arch/: kv260, zcu104, pynq_z2)"),
     ) -> None:
         """Energy/latency vs sparsity for every skip mode, energy breakdown, board fit (SIMULATED)."""
         from sim.report import sim_demo
