@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tatvpr_hw.hlsflow.csim import run_csim
 from tatvpr_hw.hlsflow.formats import prepare_layer, quantize_multiplier, reference_gemm
@@ -458,3 +460,39 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
                                                                    "'ternary_format')", 1), str(deploy)],
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode != 0 and "copy the repository's ternary_format/ folder alongside tatvpr_pynq/" in res.stderr
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=st.integers(1, 600), k=st.integers(1, 4096),
+       activations_kb=st.sampled_from([0.1, 0.5, 1.5, 3.0, 64.0, 512.0, 768.0, 1000.3]),
+       double_buffering=st.booleans(), input_in_dram=st.booleans())
+def test_token_block_rule_equals_the_simulators(m, k, activations_kb, double_buffering, input_in_dram):
+    """The driver repeats sim.engine.token_blocks's rule (the board has no sim): same blocks, and the
+    same refusal when one block of tokens does not fit."""
+    from sim.engine import token_blocks
+    from sim.errors import SimInputError
+    from tatvpr_pynq.driver import sim_token_blocks
+
+    try:
+        _, m_t = token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
+    except SimInputError:
+        with pytest.raises(ValueError, match="cannot hold"):
+            sim_token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
+        return
+    got = sim_token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
+    assert [(b.start, b.stop) for b in got] == [(s, min(m, s + m_t)) for s in range(0, m, m_t)]
+
+
+@pytest.mark.parametrize("outputs_kb, spilled", [(8.0, True), (16.0, False)])
+def test_linear_in_a_block_reads_a_spilled_input_from_dram(board, outputs_kb, spilled):
+    """Inside a ViT block the op before a linear outputs its M x K input: 50 x 192 = 9600 bytes spill
+    an 8 KiB (8192 B) output buffer, not a 16 KiB one (docs/engine.md section 4)."""
+    from tatvpr_pynq.driver import TernaryLinearParams
+
+    make, _, _, _ = board
+    ov = make(outputs_kb=outputs_kb)
+    seen = []
+    ov.ip.run_tiled = lambda x, *a, input_in_dram: seen.append(input_in_dram) or np.zeros((x.shape[0], 4), np.int8)
+    p = TernaryLinearParams(codes=np.ones((4, 192), np.int8), gamma=0.1, act_scale=0.05, out_scale=0.2)
+    ov.linear(p, np.random.default_rng(0).normal(size=(50, 192)))
+    assert seen == [spilled]
