@@ -310,23 +310,17 @@ def both_chunk_sum(op, banks: int, lanes_per_bank: int) -> int:
     """``both`` mode: sum over tokens m and output channels p of the lane's chunks
     ``g = max(1, max_b ceil(|nz(x_m) ∩ nz(w_p) ∩ bank b| / q))`` (its accumulator updates).
 
-    By :func:`sim.trace.bank_max_tiles` on the op's cached bank-byte masks (uint8 popcounts of
-    each bank's bytes, a max over the banks per cache-sized tile); nothing of size ``M x N`` is
-    kept. Cached per op, banks and q.
+    By :func:`sim.both_kernel.chunk_total` on the op's cached bank-byte masks (AND + popcount of
+    each bank's words and a running max over the banks, in a small C loop, else numpy); nothing of
+    size ``M x N`` is kept. Cached per op, banks and q.
     """
-    from sim.trace import bank_max_tiles
+    from sim.both_kernel import chunk_total
 
     key = ("both_chunks", banks, lanes_per_bank)
     cache = getattr(op, "_cache", None)
     if cache is not None and key in cache:
         return cache[key]
-    total = 0
-    for _r0, _r1, _c0, best in bank_max_tiles(op.act_bank_bytes(banks), op.weight_bank_bytes(banks), op.k):
-        if lanes_per_bank == 1:
-            total += int(np.maximum(best, 1).sum(dtype=np.int64))
-        else:
-            total += int(np.maximum(_ceil_div(best.astype(np.int64), lanes_per_bank), 1).sum())
-    total -= op.m * (-op.n % 8)  # outputs padded to a multiple of 8 count 0, i.e. g = 1 each
+    total = chunk_total(op.act_bank_bytes(banks), op.weight_bank_bytes(banks), lanes_per_bank)
     if cache is not None:  # a sweep simulates the same op on many archs
         cache[key] = total
     return total
@@ -611,19 +605,22 @@ def dense_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
                     transfer_cycles=xfer_total, latency_cycles=lat, output_bytes=out_bytes, output_spilled=spilled)
 
 
-def vector_cycles(elements: int, kind: str, arch) -> int:
+def vector_cycles(elements: int, kind: str, arch, row: int = 0) -> int:
+    """docs/engine.md section 5: lane groups of ``lanes`` elements, per row of ``row`` elements
+    when the op has rows (LayerNorm tokens, softmax rows), times ``cycles_per_element``."""
     v = arch.spec.vector_unit
     if v.mode == "host":
         ns = v.host_call_overhead_us * 1e3 + elements * v.host_ns_per_element[kind]
         return int(math.ceil(ns * arch.spec.clock_mhz / 1e3 - 1e-9))
-    return int(math.ceil(-(-elements // v.lanes) * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
+    groups = (elements // row) * (-(-row // v.lanes)) if row else -(-elements // v.lanes)
+    return int(math.ceil(groups * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
 
 
 def vector_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
     """A vector-unit op; its ``elements`` int8 outputs spill when over the output buffer, and an
     input the previous op spilled is streamed back first (docs/engine.md section 4)."""
     v = arch.spec.vector_unit
-    cycles = vector_cycles(op.elements, op.kind, arch)
+    cycles = vector_cycles(op.elements, op.kind, arch, getattr(op, "row", 0))
     if v.mode == "host":
         counts = {"host_elements": op.elements, "dram_act_bits": 2 * op.elements * ACT_BITS}
     else:

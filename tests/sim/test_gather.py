@@ -106,3 +106,91 @@ def test_both_chunk_sum_equals_brute_force(k, banks, q, monkeypatch):
     busiest = np.max(per_bank, axis=0)
     want = int(np.maximum(1, -(-busiest // q)).sum())
     assert both_chunk_sum(op, banks, q) == want
+
+
+# ---------------------------------------------------------------- both mode's chunk kernel
+# sim.both_kernel: a C loop built on first use, numpy when it cannot be built. Both must equal the
+# spec's sum over (m, n) of max(1, ceil(max_b |nz(x_m) ∩ nz(w_n) ∩ bank b| / q)), computed here as
+# one integer matmul per bank.
+
+def _brute_chunks(act, wnz, banks, q):
+    per_bank = [act[:, b::banks].astype(np.int64) @ wnz[:, b::banks].astype(np.int64).T for b in range(banks)]
+    return int(np.maximum(1, -(-np.max(per_bank, axis=0) // q)).sum())
+
+
+@pytest.fixture
+def fresh_kernel():
+    """Forget the loaded kernel before and after (the next call decides its backend again)."""
+    from sim import both_kernel
+
+    both_kernel._reset()
+    yield both_kernel
+    both_kernel._reset()
+
+
+@pytest.mark.parametrize("m,k,n,banks,q,density", [
+    (7, 300, 13, 2, 2, 0.6),     # 150 channels per bank: 19 bytes, 5 words per bank
+    (9, 768, 40, 32, 1, 0.6),    # ViT-B's shape of a bank: 24 channels, one word
+    (9, 770, 21, 32, 2, 0.6),    # K not a multiple of B
+    (5, 3000, 9, 1, 3, 0.9),     # one bank: counts up to 3000 (past uint8)
+    (6, 33, 40, 3, 1, 0.5),      # B not a multiple of 8 (the unpacking layout path)
+    (2, 5, 3, 8, 1, 0.7),        # K < B: most banks empty
+    (4, 96, 17, 4, 4, 0.0),      # nothing nonzero: every (m, n) still costs 1
+])
+def test_both_kernel_backends_equal_brute_force(fresh_kernel, m, k, n, banks, q, density):
+    from sim.trace import bank_bytes
+
+    rng = np.random.default_rng(m + k + n + banks + q)
+    act = rng.random((m, k)) < density
+    wnz = rng.random((n, k)) < max(density, 0.3)
+    a, w = bank_bytes(act, banks), bank_bytes(wnz, banks)
+    want = _brute_chunks(act, wnz, banks, q)
+    assert fresh_kernel.backend() == "c", fresh_kernel.REASON   # cc is installed here: no silent fallback
+    for v in range(fresh_kernel.variant() + 1):                  # every variant this CPU can run
+        assert fresh_kernel.chunk_total(a, w, q, use="c", c_variant=v) == want, fresh_kernel.VARIANTS[v]
+    assert fresh_kernel.chunk_total(a, w, q, use="c") == want
+    assert fresh_kernel.chunk_total(a, w, q, use="numpy") == want
+
+
+def test_both_kernel_builds_once_into_its_folder(fresh_kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv("TATVPR_KERNEL_DIR", str(tmp_path))
+    assert fresh_kernel.backend() == "c", fresh_kernel.REASON
+    built = list(tmp_path.glob("both_kernel_*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    fresh_kernel._reset()
+    assert fresh_kernel.backend() == "c" and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    assert list(tmp_path.iterdir()) == built  # no temporary build folder left behind
+
+
+def test_both_kernel_falls_back_to_numpy_and_says_why(fresh_kernel, tmp_path, monkeypatch):
+    from sim.trace import bank_bytes
+
+    rng = np.random.default_rng(0)
+    act, wnz = rng.random((5, 64)) < 0.5, rng.random((7, 64)) < 0.5
+    want = _brute_chunks(act, wnz, 4, 2)
+    monkeypatch.setenv("TATVPR_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert fresh_kernel.backend() == "numpy"
+    assert "no-such-cc" in fresh_kernel.REASON
+    assert fresh_kernel.chunk_total(bank_bytes(act, 4), bank_bytes(wnz, 4), 2) == want
+    with pytest.raises(OSError, match="C kernel is not available"):
+        fresh_kernel.chunk_total(bank_bytes(act, 4), bank_bytes(wnz, 4), 2, use="c")
+    fresh_kernel._reset()
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("TATVPR_SIM_KERNEL", "numpy")
+    assert fresh_kernel.backend() == "numpy" and fresh_kernel.REASON == "TATVPR_SIM_KERNEL=numpy"
+
+
+def test_both_kernel_rejects_bad_arguments():
+    from sim import both_kernel
+
+    a = np.zeros((1, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="shapes"):
+        both_kernel.chunk_total(a, np.zeros((1, 2, 3), np.uint8), 1)
+    with pytest.raises(ValueError, match="lanes_per_bank = 0"):
+        both_kernel.chunk_total(a, a, 0)
+    with pytest.raises(ValueError, match="use = 'gpu'"):
+        both_kernel.chunk_total(a, a, 1, use="gpu")
+    with pytest.raises(ValueError, match="c_variant = 3"):
+        both_kernel.chunk_total(a, a, 1, use="c", c_variant=3)
