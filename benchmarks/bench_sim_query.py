@@ -37,6 +37,10 @@ def main() -> int:
     base = load_arch("kv260")
     print(f"whole ViT-B/14 query trace (12 blocks, {tr.meta['tokens']} tokens, {len(tr.ops)} ops, s={args.sparsity}), "
           f"generated in {gen_s:.1f} s (not timed); kv260 arch; median of {args.repeat}; target < {TARGET_S:g} s")
+    if "both" in args.modes.split(","):
+        from sim import both_kernel
+        both_kernel.backend()
+        print(f"both mode's chunk kernel: {both_kernel.REASON} (docs/simulator.md)")
     print(f"{'skip_mode':<10}{'cold_s':>9}{'cold_range':>14}{'cpu_s':>8}{'warm_s':>9}{'warm_range':>14}"
           f"{'latency_ms':>12}{'energy_mj':>11}  ok(cold)")
     for mode in args.modes.split(","):
