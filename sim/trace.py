@@ -375,11 +375,14 @@ class DenseOp:
 
 @dataclass(eq=False)
 class VectorOp:
-    """``elements`` element-wise operations of ``kind`` on the vector unit."""
+    """``elements`` element-wise operations of ``kind`` on the vector unit, in rows of ``row``
+    elements (a LayerNorm token, a softmax row: the unit's lane groups do not span rows);
+    ``row = 0``: no row structure (element-wise ops)."""
 
     name: str
     kind: str
     elements: int
+    row: int = 0
 
     type = "vector"
 
@@ -509,6 +512,9 @@ def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
         if op.kind not in VECTOR_KINDS:
             raise SimInputError(f"{where}: field 'kind' = {op.kind!r}; allowed: {', '.join(VECTOR_KINDS)}")
         _int_field({"elements": op.elements}, "elements", where, maximum=MAX_OP_WORK)
+        _int_field({"row": op.row}, "row", where, minimum=0, maximum=MAX_DIM)
+        if op.row and op.elements % op.row:
+            raise SimInputError(f"{where}: field 'row' = {op.row} does not divide elements = {op.elements}")
     else:
         raise SimInputError(f"{source}: op {i} is a {type(op).__name__}; allowed: "
                             "TernaryLinearOp, DenseOp, VectorOp")
@@ -538,7 +544,8 @@ def _header(trace: Trace) -> dict:
             ops.append({"type": op.type, "name": op.name, "m": op.m, "k": op.k, "n": op.n,
                         "batch": op.batch, "weights": bool(op.weights)})
         else:
-            ops.append({"type": op.type, "name": op.name, "kind": op.kind, "elements": op.elements})
+            ops.append({"type": op.type, "name": op.name, "kind": op.kind, "elements": op.elements,
+                        **({"row": op.row} if op.row else {})})
     return {"format": FORMAT, "version": trace.version, "meta": trace.meta, "ops": ops}
 
 
@@ -621,7 +628,8 @@ def read_trace(path: str | os.PathLike) -> Trace:
                                    batch=_int_field({"batch": d.get("batch", 1)}, "batch", where),
                                    weights=_bool_field(d, "weights", where)))
             elif kind == "vector":
-                ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where, maximum=MAX_OP_WORK)))
+                ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where, maximum=MAX_OP_WORK),
+                                    _int_field({"row": d.get("row", 0)}, "row", where, minimum=0)))
             else:
                 raise SimInputError(f"{where}: field 'type' = {kind!r}; allowed: ternary_linear, dense, vector")
         meta = header.get("meta", {})
@@ -711,13 +719,14 @@ def synthetic_vit_trace(*, depth: int = 12, dim: int = 768, tokens: int = 257, h
 
     for b in range(depth):
         p = f"blocks.{b}."
-        ops += [VectorOp(p + "norm1", "layernorm", t * d), lin(p + "attn.qkv", d, 3 * d),
-                DenseOp(p + "attn.qk", t, hd, t, batch=heads), VectorOp(p + "attn.softmax", "softmax", heads * t * t),
+        ops += [VectorOp(p + "norm1", "layernorm", t * d, d), lin(p + "attn.qkv", d, 3 * d),
+                DenseOp(p + "attn.qk", t, hd, t, batch=heads),
+                VectorOp(p + "attn.softmax", "softmax", heads * t * t, t),
                 DenseOp(p + "attn.av", t, t, hd, batch=heads), lin(p + "attn.proj", d, d),
-                VectorOp(p + "add1", "add", t * d), VectorOp(p + "norm2", "layernorm", t * d),
+                VectorOp(p + "add1", "add", t * d), VectorOp(p + "norm2", "layernorm", t * d, d),
                 lin(p + "mlp.fc1", d, hidden), VectorOp(p + "mlp.gelu", "gelu", t * hidden),
                 lin(p + "mlp.fc2", hidden, d), VectorOp(p + "add2", "add", t * d)]
-    ops.append(VectorOp("norm", "layernorm", t * d))
+    ops.append(VectorOp("norm", "layernorm", t * d, d))
     meta = {"source": "synthetic", "model": f"synthetic-vit-d{dim}-L{depth}", "depth": depth, "dim": dim,
             "tokens": tokens, "heads": heads, "mlp_ratio": mlp_ratio, "patch_size": patch_size, "sparsity": sparsity,
             "weight_zero_frac": weight_zero_frac, "natural_zero_frac": natural_zero_frac, "seed": seed, "granularity": granularity,

@@ -164,7 +164,7 @@ class _Recorder:
                 self.hook_ternary(full, mod)
             elif isinstance(mod, nn.LayerNorm):
                 self.handles.append(mod.register_forward_hook(
-                    lambda m, a, o, n=full: self.add(VectorOp(n, "layernorm", int(o.numel())))))
+                    lambda m, a, o, n=full: self.add(VectorOp(n, "layernorm", int(o.numel()), int(o.shape[-1])))))
             elif isinstance(mod, nn.GELU):
                 self.handles.append(mod.register_forward_hook(
                     lambda m, a, o, n=full: self.add(VectorOp(n, "gelu", int(o.numel())))))
@@ -190,7 +190,7 @@ class _Recorder:
                 hd = int(attn.head_dim)
                 bh = int(math.prod(x.shape[:-2])) * h
                 self.add(DenseOp(p + "attn.qk", t, hd, t, batch=bh))
-                self.add(VectorOp(p + "attn.softmax", "softmax", bh * t * t))
+                self.add(VectorOp(p + "attn.softmax", "softmax", bh * t * t, t))
                 self.add(DenseOp(p + "attn.av", t, t, hd, batch=bh))
             # registered before the ternary hook's pre-hook? order does not matter: the ternary
             # op is recorded in the post-hook, after the attention core
@@ -270,7 +270,7 @@ class _HeadDispatch(TorchDispatchMode):
             bh = int(math.prod(q.shape[:-2]))
             lq, e, s, ev = int(q.shape[-2]), int(q.shape[-1]), int(k.shape[-2]), int(v.shape[-1])
             rec.add(DenseOp(self._name("qk"), lq, e, s, batch=bh))
-            rec.add(VectorOp(self._name("softmax"), "softmax", bh * lq * s))
+            rec.add(VectorOp(self._name("softmax"), "softmax", bh * lq * s, s))
             rec.add(DenseOp(self._name("av"), lq, s, ev, batch=bh))
         elif op == "_native_multi_head_attention":
             q, k = args[0], args[1]
@@ -280,7 +280,7 @@ class _HeadDispatch(TorchDispatchMode):
             for nm, rows in (("q_proj", lq), ("k_proj", s), ("v_proj", s)):
                 rec.add(DenseOp(self._name(nm), b * rows, e, e, weights=True))
             rec.add(DenseOp(self._name("qk"), lq, e // h, s, batch=b * h))
-            rec.add(VectorOp(self._name("softmax"), "softmax", b * h * lq * s))
+            rec.add(VectorOp(self._name("softmax"), "softmax", b * h * lq * s, s))
             rec.add(DenseOp(self._name("av"), lq, s, e // h, batch=b * h))
             rec.add(DenseOp(self._name("out_proj"), b * lq, e, e, weights=True))
         elif op in _VIEW_OPS:
@@ -294,8 +294,16 @@ class _HeadDispatch(TorchDispatchMode):
             if op in _ADD_OPS:
                 rec.add(VectorOp(self._name(op.rstrip("_")), "add", n_out))
             elif op in _KIND_OPS:
-                rec.add(VectorOp(self._name(op.strip("_")), _KIND_OPS[op], n_out if _KIND_OPS[op] != "layernorm"
-                                 else _numel(args[0])))
+                kind = _KIND_OPS[op]
+                x0 = args[0] if args and isinstance(args[0], torch.Tensor) else None
+                row = 0  # elements per row: the vector unit's lane groups do not span rows
+                if x0 is not None and x0.dim() and kind == "softmax":
+                    dim = args[1] if len(args) > 1 and isinstance(args[1], int) else -1
+                    row = int(x0.shape[dim]) if dim in (-1, x0.dim() - 1) else 0
+                elif x0 is not None and kind == "layernorm" and len(args) > 1:
+                    row = int(math.prod(args[1]))
+                rec.add(VectorOp(self._name(op.strip("_")), kind, n_out if kind != "layernorm" else _numel(args[0]),
+                                 row))
             else:  # mul, div, exp, norms, reductions, pooling: elements touched
                 rec.add(VectorOp(self._name(op.rstrip("_")), "other", max(n_out, n_in)))
 

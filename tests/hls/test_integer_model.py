@@ -181,3 +181,45 @@ def test_integer_model_imports_with_numpy_alone():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[[128, 128]]"
+
+
+# ------------------------------------------------------------------ the whole query in C simulation
+def test_whole_query_csim_equals_the_integer_model(student_and_images, tmp_path):
+    """The tiny student's trunk through the HLS kernels in sequence (vector unit, int8 unit,
+    ternary IP) gives the integer model's tokens bit for bit; the ternary IP's counted cycles
+    per op equal the simulator's C_f on the same operands, the other units' the simulator's
+    formulas (KV260 arch: 16 lanes, 16 x 16 int8 grid)."""
+    from sim.arch import load_arch
+    from sim.engine import dense_cycles, fold_compute_cycles, vector_cycles
+    from tatvpr_hw.hlsflow.query_csim import csim_trunk
+    from tatvpr_hw.integer import export_trunk
+
+    student, images = student_and_images
+    s = 0.4
+    trunk = export_trunk(student, images, sparsity=s)
+    img = trunk.quantize_image(images[1].double().numpy())
+    out = csim_trunk(trunk, img, s, tmp_path, pe=8, simd=16)
+    assert np.array_equal(out.tokens, trunk.tokens(img, s))
+    arch = load_arch("kv260")
+    v, u = arch.spec.vector_unit, arch.spec.int8_unit
+    t, d = out.tokens.shape
+    h = trunk.blocks[0].num_heads
+    expect = {
+        "norm1": vector_cycles(t * d, "layernorm", arch, d) - v.pipeline_cycles,
+        "attn.softmax": vector_cycles(h * t * t, "softmax", arch, t) - v.pipeline_cycles,
+        "add1": vector_cycles(t * d, "add", arch) - v.pipeline_cycles,
+        "gelu": vector_cycles(t * 4 * d, "gelu", arch) - v.pipeline_cycles,
+        "attn.qk": dense_cycles(t, d // h, t, h, u.rows, u.cols, 0),
+        "attn.av": dense_cycles(t, t, d // h, h, u.rows, u.cols, 0),
+    }
+    seen = 0
+    for op in out.ops:
+        key = op["name"].split(".", 2)[-1]
+        if op["unit"] == "ternary":
+            c_f = fold_compute_cycles(op["act_mask"], op["codes"], 8, 16, "act")
+            assert op["cycles"] == int(np.asarray(c_f).sum()), op["name"]
+            seen += 1
+        elif key in expect:
+            assert op["cycles"] == expect[key], op["name"]
+            seen += 1
+    assert seen == 10 * len(trunk.blocks)

@@ -140,3 +140,28 @@ def test_int8_unit_cycles_equal_the_simulators(exe, tmp_path):
         assert np.array_equal(res.out, np.einsum("bmk,bkn->bmn", a.astype(np.int64), b.astype(np.int64)))
         assert res.element_cycles + u.pipeline_cycles == dense_cycles(m, k, n, batch, u.rows, u.cols,
                                                                        u.pipeline_cycles)
+
+
+def test_vector_rows_are_charged_per_row_by_hand():
+    """A softmax over 150 rows of 50 scores on 16 lanes: ceil(50 / 16) = 4 lane groups per row
+    (groups do not span rows), 2 cycles per element: 150 * 4 * 2 = 1200 + 12 pipeline; without
+    rows the same 7500 elements are ceil(7500 / 16) * 2 = 938 + 12."""
+    from sim.arch import load_arch
+    from sim.engine import vector_cycles
+
+    arch = load_arch("kv260")
+    assert vector_cycles(7500, "softmax", arch, 50) == 1212
+    assert vector_cycles(7500, "softmax", arch) == 950
+
+
+def test_traces_carry_rows_and_reject_bad_ones(tmp_path):
+    from sim.errors import SimInputError
+    from sim.trace import Trace, VectorOp, read_trace, synthetic_vit_trace, validate_trace, write_trace
+
+    tr = synthetic_vit_trace(depth=1, dim=64, tokens=10, heads=2, mlp_ratio=4.0, sparsity=0.0, seed=0)
+    rows = {op.name: op.row for op in tr.ops if isinstance(op, VectorOp)}
+    assert rows["blocks.0.attn.softmax"] == 10 and rows["blocks.0.norm1"] == 64 and rows["blocks.0.add1"] == 0
+    back = read_trace(write_trace(tmp_path / "t.npz", tr))
+    assert {op.name: op.row for op in back.ops if isinstance(op, VectorOp)} == rows
+    with pytest.raises(SimInputError, match="'row' = 7 does not divide elements = 20"):
+        validate_trace(Trace(1, {}, [VectorOp("x", "softmax", 20, 7)]))
