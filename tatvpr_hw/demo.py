@@ -108,6 +108,14 @@ def step_rtl(ctx: FlowContext) -> dict[str, Any]:
     return rtl_demo(ctx.run_dir, _traces(ctx)[RTL_TRACE_SPARSITY], seed=ctx.cfg.seed)
 
 
+def _query_step(ctx: FlowContext) -> dict[str, Any]:
+    from tatvpr_hw.hlsflow.query_csim import flow_step_query
+
+    res = flow_step_query(ctx)
+    return {k: v for k, v in res.items() if k != "units"} | {
+        f"{u}_cycles_match": v["match"] for u, v in res["units"].items()}
+
+
 def demo_steps() -> list[NamedStep]:
     from tatvpr_hw.evaluation import flow_step_data, flow_step_eval, flow_step_report
 
@@ -124,6 +132,7 @@ def demo_steps() -> list[NamedStep]:
         NamedStep("dse", step_dse, "design-space sweep and Pareto front"),
         NamedStep("export", step_export, "QONNX, hls4ml (C-simulated) and FINN exports, verified"),
         NamedStep("hls", step_hls, "packed-ternary HLS IP: C-simulation on real layers, KV260 project"),
+        NamedStep("query", _query_step, "one query's trunk through the C-simulated units = the integer model"),
         NamedStep("rtl", step_rtl, "RTL tile vs simulator (Verilator), iCE40 bitstream"),
         NamedStep("report", flow_step_report, "HTML report"),
     ]

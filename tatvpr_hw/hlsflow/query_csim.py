@@ -102,3 +102,96 @@ def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, 
         x = unit(p + "add2", "vector", add_call(x, y, blk.res2_mult, blk.res2_shift))
     res.tokens = x
     return res
+
+
+def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
+    """The simulator's cycles (``sim.engine``, without pipeline depths) of the ops ``res`` ran:
+    ternary C_f on the same operands and gather, int8- and vector-unit formulas on the shapes."""
+    from sim.engine import dense_cycles, fold_compute_cycles, vector_cycles
+
+    c = arch.spec.compute
+    v, u = arch.spec.vector_unit, arch.spec.int8_unit
+    t, d = res.tokens.shape
+    h = trunk.blocks[0].num_heads if trunk.blocks else 1
+    hidden = trunk.blocks[0].fc1.codes.shape[0] if trunk.blocks else 0
+    n_patches = trunk.pos.shape[0]
+    per_kind = {
+        "norm1": vector_cycles(t * d, "layernorm", arch, d), "norm2": vector_cycles(t * d, "layernorm", arch, d),
+        "attn.softmax": vector_cycles(h * t * t, "softmax", arch, t), "add1": vector_cycles(t * d, "add", arch),
+        "add2": vector_cycles(t * d, "add", arch), "gelu": vector_cycles(t * hidden, "gelu", arch),
+        "attn.qk": dense_cycles(t, d // h, t, h, u.rows, u.cols, u.pipeline_cycles),
+        "attn.av": dense_cycles(t, t, d // h, h, u.rows, u.cols, u.pipeline_cycles),
+        "patch_embed": dense_cycles(n_patches, trunk.embed_w.shape[1], d, 1, u.rows, u.cols, u.pipeline_cycles),
+    }
+    out: dict[str, int] = {}
+    for op in res.ops:
+        if op["unit"] == "ternary":
+            cyc = int(np.asarray(fold_compute_cycles(op["act_mask"], op["codes"], c.pe, c.simd, "act",
+                                                     banks=c.banks, ports=c.ports)).sum())
+        else:
+            key = op["name"].split(".", 2)[-1] if op["name"].startswith("blocks.") else op["name"]
+            pipe = v.pipeline_cycles if op["unit"] == "vector" else u.pipeline_cycles
+            cyc = per_kind[key] - pipe
+        out[op["unit"]] = out.get(op["unit"], 0) + cyc
+    return out
+
+
+QUERY_SPARSITY = 0.4
+
+
+def flow_step_query(ctx) -> dict:
+    """Flow step: the trained student's first evaluation query through the integer model and
+    through the C-simulated HLS units (vector, int8, ternary IP) in sequence; ``query.json``."""
+    import json
+    import time
+
+    import torch
+
+    from sim.arch import load_arch
+    from tatvpr_hw.data.vpr import VPREvalSet, eval_root
+    from tatvpr_hw.evaluation import _student_checkpoint_from, load_models
+    from tatvpr_hw.integer import export_trunk, integer_descriptors
+    from tatvpr_hw.io import write_json
+
+    t0 = time.perf_counter()
+    cfg = ctx.cfg
+    ck = _student_checkpoint_from(ctx)
+    _, student = load_models(cfg, ck)
+    if student is None:
+        raise UserError(f"{ck} is a teacher checkpoint; the query C simulation needs the ternary student")
+    ev = VPREvalSet(eval_root(cfg.data), cfg.model.student_img_size, cfg.data.positive_radius_m)
+    calib = torch.stack([ev.database[i][0] for i in range(min(16, len(ev.database)))])
+    image = ev.queries[0][0]
+    trunk = export_trunk(student, calib, sparsity=QUERY_SPARSITY)
+    img_q = trunk.quantize_image(image.double().numpy())
+    arch = load_arch("kv260")
+    c = arch.spec.compute
+    res = csim_trunk(trunk, img_q, QUERY_SPARSITY, Path(ctx.run_dir) / "query_csim", pe=c.pe, simd=c.simd,
+                     banks=c.banks, ports=c.ports, lanes=arch.spec.vector_unit.lanes, rows=arch.spec.int8_unit.rows,
+                     cols=arch.spec.int8_unit.cols)
+    ref = trunk.tokens(img_q, QUERY_SPARSITY)
+    bit_exact = bool(np.array_equal(res.tokens, ref))
+    csim_cycles = res.unit_cycles()
+    sim_cycles = sim_unit_cycles(res, trunk, arch)
+    d_int = integer_descriptors(student, trunk, image[None], QUERY_SPARSITY)[0]
+    with torch.no_grad():
+        from brevitas_models.sparsity import sparsity_context
+
+        with sparsity_context(student, QUERY_SPARSITY, "token"):
+            d_float = torch.nn.functional.normalize(student(image[None]), dim=-1)[0].numpy()
+    summary = {
+        "checkpoint": str(ck), "image": ev.queries.paths[0].name, "sparsity": QUERY_SPARSITY, "granularity": "token",
+        "arch": arch.name, "pe": c.pe, "simd": c.simd, "banks": c.banks, "ports": c.ports,
+        "tokens": list(res.tokens.shape), "ops": len(res.ops), "bit_exact": bit_exact,
+        "max_abs_token_diff": int(np.abs(res.tokens.astype(np.int64) - ref).max()),
+        "units": {u: {"csim_cycles": int(csim_cycles.get(u, 0)), "sim_cycles": int(sim_cycles.get(u, 0)),
+                      "match": int(csim_cycles.get(u, 0)) == int(sim_cycles.get(u, 0))}
+                  for u in ("ternary", "int8", "vector")},
+        "descriptor_cosine_integer_vs_float": round(float(np.dot(d_int, d_float)), 6),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(Path(ctx.run_dir) / "query.json", summary)
+    if not bit_exact or not all(u["match"] for u in summary["units"].values()):
+        raise UserError("whole-query C simulation differs from the integer model or the simulator: "
+                        + json.dumps({k: summary[k] for k in ("bit_exact", "units")}))
+    return summary
