@@ -68,9 +68,14 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                    layer: int = typer.Option(0, min=0, help="transformer block index (mlp, attn_proj)"),
                    backend: str = typer.Option("Vitis", help="Vitis | Vivado"),
                    io: str = typer.Option("io_parallel", "--io", help="io_parallel | io_stream"),
-                   part: str = typer.Option("xck26-sfvc784-2LV-c", help="FPGA part (default: KV260)"),
-                   reuse_factor: int = typer.Option(1, min=1, help="hls4ml ReuseFactor"),
-                   strategy: str = typer.Option("Latency", help="Latency | Resource"),
+                   board: str = typer.Option("kv260", help="target board: kv260, zcu104 or pynq_z2 "
+                                             "(its part, and its default PE x SIMD for the reuse factor)"),
+                   part: Optional[str] = typer.Option(None, help="FPGA part (default: the board's)"),
+                   dse_point: Optional[Path] = typer.Option(None, help="design point JSON (best_point.json "
+                                                            "of tatvpr dse): ReuseFactor = K*N / (PE*SIMD)"),
+                   reuse_factor: Optional[int] = typer.Option(None, min=1, help="hls4ml ReuseFactor "
+                                                              "(default: from the design point)"),
+                   strategy: str = typer.Option("Resource", help="Resource | Latency"),
                    sparsity: Optional[float] = typer.Option(None, help="top-k sparsity of the activations"),
                    images: int = typer.Option(2, min=1, max=64, help="real images whose tokens are compared"),
                    max_layers: Optional[int] = typer.Option(None, min=1, help="lower only the first N layers of the block"),
@@ -87,15 +92,23 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         check_choice(backend, BACKENDS, "backend")
         check_choice(io, IO_TYPES, "io type")
         check_choice(strategy, STRATEGIES, "strategy")
+        from tatvpr_hw.export.finn_route import finn_board
+
+        finn_board(board)  # unknown board: exit 2 before loading anything
         s = export_hls4ml(_cfg(config), _ckpt(checkpoint), out, block=block, layer=layer,
-                          backend=backend, io_type=io, part=part, reuse_factor=reuse_factor,
+                          backend=backend, io_type=io, board=board, part=part,
+                          reuse_factor=reuse_factor, dse_point=dse_point,
                           strategy=strategy, sparsity=sparsity, n_images=images,
                           build=not no_build, max_layers=max_layers, qkeras_twin=qkeras_twin)
         for r in s["layers"]:
             g = r["generated"]
-            print(f"{r['layer']} ({r['n_in']}->{r['n_out']}): {r['project']}  product "
+            print(f"{r['layer']} ({r['n_in']}->{r['n_out']}): {r['project']} (IP {r['project_name']})  "
+                  f"{r['strategy']} ReuseFactor {r['reuse_factor']} ({r['reuse']['products_per_clock']} "
+                  f"products/clock, from {r['reuse']['source']}), product "
                   f"{','.join(g['dense_products'])}, weights {','.join(g['weight_types'].values())}, "
                   f"g++ {r['time_s']['gxx_compile']:.1f} s")
+            for w in r["warnings"]:
+                print(f"  warning: {w}")
             print("  " + _line("C-sim vs PyTorch", r["check"]))
         for t in s.get("qkeras_twins", []):
             print(f"QKeras twin of {t['layer']}: {t['project']}  product "
@@ -104,30 +117,35 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @export_app.command("finn")
     def finn_cmd(config: Path = _CONFIG, checkpoint: Path = _CKPT, out: Path = _OUT,
-                 board: str = typer.Option(..., help="KV260_SOM | ZCU104 | Pynq-Z2"),
-                 dse_point: Optional[Path] = typer.Option(None, help="design point JSON with pe, simd "
-                                                          "(best_point.json of tatvpr dse)"),
+                 board: str = typer.Option("kv260", help="target board: kv260, zcu104 or pynq_z2 "
+                                           "(written as FINN's KV260_SOM, ZCU104, Pynq-Z2)"),
+                 dse_point: Optional[Path] = typer.Option(None, help="design point JSON with pe, simd, "
+                                                          "clock_mhz (best_point.json of tatvpr dse)"),
+                 pe: Optional[int] = typer.Option(None, help="MVAU PE, with --simd, instead of --dse-point"),
+                 simd: Optional[int] = typer.Option(None, help="MVAU SIMD, with --pe, instead of --dse-point"),
+                 clock_mhz: Optional[float] = typer.Option(None, help="clock with --pe/--simd "
+                                                           "(default: the board's sim/arch clock)"),
                  strict: bool = typer.Option(False, help="reject PE/SIMD that do not divide the layer"),
                  block: str = typer.Option("mlp", help="mlp | attn_proj | head"),
                  layer: int = typer.Option(0, min=0, help="transformer block index"),
                  index: int = typer.Option(0, min=0, help="which ternary GEMM of the block (0 = first)"),
-                 clk_ns: Optional[float] = typer.Option(None, help="synth_clk_period_ns (default per board)"),
                  sparsity: Optional[float] = typer.Option(None, help="top-k sparsity of the activations")):
         """Write the folder FINN's build_dataflow consumes (model, build config, folding)."""
         from tatvpr_hw.export import export_finn
         from tatvpr_hw.export.common import BLOCKS, check_choice
-        from tatvpr_hw.export.finn_route import BOARDS
+        from tatvpr_hw.export.finn_route import finn_board
 
         _check_sparsity(sparsity)
-        if clk_ns is not None and not (math.isfinite(clk_ns) and 0 < clk_ns <= 1000):
-            raise UserError(f"--clk-ns = {clk_ns}; allowed: a clock period in (0, 1000] ns")
-        check_choice(board, tuple(BOARDS), "board")
+        if clock_mhz is not None and not math.isfinite(clock_mhz):
+            raise UserError(f"--clock-mhz = {clock_mhz}; allowed: a clock in MHz, > 0")
+        finn_board(board)  # unknown board: exit 2 before loading anything
         check_choice(block, BLOCKS, "block")
         s = export_finn(_cfg(config), _ckpt(checkpoint), out, board=board, dse_point=dse_point,
-                        strict=strict, block=block, layer=layer, index=index, sparsity=sparsity,
-                        clk_period_ns=clk_ns)
+                        pe=pe, simd=simd, clock_mhz=clock_mhz, strict=strict, block=block,
+                        layer=layer, index=index, sparsity=sparsity)
         f = s["folding"]
-        print(f"wrote {s['dir']}: {s['layer']} MW={s['mw']} MH={s['mh']} -> PE={f['PE']} SIMD={f['SIMD']}"
-              + (f"  ({f['note']})" if f["adjusted"] else ""))
+        print(f"wrote {s['dir']}: {s['layer']} MW={s['mw']} MH={s['mh']} M={s['tokens']} -> "
+              f"PE={f['PE']} SIMD={f['SIMD']} at {s['clock_mhz']:g} MHz on {s['board']} "
+              f"(FINN {s['finn_board']})" + (f"  ({f['note']})" if f["adjusted"] else ""))
         print(_line("QONNX (qonnx executor) vs PyTorch", s["check"]))
         print(f"run in FINN's container: {s['command']}")

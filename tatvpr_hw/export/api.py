@@ -72,27 +72,45 @@ def block_layers(cfg, checkpoint, block: str, layer: int, *, sparsity: float | N
     check_choice(block, BLOCKS, "block")
     model, s, images, source = _prepare(cfg, checkpoint, sparsity, n_images, seed)
     named = select_layers(model, block, layer)
-    inputs = capture_inputs(model, [m for _, m in named], images)
-    layers = [standalone_linear(n, m, x, output_quant=output_quant)
-              for (n, m), x in zip(named, inputs)]
+    tokens: list[int] = []
+    inputs = capture_inputs(model, [m for _, m in named], images, tokens=tokens)
+    layers = [standalone_linear(n, m, x, output_quant=output_quant, tokens=t)
+              for (n, m), x, t in zip(named, inputs, tokens)]
     return layers, s, source
 
 
 def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", layer: int = 0,
-                  backend: str = "Vitis", io_type: str = "io_parallel",
-                  part: str = "xck26-sfvc784-2LV-c", reuse_factor: int = 1,
-                  strategy: str = "Latency", sparsity: float | None = None, n_images: int = 2,
-                  seed: int | None = None, build: bool = True, max_layers: int | None = None,
+                  backend: str = "Vitis", io_type: str = "io_parallel", board: str = "kv260",
+                  part: str | None = None, reuse_factor: int | None = None,
+                  dse_point: str | Path | None = None, strategy: str = "Resource",
+                  sparsity: float | None = None, n_images: int = 2, seed: int | None = None,
+                  build: bool = True, max_layers: int | None = None,
                   qkeras_twin: bool | int = False) -> dict[str, Any]:
-    """Each GEMM of ``block`` -> hls4ml project, C-simulated against PyTorch.
+    """Each GEMM of ``block`` -> hls4ml project ``tatvpr_<layer>``, C-simulated against PyTorch.
 
-    ``max_layers`` limits how many of the block's layers are lowered (the head may have many).
-    ``qkeras_twin``: also build the QKeras twin of the ternary layers (True = all, an int = the
-    first N) and compare the two frontends' C-simulations (needs the ``qkeras`` extra).
+    ReuseFactor per layer: ``reuse_factor`` if given; else ``K * N / (PE * SIMD)`` with PE and
+    SIMD of ``dse_point`` (``best_point.json``), else of the board's default accelerator
+    (``sim/arch/<board>.yaml``), rounded to a valid hls4ml reuse factor. ``part`` defaults to
+    the board's part. ``max_layers`` limits how many of the block's layers are lowered (the
+    head may have many). ``qkeras_twin``: also build the QKeras twin of the ternary layers
+    (True = all, an int = the first N) and compare the two frontends' C-simulations (needs
+    the ``qkeras`` extra).
     """
+    from tatvpr_hw.export.finn_route import finn_board, read_dse_point
     from tatvpr_hw.export.hls4ml_route import check_part, export_layer_hls4ml
 
-    check_part(part)
+    fb = finn_board(board)
+    part = check_part(part or fb.part)
+    if reuse_factor is not None and dse_point is not None:
+        raise UserError("give either --reuse-factor or --dse-point (reuse = K*N / (PE*SIMD)), not both")
+    if reuse_factor is not None:
+        pe_simd, rf_source = None, "--reuse-factor"
+    elif dse_point is not None:
+        pt = read_dse_point(dse_point, fb)
+        pe_simd, rf_source = pt.pe * pt.simd, f"{dse_point} (PE {pt.pe} x SIMD {pt.simd})"
+    else:
+        pe_simd = fb.default_pe * fb.default_simd
+        rf_source = f"sim/arch/{fb.name}.yaml (PE {fb.default_pe} x SIMD {fb.default_simd})"
     out_dir = Path(out_dir)
     layers, s, source = block_layers(cfg, checkpoint, block, layer, sparsity=sparsity,
                                      n_images=n_images, seed=seed)
@@ -102,38 +120,45 @@ def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", l
     n_twins = len(layers) if qkeras_twin is True else int(qkeras_twin)
     for le in tqdm(layers, desc=f"hls4ml {block}", unit="layer"):
         r, hmodel = export_layer_hls4ml(le, out_dir, backend=backend, io_type=io_type, part=part,
-                                        reuse_factor=reuse_factor, strategy=strategy, build=build,
-                                        return_model=True)
+                                        reuse_factor=reuse_factor, pe_simd=pe_simd,
+                                        strategy=strategy, build=build, return_model=True)
+        r["reuse"]["source"] = rf_source
         results.append(r)
         if le.ternary and len(twins) < n_twins:
             from tatvpr_hw.export.qkeras_twin import export_twin_hls4ml
 
             twins.append(export_twin_hls4ml(le, out_dir, qonnx_hls_model=hmodel, backend=backend,
-                                            io_type=io_type, part=part))
+                                            io_type=io_type, part=part,
+                                            reuse_factor=r["reuse_factor"], strategy=strategy))
     summary = {"route": "hls4ml", "block": block, "layer": layer, "sparsity": s, "inputs": source,
-               "checkpoint": str(checkpoint) if checkpoint else None, "layers": results,
-               "qkeras_twins": twins}
+               "board": fb.name, "checkpoint": str(checkpoint) if checkpoint else None,
+               "layers": results, "qkeras_twins": twins,
+               "warnings": [w for r in results for w in r["warnings"]]}
     write_json(out_dir / "hls4ml.json", summary)
     for r in results + twins:
         Check(**_check_args(r["check"])).require()
     return summary
 
 
-def export_finn(cfg, checkpoint, out_dir: str | Path, *, board: str = "KV260_SOM",
-                dse_point: str | Path | None = None, strict: bool = False, block: str = "mlp",
+def export_finn(cfg, checkpoint, out_dir: str | Path, *, board: str = "kv260",
+                dse_point: str | Path | None = None, pe: int | None = None, simd: int | None = None,
+                clock_mhz: float | None = None, strict: bool = False, block: str = "mlp",
                 layer: int = 0, index: int = 0, sparsity: float | None = None,
-                seed: int | None = None, clk_period_ns: float | None = None) -> dict[str, Any]:
+                seed: int | None = None) -> dict[str, Any]:
     """One ternary GEMM of ``block`` -> the folder FINN's ``build_dataflow`` consumes.
 
-    PE / SIMD come from ``dse_point`` (``best_point.json`` of ``tatvpr dse``: keys ``pe``,
-    ``simd``); without one, PE = SIMD = 1 (FINN's fully folded default).
+    ``board``: the project's board name (``kv260``, ``zcu104``, ``pynq_z2``). PE, SIMD and the
+    clock come from ``dse_point`` (``best_point.json`` of ``tatvpr dse``: ``pe``, ``simd``,
+    ``clock_mhz``) or from explicit ``pe`` and ``simd`` (+ ``clock_mhz``, default the board
+    arch's clock); one of the two is required. The model's input is the layer's real
+    ``[M, K]`` activation of one image (M tokens).
     """
-    from tatvpr_hw.export.finn_route import BOARDS, fold, read_dse_point, write_finn_folder
-    from tatvpr_hw.export.qonnx_route import cleanup, execute_rows, export_qonnx_file
+    from tatvpr_hw.export.finn_route import (FINN_VERIFY_ATOL, design_point, finn_board, fold,
+                                             write_finn_folder)
+    from tatvpr_hw.export.qonnx_route import cleanup, execute, export_qonnx_file
 
-    if board not in BOARDS:
-        raise UserError(f"unknown board {board!r}; allowed: {', '.join(BOARDS)}")
-    point = read_dse_point(dse_point) if dse_point is not None else {"pe": 1, "simd": 1}
+    fb = finn_board(board)
+    point = design_point(fb, dse_point=dse_point, pe=pe, simd=simd, clock_mhz=clock_mhz)
     out_dir = Path(out_dir)
     layers, s, source = block_layers(cfg, checkpoint, block, layer, sparsity=sparsity,
                                      n_images=1, seed=seed, output_quant=True)
@@ -145,27 +170,33 @@ def export_finn(cfg, checkpoint, out_dir: str | Path, *, board: str = "KV260_SOM
         raise UserError(f"layer index {index} out of range: block {block!r} has "
                         f"{len(ternary)} ternary layers")
     le = ternary[index]
-    fold(le.in_features, le.out_features, point["pe"], point["simd"], strict=strict)  # fail early
+    fold(le.in_features, le.out_features, point.pe, point.simd, strict=strict)  # fail early
+    if le.inputs.shape[0] != le.tokens:
+        raise UserError(f"{le.name}: captured {le.inputs.shape[0]} rows for one image of "
+                        f"{le.tokens} tokens")
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = export_qonnx_file(le.module, le.inputs[:1], out_dir / "model.onnx")
+    # the whole [M, K] activation of one image: FINN's MVAU sees M input vectors per frame
+    raw = export_qonnx_file(le.module, le.inputs, out_dir / "model.onnx")
     qm = cleanup(raw, raw)
     x = le.inputs.numpy()
     with torch.no_grad():
         ref = le.module(le.inputs).numpy()
-    got = execute_rows(qm, x)
+    got = execute(qm, x)
     stats = error_stats(got, ref)
     s_y = float(le.module.output_quant.scale().reshape(()))
     step = s_y + le.input_scale() * float(le.weight_scale().max())
-    check = Check(f"finn:{out_dir.name}/model.onnx", {**stats, "samples": int(x.shape[0])},
+    mismatches = int((~np.isclose(ref, got.reshape(ref.shape), atol=FINN_VERIFY_ATOL)).sum())
+    check = Check(f"finn:{out_dir.name}/model.onnx",
+                  {**stats, "samples": int(x.shape[0]), "samples_values": int(ref.size),
+                   "finn_verify_mismatches": mismatches},
                   2 * step, 0.05 * step,
                   "int8 output codes: float32 order differences can flip an input or output "
                   "rounding boundary; one flip = s_y (output) or s_x*gamma (input)")
     check.require()
     summary = write_finn_folder(out_dir, qonnx_model_path=raw, layer_name=le.name,
-                                mw=le.in_features, mh=le.out_features, board=board,
-                                pe=point["pe"], simd=point["simd"], strict=strict,
-                                input_npy=x[:1], expected_npy=ref[:1], check=check.to_dict(),
-                                clk_period_ns=clk_period_ns)
+                                mw=le.in_features, mh=le.out_features, tokens=le.tokens,
+                                board=fb, point=point, strict=strict,
+                                input_npy=x[None], expected_npy=ref[None], check=check.to_dict())
     summary.update({"route": "finn", "check": check.to_dict(), "sparsity": s, "inputs": source,
                     "dse_point": str(dse_point) if dse_point else None,
                     "checkpoint": str(checkpoint) if checkpoint else None})
@@ -184,13 +215,14 @@ def _artifact_rows(qonnx: dict | None, hls: dict | None, finn: dict | None,
     for r in (hls or {}).get("layers", []):
         rows.append({"route": "hls4ml", "artifact": r["project"], **_err(r["check"]),
                      "detail": f"{r['layer']} {r['n_in']}->{r['n_out']}, {r['backend']} {r['io_type']} "
-                               f"{r['part']}, product {','.join(r['generated']['dense_products'])}, "
+                               f"{r['part']}, {r.get('strategy', '')} RF {r.get('reuse_factor', '')}, product {','.join(r['generated']['dense_products'])}, "
                                f"g++ {r['time_s']['gxx_compile']:.1f} s"})
     if finn:
         f = finn["folding"]
         rows.append({"route": "finn", "artifact": finn["dir"], **_err(finn["check"]),
                      "detail": f"{finn['layer']} MW={finn['mw']} MH={finn['mh']} PE={f['PE']} "
-                               f"SIMD={f['SIMD']} {finn['board']}"
+                               f"SIMD={f['SIMD']} M={finn.get('tokens', 1)} "
+                               f"{finn.get('clock_mhz', 0):g} MHz {finn['board']}"
                                + (f" ({f['note']})" if f["adjusted"] else "")})
     if qkeras:
         rows.append({"route": "qkeras", "artifact": qkeras["project"], **_err(qkeras["check"]),
@@ -235,7 +267,7 @@ def qkeras_available() -> bool:
 DEMO_SPARSITY = 0.4  # the paper's operating point: the top-k is in every exported graph
 
 
-def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM",
+def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "kv260",
                 dse_point: str | Path | None = None, sparsity: float = DEMO_SPARSITY
                 ) -> dict[str, Any]:
     """The demo's export step on the tiny student: QONNX (whole model), hls4ml (block 0's
@@ -244,7 +276,8 @@ def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM
 
     Artifacts go to ``run_dir/export/{qonnx,hls4ml,finn}``; ``run_dir/export.json`` lists them
     with their verification errors. ``dse_point`` defaults to ``run_dir/dse/best_point.json``
-    when that exists.
+    when that exists, else the FINN folder takes the board's default accelerator
+    (``sim/arch/<board>.yaml``: PE, SIMD and clock, as ``tatvpr export bitstream`` does).
     """
     run_dir = Path(run_dir)
     base = run_dir / "export"
@@ -256,12 +289,18 @@ def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "KV260_SOM
     times["qonnx"] = time.perf_counter() - t
     t = time.perf_counter()
     h = export_hls4ml(cfg, checkpoint, base / "hls4ml", block="mlp", layer=0, build=False,
-                      sparsity=sparsity,
+                      sparsity=sparsity, board=board, dse_point=dse_point,
                       qkeras_twin=1 if qkeras_available() else 0)
     times["hls4ml"] = time.perf_counter() - t
     t = time.perf_counter()
-    f = export_finn(cfg, checkpoint, base / "finn", board=board, dse_point=dse_point,
-                    sparsity=sparsity)
+    if dse_point is None:
+        from tatvpr_hw.export.finn_route import finn_board
+
+        fb = finn_board(board)
+        folding = {"pe": fb.default_pe, "simd": fb.default_simd}  # clock: the arch's
+    else:
+        folding = {"dse_point": dse_point}
+    f = export_finn(cfg, checkpoint, base / "finn", board=board, sparsity=sparsity, **folding)
     times["finn"] = time.perf_counter() - t
     twins = h.get("qkeras_twins") or [None]
     path = write_export_json(run_dir, qonnx=q, hls4ml=h, finn=f, qkeras=twins[0], time_s=times)

@@ -126,15 +126,23 @@ def select_layers(model: nn.Module, block: str, layer: int = 0) -> list[tuple[st
 
 
 @torch.no_grad()
-def capture_inputs(model: nn.Module, modules: list[nn.Module], images: torch.Tensor) -> list[torch.Tensor]:
+def capture_inputs(model: nn.Module, modules: list[nn.Module], images: torch.Tensor,
+                   tokens: list[int] | None = None) -> list[torch.Tensor]:
     """Inputs each module receives when ``model`` runs on ``images``, flattened to ``[rows, K]``.
 
     For a ternary layer this is its input *before* its own top-k (the layer re-applies it).
+    ``tokens``: if a list, it receives each module's token count per call (``M`` of an
+    ``[B, M, K]`` input; 1 for a ``[B, K]`` input).
     """
     seen: list[list[torch.Tensor]] = [[] for _ in modules]
-    hooks = [m.register_forward_pre_hook(
-        lambda mod, args, i=i: seen[i].append(args[0].detach().reshape(-1, args[0].shape[-1]).clone()))
-        for i, m in enumerate(modules)]
+    shapes: list[list[tuple[int, ...]]] = [[] for _ in modules]
+
+    def hook(mod, args, i):
+        seen[i].append(args[0].detach().reshape(-1, args[0].shape[-1]).clone())
+        shapes[i].append(tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: hook(mod, args, i))
+             for i, m in enumerate(modules)]
     try:
         model(images)
     finally:
@@ -142,6 +150,8 @@ def capture_inputs(model: nn.Module, modules: list[nn.Module], images: torch.Ten
             h.remove()
     if any(not s for s in seen):
         raise UserError("a selected layer was not reached by the model's forward pass")
+    if tokens is not None:
+        tokens[:] = [sh[0][-2] if len(sh[0]) >= 3 else 1 for sh in shapes]
     return [torch.cat(s) for s in seen]
 
 

@@ -66,6 +66,71 @@ HLS_BOUND_WHY = ("integer GEMM exact; int8 rounding of the input in fixed point 
 
 OUT_FRAC_BITS = 16  # fraction bits of the output-side ApplyAlpha results and bias
 
+# Products per clock (n_in * n_out / ReuseFactor) above which a dense layer is not expected to
+# synthesise: hls4ml partitions the layer's arrays completely only up to its build script's
+# `config_array_partition -maximum_size` (MaximumSize, default 4096, hls4ml writer/vivado_writer.py),
+# and a fully unrolled 192 x 768 layer (147,456 products at ReuseFactor 1) stops Vitis HLS
+# with "Stop unrolling loop". Above the limit the route warns (and says which reuse factor fits).
+UNROLL_LIMIT = 4096
+# Products per clock when neither a reuse factor nor a design point is given: the KV260's
+# default accelerator, 32 x 32 (sim/arch/kv260.yaml).
+DEFAULT_PE_SIMD = 32 * 32
+
+
+def valid_reuse_factors(n_in: int, n_out: int, backend: str = "Vitis") -> list[int]:
+    """hls4ml's valid ReuseFactors of an ``n_in x n_out`` Dense layer (its own rule,
+    ``FPGABackend._validate_reuse_factor``, applied to the divisors of ``n_in * n_out``: the
+    rule requires one, so the set equals hls4ml's ``get_valid_reuse_factors`` without its
+    ``n_in * n_out``-step loop)."""
+    import hls4ml
+
+    be = hls4ml.backends.get_backend(backend)
+    total = n_in * n_out
+    small = [d for d in range(1, math.isqrt(total) + 1) if total % d == 0]
+    divs = sorted(set(small + [total // d for d in small]))
+    return [rf for rf in divs if be._validate_reuse_factor(n_in, n_out, rf)]
+
+
+def choose_reuse_factor(n_in: int, n_out: int, *, reuse_factor: int | None = None,
+                        pe_simd: int | None = None, backend: str = "Vitis") -> dict[str, Any]:
+    """The ReuseFactor of a layer: ``reuse_factor`` if given, else ``n_in * n_out / (PE * SIMD)``
+    (the accelerator's products per clock, from the design point), rounded to the closest
+    valid hls4ml reuse factor (a tie goes to the smaller, as hls4ml's own
+    ``get_closest_reuse_factor``). Neither given: ``pe_simd`` = :data:`DEFAULT_PE_SIMD`."""
+    import hls4ml
+
+    if reuse_factor is None and pe_simd is None:
+        pe_simd = DEFAULT_PE_SIMD
+    total = n_in * n_out
+    if reuse_factor is not None:
+        if reuse_factor < 1:
+            raise UserError(f"reuse factor must be >= 1, got {reuse_factor}")
+        wanted, source = reuse_factor, "--reuse-factor"
+    else:
+        wanted, source = max(1, round(total / pe_simd)), f"PE x SIMD = {pe_simd}"
+    valid = valid_reuse_factors(n_in, n_out, backend)
+    chosen = hls4ml.backends.get_backend(backend).get_closest_reuse_factor(valid, wanted)
+    return {"reuse_factor": chosen, "wanted": wanted, "source": source,
+            "products_per_clock": total // chosen, "adjusted": chosen != wanted}
+
+
+def unroll_warning(name: str, n_in: int, n_out: int, reuse_factor: int, backend: str = "Vitis"
+                   ) -> str | None:
+    """A warning text when ``n_in * n_out / reuse_factor`` exceeds :data:`UNROLL_LIMIT`."""
+    products = n_in * n_out // reuse_factor
+    if products <= UNROLL_LIMIT:
+        return None
+    fits = [rf for rf in valid_reuse_factors(n_in, n_out, backend) if n_in * n_out // rf <= UNROLL_LIMIT]
+    return (f"{name}: ReuseFactor {reuse_factor} unrolls {products} products per clock "
+            f"({n_in} x {n_out} / {reuse_factor}), over the {UNROLL_LIMIT} that HLS synthesis "
+            f"is expected to handle; the smallest valid ReuseFactor within it is {fits[0]}")
+
+
+def project_name(layer_name: str) -> str:
+    """The hls4ml project (and top function / IP) name of a layer: ``tatvpr_<layer>`` with
+    dots and other non-identifier characters as ``_``, so layers' IPs do not collide."""
+    return "tatvpr_" + re.sub(r"[^A-Za-z0-9_]+", "_", layer_name).strip("_")
+
 
 def hls_bounds(step: float, ref_max: float) -> tuple[float, float]:
     """(max, mean) error bounds of a C-simulated GEMM: two int8 input flips (``step`` =
@@ -162,11 +227,12 @@ def _hls_config(model, plan: dict[str, Any], backend: str, reuse: int, strategy:
     return cfg
 
 
-def _convert(model, out_dir: Path, backend: str, io_type: str, part: str, cfg: dict[str, Any]):
+def _convert(model, out_dir: Path, backend: str, io_type: str, part: str, cfg: dict[str, Any],
+             name: str):
     import hls4ml
 
     return hls4ml.converters.convert_from_onnx_model(
-        model, output_dir=str(out_dir), project_name="tatvpr_gemm", backend=backend,
+        model, output_dir=str(out_dir), project_name=name, backend=backend,
         io_type=io_type, part=part, hls_config=cfg)
 
 
@@ -217,11 +283,16 @@ def vendor_tool(backend: str) -> str | None:
 
 
 def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis",
-                        io_type: str = "io_parallel", part: str = KV260_PART, reuse_factor: int = 1,
-                        strategy: str = "Latency", build: bool = True, return_model: bool = False):
+                        io_type: str = "io_parallel", part: str = KV260_PART,
+                        reuse_factor: int | None = None, pe_simd: int | None = None,
+                        strategy: str = "Resource", build: bool = True, return_model: bool = False):
     """Lower one layer, C-simulate it and compare with PyTorch; return the summary
     (and the compiled hls4ml model with ``return_model``).
 
+    ReuseFactor: ``reuse_factor`` if given, else ``K * N / pe_simd`` (the design point's
+    products per clock), rounded to a valid one (:func:`choose_reuse_factor`); a layer whose
+    products per clock exceed :data:`UNROLL_LIMIT` is warned about (log + summary).
+    The hls4ml project, its top function and IP are named :func:`project_name` of the layer.
     ``build``: run hls4ml's ``build()`` (C synthesis) when the vendor tool is on PATH;
     otherwise (or with ``build=False``) the summary carries the exact command to run.
     """
@@ -232,8 +303,16 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
         if v not in allowed:
             raise UserError(f"unknown {what} {v!r}; allowed: {', '.join(allowed)}")
     check_part(part)
-    if reuse_factor < 1:
-        raise UserError(f"reuse factor must be >= 1, got {reuse_factor}")
+    rf = choose_reuse_factor(le.in_features, le.out_features, reuse_factor=reuse_factor,
+                             pe_simd=pe_simd, backend=backend)
+    reuse = rf["reuse_factor"]
+    if rf["adjusted"]:
+        log.warning("%s: ReuseFactor %d (from %s) is not valid for hls4ml's %d x %d dense layer; "
+                    "using the closest valid %d", le.name, rf["wanted"], rf["source"],
+                    le.in_features, le.out_features, reuse)
+    warn = unroll_warning(le.name, le.in_features, le.out_features, reuse, backend)
+    if warn:
+        log.warning(warn)
     if le.weight_scale().numel() > 1:
         raise UserError(f"{le.name}: per-channel weight scales (model.ternary.per_channel: true) are "
                         "not lowered: hls4ml 1.3.0's QONNX frontend fails on a per-channel weight "
@@ -241,18 +320,19 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_]+", "_", le.name)
+    name = project_name(le.name)
     t0 = time.perf_counter()
     qmodel = _prepare_qonnx(le, out_dir / f"{safe}.onnx")
     plan = precision_plan(le)
     # a first conversion (no files compiled) only to learn the layer names hls4ml creates
     probe = _convert(qmodel, out_dir / f".{safe}_probe", backend, io_type, part,
-                     {"Model": {"Precision": {"default": "fixed<32,16>"}, "ReuseFactor": reuse_factor,
-                                "Strategy": strategy}})
+                     {"Model": {"Precision": {"default": "fixed<32,16>"}, "ReuseFactor": reuse,
+                                "Strategy": strategy}}, name)
     classes = {layer.name: layer.class_name for layer in probe.get_layers()}
     shutil.rmtree(out_dir / f".{safe}_probe", ignore_errors=True)
-    cfg = _hls_config(qmodel, plan, backend, reuse_factor, strategy, classes)
+    cfg = _hls_config(qmodel, plan, backend, reuse, strategy, classes)
     project = out_dir / f"hls4ml_{safe}"
-    hmodel = _convert(qmodel, project, backend, io_type, part, cfg)
+    hmodel = _convert(qmodel, project, backend, io_type, part, cfg, name)
     forced = _force_integer_weights(hmodel, le.weight_bits, backend)
     t1 = time.perf_counter()
     hmodel.compile()
@@ -282,7 +362,8 @@ def export_layer_hls4ml(le: LayerExport, out_dir: Path, *, backend: str = "Vitis
               f"to synthesise run:\n  {cmd}")
     summary = {
         "route": "hls4ml", "layer": le.name, "project": str(project), "backend": backend,
-        "io_type": io_type, "part": part, "reuse_factor": reuse_factor, "strategy": strategy,
+        "io_type": io_type, "part": part, "reuse_factor": reuse, "strategy": strategy,
+        "project_name": name, "reuse": rf, "unroll_limit": UNROLL_LIMIT, "warnings": [warn] if warn else [],
         "n_in": le.in_features, "n_out": le.out_features, "ternary": le.ternary,
         "precision": plan, "forced_integer_weights": forced, "generated": gen,
         "check": check.to_dict(), "build_command": cmd, "synthesis": built,

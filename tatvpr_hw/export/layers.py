@@ -33,6 +33,7 @@ class LayerExport:
     in_features: int
     out_features: int
     float_output: torch.Tensor | None = None  # the float layer's output (head nn.Linear only)
+    tokens: int = 1  # M: rows of one image's input (tokens of a [B, M, K] activation)
 
     @torch.no_grad()
     def reference(self) -> torch.Tensor:
@@ -60,7 +61,7 @@ def _set_threshold(quant_proxy, value: float) -> None:
 
 @torch.no_grad()
 def standalone_linear(name: str, mod: nn.Module, raw_inputs: torch.Tensor, *,
-                      output_quant: bool = False) -> LayerExport:
+                      output_quant: bool = False, tokens: int = 1) -> LayerExport:
     """Rebuild ``mod`` (SparseTernaryLinear or nn.Linear) as an exportable QuantLinear.
 
     Args:
@@ -68,6 +69,7 @@ def standalone_linear(name: str, mod: nn.Module, raw_inputs: torch.Tensor, *,
         mod: the student's layer.
         raw_inputs: ``[rows, K]`` inputs the layer received on real images (before top-k).
         output_quant: add an int8 output quantizer with threshold = max |y| on these inputs.
+        tokens: the layer's token count M per image (``raw_inputs`` holds whole images).
     """
     from brevitas.nn import QuantLinear
     from brevitas.quant import Int8WeightPerTensorFloat
@@ -107,4 +109,4 @@ def standalone_linear(name: str, mod: nn.Module, raw_inputs: torch.Tensor, *,
     return LayerExport(name=name, module=q, inputs=inputs.contiguous(), ternary=ternary,
                        weight_bits=weight_bits, act_bits=act_bits,
                        in_features=src.in_features, out_features=src.out_features,
-                       float_output=None if ternary else mod(inputs).detach())
+                       float_output=None if ternary else mod(inputs).detach(), tokens=tokens)

@@ -43,7 +43,7 @@ TWIN_BOUND_WHY = ("same integer GEMM in both C-simulations; the int8 input codes
 
 
 def _keras2_convert(model, hls_cfg: dict[str, Any], project: Path, backend: str, io_type: str,
-                    part: str):
+                    part: str, name: str = "tatvpr_gemm_qkeras"):
     """hls4ml's Keras-2 frontend on a tf_keras model.
 
     ``hls4ml.converters.convert_from_keras_model`` picks its Keras-3 frontend whenever the
@@ -54,7 +54,7 @@ def _keras2_convert(model, hls_cfg: dict[str, Any], project: Path, backend: str,
     from hls4ml.converters import keras_v2_to_hls
     from hls4ml.utils.config import create_config
 
-    config = create_config(output_dir=str(project), project_name="tatvpr_gemm_qkeras",
+    config = create_config(output_dir=str(project), project_name=name,
                            backend=backend, part=part, io_type=io_type)
     config.update({"KerasModel": model, "InputData": None, "OutputPredictions": None,
                    "HLSConfig": hls_cfg})
@@ -118,8 +118,12 @@ def build_twin(le: LayerExport):
 
 def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
                        backend: str = "Vitis", io_type: str = "io_parallel",
-                       part: str = "xck26-sfvc784-2LV-c") -> dict[str, Any]:
+                       part: str = "xck26-sfvc784-2LV-c", reuse_factor: int = 1,
+                       strategy: str = "Latency") -> dict[str, Any]:
     """Convert the twin with hls4ml's Keras frontend, C-simulate, compare with the QONNX route.
+
+    The project is named ``tatvpr_<layer>_qkeras`` and uses the QONNX route's reuse factor and
+    strategy (``reuse_factor``, ``strategy``).
 
     ``qonnx_hls_model`` is the compiled hls4ml model of the same layer from
     :func:`tatvpr_hw.export.hls4ml_route.export_layer_hls4ml` (``return_model=True``).
@@ -130,7 +134,8 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     from hls4ml.backends.fpga.fpga_types import APTypeConverter
     from hls4ml.model.types import FixedPrecisionType
 
-    from tatvpr_hw.export.hls4ml_route import _force_integer_weights, hls_bounds, precision_plan
+    from tatvpr_hw.export.hls4ml_route import (_force_integer_weights, hls_bounds, precision_plan,
+                                               project_name)
 
     model, alpha = build_twin(le)
     plan = precision_plan(le)
@@ -138,7 +143,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     safe = re.sub(r"[^A-Za-z0-9_]+", "_", le.name)
     project = out_dir / f"qkeras_{safe}"
     hls_cfg = {
-        "Model": {"Precision": {"default": "fixed<32,16>"}, "ReuseFactor": 1, "Strategy": "Latency",
+        "Model": {"Precision": {"default": "fixed<32,16>"}, "ReuseFactor": reuse_factor, "Strategy": strategy,
                   "BramFactor": 1_000_000_000, "TraceOutput": False, "BitExact": False},
         "LayerName": {
             "codes": {"Precision": {"result": f"fixed<{le.act_bits},{le.act_bits}>"}},
@@ -147,7 +152,8 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
         },
     }
     t0 = time.perf_counter()
-    hmodel = _keras2_convert(model, hls_cfg, project, backend, io_type, part)
+    hmodel = _keras2_convert(model, hls_cfg, project, backend, io_type, part,
+                             project_name(le.name) + "_qkeras")
     # precisions of the factorised alpha (scale s_x*gamma, bias b) from the Brevitas scales
     conv = APTypeConverter()
     fixed = {k: plan[k] for k in ("output_scale", "bias", "result")}

@@ -58,7 +58,9 @@ def test_ternary_layer_csim_and_product(tmp_path, io_type):
     # the integer GEMM is exact: the error is at most a couple of int8 flips, far below max|y|
     assert chk["max_abs_err"] < 0.05 * chk["ref_max_abs"]
     assert "vitis-run --tcl build_prj.tcl --mode hls" in s["build_command"]
-    assert (tmp_path / "hls4ml_blocks_0_mlp_fc1" / "firmware" / "tatvpr_gemm.cpp").is_file()
+    assert (tmp_path / "hls4ml_blocks_0_mlp_fc1" / "firmware" / "tatvpr_blocks_0_mlp_fc1.cpp").is_file()
+    # default: Resource, K*N / (32 x 32) = 384 / 1024 -> 1 (the smallest valid reuse factor)
+    assert (s["strategy"], s["reuse_factor"], s["warnings"]) == ("Resource", 1, [])
 
 
 def test_float_head_linear_gets_int8_weights(tmp_path):
@@ -104,3 +106,74 @@ def test_per_channel_scales_rejected_clearly(tmp_path):
     le = standalone_linear("pc", m, x)
     with pytest.raises(UserError, match="per-channel weight scales"):
         export_layer_hls4ml(le, tmp_path)
+
+
+def test_reuse_factor_from_pe_simd_is_a_valid_hls4ml_one():
+    from tatvpr_hw.export.hls4ml_route import choose_reuse_factor, valid_reuse_factors
+
+    # hls4ml's rule for n_in x n_out = 24 x 16 (384 products): rf < 24 needs 384 / rf to be a
+    # multiple of 16, i.e. rf | 24; rf >= 24 needs rf % 24 == 0 and rf | 384
+    assert valid_reuse_factors(24, 16) == [1, 2, 3, 4, 6, 8, 12, 24, 48, 96, 192, 384]
+    assert choose_reuse_factor(24, 16, pe_simd=8)["reuse_factor"] == 48  # 384 / 8, valid
+    r = choose_reuse_factor(24, 16, reuse_factor=7)
+    assert (r["reuse_factor"], r["adjusted"]) == (6, True)  # 6 and 8 tie: the smaller
+    # fc1 192 x 768 on a 32 x 32 point: 147456 / 1024 = 144 is not valid (1024 products per
+    # clock are not a multiple of 768 outputs); valid neighbours 96 (a divisor of 192) and 192
+    # are both 48 away: the smaller
+    r = choose_reuse_factor(192, 768, pe_simd=32 * 32)
+    assert (r["wanted"], r["reuse_factor"], r["products_per_clock"]) == (144, 96, 1536)
+
+
+def test_unroll_warning_limit():
+    from tatvpr_hw.export.hls4ml_route import UNROLL_LIMIT, unroll_warning
+
+    assert UNROLL_LIMIT == 4096
+    w = unroll_warning("fc1", 192, 768, 1)
+    # 147456 / rf <= 4096 needs rf >= 36; the valid ones near it are 32 (4608 products) and 48
+    assert "147456 products per clock" in w and "smallest valid ReuseFactor within it is 48" in w
+    assert unroll_warning("fc1", 192, 768, 48) is None
+    assert unroll_warning("fc1", 192, 768, 32) is not None
+
+
+class _NoPythonTags(__import__("yaml").SafeLoader):
+    """hls4ml_config.yml embeds the QONNX model as a python/object tag: read it as None."""
+
+
+_NoPythonTags.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+
+
+def test_two_layers_two_ip_names(tmp_path, monkeypatch, caplog):
+    """Each layer's project, top function and IP is tatvpr_<layer>: two layers in one folder
+    (one Vivado design) do not collide. Also: the unroll warning reaches the summary."""
+    import logging
+
+    import yaml
+
+    from tatvpr_hw.export import hls4ml_route
+    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
+    from tatvpr_hw.export.layers import standalone_linear
+
+    monkeypatch.setattr(hls4ml_route, "UNROLL_LIMIT", 100)  # 24 x 16 / RF 1 = 384 products
+    _, x, le1 = _ternary_layer(seed=0)
+    torch.manual_seed(5)
+    from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
+
+    m2 = SparseTernaryLinear(24, 16, sparsity=0.4)
+    calibrate_input_scales(nn.Sequential(m2), [x])
+    le2 = standalone_linear("blocks.0.mlp.fc2", m2, x)
+    with caplog.at_level(logging.WARNING):
+        s1 = export_layer_hls4ml(le1, tmp_path, reuse_factor=1, strategy="Latency", build=False)
+    s2 = export_layer_hls4ml(le2, tmp_path, pe_simd=8, build=False)
+    assert s1["project_name"] == "tatvpr_blocks_0_mlp_fc1" and s2["project_name"] == "tatvpr_blocks_0_mlp_fc2"
+    for s, rf, strategy in ((s1, 1, "Latency"), (s2, 48, "Resource")):
+        proj = tmp_path / f"hls4ml_{s['project_name'][len('tatvpr_'):]}"
+        conf = yaml.load((proj / "hls4ml_config.yml").read_text(), Loader=_NoPythonTags)
+        assert conf["ProjectName"] == s["project_name"]
+        assert conf["HLSConfig"]["Model"]["ReuseFactor"] == rf
+        assert conf["HLSConfig"]["Model"]["Strategy"] == strategy
+        top = (proj / "firmware" / f"{s['project_name']}.cpp").read_text()
+        assert f"void {s['project_name']}(" in top
+        assert s["check"]["passed"], s["check"]
+    assert len(s1["warnings"]) == 1 and "384 products per clock" in s1["warnings"][0]
+    assert "384 products per clock" in caplog.text
+    assert s2["warnings"] == []  # 384 / 48 = 8 products
