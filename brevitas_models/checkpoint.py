@@ -21,7 +21,10 @@ unexpected key and shape mismatch by name in one :class:`ModelInputError`:
   ``norm``) -> timm names (:func:`dinov2_to_timm`);
 - timm ``vit_*_patch14_dinov2`` names: unchanged;
 - the BoQ release (``backbone.dino.*`` + ``aggregator.*``) and SALAD's
-  (``backbone.model.*`` + ``aggregator.*``) -> ``backbone.*`` + ``head.*``.
+  (``backbone.model.*`` + ``aggregator.*``; also a MixVPR head trained that way) ->
+  ``backbone.*`` + ``head.*``;
+- ``_orig_mod.`` (a ``torch.compile``'d module or submodule, e.g. from BoQ's trainer) and a
+  ``module.`` prefix on every key (DDP) are removed first.
 
 Foreign ``.pth`` files are read with ``torch.load(weights_only=True)``: tensors and plain
 containers only, never arbitrary pickled objects.
@@ -328,6 +331,22 @@ def detect_family(sd: Mapping[str, torch.Tensor]) -> str:
                     f"our checkpoints, DINOv2 hub, timm ViT, the BoQ release, SALAD")
 
 
+_COMPILED = re.compile(r"(^|\.)_orig_mod\.")
+
+
+def strip_compile_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """Drop every ``_orig_mod.`` name component that ``torch.compile`` adds (``_orig_mod.x`` for a
+    compiled model, ``a._orig_mod.x`` for a compiled submodule ``a``)."""
+    out: StateDict = {}
+    for k, v in sd.items():
+        new = _COMPILED.sub(r"\1", k)
+        if new in out:
+            raise ModelInputError(f"state dict has both '{k}' and another key that is '{new}' without "
+                                  f"torch.compile's _orig_mod. prefix")
+        out[new] = v
+    return out
+
+
 def adapt_foreign_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """Any supported state dict -> our :class:`~brevitas_models.model.VPRModel` names (pure).
 
@@ -335,7 +354,7 @@ def adapt_foreign_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict:
     A backbone-only checkpoint yields ``backbone.*`` keys only (timm classifier weights
     ``head.weight``/``head.bias``/``fc_norm.*`` are dropped: the backbone has no classifier).
     """
-    sd = dict(sd)
+    sd = strip_compile_prefix(sd)
     if sd and all(k.startswith("module.") for k in sd):
         sd = _sub(sd, "module.")
     family = detect_family(sd)
@@ -366,6 +385,7 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     left_at_init: list[str] = field(default_factory=list)
     resampled: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)  # grid-sized head tensors not copied
 
 
 def _name_list(names: Iterable[str], limit: int = 12) -> str:
@@ -387,8 +407,11 @@ def _resample_pos_embed(model: nn.Module, key: str, value: torch.Tensor, target:
     side = math.isqrt(new_n)
     if value.shape[1] <= num_prefix or side * side != new_n:
         return None
+    settings = {}
+    if hasattr(owner, "interpolate_offset"):  # the backbone's own (register variants differ)
+        settings = {"offset": owner.interpolate_offset, "antialias": owner.interpolate_antialias}
     try:
-        return interpolate_pos_encoding_dinov2(value, (side, side), num_prefix)
+        return interpolate_pos_encoding_dinov2(value, (side, side), num_prefix, **settings)
     except ModelInputError:
         return None
 
@@ -409,7 +432,7 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
     """
     own = model.state_dict()
     report = LoadReport()
-    sd = dict(state_dict)
+    sd = dict(state_dict) if any("_orig_mod." in k for k in own) else strip_compile_prefix(state_dict)
     missing = [k for k in own if k not in sd and not k.startswith(allow_missing)]
     unexpected = [k for k in sd if k not in own]
     shapes = []
@@ -501,6 +524,14 @@ def _is_quantizer_state(key: str) -> bool:
     return "_quant." in key or key.endswith("_quant")
 
 
+def _grid_sized_head_prefixes(student: nn.Module, teacher: nn.Module) -> tuple[str, ...]:
+    """``head.<p>`` for the head's grid-dependent prefixes when the two heads' grids differ."""
+    s_head, t_head = getattr(student, "head", None), getattr(teacher, "head", None)
+    if s_head is None or t_head is None or getattr(s_head, "grid_hw", None) == getattr(t_head, "grid_hw", None):
+        return ()
+    return tuple(f"head.{p}" for p in getattr(s_head, "grid_dependent", ()))
+
+
 def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> LoadReport:
     """Stage 1: copy every float weight of ``teacher`` into ``student``.
 
@@ -510,11 +541,20 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> LoadRep
     tensor with no place in the student, a student weight the teacher lacks, or a shape
     difference (other than a ``pos_embed`` the backbone can resample) is a ModelInputError naming
     each.
+
+    Teacher and student may run at different image sizes (e.g. 322 and 224 px). A head built
+    for the patch grid has tensors sized by it (MixVPR: every mixer layer ``mix.*`` and the row
+    projection ``row_proj.*``, its ``grid_dependent``); when the grids differ those are not
+    copied and keep the student's fresh initialisation (listed in ``report.reinitialised``);
+    the rest (MixVPR's ``channel_proj``, the whole backbone) is copied.
     """
     own = student.state_dict()
+    grid_sized = _grid_sized_head_prefixes(student, teacher)
     mapped: StateDict = {}
     unplaced = []
     for k, v in teacher.state_dict().items():
+        if grid_sized and k.startswith(grid_sized):
+            continue
         if k in own:
             mapped[k] = v
             continue
@@ -527,4 +567,10 @@ def init_student_from_teacher(student: nn.Module, teacher: nn.Module) -> LoadRep
     if unplaced:
         raise ModelInputError(f"teacher weights with no place in the student: {_name_list(unplaced)}")
     quant = tuple(k for k in own if k not in mapped and _is_quantizer_state(k))
-    return load_into(student, mapped, allow_missing=quant, source="teacher")
+    report = load_into(student, mapped, allow_missing=quant + grid_sized, source="teacher")
+    report.reinitialised = [k for k in own if grid_sized and k.startswith(grid_sized)]
+    if report.reinitialised:
+        log.info("teacher and student heads are built for different patch grids (%s vs %s): %d grid-sized "
+                 "head tensors keep the student's initialisation: %s", tuple(teacher.head.grid_hw),
+                 tuple(student.head.grid_hw), len(report.reinitialised), _name_list(report.reinitialised))
+    return report

@@ -4,8 +4,9 @@ DINOv2: Oquab et al., "DINOv2: Learning Robust Visual Features without Supervisi
 The backbone is timm's ``VisionTransformer`` (LayerScale, register tokens, dynamic image size)
 with one change: the position embeddings are resampled to the input grid exactly as the
 official DINOv2 code does (:func:`interpolate_pos_encoding_dinov2`: bicubic with a scale factor
-of ``(n + 0.1) / sqrt(N)``, no antialiasing), so real DINOv2 / BoQ weights give the official
-outputs at 224 and 322 px. timm's own ``resample_abs_pos_embed`` (size-based, antialiased)
+of ``(n + 0.1) / sqrt(N)``, no antialiasing; the register variants ``*_reg4_*`` use the hub's
+``interpolate_offset=0.0, interpolate_antialias=True``: size-based, antialiased), so real DINOv2 /
+BoQ weights give the official outputs at 224 and 322 px. timm's own ``resample_abs_pos_embed`` (size-based, antialiased)
 differs; :func:`pos_embed_resampling_difference` measures by how much.
 
 The student (:func:`ternarize`) is the same backbone with every block linear (``attn.qkv``,
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 PATCH_PX = 14
 DINOV2_OFFSET = 0.1  # official hub models: interpolate_offset=0.1, interpolate_antialias=False
+# ... except the register variants (hub dinov2_vit*14_reg): no offset (size-based), antialiased
+_DINOV2_REG_INTERP = dict(interpolate_offset=0.0, interpolate_antialias=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,11 +278,11 @@ BACKBONES: dict[str, dict] = {
     "vit_base_patch14_dinov2": dict(_DINOV2, embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch14_dinov2": dict(_DINOV2, embed_dim=1024, depth=24, num_heads=16),
     "vit_small_patch14_reg4_dinov2": dict(_DINOV2, embed_dim=384, depth=12, num_heads=6,
-                                          reg_tokens=4, no_embed_class=True),
+                                          reg_tokens=4, no_embed_class=True, **_DINOV2_REG_INTERP),
     "vit_base_patch14_reg4_dinov2": dict(_DINOV2, embed_dim=768, depth=12, num_heads=12,
-                                         reg_tokens=4, no_embed_class=True),
+                                         reg_tokens=4, no_embed_class=True, **_DINOV2_REG_INTERP),
     "vit_large_patch14_reg4_dinov2": dict(_DINOV2, embed_dim=1024, depth=24, num_heads=16,
-                                          reg_tokens=4, no_embed_class=True),
+                                          reg_tokens=4, no_embed_class=True, **_DINOV2_REG_INTERP),
 }
 
 

@@ -43,6 +43,8 @@ class AggregationHead(nn.Module):
     descriptor_dim: int
     needs_prefix_token: bool = False
     uses_final_norm: bool = True  # the backbone's final LayerNorm is applied before this head
+    # parameter-name prefixes whose shapes follow the patch grid the head is built for
+    grid_dependent: tuple[str, ...] = ()
 
     def aggregate(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """(prefix [B, p, D], patch map [B, D, h, w]) -> unnormalised descriptor [B, dim]."""

@@ -6,10 +6,19 @@ The patch map [B, C, h, w] is read as C flattened spatial rows of length h*w; ``
 residual MLPs (LayerNorm, Linear, ReLU, Linear) mix each row over space, then two linear maps
 reduce channels to ``out_channels`` and rows to ``out_rows``:
 descriptor_dim = out_channels * out_rows (published ResNet-50 setting: 1024 * 4 = 4096).
-Because the mixers act on the h*w positions, the head is built for one grid size.
+Because the mixers and the row projection act on the h*w positions, the head is built for one
+grid size: the grid of the image size the model runs at (teacher and student sizes may differ;
+:func:`~brevitas_models.checkpoint.init_student_from_teacher` then copies ``channel_proj`` and
+leaves the grid-sized tensors, :attr:`MixVPRHead.grid_dependent`, at the student's init).
 
-Parameter names follow the authors' release (``mix.N.mix.{0,1,3}``, ``channel_proj``,
-``row_proj``).
+Parameter names and shapes follow the authors' release (amaralibey/MixVPR,
+``models/aggregators/mixvpr.py``), so its ``aggregator.*`` weights load unchanged::
+
+    mix.N.mix.0.{weight,bias}  [hw]             LayerNorm(hw)
+    mix.N.mix.1.{weight,bias}  [hw*r, hw] [hw*r] Linear(hw, hw*r)
+    mix.N.mix.3.{weight,bias}  [hw, hw*r] [hw]   Linear(hw*r, hw)
+    channel_proj.{weight,bias} [out_c, C] [out_c]
+    row_proj.{weight,bias}     [out_rows, hw] [out_rows]
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ class FeatureMixerLayer(nn.Module):
 
 
 class MixVPRHead(AggregationHead):
-    """MixVPR head on the patch tokens.
+    """MixVPR head on the patch tokens (the release's ``MixVPR`` module with in_h, in_w = grid_hw).
 
     Args:
         in_dim: backbone token width D (the channels C).
@@ -45,6 +54,8 @@ class MixVPRHead(AggregationHead):
         mlp_ratio: hidden width of each mixer relative to h*w.
         out_rows: rows after the row projection.
     """
+
+    grid_dependent = ("mix.", "row_proj.")
 
     def __init__(self, in_dim: int, grid_hw: tuple[int, int], out_channels: int = 1024,
                  mix_depth: int = 4, mlp_ratio: float = 1.0, out_rows: int = 4) -> None:
@@ -61,7 +72,7 @@ class MixVPRHead(AggregationHead):
         self.descriptor_dim = out_channels * out_rows
         self.mix = nn.Sequential(*[FeatureMixerLayer(h * w, mlp_ratio) for _ in range(mix_depth)])
         self.channel_proj = nn.Linear(in_dim, out_channels)
-        self.row_proj = nn.Linear(h * w, out_rows, bias=False)
+        self.row_proj = nn.Linear(h * w, out_rows)
 
     def aggregate(self, prefix: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         if tuple(patches.shape[-2:]) != self.grid_hw:

@@ -230,7 +230,7 @@ def test_dinov2_register_variant_conversion():
 
 def test_dinov2_reg4_loads_into_reg4_backbone_with_official_token_layout():
     """After conversion the timm layout gives DINOv2's tokens: [cls + pos_cls, registers, patches + pos]."""
-    from brevitas_models.vit import interpolate_pos_encoding_dinov2
+    import torch.nn.functional as F
     bb = create_backbone("vit_small_patch14_reg4_dinov2", 224)
     hub = _dinov2_hub_sd(384, 12, reg=4)
     sd = adapt_foreign_state_dict(hub)
@@ -240,7 +240,10 @@ def test_dinov2_reg4_loads_into_reg4_backbone_with_official_token_layout():
     with torch.no_grad():
         patches = bb.patch_embed(x)                                  # [1, 16, 16, 384]
         tokens = bb._pos_embed(patches)
-        pos = interpolate_pos_encoding_dinov2(hub["pos_embed"], (16, 16), 1)
+        # the hub builds the *_reg models with interpolate_offset=0.0, interpolate_antialias=True
+        grid = F.interpolate(hub["pos_embed"][:, 1:].reshape(1, 37, 37, 384).permute(0, 3, 1, 2), size=(16, 16),
+                             mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 256, 384)
+        pos = torch.cat([hub["pos_embed"][:, :1], grid], dim=1)
         official = torch.cat([hub["cls_token"] + pos[:, :1], hub["register_tokens"],
                               patches.reshape(1, 256, 384) + pos[:, 1:]], dim=1)
     assert tokens.shape == (1, 261, 384)

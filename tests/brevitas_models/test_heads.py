@@ -118,10 +118,16 @@ def test_salad_and_mixvpr_parameter_names_follow_the_releases():
     assert tuple(salad["cluster_features.3.weight"].shape) == (128, 512, 1, 1)
     assert tuple(salad["score.3.weight"].shape) == (64, 512, 1, 1)
     assert salad["dust_bin"].shape == ()
+    # amaralibey/MixVPR models/aggregators/mixvpr.py, main.py's setting: MixVPR(in_channels=1024,
+    # in_h=20, in_w=20, out_channels=1024, mix_depth=4, mlp_ratio=1, out_rows=4).state_dict()
     mix = create_head("mixvpr", "mixvpr_4096", in_dim=1024, grid_hw=(20, 20)).state_dict()
-    assert tuple(mix["mix.3.mix.1.weight"].shape) == (400, 400)
-    assert tuple(mix["channel_proj.weight"].shape) == (1024, 1024)
-    assert tuple(mix["row_proj.weight"].shape) == (4, 400) and "row_proj.bias" not in mix
+    official = {"channel_proj.weight": (1024, 1024), "channel_proj.bias": (1024,),
+                "row_proj.weight": (4, 400), "row_proj.bias": (4,)}
+    for i in range(4):
+        official.update({f"mix.{i}.mix.0.weight": (400,), f"mix.{i}.mix.0.bias": (400,),
+                         f"mix.{i}.mix.1.weight": (400, 400), f"mix.{i}.mix.1.bias": (400,),
+                         f"mix.{i}.mix.3.weight": (400, 400), f"mix.{i}.mix.3.bias": (400,)})
+    assert {k: tuple(v.shape) for k, v in mix.items()} == official
 
 
 def test_sinkhorn_gives_each_token_unit_mass():
