@@ -225,3 +225,18 @@ def test_eval_metrics_table_has_every_record():
     rows = [ln.split() for ln in render_table(metrics_table(records)).splitlines()]
     assert ["teacher", "fp32", "0.00", "81.25", "0.3000", "22.100"] in rows      # no latency: cell left empty
     assert ["student", "ternary2", "bank", "0.40", "76.25", "0.2000", "1.900", "0.6125"] in rows
+
+
+def test_footprint_table_carries_the_json_bytes(capsys):
+    from brevitas_models.footprint import FORMATS
+
+    cfg = str(REPO / "configs" / "tiny.yaml")
+    code, out, _ = run(capsys, "footprint", "--config", cfg, "--json")
+    fp = json.loads(out)
+    code, text, _ = run(capsys, "footprint", "--config", cfg)
+    rows = {" ".join(w for w in ln.split() if not w[0].isdigit()): [w for w in ln.split() if w[0].isdigit()]
+            for ln in text.splitlines()}
+    for label, key in (("backbone bytes", "backbone_bytes"), ("total bytes", "total_bytes")):
+        assert rows[label] == [f"{fp[key][f]:,}" for f in FORMATS]
+    assert rows["fp32 backbone / x"] == [f"{fp['ratios']['backbone'][f'fp32_over_{f}']:.2f}x" for f in FORMATS]
+    assert "blocks.3" in rows and text.splitlines()[-1].startswith("quantized layers: ")

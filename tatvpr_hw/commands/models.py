@@ -116,17 +116,42 @@ def write_model_reports(cfg, out_dir: Path, *, checkpoint: Optional[Path] = None
             "ops": write_json(out_dir / "ops.json", rows)}
 
 
+def ops_table(rows: list[dict[str, Any]]):
+    """The rich table of ``tatvpr ops`` (GMACs at the real nonzero activations, the rest dense)."""
+    from tatvpr_hw.commands.tables import make_table
+
+    return make_table(
+        ("sparsity", "GMACs", "dense", "w-skip", "both", "saved", "act dens", "w dens"),
+        [(f"{r['sparsity']:.2f}", f"{r['gmacs']:.4f}", f"{r['dense_macs'] / 1e9:.4f}",
+          f"{r['effective_macs_weight'] / 1e9:.4f}", f"{r['effective_macs_both'] / 1e9:.4f}",
+          f"{100 * r['reduction_vs_dense']:.1f}%", f"{r['act_density']:.3f}", f"{r['weight_density']:.3f}")
+         for r in rows], left=0)
+
+
+def footprint_table(fp: dict[str, Any]):
+    """The rich table of ``tatvpr footprint``: MB (10^6 bytes) per component and format, the
+    backbone and total in MB and bytes, and the fp32 / fp16 ratios."""
+    from brevitas_models.footprint import FORMATS, summary_rows
+    from tatvpr_hw.commands.tables import make_table
+
+    rows: list = [(name, *(f"{d[f] / 1e6:.3f}" for f in FORMATS)) for name, d in summary_rows(fp)]
+    rows.append(None)
+    for label, key in (("backbone", "backbone_bytes"), ("total", "total_bytes")):
+        rows.append((label, *(f"{fp[key][f] / 1e6:.3f}" for f in FORMATS)))
+        rows.append((f"{label} bytes", *(f"{fp[key][f]:,}" for f in FORMATS)))
+    rows.append(None)
+    for part in ("backbone", "total"):
+        r = fp["ratios"][part]
+        for ref in ("fp32", "fp16"):
+            rows.append((f"{ref} {part} / x", *(f"{r[f'{ref}_over_{f}']:.2f}x" for f in FORMATS)))
+    return make_table(("component (MB)", *FORMATS), rows)
+
+
 def format_ops(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'sparsity':>8s} {'GMACs':>8s} {'dense':>8s} {'w-skip':>8s} {'both':>8s} "
-            f"{'saved':>7s} {'act dens':>8s} {'w dens':>7s}")
-    lines = [f"MACs per query ({rows[0]['model']}, {rows[0]['img_size']} px; GMACs = ternary layers "
-             "at their real nonzero activations, the rest dense)", head]
-    for r in rows:
-        lines.append(f"{r['sparsity']:8.2f} {r['gmacs']:8.4f} {r['dense_macs'] / 1e9:8.4f} "
-                     f"{r['effective_macs_weight'] / 1e9:8.4f} {r['effective_macs_both'] / 1e9:8.4f} "
-                     f"{100 * r['reduction_vs_dense']:6.1f}% {r['act_density']:8.3f} "
-                     f"{r['weight_density']:7.3f}")
-    return "\n".join(lines)
+    from tatvpr_hw.commands.tables import render_table
+
+    return (f"MACs per query ({rows[0]['model']}, {rows[0]['img_size']} px; GMACs = ternary layers "
+            f"at their real nonzero activations, the rest dense)\n{render_table(ops_table(rows))}")
 
 
 def _load(config: Path):
@@ -146,7 +171,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     ) -> None:
         """Memory footprint by component in fp32/fp16/int8/ternary2/ternary1.6, with ratios."""
-        from brevitas_models.footprint import config_footprint, footprint, format_table, quantized_plan
+        from brevitas_models.footprint import config_footprint, footprint, quantized_plan
 
         cfg = _load(config)
         if checkpoint is None:
@@ -165,8 +190,12 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(fp, indent=2))
             return
+        from tatvpr_hw.commands.tables import print_table
+
         typer.echo(f"{cfg.model.backbone} + {cfg.model.head.name} head ({config})")
-        typer.echo(format_table(fp))
+        print_table(footprint_table(fp))
+        typer.echo(f"quantized layers: {fp['quantized_layers']} (other tensors in {fp['non_quantized_format']}, "
+                   f"scales in {fp['scale_format']})")
 
     @app.command("ops")
     def ops_cmd(
@@ -180,7 +209,12 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         per_layer: bool = typer.Option(False, "--per-layer", help="include per-layer counts (JSON)"),
         as_json: bool = typer.Option(False, "--json", help="print a JSON list of records"),
     ) -> None:
-        """MACs per query at each sparsity, from the real nonzero activations of a forward pass."""
+        """MACs per query at each sparsity, from the real nonzero activations of a forward pass.
+
+        One forward pass per sparsity: seconds on configs/tiny.yaml, minutes on the paper config
+        (configs/tatvpr_boq_vitb14.yaml: about 1 minute per sparsity on 2 CPU cores, its 7 default
+        sparsities took 31 minutes on a busy shared machine); --sparsity picks fewer.
+        """
         cfg = _load(config)
         values = parse_sparsities(sparsity) if sparsity is not None else list(cfg.eval.sparsities)
         rows = config_ops(cfg, values, checkpoint=checkpoint, role=model, batch=batch,

@@ -18,12 +18,17 @@ from rich.table import Table
 
 def make_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
                left: int = 1) -> Table:
-    """A table with a header rule and no vertical borders; cells are ``str()`` of the values."""
+    """A table with a header rule and no vertical borders; cells are ``str()`` of the values; a
+    ``None`` in ``rows`` draws a rule under the row before it."""
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold",
               header_style="bold", pad_edge=False, show_edge=False)
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i < left else "right", no_wrap=True)
     for r in rows:
+        if r is None:
+            if t.rows:
+                t.rows[-1].end_section = True
+            continue
         t.add_row(*("" if v is None else str(v) for v in r))
     return t
 
