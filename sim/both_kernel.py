@@ -6,9 +6,9 @@
 (``[bytes per bank, B, rows]``, channel ``k`` in bank ``k mod B``). Exact either way.
 
 - ``c`` backend: each bank's bytes OR-ed into uint32 words (``ceil(bytes per bank / 4)`` per
-  bank and row; ViT-B's K = 768 at B = 32 is one word), and for each token and bank one loop over
-  the outputs does AND, popcount, add over the bank's words and the running max over the banks:
-  one pass over words in L1, vectorised with AVX-512 VPOPCNT where the CPU has it (a variant
+  bank and row; ViT-B's K = 768 at B = 32 is one word); per token and block of 16 outputs, over
+  the banks: AND, popcount, add over the bank's words, then the running max (and the sum: the
+  pairs) in registers; vectorised with AVX-512 VPOPCNT where the CPU has it (a variant
   chosen at run time by ``__builtin_cpu_supports``; else scalar ``popcnt``). Built once with the
   system C compiler (``$CC``, else ``cc``/``gcc``) into ``$TATVPR_KERNEL_DIR`` (default
   ``~/.cache/tatvpr/sim-kernels``), named by a hash of its source and flags, loaded with ctypes.
@@ -34,38 +34,50 @@ import numpy as np
 
 _SOURCE = r"""
 #include <stdint.h>
-#include <string.h>
-/* a: uint32 [NW, B, M] (word j, bank b, token m); w: uint32 [NW, B, N]; best, cnt: int32 [N] scratch */
+/* a: uint32 [NW, B, M] (word j, bank b, token m); w: uint32 [NW, B, N]. Per token m and block of
+   L outputs: acc = max over banks of the bank's count, tot = sum over banks (the intersection),
+   both in registers; then g = max(1, ceil(acc / q)) is summed into the total. */
+#define L 16
 #define ARGS const uint32_t *restrict a, const uint32_t *restrict w, long long m_, long long b_, \
-             long long nw, long long n_, long long q, int32_t *restrict best, int32_t *restrict cnt
-#define BODY                                                                                    \
-    long long total = 0;                                                                        \
-    for (long long m = 0; m < m_; m++) {                                                        \
-        memset(best, 0, (size_t)n_ * sizeof(int32_t));                                          \
-        for (long long b = 0; b < b_; b++) {                                                    \
-            const uint32_t *wr = w + b * n_;                                                    \
-            if (nw == 1) {                                                                      \
-                const uint32_t x = a[b * m_ + m];                                               \
-                for (long long n = 0; n < n_; n++) {                                            \
-                    int32_t c = __builtin_popcount(x & wr[n]);                                  \
-                    best[n] = c > best[n] ? c : best[n];                                        \
-                }                                                                               \
-            } else {                                                                            \
-                uint32_t x = a[b * m_ + m];                                                     \
-                for (long long n = 0; n < n_; n++) cnt[n] = __builtin_popcount(x & wr[n]);      \
-                for (long long j = 1; j < nw; j++) {                                            \
-                    const uint32_t *wj = w + (j * b_ + b) * n_;                                 \
-                    x = a[(j * b_ + b) * m_ + m];                                               \
-                    for (long long n = 0; n < n_; n++) cnt[n] += __builtin_popcount(x & wj[n]); \
-                }                                                                               \
-                for (long long n = 0; n < n_; n++) best[n] = cnt[n] > best[n] ? cnt[n] : best[n]; \
-            }                                                                                   \
-        }                                                                                       \
-        for (long long n = 0; n < n_; n++) {                                                    \
-            long long g = q == 1 ? best[n] : (best[n] + q - 1) / q;                             \
-            total += g > 1 ? g : 1;                                                             \
-        }                                                                                       \
-    }                                                                                           \
+             long long nw, long long n_, long long q, long long *restrict pairs
+#define G(v) ((q == 1 ? (long long)(v) : ((long long)(v) + q - 1) / q) > 1 ? \
+              (q == 1 ? (long long)(v) : ((long long)(v) + q - 1) / q) : 1)
+#define BODY                                                                                      \
+    long long total = 0, pair_total = 0;                                                          \
+    const long long nfull = n_ - n_ % L;                                                          \
+    for (long long m = 0; m < m_; m++) {                                                          \
+        for (long long n0 = 0; n0 < nfull; n0 += L) {                                             \
+            int32_t acc[L] = {0}, tot[L] = {0};                                                   \
+            for (long long b = 0; b < b_; b++) {                                                  \
+                int32_t s[L] = {0};                                                               \
+                for (long long j = 0; j < nw; j++) {                                              \
+                    const uint32_t x = a[(j * b_ + b) * m_ + m];                                  \
+                    const uint32_t *wr = w + (j * b_ + b) * n_ + n0;                              \
+                    for (int l = 0; l < L; l++) s[l] += __builtin_popcount(x & wr[l]);            \
+                }                                                                                 \
+                for (int l = 0; l < L; l++) {                                                     \
+                    acc[l] = s[l] > acc[l] ? s[l] : acc[l];                                       \
+                    tot[l] += s[l];                                                               \
+                }                                                                                 \
+            }                                                                                     \
+            for (int l = 0; l < L; l++) {                                                         \
+                total += G(acc[l]);                                                               \
+                pair_total += tot[l];                                                             \
+            }                                                                                     \
+        }                                                                                         \
+        for (long long n = nfull; n < n_; n++) {                                                  \
+            int32_t acc = 0;                                                                      \
+            for (long long b = 0; b < b_; b++) {                                                  \
+                int32_t s = 0;                                                                    \
+                for (long long j = 0; j < nw; j++)                                                \
+                    s += __builtin_popcount(a[(j * b_ + b) * m_ + m] & w[(j * b_ + b) * n_ + n]); \
+                acc = s > acc ? s : acc;                                                          \
+                pair_total += s;                                                                  \
+            }                                                                                     \
+            total += G(acc);                                                                      \
+        }                                                                                         \
+    }                                                                                             \
+    *pairs = pair_total;                                                                          \
     return total;
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -86,15 +98,16 @@ int both_kernel_variant(void) {
 }
 
 /* variant: 2 AVX-512 VPOPCNT, 1 scalar popcnt, 0 portable; the caller passes both_kernel_variant()
-   or a lower one (tests run every variant the CPU has) */
+   or a lower one (tests run every variant the CPU has). Returns the chunk total; *pairs gets the
+   sum over (m, n) of |nz(x_m) ∩ nz(w_n)|. */
 long long both_chunk_total(int variant, ARGS) {
 #if defined(__x86_64__) && defined(__GNUC__)
     switch (variant) {
-    case 2: return total_vpopcnt(a, w, m_, b_, nw, n_, q, best, cnt);
-    case 1: return total_popcnt(a, w, m_, b_, nw, n_, q, best, cnt);
+    case 2: return total_vpopcnt(a, w, m_, b_, nw, n_, q, pairs);
+    case 1: return total_popcnt(a, w, m_, b_, nw, n_, q, pairs);
     }
 #endif
-    return total_plain(a, w, m_, b_, nw, n_, q, best, cnt);
+    return total_plain(a, w, m_, b_, nw, n_, q, pairs);
 }
 """
 _FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99")
@@ -132,7 +145,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(so))
     lib.both_chunk_total.restype = ctypes.c_longlong
     lib.both_chunk_total.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_longlong] * 5 + \
-        [ctypes.c_void_p, ctypes.c_void_p]
+        [ctypes.POINTER(ctypes.c_longlong)]
     lib.both_kernel_variant.restype = ctypes.c_int
     return lib
 
@@ -177,13 +190,13 @@ def variant() -> int:
     return _state["variant"]
 
 
-def _total_c(a_bytes: np.ndarray, w_bytes: np.ndarray, q: int, variant_: int) -> int:
+def _totals_c(a_bytes: np.ndarray, w_bytes: np.ndarray, q: int, variant_: int) -> tuple[int, int]:
     a, w = _words(a_bytes), _words(w_bytes)
     (nw, b, m), n = a.shape, w.shape[2]
-    best = np.empty(n, np.int32)
-    cnt = np.empty(n, np.int32)
-    return int(_state["lib"].both_chunk_total(variant_, a.ctypes.data, w.ctypes.data, m, b, nw, n, q,
-                                              best.ctypes.data, cnt.ctypes.data))
+    pairs = ctypes.c_longlong(0)
+    chunks = _state["lib"].both_chunk_total(variant_, a.ctypes.data, w.ctypes.data, m, b, nw, n, q,
+                                            ctypes.byref(pairs))
+    return int(chunks), int(pairs.value)
 
 
 def _total_numpy(a_bytes: np.ndarray, w_bytes: np.ndarray, q: int) -> int:
@@ -201,9 +214,11 @@ def _total_numpy(a_bytes: np.ndarray, w_bytes: np.ndarray, q: int) -> int:
     return total - m * (-n % 8)  # outputs padded to a multiple of 8 count 0, i.e. g = 1 each
 
 
-def chunk_total(a_bytes: np.ndarray, w_bytes: np.ndarray, lanes_per_bank: int, *, use: str | None = None,
-                c_variant: int | None = None) -> int:
-    """Sum over tokens and outputs of ``max(1, ceil(busiest bank's intersection / q))``.
+def chunk_totals(a_bytes: np.ndarray, w_bytes: np.ndarray, lanes_per_bank: int, *, use: str | None = None,
+                 c_variant: int | None = None) -> tuple[int, int | None]:
+    """``(chunks, pairs)``: chunks = sum over tokens and outputs of ``max(1, ceil(busiest bank's
+    intersection / q))``; pairs = sum of ``|nz(x_m) ∩ nz(w_n)|`` (the C loop has it for free;
+    None from the numpy kernel).
 
     ``a_bytes`` uint8 ``[bytes, B, M]`` (tokens), ``w_bytes`` uint8 ``[bytes, B, N]`` (outputs), in
     the bank-byte layout of the same ``B``; ``use`` forces ``"c"`` or ``"numpy"`` (default:
@@ -219,7 +234,12 @@ def chunk_total(a_bytes: np.ndarray, w_bytes: np.ndarray, lanes_per_bank: int, *
         v = best_variant if c_variant is None else int(c_variant)
         if not 0 <= v <= best_variant:
             raise ValueError(f"c_variant = {c_variant}; allowed on this CPU: 0 .. {best_variant}")
-        return _total_c(a_bytes, w_bytes, q, v)
+        return _totals_c(a_bytes, w_bytes, q, v)
     if which != "numpy":
         raise ValueError(f"use = {use!r}; allowed: 'c', 'numpy' or None")
-    return _total_numpy(a_bytes, w_bytes, q)
+    return _total_numpy(a_bytes, w_bytes, q), None
+
+
+def chunk_total(a_bytes: np.ndarray, w_bytes: np.ndarray, lanes_per_bank: int, **kw) -> int:
+    """The chunks of :func:`chunk_totals` alone."""
+    return chunk_totals(a_bytes, w_bytes, lanes_per_bank, **kw)[0]

@@ -310,20 +310,26 @@ def both_chunk_sum(op, banks: int, lanes_per_bank: int) -> int:
     """``both`` mode: sum over tokens m and output channels p of the lane's chunks
     ``g = max(1, max_b ceil(|nz(x_m) ∩ nz(w_p) ∩ bank b| / q))`` (its accumulator updates).
 
-    By :func:`sim.both_kernel.chunk_total` on the op's cached bank-byte masks (AND + popcount of
+    By :func:`sim.both_kernel.chunk_totals` on the op's cached bank-byte masks (AND + popcount of
     each bank's words and a running max over the banks, in a small C loop, else numpy); nothing of
-    size ``M x N`` is kept. Cached per op, banks and q.
+    size ``M x N`` is kept. Cached per op, banks and q; the C loop's sum of the intersections (the
+    pairs processed) is cached too, under ``BOTH_PAIRS_KEY``.
     """
-    from sim.both_kernel import chunk_total
+    from sim.both_kernel import chunk_totals
 
     key = ("both_chunks", banks, lanes_per_bank)
     cache = getattr(op, "_cache", None)
     if cache is not None and key in cache:
         return cache[key]
-    total = chunk_total(op.act_bank_bytes(banks), op.weight_bank_bytes(banks), lanes_per_bank)
+    total, pairs = chunk_totals(op.act_bank_bytes(banks), op.weight_bank_bytes(banks), lanes_per_bank)
     if cache is not None:  # a sweep simulates the same op on many archs
         cache[key] = total
+        if pairs is not None:
+            cache[BOTH_PAIRS_KEY] = pairs
     return total
+
+
+BOTH_PAIRS_KEY = ("both_pairs",)  # op._cache: sum over (m, n) of |nz(x_m) ∩ nz(w_n)|, from the C loop
 
 
 def weight_bank_max(op, banks: int) -> np.ndarray:
@@ -423,7 +429,10 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
         a_read = n_f * m * k * ACT_BITS  # the dense token read that fills the PE copies
         w_write = tot_w * (CODE_BITS + idx)
     else:
-        processed = op.intersection_total()  # sum_k nnz_x(k) nnz_w(k), = the sum of the M x N intersections
+        # the sum of the M x N intersections: from the chunk loop when it had it, else sum_k nnz_x(k) nnz_w(k)
+        processed = getattr(op, "_cache", {}).get(BOTH_PAIRS_KEY)
+        if processed is None:
+            processed = op.intersection_total()
         w_read = m * tot_w * (CODE_BITS + idx)
         a_read = n_f * m * k * ACT_BITS
         w_write = tot_w * (CODE_BITS + idx)

@@ -130,6 +130,7 @@ def fresh_kernel():
 
 @pytest.mark.parametrize("m,k,n,banks,q,density", [
     (7, 300, 13, 2, 2, 0.6),     # 150 channels per bank: 19 bytes, 5 words per bank
+    (3, 768, 35, 32, 1, 0.6),    # N = 2 blocks of 16 outputs + 3 left over
     (9, 768, 40, 32, 1, 0.6),    # ViT-B's shape of a bank: 24 channels, one word
     (9, 770, 21, 32, 2, 0.6),    # K not a multiple of B
     (5, 3000, 9, 1, 3, 0.9),     # one bank: counts up to 3000 (past uint8)
@@ -146,10 +147,12 @@ def test_both_kernel_backends_equal_brute_force(fresh_kernel, m, k, n, banks, q,
     a, w = bank_bytes(act, banks), bank_bytes(wnz, banks)
     want = _brute_chunks(act, wnz, banks, q)
     assert fresh_kernel.backend() == "c", fresh_kernel.REASON   # cc is installed here: no silent fallback
+    pairs = int((act.astype(np.int64) @ wnz.astype(np.int64).T).sum())
     for v in range(fresh_kernel.variant() + 1):                  # every variant this CPU can run
-        assert fresh_kernel.chunk_total(a, w, q, use="c", c_variant=v) == want, fresh_kernel.VARIANTS[v]
+        got = fresh_kernel.chunk_totals(a, w, q, use="c", c_variant=v)
+        assert got == (want, pairs), fresh_kernel.VARIANTS[v]
     assert fresh_kernel.chunk_total(a, w, q, use="c") == want
-    assert fresh_kernel.chunk_total(a, w, q, use="numpy") == want
+    assert fresh_kernel.chunk_totals(a, w, q, use="numpy") == (want, None)
 
 
 def test_both_kernel_builds_once_into_its_folder(fresh_kernel, tmp_path, monkeypatch):
