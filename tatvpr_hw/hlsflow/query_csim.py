@@ -35,6 +35,61 @@ class QueryCsim:
         return out
 
 
+def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, ports: int, fmt: str, lanes: int,
+               rows: int, cols: int, kmax: int, mmax: int):
+    """A ``tatvpr_pynq.integer.Units`` whose every op runs in the C simulation of its unit and is
+    recorded in ``.ops`` ({name, unit, cycles, ...})."""
+    driver_package()
+    from tatvpr_pynq.integer import Units, topk_int
+
+    work = Path(work_dir)
+    build = work / "build"
+    gemm_exe = build_csim(KernelParams(pe=pe, simd=simd, banks=banks, ports=ports, kmax=kmax, mmax=mmax), build)
+    unit_exe = build_unit_csim(build, lanes, rows, cols)
+
+    class CsimUnits(Units):
+        def __init__(self) -> None:
+            self.ops: list[dict] = []
+
+        def _sub(self) -> Path:
+            return work / f"op{len(self.ops):04d}"
+
+        def _unit(self, name, unit_name, call):
+            [r] = run_unit_ops(unit_exe, [call], self._sub())
+            self.ops.append({"name": name, "unit": unit_name, "cycles": r.element_cycles, "row_ops": r.row_ops})
+            return r.out
+
+        def layernorm(self, name, ln, x):
+            return self._unit(name, "vector", layernorm_call(ln, x))
+
+        def softmax(self, name, scores, mult, shift):
+            return self._unit(name, "vector", softmax_call(scores, mult, shift))
+
+        def gelu(self, name, table, x):
+            return self._unit(name, "vector", gelu_call(table, x))
+
+        def add(self, name, x, y, mult, shift):
+            return self._unit(name, "vector", add_call(x, y, mult, shift))
+
+        def gemm(self, name, a, b, bias=None, *, out="int32", mult=0, shift=0):
+            squeeze = np.asarray(a).ndim == 2
+            r = self._unit(name, "int8", gemm_call(a, b, bias, out=out, mult=mult, shift=shift))
+            return r[0] if squeeze else r
+
+        def ternary(self, name, lin, x, sparsity):
+            xs = topk_int(x, sparsity)  # the host's top-k, then the bank scheduling of prepare_layer
+            layer = prepare_layer(xs, lin.codes, lin.bias, lin.mult, lin.shift, pe=pe, simd=simd, banks=banks,
+                                  ports=ports, fmt=fmt, with_expected=False)
+            [r] = run_csim(gemm_exe, [layer], self._sub(), names=[name.replace(".", "_")])
+            if r.status != 0:
+                raise UserError(f"{name}: the ternary IP's C simulation returned status {r.status}")
+            self.ops.append({"name": name, "unit": "ternary", "cycles": int(np.asarray(r.chunk_cycles).sum()),
+                             "folds": len(r.chunk_cycles), "act_mask": xs != 0, "codes": lin.codes})
+            return r.out
+
+    return CsimUnits()
+
+
 def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8, simd: int = 8,
                banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16, rows: int = 16,
                cols: int = 16) -> QueryCsim:
@@ -43,65 +98,13 @@ def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, 
     Ternary-IP cycles are the counted CHUNK iterations summed over folds (``C_f``, conflicts
     included); int8- and vector-unit cycles are the counted loop iterations (no pipeline depth).
     """
-    driver_package()
-    from tatvpr_pynq.integer import RES_MAX, RES_MIN, sat, topk_int
-
-    work = Path(work_dir)
-    build = work / "build"
     d_model = trunk.pos.shape[1]
     widest = max([d_model] + [b.fc1.codes.shape[0] for b in trunk.blocks])
     tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
-    kmax = -(-widest // simd) * simd
-    gemm_exe = build_csim(KernelParams(pe=pe, simd=simd, banks=banks, ports=ports, kmax=max(kmax, simd),
-                                       mmax=max(tokens, 1)), build)
-    unit_exe = build_unit_csim(build, lanes, rows, cols)
-    res = QueryCsim(tokens=np.zeros(0))
-    counter = [0]
-
-    def sub():
-        counter[0] += 1
-        return work / f"op{counter[0]:04d}"
-
-    def unit(name, unit_name, call):
-        [r] = run_unit_ops(unit_exe, [call], sub())
-        res.ops.append({"name": name, "unit": unit_name, "cycles": r.element_cycles, "row_ops": r.row_ops})
-        return r.out
-
-    def ternary(name, lin, x):
-        xs = topk_int(x, sparsity)
-        layer = prepare_layer(xs, lin.codes, lin.bias, lin.mult, lin.shift, pe=pe, simd=simd, banks=banks,
-                              ports=ports, fmt=fmt, with_expected=False)
-        [r] = run_csim(gemm_exe, [layer], sub(), names=[name.replace(".", "_")])
-        if r.status != 0:
-            raise UserError(f"{name}: the ternary IP's C simulation returned status {r.status}")
-        res.ops.append({"name": name, "unit": "ternary", "cycles": int(np.asarray(r.chunk_cycles).sum()),
-                        "folds": len(r.chunk_cycles), "act_mask": xs != 0, "codes": lin.codes})
-        return r.out
-
-    pt = trunk.patches(img_q)
-    e = unit("patch_embed", "int8", gemm_call(pt, trunk.embed_w.T, trunk.embed_bias, out="int16",
-                                               mult=trunk.embed_mult, shift=trunk.embed_shift))[0]
-    x = sat(np.concatenate([trunk.prefix.astype(np.int64), e.astype(np.int64) + trunk.pos]), RES_MIN, RES_MAX,
-            np.int16)  # position embedding: host
-    t, d = x.shape
-    for i, blk in enumerate(trunk.blocks):
-        p = f"blocks.{i}."
-        h = blk.num_heads
-        qkv = ternary(p + "qkv", blk.qkv, unit(p + "norm1", "vector", layernorm_call(blk.ln1, x)))
-        qkv = qkv.reshape(t, 3, h, d // h)
-        q, k, v = (qkv[:, j].transpose(1, 0, 2) for j in range(3))
-        scores = unit(p + "attn.qk", "int8", gemm_call(q, k.transpose(0, 2, 1)))
-        probs = unit(p + "attn.softmax", "vector", softmax_call(scores.reshape(h * t, t), blk.softmax_mult,
-                                                                   blk.softmax_shift)).reshape(h, t, t)
-        a = unit(p + "attn.av", "int8", gemm_call(probs, v, out="int8", mult=blk.av_mult, shift=blk.av_shift))
-        y = ternary(p + "proj", blk.proj, a.transpose(1, 0, 2).reshape(t, d))
-        x = unit(p + "add1", "vector", add_call(x, y, blk.res1_mult, blk.res1_shift))
-        y = ternary(p + "fc1", blk.fc1, unit(p + "norm2", "vector", layernorm_call(blk.ln2, x)))
-        y = unit(p + "gelu", "vector", gelu_call(blk.gelu, y))
-        y = ternary(p + "fc2", blk.fc2, y)
-        x = unit(p + "add2", "vector", add_call(x, y, blk.res2_mult, blk.res2_shift))
-    res.tokens = x
-    return res
+    units = csim_units(work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes, rows=rows,
+                       cols=cols, kmax=max(-(-widest // simd) * simd, simd), mmax=max(tokens, 1))
+    x = trunk.tokens(img_q, sparsity, units)
+    return QueryCsim(tokens=x, ops=units.ops)
 
 
 def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:

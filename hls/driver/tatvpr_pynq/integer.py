@@ -192,23 +192,58 @@ class BlockQ:
     res2_mult: np.ndarray
     res2_shift: np.ndarray
 
-    def __call__(self, x: np.ndarray, sparsity: float) -> np.ndarray:
+    def __call__(self, x: np.ndarray, sparsity: float, units: "Units | None" = None, name: str = "") -> np.ndarray:
+        u = units or NUMPY_UNITS
         t, d = x.shape
         h = self.num_heads
-        qkv = self.qkv(self.ln1(x), sparsity).reshape(t, 3, h, d // h).astype(np.int64)
+        qkv = u.ternary(name + "qkv", self.qkv, u.layernorm(name + "norm1", self.ln1, x), sparsity)
+        qkv = qkv.reshape(t, 3, h, d // h)
         q, k, v = (qkv[:, i].transpose(1, 0, 2) for i in range(3))
-        p = softmax_int(imatmul(q, k.transpose(0, 2, 1)), self.softmax_mult, self.softmax_shift)
-        a = requantize(imatmul(p, v), self.av_mult, self.av_shift)
-        a = a.transpose(1, 0, 2).reshape(t, d)
-        y = self.proj(a, sparsity)
-        x = sat(np.asarray(x, np.int64) + requant_channels(y, self.res1_mult, self.res1_shift,
-                                                            RES_MIN, RES_MAX, np.int64),
-                RES_MIN, RES_MAX, np.int16)
-        y = self.fc1(self.ln2(x), sparsity)
-        y = self.fc2(self.gelu[y.astype(np.int64) + 128], sparsity)
-        return sat(np.asarray(x, np.int64) + requant_channels(y, self.res2_mult, self.res2_shift,
-                                                               RES_MIN, RES_MAX, np.int64),
+        scores = u.gemm(name + "attn.qk", q, k.transpose(0, 2, 1))
+        p = u.softmax(name + "attn.softmax", scores.reshape(h * t, t), self.softmax_mult,
+                      self.softmax_shift).reshape(h, t, t)
+        a = u.gemm(name + "attn.av", p, v, out="int8", mult=self.av_mult, shift=self.av_shift)
+        y = u.ternary(name + "proj", self.proj, a.transpose(1, 0, 2).reshape(t, d), sparsity)
+        x = u.add(name + "add1", x, y, self.res1_mult, self.res1_shift)
+        y = u.ternary(name + "fc1", self.fc1, u.layernorm(name + "norm2", self.ln2, x), sparsity)
+        y = u.ternary(name + "fc2", self.fc2, u.gelu(name + "gelu", self.gelu, y), sparsity)
+        return u.add(name + "add2", x, y, self.res2_mult, self.res2_shift)
+
+
+class Units:
+    """The machine's units as the integer model calls them. This class computes them in numpy (the
+    golden model); a subclass may run them elsewhere (the C simulation, the board's IP) and must
+    return the same integers. ``name`` labels the op (e.g. ``blocks.3.fc1``)."""
+
+    def layernorm(self, name: str, ln: LayerNormQ, x: np.ndarray) -> np.ndarray:
+        return ln(x)
+
+    def ternary(self, name: str, lin: LinearQ, x: np.ndarray, sparsity: float) -> np.ndarray:
+        return lin(x, sparsity)
+
+    def gemm(self, name: str, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, out: str = "int32",
+             mult: int = 0, shift: int = 0) -> np.ndarray:
+        """The int8 unit: ``a[..., m, k] @ b[..., k, n]`` (+ bias), out int32 or requantised int8 / int16."""
+        acc = imatmul(a, b)
+        if bias is not None:
+            acc = acc + np.asarray(bias, np.int64)
+        if out == "int32":
+            return acc
+        lo, hi, dt = (-128, 127, np.int8) if out == "int8" else (RES_MIN, RES_MAX, np.int16)
+        return sat((acc * np.int64(mult) + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift), lo, hi, dt)
+
+    def softmax(self, name: str, scores: np.ndarray, mult: int, shift: int) -> np.ndarray:
+        return softmax_int(scores, mult, shift)
+
+    def gelu(self, name: str, table: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return table[np.asarray(x, np.int64) + 128]
+
+    def add(self, name: str, x: np.ndarray, y: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        return sat(np.asarray(x, np.int64) + requant_channels(y, mult, shift, RES_MIN, RES_MAX, np.int64),
                    RES_MIN, RES_MAX, np.int16)
+
+
+NUMPY_UNITS = Units()
 
 
 @dataclass
@@ -241,19 +276,21 @@ class TrunkQ:
         g = img_q.reshape(3, hgt // p, p, wid // p, p).transpose(1, 3, 0, 2, 4)
         return g.reshape((hgt // p) * (wid // p), 3 * p * p)
 
-    def tokens(self, img_q: np.ndarray, sparsity: float) -> np.ndarray:
-        """int8 image [3, H, W] -> residual int16 tokens [P + h*w, D] after the last block."""
+    def tokens(self, img_q: np.ndarray, sparsity: float, units: Units | None = None) -> np.ndarray:
+        """int8 image [3, H, W] -> residual int16 tokens [P + h*w, D] after the last block
+        (``units``: where each op runs; default numpy)."""
+        u = units or NUMPY_UNITS
         pt = self.patches(img_q)
         if pt.shape[0] != self.pos.shape[0]:
             raise IntegerModelError(f"image gives {pt.shape[0]} patches; the model was exported for "
                                     f"{self.pos.shape[0]}")
-        acc = imatmul(pt, self.embed_w.T) + self.embed_bias
-        e = sat((acc * np.int64(self.embed_mult) + (np.int64(1) << np.int64(self.embed_shift - 1)))
-                >> np.int64(self.embed_shift), RES_MIN, RES_MAX, np.int64)  # the int8 unit's int16 output
-        x = np.concatenate([self.prefix.astype(np.int64), e + self.pos], axis=0)
-        x = sat(x, RES_MIN, RES_MAX, np.int16)
-        for blk in self.blocks:
-            x = blk(x, sparsity)
+        e = u.gemm("patch_embed", pt, self.embed_w.T, self.embed_bias, out="int16", mult=self.embed_mult,
+                   shift=self.embed_shift)
+        # position embedding (host): saturating int16 add
+        x = sat(np.concatenate([self.prefix.astype(np.int64), e.astype(np.int64) + self.pos], axis=0),
+                RES_MIN, RES_MAX, np.int16)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, sparsity, u, f"blocks.{i}.")
         return x
 
     def features(self, img: np.ndarray, sparsity: float) -> np.ndarray:
