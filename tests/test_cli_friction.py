@@ -240,3 +240,14 @@ def test_footprint_table_carries_the_json_bytes(capsys):
         assert rows[label] == [f"{fp[key][f]:,}" for f in FORMATS]
     assert rows["fp32 backbone / x"] == [f"{fp['ratios']['backbone'][f'fp32_over_{f}']:.2f}x" for f in FORMATS]
     assert "blocks.3" in rows and text.splitlines()[-1].startswith("quantized layers: ")
+
+
+def test_tables_on_an_ascii_stdout(trace):
+    """A pipe whose encoding has no box-drawing characters gets the header rule in "-"."""
+    proc = subprocess.run([sys.executable, "-m", "tatvpr_hw", "sim", "--trace", str(trace)], cwd=REPO,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.split() == ["metric", "value"])
+    assert set(lines[i + 1]) == {"-"} and lines[i + 2].split()[0] == "cycles"

@@ -16,6 +16,10 @@ from rich.measure import Measurement
 from rich.table import Table
 
 
+# box.SIMPLE_HEAD drawn with "-", for a stdout whose encoding has no box-drawing characters
+_ASCII_HEAD = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n")
+
+
 def make_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
                left: int = 1) -> Table:
     """A table with a header rule and no vertical borders; cells are ``str()`` of the values; a
@@ -33,14 +37,23 @@ def make_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: 
     return t
 
 
+def _fit_box(table: Table, out) -> None:
+    """Draw the header rule with "-" when ``out``'s encoding has no box-drawing characters."""
+    try:
+        "\u2500".encode(getattr(out, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        table.box = _ASCII_HEAD
+
+
 def print_table(table: Table, file=None) -> None:
     """Print ``table`` to ``file`` (default: the current ``sys.stdout``)."""
     out = file if file is not None else sys.stdout
     console = Console(file=out, highlight=False, soft_wrap=False)
-    if not console.is_terminal:
-        need = Measurement.get(console, console.options.update_width(100_000), table).maximum
-        console = Console(file=out, highlight=False, soft_wrap=False, width=max(need, 20))
-    console.print(table)
+    _fit_box(table, out)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        print(render_table(table), file=out)
 
 
 def echo_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
@@ -50,9 +63,11 @@ def echo_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: 
 
 
 def render_table(table: Table) -> str:
-    """The table as plain text at its natural width (no colour), for commands that build one string."""
+    """The table as plain text at its natural width (no colour), for commands that build one string
+    they print to stdout."""
     import io
 
+    _fit_box(table, sys.stdout)
     buf = io.StringIO()
     probe = Console(file=buf, width=100_000, highlight=False, color_system=None)
     need = Measurement.get(probe, probe.options, table).maximum
