@@ -25,6 +25,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -129,6 +130,7 @@ def _build() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise OSError("no C compiler ($CC, cc, gcc) found")
+    cmd = shlex.split(cc)  # $CC may carry flags ("gcc -m64")
     digest = hashlib.sha256("\0".join((_SOURCE, *_FLAGS, platform.machine())).encode()).hexdigest()[:16]
     folder = _kernel_dir()
     so = folder / f"both_kernel_{digest}.so"
@@ -137,7 +139,7 @@ def _build() -> ctypes.CDLL:
         with tempfile.TemporaryDirectory(dir=folder) as td:
             src, out = Path(td) / "both_kernel.c", Path(td) / "both_kernel.so"
             src.write_text(_SOURCE)
-            proc = subprocess.run([cc, *_FLAGS, "-o", str(out), str(src)], capture_output=True, text=True)
+            proc = subprocess.run([*cmd, *_FLAGS, "-o", str(out), str(src)], capture_output=True, text=True)
             if proc.returncode != 0 or not out.is_file():
                 first = (proc.stderr.strip().splitlines() or ["no output"])[0]
                 raise OSError(f"{cc} failed to build the kernel: {first}")
