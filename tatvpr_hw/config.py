@@ -165,9 +165,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         raise UserError(_format_errors(source, err)) from None
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the built-in run configurations
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML run configuration."""
+    """Read and validate a YAML run configuration (a bare name like ``tiny`` means ``configs/tiny.yaml``
+    of the repository, from any working directory)."""
     path = Path(path)
+    if not path.exists() and path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
+        builtin = CONFIG_DIR / f"{path.name}.yaml"
+        if not builtin.is_file():
+            known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise UserError(f"unknown config {str(path)!r}; built-in: {known or 'none'} (or give the path of a "
+                            "YAML file)")
+        path = builtin
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

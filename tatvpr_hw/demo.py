@@ -138,7 +138,7 @@ def demo_steps() -> list[NamedStep]:
     ]
 
 
-def run_demo(config_path: str | Path = "configs/tiny.yaml", run_dir: str | Path = "reports/demo", *,
+def run_demo(config_path: str | Path = "tiny", run_dir: str | Path = "reports/demo", *,
              start: str | None = None, stop: str | None = None, force: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir)
     cfg = demo_config(config_path, run_dir)

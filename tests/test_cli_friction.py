@@ -251,3 +251,18 @@ def test_tables_on_an_ascii_stdout(trace):
     lines = proc.stdout.splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.split() == ["metric", "value"])
     assert set(lines[i + 1]) == {"-"} and lines[i + 2].split()[0] == "cycles"
+
+
+def test_builtin_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from tatvpr_hw.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny") == load_config(REPO / "configs" / "tiny.yaml")
+    code, out, err = run(capsys, "footprint", "--json")                 # the default: tiny, from /tmp
+    assert code == 0, err
+    assert json.loads(out)["backbone"] == yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())["model"]["backbone"]
+    code, _, err = run(capsys, "ops", "--config", "tinyy")
+    names = sorted(n[:-5] for n in os.listdir(REPO / "configs") if n.endswith(".yaml"))
+    assert code == 2 and err.count("\n") == 1 and f"unknown config 'tinyy'; built-in: {', '.join(names)}" in err
+    code, _, err = run(capsys, "ops", "--config", "tinyy.yaml")          # a path stays a path
+    assert code == 2 and "config file not found: tinyy.yaml" in err

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-DEFAULT_CONFIG = Path("configs/tiny.yaml")
+DEFAULT_CONFIG = "tiny"  # configs/tiny.yaml of the repository, found from any folder
 
 
 def _load(config: Optional[Path]):
@@ -15,7 +15,9 @@ def _load(config: Optional[Path]):
 
     if config is not None:
         return load_config(config)
-    if DEFAULT_CONFIG.is_file():
+    from tatvpr_hw.config import CONFIG_DIR
+
+    if (CONFIG_DIR / f"{DEFAULT_CONFIG}.yaml").is_file():
         return load_config(DEFAULT_CONFIG)
     return Config()
 
@@ -46,7 +48,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     def synth(
         out: Path = typer.Option(..., "--out", help="folder to write (gsv/ and eval/ inside)"),
         seed: Optional[int] = typer.Option(None, "--seed", min=0, help="benchmark seed (default data.synthetic.seed)"),
-        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="run config YAML or a built-in name (default: tiny)"),
         difficulty: Optional[float] = typer.Option(None, "--difficulty",
                                                    help="override data.synthetic.difficulty (0 easy .. 1 hard)"),
     ) -> None:
@@ -66,7 +68,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @data_app.command("info")
     def info(
-        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="run config YAML or a built-in name (default: tiny)"),
     ) -> None:
         """Check the config's training and evaluation sets load; print their sizes."""
         from tatvpr_hw.data.gsv import GSVCitiesDataset, gsv_root
@@ -89,7 +91,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     def baseline(
         root: Optional[Path] = typer.Option(None, "--root", help="evaluation set root (images/test/...); "
                                             "default: the config's evaluation set"),
-        config: Optional[Path] = typer.Option(None, "--config", help="run config (default configs/tiny.yaml)"),
+        config: Optional[Path] = typer.Option(None, "--config", help="run config YAML or a built-in name (default: tiny)"),
         side_px: int = typer.Option(16, "--side-px", min=2, max=256, help="pixel descriptor side"),
     ) -> None:
         """Sanity baseline: Recall@N of raw downsampled-pixel descriptors on an evaluation set."""

@@ -25,7 +25,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @app.command("demo")
     def demo(
-        config: Path = typer.Option(Path("configs/tiny.yaml"), help="run configuration"),
+        config: Path = typer.Option(Path("tiny"), help="run configuration YAML or a built-in name in configs/"),
         out: Path = typer.Option(Path("reports/demo"), help="run folder (report: OUT/index.html)"),
         start: Optional[str] = typer.Option(None, "--from", help="first step to run"),
         stop: Optional[str] = typer.Option(None, "--to", help="last step to run"),

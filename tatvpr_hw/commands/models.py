@@ -165,7 +165,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @app.command("footprint")
     def footprint_cmd(
-        config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", help="run config"),
+        config: Path = typer.Option(Path("tiny"), "--config", help="run config YAML or a built-in name in configs/"),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
                                                   help="student checkpoint: pack its real ternary codes"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
@@ -199,7 +199,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
     @app.command("ops")
     def ops_cmd(
-        config: Path = typer.Option(Path("configs/tiny.yaml"), "--config", help="run config"),
+        config: Path = typer.Option(Path("tiny"), "--config", help="run config YAML or a built-in name in configs/"),
         sparsity: Optional[str] = typer.Option(None, "--sparsity",
                                                help="comma-separated sparsities in [0, 1) "
                                                     "(default: eval.sparsities of the config)"),
