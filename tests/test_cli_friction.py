@@ -136,8 +136,9 @@ def test_no_cuda_runtime_warning(tmp_path):
     """torch warns "No CUDA runtime is found" when CUDA_HOME names a folder and no GPU is visible:
     both forced here, so the warning would appear without the CLI's filter."""
     env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-m", "tatvpr_hw", "footprint", "--config", str(REPO / "configs" / "tiny.yaml"),
-                           "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tatvpr_hw", "footprint", "--config",
+                           str(REPO / "configs" / "tiny.yaml"), "--json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["backbone"]
     assert "No CUDA runtime" not in proc.stderr, proc.stderr
@@ -260,7 +261,8 @@ def test_builtin_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
     assert load_config("tiny") == load_config(REPO / "configs" / "tiny.yaml")
     code, out, err = run(capsys, "footprint", "--json")                 # the default: tiny, from /tmp
     assert code == 0, err
-    assert json.loads(out)["backbone"] == yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())["model"]["backbone"]
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    assert json.loads(out)["backbone"] == tiny["model"]["backbone"]
     code, _, err = run(capsys, "ops", "--config", "tinyy")
     names = sorted(n[:-5] for n in os.listdir(REPO / "configs") if n.endswith(".yaml"))
     assert code == 2 and err.count("\n") == 1 and f"unknown config 'tinyy'; built-in: {', '.join(names)}" in err

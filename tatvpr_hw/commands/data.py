@@ -29,7 +29,8 @@ def _require_data(path: Path, cfg, what: str, given: bool) -> None:
     if Path(path).exists():
         return
     if given:
-        hint = f"`tatvpr data synth --out DIR` writes the synthetic benchmark (its {what} is DIR/{'eval' if what == 'evaluation set' else 'gsv'})"
+        sub = "eval" if what == "evaluation set" else "gsv"
+        hint = f"`tatvpr data synth --out DIR` writes the synthetic benchmark (its {what} is DIR/{sub})"
     elif cfg.data.source == "synthetic":
         hint = f"write the synthetic benchmark first: `tatvpr data synth --out {cfg.data.root}`"
     else:

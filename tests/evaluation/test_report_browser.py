@@ -101,8 +101,8 @@ def load_in_browser(index: Path, profile: Path) -> tuple[dict, list[str]]:
     page.write_text(html.replace("<head>", "<head>\n" + PROBE, 1))
     try:
         proc = subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions",
-             "--no-first-run", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-extensions", "--no-first-run", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
              "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
             capture_output=True, text=True, timeout=180)
     finally:
