@@ -30,7 +30,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         seed: int = typer.Option(0, min=0, help="seed of the sample layer the C simulation checks"),
     ) -> None:
         """Write the board project of the packed-ternary GEMM IP and build it when the tools exist."""
-        from tatvpr_hw.commands.boards import board_name, tool_board
+        from tatvpr_hw.boards import board_name, tool_board
         from tatvpr_hw.config import load_config
         from tatvpr_hw.errors import UserError
         from tatvpr_hw.hlsflow.board import export_bitstream, sizes_from_config
