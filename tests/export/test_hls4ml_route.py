@@ -117,6 +117,7 @@ def test_reuse_factor_from_pe_simd_is_a_valid_hls4ml_one():
     assert choose_reuse_factor(24, 16, pe_simd=8)["reuse_factor"] == 48  # 384 / 8, valid
     r = choose_reuse_factor(24, 16, reuse_factor=7)
     assert (r["reuse_factor"], r["adjusted"]) == (6, True)  # 6 and 8 tie: the smaller
+    assert choose_reuse_factor(24, 16, reuse_factor=11)["reuse_factor"] == 12  # 12 is 1 away, 8 is 3
     # fc1 192 x 768 on a 32 x 32 point: 147456 / 1024 = 144 is not valid (1024 products per
     # clock are not a multiple of 768 outputs); valid neighbours 96 (a divisor of 192) and 192
     # are both 48 away: the smaller
