@@ -58,7 +58,7 @@ MODULES: dict[str, Module] = {
         "tests/sim/test_engine.py", "tests/sim/test_systolic_mode.py", "tests/sim/test_gather.py",
         "tests/sim/test_energy.py", "tests/sim/test_engine_mutants.py", "tests/sim/test_engine_survivors.py"]),
     "reference": Module("sim/reference.py", [
-        "tests/sim/test_engine.py", "tests/sim/test_systolic_mode.py"]),
+        "tests/sim/test_engine.py", "tests/sim/test_systolic_mode.py", "tests/sim/test_reference_mutants.py"]),
     "quant": Module("brevitas_models/quant.py", [
         "tests/brevitas_models/test_quant.py", "tests/brevitas_models/test_ops.py",
         "tests/brevitas_models/test_quant_mutants.py"]),
@@ -67,7 +67,10 @@ MODULES: dict[str, Module] = {
         "tests/brevitas_models/test_sparsity_mutants.py"]),
     # The resume path only: the checkpoint callback, where a stage keeps its files, and
     # fit_stage (which picks last.ckpt up). The rest of stages.py is training glue.
-    "resume": Module("tatvpr_hw/training/stages.py", ["tests/training/test_resume.py"], only=[
+    # test_resume_mutants.py drives fit_stage with a toy module (seconds a run); test_resume.py
+    # (the real stages, about a minute a run) comes second (see --tests).
+    "resume": Module("tatvpr_hw/training/stages.py", [
+        "tests/training/test_resume_mutants.py", "tests/training/test_resume.py"], only=[
         "tatvpr_hw.training.stages.x_fit_stage__mutmut_*",
         "tatvpr_hw.training.stages.x_stage_paths__mutmut_*",
         "tatvpr_hw.training.stages.x\u01c1*\u01c1_save_checkpoint__mutmut_*",
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(the rest shows as 'not checked'); mutmut records every verdict as it goes")
     ap.add_argument("--names", nargs="+", default=None, metavar="GLOB",
                     help="run (and count) only the mutants whose names match, e.g. to recheck survivors")
+    ap.add_argument("--tests", nargs="+", default=None, metavar="FILE",
+                    help="override the module's test selection, e.g. the fast resume tests only "
+                         "(then recheck the survivors with the full selection and --names)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--show-survivors", action="store_true", help="print each survivor's diff")
     args = ap.parse_args(argv)
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], []
     for name in names:
         mod = MODULES[name]
+        if args.tests:
+            mod = Module(mod.path, list(args.tests), mod.only)
         if args.names:
             mod = Module(mod.path, mod.tests, [g for g in args.names if g.startswith(mod.path[:-3].replace("/", ".") + ".")])
             if not mod.only:

@@ -290,3 +290,21 @@ def test_systolic_weight_buffer_boundary_and_message(db, halves):
             f"'fc' (8 2-bit weights = 2 bytes each); need buffers.weights_kb >= {fit_bytes / 1024:g} "
             "or a smaller array") + "$"):
         systolic_layer(op, _sys_arch(db=db, w_kb=short_kb))
+
+
+def test_systolic_weight_buffer_rounds_bits_to_bytes_by_hand():
+    # K = 34: an os fold holds K x cols = 68 weights = 136 bits = 17 bytes; two halves 34 bytes
+    op = _op(np.ones((4, 34)), np.ones((4, 34)), name="fc")
+    systolic_layer(op, _sys_arch(w_kb=34 / 1024))
+    with pytest.raises(SimInputError, match=re.escape("(68 2-bit weights = 17 bytes each)")):
+        systolic_layer(op, _sys_arch(w_kb=33.999 / 1024))
+
+
+def test_fill_uses_the_configured_adder_tree(make_arch):
+    # SIMD 4 would take log2(4) = 2 tree stages; the arch asks for 3: fill = 3 + 2 = 5.
+    # mode none, M = 1, K = 4, N = 1: one token of 1 cycle; weights 1 x 4 x 2 bits = 1 byte -> 1 cycle
+    op = _op(np.ones((1, 4)), np.ones((1, 4)))
+    arch = with_overrides(_arch(make_arch, banks=4, pe=1, simd=4, mode="none"), {"compute.adder_tree_stages": 3})
+    t = ternary_layer(op, arch)
+    assert t.fill_cycles == 5
+    assert t.cycles == 10 + 1 + 1 + 5  # L + X0 + C0 + fill
