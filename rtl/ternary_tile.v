@@ -1,7 +1,7 @@
 // One fold of the packed-ternary accelerator in the `act` skip mode (docs/engine.md sections 3,
 // 6 and 8): the banked weight buffer, the gather wiring, the bank scheduler and the MAC array.
 //
-// Weight buffer (section 6, `weights` in none/act): H halves x R replicas x B banks, each a
+// Weight buffer (section 6, `weights` in none/act; rtl/weight_buffer.v): H halves x R replicas x B banks, each a
 // memory of D = ceil(K / B) words of 2*PE bits (word = one channel's codes of all PE rows,
 // PE row p at [2p +: 2]); channel k is in bank k mod B at address floor(k / B); a load writes
 // one channel per cycle into all R replicas of its bank in half w_half. Each memory has P read
@@ -46,7 +46,6 @@ module ternary_tile #(
     output wire               out_valid,
     output wire [ACCW*PE-1:0] out_acc
 );
-    localparam integer R = SIMD / (B * P);
 
     wire              ch_first, ch_last;
     wire [SIMD-1:0]   ch_ok;
@@ -58,48 +57,11 @@ module ternary_tile #(
         .ch_valid(ch_valid), .ch_first(ch_first), .ch_last(ch_last),
         .ch_lane_ok(ch_ok), .ch_addr(ch_addr), .ch_act(ch_act));
 
-    wire [B-1:0]  w_bank_hit;
-    wire [31:0]   w_chan32 = {{(32-KW){1'b0}}, w_chan};
-    wire [31:0]   w_div = w_chan32 / B;
-    wire [AW-1:0] w_addr = w_div[AW-1:0];
-    genvar h, r, b, p;
-    generate
-        for (b = 0; b < B; b = b + 1) begin : wsel
-            assign w_bank_hit[b] = (w_chan32 % B) == b;
-        end
-    endgenerate
-
     // the word lane s read from half h, at [2*PE*(h*SIMD + s) +: 2*PE]
     wire [2*PE*SIMD*H-1:0] rd;
-    generate
-        for (h = 0; h < H; h = h + 1) begin : half
-            for (r = 0; r < R; r = r + 1) begin : rep
-                for (b = 0; b < B; b = b + 1) begin : bank
-                    localparam integer S0 = b + B * (r * P);   // lane on port 0
-                    wire we = w_we & w_bank_hit[b] & ((H == 1) | (w_half == h));
-                    reg [2*PE-1:0] mem [0:D-1];
-                    reg [2*PE-1:0] q0;
-                    if (P == 1) begin : sdp
-                        always @(posedge clk) begin
-                            if (we) mem[w_addr] <= w_word;
-                            q0 <= mem[ch_addr[AW*S0 +: AW]];
-                        end
-                    end else begin : tdp
-                        localparam integer S1 = b + B * (r * P + 1);  // lane on port 1
-                        wire [AW-1:0] a0 = we ? w_addr : ch_addr[AW*S0 +: AW];
-                        reg [2*PE-1:0] q1;
-                        always @(posedge clk) begin
-                            if (we) mem[a0] <= w_word;
-                            q0 <= mem[a0];
-                        end
-                        always @(posedge clk) q1 <= mem[ch_addr[AW*S1 +: AW]];
-                        assign rd[2*PE*(h*SIMD + S1) +: 2*PE] = q1;
-                    end
-                    assign rd[2*PE*(h*SIMD + S0) +: 2*PE] = q0;
-                end
-            end
-        end
-    endgenerate
+    weight_buffer #(.PE(PE), .SIMD(SIMD), .K(K), .B(B), .P(P), .H(H)) wbuf (
+        .clk(clk), .w_we(w_we), .w_half(w_half), .w_chan(w_chan), .w_word(w_word),
+        .rd_addr(ch_addr), .rd(rd));
 
     reg rd_half_q;
     always @(posedge clk) rd_half_q <= rd_half;
@@ -108,7 +70,7 @@ module ternary_tile #(
 
     // array order: code of PE p, lane s at [2(p*SIMD+s) +: 2]
     wire [2*PE*SIMD-1:0] codes;
-    genvar s;
+    genvar p, s;
     generate
         for (p = 0; p < PE; p = p + 1) begin : gp
             for (s = 0; s < SIMD; s = s + 1) begin : gs

@@ -2,16 +2,26 @@
 
 ``plan_buffers(arch)`` lists every buffer the machine builds (what the HLS kernel declares and
 the RTL instantiates): its memories (one bank of one replica of one half), their word width and
-depth, and the blocks each memory maps to:
+depth, and the blocks each memory maps to (docs/engine.md section 7).
 
-1. ``w * d <= 64`` bits: **registers** (``w * d`` FFs);
-2. ``d <= 64``: **LUTRAM**, ``w * ceil(d / 64)`` LUTs per read port (RAM64X1S / RAM64X1D);
-3. the arch prefers URAM for the buffer (``buffers.*_memory: uram``), the board has URAM and
-   ``d >= 2048``: **URAM288**, ``ceil(w / 72) * ceil(d / 4096)`` blocks;
-4. otherwise **BRAM**: the cheapest single aspect ratio of BRAM18 or BRAM36 (cost in BRAM36
-   units: a BRAM18 is half a BRAM36; on a tie the BRAM36 ratio, fewer primitives). The widths
-   that exist only in simple dual port mode (BRAM18 512 x 36, BRAM36 512 x 72, AMD UG573) are
-   used only by a memory with one read port.
+The block rule is the one yosys applies when it synthesises the RTL tile for UltraScale+
+(``synth_xilinx -family xcup``, yosys 0.70), the only mapping rule of this flow that can be
+read and checked (Vivado is not available): ``memory_libmap`` prices every way of building the
+memory from the cells of yosys' Xilinx memory library -- ``share/xilinx/lutrams_xcu.txt``
+(LUTRAM) and ``share/xilinx/brams_xc4v.txt`` with ``HAS_SIZE_36 HAS_MIXWIDTH_SDP HAS_ADDRCE``
+(BRAM18 = ``MODE HALF``, BRAM36 = ``MODE FULL``, no cascade) -- and as flip-flops (one per bit),
+and takes the cheapest (``passes/memory/memory_libmap.cc``, ``MemMapping::handle_geom`` and the
+pass's ``execute``; re-implemented below for the memories this machine builds: one write port
+with one enable, ``r`` = 1 or 2 synchronous read ports, the first sharing the write address
+when ``r = 2``). A memory the arch puts in URAM (``buffers.*_memory: uram``, on a board with
+URAM, ``d >= 2048``) is **URAM288** (``ceil(w / 72) * ceil(d / 4096)``): yosys maps URAM only
+on request (``-no-auto-huge``; ``ram_style = "ultra"``), never by cost.
+
+Block sizes (AMD UG573, UltraScale memory resources): BRAM18 16K x 1 .. 1K x 18 true dual
+port, 512 x 36 simple dual port; BRAM36 32K x 1 .. 1K x 36, 512 x 72 simple dual port;
+URAM288 4K x 72. LUTRAM (AMD UG574, CLB): a SLICEM LUT6 is 64 x 1 bit; ``RAM64M8`` / ``RAM32M16``
+use all 8 LUTs of a slice (7 data bits at 64 deep / 14 at 32 deep, plus the write-address LUT),
+``RAM64X1D`` 2 LUTs per bit, ``RAM128X1D`` 4, ``RAM256X1D`` 8.
 
 ``act_gather`` has no ``*_memory`` key and never asks for URAM.
 """
@@ -19,6 +29,7 @@ depth, and the blocks each memory maps to:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from sim.errors import SimInputError
 
@@ -26,10 +37,50 @@ from sim.errors import SimInputError
 # the last entry of each list is the simple-dual-port-only width.
 BRAM18_RATIOS = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM36_RATIOS = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
-SDP_ONLY = {("bram18", 512, 36), ("bram36", 512, 72)}
 URAM_DEPTH, URAM_WIDTH = 4096, 72  # UltraRAM 4K x 72 (UG573), two ports
-LUTRAM_DEPTH = 64                  # RAM64X1S / RAM64X1D
-REGISTER_BITS = 64                 # a memory of at most this many bits is registers
+
+# yosys memory_libmap's weights (memory_libmap.cc: FACTOR_MUX, FACTOR_DEMUX, FACTOR_EMU) and the
+# cost of a memory built from flip-flops (synth_xilinx passes no -logic-cost-ram: 1 per bit).
+FACTOR_MUX, FACTOR_DEMUX, FACTOR_EMU = 0.5, 0.5, 2.0
+LOGIC_COST_PER_BIT = 1.0
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One RAM cell option of yosys' Xilinx library, as memory_libmap sees it."""
+    name: str            # library cell and option, e.g. "$__XILINX_LUTRAM_SDP_ ABITS 6"
+    block_type: str      # lutram / bram18 / bram36
+    abits: int           # address bits at the narrowest width
+    dbits: tuple         # data widths (one for LUTRAM "global" widths; the per-port list for BRAM)
+    cost: float
+    widthscale: float    # the part of the cost that scales with the bits used (LUTRAM: all of it)
+    byte: int            # write-enable granularity (0: none)
+    rw_port: bool        # has a port that writes AND reads (hosts the shared read of r = 2)
+    primitive: str       # what lutrams_xc5v_map.v / brams_xcu_map.v emit per unit
+    luts_per_unit: int   # LUT sites per emitted primitive (LUTRAM)
+    per_bit: bool        # the map emits one primitive per USED bit (RAM64X1D ...), not per unit
+
+
+# lutrams_xcu.txt in file order ($__XILINX_LUTRAM_SP_ and _64X8SW_ are single-port: a memory
+# whose read address differs from its write address cannot use them; _32X16DR8_ is a 32-deep,
+# 7-bit-read cell at the cost of the 14-bit RAM32M16 option of _SDP_, never cheaper), then
+# brams_xc4v.txt (TDP, SDP; MODE HALF = RAMB18E2, FULL = RAMB36E2; no HAS_CASCADE on xcup).
+_LIBRARY = (
+    _Cell("LUTRAM_DP ABITS 5", "lutram", 5, (8,), 16, 16, 0, True, "RAM32M16", 8, False),
+    _Cell("LUTRAM_DP ABITS 6", "lutram", 6, (4,), 16, 16, 0, True, "RAM64X1D", 2, True),
+    _Cell("LUTRAM_DP ABITS 7", "lutram", 7, (2,), 16, 16, 0, True, "RAM128X1D", 4, True),
+    _Cell("LUTRAM_DP ABITS 8", "lutram", 8, (1,), 16, 16, 0, True, "RAM256X1D", 8, True),
+    _Cell("LUTRAM_QP ABITS 5", "lutram", 5, (4,), 16, 16, 0, True, "RAM32M16", 8, False),
+    _Cell("LUTRAM_QP ABITS 6", "lutram", 6, (2,), 16, 16, 0, True, "RAM64M8", 8, False),
+    _Cell("LUTRAM_OP ABITS 5", "lutram", 5, (2,), 16, 16, 0, True, "RAM32M16", 8, False),
+    _Cell("LUTRAM_OP ABITS 6", "lutram", 6, (1,), 16, 16, 0, True, "RAM64M8", 8, False),
+    _Cell("LUTRAM_SDP ABITS 5", "lutram", 5, (14,), 16, 16, 0, False, "RAM32M16", 8, False),
+    _Cell("LUTRAM_SDP ABITS 6", "lutram", 6, (7,), 16, 16, 0, False, "RAM64M8", 8, False),
+    _Cell("BLOCKRAM_TDP MODE HALF", "bram18", 14, (1, 2, 4, 9, 18), 129, 0, 9, True, "RAMB18E2", 0, False),
+    _Cell("BLOCKRAM_TDP MODE FULL", "bram36", 15, (1, 2, 4, 9, 18, 36), 257, 0, 9, True, "RAMB36E2", 0, False),
+    _Cell("BLOCKRAM_SDP MODE HALF", "bram18", 14, (1, 2, 4, 9, 18, 36), 129, 0, 9, False, "RAMB18E2", 0, False),
+    _Cell("BLOCKRAM_SDP MODE FULL", "bram36", 15, (1, 2, 4, 9, 18, 36, 72), 257, 0, 9, False, "RAMB36E2", 0, False),
+)
 
 BUFFER_NAMES = ("weights", "act_gather", "activations", "outputs", "int8_weights")
 # block types (sim.arch.BLOCK_TYPES, the keys of an energy table's block_pj_per_bit):
@@ -63,35 +114,67 @@ def index_bits(kmax: int) -> int:
     return math.ceil(math.log2(kmax)) if kmax > 1 else 0
 
 
-def _bram(w: int, d: int, read_ports: int) -> tuple[str, int]:
-    """Cheapest BRAM aspect ratio for one ``w x d`` memory: (block type, blocks)."""
+def _cell_config(cell: _Cell, w: int, d: int, r: int) -> dict:
+    """memory_libmap's cheapest geometry of ``cell`` for a ``w x d`` memory with ``r`` read ports
+    (``MemMapping::handle_geom``, for ports of one width and one write enable).
+
+    Ports (``assign_rd_ports`` / ``score_emu_ports``, checked against yosys' debug log): a cell
+    with a read-write port hosts the write and, when ``r = 2``, the read that shares its address,
+    the other read on a read port: one unshared read, emulation score 1, one copy. A cell with
+    separate write and read ports (SDP) needs each read on its read port: score ``r``, ``r``
+    copies (``repl_port``)."""
+    emu, repl_port = (1, 1) if cell.rw_port else (r, r)
     best = None
-    for kind, ratios, unit in (("bram36", BRAM36_RATIOS, 1.0), ("bram18", BRAM18_RATIOS, 0.5)):
-        for depth, width in ratios:
-            if read_ports > 1 and (kind, depth, width) in SDP_ONLY:
-                continue
-            n = math.ceil(w / width) * math.ceil(d / depth)
-            cost = n * unit
-            if best is None or cost < best[0]:  # BRAM36 first: it wins a tie
-                best = (cost, kind, n)
-    return best[1], best[2]
+    best_int = 0
+    for base, unit in enumerate(cell.dbits):
+        eb = unit if cell.byte == 0 or cell.byte > unit else cell.byte
+        swizzle = -(-w // eb) * eb                        # the word padded to whole bytes
+        mult_a = (d - 1) // (1 << (cell.abits - base)) + 1  # address segments
+        repl = -(-(mult_a * swizzle) // unit)             # units side by side (and stacked)
+        demux = mult_a if mult_a != 1 else 0
+        mux = r * (mult_a - 1) * w
+        cost = (cell.cost - cell.widthscale) * repl * repl_port
+        cost += cell.widthscale * mult_a * w / unit * repl_port
+        cost += mux * FACTOR_MUX + demux * FACTOR_DEMUX + emu * FACTOR_EMU
+        # yosys keeps its running best in an int: a later geometry must beat the truncated cost
+        if best is None or cost < best_int:
+            best = {"cost": cost, "unit": unit, "mult_a": mult_a, "repl": repl, "repl_port": repl_port}
+            best_int = int(cost)
+    return best
 
 
 def map_memory(width_bits: int, depth: int, read_ports: int, prefer_uram: bool, board_has_uram: bool) -> dict:
-    """Blocks of ONE memory by the rule above: ``{block_type, blocks, lut, ff, bram18, bram36, uram}``."""
-    w, d = width_bits, depth
-    out = {"block_type": "", "blocks": 0, "lut": 0, "ff": 0, "bram18": 0, "bram36": 0, "uram": 0}
-    if w * d <= REGISTER_BITS:
-        out.update(block_type="registers", blocks=w * d, ff=w * d)
-    elif d <= LUTRAM_DEPTH:
-        luts = w * math.ceil(d / LUTRAM_DEPTH) * read_ports
-        out.update(block_type="lutram", blocks=luts, lut=luts)
-    elif prefer_uram and board_has_uram and d >= 2048:
+    """Blocks of ONE memory by the rule above: ``{block_type, blocks, lut, ff, bram18, bram36, uram,
+    primitive, cells}`` (``blocks``: FFs for registers, LUT sites for LUTRAM, blocks otherwise)."""
+    w, d, r = width_bits, depth, read_ports
+    if r not in (1, 2) or w < 1 or d < 1:
+        raise SimInputError(f"memory {w} bits x {d} words with {r} read ports; allowed: w >= 1, d >= 1, "
+                            "1 or 2 read ports")
+    out = {"block_type": "", "blocks": 0, "lut": 0, "ff": 0, "bram18": 0, "bram36": 0, "uram": 0,
+           "primitive": "", "cells": 0}
+    if prefer_uram and board_has_uram and d >= 2048:
         n = math.ceil(w / URAM_WIDTH) * math.ceil(d / URAM_DEPTH)
-        out.update(block_type="uram", blocks=n, uram=n)
+        out.update(block_type="uram", blocks=n, uram=n, primitive="URAM288", cells=n)
+        return out
+    # MemoryLibMapPass::execute: flip-flops first, then the library in file order; a candidate
+    # must be strictly cheaper than the (int-truncated) best so far
+    chosen, best = None, int(w * d * LOGIC_COST_PER_BIT)
+    for cell in _LIBRARY:
+        cfg = _cell_config(cell, w, d, r)
+        if cfg["cost"] < best:
+            chosen, best = (cell, cfg), int(cfg["cost"])
+    if chosen is None:
+        out.update(block_type="registers", blocks=w * d, ff=w * d, primitive="FDRE", cells=w * d)
+        return out
+    cell, cfg = chosen
+    if cell.block_type == "lutram":
+        # per-bit primitives only for the bits used: w bits in each address segment, per copy
+        cells = (cfg["mult_a"] * w if cell.per_bit else cfg["repl"]) * cfg["repl_port"]
+        luts = cells * cell.luts_per_unit
+        out.update(block_type="lutram", blocks=luts, lut=luts, primitive=cell.primitive, cells=cells)
     else:
-        kind, n = _bram(w, d, read_ports)
-        out.update(block_type=kind, blocks=n, **{kind: n})
+        n = cfg["repl"] * cfg["repl_port"]
+        out.update(block_type=cell.block_type, blocks=n, primitive=cell.primitive, cells=n, **{cell.block_type: n})
     return out
 
 

@@ -1,10 +1,10 @@
 """sim.buffers: every buffer of a design point and its blocks (docs/engine.md sections 6 and 7).
 
 Every expected count below is worked by hand from the rule in the comment next to it, not
-taken from the code: registers if w*d <= 64; LUTRAM (w LUTs per read port) if d <= 64; URAM
-(ceil(w/72) * ceil(d/4096)) if preferred, present and d >= 2048; else the cheapest BRAM aspect
-ratio, a BRAM18 costing half a BRAM36, BRAM36 on a tie, 512x36 (BRAM18) and 512x72 (BRAM36)
-only with one read port.
+taken from the code: URAM (ceil(w/72) * ceil(d/4096)) if preferred, present and d >= 2048;
+else the cheapest of flip-flops, yosys' LUTRAM cells and BRAM18/BRAM36 by yosys' memory_libmap
+costs (written out above the one-memory table). tests/rtl/test_memory_rule.py checks the same
+rule against yosys itself.
 """
 
 import math
@@ -31,21 +31,33 @@ def _by_name(arch):
 
 # ------------------------------------------------------------------------------ one memory
 
+# Costs by hand from yosys' memory_libmap model (docs/engine.md section 7), m = address segments:
+#   flip-flops: w * d;  LUTRAM (16 per cell, scaled by bits): 16 * m * w / u * copies
+#   + 0.5 * r * (m - 1) * w (read mux) + 0.5 * m if m > 1 (write demux) + 2 * (unshared reads);
+#   DP a (u = 8, 4, 2, 1 at a = 5..8, depth 2^a) hosts both reads (one unshared);
+#   SDP a (u = 14 at 32 deep, 7 at 64 deep) one copy per read port, each unshared;
+#   BRAM: 129 (BRAM18) / 257 (BRAM36) per block + the same mux / demux / 2 per unshared read,
+#   the word padded to whole 9-bit bytes at widths >= 9; SDP widths 36 / 72 need one copy per read.
 @pytest.mark.parametrize("w,d,ports,uram,want", [
-    (8, 8, 1, False, ("registers", 64, {"ff": 64})),            # 8*8 = 64 bits <= 64
-    (8, 9, 1, False, ("lutram", 8, {"lut": 8})),                # 72 bits, d = 9 <= 64: 8 RAM64X1S
-    (8, 9, 2, False, ("lutram", 16, {"lut": 16})),              # second read port: RAM64X1D, twice
-    (64, 64, 1, True, ("lutram", 64, {"lut": 64})),             # d = 64 still LUTRAM, URAM not for d < 2048
-    (64, 128, 1, False, ("bram36", 1, {"bram36": 1})),          # 512x72: 1 BRAM36 (= 2 BRAM18 512x36: tie)
-    (64, 128, 2, False, ("bram36", 2, {"bram36": 2})),          # no 72/36 SDP widths: 1Kx36 x2 (= 4 BRAM18 1Kx18)
-    (8, 1024, 1, False, ("bram18", 1, {"bram18": 1})),          # 2Kx9 BRAM18: 1 (0.5) < 4Kx9 BRAM36: 1 (1.0)
-    (8, 1024, 2, False, ("bram18", 1, {"bram18": 1})),          # 2Kx9 is a true-dual-port width
-    (128, 4096, 1, False, ("bram36", 15, {"bram36": 15})),      # 4Kx9: ceil(128/9) = 15; 512x72: 2*8 = 16
-    (72, 1024, 1, True, ("bram36", 2, {"bram36": 2})),          # URAM preferred but d < 2048: 1Kx36 x2
+    (2, 2, 1, False, ("registers", 4, {"ff": 4})),              # FF 4 < SDP5 16*2/14 + 2 = 4.29
+    (8, 8, 1, False, ("lutram", 8, {"lut": 8})),                # SDP5 16*8/14 + 2 = 11.1 < FF 64: 1 RAM32M16
+    (8, 9, 2, False, ("lutram", 8, {"lut": 8})),                # DP5 16*8/8 + 2 = 18 < SDP5 2 copies 22.3: RAM32M16
+    (64, 64, 1, True, ("lutram", 80, {"lut": 80})),             # SDP6 16*64/7 + 2 = 148.3 < BRAM36 259; 64 bits
+                                                                # in ceil(64/7) = 10 RAM64M8 of 8 LUTs; no URAM (d < 2048)
+    (64, 128, 1, False, ("bram36", 1, {"bram36": 1})),          # BRAM36 512x72: 257 + 2 = 259 < 2 BRAM18 512x36 260
+                                                                # < SDP6 m = 2: 292.6 + 31.5 + 1 + 2 = 327.6
+    (64, 128, 2, False, ("lutram", 256, {"lut": 256})),         # DP7 16*64/2 + 2 = 514 < BRAM36 1Kx36 x2 = 516:
+                                                                # 64 RAM128X1D of 4 LUTs
+    (8, 256, 2, False, ("lutram", 64, {"lut": 64})),            # DP8 16*8 + 2 = 130 < BRAM18 131: 8 RAM256X1D x 8
+    (8, 1024, 1, False, ("bram18", 1, {"bram18": 1})),          # BRAM18 2Kx9: 129 + 2 = 131; LUTRAM SDP6 m = 16: 340
+    (8, 1024, 2, False, ("bram18", 1, {"bram18": 1})),          # BRAM18 2Kx9 true dual port: 131
+    (128, 4096, 1, False, ("bram36", 15, {"bram36": 15})),      # 4Kx9: ceil(128/9) = 15 x 257 + 2 = 3857;
+                                                                # BRAM18 2Kx9: 15 x 2 = 30 x 129 = 3870 (+ mux)
+    (72, 1024, 1, True, ("bram36", 2, {"bram36": 2})),          # URAM preferred but d < 2048: 1Kx36 x2 = 516
     (640, 9831, 1, True, ("uram", 27, {"uram": 27})),           # ceil(640/72) = 9 x ceil(9831/4096) = 3
     (256, 28672, 1, True, ("uram", 28, {"uram": 28})),          # 4 x 7
-    (20, 300, 1, False, ("bram18", 1, {"bram18": 1})),          # BRAM18 512x36: 1 (0.5) < 1Kx18: 2 (1.0), 512x72: 1 (1.0)
-    (20, 300, 2, False, ("bram36", 1, {"bram36": 1})),          # no 512x36: BRAM36 1Kx36 1 (1.0) ties 2 BRAM18 1Kx18
+    (20, 300, 1, False, ("bram18", 1, {"bram18": 1})),          # BRAM18 512x36 (word padded to 27): 131
+    (20, 300, 2, False, ("bram36", 1, {"bram36": 1})),          # BRAM36 1Kx36: 259 < BRAM18 1Kx18 x2 + mux = 260
 ])
 def test_map_memory_by_hand(w, d, ports, uram, want):
     kind, blocks, cls = want
@@ -132,17 +144,19 @@ def test_paper_layer_weight_mode_32x64_does_not_fit_by_hand():
                                             "buffers.weights_kb": 48, "clock_mhz": 300})
     assert k_max(a) == 3072
     b = _by_name(a)
-    # weights: 2*32 = 64 memories of 64 * (2 + 12) = 896 bits x 3072/64 = 48 (LUTRAM: 896 LUTs each)
+    # weights: 2*32 = 64 memories of 64 * (2 + 12) = 896 bits x 3072/64 = 48: LUTRAM SDP6
+    # 16 * 896 / 7 + 2 = 2050 < BRAM36 512x72 ceil(900/72) = 13 x 257 + 2 = 3343: 128 RAM64M8 = 1024 LUTs each
     assert (b["weights"]["width_bits"], b["weights"]["depth"], b["weights"]["block_type"]) == (896, 48, "lutram")
-    assert b["weights"]["lut"] == 64 * 896 == 57344
-    # act_gather: 2*32*1*64 = 4096 memories of 8 bits x 3072/64 = 48 (LUTRAM: 8 LUTs each)
-    assert (b["act_gather"]["memories"], b["act_gather"]["lut"]) == (4096, 4096 * 8)
+    assert b["weights"]["lut"] == 64 * 1024 == 65536
+    # act_gather: 2*32*1*64 = 4096 memories of 8 bits x 3072/64 = 48: SDP6 16*8/7 + 2 = 20.3 <
+    # FF 384: ceil(8/7) = 2 RAM64M8 = 16 LUTs each
+    assert (b["act_gather"]["memories"], b["act_gather"]["lut"]) == (4096, 4096 * 16)
     res = estimate_resources(a)
     # datapath by hand: 2048 lanes * (12.03 + 1 weight-mode gating) + 32*32*1.747 + 128 int8 DSPs * 12
-    # + 16 vector lanes * 300 + 6000 control = 40810.368; + 57344 + 32768 = 130922.368 -> 130923
-    assert res["used"]["lut"] == 130923
+    # + 16 vector lanes * 300 + 6000 control = 40810.368; + 65536 + 65536 = 171882.368 -> 171883
+    assert res["used"]["lut"] == 171883
     assert not res["fits"] and res["over"] == ["lut"]
-    assert res["why"][0].startswith("lut: 130,923 of 117,120") and "weights" in res["why"][0] \
+    assert res["why"][0].startswith("lut: 171,883 of 117,120") and "weights" in res["why"][0] \
         and "act_gather" in res["why"][0]
 
 
@@ -167,9 +181,11 @@ def test_systolic_and_every_mode_bits_equal_memories_times_words():
 def test_resources_add_each_block_class_to_its_resource():
     """LUTRAM -> LUT, registers -> FF, BRAM18 pairs -> BRAM36, URAM -> URAM, on top of the datapath.
     PE 8 x SIMD 8 `weight`, banks 2 (R 4), weights 2 KiB: K_max 512, I 9. By hand:
-    weights 16 memories of 88 x 64 -> LUTRAM 16 x 88 = 1,408 LUTs; act_gather 2*8*4*2 = 128
-    memories of 8 x 256 -> 128 BRAM18 = 64 BRAM36; activations 4 KiB 64 x 512 -> 1 BRAM36;
-    outputs 16 KiB 64 x 2048 -> 1 URAM; int8_weights 16 bits x 4 -> 64 FFs."""
+    weights 16 memories of 88 x 64 -> LUTRAM SDP6 (16*88/7 + 2 = 203 < BRAM36 2 x 257):
+    ceil(88/7) = 13 RAM64M8 = 104 LUTs each, 1,664; act_gather 2*8*4*2 = 128 memories of 8 x 256,
+    one port -> SDP6, m = 4: 16*4*8/7 + 0.5*3*8 + 0.5*4 + 2 = 89.1 < BRAM18 131: 4 x 2 RAM64M8 =
+    64 LUTs each, 8,192; activations 4 KiB 64 x 512 -> 1 BRAM36 512x72 (259); outputs 16 KiB
+    64 x 2048 -> 1 URAM; int8_weights 16 bits x 4 -> SDP5 16*16/14 + 2 = 20.3 < FF 64: 2 RAM32M16 = 16."""
     from sim.resources import datapath_resources
 
     a = _arch(pe=8, simd=8, skip_mode="weight", gather={"banks": 2},
@@ -177,9 +193,9 @@ def test_resources_add_each_block_class_to_its_resource():
     a = with_overrides(a, {"int8_unit.cols": 2})
     dp = datapath_resources(a)
     r = estimate_resources(a)
-    assert r["used"]["lut"] == math.ceil(dp["lut"] + 1408)
-    assert r["used"]["ff"] == math.ceil(dp["ff"] + 64)
-    assert r["used"]["bram36"] == 64 + 1 and r["used"]["uram"] == 1
+    assert r["used"]["lut"] == math.ceil(dp["lut"] + 1664 + 8192 + 16)
+    assert r["used"]["ff"] == math.ceil(dp["ff"])
+    assert r["used"]["bram36"] == 1 and r["used"]["uram"] == 1
     # an odd BRAM18 count rounds up against the board: PE 3 x SIMD 1, no double buffering,
     # weights 1.5 KiB: K_max = 8192*1.5/(1*3*2) = 2048: 1 memory of 6 x 2048 -> one BRAM18 2Kx9;
     # activations 16 KiB of 1*(8+11) = 19 bits x 6899 -> URAM 1 x 2; outputs 24 x 5462 -> URAM 1 x 2

@@ -39,14 +39,16 @@ def table_path(tmp_path_factory):
 
 def _point(mode, fmt, table):
     # PE 8 x SIMD 8, banks 2 (R = 4), weights 2 KiB double-buffered: K_max = 8192*2/(2*8*2) = 512, I = 9.
-    # Blocks (sim.buffers rule, by hand):
-    #   none/act weights: 2*4*2 = 16 memories of 16 bits x 256 -> BRAM18 1Kx18 (0.5 < BRAM36 1.0)
-    #   weight/both weights: 2*8 = 16 memories of 8*(2+9) = 88 bits x 64 -> LUTRAM (d <= 64)
-    #   weight/both act_gather: 2*8*4*2 = 128 memories of 8 bits x 256 -> BRAM18 2Kx9
+    # Blocks (sim.buffers rule = yosys' memory_libmap costs, docs/engine.md section 7, by hand):
+    #   none/act weights: 2*4*2 = 16 memories of 16 bits x 256 -> BRAM18 1Kx18 (129 + 2 = 131 <
+    #     LUTRAM 64x7, 4 segments: 16*4*16/7 + 0.5*3*16 + 0.5*4 + 2 = 174.3)
+    #   weight/both weights: 2*8 = 16 memories of 8*(2+9) = 88 bits x 64 -> LUTRAM 64x7 (203 < BRAM36 2 x 257)
+    #   weight/both act_gather: 2*8*4*2 = 128 memories of 8 bits x 256 -> LUTRAM 64x7
+    #     (16*4*8/7 + 0.5*3*8 + 0.5*4 + 2 = 89.1 < BRAM18 131)
     #   activations 4 KiB: 64 bits x 512 (none, weight) or 136 x 241 (act, both) -> BRAM36 512x72
-    #     (ties with two BRAM18 512x36; d < 2048 so no URAM)
+    #     (259 / 2 x 257 + 2; d < 2048 so no URAM)
     #   outputs 16 KiB: 64 bits x 2048 -> URAM (preferred by default, d >= 2048): 1
-    #   int8_weights: cols 2 -> 16 bits x 4 (8 bytes) = 64 bits -> registers
+    #   int8_weights: cols 2 -> 16 bits x 4 -> LUTRAM 32x14 (16*16/14 + 2 = 20.3 < 64 flip-flops)
     spec = {"name": "e", "energy_table": str(table), "clock_mhz": 250, "static_power_w": 0.5,
             "compute": {"pe": 8, "simd": 8, "skip_mode": mode, "weight_format": fmt, "gather": {"banks": 2}},
             "int8_unit": {"rows": 2, "cols": 2},
@@ -68,10 +70,10 @@ def test_every_component_by_hand(table_path, mode, fmt):
         "requant": 40 * 3.1,                                           # mult32
         # read + 2 x write bits, x BRAM18 0.03 (none/act) or LUTRAM 0.002 (weight/both)
         "weight_buffer": (2000 + 2 * 500) * (0.03 if gathered_w else 0.002),
-        "act_gather": 0.0 if gathered_w else (4096 + 2 * 1024) * 0.03,  # BRAM18
+        "act_gather": 0.0 if gathered_w else (4096 + 2 * 1024) * 0.002,  # LUTRAM
         "act_buffer": (800 + 2 * 256) * 0.04,                          # BRAM36
         "out_buffer": 2 * 320 * 0.5,                                   # URAM, writes only
-        "int8_weight_buffer": (64 + 2 * 128) * 0.001,                  # registers
+        "int8_weight_buffer": (64 + 2 * 128) * 0.002,                  # LUTRAM
         "dram": (1000 + 2000 + 300 + 400) * 20.3,                      # every DRAM bit
         "int8_unit": 500 * 0.3,
         "vector_unit": 0.0,
@@ -111,9 +113,11 @@ def test_block_energies_are_the_tables_own_curve(table, pj):
 def test_engine_counts_priced_by_block(make_arch, mode, fmt):
     """A 2-token layer on the real Horowitz table: each buffer's bits x its block's pJ/bit.
     PE 2 x SIMD 2, weights 1 KiB: K_max = 8192/(2*2*2) = 1024, I = 10. Blocks by hand:
-    weights none/act 4 memories of 4 x 512 -> BRAM18 4Kx4; weight/both 4 of 2*12 = 24 x 512 ->
-    BRAM18 512x36; act_gather 8 of 8 x 512 -> BRAM18 2Kx9; activations / outputs 256 KiB ->
-    URAM (depth >= 2048); so buffers cost 0.08286 (BRAM18) and 0.3301 (URAM) pJ/bit."""
+    weights none/act 4 memories of 4 x 512 -> LUTRAM 64x7 (8 segments: 16*8*4/7 + 0.5*7*4 + 0.5*8
+    + 2 = 93.1 < BRAM18 131); weight/both 4 of 2*12 = 24 x 512 -> BRAM18 512x36 (131 < LUTRAM 438.9
+    + ...); act_gather 8 of 8 x 512 -> BRAM18 2Kx9 (131 < LUTRAM 146.3 + 28 + 4 + 2 = 180.3);
+    activations / outputs 256 KiB -> URAM (depth >= 2048); so buffers cost 0.00375 (LUTRAM),
+    0.08286 (BRAM18) and 0.3301 (URAM) pJ/bit."""
     w = np.array([[1, 0, -1, 1], [0, 0, 1, -1], [1, 1, 1, 1]], np.int8)
     mask = np.array([[1, 0, 1, 1], [0, 0, 0, 0]], bool)
     op = TernaryLinearOp("l", 2, 4, 3, pack_ternary2(w), mask)
@@ -122,7 +126,8 @@ def test_engine_counts_priced_by_block(make_arch, mode, fmt):
     c = t.counts
     e = energy_pj(c, arch, t.cycles)
     g = lambda k: c.get(k, 0)  # noqa: E731
-    assert e["weight_buffer"] == pytest.approx((g("weight_buf_read_bits") + g("weight_buf_write_bits")) * 0.08286)
+    w_pj = 0.00375 if mode in ("none", "act") else 0.08286
+    assert e["weight_buffer"] == pytest.approx((g("weight_buf_read_bits") + g("weight_buf_write_bits")) * w_pj)
     assert e["act_gather"] == pytest.approx((g("act_gather_read_bits") + g("act_gather_write_bits")) * 0.08286)
     assert (e["act_gather"] > 0) == (mode in ("weight", "both"))
     assert e["act_buffer"] == pytest.approx((g("act_buf_read_bits") + g("act_buf_write_bits")) * 0.3301)
