@@ -1,0 +1,129 @@
+"""Aggregation heads in numpy (float64) for the board's ARM cores: trunk tokens -> descriptor.
+
+The head is not on the fabric: it runs in float64 numpy on the ARM cores after the integer trunk
+(issue 15 item 5). Each head is a plain dict of float arrays loaded from ``head.npz``
+(``allow_pickle=False``), written by ``tatvpr_hw.board_export`` from the float student's PyTorch
+head, and computes what that head computes (``brevitas_models/heads``): BoQ and CLS.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+
+import numpy as np
+
+HEAD_KINDS = ("boq", "cls")
+
+
+class HeadError(ValueError):
+    """A head file or input the numpy head cannot run."""
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``x [C, h, w]``, ``w [O, C, 3, 3]`` -> ``[O, h, w]`` (stride 1, zero padding 1)."""
+    c, h, wd = x.shape
+    xp = np.zeros((c, h + 2, wd + 2), x.dtype)
+    xp[:, 1:-1, 1:-1] = x
+    cols = np.stack([xp[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=1)  # [C, 9, h, w]
+    return np.einsum("ock,ckhw->ohw", w.reshape(w.shape[0], c, 9), cols) + b[:, None, None]
+
+
+def mha(q_in: np.ndarray, kv_in: np.ndarray, p: dict, pre: str, heads: int) -> np.ndarray:
+    """``nn.MultiheadAttention(q_in, kv_in, kv_in)`` (batch_first, one sample [L, E])."""
+    e = q_in.shape[-1]
+    w, b = p[pre + "in_proj_weight"], p[pre + "in_proj_bias"]
+    q = q_in @ w[:e].T + b[:e]
+    k = kv_in @ w[e:2 * e].T + b[e:2 * e]
+    v = kv_in @ w[2 * e:].T + b[2 * e:]
+    hd = e // heads
+    split = lambda t: t.reshape(t.shape[0], heads, hd).transpose(1, 0, 2)  # noqa: E731
+    a = softmax(split(q) @ split(k).transpose(0, 2, 1) / math.sqrt(hd)) @ split(v)
+    return a.transpose(1, 0, 2).reshape(q_in.shape[0], e) @ p[pre + "out_proj.weight"].T + p[pre + "out_proj.bias"]
+
+
+def encoder_layer(x: np.ndarray, p: dict, pre: str, heads: int) -> np.ndarray:
+    """``nn.TransformerEncoderLayer`` post-norm, ReLU feed-forward, no dropout."""
+    eps = float(p["ln_eps"])
+    x = layer_norm(x + mha(x, x, p, pre + "self_attn.", heads), p[pre + "norm1.weight"], p[pre + "norm1.bias"], eps)
+    f = np.maximum(x @ p[pre + "linear1.weight"].T + p[pre + "linear1.bias"], 0.0)
+    f = f @ p[pre + "linear2.weight"].T + p[pre + "linear2.bias"]
+    return layer_norm(x + f, p[pre + "norm2.weight"], p[pre + "norm2.bias"], eps)
+
+
+def boq(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
+    """BoQ on one image: ``patches [D, h, w]`` -> unnormalised descriptor [P * row_dim]."""
+    eps = float(p["ln_eps"])
+    heads = int(p["num_heads"])
+    x = conv3x3(patches, p["proj_c.weight"], p["proj_c.bias"])
+    x = layer_norm(x.reshape(x.shape[0], -1).T, p["norm_input.weight"], p["norm_input.bias"], eps)   # [N, P]
+    outs = []
+    for i in range(int(p["num_layers"])):
+        pre = f"boqs.{i}."
+        x = encoder_layer(x, p, pre + "encoder.", heads)
+        q = p[pre + "queries"][0]
+        q = layer_norm(q + mha(q, q, p, pre + "self_attn.", heads), p[pre + "norm_q.weight"],
+                       p[pre + "norm_q.bias"], eps)
+        outs.append(layer_norm(mha(q, x, p, pre + "cross_attn.", heads), p[pre + "norm_out.weight"],
+                               p[pre + "norm_out.bias"], eps))
+    q = np.concatenate(outs, axis=0)                                     # [L*Q, P]
+    return (q.T @ p["fc.weight"].T + p["fc.bias"]).reshape(-1)           # [P * row_dim]
+
+
+def cls(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
+    if prefix.shape[0] < 1:
+        raise HeadError("the CLS head needs a class token (num_prefix_tokens >= 1)")
+    return prefix[0]
+
+
+_AGG = {"boq": boq, "cls": cls}
+
+
+def head_descriptor(tokens: np.ndarray, head: dict) -> np.ndarray:
+    """Float tokens ``[P + h*w, D]`` (timm order) -> L2-normalised float64 descriptor."""
+    kind = str(head["kind"])
+    if kind not in _AGG:
+        raise HeadError(f"head kind {kind!r} is not implemented in numpy; allowed: {', '.join(HEAD_KINDS)}")
+    tokens = np.asarray(tokens, np.float64)
+    n_pre = int(head["num_prefix_tokens"])
+    gh, gw = (int(v) for v in head["grid_hw"])
+    if tokens.ndim != 2 or tokens.shape[0] != n_pre + gh * gw:
+        raise HeadError(f"head input must be [{n_pre} + {gh}*{gw}, D] tokens, got {tokens.shape}")
+    patches = tokens[n_pre:].T.reshape(tokens.shape[1], gh, gw)
+    d = _AGG[kind](tokens[:n_pre], patches, head)
+    # F.normalize: x / max(||x||, 1e-12)
+    return d / max(float(np.linalg.norm(d)), 1e-12)
+
+
+def save_head(path, head: dict) -> None:
+    arrays = {k: np.asarray(v) for k, v in head.items()}
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_head(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            head = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise HeadError(f"{path}: not a head file ({exc})") from exc
+    for key in ("kind", "num_prefix_tokens", "grid_hw"):
+        if key not in head:
+            raise HeadError(f"{path}: head file lacks the array {key!r}")
+    if str(head["kind"]) not in _AGG:
+        raise HeadError(f"{path}: head kind {str(head['kind'])!r} is not implemented in numpy; "
+                        f"allowed: {', '.join(HEAD_KINDS)}")
+    return head

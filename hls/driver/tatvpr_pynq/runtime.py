@@ -1,0 +1,191 @@
+"""Board runtime: a whole query from image to place (numpy only; PIL optional).
+
+    >>> rec = PlaceRecognizer("bundle/")                         # trunk.npz, head.npz, meta.json
+    >>> rec.build_database([img0, img1, ...])                    # same path as the queries
+    >>> rec.save_database()                                      # bundle/database.npy
+    >>> idx, scores = rec.query(img, top_n=5)                    # database rows, inner products
+
+Path of one image: resize to the model's side (bilinear, PIL) and ImageNet-normalise exactly like
+``tatvpr_hw.data.transforms.preprocess`` -> int8 (the trunk's image quantiser) -> the integer
+trunk (``tatvpr_pynq.integer.TrunkQ``) with every op on ``units`` -> final LayerNorm (vector unit)
+if the head uses it -> dequantise -> the head in float64 numpy on the ARM cores
+(``tatvpr_pynq.heads``) -> L2-normalised descriptor -> top-N database rows by inner product
+(faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``).
+
+Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of the HLS kernels
+(``tatvpr_hw.hlsflow.query_csim.csim_units``, host-side test stand-in for the bitstream), and
+:class:`PynqUnits`, which runs the ternary linears on the ternary GEMM IP of the bitstream.
+On the board today ONLY the ternary linears run on the fabric: the int8 unit (patch embedding,
+QK^T, AV) and the vector unit (LayerNorm, softmax, GELU, residual adds) run in numpy on the ARM
+cores (the same integers as the golden model) until the overlay's driver binds their IPs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .heads import head_descriptor, load_head
+from .integer import NUMPY_UNITS, IntegerModelError, Units, load_trunk, topk_int
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = np.asarray((0.485, 0.456, 0.406), dtype=np.float32).reshape(3, 1, 1)
+IMAGENET_STD = np.asarray((0.229, 0.224, 0.225), dtype=np.float32).reshape(3, 1, 1)
+BUNDLE_FILES = ("trunk.npz", "head.npz", "meta.json")
+META_KEYS = ("img_size", "sparsity", "final_norm", "descriptor_dim")
+
+
+class RuntimeInputError(ValueError):
+    """A bundle, image or database the runtime cannot use (the message names it)."""
+
+
+def preprocess(image, img_size: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` RGB (or a PIL image) -> float32 ``[3, S, S]`` normalised as in
+    ``tatvpr_hw.data.transforms.preprocess``; a float ``[3, S, S]`` array is taken as already
+    preprocessed. Resizing needs PIL; without it the caller passes ``S x S`` images."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image
+        pil = image.convert("RGB")
+    else:
+        a = np.asarray(image)
+        if a.ndim == 3 and a.shape[0] == 3 and a.dtype.kind == "f":
+            if a.shape[1:] != (img_size, img_size):
+                raise RuntimeInputError(f"float image must be preprocessed [3, {img_size}, {img_size}], "
+                                        f"got {a.shape}")
+            return a.astype(np.float32)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise RuntimeInputError(f"image must be uint8 [H, W, 3] RGB or float [3, {img_size}, {img_size}], "
+                                    f"got {a.dtype} {a.shape}")
+        if a.shape[:2] == (img_size, img_size):
+            pil = None
+            arr = a
+        else:
+            try:
+                from PIL import Image
+            except ImportError:
+                raise RuntimeInputError(f"image is {a.shape[1]}x{a.shape[0]} and PIL is not installed to resize it: "
+                                        f"pass {img_size}x{img_size} images") from None
+            pil = Image.fromarray(a, "RGB")
+    if pil is not None:
+        from PIL import Image
+
+        if pil.size != (img_size, img_size):
+            pil = pil.resize((img_size, img_size), Image.BILINEAR)
+        arr = np.asarray(pil)
+    x = np.asarray(arr, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def top_n(database: np.ndarray, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and inner products of the ``n`` best database rows per query (best first)."""
+    n = min(int(n), database.shape[0])
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(database.shape[1])
+        index.add(np.ascontiguousarray(database, dtype=np.float32))
+        scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
+        return idx, scores
+    sims = queries @ database.T
+    part = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+    order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, 1)
+    return idx, np.take_along_axis(sims, idx, 1)
+
+
+class PynqUnits(Units):
+    """The bitstream's units: ternary linears on the ternary GEMM IP (``overlay.run_layer``, e.g. a
+    :class:`tatvpr_pynq.driver.TernaryGemmOverlay`) after the host's top-k. LayerNorm, softmax, GELU,
+    adds and the int8-unit GEMMs run in numpy on the ARM cores (inherited from the golden model): the
+    driver does not yet bind the int8- and vector-unit IPs."""
+
+    def __init__(self, overlay) -> None:
+        self.overlay = overlay
+        self.fabric_ops = 0
+        log.info("PynqUnits: ternary linears on the IP; int8-unit and vector-unit ops in numpy on the ARM cores")
+
+    def ternary(self, name, lin, x, sparsity):
+        self.fabric_ops += 1
+        return np.asarray(self.overlay.run_layer(topk_int(x, sparsity), lin.codes, lin.bias, lin.mult, lin.shift),
+                          dtype=np.int8)
+
+
+def load_meta(bundle_dir) -> dict:
+    bundle = Path(bundle_dir)
+    missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
+    if missing:
+        raise RuntimeInputError(f"{bundle}: not a board bundle, missing {', '.join(missing)} "
+                                "(write one with `tatvpr export board-bundle`)")
+    try:
+        meta = json.loads((bundle / "meta.json").read_text())
+    except ValueError as exc:
+        raise RuntimeInputError(f"{bundle / 'meta.json'}: not JSON ({exc})") from None
+    lacking = [k for k in META_KEYS if k not in meta]
+    if lacking:
+        raise RuntimeInputError(f"{bundle / 'meta.json'} lacks {', '.join(lacking)}")
+    return meta
+
+
+class PlaceRecognizer:
+    """Image -> descriptor -> nearest database places, every image through the same path.
+
+    ``units``: where the trunk's integer ops run (default ``NUMPY_UNITS``); see the module docstring
+    for what runs on the fabric with :class:`PynqUnits`."""
+
+    def __init__(self, bundle_dir, units: Units | None = None) -> None:
+        self.bundle = Path(bundle_dir)
+        self.meta = load_meta(self.bundle)
+        try:
+            self.trunk = load_trunk(self.bundle / "trunk.npz")
+        except IntegerModelError as exc:
+            raise RuntimeInputError(str(exc)) from None
+        self.head = load_head(self.bundle / "head.npz")
+        self.units = units or NUMPY_UNITS
+        self.img_size = int(self.meta["img_size"])
+        self.sparsity = float(self.meta["sparsity"])
+        self.final_norm = bool(self.meta["final_norm"])
+        if self.final_norm and self.trunk.norm is None:
+            raise RuntimeInputError(f"{self.bundle}: meta.json says the head uses the final norm, trunk.npz has none")
+        db = self.bundle / "database.npy"
+        self.database = np.load(db, allow_pickle=False) if db.is_file() else None
+
+    def tokens(self, image) -> np.ndarray:
+        """Float64 tokens the head consumes (the trunk's int output dequantised)."""
+        img_q = self.trunk.quantize_image(preprocess(image, self.img_size))
+        x = self.trunk.tokens(img_q, self.sparsity, self.units)
+        if self.final_norm:
+            return self.units.layernorm("norm", self.trunk.norm, x).astype(np.float64) * self.trunk.norm_scale
+        return x.astype(np.float64) * self.trunk.res_scale
+
+    def describe(self, image) -> np.ndarray:
+        """One image -> L2-normalised float64 descriptor [descriptor_dim]."""
+        return head_descriptor(self.tokens(image), self.head)
+
+    def build_database(self, images) -> np.ndarray:
+        """Descriptors [N, D] of the database images, by the path the queries take."""
+        rows = [self.describe(img) for img in images]
+        if not rows:
+            raise RuntimeInputError("build_database needs at least one image")
+        self.database = np.stack(rows)
+        return self.database
+
+    def save_database(self, path=None) -> Path:
+        if self.database is None:
+            raise RuntimeInputError("no database to save: call build_database first")
+        path = Path(path) if path is not None else self.bundle / "database.npy"
+        np.save(path, self.database)
+        return path
+
+    def query(self, image, top_n_: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (best first) and inner products of the ``top_n_`` nearest database rows."""
+        if self.database is None:
+            raise RuntimeInputError(f"{self.bundle}: no database.npy; build one with build_database(images)")
+        if top_n_ < 1:
+            raise RuntimeInputError(f"top_n must be >= 1, got {top_n_}")
+        idx, scores = top_n(self.database, self.describe(image)[None], top_n_)
+        return idx[0], scores[0]

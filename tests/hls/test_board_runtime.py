@@ -1,0 +1,242 @@
+"""The board runtime (tatvpr_pynq.runtime): numpy heads against PyTorch, the bundle export, a whole
+query image -> place on the numpy units, the C-simulated HLS units and a stand-in PYNQ overlay,
+and that it runs with numpy alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
+
+driver_package()
+from tatvpr_pynq import heads as nh  # noqa: E402
+from tatvpr_pynq import integer as iq  # noqa: E402
+from tatvpr_pynq import runtime as rt  # noqa: E402
+
+SPARSITY = 0.4
+
+
+# ------------------------------------------------------------------ heads: numpy == PyTorch
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_numpy_boq_equals_pytorch_boq(num_heads):
+    import torch
+
+    from brevitas_models.heads.boq import BoQHead
+    from tatvpr_hw.board_export import export_head
+
+    torch.manual_seed(num_heads)
+    head = BoQHead(in_dim=24, proj_channels=16, num_queries=5, num_layers=2, row_dim=3, num_heads=num_heads).eval()
+    with torch.no_grad():  # non-trivial LayerNorm affines (default 1/0 would hide a swapped weight/bias)
+        for m in head.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.3)
+                m.bias.normal_(0.0, 0.3)
+    grid = (3, 4)
+    model = SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1))
+    p = export_head(model, grid)
+    tokens = torch.randn(2, 1 + 12, 24, dtype=torch.float64)
+    with torch.no_grad():
+        ref = head.double()(tokens, grid, 1).numpy()
+    got = np.stack([nh.head_descriptor(t, p) for t in tokens.numpy()])
+    assert got.shape == (2, 16 * 3)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_numpy_cls_head_is_the_normalised_class_token():
+    p = {"kind": np.array("cls"), "num_prefix_tokens": np.array(1), "grid_hw": np.array([1, 2])}
+    tok = np.array([[3.0, 4.0], [9.0, 9.0], [1.0, 1.0]])
+    assert nh.head_descriptor(tok, p).tolist() == [0.6, 0.8]  # 3-4-5 triangle
+
+
+def test_head_file_round_trip_and_refusals(tmp_path):
+    p = {"kind": np.array("cls"), "num_prefix_tokens": np.array(1), "grid_hw": np.array([1, 1])}
+    nh.save_head(tmp_path / "h.npz", p)
+    assert str(nh.load_head(tmp_path / "h.npz")["kind"]) == "cls"
+    nh.save_head(tmp_path / "s.npz", {**p, "kind": np.array("salad")})
+    with pytest.raises(nh.HeadError, match="'salad' is not implemented"):
+        nh.load_head(tmp_path / "s.npz")
+    with pytest.raises(nh.HeadError, match=r"must be \[1 \+ 1\*1, D\]"):
+        nh.head_descriptor(np.zeros((3, 2)), p)
+
+
+# ------------------------------------------------------------------ preprocessing, search
+def test_preprocess_equals_the_evaluation_transform():
+    from PIL import Image
+
+    from tatvpr_hw.data.transforms import preprocess as eval_preprocess
+
+    img = np.random.default_rng(0).integers(0, 256, size=(61, 75, 3), dtype=np.uint8)
+    ref = eval_preprocess(Image.fromarray(img, "RGB"), 28).numpy()
+    got = rt.preprocess(img, 28)
+    assert got.shape == (3, 28, 28) and got.dtype == np.float32
+    assert np.array_equal(got, ref)
+    with pytest.raises(rt.RuntimeInputError, match="uint8"):
+        rt.preprocess(np.zeros((4, 4)), 28)
+    with pytest.raises(rt.RuntimeInputError, match=r"\[3, 28, 28\]"):
+        rt.preprocess(np.zeros((3, 14, 14), np.float32), 28)
+
+
+def test_top_n_numpy_order_by_hand():
+    db = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    q = np.array([[0.8, 0.6]])
+    # inner products: 0.8, 0.6, 0.96, -0.8 -> order 2, 0, 1
+    idx, sc = rt.top_n(db, q, 3)
+    assert idx.tolist() == [[2, 0, 1]]
+    assert np.allclose(sc, [[0.96, 0.8, 0.6]])
+
+
+# ------------------------------------------------------------------ the tiny student, end to end
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    import torch
+
+    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.board_export import export_bundle
+    from tatvpr_hw.config import load_config
+
+    root = hls_dir().parent
+    cfg = load_config(root / "configs" / "tiny.yaml")
+    teacher = build_model(cfg.model, student=False)
+    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
+    load_into(teacher, sd)
+    torch.manual_seed(0)
+    student = build_model(cfg.model, student=True)
+    init_student_from_teacher(student, teacher)
+    student.eval()
+    calib = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(0))
+    calibrate_input_scales(student, [calib])
+    out = tmp_path_factory.mktemp("bundle")
+    export_bundle(student, calib, out, sparsity=SPARSITY)
+    rng = np.random.default_rng(5)
+    # synthetic "places": smooth colour fields of different sizes (resized by the runtime)
+    places = []
+    for i in range(4):
+        yy, xx = np.mgrid[0:110 + 7 * i, 0:120]
+        f = np.stack([np.sin(xx / (9 + 3 * i) + c) * np.cos(yy / (13 - 2 * i) + 2 * c) for c in range(3)], -1)
+        places.append(np.clip(127.5 + 110 * f + rng.normal(0, 4, f.shape), 0, 255).astype(np.uint8))
+    return SimpleNamespace(dir=out, student=student, places=places)
+
+
+def _noisy(img, seed):
+    n = np.random.default_rng(seed).normal(0, 6, img.shape)
+    return np.clip(img + n, 0, 255).astype(np.uint8)
+
+
+def test_bundle_files_load_without_pickle(bundle):
+    meta = json.loads((bundle.dir / "meta.json").read_text())
+    assert meta["img_size"] == 98 and meta["sparsity"] == SPARSITY and meta["head"] == "boq"
+    for f in ("trunk.npz", "head.npz"):
+        with np.load(bundle.dir / f, allow_pickle=False) as z:
+            assert all(z[k].dtype != object for k in z.files)
+
+
+def test_numpy_runtime_matches_the_float_head_path_and_finds_places(bundle):
+    import torch
+
+    from tatvpr_hw.data.transforms import preprocess as eval_preprocess
+    from tatvpr_hw.integer import integer_descriptors
+
+    from PIL import Image
+
+    rec = rt.PlaceRecognizer(bundle.dir)
+    db = rec.build_database(bundle.places)
+    assert db.shape == (4, bundle.student.descriptor_dim)
+    # independent path: the evaluation transform, the lead's integer trunk, the PyTorch head
+    imgs = torch.stack([eval_preprocess(Image.fromarray(p, "RGB"), 98) for p in bundle.places])
+    ref = integer_descriptors(bundle.student, rec.trunk, imgs, SPARSITY)
+    assert np.abs(db - ref).max() < 1e-4
+    assert (db * ref).sum(1).min() > 0.99999
+    for i, place in enumerate(bundle.places):
+        idx, scores = rec.query(_noisy(place, 10 + i), 2)
+        assert idx[0] == i and scores[0] >= scores[1]
+    path = rec.save_database()
+    again = rt.PlaceRecognizer(bundle.dir)
+    assert np.array_equal(again.database, db) and path.name == "database.npy"
+
+
+def test_csim_units_give_bit_identical_descriptors_and_the_same_place(bundle, tmp_path):
+    from sim.arch import load_arch
+    from tatvpr_hw.hlsflow.query_csim import csim_units
+
+    arch = load_arch("kv260")
+    c = arch.spec.compute
+    rec_np = rt.PlaceRecognizer(bundle.dir)
+    db = rec_np.build_database(bundle.places)
+    trunk = rec_np.trunk
+    widest = max([trunk.pos.shape[1]] + [b.fc1.codes.shape[0] for b in trunk.blocks])
+    units = csim_units(tmp_path, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports, fmt="ternary2",
+                       lanes=arch.spec.vector_unit.lanes, rows=arch.spec.int8_unit.rows,
+                       cols=arch.spec.int8_unit.cols, kmax=-(-widest // c.simd) * c.simd,
+                       mmax=trunk.prefix.shape[0] + trunk.pos.shape[0])
+    rec_cs = rt.PlaceRecognizer(bundle.dir, units=units)
+    rec_cs.database = db
+    query = _noisy(bundle.places[2], 99)
+    d_cs = rec_cs.describe(query)
+    assert np.array_equal(d_cs, rec_np.describe(query))
+    kinds = {op["unit"] for op in units.ops}
+    assert kinds == {"ternary", "int8", "vector"}, kinds
+    assert rec_cs.query(query, 1)[0][0] == rec_np.query(query, 1)[0][0] == 2
+
+
+def test_pynq_units_run_every_ternary_linear_on_the_overlay(bundle):
+    calls = []
+
+    class FakeOverlay:  # stands in for TernaryGemmOverlay.run_layer: the int8 x ternary IP contract
+        def run_layer(self, x, w, bias, mult, shift):
+            calls.append((x.shape, w.shape))
+            acc = x.astype(np.int64) @ w.astype(np.int64).T + (0 if bias is None else bias)
+            return np.clip((acc * mult + (1 << (shift - 1))) >> shift, -128, 127).astype(np.int8)
+
+    rec_np = rt.PlaceRecognizer(bundle.dir)
+    units = rt.PynqUnits(FakeOverlay())
+    rec_hw = rt.PlaceRecognizer(bundle.dir, units=units)
+    img = bundle.places[1]
+    assert np.array_equal(rec_hw.describe(img), rec_np.describe(img))
+    assert units.fabric_ops == len(calls) == 4 * len(rec_np.trunk.blocks)
+    d = rec_np.trunk.pos.shape[1]
+    assert calls[0][1] == (3 * d, d)  # first call: blocks.0 qkv
+
+
+def test_runtime_refuses_bad_bundles_and_queries(bundle, tmp_path):
+    with pytest.raises(rt.RuntimeInputError, match="missing trunk.npz, head.npz, meta.json"):
+        rt.PlaceRecognizer(tmp_path)
+    rec = rt.PlaceRecognizer(bundle.dir)
+    rec.database = None
+    with pytest.raises(rt.RuntimeInputError, match="no database.npy"):
+        rec.query(bundle.places[0])
+    for f in ("trunk.npz", "head.npz"):
+        (tmp_path / f).write_bytes((bundle.dir / f).read_bytes())
+    (tmp_path / "meta.json").write_text(json.dumps({"img_size": 98}))
+    with pytest.raises(rt.RuntimeInputError, match="lacks sparsity, final_norm, descriptor_dim"):
+        rt.PlaceRecognizer(tmp_path)
+
+
+def test_runtime_runs_with_numpy_alone(bundle):
+    rec = rt.PlaceRecognizer(bundle.dir)
+    img = bundle.places[3][:98, :98]  # the model's side: no resize needed
+    np.save(bundle.dir / "q.npy", img)
+    code = textwrap.dedent(f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in ('torch', 'sim', 'tatvpr_hw', 'brevitas_models', 'brevitas', 'timm', 'PIL'):
+                    raise ImportError('blocked: ' + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(hls_dir() / 'driver')!r})
+        import numpy as np
+        from tatvpr_pynq.runtime import PlaceRecognizer
+        rec = PlaceRecognizer({str(bundle.dir)!r})
+        np.save({str(bundle.dir / 'd.npy')!r}, rec.describe(np.load({str(bundle.dir / 'q.npy')!r})))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert np.array_equal(np.load(bundle.dir / "d.npy"), rec.describe(img))
