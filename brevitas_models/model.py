@@ -114,7 +114,8 @@ class VPRModel(nn.Module):
 def _create_backbone(model_cfg: ModelConfig, img_size: int, student: bool) -> nn.Module:
     from brevitas_models.vit import create_backbone
 
-    return create_backbone(model_cfg.backbone, img_size,
+    name = (model_cfg.student_backbone or model_cfg.backbone) if student else model_cfg.backbone
+    return create_backbone(name, img_size,
                            ternary=model_cfg.ternary if student else None,
                            granularity=model_cfg.sparsity.granularity)
 
@@ -131,8 +132,11 @@ def build_model(model_cfg: ModelConfig, *, student: bool) -> VPRModel:
     img_size = model_cfg.student_img_size if student else model_cfg.teacher_img_size
     backbone = _create_backbone(model_cfg, img_size, student)
     grid = tuple(backbone.grid_size(img_size))
-    head = create_head(model_cfg.head.name, model_cfg.head.preset, in_dim=backbone.embed_dim,
-                       grid_hw=grid, overrides=model_cfg.head.overrides)
+    head_cfg = (model_cfg.student_head or model_cfg.head) if student else model_cfg.head
+    head = create_head(head_cfg.name, head_cfg.preset, in_dim=backbone.embed_dim,
+                       grid_hw=grid, overrides=head_cfg.overrides)
+    if head_cfg.final_norm == "always":  # Sparse-TeTRA: the student's final norm always feeds the head
+        head.uses_final_norm = True
     model = VPRModel(backbone, head, img_size)
     if student and model_cfg.ternary.head:
         _ternarize_head(model, model_cfg)
@@ -140,7 +144,7 @@ def build_model(model_cfg: ModelConfig, *, student: bool) -> VPRModel:
         from brevitas_models.sparsity import set_sparsity
 
         set_sparsity(model, model_cfg.sparsity.default, model_cfg.sparsity.granularity,
-                     banks=model_cfg.sparsity.banks)
+                     banks=model_cfg.sparsity.banks, gradient=model_cfg.sparsity.gradient)
     log.debug("built %s: %s + %s head (%d-d) at %d px", "student" if student else "teacher",
               model_cfg.backbone, model_cfg.head.name, model.descriptor_dim, img_size)
     return model

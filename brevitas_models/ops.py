@@ -18,6 +18,17 @@ multiplies. Per query (batch average), MACs are counted as:
   ``nn.Linear`` / ``nn.Conv2d`` (patch embedding, heads, non-ternary layers): dense.
 - Not counted: elementwise work (norms, softmax, GELU, adds) and matmuls a head does with
   bare tensor ops (e.g. SALAD's Sinkhorn iterations); the counts are of MAC layers only.
+- A ternary linear whose input quantizer is off (``model.ternary.act_quant: false``, the
+  Sparse-TeTRA reference) counts the nonzeros of its float top-k output instead of int8 codes.
+
+The authors' convention (Sparse-TeTRA ``evaluate.py`` ``_compute_flops``), :func:`authors_flops`:
+``torch.profiler`` with ``with_flops=True`` over one forward pass of ONE image at sparsity ``s``;
+every profiler event whose name contains ``linear`` or ``addmm`` counts ``flops * (1 - s)``,
+every other event (``aten::mm``, ``aten::bmm``, ``aten::conv2d``, ``aten::mul``, ``aten::add``)
+its full ``flops``. FLOPs there are the profiler's (2 per multiply-accumulate of a matmul, 1 per
+elementwise mul/add). It assumes every ``addmm`` sees exactly a (1 - s) fraction of nonzero
+inputs, whether or not it is sparsified (a float head or dense FFN is scaled too; a bias-free
+sparsified linear, which runs as ``aten::mm``, is not). See docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -56,7 +67,10 @@ class _Counter:
 def _ternary_hook(counter: _Counter, name: str):
     def hook(mod: SparseTernaryLinear, args):
         x = args[0]
-        q = mod.quantize_input(x).reshape(-1, mod.in_features)  # int codes after top-k
+        if getattr(mod.linear.input_quant, "disable_quant", False):  # float inputs (no act quant)
+            q = mod.sparsity(x).reshape(-1, mod.in_features)
+        else:
+            q = mod.quantize_input(x).reshape(-1, mod.in_features)  # int codes after top-k
         codes, _ = mod.ternary_weight()
         xnz = (q != 0)
         wnz = (codes != 0)
@@ -219,4 +233,73 @@ def sweep(model: nn.Module, images: torch.Tensor, sparsities: Iterable[float],
         r = count_ops(model, images, s, **kwargs)
         r["reduction_vs_dense"] = 1.0 - r["effective_macs"] / r["dense_macs"]
         rows.append(r)
+    return rows
+
+
+def _profile_events(model: nn.Module, image: torch.Tensor) -> list[tuple[str, int]]:
+    """``(name, flops)`` of every ``torch.profiler`` event of one no-grad forward pass.
+
+    timm's fused attention (``scaled_dot_product_attention``) has no profiler FLOP formula, so it
+    is switched to its explicit ``q @ k^T`` / ``attn @ v`` path for the pass (the reference ViT
+    computes attention with ``torch.matmul``, which the profiler counts).
+    """
+    attn_cls = _timm_attention_cls()
+    fused = [(m, m.fused_attn) for m in model.modules() if isinstance(m, attn_cls)]
+    try:
+        for m, _ in fused:
+            m.fused_attn = False
+        with torch.no_grad():
+            model(image)  # warm-up, as the reference
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                        record_shapes=True, with_flops=True) as prof:
+                model(image)
+    finally:
+        for m, v in fused:
+            m.fused_attn = v
+    return [(e.key, int(e.flops)) for e in prof.key_averages() if e.flops]
+
+
+def authors_rule(events: Iterable[tuple[str, int]], sparsity: float) -> dict[str, float]:
+    """The reference's sum over profiler events: ``linear``/``addmm`` events x (1 - s), others 1x."""
+    scaled = sum(f for k, f in events if "linear" in k.lower() or "addmm" in k.lower())
+    other = sum(f for k, f in events if not ("linear" in k.lower() or "addmm" in k.lower()))
+    return {"authors_flops": scaled * (1.0 - sparsity) + other, "authors_flops_addmm": float(scaled),
+            "authors_flops_other": float(other)}
+
+
+@torch.no_grad()
+def authors_flops(model: nn.Module, images: torch.Tensor, sparsity: float) -> dict[str, float]:
+    """FLOPs per query by the Sparse-TeTRA convention (module docstring): the first image of
+    ``images``, the model run at ``sparsity``. The model's sparsity and mode are restored."""
+    mods = sparsity_modules(model)
+    old = [m.sparsity for m in mods]
+    was_training = model.training
+    set_sparsity(model, sparsity)
+    model.eval()
+    try:
+        events = _profile_events(model, images[:1])
+    finally:
+        for m, v in zip(mods, old):
+            m.sparsity = v
+        model.train(was_training)
+    return authors_rule(events, float(sparsity))
+
+
+def add_authors_flops(model: nn.Module, images: torch.Tensor, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``authors_flops`` (+ its parts) and ``authors_reduction_vs_s0`` (1 - FLOPs(s) /
+    FLOPs(0), as the paper's "-28 % at s = 0.4") to each :func:`count_ops` record, in place.
+    Also adds ``reduction_vs_s0`` = 1 - effective_macs(s) / effective_macs(0) (the project's
+    count, same baseline)."""
+    base_rows = [r for r in rows if r["sparsity"] == 0.0]
+    base = base_rows[0]["effective_macs"] if base_rows else count_ops(model, images, 0.0)["effective_macs"]
+    base_authors = None
+    for r in rows:
+        r.update(authors_flops(model, images, r["sparsity"]))
+        if r["sparsity"] == 0.0:
+            base_authors = r["authors_flops"]
+    if base_authors is None:
+        base_authors = authors_flops(model, images, 0.0)["authors_flops"]
+    for r in rows:
+        r["authors_reduction_vs_s0"] = 1.0 - r["authors_flops"] / base_authors
+        r["reduction_vs_s0"] = 1.0 - r["effective_macs"] / base
     return rows

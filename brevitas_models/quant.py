@@ -173,7 +173,13 @@ class SparseTernaryLinear(nn.Module):
     @torch.no_grad()
     def input_scale(self) -> torch.Tensor:
         """Scale of the int input quantizer (threshold / (2**(bits-1) - 1)), a 0-d float tensor."""
-        return self._act_proxy().scale().detach().reshape(())
+        proxy = self._act_proxy()
+        off = proxy.disable_quant  # a switched-off quantizer (ternary.act_quant: false) reports no scale
+        proxy.disable_quant = False
+        try:
+            return proxy.scale().detach().reshape(())
+        finally:
+            proxy.disable_quant = off
 
     @torch.no_grad()
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,12 +17,19 @@ For a sparsity ``s`` in ``[0, 1)`` (the fraction of activations zeroed), a
   ``sum_b kept_count(C_b, s) >= kept_count(C, s)`` channels (e.g. C = 192, B = 32, s = 0.4:
   32 x 4 = 128 instead of 116).
 - ``granularity="tensor"``: each sample keeps the ``ceil((1 - s) * T * C)`` largest entries of
-  its whole ``[T, C]`` activation (one top-k over the sample's tensor, as the reference
-  TAT-VPR code sparsifies); samples of a batch never influence each other.
+  its whole ``[T, C]`` activation (one top-k per sample; samples of a batch never influence each
+  other). This is NOT the reference code's top-k (that is ``batch``).
+- ``granularity="batch"`` (the Sparse-TeTRA reference, ``model/layers.py`` ``sparsify``): ONE
+  top-k over the whole input tensor, all samples of the batch together (``[B, T, C]``), keeping
+  ``k = int((1 - s) * B * T * C)`` entries (floor, as the reference's ``int(...)``; the other
+  granularities round up). What one image keeps then depends on the rest of its batch.
 
 ``Y = X * M`` with ``M`` a 0/1 mask built from ``TopK(|X|, k)`` indices (exactly ``k`` kept even
-with ties, per token, per bank group or per sample), so the gradient reaches the kept entries
-only. The mask is built with ``TopK`` + ``ScatterElements`` (for ``bank`` on a padded,
+with ties, per token, per bank group, per sample or per batch). The gradient follows
+``gradient``: ``"masked"`` (default) passes it to the kept entries only (dY/dX = M);
+``"straight_through"`` (the reference's ``x * mask + (1 - mask) * (x - x.detach())``) passes
+it to every entry, dropped ones included (dY/dX = 1), while the forward value stays ``X * M``.
+The mask is built with ``TopK`` + ``ScatterElements`` (for ``bank`` on a padded,
 reshaped and transposed ``[..., B, ceil(C / B)]`` view), which export as standard ONNX operators.
 
 The sparsity is a plain attribute, changed at run time on a whole model with
@@ -45,8 +52,10 @@ from torch import nn
 
 from brevitas_models.errors import ModelInputError
 
-Granularity = Literal["token", "bank", "tensor"]
-GRANULARITIES = ("token", "bank", "tensor")
+Granularity = Literal["token", "bank", "tensor", "batch"]
+GRANULARITIES = ("token", "bank", "tensor", "batch")
+Gradient = Literal["masked", "straight_through"]
+GRADIENTS = ("masked", "straight_through")
 # Channel groups of the "bank" granularity: the default KV260 arch's SIMD (= its banks).
 DEFAULT_BANKS = 32
 
@@ -81,6 +90,12 @@ def bank_group_sizes(channels: int, banks: int) -> list[int]:
     return [g + 1 if b < r else g for b in range(int(banks))]
 
 
+def batch_kept_count(n: int, s: float) -> int:
+    """Entries kept out of ``n`` by the ``batch`` granularity: ``int((1 - s) * n)``, the reference's
+    floor (no guard against float error, as there: it may keep 0)."""
+    return int((1.0 - s) * n)
+
+
 def kept_count(n: int, s: float) -> int:
     """Entries kept out of ``n`` at sparsity ``s``: ``ceil((1 - s) * n)``, at least 1 when n > 0."""
     if n <= 0:
@@ -90,22 +105,25 @@ def kept_count(n: int, s: float) -> int:
 
 
 class TopKSparsity(nn.Module):
-    """Keep the top-k |x| entries per token (or per sample tensor), zero the rest.
+    """Keep the top-k |x| entries per token (bank group, sample or batch), zero the rest.
 
     Args:
         sparsity: fraction of entries zeroed, ``0 <= s < 1``; runtime-settable attribute.
         granularity: ``"token"`` (top-k over the last axis), ``"bank"`` (top-k within each of
-            ``banks`` channel groups of the last axis) or ``"tensor"`` (over all axes but the
-            batch axis); runtime-settable.
+            ``banks`` channel groups of the last axis), ``"tensor"`` (over all axes but the
+            batch axis) or ``"batch"`` (over the whole tensor); runtime-settable.
         banks: channel groups ``B`` of the ``"bank"`` granularity (ignored by the others).
+        gradient: ``"masked"`` (gradient to kept entries only) or ``"straight_through"`` (to
+            every entry); runtime-settable.
     """
 
     def __init__(self, sparsity: float = 0.0, granularity: Granularity = "token",
-                 banks: int = DEFAULT_BANKS) -> None:
+                 banks: int = DEFAULT_BANKS, gradient: Gradient = "masked") -> None:
         super().__init__()
         self.sparsity = sparsity
         self.granularity = granularity
         self.banks = banks
+        self.gradient = gradient
 
     @property
     def sparsity(self) -> float:
@@ -126,6 +144,16 @@ class TopKSparsity(nn.Module):
         self._granularity = g
 
     @property
+    def gradient(self) -> Gradient:
+        return self._gradient
+
+    @gradient.setter
+    def gradient(self, g: str) -> None:
+        if g not in GRADIENTS:
+            raise ModelInputError(f"sparsity gradient must be one of {', '.join(GRADIENTS)}, got {g!r}")
+        self._gradient = g
+
+    @property
     def banks(self) -> int:
         return self._banks
 
@@ -135,13 +163,16 @@ class TopKSparsity(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"sparsity={self._sparsity}, granularity={self._granularity!r}"
-        return text + (f", banks={self._banks}" if self._granularity == "bank" else "")
+        text += f", banks={self._banks}" if self._granularity == "bank" else ""
+        return text + (f", gradient={self._gradient!r}" if self._gradient != "masked" else "")
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """The 0/1 keep-mask (same shape and dtype as ``x``, no gradient)."""
         x = x.detach()
         if self.granularity == "bank":
             return self._bank_mask(x)
+        if self.granularity == "batch":
+            return self._batch_mask(x)
         if self.granularity == "token" or x.dim() < 2:
             flat = x
         else:
@@ -153,6 +184,15 @@ class TopKSparsity(nn.Module):
         idx = torch.topk(flat.abs(), k, dim=-1, largest=True, sorted=False).indices
         m = torch.zeros_like(flat).scatter(-1, idx, 1.0)
         return m.reshape(x.shape)
+
+    def _batch_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Keep-mask of the batch granularity: one top-k over every entry of ``x``."""
+        flat = x.reshape(-1)
+        k = batch_kept_count(flat.numel(), self._sparsity)
+        if k >= flat.numel():
+            return torch.ones_like(x)
+        idx = torch.topk(flat.abs(), k, largest=True, sorted=False).indices
+        return torch.zeros_like(flat).scatter(0, idx, 1.0).reshape(x.shape)
 
     def _bank_mask(self, x: torch.Tensor) -> torch.Tensor:
         """Keep-mask of the bank granularity: top-k within each channel group ``c mod B``.
@@ -196,7 +236,11 @@ class TopKSparsity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._sparsity == 0.0:
             return x
-        return x * self.mask(x)
+        m = self.mask(x)
+        if self._gradient == "straight_through":
+            # forward value x * m; d/dx = m + (1 - m) = 1 (the reference's estimator)
+            return x * m + (1.0 - m) * (x - x.detach())
+        return x * m
 
 
 def sparsity_modules(model: nn.Module) -> list[TopKSparsity]:
@@ -205,9 +249,9 @@ def sparsity_modules(model: nn.Module) -> list[TopKSparsity]:
 
 
 def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = None,
-                 banks: int | None = None) -> int:
-    """Set the sparsity (and optionally the granularity and bank groups) of every top-k
-    module in ``model``.
+                 banks: int | None = None, gradient: Gradient | None = None) -> int:
+    """Set the sparsity (and optionally the granularity, bank groups and gradient) of every
+    top-k module in ``model``.
 
     Returns how many modules were changed (0 for a model without any, e.g. the teacher).
     """
@@ -216,6 +260,8 @@ def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = N
         raise ModelInputError(f"sparsity granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     if banks is not None:
         banks = check_banks(banks)
+    if gradient is not None and gradient not in GRADIENTS:
+        raise ModelInputError(f"sparsity gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
     mods = sparsity_modules(model)
     for m in mods:
         m.sparsity = s
@@ -223,6 +269,8 @@ def set_sparsity(model: nn.Module, s: float, granularity: Granularity | None = N
             m.granularity = granularity
         if banks is not None:
             m.banks = banks
+        if gradient is not None:
+            m.gradient = gradient
     return len(mods)
 
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -229,26 +230,60 @@ def replace_linears(root: nn.Module, names: Iterable[str], **kwargs) -> list[str
     return done
 
 
+def resolve_blocks(indices: Iterable[int], depth: int, key: str = "model.ternary.float_ffn_blocks") -> set[int]:
+    """Block indices (negative = from the end) -> a set of 0-based indices; out of range raises."""
+    out = set()
+    for i in indices:
+        j = int(i) + depth if int(i) < 0 else int(i)
+        if not 0 <= j < depth:
+            raise ModelInputError(f"{key}: block {i} does not exist; the backbone has {depth} blocks "
+                                  f"(0..{depth - 1}, or negative from the end)")
+        out.add(j)
+    return out
+
+
+def set_act_quant(model: nn.Module, enabled: bool) -> int:
+    """Switch the input quantizer of every SparseTernaryLinear in ``model`` on or off.
+
+    Off (the Sparse-TeTRA reference: float activations) the linear sees the float top-k output;
+    the threshold parameter stays (calibrated as usual) so tracing and op counting still work.
+    Returns the number of layers set.
+    """
+    layers = [m for m in model.modules() if isinstance(m, SparseTernaryLinear)]
+    for m in layers:
+        m.linear.input_quant.disable_quant = not enabled
+    return len(layers)
+
+
 def ternarize(backbone: DinoV2VisionTransformer, ternary: TernaryConfig | None = None, *,
               sparsity: float = 0.0, granularity: Granularity = "token") -> DinoV2VisionTransformer:
     """Turn a float backbone into the ternary student, IN PLACE, keeping its float weights.
 
-    Which parts: ``ternary.blocks`` (every block's qkv, proj, fc1, fc2) and
-    ``ternary.patch_embed``; ``ternary.per_channel`` and ``ternary.act_bits`` configure the
-    quantizers. The int8 input thresholds start at 1.0: set them with
-    :func:`brevitas_models.quant.calibrate_input_scales` before evaluating. Use
+    Which parts: ``ternary.blocks`` (every block's qkv, proj, fc1, fc2, except the FFN of the
+    blocks in ``ternary.float_ffn_blocks``, which stays a float dense ``nn.Linear`` pair without
+    top-k) and ``ternary.patch_embed``; ``ternary.per_channel``, ``ternary.act_bits`` and
+    ``ternary.act_quant`` configure the quantizers. The int8 input thresholds start at 1.0: set
+    them with :func:`brevitas_models.quant.calibrate_input_scales` before evaluating. Use
     ``ternarize(copy.deepcopy(teacher))`` for the stage-1 initialisation from a teacher.
     """
     ternary = ternary or TernaryConfig()
     kw = dict(per_channel=ternary.per_channel, act_bits=ternary.act_bits,
               sparsity=sparsity, granularity=granularity)
     replaced = []
+    depth = len(backbone.blocks)
+    float_ffn = resolve_blocks(ternary.float_ffn_blocks, depth)
     if ternary.blocks:
-        names = [f"blocks.{i}.{lin}" for i in range(len(backbone.blocks)) for lin in BLOCK_LINEARS]
+        names = [f"blocks.{i}.{lin}" for i in range(depth) for lin in BLOCK_LINEARS
+                 if not (i in float_ffn and lin.startswith("mlp."))]
         replaced += replace_linears(backbone, names, **kw)
     if ternary.patch_embed and not isinstance(backbone.patch_embed.proj, TernaryPatchProj):
+        if not isinstance(backbone.patch_embed.proj, nn.Conv2d):
+            raise ModelInputError("ternary.patch_embed needs a convolution patch embedding; this backbone's "
+                                  f"is a {type(backbone.patch_embed.proj).__name__}")
         backbone.patch_embed.proj = TernaryPatchProj(backbone.patch_embed.proj, **kw)
         replaced.append("patch_embed.proj")
+    if not ternary.act_quant:
+        set_act_quant(backbone, False)
     log.debug("ternarized %d layers", len(replaced))
     backbone.is_student = True
     return backbone
@@ -263,6 +298,38 @@ def student_from_teacher(teacher: DinoV2VisionTransformer, ternary: TernaryConfi
 # --------------------------------------------------------------------------------------------
 # Variants and factory
 # --------------------------------------------------------------------------------------------
+
+class LNPatchEmbed(PatchEmbed):
+    """Sparse-TeTRA's patch embedding (``model/models.py`` ``to_patch_embedding``): each p x p
+    patch flattened in (row, column, channel) order -> LayerNorm -> Linear -> LayerNorm.
+
+    A timm ``PatchEmbed`` (same constructor, output ``[B, h, w, D]`` as the dynamic-size ViT
+    wants) whose ``proj`` is an ``nn.Linear(3 * p * p, D)`` instead of a convolution.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.pop("norm_layer", None)
+        super().__init__(*args, **kwargs)
+        conv = self.proj
+        k = conv.in_channels * self.patch_size[0] * self.patch_size[1]
+        self.pre_norm = nn.LayerNorm(k)
+        self.proj = nn.Linear(k, conv.out_channels, bias=conv.bias is not None)
+        self.norm = nn.LayerNorm(conv.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p0, p1 = self.patch_size
+        gh, gw = h // p0, w // p1
+        x = x.reshape(b, c, gh, p0, gw, p1).permute(0, 2, 4, 3, 5, 1).reshape(b, gh, gw, p0 * p1 * c)
+        return self.norm(self.proj(self.pre_norm(x)))
+
+
+# Sparse-TeTRA's student ViT (model/models.py SparseTernaryViT, model/blocks.py): patch 16, no
+# LayerScale, qkv without bias, a LayerNorm between GELU and fc2 in every FFN, nn.LayerNorm
+# (eps 1e-5), the LN-Linear-LN patch embedding; position grid of the run's input size.
+# Its last block's FFN (a plain ViTFeedForward, float and dense there) has no such mid norm.
+_SPARSE_TETRA = dict(patch_size=16, init_values=None, qkv_bias=False, norm_layer=nn.LayerNorm,
+                     scale_mlp_norm=True, embed_layer=LNPatchEmbed, plain_ffn_blocks=(-1,))
 
 _DINOV2 = dict(patch_size=PATCH_PX, init_values=1e-5, img_size=518)
 # The official DINOv2 architectures (same arguments as timm's registered *_dinov2 models, so
@@ -283,6 +350,10 @@ BACKBONES: dict[str, dict] = {
                                          reg_tokens=4, no_embed_class=True, **_DINOV2_REG_INTERP),
     "vit_large_patch14_reg4_dinov2": dict(_DINOV2, embed_dim=1024, depth=24, num_heads=16,
                                           reg_tokens=4, no_embed_class=True, **_DINOV2_REG_INTERP),
+    # the reference's random-init student (ViT-B/16: 224 px -> 196 patches + class token = 197)
+    "vit_base_patch16_sparse_tetra": dict(_SPARSE_TETRA, embed_dim=768, depth=12, num_heads=12),
+    # its tiny twin for CPU tests and the tiny benchmark (the tiny DINOv2 size, same structure)
+    "vit_tiny_patch16_sparse_tetra": dict(_SPARSE_TETRA, embed_dim=192, depth=4, num_heads=3),
 }
 
 
@@ -298,13 +369,18 @@ def create_backbone(name: str, img_size: int, *, ternary: TernaryConfig | None =
     """
     if name not in BACKBONES:
         raise ModelInputError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
-    if img_size % PATCH_PX:
-        raise ModelInputError(f"image size {img_size} px is not a multiple of the patch size {PATCH_PX}")
     args = dict(BACKBONES[name])
+    plain_ffn = args.pop("plain_ffn_blocks", ())
+    patch = int(args.get("patch_size", PATCH_PX))
+    if img_size % patch:
+        raise ModelInputError(f"image size {img_size} px is not a multiple of the patch size {patch} "
+                              f"of backbone {name!r}")
     args.setdefault("img_size", img_size)
     ctx = torch.device(device) if device is not None else _nullcontext()
     with ctx:
         model = DinoV2VisionTransformer(run_img_size=img_size, **args)
+    for i in resolve_blocks(plain_ffn, len(model.blocks), key=f"backbone {name} plain_ffn_blocks"):
+        model.blocks[i].mlp.norm = nn.Identity()
     model.backbone_name = name
     model.is_student = False
     if ternary is not None:

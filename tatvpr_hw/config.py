@@ -64,6 +64,25 @@ class StageConfig(_Section):
     sparsity_range: tuple[float, float] = Field((0.1, 0.6), description="s drawn uniformly from [lo, hi] each step")
     trainable_blocks: int = Field(-1, ge=-1, description="last N blocks trainable (-1 = all)")
     distill_layers: list[int] | Literal["all"] = Field("all", description="block indices whose tokens are matched")
+    # Sparse-TeTRA reference switches (docs/recipe.md); the defaults are this project's recipe.
+    distill_target: Literal["blocks", "final_patch"] = Field(
+        "blocks", description="distill: blocks = MSE per distill_layers block (all tokens); final_patch = one MSE "
+                              "between the student's final-norm patch tokens and the teacher's last-block patch "
+                              "tokens (prefix tokens dropped)")
+    student_init: Literal["teacher", "random"] = Field(
+        "teacher", description="distill: the student starts from the teacher's weights or from random init")
+    sparsity_schedule: Literal["uniform", "curriculum"] = Field(
+        "uniform", description="uniform: s ~ U[lo, hi] every step; curriculum: s ~ U[lo, lo + (hi - lo) * epoch / "
+                               "epochs] (Sparse-TeTRA distillation)")
+    lr_schedule: Literal["warmup_cosine", "constant"] = Field(
+        "warmup_cosine", description="linear warm-up then cosine to 0, or a constant learning rate")
+    weight_decay_on: Literal["matrices", "all"] = Field(
+        "matrices", description="matrices: no decay on 1-D tensors, position embedding and tokens; all: every "
+                                "trainable tensor (AdamW over model.parameters(), as the reference)")
+    augment: Literal["none", "randaugment"] = Field(
+        "none", description="torchvision RandAugment on the training images (distill: the student's only)")
+    randaugment_ops: int = Field(2, ge=1, le=14, description="RandAugment num_ops")
+    randaugment_magnitude: int = Field(9, ge=0, le=30, description="RandAugment magnitude (of 31 bins)")
 
     @field_validator("sparsity_range")
     @classmethod
@@ -92,8 +111,9 @@ class TrainConfig(_Section):
 class EvalConfig(_Section):
     sparsities: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     granularities: list[GranularityName] = Field(
-        default_factory=lambda: list(GRANULARITIES),
-        description="top-k granularities the student is evaluated under (set at run time, like the sparsity)")
+        default_factory=lambda: [g for g in GRANULARITIES if g != "batch"],
+        description="top-k granularities the student is evaluated under (set at run time, like the sparsity); "
+                    "batch (the reference's) is evaluated only when named")
     recall_at: list[int] = Field(default_factory=lambda: [1, 5, 10])
     batch_size: int = Field(32, ge=1, le=4096)
     integer_sparsities: list[float] = Field(

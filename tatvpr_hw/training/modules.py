@@ -42,11 +42,37 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, _TORCH_SALT, step, rank]).generate_state(1)[0])
 
 
-def step_sparsity(seed: int, step: int, sparsity_range: tuple[float, float]) -> float:
-    """Sparsity of step ``step``: uniform in ``sparsity_range``, the same on every rank."""
+def step_sparsity(seed: int, step: int, sparsity_range: tuple[float, float], *,
+                  curriculum: tuple[int, int] | None = None) -> float:
+    """Sparsity of step ``step``: uniform in ``sparsity_range``, the same on every rank.
+
+    With ``curriculum = (epoch, epochs)`` the upper end grows with the epoch as the reference's
+    distillation (``trainer/pretrain.py`` ``on_train_epoch_start``): s ~ U[lo, lo + (hi - lo) *
+    epoch / epochs] (epoch 0 draws exactly ``lo``).
+    """
     lo, hi = sparsity_range
+    if curriculum is not None:
+        epoch, epochs = curriculum
+        hi = lo + (hi - lo) * epoch / max(1, epochs)
     u = np.random.default_rng([seed, _SPARSITY_SALT, step]).random()
     return float(lo + (hi - lo) * u)
+
+
+def randaugment(images: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
+    """torchvision ``RandAugment(num_ops, magnitude)`` on each image of an ImageNet-normalised
+    batch ``[B, 3, H, W]`` (its own draw per image, from the torch RNG): de-normalised to
+    uint8, augmented, normalised back. The reference applies it to the PIL image before
+    ``ToTensor``; the uint8 round trip here is the same quantisation."""
+    from torchvision.transforms import InterpolationMode, RandAugment
+
+    from tatvpr_hw.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    aug = RandAugment(num_ops=num_ops, magnitude=magnitude, interpolation=InterpolationMode.BILINEAR)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    u8 = ((images * std + mean).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    out = torch.stack([aug(img) for img in u8])
+    return (out.to(images.dtype) / 255.0 - mean) / std
 
 
 def set_model_sparsity(model: nn.Module, s: float) -> int:
@@ -76,13 +102,14 @@ def _final_norm_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def trainable_names(model: nn.Module, stage: str, *, trainable_blocks: int = -1,
-                    distill_layers: Sequence[int] | None = None) -> list[str]:
+                    distill_layers: Sequence[int] | None = None, final_norm: bool = False) -> list[str]:
     """Names of the parameters a stage trains.
 
     - ``teacher``: every parameter the forward pass uses (the final norm only if the head
       consumes normalised tokens);
     - ``distill``: the backbone up to the last distilled block (the head and later blocks get
-      no gradient from the token loss);
+      no gradient from the token loss), plus the final norm with ``final_norm`` (a loss on the
+      normalised output);
     - ``finetune``: the head, the last ``trainable_blocks`` blocks (-1 = all blocks, 0 = head
       only) and the final norm when the head uses it.
     """
@@ -102,6 +129,9 @@ def trainable_names(model: nn.Module, stage: str, *, trainable_blocks: int = -1,
         last = max(distill_layers) if distill_layers else depth - 1
         keep = []
         for n in names:
+            if n.startswith(after) and final_norm and n.startswith("backbone.norm."):
+                keep.append(n)
+                continue
             if not n.startswith("backbone.") or n.startswith(after):
                 continue
             b = block_index(n)
@@ -143,7 +173,10 @@ class StageModule(L.LightningModule):
 
     def __init__(self, model: nn.Module, trainable: Sequence[str], *, dataset, places_per_batch: int,
                  lr: float, weight_decay: float, warmup_steps: int, seed: int,
-                 sparsity_range: tuple[float, float] | None = None, num_workers: int = 0) -> None:
+                 sparsity_range: tuple[float, float] | None = None, num_workers: int = 0,
+                 sparsity_schedule: str = "uniform", lr_schedule: str = "warmup_cosine",
+                 weight_decay_on: str = "matrices", augment: str = "none", randaugment_ops: int = 2,
+                 randaugment_magnitude: int = 9) -> None:
         super().__init__()
         self.model = model
         trainable = set(trainable)
@@ -162,7 +195,14 @@ class StageModule(L.LightningModule):
         self.seed = int(seed)
         self.sparsity_range = tuple(sparsity_range) if sparsity_range is not None else None
         self.num_workers = int(num_workers)
+        self.sparsity_schedule = sparsity_schedule
+        self.lr_schedule = lr_schedule
+        self.weight_decay_on = weight_decay_on
+        self.augment = augment
+        self.randaugment_ops = int(randaugment_ops)
+        self.randaugment_magnitude = int(randaugment_magnitude)
         self.total_steps = 1  # set by the stage runner before fit()
+        self.steps_per_epoch = 1  # set by the stage runner before fit() (curriculum)
         self.current_sparsity: float | None = None
 
     # ------------------------------------------------------------------ data
@@ -186,7 +226,7 @@ class StageModule(L.LightningModule):
         for n, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            if p.ndim < 2 or any(k in n for k in _NO_DECAY_NAMES):
+            if self.weight_decay_on == "matrices" and (p.ndim < 2 or any(k in n for k in _NO_DECAY_NAMES)):
                 no_decay.append(p)
             else:
                 decay.append(p)
@@ -194,7 +234,10 @@ class StageModule(L.LightningModule):
                   {"params": no_decay, "weight_decay": 0.0}]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
         total, warm = self.total_steps, self.warmup_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine_factor(step, warm, total))
+        if self.lr_schedule == "constant":
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine_factor(step, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ per-step determinism
@@ -202,7 +245,11 @@ class StageModule(L.LightningModule):
         step = self.global_step
         torch.manual_seed(step_seed(self.seed, step, self.global_rank))
         if self.sparsity_range is not None:
-            self.current_sparsity = step_sparsity(self.seed, step, self.sparsity_range)
+            curriculum = None
+            if self.sparsity_schedule == "curriculum":
+                epochs = -(-self.total_steps // self.steps_per_epoch)
+                curriculum = (step // self.steps_per_epoch, epochs)
+            self.current_sparsity = step_sparsity(self.seed, step, self.sparsity_range, curriculum=curriculum)
             set_model_sparsity(self.model, self.current_sparsity)
 
     def _replica_spread(self) -> torch.Tensor:
@@ -214,6 +261,12 @@ class StageModule(L.LightningModule):
                 total = total + p.detach().double().sum()
         sums = self.all_gather(total)
         return (sums.max() - sums.min()).float()
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        """The training images after the stage's augmentation (``augment``)."""
+        if self.augment == "randaugment":
+            return randaugment(images, self.randaugment_ops, self.randaugment_magnitude)
+        return images
 
     def _log_common(self, loss: torch.Tensor, batch_size: int) -> None:
         self.log("loss", loss, prog_bar=True, batch_size=batch_size)
@@ -233,7 +286,7 @@ class MetricStage(StageModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        desc = self.model(resize_images(images, self.model.img_size))
+        desc = self.model(self.augmented(resize_images(images, self.model.img_size)))
         loss, mined = self.criterion(desc, labels)
         self._log_common(loss, images.shape[0])
         self.log("mined_fraction", mined, batch_size=images.shape[0])
@@ -286,11 +339,18 @@ class DistillStage(StageModule):
     tokens are resampled to the teacher's grid before the MSE.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, layers: Sequence[int], **kwargs) -> None:
-        super().__init__(student, trainable_names(student, "distill", distill_layers=layers), **kwargs)
+    def __init__(self, student: nn.Module, teacher: nn.Module, layers: Sequence[int], *,
+                 target: str = "blocks", **kwargs) -> None:
+        if target == "final_patch":
+            layers = [len(_blocks(student)) - 1]
+            trainable = trainable_names(student, "distill", distill_layers=layers, final_norm=True)
+        else:
+            trainable = trainable_names(student, "distill", distill_layers=layers)
+        super().__init__(student, trainable, **kwargs)
         depth_s, depth_t = len(_blocks(student)), len(_blocks(teacher))
-        if depth_s != depth_t:
+        if target == "blocks" and depth_s != depth_t:
             raise UserError(f"student has {depth_s} blocks, teacher {depth_t}: distillation pairs blocks one to one")
+        self.target = target
         self.layers = list(layers)
         self.teacher = teacher
         for p in self.teacher.parameters():
@@ -311,8 +371,29 @@ class DistillStage(StageModule):
             model.forward_features(resize_images(images, model.img_size))
         return [out[i] for i in self.layers]
 
+    def final_patch_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student, teacher) patch tokens of the reference's loss (``trainer/pretrain.py``):
+        the student's output after its final norm (RandAugment-ed images when ``augment``), the
+        teacher's last block before its final norm (clean images); prefix tokens dropped."""
+        from brevitas_models.model import _backbone_tokens
+
+        t_bb, s_bb = self.teacher.backbone, self.model.backbone
+        with torch.no_grad():
+            t = _backbone_tokens(t_bb, resize_images(images, self.teacher.img_size), final_norm=False)
+        s = s_bb.forward_features(self.augmented(resize_images(images, self.model.img_size)))
+        return s[:, int(s_bb.num_prefix_tokens):], t[:, int(t_bb.num_prefix_tokens):]
+
     def training_step(self, batch, batch_idx):
         images, _ = batch
+        if self.target == "final_patch":
+            s_patch, t_patch = self.final_patch_tokens(images)
+            loss = distill_loss([s_patch], [t_patch], num_prefix=0, student_grid=self._grid(self.model),
+                                teacher_grid=self._grid(self.teacher))
+            self._log_common(loss, images.shape[0])
+            return loss
+        if self.augment != "none":
+            raise UserError("train.distill.augment needs distill_target: final_patch (the block-token loss "
+                            "feeds both models the same images)")
         with torch.no_grad():
             t_tokens = self.block_tokens(self.teacher, images)
         s_tokens = self.block_tokens(self.model, images)

@@ -146,6 +146,7 @@ def fit_stage(module: StageModule, cfg: Config, stage: str, stage_cfg: StageConf
     total = _total_steps(stage_cfg, len(module.dataset), module.places_per_batch, trainer.world_size)
     trainer.fit_loop.epoch_loop.max_steps = total
     module.total_steps = total
+    module.steps_per_epoch = steps_per_epoch(len(module.dataset), module.places_per_batch, trainer.world_size)
     ckpt_path = None
     if resume and paths["ckpt"].is_file():
         ckpt_path = str(paths["ckpt"])
@@ -172,7 +173,10 @@ def fit_stage(module: StageModule, cfg: Config, stage: str, stage_cfg: StageConf
 def _common_kwargs(cfg: Config, stage_cfg: StageConfig, dataset) -> dict[str, Any]:
     return dict(dataset=dataset, places_per_batch=cfg.data.places_per_batch, lr=stage_cfg.lr,
                 weight_decay=stage_cfg.weight_decay, warmup_steps=stage_cfg.warmup_steps,
-                seed=cfg.seed, num_workers=cfg.data.num_workers)
+                seed=cfg.seed, num_workers=cfg.data.num_workers,
+                sparsity_schedule=stage_cfg.sparsity_schedule, lr_schedule=stage_cfg.lr_schedule,
+                weight_decay_on=stage_cfg.weight_decay_on, augment=stage_cfg.augment,
+                randaugment_ops=stage_cfg.randaugment_ops, randaugment_magnitude=stage_cfg.randaugment_magnitude)
 
 
 def _finish(trainer: L.Trainer, module: StageModule, cfg: Config, *, role: str, stage: str, wall_s: float,
@@ -228,15 +232,17 @@ def _calibration_batches(dataset, cfg: Config, img_size: int, n_batches: int = 2
 
 
 def init_student(cfg: Config, teacher, dataset):
-    """Stage 1: student = teacher weights, ternarized; int8 input thresholds calibrated on
-    training images at sparsity 0. Writes ``<out_dir>/init.safetensors``."""
+    """Stage 1: student = teacher weights, ternarized (``train.distill.student_init: teacher``;
+    ``random`` keeps the student's seeded random init, as the Sparse-TeTRA reference); int8 input
+    thresholds calibrated on training images at sparsity 0. Writes ``<out_dir>/init.safetensors``."""
     from brevitas_models.checkpoint import init_student_from_teacher, save_checkpoint
     from brevitas_models.model import build_model
     from brevitas_models.quant import calibrate_input_scales
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     student = build_model(cfg.model, student=True)
-    init_student_from_teacher(student, teacher)
+    if cfg.train.distill.student_init == "teacher":
+        init_student_from_teacher(student, teacher)
     set_model_sparsity(student, 0.0)
     calibrate_input_scales(student, _calibration_batches(dataset, cfg, student.img_size))
     save_checkpoint(Path(cfg.train.out_dir) / "init", student,
@@ -251,12 +257,13 @@ def _train_distill(cfg: Config, resume: bool, callbacks, progress: bool) -> Path
     img_size = max(cfg.model.teacher_img_size, cfg.model.student_img_size)
     dataset = _train_dataset(cfg, img_size)
     student = init_student(cfg, teacher, dataset)
-    module = DistillStage(student, teacher, layers, sparsity_range=sc.sparsity_range,
+    module = DistillStage(student, teacher, layers, target=sc.distill_target, sparsity_range=sc.sparsity_range,
                           **_common_kwargs(cfg, sc, dataset))
     t0 = time.perf_counter()
     trainer = fit_stage(module, cfg, "distill", sc, resume=resume, callbacks=callbacks, progress=progress)
     return _finish(trainer, module, cfg, role="student", stage="distill", wall_s=time.perf_counter() - t0,
-                   extra={"distill_layers": layers, "sparsity_range": list(sc.sparsity_range)})
+                   extra={"distill_layers": module.layers, "distill_target": sc.distill_target,
+                          "student_init": sc.student_init, "sparsity_range": list(sc.sparsity_range)})
 
 
 def _train_finetune(cfg: Config, resume: bool, callbacks, progress: bool) -> Path:
