@@ -15,6 +15,7 @@ import typer
 from brevitas_models.errors import ModelInputError
 from sim.errors import SimInputError
 from tatvpr_hw.commands import data, demo, dse, evaluation, export_fw, export_hw, models, rtl, simulate, training
+from tatvpr_hw.commands import board as board_cmd
 from tatvpr_hw.errors import UserError
 
 def _quiet_torch_cuda_probe() -> None:
@@ -56,7 +57,7 @@ export_app = typer.Typer(help="Export the student to FPGA frameworks and board p
                          no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
-for _module in (models, data, training, evaluation, simulate, dse, export_fw, export_hw, rtl, demo):
+for _module in (models, data, training, evaluation, simulate, dse, export_fw, export_hw, board_cmd, rtl, demo):
     _module.register(app, export_app)
 
 
