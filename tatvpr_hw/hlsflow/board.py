@@ -48,6 +48,16 @@ IP_INSTANCE = "tatvpr_gemm_0"
 S_AXI_PORT = "s_axi_control"
 M_AXI_PORTS = ("m_axi_gmem_act", "m_axi_gmem_w")
 OVERLAY_NAME = "tatvpr_gemm"
+# The int8 unit and the vector unit: one HLS IP each (hls/src/tatvpr_units_top.cpp), in the same
+# block design as the ternary IP (generated Tcl; the kernels' C simulation is the flow's own).
+UNIT_IPS = (
+    {"unit": "int8", "top": "tatvpr_int8_top", "ip_name": "tatvpr_int8_unit", "instance": "tatvpr_int8_0",
+     "project": "hls_int8", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp"],
+     "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
+    {"unit": "vector", "top": "tatvpr_vector_top", "ip_name": "tatvpr_vector_unit", "instance": "tatvpr_vector_0",
+     "project": "hls_vector", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp"],
+     "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
+)
 BD_NAME = "tatvpr_bd"
 
 # Backbone widths (embed dim; the MLP is 4x) for sizing the on-chip buffers from a run config.
@@ -100,6 +110,9 @@ class DesignPoint:
     k_max: int | None = None          # buffers.k_max (None = what weights_kb holds)
     activations_kb: float = 768.0
     outputs_kb: float = 768.0
+    vector_lanes: int = 16            # vector_unit.lanes
+    int8_rows: int = 16               # int8_unit.rows x cols
+    int8_cols: int = 16
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -119,7 +132,8 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
     return DesignPoint(pe=c.pe, simd=c.simd, clock_mhz=float(s.clock_mhz), weight_format=fmt, source=source,
                        banks=c.banks, ports=c.ports, double_buffering=bool(s.double_buffering),
                        weights_kb=float(b.weights_kb), k_max=b.k_max, activations_kb=float(b.activations_kb),
-                       outputs_kb=float(b.outputs_kb))
+                       outputs_kb=float(b.outputs_kb), vector_lanes=int(s.vector_unit.lanes),
+                       int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -349,6 +363,11 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
         "s_axi_port": S_AXI_PORT, "m_axi_ports": list(M_AXI_PORTS), "bd_name": BD_NAME,
         "overlay_name": OVERLAY_NAME, "jobs": int(jobs), "project_dir_name": out.name,
         "pynq_image": board.pynq_image, "weight_format": point.weight_format,
+        "units": [{**u, "defines": f"-DTATVPR_VLANES={point.vector_lanes} -DTATVPR_I8_ROWS={point.int8_rows} "
+                                   f"-DTATVPR_I8_COLS={point.int8_cols}"} for u in UNIT_IPS],
+        "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
+        "ddr_masters": [f"{IP_INSTANCE}/{p}" for p in M_AXI_PORTS]
+                       + [f"{u['instance']}/{p}" for u in UNIT_IPS for p in u["m_axi_ports"]],
     }
     write_text(out / "vitis_hls.tcl", render("vitis_hls.tcl.j2", params))
     write_text(out / "vivado.tcl", render("vivado.tcl.j2", params))
@@ -387,6 +406,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
 
     manifest = {
         "board": board.id, "part": board.part, "ps": board.ps, "ip": f"{IP_VENDOR}:{IP_LIBRARY}:{IP_NAME}:{IP_VERSION}",
+        "unit_ips": {u["unit"]: f"{IP_VENDOR}:{IP_LIBRARY}:{u['ip_name']}:{IP_VERSION}" for u in UNIT_IPS},
         "design_point": asdict(point), "kernel": asdict(kp), "layers": {"kmax": kmax, "mmax": mmax},
         "onchip_bits": mem,
         "board_onchip_bits": avail, "ports": {"s_axilite": S_AXI_PORT, "m_axi": list(M_AXI_PORTS)},

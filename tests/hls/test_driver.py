@@ -431,7 +431,7 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
     deploy = tmp_path / "p" / "deploy"
     # the VLNV the driver binds is the one the Tcl exports the IP under and instantiates
     tcl = (tmp_path / "p" / "vitis_hls.tcl").read_text()
-    opts = dict(re.findall(r"-(vendor|library|version|ipname) (\S+)", tcl.split("config_export", 1)[1].splitlines()[0]))
+    opts = dict(re.findall(r"-(vendor|library|version|ipname) (\S+)", tcl.split("set_top tatvpr_ternary_gemm", 1)[1].split("config_export", 1)[1].splitlines()[0]))
     assert f"{opts['vendor']}:{opts['library']}:{opts['ipname']}:{opts['version']}" == IP_VLNV
     assert f"create_bd_cell -type ip -vlnv {IP_VLNV} tatvpr_gemm_0" in (tmp_path / "p" / "vivado.tcl").read_text()
     blocked = ("sim", "torch", "tatvpr_hw", "brevitas_models")

@@ -1,0 +1,70 @@
+// HLS top functions of the int8 unit and the vector unit (one IP each) for the board project of
+// `tatvpr export bitstream`: AXI4 masters for the DDR arrays, AXI4-Lite for the scalars and
+// ap_ctrl. The kernels are the C-simulated ones (tatvpr_int8.cpp, tatvpr_vector.cpp), unchanged.
+// Generated into vitis_hls.tcl; not synthesised in this repository (no Vitis HLS here).
+// extern "C": unmangled names, so the host tests call them through ctypes (Vitis HLS accepts C-linkage tops).
+#include "tatvpr_int8.h"
+#include "tatvpr_vector.h"
+
+// The int8 unit: patch embedding, QK^T, AV (tatvpr_int8_gemm). The host passes a zero bias
+// array when the op has none (an AXI pointer cannot be null on the fabric).
+extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t *bias, int32_t *out32, int8_t *out8,
+                     int16_t *out16, int batch, int m, int k, int n, int mode, long long mult, int shift) {
+#pragma HLS INTERFACE m_axi port = a offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = b offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = bias offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = out32 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = out8 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = out16 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE s_axilite port = batch
+#pragma HLS INTERFACE s_axilite port = m
+#pragma HLS INTERFACE s_axilite port = k
+#pragma HLS INTERFACE s_axilite port = n
+#pragma HLS INTERFACE s_axilite port = mode
+#pragma HLS INTERFACE s_axilite port = mult
+#pragma HLS INTERFACE s_axilite port = shift
+#pragma HLS INTERFACE s_axilite port = return
+    tatvpr_int8_gemm(a, b, bias, out32, out8, out16, batch, m, k, n, mode, (int64_t)mult, shift);
+}
+
+enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V_ADD = 4 };
+
+// The vector unit: one IP, the op selected by `op` (the C-sim testbench's numbering).
+//   layernorm: x16[t*d], gain64/bias64[d], eps_q -> y8[t*d]
+//   softmax:   s32[rows*n], row_max32[rows] (the int8 unit's per-row comparator; the host passes
+//              it until that comparator is in the int8 IP), mult, shift -> p8[rows*n]
+//   gelu:      x8[n], table8[256] -> y8[n]
+//   add:       x16[t*d], x8[t*d] (the ternary IP's output), mult32/shift32[d] -> out16[t*d]
+extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, const int32_t *s32, const int32_t *row_max32,
+                       const int64_t *gain64, const int64_t *bias64, const int32_t *mult32, const int32_t *shift32,
+                       const int8_t *table8, int8_t *y8, uint8_t *p8, int16_t *out16, int t, int d, long long mult,
+                       int shift, long long eps_q) {
+#pragma HLS INTERFACE m_axi port = x16 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = x8 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = s32 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = row_max32 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = gain64 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = bias64 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = mult32 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = shift32 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = table8 offset = slave bundle = gmem_in
+#pragma HLS INTERFACE m_axi port = y8 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = p8 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = out16 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE s_axilite port = op
+#pragma HLS INTERFACE s_axilite port = t
+#pragma HLS INTERFACE s_axilite port = d
+#pragma HLS INTERFACE s_axilite port = mult
+#pragma HLS INTERFACE s_axilite port = shift
+#pragma HLS INTERFACE s_axilite port = eps_q
+#pragma HLS INTERFACE s_axilite port = return
+    if (op == TATVPR_V_LAYERNORM) {
+        tatvpr_layernorm(x16, y8, t, d, gain64, bias64, (int64_t)eps_q);
+    } else if (op == TATVPR_V_SOFTMAX) {
+        tatvpr_softmax(s32, row_max32, p8, t, d, (int64_t)mult, shift);  // t rows of d scores
+    } else if (op == TATVPR_V_GELU) {
+        tatvpr_gelu(x8, y8, t * d, table8);
+    } else if (op == TATVPR_V_ADD) {
+        tatvpr_residual_add(x16, x8, out16, t, d, mult32, shift32);
+    }
+}
