@@ -37,6 +37,9 @@ Fields, with units (see docs/simulator.md for what each changes):
   ``efficiency`` (fraction of peak sustained by the DMA); ``latency_ns`` paid once per
   ternary layer before its first weight transfer.
 - ``double_buffering``: overlap fold f's compute with fold f+1's weight transfer.
+- ``schedule``: ``overlap`` ``none`` (default: ops one after another) or ``pipelined`` (row-local
+  ops pipelined across the units by tiles of ``tile_tokens`` tokens, attention by head;
+  docs/engine.md section 5a, :mod:`sim.schedule`); ``max_tokens`` sizes the pipeline's buffers.
 """
 
 from __future__ import annotations
@@ -208,6 +211,19 @@ class DramSpec(_Strict):
     latency_ns: float = Field(0.0, ge=0, le=1e6, description="paid once per ternary layer")
 
 
+class ScheduleSpec(_Strict):
+    """docs/engine.md section 5a: overlap between the ternary array, the int8 unit and the vector unit."""
+
+    overlap: Literal["none", "pipelined"] = Field("none", description="none = ops in sequence; pipelined = "
+                                                  "row ops by token tiles, attention by head")
+    tile_tokens: int = Field(16, ge=1, le=4096, description="tokens per pipeline tile (row segments)")
+    max_tokens: int = Field(257, ge=1, le=1 << 16, description="largest token count the pipeline buffers "
+                            "are built for (sizes the per-head score buffer)")
+    max_head_dim: int = Field(64, ge=1, le=4096, description="largest attention head dim the pipeline "
+                              "buffers are built for (sizes the per-head Q/K/V buffer)")
+    buffer_memory: Literal["bram", "uram"] = Field("uram", description="memory of the pipeline buffers")
+
+
 class ArchSpec(_Strict):
     name: str
     board: str = Field("kv260", description="board name in sim/boards/ or a path")
@@ -220,6 +236,7 @@ class ArchSpec(_Strict):
     vector_unit: VectorUnitSpec = Field(default_factory=VectorUnitSpec)
     buffers: BufferSpec = Field(default_factory=BufferSpec)
     dram: DramSpec = Field(default_factory=DramSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     description: str = ""
 
 

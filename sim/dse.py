@@ -89,6 +89,10 @@ AXIS_ALIASES: dict[str, str] = {
     "weight_format": "compute.weight_format",
     "skip_mode": "compute.skip_mode",
     "board": "board",
+    "int8_rows": "int8_unit.rows",
+    "int8_cols": "int8_unit.cols",
+    "overlap": "schedule.overlap",
+    "tile_tokens": "schedule.tile_tokens",
 }
 # Columns of the table that best_point.json always names (the exporters' knobs).
 POINT_KNOBS = ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board")

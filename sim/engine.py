@@ -339,10 +339,16 @@ def weight_bank_max(op, banks: int) -> np.ndarray:
     return np.bitwise_count(wb).sum(axis=0, dtype=np.int64).max(axis=0)
 
 
-def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
+def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | None = None,
+                  output_piped: bool = False) -> LayerTiming:
     """Cycles and action counts of a :class:`sim.trace.TernaryLinearOp` on ``arch``
     (docs/engine.md sections 3 and 4; ``compute.mode: systolic`` goes to :func:`systolic_layer`).
-    ``input_in_dram``: the previous op spilled its output, so this layer's input is tiled from DRAM."""
+    ``input_in_dram``: the previous op spilled its output, so this layer's input is tiled from DRAM.
+    ``token_tile``: the ``pipelined`` schedule (docs/engine.md section 5a): the input arrives from the
+    previous unit in on-chip tiles of that many tokens and the layer runs ``token_outer`` over them
+    (every fold's weights reloaded per tile when ``N_f > 1``). ``output_piped``: the output goes tile by
+    tile (or head by head) to the next unit through the pipeline buffers, not into the output buffer
+    (never spills)."""
     c = arch.spec.compute
     if c.mode == "systolic":
         return systolic_layer(op, arch, input_in_dram=input_in_dram)
@@ -386,9 +392,13 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
     act_bytes = act_buffer_bytes(m, k)
     resident, m_t = token_blocks(m, k, arch.spec.buffers.activations_kb, arch.spec.double_buffering,
                                  input_in_dram=input_in_dram, name=op.name, source=arch.source)
+    if token_tile is not None and not input_in_dram:
+        resident, m_t = True, min(m, token_tile)
     t = -(-m // m_t)
     fold_bytes = weight_fold_bytes(pe, k, fmt)
     order = choose_loop_order(arch.spec.buffers.loop_order, n_f, t, resident, fold_bytes, act_bytes)
+    if token_tile is not None and not input_in_dram:
+        order = "token_outer"
     bpc = arch.dram_bytes_per_cycle
     dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
     block_c = np.add.reduceat(tok, np.arange(0, m, m_t), axis=0)  # [T, N_f]
@@ -407,7 +417,7 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:
     sched = scheduler_fill_cycles(mode)
     lat = arch.dram_latency_cycles
     out_bytes = m * n * OUT_BITS // 8
-    spilled, spill = output_spill(out_bytes, arch)
+    spilled, spill = (False, 0) if output_piped else output_spill(out_bytes, arch)
     cycles = layer_cycles(np.array(comp), np.array(xfer), double_buffering=arch.spec.double_buffering,
                           fill=fill, latency=lat) + sched + spill
     pw, pa = _passes(order, n_f, t, resident)
@@ -579,7 +589,7 @@ def int8_weight_tiles(op, arch) -> tuple[list[int], list[int]]:
     return comp, xfer
 
 
-def dense_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
+def dense_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -> OpTiming:
     """An int8-unit op (docs/engine.md section 5); ``readback_bytes``: its input, spilled by the
     previous op, streamed back from DRAM first (not overlapped)."""
     u = arch.spec.int8_unit
@@ -596,7 +606,7 @@ def dense_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
     else:
         cycles = dense_cycles(op.m, op.k, op.n, op.batch, u.rows, u.cols, u.pipeline_cycles)
     out_bytes = op.batch * op.m * op.n * OUT_BITS // 8
-    spilled, spill = output_spill(out_bytes, arch)
+    spilled, spill = (False, 0) if output_piped else output_spill(out_bytes, arch)
     readback = transfer_cycles(readback_bytes, arch.dram_bytes_per_cycle) if readback_bytes else 0
     wbytes = op.batch * op.k * op.n
     counts = {
@@ -625,7 +635,7 @@ def vector_cycles(elements: int, kind: str, arch, row: int = 0) -> int:
     return int(math.ceil(groups * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
 
 
-def vector_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
+def vector_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -> OpTiming:
     """A vector-unit op; its ``elements`` int8 outputs spill when over the output buffer, and an
     input the previous op spilled is streamed back first (docs/engine.md section 4)."""
     v = arch.spec.vector_unit
@@ -636,7 +646,7 @@ def vector_op(op, arch, *, readback_bytes: int = 0) -> OpTiming:
         counts = {"vector_elements": op.elements, "act_buf_read_bits": op.elements * ACT_BITS,
                   "out_buf_write_bits": op.elements * ACT_BITS}
     out_bytes = op.elements * ACT_BITS // 8
-    spilled, spill = output_spill(out_bytes, arch)
+    spilled, spill = (False, 0) if output_piped else output_spill(out_bytes, arch)
     readback = transfer_cycles(readback_bytes, arch.dram_bytes_per_cycle) if readback_bytes else 0
     counts["dram_spill_bits"] = (out_bytes if spilled else 0) * 8 + readback_bytes * 8
     return OpTiming(op.name, cycles + spill + readback, counts, spill_cycles=spill, readback_cycles=readback,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 
 from sim.buffers import k_max, plan_buffers
+from sim.schedule import pipeline_buffers
 
 CLASSES = ("lut", "ff", "dsp", "bram36", "uram")
 
@@ -80,7 +81,7 @@ def estimate_resources(arch) -> dict:
     datapath, buffers`` (``buffers`` = :func:`sim.buffers.plan_buffers`).
     """
     dp = datapath_resources(arch)
-    buffers = plan_buffers(arch)
+    buffers = plan_buffers(arch) + pipeline_buffers(arch)  # the overlap schedule's (sim.schedule)
     bram18 = sum(b["bram18"] for b in buffers)
     bram36 = sum(b["bram36"] - b["bram18"] / 2 for b in buffers)
     used = {"lut": math.ceil(dp["lut"] + sum(b["lut"] for b in buffers)),

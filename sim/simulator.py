@@ -1,8 +1,9 @@
 """``simulate(arch, trace) -> SimResult``: one query's cycles, latency, energy and fit.
 
-Ops run one after another (no overlap between ops): the ternary layers on the MAC array
-(:func:`sim.engine.ternary_layer`), attention matmuls and non-ternary linears on the int8 unit,
-element-wise ops on the vector unit. Every number is modelled, not measured.
+The ternary layers run on the MAC array (:func:`sim.engine.ternary_layer`), attention matmuls
+and non-ternary linears on the int8 unit, element-wise ops on the vector unit; with
+``schedule.overlap: none`` (default) one after another, with ``pipelined`` overlapped as
+:mod:`sim.schedule` states (docs/engine.md section 5a). Every number is modelled, not measured.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from sim.arch import Arch
 from sim.energy import COMPONENTS, energy_pj
 from sim.engine import dense_op, ternary_layer, vector_op
+from sim.errors import SimInputError
 from sim.resources import estimate_resources
+from sim.schedule import op_classes, piped_outputs, query_cycles
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
@@ -51,12 +54,26 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     totals = dict.fromkeys(DRAM_KEYS + ("pairs_dense", "pairs_processed", "dsp_macs", "compute_cycles",
                                         "stall_cycles", "scheduler_fill_cycles"), 0)
     gather_conflict = 0
+    sched = arch.spec.schedule
+    pipelined = sched.overlap == "pipelined"
+    tokens = int(trace.meta.get("tokens") or 0)
+    if pipelined and tokens > sched.max_tokens:
+        raise SimInputError(f"{arch.source}: schedule.max_tokens = {sched.max_tokens} is below the trace's "
+                            f"{tokens} tokens; allowed: schedule.max_tokens >= {tokens} (it sizes the "
+                            f"pipeline's score buffer)")
+    head_dim = int(trace.meta["dim"]) // int(trace.meta["heads"]) if trace.meta.get("dim") and trace.meta.get("heads") else 0
+    if pipelined and head_dim > sched.max_head_dim:
+        raise SimInputError(f"{arch.source}: schedule.max_head_dim = {sched.max_head_dim} is below the trace's head "
+                            f"dim {head_dim}; allowed: schedule.max_head_dim >= {head_dim}")
+    classes = op_classes(trace.ops, tokens) if pipelined else None
+    piped = piped_outputs(trace.ops, tokens) if pipelined else [False] * len(trace.ops)
     prev = None  # the previous op's timing: did its output spill to DRAM?
-    for op in trace.ops:
+    for i, op in enumerate(trace.ops):
         rec = {"name": op.name, "type": op.type}
         spilled_in = bool(prev is not None and prev.output_spilled)
         if isinstance(op, TernaryLinearOp):
-            t = ternary_layer(op, arch, input_in_dram=spilled_in)
+            tile = sched.tile_tokens if pipelined and classes[i] == "row" else None
+            t = ternary_layer(op, arch, input_in_dram=spilled_in, token_tile=tile, output_piped=piped[i])
             cycles, counts, unit = t.cycles, t.counts, "ternary_array"
             rec.update(m=t.m, k=t.k, n=t.n, folds=t.folds, compute_cycles=t.compute_cycles,
                        transfer_cycles=t.transfer_cycles, stall_cycles=t.stall_cycles, fill_cycles=t.fill_cycles,
@@ -71,14 +88,14 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
             gather_conflict += t.conflict_cycles
             energy = energy_pj(counts, arch, cycles)
         elif isinstance(op, DenseOp):
-            t = dense_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0)
+            t = dense_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0, output_piped=piped[i])
             cycles, counts, unit = t.cycles, t.counts, "int8_unit"
             rec.update(m=op.m, k=op.k, n=op.n, batch=op.batch, weights=bool(op.weights),
                        transfer_cycles=t.transfer_cycles, spill_cycles=t.spill_cycles,
                        readback_cycles=t.readback_cycles)
             energy = energy_pj(counts, arch, cycles)
         elif isinstance(op, VectorOp):
-            t = vector_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0)
+            t = vector_op(op, arch, readback_bytes=prev.output_bytes if spilled_in else 0, output_piped=piped[i])
             cycles, counts, unit = t.cycles, t.counts, "vector_unit"
             rec.update(kind=op.kind, elements=op.elements, spill_cycles=t.spill_cycles,
                        readback_cycles=t.readback_cycles)
@@ -95,7 +112,11 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         by_unit[unit] += int(cycles)
         layers.append(rec)
 
-    cycles = sum(r["cycles"] for r in layers)
+    serial_cycles = sum(r["cycles"] for r in layers)
+    if pipelined:
+        cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens)
+    else:
+        cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)
     energy_total_pj = sum(by_comp.values())
     dense_macs = totals["pairs_dense"] + totals["dsp_macs"]
@@ -109,6 +130,10 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "energy_by_component_mj": {k: v * 1e-9 for k, v in by_comp.items()},
         "energy_by_layer_mj": {r["name"]: r["energy_pj_total"] * 1e-9 for r in layers},
         "cycles_by_unit": by_unit,
+        # docs/engine.md section 5a: the sum of the ops' cycles, and what the overlap schedule makes of it
+        "overlap": sched.overlap,
+        "serial_cycles": serial_cycles,
+        "overlap_segments": len(segs) if pipelined else None,
         "cycles_by_layer": {r["name"]: r["cycles"] for r in layers},
         "average_power_w": energy_total_pj * 1e-12 / latency_s,
         "dense_macs": dense_macs,

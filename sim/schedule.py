@@ -1,0 +1,170 @@
+"""Overlap between the three units (docs/engine.md section 5a): ``schedule.overlap``.
+
+``none`` (default): ops run one after another; a query takes the sum of its ops' cycles.
+
+``pipelined``: the query's ops are cut into **segments**; a segment is a chain of stages
+(its ops, in trace order) that its `n` tiles flow through, each stage on its op's unit:
+
+- a *row segment* is a maximal run of row-local ops over the query's `T` tokens (ternary
+  linears and int8-unit ops with weights of `m = T` rows, vector ops other than softmax whose
+  elements are a multiple of `T`), tiled by `schedule.tile_tokens`: `n = ceil(T / tile_tokens)`;
+- an *attention segment* is the qkv projection (a ternary linear directly followed by an int8-unit
+  op without weights; its output columns computed head-major) and the run of int8-unit ops
+  without weights (QK^T, P.V) and softmax ops after it, tiled by head: `n` = the smallest
+  `batch` of its int8-unit ops;
+- any other op (different row count, an op whose input or output spills to DRAM) is a
+  segment of its own with `n = 1`.
+
+Segments run one after another (head h's attention needs every token's K_h and V_h: it starts
+when the qkv folds of head h have finished; the projection after it needs every head; a
+LayerNorm needs its whole token row). An op whose output goes to the next op of its segment
+hands it over tile by tile in the pipeline buffers (:func:`pipeline_buffers`), so it never
+occupies or spills from the output buffer (:func:`piped_outputs`). Inside a segment, stage `i` takes
+`t_i = cycles_i / n` per tile and unit `u` is busy `W_u = sum of t_i over its stages` per tile:
+
+    segment = sum_i t_i + (n - 1) * max_u W_u          (rounded up to whole cycles)
+
+the first tile through every stage (fill and drain) plus one period of the busiest unit per
+further tile. With one unit or `n = 1` this is the sum of the ops' cycles (no gain).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sim.trace import DenseOp, TernaryLinearOp, VectorOp
+
+OVERLAP_MODES = ("none", "pipelined")
+
+
+def _row_local(op, tokens: int) -> bool:
+    if isinstance(op, TernaryLinearOp):
+        return op.m == tokens
+    if isinstance(op, DenseOp):
+        return bool(op.weights) and op.m == tokens and op.batch == 1
+    if isinstance(op, VectorOp):
+        return op.kind != "softmax" and op.elements % tokens == 0
+    return False
+
+
+def _attention(op) -> bool:
+    return (isinstance(op, DenseOp) and not op.weights) or (isinstance(op, VectorOp) and op.kind == "softmax")
+
+
+def op_classes(ops, tokens: int) -> list[str]:
+    """Each op's role under ``pipelined``: ``row``, ``attention`` or ``single`` (module doc).
+
+    A ternary linear directly followed by an int8-unit op without weights whose ``batch`` (heads)
+    divides its ``n`` is the **qkv** projection of that attention: its output columns are computed
+    head-major (the weight rows permuted offline to [Q_h K_h V_h] per head), so head h's Q, K and V
+    are complete after its folds and the projection joins the attention segment as its first stage.
+    """
+    out = []
+    for i, op in enumerate(ops):
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        if (isinstance(op, TernaryLinearOp) and isinstance(nxt, DenseOp) and not nxt.weights
+                and op.n % nxt.batch == 0):
+            out.append("attention")
+        elif _attention(op):
+            out.append("attention")
+        elif tokens and _row_local(op, tokens):
+            out.append("row")
+        else:
+            out.append("single")
+    return out
+
+
+def piped_outputs(ops, tokens: int) -> list[bool]:
+    """Whether op ``i``'s output goes to op ``i + 1`` through the pipeline buffers (both in the same
+    row or attention segment), so it never occupies, or spills from, the output buffer."""
+    classes = op_classes(ops, tokens)
+    out = []
+    for i in range(len(ops)):
+        nxt = i + 1 < len(ops)
+        starts_qkv = nxt and isinstance(ops[i + 1], TernaryLinearOp) and classes[i + 1] == "attention"
+        out.append(bool(nxt and classes[i] != "single" and classes[i] == classes[i + 1] and not starts_qkv))
+    return out
+
+
+def segments(ops, records, tokens: int, tile_tokens: int) -> list[dict]:
+    """Cut the query into segments: ``[{kind, tiles, first, last}]`` (op indices, inclusive).
+
+    ``records[i]`` is op ``i``'s simulator record (``spill_cycles``/``readback_cycles``): an op
+    that moves its input or output through DRAM is a segment of its own. An attention segment
+    starts at its qkv projection (a new segment, even after another attention op).
+    """
+    classes = op_classes(ops, tokens)
+    out: list[dict] = []
+    for i in range(len(ops)):
+        r = records[i]
+        k = "single" if r.get("spill_cycles", 0) or r.get("readback_cycles", 0) else classes[i]
+        starts_qkv = isinstance(ops[i], TernaryLinearOp) and k == "attention"
+        if out and k != "single" and out[-1]["kind"] == k and not starts_qkv:
+            out[-1]["last"] = i
+        else:
+            out.append({"kind": k, "first": i, "last": i})
+    for s in out:
+        if s["kind"] == "row":
+            s["tiles"] = math.ceil(tokens / tile_tokens)
+        elif s["kind"] == "attention":
+            batches = [ops[i].batch for i in range(s["first"], s["last"] + 1) if isinstance(ops[i], DenseOp)]
+            s["tiles"] = min(batches) if batches else 1
+        else:
+            s["tiles"] = 1
+    return out
+
+
+def pipeline_cycles(stages: list[tuple[str, int]], tiles: int) -> int:
+    """``sum_i t_i + (tiles - 1) * max_u W_u`` for ``stages`` = [(unit, cycles)], ``t_i = cycles_i /
+    tiles``, rounded up to whole cycles (module doc)."""
+    if tiles < 1:
+        raise ValueError(f"tiles = {tiles}: must be >= 1")
+    busy: dict[str, int] = {}
+    for unit, c in stages:
+        busy[unit] = busy.get(unit, 0) + c
+    num = sum(busy.values()) + (tiles - 1) * max(busy.values())
+    return -(-num // tiles)
+
+
+def query_cycles(ops, records, tokens: int, tile_tokens: int) -> tuple[int, list[dict]]:
+    """Cycles of a query under ``pipelined`` overlap, and its segments (with their ``cycles``)."""
+    segs = segments(ops, records, tokens, tile_tokens)
+    total = 0
+    for s in segs:
+        stages = [(records[i]["unit"], records[i]["cycles"]) for i in range(s["first"], s["last"] + 1)]
+        s["cycles"] = pipeline_cycles(stages, s["tiles"])
+        s["ops"] = [records[i]["name"] for i in range(s["first"], s["last"] + 1)]
+        total += s["cycles"]
+    return total, segs
+
+
+def pipeline_buffers(arch) -> list[dict]:
+    """The buffers ``pipelined`` adds (docs/engine.md section 5a); none under ``overlap: none``.
+
+    ``pipe_tiles``: the double-buffered token tile at each of the two unit boundaries a row
+    segment crosses (array -> vector unit, vector unit -> array / int8 unit): the producer writes
+    tile j + 1 while the consumer reads tile j; ``tile_tokens`` rows of up to ``K_max`` int8.
+    ``pipe_scores``: three rotating copies of one head's ``max_tokens^2`` int8 scores: QK^T of head h
+    writes one, the softmax of head h - 1 works in place in another, P.V of head h - 2 reads the third.
+    ``pipe_heads``: the qkv projection (head-major) writes head h + 1's Q, K, V (``max_tokens x 3 x
+    max_head_dim`` int8) while the attention reads head h's: two copies.
+    """
+    from sim.buffers import _entry, k_max  # sim.buffers owns the block rule
+
+    s = arch.spec.schedule
+    if s.overlap == "none":
+        return []
+    has_uram = arch.board.resources.uram > 0
+    prefer = s.buffer_memory == "uram"
+    width = 64  # 8 int8 per word
+    return [
+        _entry("pipe_tiles", banks=2, ports=1, replicas=1, halves=2, width=width,
+               depth=math.ceil(s.tile_tokens * k_max(arch) * 8 / width), prefer_uram=prefer,
+               board_has_uram=has_uram),
+        _entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=width,
+               depth=math.ceil(s.max_tokens * s.max_tokens * 8 / width), prefer_uram=prefer,
+               board_has_uram=has_uram),
+        _entry("pipe_heads", banks=1, ports=1, replicas=1, halves=2, width=width,
+               depth=math.ceil(s.max_tokens * 3 * s.max_head_dim * 8 / width), prefer_uram=prefer,
+               board_has_uram=has_uram),
+    ]

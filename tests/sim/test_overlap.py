@@ -1,0 +1,221 @@
+"""The overlap schedule (docs/engine.md section 5a, sim/schedule.py): hand-worked pipelines, the
+segment cut of a ViT block, the bounds every schedule obeys, the buffers it adds, the arch and
+sweep keys. Expected numbers are worked out by hand here (or by the flow-shop recurrence below,
+an independent derivation), never taken from sim.schedule."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.arch import load_arch, with_overrides
+from sim.dse import check_axes, parse_sweep
+from sim.errors import SimInputError
+from sim.resources import estimate_resources
+from sim.schedule import pipeline_cycles, query_cycles, segments
+from sim.simulator import simulate
+from sim.trace import DenseOp, VectorOp, synthetic_vit_trace, ternary_linear_op
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- hand-worked pipelines
+
+def test_row_pipeline_shared_array_by_hand():
+    # proj (array, 400) -> add (vector, 200) -> fc1 (array, 800), 4 token tiles:
+    # t = 100, 50, 200 per tile; the array is busy 100 + 200 = 300 per tile, the vector unit 50.
+    # First tile through all stages 100 + 50 + 200 = 350, then 3 more tiles at the array's 300:
+    # 350 + 3 * 300 = 1250 (in sequence: 1400). A model taking the largest *stage* (200) instead
+    # of the busiest *unit* would say 350 + 600 = 950.
+    assert pipeline_cycles([("ternary_array", 400), ("vector_unit", 200), ("ternary_array", 800)], 4) == 1250
+
+
+def test_attention_per_head_by_hand():
+    # 12 heads: QK^T (int8, 1200) -> softmax (vector, 1800) -> P.V (int8, 1200):
+    # t = 100, 150, 100; int8 busy 200 per head, vector 150: 350 + 11 * 200 = 2550 (in sequence 4200)
+    assert pipeline_cycles([("int8_unit", 1200), ("vector_unit", 1800), ("int8_unit", 1200)], 12) == 2550
+
+
+def test_three_units_and_rounding_by_hand():
+    # ternary 1000, vector 600, int8 200 over 10 tiles: 100 + 60 + 20 + 9 * 100 = 1080
+    assert pipeline_cycles([("ternary_array", 1000), ("vector_unit", 600), ("int8_unit", 200)], 10) == 1080
+    # 10 and 5 cycles over 3 tiles: 10/3 + 5/3 + 2 * 10/3 = 35/3 = 11.67 -> 12 whole cycles
+    assert pipeline_cycles([("ternary_array", 10), ("vector_unit", 5)], 3) == 12
+
+
+def _flow_shop(per_tile: list[int], tiles: int) -> int:
+    """Makespan of identical tiles through stages on distinct units (each finishes tile j after
+    tile j - 1 and after the previous stage's tile j): the classic recurrence, stepped."""
+    done = [0] * len(per_tile)
+    for _ in range(tiles):
+        prev = 0
+        for i, t in enumerate(per_tile):
+            done[i] = max(done[i], prev) + t
+            prev = done[i]
+    return done[-1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_distinct_units_equal_the_flow_shop_recurrence(seed):
+    rng = random.Random(seed)
+    stages = rng.randint(1, 3)
+    tiles = rng.randint(1, 20)
+    per_tile = [rng.randint(1, 50) for _ in range(stages)]
+    units = ["ternary_array", "int8_unit", "vector_unit"][:stages]
+    got = pipeline_cycles([(u, t * tiles) for u, t in zip(units, per_tile)], tiles)
+    assert got == _flow_shop(per_tile, tiles)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_bounds_hold_for_any_chain(seed):
+    # never faster than the busiest unit, never slower than the ops in sequence
+    rng = random.Random(1000 + seed)
+    stages = [(rng.choice(["ternary_array", "int8_unit", "vector_unit"]), rng.randint(1, 10_000))
+              for _ in range(rng.randint(1, 6))]
+    tiles = rng.randint(1, 40)
+    busy: dict[str, int] = {}
+    for u, c in stages:
+        busy[u] = busy.get(u, 0) + c
+    got = pipeline_cycles(stages, tiles)
+    assert max(busy.values()) <= got <= sum(c for _, c in stages)
+    if tiles == 1 or len(busy) == 1:
+        assert got == sum(c for _, c in stages)
+
+
+# ------------------------------------------------------------------------- segments of a query
+
+def _block(t=8, d=16, heads=2):
+    rng = np.random.default_rng(0)
+    lin = lambda name, k, n: ternary_linear_op(name, t, k, n, sparsity=0.5, rng=rng)  # noqa: E731
+    return [VectorOp("norm1", "layernorm", t * d, d), lin("qkv", d, 3 * d),
+            DenseOp("qk", t, d // heads, t, batch=heads), VectorOp("softmax", "softmax", heads * t * t, t),
+            DenseOp("av", t, t, d // heads, batch=heads), lin("proj", d, d), VectorOp("add1", "add", t * d),
+            DenseOp("head", 1, d, 4, weights=True)]
+
+
+def test_block_cut_and_cycles_by_hand():
+    ops = _block()
+    units = ["vector_unit", "ternary_array", "int8_unit", "vector_unit", "int8_unit", "ternary_array",
+             "vector_unit", "int8_unit"]
+    cyc = [40, 300, 100, 60, 100, 200, 40, 7]
+    recs = [{"name": o.name, "unit": u, "cycles": c} for o, u, c in zip(ops, units, cyc)]
+    segs = segments(ops, recs, tokens=8, tile_tokens=4)
+    # norm1 alone (the qkv after it starts the attention), qkv..av by head, proj+add1 by token tile,
+    # the head's linear (1 row, not the 8 tokens) alone
+    assert [(s["kind"], s["first"], s["last"], s["tiles"]) for s in segs] == [
+        ("row", 0, 0, 2), ("attention", 1, 4, 2), ("row", 5, 6, 2), ("single", 7, 7, 1)]
+    total, _ = query_cycles(ops, recs, tokens=8, tile_tokens=4)
+    # norm1: 40 (one stage). attention, 2 heads: qkv 150, qk 50, softmax 30, av 50 per head; array 150,
+    # int8 100, vector 30 -> 280 + 1 * 150 = 430. proj+add1, 2 tiles: 100 + 20 + 1 * 100 = 220. head 7.
+    assert total == 40 + 430 + 220 + 7
+
+
+def test_a_spilling_op_is_its_own_segment():
+    ops = _block()
+    recs = [{"name": o.name, "unit": "vector_unit" if isinstance(o, VectorOp) else "int8_unit", "cycles": 10}
+            for o in ops]
+    recs[6]["readback_cycles"] = 5  # add1 reads proj's spilled output back from DRAM
+    segs = segments(ops, recs, tokens=8, tile_tokens=4)
+    assert [(s["kind"], s["first"], s["last"]) for s in segs][2:4] == [("row", 5, 5), ("single", 6, 6)]
+
+
+# -------------------------------------------------------------------------------- the simulator
+
+@pytest.fixture(scope="module")
+def small():
+    tr = synthetic_vit_trace(depth=2, dim=64, tokens=17, heads=4, sparsity=0.4, patch_size=4)
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    return tr, base
+
+
+def test_none_is_the_sum_and_pipelined_is_bounded(small):
+    tr, base = small
+    none = simulate(base, tr)
+    assert none["overlap"] == "none"
+    assert none["cycles"] == sum(r["cycles"] for r in none.layers) == none["serial_cycles"]
+    pip = simulate(with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4}), tr)
+    busy = pip["cycles_by_unit"]
+    assert max(busy.values()) <= pip["cycles"] < pip["serial_cycles"] == sum(r["cycles"] for r in pip.layers)
+    assert pip["queries_per_s"] > none["queries_per_s"]
+
+
+def test_pipelined_array_reloads_weights_per_tile(small):
+    # row-segment ternary layers run token_outer over tiles: every fold's weights once per tile
+    tr, base = small
+    pip = simulate(with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4}), tr)
+    fc1 = next(r for r in pip.layers if r["name"] == "blocks.0.mlp.fc1")
+    qkv = next(r for r in pip.layers if r["name"] == "blocks.0.attn.qkv")
+    assert fc1["token_blocks"] == 5 and fc1["loop_order"] == "token_outer"  # ceil(17 / 4)
+    # fc1: N = 256 -> 8 folds of PE 32 x K 64 x 2 bits = 512 B each, 5 passes: 20,480 B
+    assert fc1["counts"]["dram_weight_bits"] == 5 * 8 * 512 * 8
+    assert qkv["token_blocks"] == 1  # qkv feeds the attention by head, not by token tile
+
+
+def test_trace_longer_than_max_tokens_is_refused(small):
+    tr, base = small
+    arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.max_tokens": 16})
+    with pytest.raises(SimInputError, match=r"schedule.max_tokens = 16 .*17 tokens"):
+        simulate(arch, tr)
+
+
+# ----------------------------------------------------------------------------- buffers and keys
+
+def test_pipeline_buffers_charged_only_when_pipelined():
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    names = lambda a: {b["name"]: b for b in estimate_resources(a)["buffers"]}  # noqa: E731
+    assert not {"pipe_tiles", "pipe_scores", "pipe_heads"} & set(names(base))
+    arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 16})
+    b = names(arch)
+    # 2 boundaries x 2 halves of 16 tokens x K_max 3072 int8 in 64-bit words: depth 6144
+    assert (b["pipe_tiles"]["memories"], b["pipe_tiles"]["depth"]) == (4, 6144)
+    # 3 rotating copies of 257 x 257 int8 = 66,049 bytes -> 8257 words
+    assert (b["pipe_scores"]["memories"], b["pipe_scores"]["depth"]) == (3, 8257)
+    # 2 copies of one head's Q, K, V: 257 x 3 x 64 int8 = 49,344 bytes -> 6168 words
+    assert (b["pipe_heads"]["memories"], b["pipe_heads"]["depth"]) == (2, 6168)
+    # URAM288 4096 x 72: ceil(6144 / 4096) = 2 per tile memory (8), 3 per score memory (9), 2 per head memory (4)
+    used = estimate_resources(arch)["used"]["uram"] - estimate_resources(base)["used"]["uram"]
+    assert used == 8 + 9 + 4
+
+
+def test_bad_overlap_value_is_named():
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    with pytest.raises(SimInputError, match=r"schedule.overlap.*'none'.*'pipelined'"):
+        with_overrides(base, {"schedule.overlap": "fast"})
+
+
+def test_query_sweep_parses_new_keys():
+    spec = parse_sweep({"arch": "kv260", "axes": {"int8_rows": [16, 32], "int8_cols": [16], "overlap": ["none", "pipelined"],
+                                                  "tile_tokens": [8, 16]}}, base_dir=ROOT / "sim" / "sweeps")
+    assert spec.paths == {"int8_rows": "int8_unit.rows", "int8_cols": "int8_unit.cols",
+                          "overlap": "schedule.overlap", "tile_tokens": "schedule.tile_tokens"}
+    assert spec.grid_size() == 8
+    assert {"int8_unit.rows": 32, "schedule.overlap": "pipelined"}.items() <= {
+        spec.paths[k]: v for k, v in spec.points()[-1].items()}.items()
+    bad = parse_sweep({"arch": "kv260", "axes": {"overlap": ["none", "eager"]}}, base_dir=ROOT / "sim" / "sweeps")
+    with pytest.raises(SimInputError, match=r"axes.overlap value 'eager'"):
+        check_axes(bad)
+
+
+def test_builtin_query_sweeps_load():
+    from sim.dse import load_sweep
+    for name in ("kv260_query.yaml", "zcu104_query.yaml"):
+        spec = load_sweep(ROOT / "sim" / "sweeps" / name)
+        assert spec.grid_size() == 1536
+        assert spec.paths["overlap"] == "schedule.overlap" and spec.paths["int8_rows"] == "int8_unit.rows"
+
+
+def test_piped_outputs_do_not_spill(small):
+    # 1 KiB of output buffer: every op output of the 17 x 64 trace (>= 1,088 B) spills in sequence;
+    # pipelined, only the outputs that leave a segment (norm1 -> qkv, av -> proj, the last add ->
+    # the next norm1... ) still use the buffer
+    tr, base = small
+    tiny = {"buffers.outputs_kb": 1}
+    none = simulate(with_overrides(base, tiny), tr)
+    pip = simulate(with_overrides(base, {**tiny, "schedule.overlap": "pipelined", "schedule.tile_tokens": 4}), tr)
+    spilled = lambda r: {x["name"] for x in r.layers if x["spill_cycles"]}  # noqa: E731
+    assert {"blocks.0.attn.qk", "blocks.0.mlp.fc1", "blocks.0.attn.qkv"} <= spilled(none)
+    assert not {"blocks.0.attn.qk", "blocks.0.attn.softmax", "blocks.0.mlp.fc1", "blocks.0.attn.qkv"} & spilled(pip)
+    assert {"blocks.0.norm1", "blocks.0.attn.av"} <= spilled(pip)
