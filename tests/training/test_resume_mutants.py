@@ -237,3 +237,13 @@ def test_resume_warnings_stay_silent(tiny_cfg):
     silenced = ["dataloader is not resumable", "does not have many workers", "persistent_workers=True",
                 "in eval mode", "exists and is not empty"]
     assert not [str(w.message) for w in caught if any(s in str(w.message) for s in silenced)]
+
+
+def test_fit_stage_defaults_are_a_fresh_run_with_a_progress_bar(tiny_cfg):
+    cfg = _cfg(tiny_cfg)
+    with pytest.raises(Killed):
+        _fit(cfg, callbacks=[KillAt(3)])
+    probe = Probe()
+    sc = cfg.train.teacher.model_copy(update={"max_steps": 3})
+    fit_stage(Toy(), cfg, "teacher", sc, callbacks=[probe])  # resume and progress left at their defaults
+    assert probe.seen["step"] == 0 and probe.seen["trainer"].progress_bar_callback is not None
