@@ -308,3 +308,16 @@ def test_fill_uses_the_configured_adder_tree(make_arch):
     t = ternary_layer(op, arch)
     assert t.fill_cycles == 5
     assert t.cycles == 10 + 1 + 1 + 5  # L + X0 + C0 + fill
+
+
+def test_vector_op_lane_groups_per_row_by_hand(make_arch):
+    from sim.engine import vector_op
+    from sim.trace import VectorOp
+
+    arch = make_arch()
+    # 600 elements in rows of 40 on 16 lanes: a lane group never spans two rows, so each row takes
+    # ceil(40 / 16) = 3 groups: 15 rows x 3 = 45 cycles + pipeline 8 = 53 (38 + 8 = 46 without rows)
+    assert vector_op(VectorOp("ln", "layernorm", 600, row=40), arch).cycles == 53
+    assert vector_op(VectorOp("ln", "layernorm", 600), arch).cycles == 46
+    two = with_overrides(arch, {"vector_unit.cycles_per_element.layernorm": 2.0})
+    assert vector_cycles(600, "layernorm", two, 40) == 45 * 2 + 8
