@@ -38,7 +38,8 @@ def conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     xp = np.zeros((c, h + 2, wd + 2), x.dtype)
     xp[:, 1:-1, 1:-1] = x
     cols = np.stack([xp[:, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=1)  # [C, 9, h, w]
-    return np.einsum("ock,ckhw->ohw", w.reshape(w.shape[0], c, 9), cols) + b[:, None, None]
+    out = w.reshape(w.shape[0], c * 9) @ cols.reshape(c * 9, h * wd)  # BLAS, not einsum's loops
+    return out.reshape(w.shape[0], h, wd) + b[:, None, None]
 
 
 def mha(q_in: np.ndarray, kv_in: np.ndarray, p: dict, pre: str, heads: int) -> np.ndarray:
