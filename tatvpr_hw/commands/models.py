@@ -73,7 +73,7 @@ def prepare_ops_model(cfg, *, checkpoint: Optional[Path] = None, role: str = "st
 
 def config_ops(cfg, sparsities: list[float], *, checkpoint: Optional[Path] = None,
                role: str = "student", batch: int = 2, per_layer: bool = False,
-               progress: bool = False) -> list[dict[str, Any]]:
+               progress: bool = False, authors: bool = False) -> list[dict[str, Any]]:
     """MACs per query of the configured model at each sparsity (see brevitas_models.ops)."""
     from tqdm import tqdm
 
@@ -87,6 +87,10 @@ def config_ops(cfg, sparsities: list[float], *, checkpoint: Optional[Path] = Non
         r["model"] = role
         r["img_size"] = int(model.img_size)
         rows.append(r)
+    if authors:
+        from brevitas_models.ops import add_authors_flops
+
+        add_authors_flops(model, images, rows)  # the paper's profiler convention, same model (docs/recipe.md)
     return rows
 
 
@@ -121,10 +125,13 @@ def ops_table(rows: list[dict[str, Any]]):
     from tatvpr_hw.commands.tables import make_table
 
     return make_table(
-        ("sparsity", "GMACs", "dense", "w-skip", "both", "saved", "act dens", "w dens"),
+        ("sparsity", "GMACs", "dense", "w-skip", "both", "saved", "act dens", "w dens")
+        + (("vs s=0", "paper GFLOPs", "paper vs s=0") if "authors_flops" in rows[0] else ()),
         [(f"{r['sparsity']:.2f}", f"{r['gmacs']:.4f}", f"{r['dense_macs'] / 1e9:.4f}",
           f"{r['effective_macs_weight'] / 1e9:.4f}", f"{r['effective_macs_both'] / 1e9:.4f}",
           f"{100 * r['reduction_vs_dense']:.1f}%", f"{r['act_density']:.3f}", f"{r['weight_density']:.3f}")
+         + ((f"{0.0 - 100 * r['reduction_vs_s0']:+.1f}%", f"{r['authors_flops'] / 1e9:.4f}",
+             f"{0.0 - 100 * r['authors_reduction_vs_s0']:+.1f}%") if "authors_flops" in r else ())
          for r in rows], left=0)
 
 
@@ -151,7 +158,9 @@ def format_ops(rows: list[dict[str, Any]]) -> str:
     from tatvpr_hw.commands.tables import render_table
 
     return (f"MACs per query ({rows[0]['model']}, {rows[0]['img_size']} px; GMACs = ternary layers "
-            f"at their real nonzero activations, the rest dense)\n{render_table(ops_table(rows))}")
+            f"at their real nonzero activations, the rest dense; paper GFLOPs = the Sparse-TeTRA "
+            f"convention on the same model: torch.profiler FLOPs of 1 image, addmm/linear x (1 - s), "
+            f"docs/recipe.md)\n{render_table(ops_table(rows))}")
 
 
 def _load(config: Path):
@@ -218,7 +227,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         cfg = _load(config)
         values = parse_sparsities(sparsity) if sparsity is not None else list(cfg.eval.sparsities)
         rows = config_ops(cfg, values, checkpoint=checkpoint, role=model, batch=batch,
-                          per_layer=per_layer, progress=not as_json)
+                          per_layer=per_layer, progress=not as_json, authors=True)
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
