@@ -16,7 +16,22 @@ import numpy as np
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.hlsflow.paths import driver_package
 
-SUPPORTED_HEADS = ("boq", "cls")
+SUPPORTED_HEADS = ("boq", "cls", "mixvpr")
+
+
+def _refuse_ternary(head) -> None:
+    for name, mod in head.named_modules():
+        if hasattr(mod, "ternary_weight"):
+            raise UserError(f"head.{name} is ternary (model.ternary.head: true): the numpy head needs the float head")
+
+
+def _one_eps(head, name: str) -> float:
+    import torch
+
+    eps = {float(m.eps) for m in head.modules() if isinstance(m, torch.nn.LayerNorm)}
+    if len(eps) != 1:
+        raise UserError(f"{name} head: LayerNorm eps values differ ({sorted(eps)}); the numpy head takes one")
+    return eps.pop()
 
 
 def export_head(model, grid_hw: tuple[int, int]) -> dict:
@@ -25,28 +40,29 @@ def export_head(model, grid_hw: tuple[int, int]) -> dict:
 
     from brevitas_models.heads.boq import BoQHead
     from brevitas_models.heads.cls import CLSHead
+    from brevitas_models.heads.mixvpr import MixVPRHead
 
     head = model.head
     common = {"num_prefix_tokens": np.array(int(model.backbone.num_prefix_tokens)),
               "grid_hw": np.array([int(grid_hw[0]), int(grid_hw[1])])}
     if isinstance(head, CLSHead):
         return {"kind": np.array("cls"), **common}
+    if isinstance(head, MixVPRHead):
+        _refuse_ternary(head)
+        out = {k: v.detach().double().cpu().numpy() for k, v in head.state_dict().items()}
+        return {**out, "kind": np.array("mixvpr"), "mix_depth": np.array(len(head.mix)),
+                "ln_eps": np.array(_one_eps(head, "MixVPR")), **common}
     if not isinstance(head, BoQHead):
         raise UserError(f"model.head: the board runtime implements {', '.join(SUPPORTED_HEADS)} in numpy, "
                         f"not {type(head).__name__}")
-    for name, mod in head.named_modules():
-        if hasattr(mod, "ternary_weight"):
-            raise UserError(f"head.{name} is ternary (model.ternary.head: true): the numpy head needs the float head")
-    eps = {float(m.eps) for m in head.modules() if isinstance(m, torch.nn.LayerNorm)}
-    if len(eps) != 1:
-        raise UserError(f"BoQ head: LayerNorm eps values differ ({sorted(eps)}); the numpy head takes one")
+    _refuse_ternary(head)
     blk = head.boqs[0]
     enc = blk.encoder
     if enc.norm_first or getattr(enc, "activation_relu_or_gelu", 1) != 1:
         raise UserError("BoQ head: the numpy head implements the post-norm ReLU TransformerEncoderLayer only")
     out = {k: v.detach().double().cpu().numpy() for k, v in head.state_dict().items()}
     out.update(kind=np.array("boq"), num_layers=np.array(len(head.boqs)),
-               num_heads=np.array(int(blk.cross_attn.num_heads)), ln_eps=np.array(eps.pop()), **common)
+               num_heads=np.array(int(blk.cross_attn.num_heads)), ln_eps=np.array(_one_eps(head, "BoQ")), **common)
     return out
 
 

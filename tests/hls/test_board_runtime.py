@@ -240,3 +240,39 @@ def test_runtime_runs_with_numpy_alone(bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert np.array_equal(np.load(bundle.dir / "d.npy"), rec.describe(img))
+
+
+def test_numpy_mixvpr_equals_pytorch_mixvpr():
+    import torch
+
+    from brevitas_models.heads.mixvpr import MixVPRHead
+    from tatvpr_hw.board_export import export_head
+
+    torch.manual_seed(3)
+    grid = (3, 4)
+    head = MixVPRHead(in_dim=24, grid_hw=grid, out_channels=10, mix_depth=2, mlp_ratio=1.5, out_rows=3).eval()
+    with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.normal_(1.0, 0.3)
+                m.bias.normal_(0.0, 0.3)
+    p = export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), grid)
+    tokens = torch.randn(2, 1 + 12, 24, dtype=torch.float64)
+    with torch.no_grad():
+        ref = head.double()(tokens, grid, 1).numpy()
+    got = np.stack([nh.head_descriptor(t, p) for t in tokens.numpy()])
+    assert got.shape == (2, 30)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_export_refuses_the_salad_head_by_name():
+    import torch
+
+    from brevitas_models.heads import create_head
+    from tatvpr_hw.board_export import export_head
+    from tatvpr_hw.errors import UserError
+
+    torch.manual_seed(0)
+    head = create_head("salad", "tiny", in_dim=24, grid_hw=(2, 2))
+    with pytest.raises(UserError, match="implements boq, cls, mixvpr in numpy, not SALADHead"):
+        export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), (2, 2))

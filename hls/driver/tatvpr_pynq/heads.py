@@ -3,7 +3,8 @@
 The head is not on the fabric: it runs in float64 numpy on the ARM cores after the integer trunk
 (issue 15 item 5). Each head is a plain dict of float arrays loaded from ``head.npz``
 (``allow_pickle=False``), written by ``tatvpr_hw.board_export`` from the float student's PyTorch
-head, and computes what that head computes (``brevitas_models/heads``): BoQ and CLS.
+head, and computes what that head computes (``brevitas_models/heads``): BoQ, CLS and MixVPR
+(SALAD is not ported).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-HEAD_KINDS = ("boq", "cls")
+HEAD_KINDS = ("boq", "cls", "mixvpr")
 
 
 class HeadError(ValueError):
@@ -89,7 +90,20 @@ def cls(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
     return prefix[0]
 
 
-_AGG = {"boq": boq, "cls": cls}
+def mixvpr(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
+    """MixVPR: feature mixers over the h*w axis, channel projection, row projection."""
+    eps = float(p["ln_eps"])
+    x = patches.reshape(patches.shape[0], -1)                                  # [C, hw]
+    for i in range(int(p["mix_depth"])):
+        pre = f"mix.{i}.mix."
+        f = layer_norm(x, p[pre + "0.weight"], p[pre + "0.bias"], eps)
+        f = np.maximum(f @ p[pre + "1.weight"].T + p[pre + "1.bias"], 0.0)
+        x = x + f @ p[pre + "3.weight"].T + p[pre + "3.bias"]
+    x = x.T @ p["channel_proj.weight"].T + p["channel_proj.bias"]             # [hw, out_c]
+    return (x.T @ p["row_proj.weight"].T + p["row_proj.bias"]).reshape(-1)    # [out_c * out_rows]
+
+
+_AGG = {"boq": boq, "cls": cls, "mixvpr": mixvpr}
 
 
 def head_descriptor(tokens: np.ndarray, head: dict) -> np.ndarray:
