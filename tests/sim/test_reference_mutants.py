@@ -129,3 +129,10 @@ def test_schedule_chunks_lane_wiring_by_hand():
     # 4 banks (one lane each): channels 1 and 5 share bank 1 -> two chunks on lane 1
     assert schedule_chunks([1, 5, 2], 4, 4, 1) == [{1: 1, 2: 2}, {1: 5}]
     assert schedule_chunks([], 4, 2, 1) == [{}]  # no work still costs one chunk
+
+
+def test_reference_dense_spill_of_a_partial_beat():
+    # [9, 1] x [1, 9] on a 16 x 16 grid, D = 16: 1 tile x 1 cycle + pipeline 4; 81 output bytes over
+    # a 64-byte buffer: 5 full beats of 16 and one more for the last byte -> 6 cycles
+    r = reference_dense(9, 1, 9, 1, 16, 16, 4, dram_bytes_per_cycle=16.0, out_buffer_bytes=64)
+    assert r["cycles"] == 1 + 4 + 6
