@@ -110,3 +110,24 @@ def test_restores_state_and_is_deterministic():
     assert not torch.equal(seeded_images(2, 28, 5), seeded_images(2, 28, 6))
     assert a["sparsity"] == 0.5
     assert a["effective_macs"] <= 10 * (kept_count(16, 0.5) * 16 + kept_count(16, 0.5) * 8)
+
+
+def test_tatvpr_ops_prints_the_project_count_and_the_authors_convention(capsys):
+    import json
+
+    from tatvpr_hw.cli import main
+
+    assert main(["ops", "--config", "configs/tiny.yaml", "--sparsity", "0,0.4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    r0, r4 = rows
+    # the profiler's addmm FLOPs do not depend on s (the rule scales them afterwards)
+    assert r4["authors_flops_addmm"] == r0["authors_flops_addmm"] > 0
+    assert r4["authors_flops"] == pytest.approx(0.6 * r4["authors_flops_addmm"] + r4["authors_flops_other"])
+    assert r0["authors_reduction_vs_s0"] == 0.0 and r0["reduction_vs_s0"] == 0.0
+    assert r4["authors_reduction_vs_s0"] == pytest.approx(1 - r4["authors_flops"] / r0["authors_flops"])
+    assert r4["reduction_vs_s0"] == pytest.approx(1 - r4["effective_macs"] / r0["effective_macs"])
+    # FLOPs are 2 per MAC: the dense addmm FLOPs are at least twice the ternary dense MACs
+    assert r0["authors_flops_addmm"] >= 2 * r0["ternary_dense_macs"]
+    assert main(["ops", "--config", "configs/tiny.yaml", "--sparsity", "0.4"]) == 0
+    out = capsys.readouterr().out
+    assert "paper GFLOPs" in out and "paper vs s=0" in out
