@@ -321,3 +321,22 @@ def test_vector_op_lane_groups_per_row_by_hand(make_arch):
     assert vector_op(VectorOp("ln", "layernorm", 600), arch).cycles == 46
     two = with_overrides(arch, {"vector_unit.cycles_per_element.layernorm": 2.0})
     assert vector_cycles(600, "layernorm", two, 40) == 45 * 2 + 8
+
+
+def test_layer_cycles_and_output_spill_by_hand(make_arch):
+    from sim.engine import layer_cycles, output_spill
+
+    # latency defaults to 0: X0 + max(C0, X1) + max(C1, 0) + fill = 2 + 5 + 0 + 4
+    assert layer_cycles([3, 0], [2, 5], double_buffering=True, fill=4) == 11
+    assert layer_cycles([3, 0], [2, 5], double_buffering=False, fill=4) == 2 + 5 + 3 + 0 + 4
+    # 20 output bytes: a 20-byte buffer holds them; 19.99 bytes do not: ceil(20 / 4) = 5 cycles
+    arch = _arch(make_arch, out_kb=20 / 1024)
+    assert output_spill(20, arch) == (False, 0)
+    assert output_spill(20, _arch(make_arch, out_kb=19.99 / 1024)) == (True, 5)
+
+
+def test_act_mode_charges_the_scheduler_cycle(make_arch):
+    # docs/engine.md section 4: S = 1 in act (the bank scheduler's token register), 0 otherwise
+    op = _op(np.ones((1, 4)), np.ones((1, 4)))
+    assert ternary_layer(op, _arch(make_arch, banks=4, pe=1, simd=4, mode="act")).scheduler_fill_cycles == 1
+    assert ternary_layer(op, _arch(make_arch, banks=4, pe=1, simd=4, mode="none")).scheduler_fill_cycles == 0
