@@ -16,9 +16,18 @@ Setup used for docs/export.md (throwaway, outside the project's venv):
     # FINN main (39f0c9a) src/ and the qonnx commit it pins (fd61cfe, fetch-repos.sh) src/
     # pyverilator is only imported by FINN's rtlsim code: a stub package whose names raise
     PYTHONPATH=<stubs>:<qonnx>/src:<finn>/src /tmp/finnvenv/bin/python \
-        benchmarks/finn_lowering_check.py <folder written by tatvpr export finn>
+        benchmarks/finn_lowering_check.py <folder written by tatvpr export finn> [--cppsim]
+
+``--cppsim`` then runs FINN's folded_hls_cppsim verification as its builder does
+(MinimizeWeightBitWidth, MinimizeAccumulatorWidth, PrepareCppSim, CompileCppSim, exec mode
+cppsim) and times the g++ compile. It needs FINN_ROOT with src/, custom_hls/, deps/finn-hlslib
+(16e5847, the commit FINN main pins) and deps/cnpy (4e8810b), and HLS_PATH/include with the
+ap_types headers; without Vitis, AP_TYPES=<hls4ml>/templates/vivado/ap_types makes a HLS_PATH
+from hls4ml's copy plus a minimal stand-in of Vitis' ap_axi_sdata.h (finn-hlslib's
+streamtools.h includes it; the MVAU does not use those structs).
 """
 import sys, json, time
+from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
@@ -33,6 +42,21 @@ from finn.transformation.streamline import Streamline
 import finn.transformation.fpgadataflow.convert_to_hw_layers as to_hw
 import finn.transformation.streamline.absorb as absorb
 from qonnx.custom_op.registry import getCustomOp
+
+AXI_STANDIN = """// minimal stand-in for Vitis' ap_axi_sdata.h (AXI stream structs), cppsim only
+#pragma once
+#include "ap_int.h"
+template <int D, int U, int TI, int TD> struct ap_axiu {
+  ap_uint<D> data; ap_uint<(D + 7) / 8> keep; ap_uint<(D + 7) / 8> strb; ap_uint<U> user;
+  ap_uint<1> last; ap_uint<TI> id; ap_uint<TD> dest; };
+template <int D, int U, int TI, int TD> struct ap_axis {
+  ap_int<D> data; ap_uint<(D + 7) / 8> keep; ap_uint<(D + 7) / 8> strb; ap_uint<U> user;
+  ap_uint<1> last; ap_uint<TI> id; ap_uint<TD> dest; };
+template <int D, int U, int TI, int TD> struct qdma_axis {
+  ap_uint<D> data; ap_uint<(D + 7) / 8> keep; ap_uint<1> last;
+  ap_uint<D> get_data() const { return data; } void set_data(ap_uint<D> d) { data = d; }
+  void set_keep(ap_uint<(D + 7) / 8> k) { keep = k; } void set_last(ap_uint<1> l) { last = l; } };
+"""
 
 folder = sys.argv[1]
 cfg = json.load(open(f"{folder}/dataflow_build_config.json"))
@@ -82,3 +106,32 @@ for n in m.graph.node:
 fc = json.load(open(f"{folder}/folding_config.json"))
 names = {n.name for n in m.graph.node}
 print("folding config nodes present:", {k: k in names for k in fc if k != "Defaults"})
+
+if "--cppsim" in sys.argv:
+    import os
+    import shutil
+    import tempfile
+
+    if "HLS_PATH" not in os.environ:
+        inc = Path(tempfile.mkdtemp(prefix="hls_path_")) / "include"
+        shutil.copytree(os.environ["AP_TYPES"], inc)
+        (inc / "ap_axi_sdata.h").write_text(AXI_STANDIN)
+        os.environ["HLS_PATH"] = str(inc.parent)
+    os.environ.setdefault("FINN_BUILD_DIR", tempfile.mkdtemp(prefix="finn_build_"))
+    from finn.transformation.fpgadataflow.compile_cppsim import CompileCppSim
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
+    from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
+
+    m = m.transform(MinimizeWeightBitWidth()).transform(MinimizeAccumulatorWidth())
+    t = time.time()
+    m = m.transform(PrepareCppSim(num_workers=1))
+    print(f"PrepareCppSim {time.time() - t:.1f} s")
+    t = time.time()
+    m = m.transform(CompileCppSim(num_workers=1))
+    print(f"CompileCppSim {time.time() - t:.1f} s")
+    m = m.transform(SetExecMode("cppsim"))
+    t = time.time()
+    check(m, "folded_hls_cppsim")
+    print(f"cppsim run {time.time() - t:.1f} s")
