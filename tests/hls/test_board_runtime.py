@@ -83,7 +83,10 @@ def test_preprocess_equals_the_evaluation_transform():
         rt.preprocess(np.zeros((3, 14, 14), np.float32), 28)
 
 
-def test_top_n_numpy_order_by_hand():
+@pytest.mark.parametrize("engine", ["numpy", "faiss if installed"])
+def test_top_n_order_by_hand(monkeypatch, engine):
+    if engine == "numpy":
+        monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError: the argpartition path
     db = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
     q = np.array([[0.8, 0.6]])
     # inner products: 0.8, 0.6, 0.96, -0.8 -> order 2, 0, 1
