@@ -16,7 +16,7 @@ import numpy as np
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.hlsflow.paths import driver_package
 
-SUPPORTED_HEADS = ("boq", "cls", "mixvpr")
+SUPPORTED_HEADS = ("boq", "cls", "mixvpr", "salad")
 
 
 def _refuse_ternary(head) -> None:
@@ -41,6 +41,7 @@ def export_head(model, grid_hw: tuple[int, int]) -> dict:
     from brevitas_models.heads.boq import BoQHead
     from brevitas_models.heads.cls import CLSHead
     from brevitas_models.heads.mixvpr import MixVPRHead
+    from brevitas_models.heads.salad import SALADHead
 
     head = model.head
     common = {"num_prefix_tokens": np.array(int(model.backbone.num_prefix_tokens)),
@@ -52,6 +53,10 @@ def export_head(model, grid_hw: tuple[int, int]) -> dict:
         out = {k: v.detach().double().cpu().numpy() for k, v in head.state_dict().items()}
         return {**out, "kind": np.array("mixvpr"), "mix_depth": np.array(len(head.mix)),
                 "ln_eps": np.array(_one_eps(head, "MixVPR")), **common}
+    if isinstance(head, SALADHead):
+        _refuse_ternary(head)
+        out = {k: v.detach().double().cpu().numpy() for k, v in head.state_dict().items()}
+        return {**out, "kind": np.array("salad"), "sinkhorn_iters": np.array(int(head.sinkhorn_iters)), **common}
     if not isinstance(head, BoQHead):
         raise UserError(f"model.head: the board runtime implements {', '.join(SUPPORTED_HEADS)} in numpy, "
                         f"not {type(head).__name__}")

@@ -268,14 +268,33 @@ def test_numpy_mixvpr_equals_pytorch_mixvpr():
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-def test_export_refuses_the_salad_head_by_name():
+@pytest.mark.parametrize("grid", [(3, 4), (2, 2)])  # 12 tokens > 8 clusters; 4 = 4 clusters (empty dustbin)
+def test_numpy_salad_equals_pytorch_salad(grid):
     import torch
 
-    from brevitas_models.heads import create_head
+    from brevitas_models.heads.salad import SALADHead
+    from tatvpr_hw.board_export import export_head
+
+    torch.manual_seed(4)
+    m = 8 if grid == (3, 4) else 4
+    head = SALADHead(in_dim=24, num_clusters=m, cluster_dim=5, token_dim=7, hidden_dim=16, dropout=0.2,
+                     sinkhorn_iters=3).eval()
+    p = export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), grid)
+    n = grid[0] * grid[1]
+    tokens = torch.randn(2, 1 + n, 24, dtype=torch.float64)
+    with torch.no_grad():
+        ref = head.double()(tokens, grid, 1).numpy()
+    got = np.stack([nh.head_descriptor(t, p) for t in tokens.numpy()])
+    assert got.shape == (2, m * 5 + 7)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_export_refuses_a_ternary_head():
+    from brevitas_models.heads.boq import BoQHead
     from tatvpr_hw.board_export import export_head
     from tatvpr_hw.errors import UserError
 
-    torch.manual_seed(0)
-    head = create_head("salad", "tiny", in_dim=24, grid_hw=(2, 2))
-    with pytest.raises(UserError, match="implements boq, cls, mixvpr in numpy, not SALADHead"):
-        export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), (2, 2))
+    head = BoQHead(in_dim=8, proj_channels=8, num_queries=2, num_layers=1, row_dim=2)
+    head.fc.ternary_weight = lambda: None  # what a Brevitas ternary layer (model.ternary.head: true) has
+    with pytest.raises(UserError, match="head.fc is ternary"):
+        export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), (1, 1))

@@ -3,8 +3,8 @@
 The head is not on the fabric: it runs in float64 numpy on the ARM cores after the integer trunk
 (issue 15 item 5). Each head is a plain dict of float arrays loaded from ``head.npz``
 (``allow_pickle=False``), written by ``tatvpr_hw.board_export`` from the float student's PyTorch
-head, and computes what that head computes (``brevitas_models/heads``): BoQ, CLS and MixVPR
-(SALAD is not ported).
+head, and computes what that head computes (``brevitas_models/heads``): BoQ, CLS, MixVPR and
+SALAD.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-HEAD_KINDS = ("boq", "cls", "mixvpr")
+HEAD_KINDS = ("boq", "cls", "mixvpr", "salad")
 
 
 class HeadError(ValueError):
@@ -103,7 +103,47 @@ def mixvpr(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
     return (x.T @ p["row_proj.weight"].T + p["row_proj.bias"]).reshape(-1)    # [out_c * out_rows]
 
 
-_AGG = {"boq": boq, "cls": cls, "mixvpr": mixvpr}
+def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = a.max(axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        return (m + np.log(np.exp(a - m).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def salad(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
+    """SALAD: 1x1-conv cluster features and scores, log-space Sinkhorn with a dustbin row,
+    per-cluster L2, plus the L2-normalised global token (brevitas_models/heads/salad.py)."""
+    if prefix.shape[0] < 1:
+        raise HeadError("the SALAD head needs a class token (num_prefix_tokens >= 1)")
+    x = patches.reshape(patches.shape[0], -1)                                   # [D, n]
+
+    def conv1(pre, t):
+        w = p[pre + ".weight"]
+        return w.reshape(w.shape[0], -1) @ t + p[pre + ".bias"][:, None]
+
+    f = conv1("cluster_features.3", np.maximum(conv1("cluster_features.0", x), 0.0))   # [l, n]
+    sc = conv1("score.3", np.maximum(conv1("score.0", x), 0.0))                        # [m, n]
+    g = np.maximum(prefix[0] @ p["token_features.0.weight"].T + p["token_features.0.bias"], 0.0)
+    g = g @ p["token_features.2.weight"].T + p["token_features.2.bias"]
+    m, n = sc.shape
+    if n < m:
+        raise HeadError(f"salad: {n} patch tokens are fewer than the {m} clusters")
+    z = np.concatenate([sc, np.full((1, n), float(p["dust_bin"]))], axis=0)
+    log_norm = -math.log(m + n)
+    log_mu = np.full(m + 1, log_norm)
+    log_mu[m] = math.log(n - m) + log_norm if n > m else -np.inf
+    log_nu = np.full(n, log_norm)
+    u, v = np.zeros(m + 1), np.zeros(n)
+    for _ in range(int(p["sinkhorn_iters"])):
+        u = log_mu - _logsumexp(z + v[None, :], 1)
+        v = log_nu - _logsumexp(z + u[:, None], 0)
+    plan = np.exp(z + u[:, None] + v[None, :] - log_norm)[:-1]                  # [m, n]
+    agg = f @ plan.T                                                            # [l, m]
+    agg = agg / np.maximum(np.linalg.norm(agg, axis=0, keepdims=True), 1e-12)
+    return np.concatenate([g / max(float(np.linalg.norm(g)), 1e-12), agg.reshape(-1)])
+
+
+_AGG = {"boq": boq, "cls": cls, "mixvpr": mixvpr, "salad": salad}
 
 
 def head_descriptor(tokens: np.ndarray, head: dict) -> np.ndarray:
