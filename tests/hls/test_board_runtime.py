@@ -59,8 +59,8 @@ def test_head_file_round_trip_and_refusals(tmp_path):
     p = {"kind": np.array("cls"), "num_prefix_tokens": np.array(1), "grid_hw": np.array([1, 1])}
     nh.save_head(tmp_path / "h.npz", p)
     assert str(nh.load_head(tmp_path / "h.npz")["kind"]) == "cls"
-    nh.save_head(tmp_path / "s.npz", {**p, "kind": np.array("salad")})
-    with pytest.raises(nh.HeadError, match="'salad' is not implemented"):
+    nh.save_head(tmp_path / "s.npz", {**p, "kind": np.array("gem")})
+    with pytest.raises(nh.HeadError, match="'gem' is not implemented"):
         nh.load_head(tmp_path / "s.npz")
     with pytest.raises(nh.HeadError, match=r"must be \[1 \+ 1\*1, D\]"):
         nh.head_descriptor(np.zeros((3, 2)), p)
