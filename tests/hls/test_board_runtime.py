@@ -17,7 +17,6 @@ from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
 
 driver_package()
 from tatvpr_pynq import heads as nh  # noqa: E402
-from tatvpr_pynq import integer as iq  # noqa: E402
 from tatvpr_pynq import runtime as rt  # noqa: E402
 
 SPARSITY = 0.4
