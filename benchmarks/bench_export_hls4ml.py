@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import tatvpr_hw.export  # noqa: E402,F401  (environment for TensorFlow, if present)
+import tatvpr_hw.lower  # noqa: E402,F401  (environment for TensorFlow, if present)
 
 TARGET_S = 60.0
 
@@ -34,8 +34,8 @@ def main() -> int:
     from torch import nn
 
     from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
+    from tatvpr_hw.lower.layers import standalone_linear
 
     shapes = [("fc1", 192, 768)] + ([] if args.quick else [("fc2", 768, 192)])
     settings = [("io_parallel", "Latency", 1), ("io_stream", "Latency", 1)]

@@ -1,5 +1,5 @@
 // Testbench (for Verilator) of ternary_tile: loads fold weights and dense tokens from hex files
-// that tatvpr_hw/rtl.py writes, and for every fold streams all tokens as fast as the tile takes
+// that tatvpr_hw/lower/rtl/flow.py writes, and for every fold streams all tokens as fast as the tile takes
 // them (valid/ready), printing every finished token's accumulators and the fold's cycle counts.
 // The chunks are the tile's own (its bank scheduler); nothing here knows the chunk rule.
 //   plusargs: +dir=<folder with weights.hex, tokens.hex>  +nfold=<folds>  +ntok=<tokens>

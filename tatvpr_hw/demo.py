@@ -86,7 +86,7 @@ def step_dse(ctx: FlowContext) -> dict[str, Any]:
 
 
 def step_export(ctx: FlowContext) -> dict[str, Any]:
-    from tatvpr_hw.export.api import export_demo
+    from tatvpr_hw.lower.api import export_demo
 
     res = export_demo(ctx.cfg, _ckpt(ctx, "finetune"), ctx.run_dir,
                       dse_point=ctx.results["dse"]["best_point"])
@@ -94,7 +94,7 @@ def step_export(ctx: FlowContext) -> dict[str, Any]:
 
 
 def step_hls(ctx: FlowContext) -> dict[str, Any]:
-    from tatvpr_hw.hlsflow.demo import hls_demo
+    from tatvpr_hw.lower.hls.demo import hls_demo
 
     traces = _traces(ctx)
     res = hls_demo(ctx.run_dir, _ckpt(ctx, "finetune"), seed=ctx.cfg.seed,
@@ -103,13 +103,13 @@ def step_hls(ctx: FlowContext) -> dict[str, Any]:
 
 
 def step_rtl(ctx: FlowContext) -> dict[str, Any]:
-    from tatvpr_hw.rtl import rtl_demo
+    from tatvpr_hw.lower.rtl.flow import rtl_demo
 
     return rtl_demo(ctx.run_dir, _traces(ctx)[RTL_TRACE_SPARSITY], seed=ctx.cfg.seed)
 
 
 def _query_step(ctx: FlowContext) -> dict[str, Any]:
-    from tatvpr_hw.hlsflow.query_csim import flow_step_query
+    from tatvpr_hw.lower.hls.query_csim import flow_step_query
 
     res = flow_step_query(ctx)
     return {k: v for k, v in res.items() if k != "units"} | {

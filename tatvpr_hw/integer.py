@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls.paths import driver_package
 
 
 def _iq():

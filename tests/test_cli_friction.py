@@ -268,10 +268,3 @@ def test_builtin_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("\n") == 1 and f"unknown config 'tinyy'; built-in: {', '.join(names)}" in err
     code, _, err = run(capsys, "ops", "--config", "tinyy.yaml")          # a path stays a path
     assert code == 2 and "config file not found: tinyy.yaml" in err
-
-
-def test_commands_boards_is_the_same_vocabulary():
-    import tatvpr_hw.boards as low
-    import tatvpr_hw.commands.boards as cli
-
-    assert cli.board_name is low.board_name and cli.TOOL_NAMES is low.TOOL_NAMES

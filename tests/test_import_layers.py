@@ -212,3 +212,44 @@ def test_the_isolation_test_fails_when_the_models_import_a_blocked_package(tmp_p
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     assert f"blocked for this test: {blocked}" in r.stderr
+
+
+# Lowering to hardware lives under one name, ``tatvpr_hw.lower``, one sub-package per route.
+ROUTES = ("qonnx", "hls4ml", "finn", "hls", "rtl")
+ROUTE_TOOLS = ("qonnx", "hls4ml", "finn", "onnxruntime", "qkeras")
+
+
+def lowering_outside(root: Path = ROOT) -> list[tuple[str, str]]:
+    """(file, imported name) for every import of a route's tool from outside ``tatvpr_hw/lower``,
+    and every import of the command layer from inside it (the CLI sits above the routes)."""
+    bad = []
+    base = root / "tatvpr_hw"
+    for path in sorted(base.rglob("*.py")):
+        inside = "lower" in path.relative_to(base).parts[:1]
+        for name in imported_names(path, _module_name("tatvpr_hw", path, base)):
+            top = name.split(".")[0]
+            if not inside and top in ROUTE_TOOLS:
+                bad.append((path.relative_to(root).as_posix(), name))
+            if inside and name.startswith("tatvpr_hw.commands"):
+                bad.append((path.relative_to(root).as_posix(), name))
+    return bad
+
+
+def test_lowering_lives_under_one_name():
+    lower = ROOT / "tatvpr_hw" / "lower"
+    for route in ROUTES:
+        assert (lower / route / "__init__.py").is_file(), f"route {route} has no sub-package"
+    for old in ("export", "hlsflow", "rtl.py", "board_export.py"):
+        assert not (ROOT / "tatvpr_hw" / old).exists(), f"tatvpr_hw/{old} is lowering outside tatvpr_hw/lower"
+    bad = lowering_outside()
+    assert not bad, "route imports outside tatvpr_hw/lower:\n" + "\n".join(f"  {f}: {n}" for f, n in bad)
+
+
+@pytest.mark.parametrize("where, line", [
+    ("tatvpr_hw/evaluation_extra.py", "def f():\n    import hls4ml\n"),
+    ("tatvpr_hw/lower/finn/extra.py", "from tatvpr_hw.commands.export_fw import app\n"),
+])
+def test_a_planted_route_import_is_caught(tmp_path, where, line):
+    (tmp_path / where).parent.mkdir(parents=True)
+    (tmp_path / where).write_text(line)
+    assert [w for w, _ in lowering_outside(tmp_path)] == [where]

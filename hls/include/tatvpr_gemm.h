@@ -46,7 +46,7 @@
 //
 // ---------------------------------------------------------------------------------------
 // On-chip buffers = the simulator's sim.buffers.plan_buffers(arch) for the act mode
-// (docs/engine.md section 6), sized by the -D values below (tatvpr_hw.hlsflow derives them
+// (docs/engine.md section 6), sized by the -D values below (tatvpr_hw.lower.hls derives them
 // from the arch):
 //   weights      h halves (wbuf0, wbuf1 when TATVPR_HALVES = 2) x R replicas x B banks, each a
 //                memory of 2*PE-bit words (one channel's codes of the fold's PE rows), depth
@@ -89,7 +89,7 @@
 #include "ap_int.h"
 
 // Design point (the simulator's arch) and on-chip buffer sizes; the flow passes them with -D
-// flags (tatvpr_hw.hlsflow.csim.KernelParams.defines), these are only defaults.
+// flags (tatvpr_hw.lower.hls.csim.KernelParams.defines), these are only defaults.
 #ifndef TATVPR_PE
 #define TATVPR_PE 8
 #endif

@@ -3,7 +3,7 @@
 //
 //   tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]
 //
-// IN.bin (written by tatvpr_hw.hlsflow.unit_csim; little-endian):
+// IN.bin (written by tatvpr_hw.lower.hls.unit_csim; little-endian):
 //   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm), int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]

@@ -30,12 +30,12 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
 
         from brevitas_models.checkpoint import checkpoint_paths, load_checkpoint, load_into
         from brevitas_models.model import build_model
-        from tatvpr_hw.board_export import export_bundle
+        from tatvpr_hw.lower.hls.bundle import export_bundle
         from tatvpr_hw.config import load_config
         from tatvpr_hw.data.transforms import load_rgb
         from tatvpr_hw.data.vpr import VPREvalSet, eval_root
         from tatvpr_hw.errors import UserError
-        from tatvpr_hw.hlsflow.paths import driver_package
+        from tatvpr_hw.lower.hls.paths import driver_package
 
         if not 0.0 <= sparsity < 1.0:
             raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")

@@ -53,7 +53,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                   images: int = typer.Option(2, min=1, max=64, help="real images to verify on"),
                   seed: Optional[int] = typer.Option(None, min=0, help="seed of the image choice (default: config seed)")):
         """Brevitas QONNX export of the student, qonnx cleanup, check with qonnx's executor."""
-        from tatvpr_hw.export import export_qonnx
+        from tatvpr_hw.lower import export_qonnx
 
         _check_sparsity(sparsity)
         s = export_qonnx(_cfg(config), _ckpt(checkpoint), out, sparsity=sparsity, n_images=images,
@@ -83,16 +83,16 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                    qkeras_twin: bool = typer.Option(False, "--qkeras-twin", help="also build each ternary "
                                                     "layer's QKeras twin and compare (needs the qkeras extra)")):
         """Lower a block's GEMMs through QONNX into hls4ml, C-simulate, compare with PyTorch."""
-        from tatvpr_hw.export import export_hls4ml
-        from tatvpr_hw.export.common import BLOCKS, check_choice
-        from tatvpr_hw.export.hls4ml_route import BACKENDS, IO_TYPES, STRATEGIES
+        from tatvpr_hw.lower import export_hls4ml
+        from tatvpr_hw.lower.common import BLOCKS, check_choice
+        from tatvpr_hw.lower.hls4ml.route import BACKENDS, IO_TYPES, STRATEGIES
 
         _check_sparsity(sparsity)
         check_choice(block, BLOCKS, "block")
         check_choice(backend, BACKENDS, "backend")
         check_choice(io, IO_TYPES, "io type")
         check_choice(strategy, STRATEGIES, "strategy")
-        from tatvpr_hw.export.finn_route import finn_board
+        from tatvpr_hw.lower.finn.route import finn_board
 
         finn_board(board)  # unknown board: exit 2 before loading anything
         s = export_hls4ml(_cfg(config), _ckpt(checkpoint), out, block=block, layer=layer,
@@ -131,9 +131,9 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
                  index: int = typer.Option(0, min=0, help="which ternary GEMM of the block (0 = first)"),
                  sparsity: Optional[float] = typer.Option(None, help="top-k sparsity of the activations")):
         """Write the folder FINN's build_dataflow consumes (model, build config, folding)."""
-        from tatvpr_hw.export import export_finn
-        from tatvpr_hw.export.common import BLOCKS, check_choice
-        from tatvpr_hw.export.finn_route import finn_board
+        from tatvpr_hw.lower import export_finn
+        from tatvpr_hw.lower.common import BLOCKS, check_choice
+        from tatvpr_hw.lower.finn.route import finn_board
 
         _check_sparsity(sparsity)
         if clock_mhz is not None and not math.isfinite(clock_mhz):

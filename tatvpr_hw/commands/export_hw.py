@@ -33,7 +33,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from tatvpr_hw.boards import board_name, tool_board
         from tatvpr_hw.config import load_config
         from tatvpr_hw.errors import UserError
-        from tatvpr_hw.hlsflow.board import export_bitstream, sizes_from_config
+        from tatvpr_hw.lower.hls.board import export_bitstream, sizes_from_config
 
         hls_board = tool_board(board, "hls")
         k_cfg, m_cfg = sizes_from_config(load_config(config)) if config else (768, 50)

@@ -104,7 +104,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON rows"),
     ) -> None:
         """Run trace tiles through the Verilog tile; check bit-exact outputs and cycle-exact timing vs sim."""
-        from tatvpr_hw import rtl
+        from tatvpr_hw.lower.rtl import flow as rtl
 
         import math
 
@@ -151,7 +151,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     ) -> None:
         """Synthesise with yosys: the ternary MAC array (lane-model fit, int8 comparison) or, with --tiles,
         whole tiles with their RAM blocks / LUTRAM, a datapath fit and held-out errors, and FINN's MVAU estimate."""
-        from tatvpr_hw import rtl
+        from tatvpr_hw.lower.rtl import flow as rtl
         from tatvpr_hw.io import write_json
 
         fams = [f.strip() for f in family.split(",") if f.strip()]
@@ -197,7 +197,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
     ) -> None:
         """Build the board self-test for an iCE40 UP5K end to end (yosys, nextpnr-ice40 with the board's pins,
         icepack): the tile runs a stored test vector at power-up; green LED = pass, red = fail."""
-        from tatvpr_hw import rtl
+        from tatvpr_hw.lower.rtl import flow as rtl
 
         _check_geometry(pe=pe, simd=simd, k=k, banks=banks, ports=ports)
         rtl.TileShape(pe, simd, k, banks, ports)

@@ -11,7 +11,7 @@ from .test_eval_real_models import checkpoints  # noqa: F401  (module fixture: r
 
 def test_query_step_bit_exact_and_reported(checkpoints, tmp_path):  # noqa: F811
     from tatvpr_hw.config import load_config
-    from tatvpr_hw.hlsflow.query_csim import flow_step_query
+    from tatvpr_hw.lower.hls.query_csim import flow_step_query
     from tatvpr_hw.report import render_report
 
     ctx = SimpleNamespace(cfg=load_config(checkpoints["cfg"]), run_dir=tmp_path,

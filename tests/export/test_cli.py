@@ -36,7 +36,7 @@ def test_export_finn_cli(tiny_run, tmp_path, capsys):
     m_tokens = (28 // 14) ** 2 + 1
     assert summary["tokens"] == m_tokens
     from qonnx.core.modelwrapper import ModelWrapper
-    from tatvpr_hw.export.qonnx_route import quant_nodes
+    from tatvpr_hw.lower.qonnx.route import quant_nodes
 
     qm = ModelWrapper(str(out / "model.onnx"))
     assert qm.get_tensor_shape(qm.graph.input[0].name) == [m_tokens, 192]
@@ -44,7 +44,7 @@ def test_export_finn_cli(tiny_run, tmp_path, capsys):
     x, y = np.load(out / "input.npy"), np.load(out / "expected_output.npy")
     assert x.shape == (1, m_tokens, 192) and y.shape == (1, m_tokens, 768)
     # FINN's own verify: the model on input.npy, reshaped to the model's input, vs the npy
-    from tatvpr_hw.export.qonnx_route import execute
+    from tatvpr_hw.lower.qonnx.route import execute
 
     got = execute(qm, x.reshape(m_tokens, 192))
     assert np.isclose(y.reshape(got.shape), got, atol=1e-3).mean() > 0.999

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.export import finn_route as fr
+from tatvpr_hw.lower.finn import route as fr
 
 # Field names of FINN main's DataflowBuildConfig (Xilinx/finn branch main, commit 39f0c9a of
 # 2026-04-14, src/finn/builder/build_dataflow_config.py, read for issue 14): no fifosim_* and no
@@ -62,7 +62,7 @@ def test_build_config_matches_finn(board):
 
 def test_clock_from_the_design_point(tmp_path):
     """One clock: the point's clock_mhz is FINN's period and the bitstream export's clock."""
-    from tatvpr_hw.hlsflow.board import get_board, read_design_point
+    from tatvpr_hw.lower.hls.board import get_board, read_design_point
 
     p = tmp_path / "best_point.json"
     p.write_text(json.dumps({"format": "tatvpr-dse-point", "pe": 16, "simd": 32, "clock_mhz": 300,
@@ -172,7 +172,7 @@ def test_read_dse_point(tmp_path):
 
 def test_export_json_and_report_section(tmp_path):
     """write_export_json rows carry error + bound; the report renders the export section."""
-    from tatvpr_hw.export import write_export_json
+    from tatvpr_hw.lower import write_export_json
 
     check = {"artifact": "a", "max_abs_err": 1e-4, "mean_abs_err": 1e-5, "bound_max_abs": 2e-2,
              "bound_mean_abs": 1e-3, "bound_reason": "why-qonnx", "passed": True}

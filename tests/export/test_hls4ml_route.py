@@ -13,7 +13,7 @@ from tatvpr_hw.errors import UserError
 
 def _ternary_layer(k=24, n=16, sparsity=0.4, seed=0):
     from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.layers import standalone_linear
 
     torch.manual_seed(seed)
     m = SparseTernaryLinear(k, n, sparsity=sparsity)
@@ -33,7 +33,7 @@ def test_standalone_layer_matches_student_layer():
 
 
 def test_precision_plan_from_scales():
-    from tatvpr_hw.export.hls4ml_route import precision_plan
+    from tatvpr_hw.lower.hls4ml.route import precision_plan
 
     _, _, le = _ternary_layer(k=24)
     p = precision_plan(le)
@@ -46,7 +46,7 @@ def test_precision_plan_from_scales():
 
 @pytest.mark.parametrize("io_type", ["io_parallel", "io_stream"])
 def test_ternary_layer_csim_and_product(tmp_path, io_type):
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
 
     _, _, le = _ternary_layer()
     s = export_layer_hls4ml(le, tmp_path, io_type=io_type, build=False)
@@ -64,8 +64,8 @@ def test_ternary_layer_csim_and_product(tmp_path, io_type):
 
 
 def test_float_head_linear_gets_int8_weights(tmp_path):
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
+    from tatvpr_hw.lower.layers import standalone_linear
 
     torch.manual_seed(1)
     lin = nn.Linear(16, 8)
@@ -83,7 +83,7 @@ def test_float_head_linear_gets_int8_weights(tmp_path):
 
 
 def test_bad_options_rejected():
-    from tatvpr_hw.export.hls4ml_route import check_part, export_layer_hls4ml
+    from tatvpr_hw.lower.hls4ml.route import check_part, export_layer_hls4ml
 
     _, _, le = _ternary_layer()
     with pytest.raises(UserError, match="unknown backend 'Quartus'"):
@@ -96,8 +96,8 @@ def test_bad_options_rejected():
 
 def test_per_channel_scales_rejected_clearly(tmp_path):
     from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
+    from tatvpr_hw.lower.layers import standalone_linear
 
     torch.manual_seed(0)
     m = SparseTernaryLinear(24, 16, per_channel=True)
@@ -109,7 +109,7 @@ def test_per_channel_scales_rejected_clearly(tmp_path):
 
 
 def test_reuse_factor_from_pe_simd_is_a_valid_hls4ml_one():
-    from tatvpr_hw.export.hls4ml_route import choose_reuse_factor, valid_reuse_factors
+    from tatvpr_hw.lower.hls4ml.route import choose_reuse_factor, valid_reuse_factors
 
     # hls4ml's rule for n_in x n_out = 24 x 16 (384 products): rf < 24 needs 384 / rf to be a
     # multiple of 16, i.e. rf | 24; rf >= 24 needs rf % 24 == 0 and rf | 384
@@ -126,7 +126,7 @@ def test_reuse_factor_from_pe_simd_is_a_valid_hls4ml_one():
 
 
 def test_unroll_warning_limit():
-    from tatvpr_hw.export.hls4ml_route import UNROLL_LIMIT, unroll_warning
+    from tatvpr_hw.lower.hls4ml.route import UNROLL_LIMIT, unroll_warning
 
     assert UNROLL_LIMIT == 4096
     w = unroll_warning("fc1", 192, 768, 1)
@@ -150,9 +150,9 @@ def test_two_layers_two_ip_names(tmp_path, monkeypatch, caplog):
 
     import yaml
 
-    from tatvpr_hw.export import hls4ml_route
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.hls4ml import route as hls4ml_route
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
+    from tatvpr_hw.lower.layers import standalone_linear
 
     monkeypatch.setattr(hls4ml_route, "UNROLL_LIMIT", 100)  # 24 x 16 / RF 1 = 384 products
     _, x, le1 = _ternary_layer(seed=0)

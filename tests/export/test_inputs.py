@@ -9,7 +9,7 @@ from tatvpr_hw.config import parse_config
 
 def test_sample_images_from_benchmark_and_seeded(tmp_path):
     from tatvpr_hw.data.synthetic import write_benchmark
-    from tatvpr_hw.export.common import sample_images
+    from tatvpr_hw.lower.common import sample_images
 
     cfg = parse_config({"data": {"root": str(tmp_path / "bench"),
                                  "synthetic": {"places": 4, "eval_places": 3, "image_px": 32,

@@ -8,11 +8,11 @@ from torch import nn
 
 
 def test_qkeras_twin_matches_qonnx_route(tmp_path):
-    import tatvpr_hw.export  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import tatvpr_hw.lower  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     from brevitas_models.quant import SparseTernaryLinear, calibrate_input_scales
-    from tatvpr_hw.export.hls4ml_route import export_layer_hls4ml
-    from tatvpr_hw.export.layers import standalone_linear
-    from tatvpr_hw.export.qkeras_twin import build_twin, export_twin_hls4ml, input_codes
+    from tatvpr_hw.lower.hls4ml.route import export_layer_hls4ml
+    from tatvpr_hw.lower.layers import standalone_linear
+    from tatvpr_hw.lower.hls4ml.qkeras_twin import build_twin, export_twin_hls4ml, input_codes
 
     torch.manual_seed(3)
     m = SparseTernaryLinear(24, 16, sparsity=0.3)

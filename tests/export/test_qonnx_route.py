@@ -38,7 +38,7 @@ def mini():
 
 
 def test_export_model_qonnx(tmp_path, mini):
-    from tatvpr_hw.export.qonnx_route import export_model_qonnx, quant_nodes, cleanup
+    from tatvpr_hw.lower.qonnx.route import export_model_qonnx, quant_nodes, cleanup
 
     m, x = mini
     s = export_model_qonnx(m, x, tmp_path, sparsity=0.5, name="mini")
@@ -59,7 +59,7 @@ def test_export_model_qonnx(tmp_path, mini):
 
 def test_sparsity_changes_the_graph_output(tmp_path, mini):
     """The top-k is in the graph: s = 0 and s = 0.5 exports compute different outputs."""
-    from tatvpr_hw.export.qonnx_route import cleanup, execute_rows, export_model_qonnx
+    from tatvpr_hw.lower.qonnx.route import cleanup, execute_rows, export_model_qonnx
 
     m, x = mini
     a = export_model_qonnx(m, x, tmp_path / "a", sparsity=0.0, name="a")
@@ -73,7 +73,7 @@ def test_sparsity_changes_the_graph_output(tmp_path, mini):
 
 
 def test_check_fails_above_bound():
-    from tatvpr_hw.export.common import Check, ExportCheckError
+    from tatvpr_hw.lower.common import Check, ExportCheckError
 
     c = Check("x.onnx", {"max_abs_err": 0.5, "mean_abs_err": 0.1}, 0.02, 0.001, "reason")
     assert not c.passed
@@ -107,7 +107,7 @@ def test_cleanup_is_silent_and_annotates_static_shapes(tmp_path, capfd):
 
     from brevitas_models.quant import calibrate_input_scales
     from qonnx.core.modelwrapper import ModelWrapper
-    from tatvpr_hw.export.qonnx_route import _static_shape, export_model_qonnx
+    from tatvpr_hw.lower.qonnx.route import _static_shape, export_model_qonnx
 
     torch.manual_seed(0)
     m = _TokenModel().eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.csim import KernelParams, build_csim
+from tatvpr_hw.lower.hls.csim import KernelParams, build_csim
 
 # Three builds (the C testbench is compiled once per session), each a different gather:
 #   pe4_simd8: B = 4 banks, P = 1 port, R = 2 replicas, q = 2 lanes per bank, two weight halves
@@ -47,7 +47,7 @@ def expected_fold_cycles(act_mask: np.ndarray, w: np.ndarray, kp: KernelParams) 
 
 def layer_for(kp: KernelParams, x, w, bias, mult, shift, **kw):
     """``prepare_layer`` for build ``kp`` (its PE, SIMD, banks and ports)."""
-    from tatvpr_hw.hlsflow.formats import prepare_layer
+    from tatvpr_hw.lower.hls.formats import prepare_layer
 
     return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, banks=kp.banks, ports=kp.ports, **kw)
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tatvpr_hw.cli import main
-from tatvpr_hw.hlsflow.paths import hls_dir
+from tatvpr_hw.lower.hls.paths import hls_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PARTS = {"kv260": "xck26-sfvc784-2LV-c", "zcu104": "xczu7ev-ffvc1156-2-e", "pynq-z2": "xc7z020clg400-1"}

@@ -12,7 +12,7 @@ import yaml
 
 from tatvpr_hw.cli import main
 from tatvpr_hw.config import config_to_dict, parse_config
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls.paths import driver_package
 
 CFG = {
     "name": "bundletest", "seed": 0,

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
+from tatvpr_hw.lower.hls.paths import driver_package, hls_dir
 
 driver_package()
 from tatvpr_pynq import heads as nh  # noqa: E402
@@ -28,7 +28,7 @@ def test_numpy_boq_equals_pytorch_boq(num_heads):
     import torch
 
     from brevitas_models.heads.boq import BoQHead
-    from tatvpr_hw.board_export import export_head
+    from tatvpr_hw.lower.hls.bundle import export_head
 
     torch.manual_seed(num_heads)
     head = BoQHead(in_dim=24, proj_channels=16, num_queries=5, num_layers=2, row_dim=3, num_heads=num_heads).eval()
@@ -102,7 +102,7 @@ def bundle(tmp_path_factory):
     from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
     from brevitas_models.model import build_model
     from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.board_export import export_bundle
+    from tatvpr_hw.lower.hls.bundle import export_bundle
     from tatvpr_hw.config import load_config
 
     root = hls_dir().parent
@@ -167,7 +167,7 @@ def test_numpy_runtime_matches_the_float_head_path_and_finds_places(bundle):
 
 def test_csim_units_give_bit_identical_descriptors_and_the_same_place(bundle, tmp_path):
     from sim.arch import load_arch
-    from tatvpr_hw.hlsflow.query_csim import csim_units
+    from tatvpr_hw.lower.hls.query_csim import csim_units
 
     arch = load_arch("kv260")
     c = arch.spec.compute
@@ -248,7 +248,7 @@ def test_numpy_mixvpr_equals_pytorch_mixvpr():
     import torch
 
     from brevitas_models.heads.mixvpr import MixVPRHead
-    from tatvpr_hw.board_export import export_head
+    from tatvpr_hw.lower.hls.bundle import export_head
 
     torch.manual_seed(3)
     grid = (3, 4)
@@ -272,7 +272,7 @@ def test_numpy_salad_equals_pytorch_salad(grid):
     import torch
 
     from brevitas_models.heads.salad import SALADHead
-    from tatvpr_hw.board_export import export_head
+    from tatvpr_hw.lower.hls.bundle import export_head
 
     torch.manual_seed(4)
     m = 8 if grid == (3, 4) else 4
@@ -290,7 +290,7 @@ def test_numpy_salad_equals_pytorch_salad(grid):
 
 def test_export_refuses_a_ternary_head():
     from brevitas_models.heads.boq import BoQHead
-    from tatvpr_hw.board_export import export_head
+    from tatvpr_hw.lower.hls.bundle import export_head
     from tatvpr_hw.errors import UserError
 
     head = BoQHead(in_dim=8, proj_channels=8, num_queries=2, num_layers=1, row_dim=2)

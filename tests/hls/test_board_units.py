@@ -13,8 +13,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.csim import compiler
-from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
+from tatvpr_hw.lower.hls.csim import compiler
+from tatvpr_hw.lower.hls.paths import driver_package, hls_dir
 
 def _load_test_board():
     import importlib.util
@@ -47,7 +47,7 @@ def top_bundles() -> dict[str, tuple[set[str], set[str]]]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from tatvpr_hw.hlsflow.board import default_design_point, get_board, write_project
+    from tatvpr_hw.lower.hls.board import default_design_point, get_board, write_project
 
     out = tmp_path_factory.mktemp("units") / "proj"
     board = get_board("kv260")

@@ -15,9 +15,9 @@ import subprocess
 
 import pytest
 
-from tatvpr_hw.hlsflow.board import design_point_from_arch, kernel_params
-from tatvpr_hw.hlsflow.csim import compiler
-from tatvpr_hw.hlsflow.paths import hls_dir
+from tatvpr_hw.lower.hls.board import design_point_from_arch, kernel_params
+from tatvpr_hw.lower.hls.csim import compiler
+from tatvpr_hw.lower.hls.paths import hls_dir
 
 # kernel array -> simulator buffer (the IP is the ternary array only: no int8 unit, so no
 # int8_weights; act mode, so no act_gather)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tatvpr_hw.hlsflow.demo import hls_demo
+from tatvpr_hw.lower.hls.demo import hls_demo
 
 
 def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):

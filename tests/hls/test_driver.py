@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tatvpr_hw.hlsflow.csim import run_csim
-from tatvpr_hw.hlsflow.formats import prepare_layer, quantize_multiplier, reference_gemm
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls.csim import run_csim
+from tatvpr_hw.lower.hls.formats import prepare_layer, quantize_multiplier, reference_gemm
+from tatvpr_hw.lower.hls.paths import driver_package
 from ternary_format import row_bytes
 
 from .conftest import random_layer
@@ -286,7 +286,7 @@ def test_offsets_from_vitis_header():
 def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     import torch
 
-    from tatvpr_hw.hlsflow.layers import block_params
+    from tatvpr_hw.lower.hls.layers import block_params
 
     ov, ip, _ = overlay
     model, images = tiny_student
@@ -424,7 +424,7 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
     builds the bank-scheduled stream; without that package it says what to copy."""
     import shutil
 
-    from tatvpr_hw.hlsflow.board import default_design_point, get_board, write_project
+    from tatvpr_hw.lower.hls.board import default_design_point, get_board, write_project
 
     board = get_board("kv260")
     write_project(board, default_design_point(board), tmp_path / "p", kmax=64, mmax=8, check_csim=False)

@@ -11,8 +11,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tatvpr_hw.hlsflow import formats as F
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls import formats as F
+from tatvpr_hw.lower.hls.paths import driver_package
 
 
 def _schedule_by_loops(x, simd, banks):

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.paths import driver_package, hls_dir
+from tatvpr_hw.lower.hls.paths import driver_package, hls_dir
 
 driver_package()
 from tatvpr_pynq import integer as iq  # noqa: E402
@@ -191,7 +191,7 @@ def test_whole_query_csim_equals_the_integer_model(student_and_images, tmp_path)
     formulas (KV260 arch: 16 lanes, 16 x 16 int8 grid)."""
     from sim.arch import load_arch
     from sim.engine import dense_cycles, fold_compute_cycles, vector_cycles
-    from tatvpr_hw.hlsflow.query_csim import csim_trunk
+    from tatvpr_hw.lower.hls.query_csim import csim_trunk
     from tatvpr_hw.integer import export_trunk
 
     student, images = student_and_images

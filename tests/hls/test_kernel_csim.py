@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.csim import run_csim
-from tatvpr_hw.hlsflow.formats import quantize_multiplier, reference_gemm
+from tatvpr_hw.lower.hls.csim import run_csim
+from tatvpr_hw.lower.hls.formats import quantize_multiplier, reference_gemm
 
 from .conftest import expected_fold_cycles, layer_for, random_layer
 

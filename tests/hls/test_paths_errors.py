@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow import paths
+from tatvpr_hw.lower.hls import paths
 
 
 def test_missing_hls_folder_is_named(tmp_path, monkeypatch):
@@ -21,7 +21,7 @@ def test_ap_types_found():
 
 def test_per_channel_scales_are_refused():
     from brevitas_models.quant import SparseTernaryLinear
-    from tatvpr_hw.hlsflow.layers import layer_from_module
+    from tatvpr_hw.lower.hls.layers import layer_from_module
 
     torch.manual_seed(0)
     mod = SparseTernaryLinear(16, 8, per_channel=True).eval()
@@ -30,7 +30,7 @@ def test_per_channel_scales_are_refused():
 
 
 def test_not_a_ternary_layer_is_refused():
-    from tatvpr_hw.hlsflow.layers import layer_from_module
+    from tatvpr_hw.lower.hls.layers import layer_from_module
 
     with pytest.raises(UserError, match="not a SparseTernaryLinear"):
         layer_from_module(torch.nn.Linear(4, 4), torch.randn(2, 4), sparsity=0.0, pe=2, simd=2, name="lin")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.csim import run_csim
-from tatvpr_hw.hlsflow.formats import reference_gemm
-from tatvpr_hw.hlsflow.layers import layers_from_trace, model_layers
+from tatvpr_hw.lower.hls.csim import run_csim
+from tatvpr_hw.lower.hls.formats import reference_gemm
+from tatvpr_hw.lower.hls.layers import layers_from_trace, model_layers
 
 from .conftest import expected_fold_cycles, layer_for
 
@@ -41,12 +41,12 @@ def test_tiny_student_layers_bit_exact(csim_builds, tiny_student, tmp_path, spar
 
 
 def _decompressed(layer):
-    from tatvpr_hw.hlsflow.formats import unschedule_activations
+    from tatvpr_hw.lower.hls.formats import unschedule_activations
     return unschedule_activations(layer.tok_chunks, layer.pairs, layer.k, layer.simd, layer.banks)
 
 
 def _weights(layer):
-    from tatvpr_hw.hlsflow.formats import unpack_weights
+    from tatvpr_hw.lower.hls.formats import unpack_weights
     return unpack_weights(layer.weights, layer.n, layer.k, layer.fmt)
 
 

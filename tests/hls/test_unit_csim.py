@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tatvpr_hw.hlsflow.paths import driver_package
-from tatvpr_hw.hlsflow.unit_csim import (add_call, build_unit_csim, gelu_call, layernorm_call, run_unit_ops,
+from tatvpr_hw.lower.hls.paths import driver_package
+from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gelu_call, layernorm_call, run_unit_ops,
                                            softmax_call)
 
 driver_package()
@@ -95,7 +95,7 @@ def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
 
 # ------------------------------------------------------------------ the int8 unit
 def test_int8_unit_attention_and_patch_embedding_bit_exact(exe, tmp_path):
-    from tatvpr_hw.hlsflow.unit_csim import gemm_call
+    from tatvpr_hw.lower.hls.unit_csim import gemm_call
 
     rng = np.random.default_rng(4)
     h, t, dh = 3, 50, 64
@@ -127,7 +127,7 @@ def test_int8_unit_attention_and_patch_embedding_bit_exact(exe, tmp_path):
 def test_int8_unit_cycles_equal_the_simulators(exe, tmp_path):
     from sim.arch import load_arch
     from sim.engine import dense_cycles
-    from tatvpr_hw.hlsflow.unit_csim import gemm_call
+    from tatvpr_hw.lower.hls.unit_csim import gemm_call
 
     arch = load_arch("kv260")
     u = arch.spec.int8_unit

@@ -3,7 +3,7 @@ pin, a bitstream nextpnr places without --pcf-allow-unconstrained, and under Ver
 green LED for a correct stored vector, the red LED for a corrupted one.
 
 The expected accumulators are computed in this test with numpy (x @ w.T), not by the RTL and
-not by tatvpr_hw.rtl's own vector generator."""
+not by tatvpr_hw.lower.rtl.flow's own vector generator."""
 
 import re
 from pathlib import Path
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tatvpr_hw import rtl
+from tatvpr_hw.lower.rtl import flow as rtl
 from tatvpr_hw.cli import main
 
 # iCEBreaker v1.0e pins, from the board's public constraints file

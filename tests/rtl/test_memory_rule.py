@@ -24,7 +24,7 @@ import pytest
 
 from sim.arch import arch_from_dict
 from sim.buffers import buffer_by_name
-from tatvpr_hw import rtl
+from tatvpr_hw.lower.rtl import flow as rtl
 
 # (PE, SIMD, K, B, P, H) and the cells yosys is expected to build, worked by hand from the
 # memory_libmap cost model in docs/engine.md section 7 (see the module docstring): memories

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sim.trace import read_trace, synthetic_vit_trace, write_trace
-from tatvpr_hw import rtl
+from tatvpr_hw.lower.rtl import flow as rtl
 from tatvpr_hw.cli import main
 
 

@@ -53,7 +53,7 @@ def test_simulator_models_and_driver_use_the_authority():
         {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "ternary_format" in modules
     assert not {m for m in modules if m and m.split(".")[0] in ("sim", "tatvpr_hw", "tatvpr_pynq")}
-    from tatvpr_hw.hlsflow.paths import driver_package
+    from tatvpr_hw.lower.hls.paths import driver_package
 
     formats = driver_package().formats
     assert formats.pack is ternary_format.pack and formats.unpack is ternary_format.unpack

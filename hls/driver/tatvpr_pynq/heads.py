@@ -2,7 +2,7 @@
 
 The head is not on the fabric: it runs in float64 numpy on the ARM cores after the integer trunk
 (issue 15 item 5). Each head is a plain dict of float arrays loaded from ``head.npz``
-(``allow_pickle=False``), written by ``tatvpr_hw.board_export`` from the float student's PyTorch
+(``allow_pickle=False``), written by ``tatvpr_hw.lower.hls.bundle`` from the float student's PyTorch
 head, and computes what that head computes (``brevitas_models/heads``): BoQ, CLS, MixVPR and
 SALAD.
 """

@@ -13,7 +13,7 @@ if the head uses it -> dequantise -> the head in float64 numpy on the ARM cores
 (faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``).
 
 Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of the HLS kernels
-(``tatvpr_hw.hlsflow.query_csim.csim_units``, host-side test stand-in for the bitstream), and
+(``tatvpr_hw.lower.hls.query_csim.csim_units``, host-side test stand-in for the bitstream), and
 :class:`PynqUnits`, which runs the ternary linears on the ternary GEMM IP of the bitstream.
 On the board today ONLY the ternary linears run on the fabric: the int8 unit (patch embedding,
 QK^T, AV) and the vector unit (LayerNorm, softmax, GELU, residual adds) run in numpy on the ARM

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.formats import IPLayer, prepare_layer, quantize_multiplier
+from tatvpr_hw.lower.hls.formats import IPLayer, prepare_layer, quantize_multiplier
 
 
 def layer_from_module(module, x, *, sparsity: float, pe: int, simd: int, banks: int | None = None, ports: int = 1,
@@ -142,7 +142,7 @@ def block_params(block, x, *, sparsity: float):
     """
     import torch
 
-    from tatvpr_hw.hlsflow.paths import driver_package
+    from tatvpr_hw.lower.hls.paths import driver_package
 
     driver_package()
     from tatvpr_pynq.driver import BlockParams, TernaryLinearParams

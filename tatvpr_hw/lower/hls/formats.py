@@ -4,7 +4,7 @@ One implementation serves the host flow, the C testbench files and the board dri
 ``hls/driver/tatvpr_pynq/formats.py`` for the layouts.
 """
 
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls.paths import driver_package
 
 driver_package()
 from tatvpr_pynq.formats import (  # noqa: E402

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.formats import CsimResult, IPLayer, read_result_file, write_layer_file
-from tatvpr_hw.hlsflow.paths import ap_types_dir, hls_dir
+from tatvpr_hw.lower.hls.formats import CsimResult, IPLayer, read_result_file, write_layer_file
+from tatvpr_hw.lower.hls.paths import ap_types_dir, hls_dir
 
 log = logging.getLogger(__name__)
 

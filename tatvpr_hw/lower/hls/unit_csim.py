@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.csim import compiler
-from tatvpr_hw.hlsflow.paths import ap_types_dir, hls_dir
+from tatvpr_hw.lower.hls.csim import compiler
+from tatvpr_hw.lower.hls.paths import ap_types_dir, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
             "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")

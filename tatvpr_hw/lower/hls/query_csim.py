@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.csim import KernelParams, build_csim, run_csim
-from tatvpr_hw.hlsflow.formats import prepare_layer
-from tatvpr_hw.hlsflow.paths import driver_package
-from tatvpr_hw.hlsflow.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, layernorm_call,
+from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
+from tatvpr_hw.lower.hls.formats import prepare_layer
+from tatvpr_hw.lower.hls.paths import driver_package
+from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, layernorm_call,
                                          run_unit_ops, softmax_call)
 
 

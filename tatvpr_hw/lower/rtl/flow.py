@@ -36,7 +36,7 @@ from tatvpr_hw.errors import UserError
 
 log = logging.getLogger(__name__)
 
-RTL_DIR = Path(__file__).resolve().parents[1] / "rtl"
+RTL_DIR = Path(__file__).resolve().parents[3] / "rtl"
 TILE_SOURCES = ("ternary_tile.v", "weight_buffer.v", "bank_scheduler.v", "ternary_mac_array.v")
 _CODE = {0: 0, 1: 1, -1: 3}
 MAX_WEIGHT_WORDS = 1 << 16   # rtl/tb_tile.sv MAXW

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.paths import driver_package
+from tatvpr_hw.lower.hls.paths import driver_package
 
 SUPPORTED_HEADS = ("boq", "cls", "mixvpr", "salad")
 

@@ -1,7 +1,7 @@
 """The export routes as functions of (run config, checkpoint): what the CLI and the demo call.
 
 Every function verifies its artifact against PyTorch before returning and raises
-:class:`~tatvpr_hw.export.common.ExportCheckError` (a UserError: exit 2) when the error is above
+:class:`~tatvpr_hw.lower.common.ExportCheckError` (a UserError: exit 2) when the error is above
 the stated bound. Each writes a ``<route>.json`` summary next to its artifacts.
 """
 
@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.export.common import (BLOCKS, Check, capture_inputs, check_choice, error_stats,
+from tatvpr_hw.lower.common import (BLOCKS, Check, capture_inputs, check_choice, error_stats,
                                      load_student, sample_images, select_layers)
 from tatvpr_hw.io import write_json
 
@@ -47,7 +47,7 @@ def _prepare(cfg, checkpoint, sparsity: float | None, n_images: int, seed: int |
 def export_qonnx(cfg, checkpoint, out_dir: str | Path, *, sparsity: float | None = None,
                  n_images: int = 2, seed: int | None = None) -> dict[str, Any]:
     """Whole student -> QONNX (``out_dir/student_clean.onnx``), checked with qonnx's executor."""
-    from tatvpr_hw.export.qonnx_route import export_model_qonnx
+    from tatvpr_hw.lower.qonnx.route import export_model_qonnx
 
     out_dir = Path(out_dir)
     model, s, images, source = _prepare(cfg, checkpoint, sparsity, n_images, seed)
@@ -67,7 +67,7 @@ def _check_args(d: dict[str, Any]) -> dict[str, Any]:
 def block_layers(cfg, checkpoint, block: str, layer: int, *, sparsity: float | None,
                  n_images: int, seed: int | None, output_quant: bool = False):
     """The standalone layers of ``block`` with the real activations they receive."""
-    from tatvpr_hw.export.layers import standalone_linear
+    from tatvpr_hw.lower.layers import standalone_linear
 
     check_choice(block, BLOCKS, "block")
     model, s, images, source = _prepare(cfg, checkpoint, sparsity, n_images, seed)
@@ -96,8 +96,8 @@ def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", l
     (True = all, an int = the first N) and compare the two frontends' C-simulations (needs
     the ``qkeras`` extra).
     """
-    from tatvpr_hw.export.finn_route import finn_board, read_dse_point
-    from tatvpr_hw.export.hls4ml_route import check_part, export_layer_hls4ml
+    from tatvpr_hw.lower.finn.route import finn_board, read_dse_point
+    from tatvpr_hw.lower.hls4ml.route import check_part, export_layer_hls4ml
 
     fb = finn_board(board)
     part = check_part(part or fb.part)
@@ -125,7 +125,7 @@ def export_hls4ml(cfg, checkpoint, out_dir: str | Path, *, block: str = "mlp", l
         r["reuse"]["source"] = rf_source
         results.append(r)
         if le.ternary and len(twins) < n_twins:
-            from tatvpr_hw.export.qkeras_twin import export_twin_hls4ml
+            from tatvpr_hw.lower.hls4ml.qkeras_twin import export_twin_hls4ml
 
             twins.append(export_twin_hls4ml(le, out_dir, qonnx_hls_model=hmodel, backend=backend,
                                             io_type=io_type, part=part,
@@ -153,9 +153,9 @@ def export_finn(cfg, checkpoint, out_dir: str | Path, *, board: str = "kv260",
     arch's clock); one of the two is required. The model's input is the layer's real
     ``[M, K]`` activation of one image (M tokens).
     """
-    from tatvpr_hw.export.finn_route import (FINN_VERIFY_ATOL, design_point, finn_board, fold,
+    from tatvpr_hw.lower.finn.route import (FINN_VERIFY_ATOL, design_point, finn_board, fold,
                                              write_finn_folder)
-    from tatvpr_hw.export.qonnx_route import cleanup, execute, export_qonnx_file
+    from tatvpr_hw.lower.qonnx.route import cleanup, execute, export_qonnx_file
 
     fb = finn_board(board)
     point = design_point(fb, dse_point=dse_point, pe=pe, simd=simd, clock_mhz=clock_mhz)
@@ -294,7 +294,7 @@ def export_demo(cfg, checkpoint, run_dir: str | Path, *, board: str = "kv260",
     times["hls4ml"] = time.perf_counter() - t
     t = time.perf_counter()
     if dse_point is None:
-        from tatvpr_hw.export.finn_route import finn_board
+        from tatvpr_hw.lower.finn.route import finn_board
 
         fb = finn_board(board)
         folding = {"pe": fb.default_pe, "simd": fb.default_simd}  # clock: the arch's

@@ -1,6 +1,6 @@
 """hls4ml route: one ternary GEMM of the student through QONNX into an HLS project.
 
-Per layer (see :mod:`tatvpr_hw.export.layers`)::
+Per layer (see :mod:`tatvpr_hw.lower.layers`)::
 
     Brevitas QuantLinear --export_qonnx--> QONNX --cleanup, ConvertToChannelsLastAndClean,
     GemmToMatMul, cleanup--> hls4ml (QONNX frontend) --write, compile (g++ C-sim)--> predict
@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.export.common import Check, error_stats
-from tatvpr_hw.export.layers import LayerExport
-from tatvpr_hw.export.qonnx_route import export_qonnx_file
+from tatvpr_hw.lower.common import Check, error_stats
+from tatvpr_hw.lower.layers import LayerExport
+from tatvpr_hw.lower.qonnx.route import export_qonnx_file
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,13 @@
-"""Export of the ternary student to the FPGA frameworks: QONNX, hls4ml, FINN (and a QKeras twin).
+"""Lowering of the ternary student to hardware, one sub-package per route.
+
+- ``qonnx/``  - whole student -> QONNX (Brevitas export, qonnx cleanup, executor check);
+- ``hls4ml/`` - ternary GEMMs -> hls4ml projects (and the QKeras twin);
+- ``finn/``   - one ternary GEMM -> the folder FINN's ``build_dataflow`` consumes;
+- ``hls/``    - the project's own HLS IP (packed-ternary GEMM, int8 and vector units): formats,
+  C-simulation, whole-query C-sim, Vitis/Vivado projects, the board bundle;
+- ``rtl/``    - the Verilog tile under Verilator, yosys and nextpnr (``rtl/flow.py``).
+
+``common.py`` and ``layers.py`` are shared by the framework routes; ``api.py`` is their face.
 
 Public functions (each verifies its artifact against PyTorch and writes a JSON summary):
 
@@ -18,9 +27,9 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tatvpr_hw.export.api import (export_demo, export_finn, export_hls4ml, export_qonnx,
+from tatvpr_hw.lower.api import (export_demo, export_finn, export_hls4ml, export_qonnx,
                                   write_export_json)
-from tatvpr_hw.export.common import BLOCKS, ExportCheckError
+from tatvpr_hw.lower.common import BLOCKS, ExportCheckError
 
 __all__ = ["BLOCKS", "ExportCheckError", "export_demo", "export_finn", "export_hls4ml",
            "export_qonnx", "write_export_json"]

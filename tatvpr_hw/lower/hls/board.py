@@ -33,9 +33,9 @@ import numpy as np
 import yaml
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.hlsflow.csim import KernelParams, build_csim, run_csim
-from tatvpr_hw.hlsflow.formats import prepare_layer, quantize_multiplier
-from tatvpr_hw.hlsflow.paths import REPO_ROOT, hls_dir
+from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
+from tatvpr_hw.lower.hls.formats import prepare_layer, quantize_multiplier
+from tatvpr_hw.lower.hls.paths import REPO_ROOT, hls_dir
 from tatvpr_hw.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
                                               "chunks_max": kp.chunks_max, "board": board.id})
 
     sample = _sample_layer(kp, point.weight_format, seed)
-    from tatvpr_hw.hlsflow.formats import write_layer_file
+    from tatvpr_hw.lower.hls.formats import write_layer_file
     write_layer_file(out / "csim" / "sample.layer.bin", sample)
     csim = {"checked": False}
     if check_csim:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tatvpr_hw.export.common import Check, error_stats
+from tatvpr_hw.lower.common import Check, error_stats
 
 log = logging.getLogger(__name__)
 

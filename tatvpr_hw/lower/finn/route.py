@@ -72,7 +72,7 @@ FINN_VERIFY_ATOL = 1e-3  # FINN's verify_step: np.isclose(expected, produced, at
 class FinnBoard:
     """A board in the project's vocabulary with FINN's name and the flow's clock limits."""
 
-    name: str          # the project's name (tatvpr_hw.commands.boards.BOARDS)
+    name: str          # the project's name (tatvpr_hw.boards.BOARDS)
     finn_name: str     # FINN's name (finn.util.basic.pynq_part_map key)
     part: str
     max_clock_mhz: float
@@ -84,8 +84,8 @@ class FinnBoard:
 def finn_board(value: str) -> FinnBoard:
     """The board ``value`` (the project's name, e.g. ``kv260``; FINN's own spelling such as
     ``KV260_SOM`` is accepted with a note) with FINN's name, part and clock limits."""
-    from tatvpr_hw.commands.boards import board_name, tool_board
-    from tatvpr_hw.hlsflow.board import default_design_point, get_board
+    from tatvpr_hw.boards import board_name, tool_board
+    from tatvpr_hw.lower.hls.board import default_design_point, get_board
 
     name = board_name(value)
     finn = tool_board(name, "finn")
@@ -145,7 +145,7 @@ def read_dse_point(path: str | Path, board: FinnBoard) -> FinnPoint:
                         "needs pe, simd, clock_mhz (best_point.json of `tatvpr dse`)")
     pb = doc.get("board")
     if pb is not None:
-        from tatvpr_hw.commands.boards import board_name
+        from tatvpr_hw.boards import board_name
 
         if board_name(str(pb), option=f"{path}: board") != board.name:
             raise UserError(f"design point {path} is for board {pb!r}, not {board.name!r}")

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.export.common import Check, error_stats
-from tatvpr_hw.export.layers import LayerExport
+from tatvpr_hw.lower.common import Check, error_stats
+from tatvpr_hw.lower.layers import LayerExport
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     strategy (``reuse_factor``, ``strategy``).
 
     ``qonnx_hls_model`` is the compiled hls4ml model of the same layer from
-    :func:`tatvpr_hw.export.hls4ml_route.export_layer_hls4ml` (``return_model=True``).
+    :func:`tatvpr_hw.lower.hls4ml.route.export_layer_hls4ml` (``return_model=True``).
     """
     import re
 
@@ -134,7 +134,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     from hls4ml.backends.fpga.fpga_types import APTypeConverter
     from hls4ml.model.types import FixedPrecisionType
 
-    from tatvpr_hw.export.hls4ml_route import (_force_integer_weights, hls_bounds, precision_plan,
+    from tatvpr_hw.lower.hls4ml.route import (_force_integer_weights, hls_bounds, precision_plan,
                                                project_name)
 
     model, alpha = build_twin(le)
@@ -183,7 +183,7 @@ def export_twin_hls4ml(le: LayerExport, out_dir: str | Path, *, qonnx_hls_model,
     check = Check(f"qkeras-vs-qonnx:{project.name}", {**stats, "samples": int(codes.shape[0]),
                                                        "vs_pytorch_max_abs_err": ref_stats["max_abs_err"]},
                   *hls_bounds(step, stats["ref_max_abs"]), TWIN_BOUND_WHY)
-    from tatvpr_hw.export.hls4ml_route import inspect_generated
+    from tatvpr_hw.lower.hls4ml.route import inspect_generated
 
     gen = inspect_generated(project)
     return {"route": "qkeras", "layer": le.name, "project": str(project), "alpha": alpha,

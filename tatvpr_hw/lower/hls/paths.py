@@ -14,7 +14,7 @@ from types import ModuleType
 
 from tatvpr_hw.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 _REQUIRED = ("include/tatvpr_gemm.h", "src/tatvpr_gemm.cpp", "tb/tb_ternary_gemm.cpp",
              "driver/tatvpr_pynq/formats.py")
 

@@ -3,5 +3,7 @@ integer references from the PyTorch layers, board projects (Vitis HLS + Vivado T
 
 Submodules: ``paths`` (locating ``hls/``), ``formats`` (shared with the PYNQ driver),
 ``csim`` (g++ build and run), ``layers`` (layers from the model / traces), ``board``
-(bitstream projects), ``demo`` (``hls_demo`` and the report's ``hls.json``).
+(bitstream projects), ``demo`` (``hls_demo`` and the report's ``hls.json``), ``unit_csim``
+and ``query_csim`` (int8 / vector units and the whole query in C-sim), ``bundle`` (the board
+runtime's bundle folder).
 """

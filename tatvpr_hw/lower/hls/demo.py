@@ -33,7 +33,7 @@ DEMO_GRANULARITIES = ("token", "bank")
 def _sim_cycles(layer) -> tuple[list[int], list[int]]:
     """The simulator's C_f of the layer with the IP's banks, and with one bank of SIMD ports."""
     from sim.engine import fold_compute_cycles
-    from tatvpr_hw.hlsflow.formats import unpack_weights, unschedule_activations
+    from tatvpr_hw.lower.hls.formats import unpack_weights, unschedule_activations
 
     x = unschedule_activations(layer.tok_chunks, layer.pairs, layer.k, layer.simd, layer.banks)
     w = unpack_weights(layer.weights, layer.n, layer.k, layer.fmt)
@@ -76,7 +76,7 @@ def _student(checkpoint: str | Path | None, seed: int):
 
     from brevitas_models.model import build_model
     from tatvpr_hw.config import load_config, parse_config
-    from tatvpr_hw.hlsflow.paths import REPO_ROOT
+    from tatvpr_hw.lower.hls.paths import REPO_ROOT
 
     if checkpoint is None:
         cfg = load_config(REPO_ROOT / "configs" / "tiny.yaml")
@@ -113,10 +113,10 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
     import torch
 
     from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.hlsflow.board import (default_design_point, export_bitstream, get_board, kernel_params,
+    from tatvpr_hw.lower.hls.board import (default_design_point, export_bitstream, get_board, kernel_params,
                                          read_design_point)
-    from tatvpr_hw.hlsflow.csim import build_csim, run_csim
-    from tatvpr_hw.hlsflow.layers import layers_from_trace, model_layers
+    from tatvpr_hw.lower.hls.csim import build_csim, run_csim
+    from tatvpr_hw.lower.hls.layers import layers_from_trace, model_layers
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
