@@ -36,7 +36,8 @@ def test_synth_errors(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "x"), "--config", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert main(["data", "baseline", "--root", str(tmp_path / "nowhere")]) == 2
-    assert "evaluation set folder not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "evaluation set not found" in err and "tatvpr data synth --out DIR" in err
 
 
 def test_info_on_local_layouts(tmp_path, gsv_root, vpr_root, capsys):

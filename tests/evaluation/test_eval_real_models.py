@@ -87,7 +87,10 @@ def test_eval_command(evaluated):
     assert "fig2a_recall_vs_gops.png" in html and "teacher_int8" in html
     assert "fig_recall_vs_sim_latency.png" in html and (out / "fig_recall_vs_sim_latency.png").is_file()
     assert "R@1" in printed
-    assert any(" bank " in line and "ms (SIMULATED)" in line for line in printed.splitlines())
+    lines = printed.splitlines()
+    assert "latency (ms, SIMULATED)" in lines[0]  # a simulated figure is labelled so
+    bank = [ln.split() for ln in lines if " bank " in ln]
+    assert len(bank) == 2 and all(float(row[-1]) > 0 for row in bank)  # a latency on every student row
     # every student record is simulated: finite, positive; s = 0 is one model for all granularities
     st = {(r["granularity"], r["sparsity"]): r for r in recs if r["model"] == "student"}
     for r in st.values():
