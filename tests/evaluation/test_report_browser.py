@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import struct
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -22,10 +20,6 @@ import pytest
 
 import tatvpr_hw.report as report
 from tatvpr_hw.evaluation import FIG_2A, FIG_2B, FIG_LATENCY, plot_figures
-
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FIG_WIDTH_PX = 8 * 150  # every figure: 8 in at 150 dpi
-WINDOW = (1400, 1000)
 
 RECORDS = [
     {"model": "teacher", "format": "fp32", "sparsity": 0.0, "recall@1": 81.25, "recall@5": 93.0, "gmacs": 0.3,
@@ -39,87 +33,6 @@ RECORDS = [
      "gmacs": gm, "memory_mb": 1.9, "sim_latency_ms": lat, "sim_energy_mj": 2 * lat}
     for g, s, r1, gm, lat in (("token", 0.0, 78.5, 0.3, 0.9), ("token", 0.4, 77.75, 0.18, 0.7),
                               ("bank", 0.0, 78.5, 0.3, 0.9), ("bank", 0.4, 76.25, 0.2, 0.6125))]
-
-# Injected right after <head> of a copy of index.html: collects load / script errors and
-# console.error calls from the start, and after the load event writes what it saw into the DOM
-# (read back with --dump-dom): every image's natural and shown width, the page height before and
-# after the page's own "collapse all" button.
-PROBE = """<script>
-window.__probe = {errors: []};
-window.addEventListener("error", function (e) {
-  var t = e.target;
-  window.__probe.errors.push(t && t.tagName ? "failed to load " + t.tagName + " " + (t.src || t.href)
-                                            : "script error: " + e.message);
-}, true);
-(function () {
-  var orig = console.error;
-  console.error = function () {
-    window.__probe.errors.push("console.error: " + Array.prototype.join.call(arguments, " "));
-    return orig.apply(console, arguments);
-  };
-})();
-window.addEventListener("load", function () {
-  var main = document.querySelector("main");
-  var out = {
-    images: [].slice.call(document.images).map(function (i) {
-      return {src: i.getAttribute("src"), complete: i.complete, natural_width: i.naturalWidth,
-              shown_width: Math.round(i.getBoundingClientRect().width)};
-    }),
-    main_width: Math.round(main.getBoundingClientRect().width),
-    height_open: document.documentElement.scrollHeight,
-    errors: window.__probe.errors
-  };
-  var collapse = [].slice.call(document.querySelectorAll("nav button")).filter(function (b) {
-    return b.textContent.trim() === "collapse all";
-  });
-  if (collapse.length) { collapse[0].click(); }
-  out.height_collapsed = document.documentElement.scrollHeight;
-  out.errors = window.__probe.errors;
-  var pre = document.createElement("pre");
-  pre.id = "tatvpr-probe";
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
-});
-</script>"""
-
-
-def chromium() -> str:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("no headless Chromium on PATH (looked for " + ", ".join(BROWSERS) + "): this test renders the "
-                "report in a real browser. Install the Debian package: `apt-get install -y chromium` "
-                "(`make test` installs it when run as root).")
-
-
-def load_in_browser(index: Path, profile: Path) -> tuple[dict, list[str]]:
-    """(what the probe saw, the console lines Chromium logged) for ``index`` loaded from disk."""
-    html = index.read_text()
-    assert html.count("<head>") == 1
-    page = index.with_name("_browser_probe.html")  # same folder: the figures' relative paths resolve
-    page.write_text(html.replace("<head>", "<head>\n" + PROBE, 1))
-    try:
-        proc = subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--disable-extensions", "--no-first-run", f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
-             "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=180)
-    finally:
-        page.unlink()
-    m = re.search(r'<pre id="tatvpr-probe">(.*?)</pre>', proc.stdout, re.S)
-    assert m, f"the probe did not run (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    probe = json.loads(m.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
-                       .replace("&amp;", "&"))
-    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln]
-    return probe, console
-
-
-def png_width(path: Path) -> int:
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
-    return struct.unpack(">I", head[16:20])[0]
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -153,20 +66,20 @@ def run(tmp_path_factory):
     return run_dir, index
 
 
-def test_every_figure_loads_full_width_without_console_errors(run, tmp_path):
+def test_every_figure_loads_full_width_without_console_errors(run, tmp_path, browser):
     run_dir, index = run
     pngs = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.png"))
     # the figures this run wrote: three evaluation figures, three simulator figures, the Pareto plot
     assert {FIG_2A, FIG_2B, FIG_LATENCY, "dse/pareto.png"} <= set(pngs)
     assert len([p for p in pngs if p.startswith("sim_")]) == 3
-    assert {png_width(run_dir / p) for p in pngs} == {FIG_WIDTH_PX}    # one size for every figure
+    assert {browser.png_width(run_dir / p) for p in pngs} == {browser.FIG_WIDTH_PX}    # one size for every figure
 
-    probe, console = load_in_browser(index, tmp_path / "profile")
+    probe, console = browser.load(index, tmp_path / "profile")
     assert probe["errors"] == [] and console == [], (probe["errors"], console)
     shown = {i["src"]: i for i in probe["images"]}
     assert sorted(shown) == pngs                                         # every figure is on the page
     for src, img in shown.items():
-        assert img["complete"] and img["natural_width"] == FIG_WIDTH_PX, img
+        assert img["complete"] and img["natural_width"] == browser.FIG_WIDTH_PX, img
     # at the content width (main is 1200 px minus 2 x 32 px padding in a 1400 px window), not ~300 px
     assert probe["main_width"] == 1200
     for src, img in shown.items():
@@ -174,13 +87,13 @@ def test_every_figure_loads_full_width_without_console_errors(run, tmp_path):
     assert probe["height_collapsed"] < probe["height_open"] / 4         # "collapse all" folds every section
 
 
-def test_the_probe_sees_a_missing_figure(run, tmp_path):
+def test_the_probe_sees_a_missing_figure(run, tmp_path, browser):
     """The harness can fail: a figure deleted from a copy of the run is reported, with its error."""
     run_dir, _ = run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     (copy / "dse" / "pareto.png").unlink()
-    probe, _ = load_in_browser(copy / "index.html", tmp_path / "profile")
+    probe, _ = browser.load(copy / "index.html", tmp_path / "profile")
     broken = [i for i in probe["images"] if i["natural_width"] == 0]
     assert [i["src"] for i in broken] == ["dse/pareto.png"]
     assert any("dse/pareto.png" in e for e in probe["errors"]), probe["errors"]
