@@ -426,7 +426,8 @@ def _start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     args = sweep(tmp_path, axes={"pe": [4, 8, 16, 32], "simd": [8, 16, 32, 64]})
     args[args.index("--workers") + 1] = "2"
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     jsonl = tmp_path / "sweep" / "points.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(_children(proc.pid)) < 2:

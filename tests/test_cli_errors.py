@@ -75,6 +75,12 @@ def test_failed_check_exits_1_and_interrupt_130(capsys):
         app.registered_groups[:] = [g for g in app.registered_groups if g.name != "zz-test"]
 
 
+def _default_sigint():
+    """A shell that runs the suite in the background (`make test &`) starts it with SIGINT ignored,
+    and a child inherits that: give the command under test the default disposition a terminal gives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_of_a_running_command_exits_130(tmp_path):
     """A real Ctrl-C (SIGINT to the process) while a command works: exit 130, one line."""
     code = ("import sys, time, typer\n"
@@ -85,7 +91,8 @@ def test_sigint_of_a_running_command_exits_130(tmp_path):
             "    time.sleep(60)\n"
             "sys.exit(main(['zz-sleep']))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_default_sigint)
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.2)
