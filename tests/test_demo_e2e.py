@@ -48,16 +48,18 @@ def test_every_step_finishes_and_the_report_has_every_section(demo_run):
 
     state = json.loads((demo_run / "steps.json").read_text())
     names = [s.name for s in demo_steps()]
-    assert len(names) >= 14
+    assert len(names) >= 15
     assert sorted(state["steps"]) == sorted(names)
     html = (demo_run / "index.html").read_text()
-    for section in ("ml", "sim", "dse", "export", "hls", "rtl", "query", "config"):
+    for section in ("ml", "sim", "dse", "paper", "export", "hls", "rtl", "query", "config"):
         assert f'<section id="{section}">' in html, section
     recs = json.loads((demo_run / "metrics.json").read_text())
     models = {r["model"] for r in recs}
     assert {"teacher", "student", "student_integer"} <= models
     query = json.loads((demo_run / "query.json").read_text())
     assert query["bit_exact"] is True
+    paper = json.loads((demo_run / "paper.json").read_text())
+    assert len(paper["points"]) >= 12 and paper["best_fitting"]["max_util"] <= 0.8
 
 
 def test_the_demo_report_in_a_real_browser(demo_run, tmp_path, browser):

@@ -36,7 +36,7 @@ from tatvpr_hw.io import write_text
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-SECTIONS = ("sim", "dse", "export", "hls", "rtl")
+SECTIONS = ("sim", "dse", "paper", "export", "hls", "query", "rtl")
 RESERVED_JSON = {"metrics", "eval", "config"}
 IMAGE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
 FIG_CAPTIONS = {

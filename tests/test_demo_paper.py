@@ -1,0 +1,36 @@
+"""The demo's `paper` step summary: fastest fitting point against the 60 queries/s target, what binds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tatvpr_hw.demo import PAPER_TARGET_QPS, paper_summary
+
+
+def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan):
+    return {"pe": pe, "simd": 64, "skip_mode": "none", "clock_mhz": 400, "overlap": overlap, "int8_rows": 32,
+            "int8_cols": 32, "tile_tokens": 32, "queries_per_s": qps, "latency_ms": 1e3 / qps, "energy_mj": 1.0,
+            "fits": fits, "misfit": misfit, "util_lut": lut, "util_uram": uram, "util_dsp": math.nan}
+
+
+def test_fastest_fitting_point_and_what_binds():
+    rows = [row(32, 34.5, True, 0.5, 0.76), row(64, 63.2, True, 0.762, 0.766), row(64, 33.1, True, 0.76, 0.5, "none"),
+            row(128, 71.2, False, 1.37, 0.87, misfit="lut: 160,538 of 117,120")]
+    s = paper_summary(rows, Path("kv260_query_demo.yaml"))
+    assert s["target_qps"] == PAPER_TARGET_QPS == 60.0
+    b = s["best_fitting"]
+    assert (b["pe"], b["queries_per_s"], b["binding"], b["max_util"]) == (64, 63.2, "uram", 0.766)
+    assert s["met"] is True
+    assert s["best_serial"]["queries_per_s"] == 33.1
+    assert [p["pe"] for p in s["faster_not_fitting"]] == [128]
+    assert s["faster_not_fitting"][0]["binding"] == "lut" and s["faster_not_fitting"][0]["misfit"].startswith("lut:")
+    assert [p["queries_per_s"] for p in s["points"]] == [71.2, 63.2, 34.5, 33.1]   # fastest first
+    assert all(p["misfit"] == "" for p in s["points"] if p["fits"])                 # NaN is not a reason
+
+
+def test_target_not_met_and_nothing_fits():
+    s = paper_summary([row(64, 59.9, True, 0.7, 0.7)], Path("x.yaml"))
+    assert s["met"] is False and s["best_fitting"]["queries_per_s"] == 59.9
+    s = paper_summary([row(128, 71.0, False, 1.4, 0.9)], Path("x.yaml"))
+    assert s["met"] is False and s["best_fitting"] is None and len(s["faster_not_fitting"]) == 1
