@@ -188,3 +188,264 @@ def integer_eval_descriptors(model, dataset, sparsities, calibration, *, desc: s
             rows.append(integer_descriptors(model, trunk, img[None], float(s)))
         out[float(s)] = np.concatenate(rows, axis=0) if rows else np.zeros((0, model.descriptor_dim), np.float32)
     return out
+
+
+# ------------------------------------------------------------------------------ the head
+INT16_HEADROOM = 1.25
+
+
+class _Amax(dict):
+    """Absmax of every named float tensor of the calibration run (the max over images)."""
+
+    def __call__(self, key: str, t: np.ndarray) -> np.ndarray:
+        self[key] = max(self.get(key, 0.0), float(np.abs(t).max(initial=0.0)))
+        return t
+
+    def s8(self, key: str) -> float:
+        return max(self[key], 1e-12) / 127.0
+
+    def s16(self, key: str) -> float:
+        return max(self[key], 1e-12) * INT16_HEADROOM / 32767.0
+
+
+def _ln_f(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * w + b
+
+
+def _softmax_f(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _mha_f(a: _Amax, f: dict, pre: str, q_in, kv_in, heads: int, cross: bool):
+    """Float ``nn.MultiheadAttention`` recording the absmax of what the integer op stores."""
+    e = q_in.shape[-1]
+    hd = e // heads
+    w, b = f[pre + "in_proj_weight"], f[pre + "in_proj_bias"]
+    q = q_in @ w[:e].T + b[:e]
+    kv = kv_in @ w[e:].T + b[e:]
+    if cross:
+        a(pre + "q_proj", q)
+        a(pre + "kv_proj", kv)
+    else:
+        a(pre + "in_proj", np.concatenate([q, kv], axis=1))
+    k, v = kv[:, :e], kv[:, e:]
+    split = lambda t: t.reshape(t.shape[0], heads, hd).transpose(1, 0, 2)  # noqa: E731
+    att = a(pre + "av", (_softmax_f(split(q) @ split(k).transpose(0, 2, 1) / math.sqrt(hd)) @ split(v)))
+    att = att.transpose(1, 0, 2).reshape(q_in.shape[0], e)
+    return a(pre + "out_proj", att @ f[pre + "out_proj.weight"].T + f[pre + "out_proj.bias"])
+
+
+def _boq_f(a: _Amax, f: dict, patches: np.ndarray) -> np.ndarray:
+    """Float BoQ on ``patches [hw, D]`` in the integer head's op order, recording absmax."""
+    iq = _iq()
+    eps = float(f["ln_eps"])
+    heads = int(f["num_heads"])
+    gh, gw = (int(v) for v in f["grid_hw"])
+    x = a("head.input", patches)
+    w = f["proj_c.weight"]
+    x = a("head.proj_c", iq.im2col3x3(x, gh, gw) @ w.reshape(w.shape[0], -1).T + f["proj_c.bias"])
+    x = a("head.norm_input", _ln_f(x, f["norm_input.weight"], f["norm_input.bias"], eps))
+    outs = []
+    for i in range(int(f["num_layers"])):
+        pre, hp = f"boqs.{i}.", f"head.boqs.{i}."
+        e, he = pre + "encoder.", hp + "encoder."
+        o = _mha_f(a, _alias(f, e + "self_attn.", he + "self_attn."), he + "self_attn.", x, x, heads, False)
+        x1 = a(he + "norm1", _ln_f(a(he + "add1", x + o), f[e + "norm1.weight"], f[e + "norm1.bias"], eps))
+        h1 = a(he + "linear1", x1 @ f[e + "linear1.weight"].T + f[e + "linear1.bias"])
+        h1 = a(he + "relu", np.maximum(h1, 0.0))
+        o = a(he + "linear2", h1 @ f[e + "linear2.weight"].T + f[e + "linear2.bias"])
+        x = a(he + "norm2", _ln_f(a(he + "add2", x1 + o), f[e + "norm2.weight"], f[e + "norm2.bias"], eps))
+        q0 = a(hp + "queries", f[pre + "queries"][0])
+        o = _mha_f(a, _alias(f, pre + "self_attn.", hp + "self_attn."), hp + "self_attn.", q0, q0, heads, False)
+        q = a(hp + "norm_q", _ln_f(a(hp + "add", q0 + o), f[pre + "norm_q.weight"], f[pre + "norm_q.bias"], eps))
+        o = _mha_f(a, _alias(f, pre + "cross_attn.", hp + "cross_attn."), hp + "cross_attn.", q, x, heads, True)
+        outs.append(a("head.norm_out", _ln_f(o, f[pre + "norm_out.weight"], f[pre + "norm_out.bias"], eps)))
+    q = np.concatenate(outs, axis=0)
+    return a("head.fc", q.T @ f["fc.weight"].T + f["fc.bias"]).reshape(-1)
+
+
+def _mixvpr_f(a: _Amax, f: dict, patches: np.ndarray) -> np.ndarray:
+    eps = float(f["ln_eps"])
+    x = a("head.mix_in", patches.T)                                           # [D, hw]
+    for i in range(int(f["mix_depth"])):
+        pre, hp = f"mix.{i}.mix.", f"head.mix.{i}."
+        h = a(hp + "mix.0", _ln_f(x, f[pre + "0.weight"], f[pre + "0.bias"], eps))
+        h = a(hp + "mix.1", h @ f[pre + "1.weight"].T + f[pre + "1.bias"])
+        h = a(hp + "mix.2", np.maximum(h, 0.0))
+        x = a(hp + "add", x + a(hp + "mix.3", h @ f[pre + "3.weight"].T + f[pre + "3.bias"]))
+    x = a("head.mix_out", x)
+    c = a("head.channel_proj", x.T @ f["channel_proj.weight"].T + f["channel_proj.bias"])
+    return a("head.row_proj", c.T @ f["row_proj.weight"].T + f["row_proj.bias"]).reshape(-1)
+
+
+def _alias(f: dict, src: str, dst: str) -> dict:
+    """``f``'s ``src*`` arrays also under ``dst*`` (the float pass names ops like the integer head)."""
+    return {**f, **{dst + k[len(src):]: v for k, v in f.items() if k.startswith(src)}}
+
+
+def _wq(w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-tensor int8 weights ``w [N, K]`` -> (int8 ``[K, N]``, step)."""
+    s = max(float(np.abs(w).max(initial=0.0)), 1e-12) / 127.0
+    return np.ascontiguousarray(np.clip(np.rint(w / s), -127, 127).astype(np.int8).T), s
+
+
+def _head_linear(p: dict, name: str, w: np.ndarray, b: np.ndarray | None, s_in: float, s_out: float,
+                 out: str) -> None:
+    wq, s_w = _wq(w)
+    acc = s_in * s_w
+    p[name + ".w"] = wq
+    if b is not None:
+        bq = np.rint(np.asarray(b, np.float64) / acc).astype(np.int64)
+        if np.abs(bq).max(initial=0) >= 2 ** 31:
+            raise UserError(f"{name}: bias does not fit int32 accumulator units (step {acc:.3g})")
+        p[name + ".b"] = bq
+    p[name + ".ms"] = np.array(_mult_shift(acc / s_out))
+    p[name + ".out"] = np.array(out)
+
+
+def _head_ln(p: dict, name: str, w, b, eps: float, s_in: float, s_out: float) -> None:
+    ln = _iq().layernorm_params(w, b, eps, s_in, s_out)
+    p[name + ".gain"], p[name + ".bias"], p[name + ".eps"] = ln.gain, ln.bias, np.array(ln.eps_q)
+
+
+def _head_add(p: dict, name: str, s_y: float, s_out: float, d: int) -> None:
+    m, s = _mult_shift(s_y / s_out)
+    p[name + ".mult"], p[name + ".shift"] = np.full(d, m, np.int64), np.full(d, s, np.int64)
+
+
+def _relu_table(s_in: float, s_out: float) -> np.ndarray:
+    return np.clip(np.rint(np.maximum(np.arange(-128, 128) * s_in, 0.0) / s_out), -128, 127).astype(np.int8)
+
+
+def _head_mha(p: dict, a: _Amax, f: dict, src: str, pre: str, s_q: float, s_kv: float, heads: int,
+              cross: bool, s_out: float) -> None:
+    e = f[src + "in_proj_weight"].shape[1]
+    w, b = f[src + "in_proj_weight"], f[src + "in_proj_bias"]
+    if cross:
+        _head_linear(p, pre + "q_proj", w[:e], b[:e], s_q, a.s8(pre + "q_proj"), "int8")
+        _head_linear(p, pre + "kv_proj", w[e:], b[e:], s_kv, a.s8(pre + "kv_proj"), "int8")
+        sq, skv = a.s8(pre + "q_proj"), a.s8(pre + "kv_proj")
+    else:
+        _head_linear(p, pre + "in_proj", w, b, s_q, a.s8(pre + "in_proj"), "int8")
+        sq = skv = a.s8(pre + "in_proj")
+    iq = _iq()
+    p[pre + "softmax.ms"] = np.array(_mult_shift(sq * skv / math.sqrt(e // heads) * math.log2(math.e)
+                                                 * 2 ** iq.SOFTMAX_U_BITS))
+    p[pre + "av.ms"] = np.array(_mult_shift(skv / 255.0 / a.s8(pre + "av")))
+    _head_linear(p, pre + "out_proj", f[src + "out_proj.weight"], f[src + "out_proj.bias"], a.s8(pre + "av"),
+                 s_out, "int16")
+
+
+def export_head_q(model, trunk, calibration, *, sparsity: float = 0.0) -> Any:
+    """The student's float head -> ``tatvpr_pynq.integer.HeadQ`` (BoQ, MixVPR, CLS) with scales
+    from the calibration images run through the integer ``trunk`` (what the head will see).
+    SALAD is refused (its Sinkhorn runs in float on the host: ``tatvpr_pynq.heads``)."""
+    from tatvpr_hw.lower.hls.bundle import export_head
+
+    iq = _iq()
+    grid = model.grid_hw((int(calibration.shape[-2]), int(calibration.shape[-1])))
+    f = export_head(model, grid)
+    kind = str(f["kind"])
+    if kind not in iq.HEAD_Q_KINDS:
+        raise UserError(f"the integer head implements {', '.join(iq.HEAD_Q_KINDS)}, not {kind} "
+                        "(SALAD's Sinkhorn runs in float on the host)")
+    uses_norm = bool(getattr(model.head, "uses_final_norm", True))
+    if uses_norm and trunk.norm is None:
+        raise UserError(f"the {kind} head uses the final LayerNorm; the exported trunk has none")
+    n_pre = int(f["num_prefix_tokens"])
+    p: dict = {"kind": np.array(kind), "num_prefix_tokens": np.array(n_pre), "grid_hw": f["grid_hw"],
+               "uses_final_norm": np.array(int(uses_norm))}
+    if kind == "cls":
+        return iq.HeadQ(p)
+    a = _Amax()
+    for img in calibration.double().cpu().numpy():
+        x = trunk.tokens(trunk.quantize_image(img), sparsity)
+        if uses_norm:
+            tok = trunk.norm(x).astype(np.float64) * trunk.norm_scale
+        else:
+            tok = x.astype(np.float64) * trunk.res_scale
+        (_boq_f if kind == "boq" else _mixvpr_f)(a, f, tok[n_pre:])
+    if kind == "boq":
+        _boq_params(p, a, f, trunk.res_scale)
+    else:
+        _mixvpr_params(p, a, f, trunk.norm_scale)
+    return iq.HeadQ(p)
+
+
+def _boq_params(p: dict, a: _Amax, f: dict, s_res: float) -> None:
+    eps = float(f["ln_eps"])
+    heads = int(f["num_heads"])
+    p.update(num_heads=np.array(heads), num_layers=np.array(int(f["num_layers"])))
+    s_in = a.s8("head.input")
+    p["head.input.ms"] = np.array(_mult_shift(s_res / s_in))
+    _head_linear(p, "head.proj_c", f["proj_c.weight"].reshape(f["proj_c.weight"].shape[0], -1), f["proj_c.bias"],
+                 s_in, a.s16("head.proj_c"), "int16")
+    _head_ln(p, "head.norm_input", f["norm_input.weight"], f["norm_input.bias"], eps, a.s16("head.proj_c"),
+             a.s8("head.norm_input"))
+    s_x = a.s8("head.norm_input")
+    s_cat = a.s8("head.norm_out")
+    d = f["norm_input.weight"].shape[0]
+    for i in range(int(f["num_layers"])):
+        pre, hp = f"boqs.{i}.", f"head.boqs.{i}."
+        e, he = pre + "encoder.", hp + "encoder."
+        s_r1 = max(a.s16(he + "add1"), a.s16(he + "self_attn.out_proj"))
+        _head_mha(p, a, f, e + "self_attn.", he + "self_attn.", s_x, s_x, heads, False, s_r1)
+        _head_add(p, he + "add1", s_x, s_r1, d)
+        _head_ln(p, he + "norm1", f[e + "norm1.weight"], f[e + "norm1.bias"], eps, s_r1, a.s8(he + "norm1"))
+        s_x1 = a.s8(he + "norm1")
+        _head_linear(p, he + "linear1", f[e + "linear1.weight"], f[e + "linear1.bias"], s_x1,
+                     a.s8(he + "linear1"), "int8")
+        p[he + "relu.table"] = _relu_table(a.s8(he + "linear1"), a.s8(he + "relu"))
+        s_r2 = max(a.s16(he + "add2"), a.s16(he + "linear2"))
+        _head_linear(p, he + "linear2", f[e + "linear2.weight"], f[e + "linear2.bias"], a.s8(he + "relu"), s_r2,
+                     "int16")
+        _head_add(p, he + "add2", s_x1, s_r2, d)
+        _head_ln(p, he + "norm2", f[e + "norm2.weight"], f[e + "norm2.bias"], eps, s_r2, a.s8(he + "norm2"))
+        s_x = a.s8(he + "norm2")
+        s_q0 = a.s8(hp + "queries")
+        p[hp + "queries"] = np.clip(np.rint(f[pre + "queries"][0] / s_q0), -127, 127).astype(np.int8)
+        s_rq = max(a.s16(hp + "add"), a.s16(hp + "self_attn.out_proj"))
+        _head_mha(p, a, f, pre + "self_attn.", hp + "self_attn.", s_q0, s_q0, heads, False, s_rq)
+        _head_add(p, hp + "add", s_q0, s_rq, d)
+        _head_ln(p, hp + "norm_q", f[pre + "norm_q.weight"], f[pre + "norm_q.bias"], eps, s_rq, a.s8(hp + "norm_q"))
+        s_co = a.s16(hp + "cross_attn.out_proj")
+        _head_mha(p, a, f, pre + "cross_attn.", hp + "cross_attn.", a.s8(hp + "norm_q"), s_x, heads, True, s_co)
+        _head_ln(p, hp + "norm_out", f[pre + "norm_out.weight"], f[pre + "norm_out.bias"], eps, s_co, s_cat)
+    _head_linear(p, "head.fc", f["fc.weight"], f["fc.bias"], s_cat, a.s16("head.fc"), "int16")
+
+
+def _mixvpr_params(p: dict, a: _Amax, f: dict, s_n: float) -> None:
+    eps = float(f["ln_eps"])
+    p["mix_depth"] = np.array(int(f["mix_depth"]))
+    # the mixers' residual stream: int16 at the final norm's int8 step
+    if a["head.mix_out"] / s_n >= 32767:
+        raise UserError(f"MixVPR: the mixers' output ({a['head.mix_out']:.3g}) overflows int16 at the final "
+                        f"norm's step {s_n:.3g}")
+    s_x = s_n
+    for i in range(int(f["mix_depth"])):
+        pre, hp = f"mix.{i}.mix.", f"head.mix.{i}."
+        hw = f[pre + "0.weight"].shape[0]
+        _head_ln(p, hp + "mix.0", f[pre + "0.weight"], f[pre + "0.bias"], eps, s_x, a.s8(hp + "mix.0"))
+        _head_linear(p, hp + "mix.1", f[pre + "1.weight"], f[pre + "1.bias"], a.s8(hp + "mix.0"),
+                     a.s8(hp + "mix.1"), "int8")
+        p[hp + "mix.2.table"] = _relu_table(a.s8(hp + "mix.1"), a.s8(hp + "mix.2"))
+        _head_linear(p, hp + "mix.3", f[pre + "3.weight"], f[pre + "3.bias"], a.s8(hp + "mix.2"),
+                     a.s8(hp + "mix.3"), "int8")
+        _head_add(p, hp + "add", a.s8(hp + "mix.3"), s_x, hw)
+    s_mx = a.s8("head.mix_out")
+    p["head.mix_out.ms"] = np.array(_mult_shift(s_x / s_mx))
+    _head_linear(p, "head.channel_proj", f["channel_proj.weight"], f["channel_proj.bias"], s_mx,
+                 a.s8("head.channel_proj"), "int8")
+    _head_linear(p, "head.row_proj", f["row_proj.weight"], f["row_proj.bias"], a.s8("head.channel_proj"),
+                 a.s16("head.row_proj"), "int16")
+
+
+def integer_query_descriptors(trunk, head, images, sparsity: float) -> np.ndarray:
+    """Float images ``[B, 3, H, W]`` -> float32 ``[B, D]``: the whole integer query (trunk, head,
+    Q15 L2-normalised descriptor), dequantised."""
+    iq = _iq()
+    rows = [iq.descriptor_float(iq.query_descriptor(trunk, head, trunk.quantize_image(img), sparsity))
+            for img in images.double().cpu().numpy()]
+    return np.stack(rows).astype(np.float32)

@@ -111,6 +111,22 @@ def topk_int(x: np.ndarray, sparsity: float) -> np.ndarray:
     return out
 
 
+def l2norm_int(x: np.ndarray) -> np.ndarray:
+    """Integer vector ``x`` -> int16 ``x / ||x||`` in Q15 (the descriptor): ``n2 = sum(x^2)``,
+    ``sd = max(1, isqrt(n2 * 2**16))`` (the norm in Q8), one reciprocal ``inv = 2**47 // sd``,
+    ``y = sat16((x * inv + 2**23) >> 24)``; an all-zero ``x`` gives zeros."""
+    x = np.asarray(x, np.int64).reshape(-1)
+    n2 = int((x * x).sum())
+    if n2 >= 2 ** 46:
+        raise IntegerModelError(f"l2norm: sum of squares {n2} >= 2^46 (the Q8 square root would overflow)")
+    sd = max(int(isqrt(np.array([n2 << 16]))[0]), 1)
+    inv = np.int64((1 << 47) // sd)
+    return sat((x * inv + (np.int64(1) << np.int64(23))) >> np.int64(24), RES_MIN, RES_MAX, np.int16)
+
+
+L2_Q = 15  # fraction bits of the descriptor
+
+
 EXP2_TABLE = np.array([round(2.0 ** EXP2_Q * 2.0 ** (-f / 2 ** SOFTMAX_U_BITS))
                        for f in range(2 ** SOFTMAX_U_BITS)], dtype=np.int64)
 
@@ -242,6 +258,15 @@ class Units:
         return sat(np.asarray(x, np.int64) + requant_channels(y, mult, shift, RES_MIN, RES_MAX, np.int64),
                    RES_MIN, RES_MAX, np.int16)
 
+    def requant(self, name: str, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+        """Vector unit: per-tensor ``sat8((x * mult + 2**(shift-1)) >> shift)`` of int16 ``x``
+        (the head's int8 input from the int16 residual stream; no HLS kernel yet)."""
+        return requantize(x, mult, shift)
+
+    def l2norm(self, name: str, x: np.ndarray) -> np.ndarray:
+        """Vector unit: the L2-normalised descriptor in Q15 (:func:`l2norm_int`; no HLS kernel yet)."""
+        return l2norm_int(x)
+
 
 NUMPY_UNITS = Units()
 
@@ -368,3 +393,182 @@ def load_trunk(path) -> TrunkQ:
                       blocks=blocks, res_scale=float(z["res_scale"]), norm=norm, norm_scale=float(z["norm_scale"]))
     except KeyError as exc:
         raise IntegerModelError(f"{path}: integer-model file lacks the array {exc.args[0]!r}") from exc
+
+
+# ------------------------------------------------------------------------------ the head
+# The aggregation head in integers (issue 15 item 1). Every linear, convolution (as im2col) and
+# attention product runs on the int8 unit (``Units.gemm``: int8 weights per tensor, bias in
+# accumulator units, int8 / int16 out), LayerNorm / softmax / residual adds on the vector unit as
+# in the trunk, ReLU on the vector unit's activation table (``Units.gelu`` with a ReLU table), the
+# head's int8 input from the int16 residual stream (BoQ, MixVPR) by ``Units.requant``, and the
+# descriptor by ``Units.l2norm`` (Q15). A head is a flat dict of integer arrays keyed by op name
+# (``head.boqs.0.encoder.linear1.w`` ...), saved with ``save_head_q``. docs/integer.md.
+HEAD_Q_KINDS = ("boq", "cls", "mixvpr")
+
+
+def im2col3x3(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Tokens ``x [h*w, C]`` (row-major grid) -> ``[h*w, C*9]`` 3x3 patches, zero padding 1, in the
+    order of a ``[O, C, 3, 3]`` convolution weight flattened to ``[O, C*9]`` (host / data mover)."""
+    c = x.shape[1]
+    xp = np.zeros((h + 2, w + 2, c), x.dtype)
+    xp[1:-1, 1:-1] = x.reshape(h, w, c)
+    cols = np.stack([xp[i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=-1)  # [h, w, C, 9]
+    return cols.reshape(h * w, c * 9)
+
+
+def _ms(p: dict, key: str) -> tuple[int, int]:
+    m, s = (int(v) for v in p[key])
+    return m, s
+
+
+def _lin(u: Units, p: dict, name: str, x: np.ndarray) -> np.ndarray:
+    """An int8-unit linear: ``x [M, K] . w [K, N] + b`` requantised to ``p[name.out]`` (int8 / int16)."""
+    m, s = _ms(p, name + ".ms")
+    return u.gemm(name, x, p[name + ".w"], p.get(name + ".b"), out=str(p[name + ".out"]), mult=m, shift=s)
+
+
+def _lnq(p: dict, name: str) -> LayerNormQ:
+    return LayerNormQ(p[name + ".gain"], p[name + ".bias"], int(p[name + ".eps"]))
+
+
+def _mha_q(u: Units, p: dict, pre: str, q_in: np.ndarray, kv_in: np.ndarray | None, heads: int) -> np.ndarray:
+    """``nn.MultiheadAttention`` (one sample) on int8 inputs; ``kv_in`` None: self-attention with one
+    ``in_proj`` GEMM, else ``q_proj`` and ``kv_proj``. Returns ``out_proj``'s output (int16)."""
+    e = q_in.shape[-1]
+    hd = e // heads
+    if kv_in is None:
+        qkv = _lin(u, p, pre + "in_proj", q_in)
+        q, k, v = qkv[:, :e], qkv[:, e:2 * e], qkv[:, 2 * e:]
+    else:
+        q = _lin(u, p, pre + "q_proj", q_in)
+        kv = _lin(u, p, pre + "kv_proj", kv_in)
+        k, v = kv[:, :e], kv[:, e:]
+
+    def split(t):
+        return np.ascontiguousarray(t.reshape(t.shape[0], heads, hd).transpose(1, 0, 2))
+
+    sc = u.gemm(pre + "qk", split(q), split(k).transpose(0, 2, 1))                       # int32 [h, L, S]
+    m, s = _ms(p, pre + "softmax.ms")
+    pr = u.softmax(pre + "softmax", sc.reshape(-1, sc.shape[-1]), m, s).reshape(sc.shape)
+    m, s = _ms(p, pre + "av.ms")
+    a = u.gemm(pre + "av", pr, split(v), out="int8", mult=m, shift=s)                     # [h, L, hd]
+    return _lin(u, p, pre + "out_proj", a.transpose(1, 0, 2).reshape(q_in.shape[0], e))
+
+
+def _add_ln(u: Units, p: dict, add: str, ln: str, y16: np.ndarray, x8: np.ndarray) -> np.ndarray:
+    """Post-norm residual: ``LN(y + x)`` with ``y`` int16 (a GEMM's int16 output) and ``x`` int8."""
+    r = u.add(add, y16, x8, p[add + ".mult"], p[add + ".shift"])
+    return u.layernorm(ln, _lnq(p, ln), r)
+
+
+def _boq_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
+    n_pre = int(p["num_prefix_tokens"])
+    gh, gw = (int(v) for v in p["grid_hw"])
+    heads = int(p["num_heads"])
+    m, s = _ms(p, "head.input.ms")
+    x = u.requant("head.input", tokens[n_pre:], m, s)                                     # int8 [hw, D]
+    x = _lin(u, p, "head.proj_c", im2col3x3(x, gh, gw))                                    # int16 [hw, P]
+    x = u.layernorm("head.norm_input", _lnq(p, "head.norm_input"), x)
+    outs = []
+    for i in range(int(p["num_layers"])):
+        pre = f"head.boqs.{i}."
+        e = pre + "encoder."
+        x1 = _add_ln(u, p, e + "add1", e + "norm1", _mha_q(u, p, e + "self_attn.", x, None, heads), x)
+        f = u.gelu(e + "relu", p[e + "relu.table"], _lin(u, p, e + "linear1", x1))
+        x = _add_ln(u, p, e + "add2", e + "norm2", _lin(u, p, e + "linear2", f), x1)
+        q0 = p[pre + "queries"]
+        q = _add_ln(u, p, pre + "add", pre + "norm_q", _mha_q(u, p, pre + "self_attn.", q0, None, heads), q0)
+        o = _mha_q(u, p, pre + "cross_attn.", q, x, heads)
+        outs.append(u.layernorm(pre + "norm_out", _lnq(p, pre + "norm_out"), o))
+    q = np.concatenate(outs, axis=0)                                                      # int8 [L*Q, P]
+    return _lin(u, p, "head.fc", np.ascontiguousarray(q.T)).reshape(-1)                   # int16 [P * row]
+
+
+def _mixvpr_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
+    n_pre = int(p["num_prefix_tokens"])
+    x = np.ascontiguousarray(tokens[n_pre:].T).astype(np.int16)   # final norm's int8 as int16, [D, hw]
+    for i in range(int(p["mix_depth"])):
+        pre = f"head.mix.{i}."
+        f = u.layernorm(pre + "mix.0", _lnq(p, pre + "mix.0"), x)
+        f = u.gelu(pre + "mix.2", p[pre + "mix.2.table"], _lin(u, p, pre + "mix.1", f))
+        x = u.add(pre + "add", x, _lin(u, p, pre + "mix.3", f), p[pre + "add.mult"], p[pre + "add.shift"])
+    m, s = _ms(p, "head.mix_out.ms")
+    x = u.requant("head.mix_out", x, m, s)                                                # int8 [D, hw]
+    c = _lin(u, p, "head.channel_proj", np.ascontiguousarray(x.T))                        # int8 [hw, out_c]
+    return _lin(u, p, "head.row_proj", np.ascontiguousarray(c.T)).reshape(-1)             # int16 [out_c * rows]
+
+
+def _cls_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
+    if int(p["num_prefix_tokens"]) < 1:
+        raise IntegerModelError("the CLS head needs a class token (num_prefix_tokens >= 1)")
+    return tokens[0]
+
+
+_HEAD_Q = {"boq": _boq_q, "cls": _cls_q, "mixvpr": _mixvpr_q}
+
+
+@dataclass
+class HeadQ:
+    """An integer aggregation head: ``p`` holds its integer arrays and shape scalars."""
+
+    p: dict
+
+    @property
+    def kind(self) -> str:
+        return str(self.p["kind"])
+
+    @property
+    def uses_final_norm(self) -> bool:
+        return bool(int(self.p["uses_final_norm"]))
+
+    def __call__(self, tokens: np.ndarray, units: Units | None = None) -> np.ndarray:
+        """The trunk's tokens (int16 residual stream, or the final norm's int8 when the head uses it)
+        -> the int16 descriptor in Q15 (``/ 2**15`` is the L2-normalised float descriptor)."""
+        u = units or NUMPY_UNITS
+        if self.kind not in _HEAD_Q:
+            raise IntegerModelError(f"integer head kind {self.kind!r}; implemented: {', '.join(HEAD_Q_KINDS)}")
+        gh, gw = (int(v) for v in self.p["grid_hw"])
+        n_pre = int(self.p["num_prefix_tokens"])
+        if tokens.ndim != 2 or tokens.shape[0] != n_pre + gh * gw:
+            raise IntegerModelError(f"head input must be [{n_pre} + {gh}*{gw}, D] tokens, got {tokens.shape}")
+        return u.l2norm("head.l2norm", _HEAD_Q[self.kind](u, self.p, tokens))
+
+
+def query_descriptor(trunk: TrunkQ, head: HeadQ, img_q: np.ndarray, sparsity: float,
+                     units: Units | None = None) -> np.ndarray:
+    """The whole query in integers: int8 image -> trunk -> final LayerNorm (heads that use it) ->
+    integer head -> int16 descriptor in Q15."""
+    u = units or NUMPY_UNITS
+    x = trunk.tokens(img_q, sparsity, u)
+    if head.uses_final_norm:
+        if trunk.norm is None:
+            raise IntegerModelError(f"the {head.kind} head uses the final LayerNorm; the trunk has none")
+        x = u.layernorm("norm", trunk.norm, x)
+    return head(x, u)
+
+
+def descriptor_float(desc_q: np.ndarray) -> np.ndarray:
+    """The Q15 descriptor as float64 (unit L2 norm up to the Q15 rounding)."""
+    return np.asarray(desc_q, np.float64) / 2.0 ** L2_Q
+
+
+def save_head_q(path, head: HeadQ) -> None:
+    """Write ``head`` as one ``.npz`` of plain arrays (``allow_pickle=False`` to load)."""
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, **{k: np.asarray(v) for k, v in head.p.items()})
+    os.replace(tmp, path)
+
+
+def load_head_q(path) -> HeadQ:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            p = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise IntegerModelError(f"{path}: not an integer-head file ({exc})") from exc
+    for key in ("kind", "num_prefix_tokens", "grid_hw", "uses_final_norm"):
+        if key not in p:
+            raise IntegerModelError(f"{path}: integer-head file lacks the array {key!r}")
+    if str(p["kind"]) not in _HEAD_Q:
+        raise IntegerModelError(f"{path}: integer head kind {str(p['kind'])!r}; implemented: "
+                                f"{', '.join(HEAD_Q_KINDS)}")
+    return HeadQ(p)
