@@ -4,8 +4,10 @@ One step: the float student (PyTorch) + a few calibration images -> a :class:`Tr
 integer multipliers and shifts come from the student's own scales (ternary gamma, int8 input
 steps of every ternary linear) and from absmax statistics of the calibration run (the
 residual stream, each linear's output, the image). The integer model then runs with numpy
-alone; the head (BoQ, SALAD, MixVPR, CLS) runs in float on the dequantised trunk output
-(``integer_descriptors``) until the int8 unit's head lands (issue 15).
+alone. ``export_head_q`` does the same for the aggregation head (BoQ, MixVPR, CLS: every op in
+integers on the int8 and vector units, the descriptor L2-normalised in Q15); SALAD's head runs
+in float on the dequantised trunk output (``integer_descriptors``): its log-space Sinkhorn has
+no fixed-point version.
 """
 
 from __future__ import annotations
@@ -174,18 +176,30 @@ def integer_descriptors(model, trunk, images, sparsity: float) -> np.ndarray:
     return torch.nn.functional.normalize(d.float(), dim=-1).numpy()
 
 
+def head_is_integer(model) -> bool:
+    """True when the integer model runs ``model``'s head in integers (BoQ, MixVPR, CLS); SALAD's
+    head runs in float on the host after the integer trunk."""
+    from brevitas_models.heads.salad import SALADHead
+
+    return not isinstance(model.head, SALADHead)
+
+
 def integer_eval_descriptors(model, dataset, sparsities, calibration, *, desc: str = "integer") -> dict:
-    """{s: L2-normalised descriptors [N, D]} of every image of ``dataset`` through the integer trunk
-    exported at each sparsity (calibrated on ``calibration`` images) and the float head."""
+    """{s: L2-normalised descriptors [N, D]} of every image of ``dataset`` through the integer model
+    exported at each sparsity (calibrated on ``calibration`` images): the whole query in integers
+    (trunk, head, Q15 descriptor) for BoQ, MixVPR and CLS; the integer trunk and the float head for
+    SALAD (:func:`head_is_integer`)."""
     from tqdm import tqdm
 
     out = {}
     for s in sparsities:
         trunk = export_trunk(model, calibration, sparsity=float(s))
+        head = export_head_q(model, trunk, calibration, sparsity=float(s)) if head_is_integer(model) else None
         rows = []
         for i in tqdm(range(len(dataset)), desc=f"{desc} s={s:g}", unit="img", leave=False):
             img = dataset[i][0]
-            rows.append(integer_descriptors(model, trunk, img[None], float(s)))
+            rows.append(integer_descriptors(model, trunk, img[None], float(s)) if head is None
+                        else integer_query_descriptors(trunk, head, img[None], float(s)))
         out[float(s)] = np.concatenate(rows, axis=0) if rows else np.zeros((0, model.descriptor_dim), np.float32)
     return out
 

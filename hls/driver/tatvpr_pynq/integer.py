@@ -271,6 +271,64 @@ class Units:
 NUMPY_UNITS = Units()
 
 
+def op_shape(op: str, *args) -> dict:
+    """What the simulator charges for one ``Units`` call: ``unit`` and, for the int8 unit, ``m, k, n,
+    batch``; for the vector unit, ``kind`` (``layernorm``, ``softmax``, ``add``, ``lut`` = GELU / ReLU
+    table, ``requant``, ``l2norm``), ``elements`` and ``row`` (elements per row; 0: none)."""
+    if op == "gemm":
+        a, b = np.asarray(args[0]), np.asarray(args[1])
+        return {"unit": "int8", "m": int(a.shape[-2]), "k": int(a.shape[-1]), "n": int(b.shape[-1]),
+                "batch": int(a.shape[0]) if a.ndim == 3 else 1}
+    if op == "ternary":
+        x, lin = np.asarray(args[0]), args[1]
+        return {"unit": "ternary", "m": int(x.shape[0]), "k": int(x.shape[-1]), "n": int(lin.codes.shape[0])}
+    x = np.asarray(args[0])
+    row = int(x.shape[-1]) if op in ("layernorm", "softmax") else 0
+    return {"unit": "vector", "kind": {"gelu": "lut"}.get(op, op), "elements": int(x.size), "row": row}
+
+
+class RecordingUnits(Units):
+    """The numpy units, listing every call in ``ops`` ({name, unit, shape fields}, :func:`op_shape`)."""
+
+    def __init__(self) -> None:
+        self.ops: list[dict] = []
+
+    def _rec(self, name, op, *args):
+        self.ops.append({"name": name, **op_shape(op, *args)})
+
+    def layernorm(self, name, ln, x):
+        self._rec(name, "layernorm", x)
+        return super().layernorm(name, ln, x)
+
+    def ternary(self, name, lin, x, sparsity):
+        self._rec(name, "ternary", x, lin)
+        return super().ternary(name, lin, x, sparsity)
+
+    def gemm(self, name, a, b, bias=None, *, out="int32", mult=0, shift=0):
+        self._rec(name, "gemm", a, b)
+        return super().gemm(name, a, b, bias, out=out, mult=mult, shift=shift)
+
+    def softmax(self, name, scores, mult, shift):
+        self._rec(name, "softmax", scores)
+        return super().softmax(name, scores, mult, shift)
+
+    def gelu(self, name, table, x):
+        self._rec(name, "gelu", x)
+        return super().gelu(name, table, x)
+
+    def add(self, name, x, y, mult, shift):
+        self._rec(name, "add", x)
+        return super().add(name, x, y, mult, shift)
+
+    def requant(self, name, x, mult, shift):
+        self._rec(name, "requant", x)
+        return super().requant(name, x, mult, shift)
+
+    def l2norm(self, name, x):
+        self._rec(name, "l2norm", x)
+        return super().l2norm(name, x)
+
+
 @dataclass
 class TrunkQ:
     """Patch embedding (int8 unit), position embedding, blocks, optional final LayerNorm."""

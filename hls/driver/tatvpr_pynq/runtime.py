@@ -8,15 +8,18 @@
 Path of one image: resize to the model's side (bilinear, PIL) and ImageNet-normalise exactly like
 ``tatvpr_hw.data.transforms.preprocess`` -> int8 (the trunk's image quantiser) -> the integer
 trunk (``tatvpr_pynq.integer.TrunkQ``) with every op on ``units`` -> final LayerNorm (vector unit)
-if the head uses it -> dequantise -> the head in float64 numpy on the ARM cores
-(``tatvpr_pynq.heads``) -> L2-normalised descriptor -> top-N database rows by inner product
-(faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``).
+if the head uses it -> the integer head (``head_q.npz``, ``tatvpr_pynq.integer.HeadQ``: BoQ,
+MixVPR, CLS) on ``units`` too -> the L2-normalised descriptor in Q15, as float64 -> top-N database
+rows by inner product (faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``). A bundle
+without ``head_q.npz`` (SALAD: its Sinkhorn has no fixed-point version) dequantises the trunk's
+output and runs the head in float64 numpy on the ARM cores (``tatvpr_pynq.heads``).
 
 Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of the HLS kernels
 (``tatvpr_hw.lower.hls.query_csim.csim_units``, host-side test stand-in for the bitstream), and
 :class:`PynqUnits`, which runs the ternary linears on the ternary GEMM IP of the bitstream.
 On the board today ONLY the ternary linears run on the fabric: the int8 unit (patch embedding,
-QK^T, AV) and the vector unit (LayerNorm, softmax, GELU, residual adds) run in numpy on the ARM
+QK^T, AV, the head's linears and attention) and the vector unit (LayerNorm, softmax, GELU / ReLU
+tables, residual adds, the head's requantisation and L2 normalisation) run in numpy on the ARM
 cores (the same integers as the golden model) until the overlay's driver binds their IPs.
 """
 
@@ -29,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .heads import head_descriptor, load_head
-from .integer import NUMPY_UNITS, IntegerModelError, Units, load_trunk, topk_int
+from .integer import (NUMPY_UNITS, IntegerModelError, Units, descriptor_float, load_head_q, load_trunk,
+                      query_descriptor, topk_int)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +149,14 @@ class PlaceRecognizer:
         except IntegerModelError as exc:
             raise RuntimeInputError(str(exc)) from None
         self.head = load_head(self.bundle / "head.npz")
+        self.head_q = None
+        if self.meta.get("head_integer"):
+            if not (self.bundle / "head_q.npz").is_file():
+                raise RuntimeInputError(f"{self.bundle}: meta.json says the head is integer, head_q.npz is missing")
+            try:
+                self.head_q = load_head_q(self.bundle / "head_q.npz")
+            except IntegerModelError as exc:
+                raise RuntimeInputError(str(exc)) from None
         self.units = units or NUMPY_UNITS
         self.img_size = int(self.meta["img_size"])
         self.sparsity = float(self.meta["sparsity"])
@@ -162,8 +174,17 @@ class PlaceRecognizer:
             return self.units.layernorm("norm", self.trunk.norm, x).astype(np.float64) * self.trunk.norm_scale
         return x.astype(np.float64) * self.trunk.res_scale
 
+    def describe_q(self, image) -> np.ndarray:
+        """One image -> the integer model's int16 descriptor in Q15 (integer heads only)."""
+        if self.head_q is None:
+            raise RuntimeInputError(f"{self.bundle}: the {self.meta.get('head')} head runs in float; no integer descriptor")
+        img_q = self.trunk.quantize_image(preprocess(image, self.img_size))
+        return query_descriptor(self.trunk, self.head_q, img_q, self.sparsity, self.units)
+
     def describe(self, image) -> np.ndarray:
         """One image -> L2-normalised float64 descriptor [descriptor_dim]."""
+        if self.head_q is not None:
+            return descriptor_float(self.describe_q(image))
         return head_descriptor(self.tokens(image), self.head)
 
     def build_database(self, images) -> np.ndarray:

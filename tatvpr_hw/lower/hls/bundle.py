@@ -1,9 +1,10 @@
 """One export step for the board runtime (``tatvpr_pynq.runtime``): float student -> bundle folder.
 
-``trunk.npz`` (the integer trunk, ``tatvpr_hw.integer.export_trunk``), ``head.npz`` (the head's
-float parameters for ``tatvpr_pynq.heads``), ``meta.json`` (image side, sparsity, head, final
-norm); ``database.npy`` is written by the runtime's own build step so the database descriptors
-come from the same path as the queries.
+``trunk.npz`` (the integer trunk, ``tatvpr_hw.integer.export_trunk``), ``head_q.npz`` (the integer
+head, ``tatvpr_hw.integer.export_head_q``: BoQ, MixVPR, CLS), ``head.npz`` (the head's float
+parameters for ``tatvpr_pynq.heads``: the runtime's head for SALAD, a reference for the others),
+``meta.json`` (image side, sparsity, head, final norm, ``head_integer``); ``database.npy`` is written
+by the runtime's own build step so the database descriptors come from the same path as the queries.
 """
 
 from __future__ import annotations
@@ -72,13 +73,13 @@ def export_head(model, grid_hw: tuple[int, int]) -> dict:
 
 
 def export_bundle(model, calibration, out_dir, *, sparsity: float, extra_meta: dict | None = None) -> Path:
-    """Write ``trunk.npz``, ``head.npz`` and ``meta.json`` for ``model`` (ternary student) to ``out_dir``.
+    """Write ``trunk.npz``, ``head.npz``, ``head_q.npz`` (integer heads) and ``meta.json`` for ``model`` (ternary student) to ``out_dir``.
     ``calibration``: images ``[B, 3, S, S]`` (preprocessed) for the integer trunk's scales."""
-    from tatvpr_hw.integer import export_trunk
+    from tatvpr_hw.integer import export_head_q, export_trunk, head_is_integer
 
     driver_package()
     from tatvpr_pynq.heads import save_head
-    from tatvpr_pynq.integer import save_trunk
+    from tatvpr_pynq.integer import save_head_q, save_trunk
 
     if not 0.0 <= float(sparsity) < 1.0:
         raise UserError(f"sparsity must be in [0, 1), got {sparsity}")
@@ -92,8 +93,13 @@ def export_bundle(model, calibration, out_dir, *, sparsity: float, extra_meta: d
     out.mkdir(parents=True, exist_ok=True)
     save_trunk(out / "trunk.npz", trunk)
     save_head(out / "head.npz", head)
+    head_integer = head_is_integer(model)
+    if head_integer:
+        save_head_q(out / "head_q.npz", export_head_q(model, trunk, calibration, sparsity=float(sparsity)))
+    elif (out / "head_q.npz").exists():
+        (out / "head_q.npz").unlink()
     meta = {"img_size": side, "sparsity": float(sparsity), "final_norm": trunk.norm is not None,
-            "head": str(head["kind"]), "descriptor_dim": int(model.descriptor_dim),
+            "head": str(head["kind"]), "head_integer": head_integer, "descriptor_dim": int(model.descriptor_dim),
             "grid_hw": [int(grid[0]), int(grid[1])], "calibration_images": int(calibration.shape[0]),
             **(extra_meta or {})}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

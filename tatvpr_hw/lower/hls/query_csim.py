@@ -1,11 +1,13 @@
-"""A whole query's trunk through the HLS kernels in sequence, driven as the board drives them.
+"""A whole query through the HLS kernels in sequence, driven as the board drives them.
 
-Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU and residual adds on
-the vector unit (``tatvpr_vector.cpp``), the patch embedding and attention on the int8 unit
-(``tatvpr_int8.cpp``), the ternary linears on the ternary IP (``tatvpr_gemm.cpp``, after the
-top-k and bank scheduling the host does). The position-embedding add and the head stay on the
-host. The result must equal the integer model (``tatvpr_pynq.integer``) bit for bit, and each
-op's counted cycles are returned per unit, to compare with the simulator.
+Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU / ReLU tables and
+residual adds on the vector unit (``tatvpr_vector.cpp``), the patch embedding, attention and the
+head's linears and attention on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the
+ternary IP (``tatvpr_gemm.cpp``, after the top-k and bank scheduling the host does). The
+position-embedding add stays on the host; the head's int16 -> int8 requantisation and the
+descriptor's L2 normalisation have no HLS kernel yet and run in numpy (``QueryCsim.numpy_ops``).
+The result must equal the integer model (``tatvpr_pynq.integer``) bit for bit, and each op's
+counted cycles are returned per unit, to compare with the simulator.
 """
 
 from __future__ import annotations
@@ -26,13 +28,20 @@ from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call,
 @dataclass
 class QueryCsim:
     tokens: np.ndarray                    # int16 [T, D]: the trunk's output
-    ops: list[dict] = field(default_factory=list)   # {name, unit, cycles, ...} in execution order
+    ops: list[dict] = field(default_factory=list)   # {name, unit, csim, cycles, shape...} in execution order
+    descriptor: np.ndarray | None = None  # int16 Q15: the integer head's output (csim_query)
 
     def unit_cycles(self) -> dict[str, int]:
+        """Counted cycles per unit of the ops that ran in C simulation."""
         out: dict[str, int] = {}
         for op in self.ops:
-            out[op["unit"]] = out.get(op["unit"], 0) + int(op["cycles"])
+            if op.get("csim", True):
+                out[op["unit"]] = out.get(op["unit"], 0) + int(op["cycles"])
         return out
+
+    def numpy_ops(self) -> list[str]:
+        """Ops with no HLS kernel yet (run in numpy, the golden model)."""
+        return [op["name"] for op in self.ops if not op.get("csim", True)]
 
 
 def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, ports: int, fmt: str, lanes: int,
@@ -40,7 +49,7 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
     """A ``tatvpr_pynq.integer.Units`` whose every op runs in the C simulation of its unit and is
     recorded in ``.ops`` ({name, unit, cycles, ...})."""
     driver_package()
-    from tatvpr_pynq.integer import Units, topk_int
+    from tatvpr_pynq.integer import Units, op_shape, topk_int
 
     work = Path(work_dir)
     build = work / "build"
@@ -54,27 +63,37 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
         def _sub(self) -> Path:
             return work / f"op{len(self.ops):04d}"
 
-        def _unit(self, name, unit_name, call):
+        def _unit(self, name, shape, call):
             [r] = run_unit_ops(unit_exe, [call], self._sub())
-            self.ops.append({"name": name, "unit": unit_name, "cycles": r.element_cycles, "row_ops": r.row_ops})
+            self.ops.append({"name": name, **shape, "csim": True, "cycles": r.element_cycles, "row_ops": r.row_ops})
             return r.out
 
         def layernorm(self, name, ln, x):
-            return self._unit(name, "vector", layernorm_call(ln, x))
+            return self._unit(name, op_shape("layernorm", x), layernorm_call(ln, x))
 
         def softmax(self, name, scores, mult, shift):
-            return self._unit(name, "vector", softmax_call(scores, mult, shift))
+            return self._unit(name, op_shape("softmax", scores), softmax_call(scores, mult, shift))
 
         def gelu(self, name, table, x):
-            return self._unit(name, "vector", gelu_call(table, x))
+            return self._unit(name, op_shape("gelu", x), gelu_call(table, x))
 
         def add(self, name, x, y, mult, shift):
-            return self._unit(name, "vector", add_call(x, y, mult, shift))
+            return self._unit(name, op_shape("add", x), add_call(x, y, mult, shift))
 
         def gemm(self, name, a, b, bias=None, *, out="int32", mult=0, shift=0):
             squeeze = np.asarray(a).ndim == 2
-            r = self._unit(name, "int8", gemm_call(a, b, bias, out=out, mult=mult, shift=shift))
+            r = self._unit(name, op_shape("gemm", a, b), gemm_call(a, b, bias, out=out, mult=mult, shift=shift))
             return r[0] if squeeze else r
+
+        # no HLS kernel yet: the head's int16 -> int8 requantisation and the descriptor's L2
+        # normalisation run in numpy (the golden model); recorded with csim False and no cycles
+        def requant(self, name, x, mult, shift):
+            self.ops.append({"name": name, **op_shape("requant", x), "csim": False, "cycles": 0})
+            return super().requant(name, x, mult, shift)
+
+        def l2norm(self, name, x):
+            self.ops.append({"name": name, **op_shape("l2norm", x), "csim": False, "cycles": 0})
+            return super().l2norm(name, x)
 
         def ternary(self, name, lin, x, sparsity):
             xs = topk_int(x, sparsity)  # the host's top-k, then the bank scheduling of prepare_layer
@@ -83,7 +102,8 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
             [r] = run_csim(gemm_exe, [layer], self._sub(), names=[name.replace(".", "_")])
             if r.status != 0:
                 raise UserError(f"{name}: the ternary IP's C simulation returned status {r.status}")
-            self.ops.append({"name": name, "unit": "ternary", "cycles": int(np.asarray(r.chunk_cycles).sum()),
+            self.ops.append({"name": name, **op_shape("ternary", xs, lin), "csim": True,
+                             "cycles": int(np.asarray(r.chunk_cycles).sum()),
                              "folds": len(r.chunk_cycles), "act_mask": xs != 0, "codes": lin.codes})
             return r.out
 
@@ -107,6 +127,21 @@ def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, 
     return QueryCsim(tokens=x, ops=units.ops)
 
 
+def csim_query(trunk, head, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8,
+               simd: int = 8, banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16,
+               rows: int = 16, cols: int = 16) -> QueryCsim:
+    """The whole query (trunk, final LayerNorm for heads that use it, the integer ``head``, the Q15
+    descriptor) on the C-simulated units; ``tokens`` is the trunk's output, ``descriptor`` the head's."""
+    d_model = trunk.pos.shape[1]
+    widest = max([d_model] + [b.fc1.codes.shape[0] for b in trunk.blocks])
+    tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
+    units = csim_units(work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes, rows=rows,
+                       cols=cols, kmax=max(-(-widest // simd) * simd, simd), mmax=max(tokens, 1))
+    x = trunk.tokens(img_q, sparsity, units)
+    y = units.layernorm("norm", trunk.norm, x) if head.uses_final_norm else x
+    return QueryCsim(tokens=x, ops=units.ops, descriptor=head(y, units))
+
+
 def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     """The simulator's cycles (``sim.engine``, without pipeline depths) of the ops ``res`` ran:
     ternary C_f on the same operands and gather, int8- and vector-unit formulas on the shapes."""
@@ -128,7 +163,17 @@ def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     }
     out: dict[str, int] = {}
     for op in res.ops:
-        if op["unit"] == "ternary":
+        if not op.get("csim", True):
+            continue
+        if op["name"] == "norm" or op["name"].startswith("head."):
+            # the final LayerNorm and the head: the simulator's formulas on the op's shape (the shapes
+            # equal the traced ones: tests/hls/test_integer_model.py); a ReLU table is traced as "other"
+            if op["unit"] == "int8":
+                cyc = dense_cycles(op["m"], op["k"], op["n"], op["batch"], u.rows, u.cols, 0)
+            else:
+                kind = {"lut": "other"}.get(op["kind"], op["kind"])
+                cyc = vector_cycles(op["elements"], kind, arch, op["row"]) - v.pipeline_cycles
+        elif op["unit"] == "ternary":
             cyc = int(np.asarray(fold_compute_cycles(op["act_mask"], op["codes"], c.pe, c.simd, "act",
                                                      banks=c.banks, ports=c.ports)).sum())
         else:
@@ -144,7 +189,8 @@ QUERY_SPARSITY = 0.4
 
 def flow_step_query(ctx) -> dict:
     """Flow step: the trained student's first evaluation query through the integer model and
-    through the C-simulated HLS units (vector, int8, ternary IP) in sequence; ``query.json``."""
+    through the C-simulated HLS units (vector, int8, ternary IP) in sequence, the head included
+    (BoQ, MixVPR, CLS; SALAD's head runs in float on the host); ``query.json``."""
     import json
     import time
 
@@ -153,8 +199,11 @@ def flow_step_query(ctx) -> dict:
     from sim.arch import load_arch
     from tatvpr_hw.data.vpr import VPREvalSet, eval_root
     from tatvpr_hw.evaluation import _student_checkpoint_from, load_models
-    from tatvpr_hw.integer import export_trunk, integer_descriptors
+    from tatvpr_hw.integer import export_head_q, export_trunk, head_is_integer, integer_descriptors
     from tatvpr_hw.io import write_json
+
+    driver_package()
+    from tatvpr_pynq.integer import descriptor_float, query_descriptor
 
     t0 = time.perf_counter()
     cfg = ctx.cfg
@@ -166,17 +215,27 @@ def flow_step_query(ctx) -> dict:
     calib = torch.stack([ev.database[i][0] for i in range(min(16, len(ev.database)))])
     image = ev.queries[0][0]
     trunk = export_trunk(student, calib, sparsity=QUERY_SPARSITY)
+    head = export_head_q(student, trunk, calib, sparsity=QUERY_SPARSITY) if head_is_integer(student) else None
     img_q = trunk.quantize_image(image.double().numpy())
     arch = load_arch("kv260")
     c = arch.spec.compute
-    res = csim_trunk(trunk, img_q, QUERY_SPARSITY, Path(ctx.run_dir) / "query_csim", pe=c.pe, simd=c.simd,
-                     banks=c.banks, ports=c.ports, lanes=arch.spec.vector_unit.lanes, rows=arch.spec.int8_unit.rows,
-                     cols=arch.spec.int8_unit.cols)
+    kw = dict(pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports, lanes=arch.spec.vector_unit.lanes,
+              rows=arch.spec.int8_unit.rows, cols=arch.spec.int8_unit.cols)
+    work = Path(ctx.run_dir) / "query_csim"
+    res = (csim_trunk(trunk, img_q, QUERY_SPARSITY, work, **kw) if head is None
+           else csim_query(trunk, head, img_q, QUERY_SPARSITY, work, **kw))
     ref = trunk.tokens(img_q, QUERY_SPARSITY)
     bit_exact = bool(np.array_equal(res.tokens, ref))
+    if head is not None:
+        d_ref = query_descriptor(trunk, head, img_q, QUERY_SPARSITY)
+        desc_exact = bool(np.array_equal(res.descriptor, d_ref))
+        bit_exact = bit_exact and desc_exact
+        d_int = descriptor_float(d_ref)
+    else:
+        desc_exact = None
+        d_int = integer_descriptors(student, trunk, image[None], QUERY_SPARSITY)[0]
     csim_cycles = res.unit_cycles()
     sim_cycles = sim_unit_cycles(res, trunk, arch)
-    d_int = integer_descriptors(student, trunk, image[None], QUERY_SPARSITY)[0]
     with torch.no_grad():
         from brevitas_models.sparsity import sparsity_context
 
@@ -185,7 +244,11 @@ def flow_step_query(ctx) -> dict:
     summary = {
         "checkpoint": str(ck), "image": ev.queries.paths[0].name, "sparsity": QUERY_SPARSITY, "granularity": "token",
         "arch": arch.name, "pe": c.pe, "simd": c.simd, "banks": c.banks, "ports": c.ports,
+        "head": cfg.model.head.name, "head_integer": head is not None,
         "tokens": list(res.tokens.shape), "ops": len(res.ops), "bit_exact": bit_exact,
+        "descriptor_bit_exact": desc_exact,
+        "head_ops": sum(1 for op in res.ops if op["name"].startswith("head.")),
+        "numpy_ops": res.numpy_ops(),
         "max_abs_token_diff": int(np.abs(res.tokens.astype(np.int64) - ref).max()),
         "units": {u: {"csim_cycles": int(csim_cycles.get(u, 0)), "sim_cycles": int(sim_cycles.get(u, 0)),
                       "match": int(csim_cycles.get(u, 0)) == int(sim_cycles.get(u, 0))}
@@ -196,5 +259,5 @@ def flow_step_query(ctx) -> dict:
     write_json(Path(ctx.run_dir) / "query.json", summary)
     if not bit_exact or not all(u["match"] for u in summary["units"].values()):
         raise UserError("whole-query C simulation differs from the integer model or the simulator: "
-                        + json.dumps({k: summary[k] for k in ("bit_exact", "units")}))
+                        + json.dumps({k: summary[k] for k in ("bit_exact", "descriptor_bit_exact", "units")}))
     return summary
