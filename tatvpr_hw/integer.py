@@ -463,3 +463,90 @@ def integer_query_descriptors(trunk, head, images, sparsity: float) -> np.ndarra
     rows = [iq.descriptor_float(iq.query_descriptor(trunk, head, trunk.quantize_image(img), sparsity))
             for img in images.double().cpu().numpy()]
     return np.stack(rows).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ head ops vs the trace
+# Trace ops of the head that the integer head does not run, and why (anything else unmatched fails).
+TRACE_ONLY = {
+    "mul": "the query scaling 1/sqrt(head_dim) of nn.MultiheadAttention: folded into the softmax multiplier",
+    "mean": "the head-averaged attention weights nn.MultiheadAttention returns: not used by the descriptor",
+    "bias_add": "a linear's bias added by a separate ATen add: in the int8 unit's accumulator",
+}
+# Integer-head ops the trace does not have (the simulator does not charge them), and why.
+INTEGER_ONLY = {
+    "requant": "the head's int8 input from the int16 residual stream (vector unit; not traced: PyTorch "
+               "hands the head float tokens)",
+}
+
+
+def head_op_signatures(int_ops: list[dict]) -> tuple[list[tuple], list[str]]:
+    """Integer-head ops (``RecordingUnits.ops`` / C-sim ops named ``head.*``) -> (signatures, the
+    INTEGER_ONLY ops' names). A signature is ``("int8", m, k, n, batch)`` or ``(kind, elements, row)``."""
+    sigs, extra = [], []
+    for op in int_ops:
+        if not op["name"].startswith("head."):
+            continue
+        if op["unit"] == "int8":
+            sigs.append(("int8", op["m"], op["k"], op["n"], op["batch"]))
+        elif op["kind"] in INTEGER_ONLY:
+            extra.append(op["name"])
+        else:
+            sigs.append((op["kind"], op["elements"], op["row"]))
+    return sigs, extra
+
+
+def trace_head_signatures(trace_ops) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """The head's ops of a ``sim.trace`` trace (names ``head*``) -> (signatures as in
+    :func:`head_op_signatures`, [(dropped op, TRACE_ONLY reason)]). ReLU (``other``) is the vector
+    unit's table (``lut``); ``linalg_vector_norm`` + ``clamp_min`` + ``div`` of ``F.normalize`` is one
+    ``l2norm``; an unknown op keeps its ATen name as kind (and so matches nothing)."""
+    import re
+
+    from sim.trace import DenseOp
+
+    ops = [op for op in trace_ops if op.name.startswith("head")]
+    sigs, dropped = [], []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        aten = re.sub(r"\d+$", "", op.name.rsplit(".", 1)[-1])
+        prev = ops[i - 1] if i else None
+        if isinstance(op, DenseOp):
+            sigs.append(("int8", op.m, op.k, op.n, op.batch))
+        elif aten == "linalg_vector_norm" and [re.sub(r"\d+$", "", o.name.rsplit(".", 1)[-1])
+                                               for o in ops[i + 1:i + 3]] == ["clamp_min", "div"]:
+            sigs.append(("l2norm", op.elements, 0))
+            i += 3
+            continue
+        elif aten in ("mul", "mean"):
+            dropped.append((op.name, TRACE_ONLY[aten]))
+        elif (op.kind == "add" and isinstance(prev, DenseOp) and prev.weights
+              and op.elements == prev.m * prev.n * prev.batch
+              and op.name.rsplit(".", 1)[0] == prev.name.rsplit(".", 1)[0]):
+            dropped.append((op.name, TRACE_ONLY["bias_add"]))
+        elif op.kind in ("layernorm", "softmax"):
+            sigs.append((op.kind, op.elements, op.row))
+        elif op.kind == "add":
+            sigs.append(("add", op.elements, 0))
+        elif aten == "relu" or op.kind == "gelu":
+            sigs.append(("lut", op.elements, 0))
+        else:
+            sigs.append((aten, op.elements, 0))
+        i += 1
+    return sigs, dropped
+
+
+def compare_head_ops(int_ops: list[dict], trace_ops) -> dict:
+    """The integer head's ops against the simulator's trace of the same head: ``match`` when, after
+    the declared differences (TRACE_ONLY, INTEGER_ONLY), both list the same ops on the same units
+    with the same shapes, in the same order; ``first_difference`` names the first op that differs."""
+    mine, extra = head_op_signatures(int_ops)
+    theirs, dropped = trace_head_signatures(trace_ops)
+    first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+    if first is None and len(mine) != len(theirs):
+        first = min(len(mine), len(theirs))
+    return {"match": first is None, "integer": mine, "trace": theirs, "integer_only": extra,
+            "trace_only": dropped,
+            "first_difference": None if first is None else
+            {"index": first, "integer": mine[first] if first < len(mine) else None,
+             "trace": theirs[first] if first < len(theirs) else None}}

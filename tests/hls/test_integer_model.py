@@ -223,3 +223,194 @@ def test_whole_query_csim_equals_the_integer_model(student_and_images, tmp_path)
             assert op["cycles"] == expect[key], op["name"]
             seen += 1
     assert seen == 10 * len(trunk.blocks)
+
+
+# ------------------------------------------------------------------ the head in integers
+def test_l2norm_hand_values():
+    # [3, 4]: norm 5 -> 0.6 and 0.8 in Q15 = 19660.8 -> 19661 and 26214.4 -> 26214
+    assert iq.l2norm_int(np.array([3, 4])).tolist() == [19661, 26214]
+    assert iq.l2norm_int(np.array([-3, 4])).tolist() == [-19661, 26214]
+    # one nonzero element is exactly 1.0 = 2**15: saturates to 32767; all zeros stay zeros
+    assert iq.l2norm_int(np.array([0, 7, 0])).tolist() == [0, 32767, 0]
+    assert iq.l2norm_int(np.zeros(4, np.int16)).tolist() == [0, 0, 0, 0]
+    rng = np.random.default_rng(2)
+    x = rng.integers(-32768, 32768, size=512)
+    ref = x / np.linalg.norm(x.astype(np.float64)) * 2 ** 15
+    assert np.abs(iq.l2norm_int(x) - ref).max() <= 1.0
+
+
+def test_im2col3x3_is_a_zero_padded_convolution():
+    rng = np.random.default_rng(3)
+    h, w, c, o = 3, 4, 2, 5
+    x = rng.integers(-9, 10, size=(h * w, c))
+    wt = rng.integers(-3, 4, size=(o, c, 3, 3))
+    got = iq.im2col3x3(x, h, w) @ wt.reshape(o, -1).T
+    grid = x.reshape(h, w, c)
+    for r in range(h):          # the convolution written out, zero outside the grid
+        for col in range(w):
+            for oc in range(o):
+                acc = sum(int(grid[r + i - 1, col + j - 1, ci]) * int(wt[oc, ci, i, j])
+                          for ci in range(c) for i in range(3) for j in range(3)
+                          if 0 <= r + i - 1 < h and 0 <= col + j - 1 < w)
+                assert got[r * w + col, oc] == acc
+
+
+def test_relu_table_hand_values():
+    from tatvpr_hw.integer import _relu_table
+
+    t = _relu_table(0.1, 0.05)  # in step 0.1, out step 0.05: i -> max(0, 2 i), saturating
+    assert t[128 + 3] == 6 and t[128 - 3] == 0 and t[128] == 0 and t[255] == 127
+
+
+def _head_model(kind, student_and_images):
+    """(student, images) with ``kind``'s head: the shipped teacher's BoQ student, or a fresh one."""
+    import torch
+
+    from brevitas_models.checkpoint import init_student_from_teacher
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.config import load_config
+
+    student, images = student_and_images
+    if kind == "boq":
+        return student, images
+    cfg = load_config(hls_dir().parent / "configs" / "tiny.yaml")
+    cfg.model.head.name = kind
+    torch.manual_seed(1)
+    teacher = build_model(cfg.model, student=False)
+    other = build_model(cfg.model, student=True)
+    init_student_from_teacher(other, teacher)
+    other.eval()
+    calibrate_input_scales(other, [images])
+    return other, images
+
+
+@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.4])
+def test_integer_query_follows_the_float_student(student_and_images, kind, sparsity):
+    """The whole query in integers (trunk, head, Q15 descriptor) lands next to the float student's
+    descriptor of the same image (cosine > 0.995) and is unit-norm up to the Q15 rounding."""
+    import torch
+
+    from brevitas_models.sparsity import sparsity_context
+    from tatvpr_hw.integer import export_head_q, export_trunk, integer_query_descriptors
+
+    student, images = _head_model(kind, student_and_images)
+    trunk = export_trunk(student, images, sparsity=sparsity)
+    head = export_head_q(student, trunk, images, sparsity=sparsity)
+    assert head.kind == kind
+    dq = integer_query_descriptors(trunk, head, images, sparsity)
+    with torch.no_grad(), sparsity_context(student, sparsity):
+        df = torch.nn.functional.normalize(student(images), dim=-1).numpy()
+    assert dq.shape == df.shape
+    assert np.abs(np.linalg.norm(dq, axis=1) - 1).max() < 1e-3
+    cos = (dq * df).sum(1)
+    assert cos.min() > 0.995, cos
+    assert (np.argmax(dq @ df.T, axis=1) == np.arange(len(images))).all()
+
+
+def test_integer_head_file_round_trip_and_refusals(student_and_images, tmp_path):
+    from tatvpr_hw.integer import export_head_q, export_trunk
+
+    student, images = student_and_images
+    trunk = export_trunk(student, images, sparsity=0.4)
+    head = export_head_q(student, trunk, images, sparsity=0.4)
+    iq.save_head_q(tmp_path / "h.npz", head)
+    again = iq.load_head_q(tmp_path / "h.npz")
+    img = trunk.quantize_image(images[2].double().numpy())
+    d = iq.query_descriptor(trunk, head, img, 0.4)
+    assert d.dtype == np.int16 and np.array_equal(d, iq.query_descriptor(trunk, again, img, 0.4))
+    with np.load(tmp_path / "h.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+    bad = tmp_path / "b.npz"
+    np.savez(bad, kind=np.array("salad"), num_prefix_tokens=np.array(1), grid_hw=np.array([7, 7]),
+             uses_final_norm=np.array(1))
+    with pytest.raises(iq.IntegerModelError, match="'salad'; implemented: boq, cls, mixvpr"):
+        iq.load_head_q(bad)
+    np.savez(bad, kind=np.array("boq"))
+    with pytest.raises(iq.IntegerModelError, match="lacks the array 'num_prefix_tokens'"):
+        iq.load_head_q(bad)
+    with pytest.raises(iq.IntegerModelError, match=r"head input must be \[1 \+ 7\*7, D\]"):
+        head(np.zeros((3, 192), np.int16))
+
+
+def test_export_head_q_refuses_salad():
+    from types import SimpleNamespace
+
+    import torch
+
+    from brevitas_models.heads.salad import SALADHead
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.integer import export_head_q
+
+    head = SALADHead(in_dim=8, num_clusters=2, cluster_dim=2, token_dim=2, hidden_dim=4, dropout=0.0)
+    model = SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1), grid_hw=lambda s: (1, 1))
+    with pytest.raises(UserError, match="not salad"):
+        export_head_q(model, None, torch.zeros(1, 3, 14, 14))
+
+
+# ------------------------------------------------------------------ head ops = the simulator's ops
+@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls"])
+def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kind):
+    """Per op, the integer head's int8-unit GEMMs and vector-unit ops equal the ops the simulator's
+    trace of the same model charges (same unit, same m/k/n/batch or kind/elements/row, same order),
+    apart from the declared differences; a changed shape is caught."""
+    from tatvpr_hw.integer import INTEGER_ONLY, TRACE_ONLY, compare_head_ops, export_head_q, export_trunk
+    from tatvpr_hw.tracing import trace_query
+
+    student, images = _head_model(kind, student_and_images)
+    trace = trace_query(student, images[0])
+    trunk = export_trunk(student, images, sparsity=0.0)
+    head = export_head_q(student, trunk, images)
+    units = iq.RecordingUnits()
+    iq.query_descriptor(trunk, head, trunk.quantize_image(images[0].double().numpy()), 0.0, units)
+    r = compare_head_ops(units.ops, trace.ops)
+    assert r["match"], r["first_difference"]
+    assert set(reason for _, reason in r["trace_only"]) <= set(TRACE_ONLY.values())
+    expected_extra = {"boq": ["head.input"], "mixvpr": ["head.mix_out"], "cls": []}[kind]
+    assert r["integer_only"] == expected_extra
+    assert all(op["kind"] in INTEGER_ONLY for op in units.ops if op["name"] in expected_extra)
+    # by hand: BoQ conv + LN + 2 layers x (encoder 12 + query self-attention 7 + cross-attention 7) + fc
+    # + l2norm; MixVPR 2 mixers x 5 + 2 projections + l2norm; CLS l2norm
+    n_head = {"boq": 56, "mixvpr": 13, "cls": 1}[kind]
+    assert len(r["integer"]) == n_head
+    assert r["integer"][-1][0] == "l2norm"
+    # the check bites: one GEMM one column wider, or a dropped op, is a difference
+    ops = [dict(op) for op in units.ops]
+    gemm = next(i for i, op in enumerate(ops) if op["name"].startswith("head.") and op["unit"] == "int8"
+                ) if kind != "cls" else None
+    if gemm is not None:
+        ops[gemm]["n"] += 1
+        assert not compare_head_ops(ops, trace.ops)["match"]
+    short = [op for op in units.ops if op["name"] != "head.l2norm"]
+    assert not compare_head_ops(short, trace.ops)["match"]
+
+
+def test_whole_query_with_the_head_in_csim_is_bit_exact(student_and_images, tmp_path):
+    """Trunk + BoQ head on the C-simulated units: the int16 Q15 descriptor equals the integer
+    model's bit for bit; per unit the counted cycles equal the simulator's; the head's ops ran on the
+    int8 and vector units' C simulation except the two without a kernel (requant, L2 norm)."""
+    from sim.arch import load_arch
+    from tatvpr_hw.integer import export_head_q, export_trunk
+    from tatvpr_hw.lower.hls.query_csim import csim_query, sim_unit_cycles
+
+    student, images = student_and_images
+    s = 0.4
+    trunk = export_trunk(student, images, sparsity=s)
+    head = export_head_q(student, trunk, images, sparsity=s)
+    img = trunk.quantize_image(images[3].double().numpy())
+    arch = load_arch("kv260")
+    c = arch.spec.compute
+    out = csim_query(trunk, head, img, s, tmp_path, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports)
+    assert np.array_equal(out.descriptor, iq.query_descriptor(trunk, head, img, s))
+    assert out.numpy_ops() == ["head.input", "head.l2norm"]
+    head_ops = {op["name"]: op for op in out.ops if op["name"].startswith("head.")}
+    assert {op["unit"] for op in head_ops.values() if op["csim"]} == {"int8", "vector"}
+    # by hand (16 x 16 int8 grid, 16 lanes): the 3x3 convolution 49 x 1728 x 64 -> 4 x 4 tiles x 1728;
+    # norm_input: 49 rows of 64 = 4 lane groups, 2 passes; the cross-attention softmax 16 rows of 49
+    # (4 groups each), 2 passes; the fc 64 x 32 x 8 -> 4 x 1 tiles x 32
+    assert head_ops["head.proj_c"]["cycles"] == 4 * 4 * 1728
+    assert head_ops["head.norm_input"]["cycles"] == 49 * 4 * 2
+    assert head_ops["head.boqs.0.cross_attn.softmax"]["cycles"] == 16 * 4 * 2
+    assert head_ops["head.fc"]["cycles"] == 4 * 1 * 32
+    assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
