@@ -6,32 +6,41 @@
 (its ops, in trace order) that its `n` tiles flow through, each stage on its op's unit:
 
 - a *row segment* is a maximal run of row-local ops over the query's `T` tokens (ternary
-  linears and int8-unit ops with weights of `m = T` rows, vector ops other than softmax whose
-  elements are a multiple of `T`), tiled by `schedule.tile_tokens`: `n = ceil(T / tile_tokens)`;
+  linears of `m = T` rows, vector ops other than softmax whose elements are a multiple of `T`),
+  tiled by `schedule.tile_tokens`: `n = ceil(T / tile_tokens)`;
 - an *attention segment* is the qkv projection (a ternary linear directly followed by an int8-unit
   op without weights; its output columns computed head-major) and the run of int8-unit ops
   without weights (QK^T, P.V) and softmax ops after it, tiled by head: `n` = the smallest
   `batch` of its int8-unit ops;
-- any other op (different row count, an op whose input or output spills to DRAM) is a
-  segment of its own with `n = 1`.
+- any other op is a segment of its own with `n = 1`: a different row count, an op whose input
+  or output spills to DRAM, and an int8-unit linear with weights (its weights stream through a
+  buffer of two column slices, so tiling its rows would stream every weight once per tile).
 
 Segments run one after another (head h's attention needs every token's K_h and V_h: it starts
 when the qkv folds of head h have finished; the projection after it needs every head; a
 LayerNorm needs its whole token row). An op whose output goes to the next op of its segment
 hands it over tile by tile in the pipeline buffers (:func:`pipeline_buffers`), so it never
-occupies or spills from the output buffer (:func:`piped_outputs`). Inside a segment, stage `i` takes
-`t_i = cycles_i / n` per tile and unit `u` is busy `W_u = sum of t_i over its stages` per tile:
+occupies or spills from the output buffer (:func:`piped_outputs`).
 
-    segment = sum_i t_i + (n - 1) * max_u W_u          (rounded up to whole cycles)
+Inside a segment stage `i` (op cycles `c_i`, DRAM port cycles `d_i = ceil(its DRAM bytes / D)`)
+takes `t_i = c_i / n` per tile; unit `u` is busy `W_u = sum of t_i over its stages` per tile; the
+one DRAM port the units share is busy `X = sum_i d_i / n` per tile (every stage moves its tile's
+bytes through it in each period, so the period is at least the sum of their transfer cycles, not
+each unit's own as if it had the port alone):
 
-the first tile through every stage (fill and drain) plus one period of the busiest unit per
-further tile. With one unit or `n = 1` this is the sum of the ops' cycles (no gain).
+    segment = sum_i max(c_i, d_i) / n + (n - 1) * max(max_u W_u, X)     (rounded up to whole cycles)
+
+the first tile through every stage (fill and drain) plus one period of the busiest resource (a
+unit or the DRAM port) per further tile. With one unit and no DRAM, or `n = 1`, this is the sum
+of the ops' cycles (no gain).
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
+from sim.engine import transfer_cycles
 from sim.trace import DenseOp, TernaryLinearOp, VectorOp
 
 OVERLAP_MODES = ("none", "pipelined")
@@ -40,8 +49,6 @@ OVERLAP_MODES = ("none", "pipelined")
 def _row_local(op, tokens: int) -> bool:
     if isinstance(op, TernaryLinearOp):
         return op.m == tokens
-    if isinstance(op, DenseOp):
-        return bool(op.weights) and op.m == tokens and op.batch == 1
     if isinstance(op, VectorOp):
         return op.kind != "softmax" and op.elements % tokens == 0
     return False
@@ -114,28 +121,110 @@ def segments(ops, records, tokens: int, tile_tokens: int) -> list[dict]:
     return out
 
 
-def pipeline_cycles(stages: list[tuple[str, int]], tiles: int) -> int:
-    """``sum_i t_i + (tiles - 1) * max_u W_u`` for ``stages`` = [(unit, cycles)], ``t_i = cycles_i /
-    tiles``, rounded up to whole cycles (module doc)."""
+DRAM = "dram"  # the shared DRAM port, a resource of the pipeline like the units
+DRAM_BIT_KEYS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
+
+
+def dram_cycles(record: dict, bytes_per_cycle: float | None) -> int:
+    """Cycles op ``record`` holds the DRAM port: ``ceil(bytes / D)`` over every DRAM byte its counts
+    hold (``record["dram_cycles"]`` when given). 0 without a bandwidth (``bytes_per_cycle`` None)."""
+    if "dram_cycles" in record:
+        return int(record["dram_cycles"])
+    if not bytes_per_cycle:
+        return 0
+    bits = sum(int(record.get("counts", {}).get(k, 0)) for k in DRAM_BIT_KEYS)
+    if not bits:
+        return 0
+    return transfer_cycles(Fraction(bits, 8), bytes_per_cycle)
+
+
+def _period(stages, tiles: int) -> tuple[dict[str, int], int]:
+    busy: dict[str, int] = {}
+    dram = 0
+    for st in stages:
+        unit, c = st[0], st[1]
+        busy[unit] = busy.get(unit, 0) + c
+        dram += st[2] if len(st) > 2 else 0
+    return busy, dram
+
+
+def pipeline_cycles(stages, tiles: int) -> int:
+    """``sum_i f_i + (tiles - 1) * max(max_u W_u, X)`` for ``stages`` = [(unit, cycles)] or
+    [(unit, cycles, dram_cycles)]: ``f_i = max(cycles_i, dram_i) / tiles`` (the first tile through
+    stage i, never faster than its own transfers), ``W_u`` the unit's ``cycles_i / tiles`` summed over
+    its stages, ``X`` the stages' DRAM cycles per tile (the shared port); rounded up to whole cycles
+    (module doc)."""
     if tiles < 1:
         raise ValueError(f"tiles = {tiles}: must be >= 1")
-    busy: dict[str, int] = {}
-    for unit, c in stages:
-        busy[unit] = busy.get(unit, 0) + c
-    num = sum(busy.values()) + (tiles - 1) * max(busy.values())
+    busy, dram = _period(stages, tiles)
+    fill = sum(max(st[1], st[2] if len(st) > 2 else 0) for st in stages)
+    num = fill + (tiles - 1) * max(max(busy.values()), dram)
     return -(-num // tiles)
 
 
-def query_cycles(ops, records, tokens: int, tile_tokens: int) -> tuple[int, list[dict]]:
-    """Cycles of a query under ``pipelined`` overlap, and its segments (with their ``cycles``)."""
+def critical_resource(stages, tiles: int) -> str:
+    """What sets the segment's period: the busiest unit, or ``dram`` when the shared port's cycles
+    exceed every unit's (ties go to the unit). One tile: the unit with the most cycles."""
+    busy, dram = _period(stages, tiles)
+    unit = max(busy, key=lambda u: busy[u])
+    return DRAM if tiles > 1 and dram > busy[unit] else unit
+
+
+def query_cycles(ops, records, tokens: int, tile_tokens: int,
+                 bytes_per_cycle: float | None = None) -> tuple[int, list[dict]]:
+    """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
+    ``serial_cycles`` (its ops in sequence), ``dram_cycles`` (the shared port's, total),
+    ``busy_cycles_by_unit`` and ``critical`` (the unit, or ``dram``, that sets its period).
+    ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged, as before)."""
     segs = segments(ops, records, tokens, tile_tokens)
     total = 0
     for s in segs:
-        stages = [(records[i]["unit"], records[i]["cycles"]) for i in range(s["first"], s["last"] + 1)]
+        idx = range(s["first"], s["last"] + 1)
+        stages = [(records[i]["unit"], records[i]["cycles"], dram_cycles(records[i], bytes_per_cycle)) for i in idx]
+        busy, dram = _period(stages, s["tiles"])
         s["cycles"] = pipeline_cycles(stages, s["tiles"])
-        s["ops"] = [records[i]["name"] for i in range(s["first"], s["last"] + 1)]
+        s["serial_cycles"] = sum(st[1] for st in stages)
+        s["dram_cycles"] = dram
+        s["busy_cycles_by_unit"] = busy
+        s["critical"] = critical_resource(stages, s["tiles"])
+        s["ops"] = [records[i]["name"] for i in idx]
         total += s["cycles"]
     return total, segs
+
+
+def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cycle: float | None,
+                     units=("ternary_array", "int8_unit", "vector_unit")) -> dict:
+    """The ``schedule`` block of ``tatvpr sim --json`` (docs/simulator.md): why the query takes its
+    cycles. ``spec``: the arch's ``schedule``; ``records``: the ops' records; ``segs``: from
+    :func:`query_cycles` (empty under ``none``)."""
+    busy = dict.fromkeys(units, 0)
+    for r in records:
+        busy[r["unit"]] = busy.get(r["unit"], 0) + int(r["cycles"])
+    dram = sum(dram_cycles(r, bytes_per_cycle) for r in records)
+    serial = sum(int(r["cycles"]) for r in records)
+    by_critical = dict.fromkeys((*units, DRAM), 0)
+    if segs:
+        for s in segs:
+            by_critical[s["critical"]] += s["cycles"]
+    else:  # in sequence every op's cycles are its own unit's
+        for u, c in busy.items():
+            by_critical[u] += c
+    out = {
+        "overlap": spec.overlap,
+        "tile_tokens": spec.tile_tokens if spec.overlap == "pipelined" else None,
+        "cycles": int(cycles),
+        "serial_cycles": serial,
+        "saved_cycles": serial - int(cycles),
+        "busy_cycles_by_unit": busy,
+        "dram_cycles": dram,
+        "bound_cycles": max(max(busy.values()), dram),
+        "cycles_by_critical": by_critical,
+        "critical": max(by_critical, key=lambda k: by_critical[k]),
+        "segments": len(segs),
+        "segments_by_critical": ({k: sum(1 for s in segs if s["critical"] == k) for k in by_critical}
+                                 if segs else None),
+    }
+    return out
 
 
 def pipeline_buffers(arch) -> list[dict]:

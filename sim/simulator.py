@@ -15,7 +15,7 @@ from sim.energy import COMPONENTS, energy_pj
 from sim.engine import dense_op, ternary_layer, vector_op
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import op_classes, piped_outputs, query_cycles
+from sim.schedule import op_classes, piped_outputs, query_cycles, schedule_summary
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
@@ -114,7 +114,7 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
 
     serial_cycles = sum(r["cycles"] for r in layers)
     if pipelined:
-        cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens)
+        cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle)
     else:
         cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)
@@ -134,6 +134,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "overlap": sched.overlap,
         "serial_cycles": serial_cycles,
         "overlap_segments": len(segs) if pipelined else None,
+        # why the query takes its cycles: busy units, the shared DRAM port, what binds (sim.schedule)
+        "schedule": schedule_summary(sched, layers, cycles, segs, arch.dram_bytes_per_cycle, UNITS),
         "cycles_by_layer": {r["name"]: r["cycles"] for r in layers},
         "average_power_w": energy_total_pj * 1e-12 / latency_s,
         "dense_macs": dense_macs,

@@ -15,9 +15,9 @@ from sim.arch import load_arch, with_overrides
 from sim.dse import check_axes, parse_sweep
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import pipeline_cycles, query_cycles, segments
+from sim.schedule import critical_resource, op_classes, pipeline_cycles, query_cycles, segments
 from sim.simulator import simulate
-from sim.trace import DenseOp, VectorOp, synthetic_vit_trace, ternary_linear_op
+from sim.trace import DenseOp, Trace, VectorOp, synthetic_vit_trace, ternary_linear_op
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +83,69 @@ def test_bounds_hold_for_any_chain(seed):
     assert max(busy.values()) <= got <= sum(c for _, c in stages)
     if tiles == 1 or len(busy) == 1:
         assert got == sum(c for _, c in stages)
+
+
+# ------------------------------------------------------------------------ the shared DRAM port
+
+def test_shared_dram_port_by_hand():
+    # two units, 4 tiles, each stage 800 cycles of which 600 move DRAM bytes (its own transfers,
+    # hidden behind its compute when it has the port alone). Per tile: t = 200 and 200, the units
+    # are busy 200 each, but the one port must move 150 + 150 = 300 cycles of bytes per tile:
+    # 400 + 3 * 300 = 1300. Each unit as if it had the port alone: 400 + 3 * 200 = 1000.
+    stages = [("ternary_array", 800, 600), ("int8_unit", 800, 600)]
+    assert pipeline_cycles(stages, 4) == 1300
+    assert pipeline_cycles([(u, c) for u, c, _ in stages], 4) == 1000  # contention-free: what the port rule adds
+    assert critical_resource(stages, 4) == "dram"
+    # below the units' period the port changes nothing: 100 + 100 DRAM cycles of 800 each
+    assert pipeline_cycles([("ternary_array", 800, 100), ("int8_unit", 800, 100)], 4) == 1000
+    assert critical_resource([("ternary_array", 800, 100), ("int8_unit", 800, 100)], 4) == "ternary_array"
+
+
+def test_first_tile_waits_for_its_own_transfer_by_hand():
+    # a stage whose cycles do not cover its bytes (a host-mode op: ns per element): 100 cycles but
+    # 600 on the port, after an array stage of 300 (no DRAM), 3 tiles. The first tile through the
+    # chain: 300 / 3 + 600 / 3 (its transfer) = 300, then 2 periods of the port's 600 / 3 = 200: 700.
+    # Charging the first tile only 100 / 3 would give 100 + 33.3 + 400 = 533.3 -> 534 cycles, fewer
+    # than the 600 the port needs for the segment's bytes.
+    assert pipeline_cycles([("ternary_array", 300, 0), ("vector_unit", 100, 600)], 3) == 700
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_bounds_with_the_dram_port(seed):
+    # never faster than the busiest unit or the port's total, never slower than every stage's
+    # max(cycles, transfer) in sequence; a stage whose cycles cover its transfers (every fabric
+    # op) keeps 'never slower than in sequence'
+    rng = random.Random(2000 + seed)
+    stages = []
+    for _ in range(rng.randint(1, 6)):
+        c = rng.randint(1, 10_000)
+        stages.append((rng.choice(["ternary_array", "int8_unit", "vector_unit"]), c, rng.randint(0, 2 * c)))
+    tiles = rng.randint(1, 40)
+    busy: dict[str, int] = {}
+    for u, c, _ in stages:
+        busy[u] = busy.get(u, 0) + c
+    got = pipeline_cycles(stages, tiles)
+    assert max(max(busy.values()), sum(d for *_, d in stages)) <= got <= sum(max(c, d) for _, c, d in stages)
+    covered = [(u, c, min(c, d)) for u, c, d in stages]
+    assert pipeline_cycles(covered, tiles) <= sum(c for _, c, _ in covered)
+
+
+def test_query_cycles_charge_the_port_from_dram_counts():
+    # records as the simulator writes them: the port's cycles come from every DRAM bit the counts hold
+    ops = _block()
+    recs = [{"name": o.name, "unit": u, "cycles": c, "counts": {}} for o, u, c in
+            zip(ops, ["vector_unit", "ternary_array", "int8_unit", "vector_unit", "int8_unit", "ternary_array",
+                      "vector_unit", "int8_unit"], [40, 300, 100, 60, 100, 200, 40, 7])]
+    # proj moves 640 bytes, add1 (a host op) 320: at 4 bytes per cycle 160 + 80 = 240 port cycles
+    recs[5]["counts"] = {"dram_weight_bits": 640 * 8}
+    recs[6]["counts"] = {"dram_act_bits": 320 * 8}
+    free, _ = query_cycles(ops, recs, tokens=8, tile_tokens=4)
+    total, segs = query_cycles(ops, recs, tokens=8, tile_tokens=4, bytes_per_cycle=4.0)
+    row = segs[2]
+    assert (row["first"], row["last"], row["dram_cycles"], row["critical"]) == (5, 6, 240, "dram")
+    # proj+add1, 2 tiles: first tile max(200, 160) / 2 + max(40, 80) / 2 = 140, then one period of
+    # the port's 240 / 2 = 120: 260 (without the port: 100 + 20 + 100 = 220, as in the test above)
+    assert row["cycles"] == 260 and total - free == 260 - 220
 
 
 # ------------------------------------------------------------------------- segments of a query
@@ -219,3 +282,67 @@ def test_piped_outputs_do_not_spill(small):
     assert {"blocks.0.attn.qk", "blocks.0.mlp.fc1", "blocks.0.attn.qkv"} <= spilled(none)
     assert not {"blocks.0.attn.qk", "blocks.0.attn.softmax", "blocks.0.mlp.fc1", "blocks.0.attn.qkv"} & spilled(pip)
     assert {"blocks.0.norm1", "blocks.0.attn.av"} <= spilled(pip)
+
+
+# ------------------------------------------------------- the shared port in the simulator, by hand
+
+def _port_case(overlap: str):
+    # 8 tokens: a ternary linear (K = N = 64) then a residual add on the host, one row segment
+    rng = np.random.default_rng(1)
+    tr = Trace(1, {"tokens": 8}, [ternary_linear_op("lin", 8, 64, 64, sparsity=0.5, rng=rng),
+                                  VectorOp("add", "add", 8 * 64)])
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    arch = with_overrides(base, {
+        "compute.pe": 16, "compute.simd": 16, "compute.skip_mode": "none", "compute.weight_format": "ternary2",
+        "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
+        "vector_unit.mode": "host", "vector_unit.host_call_overhead_us": 0,
+        "vector_unit.host_ns_per_element": {k: 2.0 for k in ("softmax", "layernorm", "gelu", "add", "other")},
+        "schedule.overlap": overlap, "schedule.tile_tokens": 4})
+    return simulate(arch, tr)
+
+
+def test_shared_port_in_the_simulator_by_hand():
+    # D = 1 GB/s x 1.0 / 250 MHz = 4 bytes per cycle. Pipelined, 2 tiles of 4 tokens:
+    # lin: 4 folds of PE 16; token_outer over the tiles reloads every fold's weights per tile:
+    #   8 steps, each X = 16 x 64 x 2 bit / 8 = 256 B / 4 = 64 cycles, C = 4 tokens x ceil(64/16) = 16:
+    #   64 + 7 x max(16, 64) + 16 + fill (log2 16 + 2 = 6) = 534 cycles; port 8 x 256 B = 512 cycles.
+    # add (host): 512 elements x 2 ns = 1024 ns = 256 cycles; it reads and writes 2 x 512 B = 256 port cycles.
+    # segment: first tile (534 + 256) / 2 = 395, then one period max(array 267, host 128, port 384) = 384:
+    #   779 cycles. Each unit with the port alone: 395 + 267 = 662. These ops in sequence: 534 + 256 = 790.
+    pip = _port_case("pipelined")
+    lin, add = pip.layers
+    assert (lin["cycles"], lin["counts"]["dram_weight_bits"]) == (534, 2048 * 8)
+    assert (add["cycles"], add["counts"]["dram_act_bits"]) == (256, 1024 * 8)
+    assert pip["cycles"] == 779
+    s = pip["schedule"]
+    assert (s["dram_cycles"], s["critical"], s["serial_cycles"], s["saved_cycles"]) == (768, "dram", 790, 11)
+    assert s["cycles_by_critical"]["dram"] == 779 and s["segments_by_critical"]["dram"] == 1
+    # in sequence the array is not tiled: one block of 8 tokens, each fold's weights once,
+    # 64 + 3 x max(8 x 4, 64) + 32 + 6 = 294, + 256: 550. This point is faster without overlap.
+    assert _port_case("none")["cycles"] == 294 + 256
+
+
+def test_int8_linear_with_weights_runs_alone():
+    # its weights stream through two column slices: tiling its rows would stream them once per tile
+    ops = [VectorOp("ln", "layernorm", 8 * 16, 16), DenseOp("lin", 8, 16, 16, weights=True),
+           VectorOp("gelu", "gelu", 8 * 16)]
+    assert op_classes(ops, 8) == ["row", "single", "row"]
+
+
+def test_schedule_summary_explains_the_rate(small):
+    tr, base = small
+    pip = simulate(with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4}), tr)
+    none = simulate(base, tr)
+    s, n = pip["schedule"], none["schedule"]
+    assert (s["overlap"], s["tile_tokens"], n["overlap"], n["tile_tokens"]) == ("pipelined", 4, "none", None)
+    # busy cycles are the records' sums; saved = in sequence - pipelined
+    for u in ("ternary_array", "int8_unit", "vector_unit"):
+        assert s["busy_cycles_by_unit"][u] == sum(r["cycles"] for r in pip.layers if r["unit"] == u)
+    assert s["saved_cycles"] == s["serial_cycles"] - pip["cycles"] > 0 and n["saved_cycles"] == 0
+    # every segment's cycles go to what bound it; together they are the query
+    assert sum(s["cycles_by_critical"].values()) == pip["cycles"]
+    assert sum(n["cycles_by_critical"].values()) == none["cycles"]
+    assert s["critical"] in ("ternary_array", "int8_unit", "vector_unit", "dram")
+    # the ViT body: inside every multi-unit segment only the array moves DRAM bytes, so the port never binds
+    assert s["segments_by_critical"]["dram"] == 0 and s["cycles_by_critical"]["dram"] == 0
+    assert s["dram_cycles"] <= pip["cycles"] and s["bound_cycles"] <= pip["cycles"]
