@@ -64,12 +64,14 @@ def test_board_bundle_cli_writes_a_bundle_whose_database_matches_the_float_head(
 
     rec = PlaceRecognizer(out)
     assert rec.database.shape == (3, 192)
-    # independent path: evaluation loader + integer trunk + the PyTorch CLS head after the final norm
+    assert meta["head_integer"] is True and rec.head_q.kind == "cls"
+    # independent path: evaluation loader + integer trunk + the PyTorch CLS head after the final norm;
+    # the integer descriptor is the same class token L2-normalised in Q15 (error <= ~2 / 2**15)
     cfg = setup["cfg_obj"]
     ev = VPREvalSet(eval_root(cfg.data), 28, cfg.data.positive_radius_m)
     imgs = torch.stack([ev.database[i][0] for i in range(3)])
     ref = integer_descriptors(setup["student"], rec.trunk, imgs, 0.4)
-    assert np.abs(rec.database - ref).max() < 1e-5
+    assert np.abs(rec.database - ref).max() < 2e-4
     assert json.loads((out / "database.json").read_text())[0].endswith(ev.database.paths[0].name)
 
 

@@ -136,27 +136,31 @@ def _noisy(img, seed):
 def test_bundle_files_load_without_pickle(bundle):
     meta = json.loads((bundle.dir / "meta.json").read_text())
     assert meta["img_size"] == 98 and meta["sparsity"] == SPARSITY and meta["head"] == "boq"
-    for f in ("trunk.npz", "head.npz"):
+    assert meta["head_integer"] is True
+    for f in ("trunk.npz", "head.npz", "head_q.npz"):
         with np.load(bundle.dir / f, allow_pickle=False) as z:
             assert all(z[k].dtype != object for k in z.files)
 
 
-def test_numpy_runtime_matches_the_float_head_path_and_finds_places(bundle):
+def test_numpy_runtime_runs_the_integer_query_and_finds_places(bundle):
     import torch
 
     from tatvpr_hw.data.transforms import preprocess as eval_preprocess
-    from tatvpr_hw.integer import integer_descriptors
+    from tatvpr_hw.integer import integer_descriptors, integer_query_descriptors
 
     from PIL import Image
 
     rec = rt.PlaceRecognizer(bundle.dir)
+    assert rec.head_q is not None and rec.head_q.kind == "boq"
     db = rec.build_database(bundle.places)
     assert db.shape == (4, bundle.student.descriptor_dim)
-    # independent path: the evaluation transform, the lead's integer trunk, the PyTorch head
+    # the evaluation transform and the integer query of tatvpr eval --integer: the same bits
     imgs = torch.stack([eval_preprocess(Image.fromarray(p, "RGB"), 98) for p in bundle.places])
+    assert np.array_equal(db.astype(np.float32), integer_query_descriptors(rec.trunk, rec.head_q, imgs, SPARSITY))
+    assert rec.describe_q(bundle.places[0]).dtype == np.int16
+    # and next to the integer trunk + PyTorch head (the float head path)
     ref = integer_descriptors(bundle.student, rec.trunk, imgs, SPARSITY)
-    assert np.abs(db - ref).max() < 1e-4
-    assert (db * ref).sum(1).min() > 0.99999
+    assert (db * ref).sum(1).min() > 0.99, (db * ref).sum(1)
     for i, place in enumerate(bundle.places):
         idx, scores = rec.query(_noisy(place, 10 + i), 2)
         assert idx[0] == i and scores[0] >= scores[1]
@@ -186,6 +190,8 @@ def test_csim_units_give_bit_identical_descriptors_and_the_same_place(bundle, tm
     assert np.array_equal(d_cs, rec_np.describe(query))
     kinds = {op["unit"] for op in units.ops}
     assert kinds == {"ternary", "int8", "vector"}, kinds
+    head_units = {op["unit"] for op in units.ops if op["name"].startswith("head.") and op["csim"]}
+    assert head_units == {"int8", "vector"}  # the head ran on the C-simulated units too
     assert rec_cs.query(query, 1)[0][0] == rec_np.query(query, 1)[0][0] == 2
 
 
@@ -219,6 +225,13 @@ def test_runtime_refuses_bad_bundles_and_queries(bundle, tmp_path):
         (tmp_path / f).write_bytes((bundle.dir / f).read_bytes())
     (tmp_path / "meta.json").write_text(json.dumps({"img_size": 98}))
     with pytest.raises(rt.RuntimeInputError, match="lacks sparsity, final_norm, descriptor_dim"):
+        rt.PlaceRecognizer(tmp_path)
+    meta = json.loads((bundle.dir / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(rt.RuntimeInputError, match="says the head is integer, head_q.npz is missing"):
+        rt.PlaceRecognizer(tmp_path)
+    (tmp_path / "head_q.npz").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(rt.RuntimeInputError, match="not an integer-head file"):
         rt.PlaceRecognizer(tmp_path)
 
 
