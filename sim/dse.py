@@ -98,7 +98,7 @@ AXIS_ALIASES: dict[str, str] = {
 POINT_KNOBS = ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board")
 # Metrics copied from each simulation result (``SimResult.to_dict()``).
 METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "fits", "resource_frac",
-                  "resource_mean")
+                  "resource_mean", "critical", "saved_cycles")
 # The Pareto objectives (all minimised).
 PARETO_OBJECTIVES = ("latency_ms", "energy_mj", "resource_mean")
 SELECT_METRICS = ("edp", "latency_ms", "energy_mj")
@@ -340,6 +340,9 @@ def point_metrics(result: dict) -> dict:
     ``resource_frac`` is the largest fraction (what limits the fit), ``resource_mean`` the mean
     fraction over the kinds (the Pareto's resource objective: a design that saves LUTs while the
     buffers' URAM stays the same is better), and each kind becomes a ``util_<kind>`` column.
+    From the ``schedule`` block (docs/simulator.md): ``critical`` (the unit, or ``dram``, that bound
+    most of the query's cycles), ``saved_cycles`` (the overlap's saving against the same ops in
+    sequence), ``busy_<unit>`` and ``busy_dram_port`` (cycles each was busy).
     """
     missing = [k for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj") if k not in result]
     if missing:
@@ -366,6 +369,13 @@ def point_metrics(result: dict) -> dict:
     out["resource_mean"] = sum(util.values()) / len(util) if util else float("nan")
     for k, v in sorted(util.items()):
         out[f"util_{k}"] = v
+    sched = result.get("schedule")
+    if isinstance(sched, dict):  # sim.schedule.schedule_summary: why the point runs at its rate
+        out["critical"] = sched["critical"]
+        out["saved_cycles"] = sched["saved_cycles"]
+        for unit, c in sched["busy_cycles_by_unit"].items():
+            out[f"busy_{unit}"] = c
+        out["busy_dram_port"] = sched["dram_cycles"]
     return out
 
 
@@ -837,8 +847,9 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
             costs = fit[list(PARETO_OBJECTIVES)].to_numpy(dtype=np.float64)
             df.loc[fit.index[pareto_mask(costs)], "pareto"] = True
     df = df.drop(columns=["sim_s"], errors="ignore")
-    if "misfit" in df.columns:
-        df["misfit"] = df["misfit"].fillna("")
+    for col in ("misfit", "critical"):
+        if col in df.columns:
+            df[col] = df[col].fillna("")
     if "error" in df.columns:
         df["error"] = df["error"].fillna("")
         failed = df[df["error"] != ""]
@@ -905,7 +916,7 @@ def _best_point(spec: SweepSpec, row, df) -> dict:
                 else (spec.board or _arch_board(spec.arch_path))
     overrides = {spec.paths[a]: _py(row[a]) for a in spec.axes}
     metrics = {k: _py(row[k]) for k in df.columns
-               if k in METRIC_COLUMNS or str(k).startswith("util_")}
+               if k in METRIC_COLUMNS or str(k).startswith(("util_", "busy_"))}
     return {"format": "tatvpr-dse-point", "version": 1, **point,
             "sparsity": _py(row["sparsity"]), "trace": _py(row["trace"]),
             "arch": str(spec.arch_path), "overrides": overrides, "metrics": metrics,

@@ -3,7 +3,9 @@
 Writes ``run_dir/sim.json`` (rendered by ``tatvpr_hw/report/templates/section_sim.html.j2``) and
 ``run_dir/sim_*.png``: energy per query and latency vs sparsity for every skip mode on one
 arch (KV260 by default), the energy breakdown by component, and the board-fit table of the
-shipped arch files. Everything here is SIMULATED (modelled), never measured.
+shipped arch files, and the overlap schedule (``schedule``: why the arch's query takes its
+cycles; ``overlap``: the arch under ``none`` and ``pipelined``, docs/engine.md section 5a).
+Everything here is SIMULATED (modelled), never measured.
 """
 
 from __future__ import annotations
@@ -44,7 +46,40 @@ def _row(s: float, mode: str, res) -> dict:
             "queries_per_s": d["queries_per_s"], "energy_mj": d["energy_mj"], "average_power_w": d["average_power_w"],
             "effective_gops": d["effective_gops"], "gops_per_w": d["gops_per_w"], "mac_utilisation": d["mac_utilisation"],
             "dram_mb": d["dram_bytes"] / 1e6, "ternary_array_cycles": d["cycles_by_unit"]["ternary_array"],
-            "energy_by_component_mj": d["energy_by_component_mj"]}
+            "energy_by_component_mj": d["energy_by_component_mj"], **_overlap_fields(d)}
+
+
+def _overlap_fields(d: dict) -> dict:
+    """Why a point runs at its rate (docs/simulator.md, "The schedule block"): the overlap mode, each
+    unit's busy cycles, the shared DRAM port's, what bound the query, and the cycles the overlap saved
+    against the same ops in sequence."""
+    s = d["schedule"]
+    return {"overlap": s["overlap"], "busy_cycles_by_unit": s["busy_cycles_by_unit"],
+            "dram_port_cycles": s["dram_cycles"], "critical": s["critical"], "serial_cycles": s["serial_cycles"],
+            "saved_cycles": s["saved_cycles"]}
+
+
+def overlap_block(arch, trace) -> dict:
+    """The base arch under both schedules on one trace: queries/s, cycles, fit and the ``schedule``
+    block of each, the cycles ``pipelined`` saves against ``none`` (each with its own buffers and
+    tiling), and the rate the busiest resource allows (``clock / bound_cycles``)."""
+    out = {}
+    for mode in ("none", "pipelined"):
+        try:
+            r = simulate(with_overrides(arch, {"schedule.overlap": mode}), trace)
+        except SimInputError as err:  # e.g. a trace longer than schedule.max_tokens
+            out[mode] = {"error": str(err)}
+            continue
+        s = r.summary["schedule"]
+        out[mode] = {"cycles": r["cycles"], "queries_per_s": r["queries_per_s"], "fits": r["fits"],
+                     "bound_queries_per_s": arch.spec.clock_mhz * 1e6 / s["bound_cycles"] if s["bound_cycles"] else None,
+                     "schedule": s}
+    if "cycles" in out["none"] and "cycles" in out["pipelined"]:
+        out["saved_cycles_vs_none"] = out["none"]["cycles"] - out["pipelined"]["cycles"]
+        out["speedup_vs_none"] = out["none"]["cycles"] / out["pipelined"]["cycles"]
+    out["configured"] = arch.spec.schedule.overlap
+    out["tile_tokens"] = arch.spec.schedule.tile_tokens
+    return out
 
 
 def _figures(run_dir: Path, rows: list[dict], arch_label: str, breakdown_s: float) -> dict[str, str]:
@@ -148,6 +183,8 @@ def sim_demo(traces: dict[float, Path], run_dir: Path, arch: Path = DEFAULT_ARCH
         "breakdown": {"sparsity": s_hi, "skip_mode": default_mode,
                       "energy_by_component_mj": arch_res.summary["energy_by_component_mj"],
                       "cycles_by_unit": arch_res.summary["cycles_by_unit"]},
+        "schedule": arch_res.summary["schedule"],
+        "overlap": overlap_block(base, loaded[s_hi]),
         "resources": arch_res.resources,
         "boards": boards,
         "headline": {"dense_sparsity": s_lo, "sparse_sparsity": s_hi, "skip_mode": default_mode,

@@ -220,9 +220,12 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         "bound_cycles": max(max(busy.values()), dram),
         "cycles_by_critical": by_critical,
         "critical": max(by_critical, key=lambda k: by_critical[k]),
-        "segments": len(segs),
         "segments_by_critical": ({k: sum(1 for s in segs if s["critical"] == k) for k in by_critical}
                                  if segs else None),
+        "segments": [{"kind": s["kind"], "tiles": s["tiles"], "first_op": s["ops"][0], "last_op": s["ops"][-1],
+                      "ops": len(s["ops"]), "cycles": s["cycles"], "serial_cycles": s["serial_cycles"],
+                      "dram_cycles": s["dram_cycles"], "busy_cycles_by_unit": s["busy_cycles_by_unit"],
+                      "critical": s["critical"]} for s in segs],
     }
     return out
 

@@ -77,6 +77,16 @@ def format_table(d: dict) -> str:
         lines.append("")
     lines.append(render_table(make_table(("unit", "cycles"), [(k, f"{v:,}") for k, v in d["cycles_by_unit"].items()],
                                          title="cycles by unit")))
+    sc = d.get("schedule")
+    if sc:  # sim.schedule.schedule_summary (docs/simulator.md, "The overlap schedule")
+        crit = f"{sc['critical']} ({sc['cycles_by_critical'][sc['critical']]:,} of {sc['cycles']:,} cycles)"
+        if sc["overlap"] == "pipelined":
+            lines.append(f"schedule: pipelined, {len(sc['segments'])} segments, tiles of {sc['tile_tokens']} tokens; "
+                         f"saved {sc['saved_cycles']:,} cycles vs the same ops in sequence; bound by {crit}; "
+                         f"DRAM port busy {sc['dram_cycles']:,} cycles")
+        else:
+            lines.append(f"schedule: none (ops in sequence); most cycles on {crit}; DRAM port busy "
+                         f"{sc['dram_cycles']:,} cycles")
     lines.append("")
     total = d["energy_mj"] or 1.0
     lines.append(render_table(make_table(

@@ -346,3 +346,31 @@ def test_demo_sweep_best_point_fits_under_80_percent(tmp_path):
     # every rejected point says why (a class over 80 %) or was refused by the simulator
     rejected = t[~t["fits"].astype(bool)]
     assert ((rejected["misfit"] != "") | (rejected["error"] != "")).all()
+
+
+def test_rows_say_what_bound_each_point(tmp_path, traces):
+    """The schedule columns: critical resource, busy cycles per unit and DRAM port, cycles saved."""
+    from sim.arch import load_arch, with_overrides
+    from sim.simulator import simulate
+    from sim.trace import read_trace
+
+    sweep = _sweep(tmp_path, """
+        arch: kv260
+        axes: {overlap: [none, pipelined], tile_tokens: [4]}
+        """)
+    res = dse.run_sweep(dse.load_sweep(sweep), traces[:1], tmp_path / "o", workers=1, progress=False)
+    tr = read_trace(traces[0])
+    t = res.table.set_index("overlap")
+    for mode in ("none", "pipelined"):
+        want = simulate(with_overrides(load_arch("kv260"), {"schedule.overlap": mode, "schedule.tile_tokens": 4}),
+                        tr).to_dict()
+        row = t.loc[mode]
+        for unit, c in want["cycles_by_unit"].items():
+            assert row[f"busy_{unit}"] == c
+        assert row["critical"] == want["schedule"]["critical"]
+        assert row["busy_dram_port"] == want["schedule"]["dram_cycles"] > 0
+    assert t.loc["none", "saved_cycles"] == 0
+    assert t.loc["pipelined", "saved_cycles"] == t.loc["pipelined", "busy_ternary_array"] + \
+        t.loc["pipelined", "busy_int8_unit"] + t.loc["pipelined", "busy_vector_unit"] - t.loc["pipelined", "cycles"] > 0
+    best = json.loads((tmp_path / "o" / "best_point.json").read_text())
+    assert {"critical", "saved_cycles", "busy_ternary_array", "busy_dram_port"} <= set(best["metrics"])

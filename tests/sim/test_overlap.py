@@ -5,6 +5,7 @@ an independent derivation), never taken from sim.schedule."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -346,3 +347,28 @@ def test_schedule_summary_explains_the_rate(small):
     # the ViT body: inside every multi-unit segment only the array moves DRAM bytes, so the port never binds
     assert s["segments_by_critical"]["dram"] == 0 and s["cycles_by_critical"]["dram"] == 0
     assert s["dram_cycles"] <= pip["cycles"] and s["bound_cycles"] <= pip["cycles"]
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+def test_cli_prints_and_refuses_schedule(tmp_path, capsys):
+    from sim.trace import write_trace
+    from tatvpr_hw.cli import main
+
+    tp = tmp_path / "t.npz"
+    write_trace(tp, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, sparsity=0.4, seed=0))
+    assert main(["sim", "--trace", str(tp), "--set", "schedule.overlap=pipelined", "--set", "schedule.tile_tokens=2"]) == 0
+    text = capsys.readouterr().out
+    assert "schedule: pipelined" in text and "tiles of 2 tokens" in text and "bound by" in text
+    assert main(["sim", "--trace", str(tp), "--json", "--set", "schedule.overlap=pipelined"]) == 0
+    d = json.loads(capsys.readouterr().out)["schedule"]
+    assert d["overlap"] == "pipelined" and d["tile_tokens"] == 16 and d["segments"]
+    for bad, named in ((["schedule.overlap=eager"], "schedule.overlap = 'eager'"),
+                       (["schedule.tile_tokens=0"], "schedule.tile_tokens = 0"),
+                       (["schedule.buffer_memory=lutram"], "schedule.buffer_memory = 'lutram'"),
+                       (["schedule.overlap=pipelined", "schedule.max_tokens=4"], "schedule.max_tokens = 4"),
+                       (["schedule.overlapp=pipelined"], "schedule.overlapp")):
+        sets = [x for s in bad for x in ("--set", s)]
+        assert main(["sim", "--trace", str(tp), *sets]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -45,3 +45,24 @@ def test_report_renders_sim_section(demo):
     html = render_report(d / "run").read_text()
     assert 'id="sim"' in html and "SIMULATED" in html and "kv260.yaml" in html
     assert "sim_energy_vs_sparsity.png" in html and "Board fit" in html
+
+
+def test_sim_json_explains_the_overlap(demo):
+    d, _ = demo
+    saved = json.loads((d / "run" / "sim.json").read_text())
+    for r in saved["rows"]:
+        # the default arch runs in sequence: nothing saved, the bound is the unit with the most cycles
+        assert r["overlap"] == "none" and r["saved_cycles"] == 0 and r["serial_cycles"] == r["cycles"]
+        assert r["critical"] == max(r["busy_cycles_by_unit"], key=r["busy_cycles_by_unit"].get)
+        assert r["busy_cycles_by_unit"]["ternary_array"] == r["ternary_array_cycles"]
+    ov = saved["overlap"]
+    none, pip = ov["none"], ov["pipelined"]
+    assert ov["configured"] == "none" and pip["schedule"]["overlap"] == "pipelined"
+    assert ov["saved_cycles_vs_none"] == none["cycles"] - pip["cycles"]
+    assert pip["queries_per_s"] == pytest.approx(none["queries_per_s"] * none["cycles"] / pip["cycles"])
+    # never faster than the busiest unit: the rate it allows bounds the pipelined rate
+    assert pip["queries_per_s"] <= pip["bound_queries_per_s"] * (1 + 1e-12)
+    segs = pip["schedule"]["segments"]
+    assert segs and sum(s["cycles"] for s in segs) == pip["cycles"]
+    assert {s["critical"] for s in segs} <= {"ternary_array", "int8_unit", "vector_unit", "dram"}
+    assert saved["schedule"]["overlap"] == "none" and saved["schedule"]["segments"] == []
