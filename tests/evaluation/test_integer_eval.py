@@ -67,3 +67,27 @@ def test_integer_descriptors_follow_the_float_student(checkpoints):  # noqa: F81
     sim = dq @ df.T
     assert np.diag(sim).min() > 0.99
     assert (np.argmax(sim, axis=1) == np.arange(5)).all()
+
+
+def test_integer_eval_runs_the_whole_query_in_integers(checkpoints):  # noqa: F811
+    """`eval --integer` descriptors are the integer query's (trunk, BoQ head, Q15 descriptor), not
+    the integer trunk + float head's; both near the float student."""
+    import torch
+
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.evaluation import load_models
+    from tatvpr_hw.integer import (export_head_q, export_trunk, head_is_integer, integer_descriptors,
+                                   integer_eval_descriptors, integer_query_descriptors)
+
+    cfg = load_config(checkpoints["cfg"])
+    _, student = load_models(cfg, checkpoints["student"])
+    assert head_is_integer(student)
+    imgs = torch.randn(4, 3, 28, 28, generator=torch.Generator().manual_seed(4))
+    dataset = [(img,) for img in imgs]
+    got = integer_eval_descriptors(student, dataset, [0.5], imgs)[0.5]
+    trunk = export_trunk(student, imgs, sparsity=0.5)
+    head = export_head_q(student, trunk, imgs, sparsity=0.5)
+    assert np.array_equal(got, integer_query_descriptors(trunk, head, imgs, 0.5))
+    float_head = integer_descriptors(student, trunk, imgs, 0.5)
+    assert not np.array_equal(got, float_head)
+    assert (got * float_head).sum(1).min() > 0.99
