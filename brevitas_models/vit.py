@@ -357,6 +357,30 @@ BACKBONES: dict[str, dict] = {
 }
 
 
+def init_sparse_tetra_(backbone: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """Re-initialise ``backbone`` in place the way Sparse-TeTRA's random student starts
+    (``model/models.py`` ``SparseTernaryViT``, no init pass of its own): position embedding,
+    class token and register tokens ~ N(0, 1) (``torch.randn``); every linear, convolution and
+    LayerNorm with PyTorch's own default (linear / conv weight and bias
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LayerNorm weight 1, bias 0). LayerScale (absent in the
+    reference structure) is left as built. timm's default, which ``create_backbone`` gives, is
+    position embedding trunc-normal std 0.02, class token std 1e-6, linears trunc-normal std 0.02
+    with zero bias. Draws from ``generator`` for the tokens (default: the global RNG), and
+    from the global RNG for the layers (PyTorch's reset_parameters takes no generator).
+    """
+    with torch.no_grad():
+        for name in ("pos_embed", "cls_token", "reg_token"):
+            t = getattr(backbone, name, None)
+            if isinstance(t, torch.Tensor):
+                t.copy_(torch.randn(t.shape, generator=generator, dtype=t.dtype, device="cpu").to(t.device))
+        for m in backbone.modules():
+            for kind in (nn.Linear, nn.Conv2d, nn.LayerNorm):
+                if isinstance(m, kind):
+                    kind.reset_parameters(m)  # the base class's default, also for brevitas subclasses
+                    break
+    return backbone
+
+
 def create_backbone(name: str, img_size: int, *, ternary: TernaryConfig | None = None,
                     granularity: Granularity = "token", sparsity: float = 0.0,
                     device: torch.device | str | None = None) -> DinoV2VisionTransformer:

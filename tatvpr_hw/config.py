@@ -71,6 +71,13 @@ class StageConfig(_Section):
                               "tokens (prefix tokens dropped)")
     student_init: Literal["teacher", "random"] = Field(
         "teacher", description="distill: the student starts from the teacher's weights or from random init")
+    random_init: Literal["timm", "sparse_tetra"] = Field(
+        "timm", description="distill with student_init random: timm = timm's ViT init (position embedding "
+                            "trunc-normal std 0.02, class token std 1e-6, linears trunc-normal std 0.02, zero "
+                            "bias); sparse_tetra = the reference's (position embedding and class token N(0, 1), "
+                            "PyTorch's default nn.Linear / nn.LayerNorm init)")
+    places_per_batch: int | None = Field(
+        None, ge=2, le=1024, description="P of this stage's P x K batches (null = data.places_per_batch)")
     sparsity_schedule: Literal["uniform", "curriculum"] = Field(
         "uniform", description="uniform: s ~ U[lo, hi] every step; curriculum: s ~ U[lo, lo + (hi - lo) * epoch / "
                                "epochs] (Sparse-TeTRA distillation)")
@@ -91,6 +98,13 @@ class StageConfig(_Section):
         if not (0.0 <= lo <= hi < 1.0):
             raise ValueError(f"must satisfy 0 <= lo <= hi < 1, got [{lo}, {hi}]")
         return v
+
+    @model_validator(mode="after")
+    def _random_init_needs_random_student(self) -> "StageConfig":
+        if self.random_init != "timm" and self.student_init != "random":
+            raise ValueError(f"random_init = {self.random_init!r} only applies to a randomly initialised "
+                             f"student; set student_init: random or leave random_init at 'timm'")
+        return self
 
 
 class TrainConfig(_Section):

@@ -27,8 +27,8 @@ def steps_per_epoch(num_places: int, places_per_batch: int, world_size: int = 1)
     steps = num_places // (places_per_batch * world_size)
     if steps < 1:
         raise UserError(f"the training set has {num_places} places, fewer than one step needs: "
-                        f"data.places_per_batch ({places_per_batch}) x {world_size} device(s); "
-                        f"lower data.places_per_batch or add places")
+                        f"{places_per_batch} places per batch (data.places_per_batch, or the stage's "
+                        f"train.<stage>.places_per_batch) x {world_size} device(s); lower it or add places")
     return steps
 
 

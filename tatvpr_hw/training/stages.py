@@ -170,8 +170,13 @@ def fit_stage(module: StageModule, cfg: Config, stage: str, stage_cfg: StageConf
     return trainer
 
 
+def stage_places_per_batch(cfg: Config, stage_cfg: StageConfig) -> int:
+    """P of a stage's P x K batches: ``train.<stage>.places_per_batch``, else ``data.places_per_batch``."""
+    return stage_cfg.places_per_batch or cfg.data.places_per_batch
+
+
 def _common_kwargs(cfg: Config, stage_cfg: StageConfig, dataset) -> dict[str, Any]:
-    return dict(dataset=dataset, places_per_batch=cfg.data.places_per_batch, lr=stage_cfg.lr,
+    return dict(dataset=dataset, places_per_batch=stage_places_per_batch(cfg, stage_cfg), lr=stage_cfg.lr,
                 weight_decay=stage_cfg.weight_decay, warmup_steps=stage_cfg.warmup_steps,
                 seed=cfg.seed, num_workers=cfg.data.num_workers,
                 sparsity_schedule=stage_cfg.sparsity_schedule, lr_schedule=stage_cfg.lr_schedule,
@@ -224,7 +229,7 @@ def _calibration_batches(dataset, cfg: Config, img_size: int, n_batches: int = 2
     from tatvpr_hw.training.data import make_step_loader
     from tatvpr_hw.training.modules import resize_images
 
-    loader = make_step_loader(dataset, cfg.data.places_per_batch, cfg.seed + 1)
+    loader = make_step_loader(dataset, stage_places_per_batch(cfg, cfg.train.distill), cfg.seed + 1)
     for i, (images, _) in enumerate(loader):
         if i >= n_batches:
             break
@@ -233,16 +238,20 @@ def _calibration_batches(dataset, cfg: Config, img_size: int, n_batches: int = 2
 
 def init_student(cfg: Config, teacher, dataset):
     """Stage 1: student = teacher weights, ternarized (``train.distill.student_init: teacher``;
-    ``random`` keeps the student's seeded random init, as the Sparse-TeTRA reference); int8 input
+    ``random`` keeps the student's seeded random init, as the Sparse-TeTRA reference, in timm's or
+    the reference's distributions per ``train.distill.random_init``); int8 input
     thresholds calibrated on training images at sparsity 0. Writes ``<out_dir>/init.safetensors``."""
     from brevitas_models.checkpoint import init_student_from_teacher, save_checkpoint
     from brevitas_models.model import build_model
     from brevitas_models.quant import calibrate_input_scales
+    from brevitas_models.vit import init_sparse_tetra_
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     student = build_model(cfg.model, student=True)
     if cfg.train.distill.student_init == "teacher":
         init_student_from_teacher(student, teacher)
+    elif cfg.train.distill.random_init == "sparse_tetra":
+        init_sparse_tetra_(student.backbone)
     set_model_sparsity(student, 0.0)
     calibrate_input_scales(student, _calibration_batches(dataset, cfg, student.img_size))
     save_checkpoint(Path(cfg.train.out_dir) / "init", student,
@@ -263,7 +272,8 @@ def _train_distill(cfg: Config, resume: bool, callbacks, progress: bool) -> Path
     trainer = fit_stage(module, cfg, "distill", sc, resume=resume, callbacks=callbacks, progress=progress)
     return _finish(trainer, module, cfg, role="student", stage="distill", wall_s=time.perf_counter() - t0,
                    extra={"distill_layers": module.layers, "distill_target": sc.distill_target,
-                          "student_init": sc.student_init, "sparsity_range": list(sc.sparsity_range)})
+                          "student_init": sc.student_init, "random_init": sc.random_init,
+                          "sparsity_range": list(sc.sparsity_range)})
 
 
 def _train_finetune(cfg: Config, resume: bool, callbacks, progress: bool) -> Path:

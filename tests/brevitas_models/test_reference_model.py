@@ -104,3 +104,38 @@ def test_authors_flops_on_a_two_layer_model_by_hand():
     x = torch.randn(2, 5, 4)  # only the first image is profiled, as the reference's batch of 1
     assert authors_flops(m, x, 0.0)["authors_flops"] == pytest.approx(180.0)
     assert authors_flops(m, x, 0.5)["authors_flops"] == pytest.approx(120 * 0.5 + 60)
+
+
+def test_sparse_tetra_init_draws_tokens_from_n01_and_layers_from_pytorch_defaults():
+    """The reference's random student (model/models.py: torch.randn position embedding and class
+    token, nn.Linear / nn.LayerNorm defaults) vs timm's init that create_backbone gives."""
+    from brevitas_models.vit import init_sparse_tetra_
+
+    torch.manual_seed(0)
+    b = create_backbone("vit_tiny_patch16_sparse_tetra", 112, ternary=REF_TERNARY).requires_grad_(False)
+    fc1 = b.blocks[0].mlp.fc1.linear            # ternary: the latent float weights
+    ffn3 = b.blocks[3].mlp.fc1                  # block 3's float FFN
+    # timm's: pos embedding std 0.02 (7 x 7 + 1 = 50 x 192 values), class token std 1e-6, zero biases
+    assert b.pos_embed.shape == (1, 50, 192)
+    assert 0.018 < float(b.pos_embed.std()) < 0.022 and float(b.cls_token.abs().max()) < 1e-4
+    assert float(fc1.bias.abs().max()) == 0.0 and 0.018 < float(fc1.weight.std()) < 0.022
+    init_sparse_tetra_(b, torch.Generator().manual_seed(1))
+    # N(0, 1): 9600 draws, std within 5 standard errors (1 / sqrt(2 * 9600) = 0.007) of 1
+    assert abs(float(b.pos_embed.std()) - 1.0) < 0.036 and abs(float(b.pos_embed.mean())) < 0.05
+    assert 0.7 < float(b.cls_token.std()) < 1.3                     # 192 draws
+    # nn.Linear default: weight and bias U(-1/sqrt(fan_in), +1/sqrt(fan_in)) (fan_in 192: 0.0722)
+    for lin in (fc1, ffn3, b.blocks[2].attn.qkv.linear, b.patch_embed.proj):
+        fan_in = lin.in_features
+        bound = 1 / fan_in ** 0.5
+        assert float(lin.weight.abs().max()) <= bound
+        # uniform: std = bound / sqrt(3) (0.0417 at fan_in 192, twice timm's 0.02)
+        assert abs(float(lin.weight.std()) - bound / 3 ** 0.5) < 0.05 * bound
+        if lin.bias is not None:
+            assert float(lin.bias.abs().max()) <= bound and float(lin.bias.abs().max()) > 0.5 * bound
+    assert b.blocks[2].attn.qkv.linear.bias is None                 # the reference's qkv has no bias
+    ln = b.blocks[1].mlp.norm
+    assert torch.equal(ln.weight, torch.ones_like(ln.weight)) and torch.equal(ln.bias, torch.zeros_like(ln.bias))
+    # the generator fixes the tokens
+    again = create_backbone("vit_tiny_patch16_sparse_tetra", 112, ternary=REF_TERNARY)
+    init_sparse_tetra_(again, torch.Generator().manual_seed(1))
+    assert torch.equal(again.pos_embed, b.pos_embed) and torch.equal(again.cls_token, b.cls_token)

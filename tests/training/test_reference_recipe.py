@@ -28,6 +28,7 @@ def _twin(bench_root, out: Path, steps: int = 2) -> dict:
     c["train"].update({"out_dir": str(out), "accelerator": "cpu", "devices": 1})
     c["train"]["distill"]["max_steps"] = steps
     c["train"]["finetune"]["max_steps"] = steps
+    c["train"]["finetune"]["places_per_batch"] = 4   # its own batch, larger than distillation's (8 places here)
     c["eval"]["sparsities"] = [0.0, 0.4]
     return c
 
@@ -128,6 +129,12 @@ def test_reference_twin_trains_and_evaluates_through_the_cli(bench_root, tmp_pat
     assert "backbone.patch_embed.pre_norm.weight" in init and "backbone.patch_embed.pre_norm.weight" not in teacher
     meta = json.loads((out / "distill.json").read_text())["meta"]
     assert meta["distill_target"] == "final_patch" and meta["student_init"] == "random"
+    # the reference's random init: position embedding and class token N(0, 1) (50 x 192 draws),
+    # not timm's std 0.02 / 1e-6; linear biases U(+-1/sqrt(192)), not timm's zeros
+    assert meta["random_init"] == "sparse_tetra"
+    assert abs(float(init["backbone.pos_embed"].std()) - 1.0) < 0.036
+    assert 0.7 < float(init["backbone.cls_token"].std()) < 1.3
+    assert 0.036 < float(init["backbone.blocks.0.mlp.fc1.linear.bias"].abs().max()) <= 192 ** -0.5
     cfg = parse_config(yaml.safe_load(p.read_text()), "<test>")
     from tatvpr_hw.training import load_stage_model
 
@@ -138,3 +145,45 @@ def test_reference_twin_trains_and_evaluates_through_the_cli(bench_root, tmp_pat
     rows = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     st = {(r["granularity"], r["sparsity"]) for r in rows if r["model"] == "student"}
     assert st == {("batch", 0.0), ("batch", 0.4), ("token", 0.0), ("token", 0.4)}
+
+
+def test_reference_presets_set_the_init_and_finetune_batch_switches():
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.training.stages import stage_places_per_batch
+
+    full = load_config(ROOT / "configs/sparse_tetra_reference.yaml")
+    assert full.train.distill.random_init == "sparse_tetra" and full.train.distill.student_init == "random"
+    # their batches: distillation 32 single images (8 x 4 here), fine-tune 128 places x 4 images
+    assert stage_places_per_batch(full, full.train.distill) * full.data.images_per_place == 32
+    assert (stage_places_per_batch(full, full.train.finetune), full.data.images_per_place) == (128, 4)
+    tiny = load_config(ROOT / "configs/sparse_tetra_reference_tiny.yaml")
+    assert tiny.train.distill.random_init == "sparse_tetra"
+    assert (stage_places_per_batch(tiny, tiny.train.distill), stage_places_per_batch(tiny, tiny.train.finetune)) == (8, 32)
+    # the project's own recipe: timm's init, one batch size for all stages
+    own = load_config(ROOT / "configs/tiny.yaml")
+    assert own.train.distill.random_init == "timm" and own.train.finetune.places_per_batch is None
+    assert stage_places_per_batch(own, own.train.finetune) == own.data.places_per_batch == 16
+
+
+def test_random_init_needs_a_random_student():
+    from tatvpr_hw.errors import UserError
+
+    with pytest.raises(UserError, match=r"x.yaml: train.distill.*random_init = 'sparse_tetra' only applies to a "
+                                        r"randomly initialised student; set student_init: random"):
+        parse_config({"train": {"distill": {"random_init": "sparse_tetra"}}}, "x.yaml")
+    with pytest.raises(UserError, match=r"train.finetune.places_per_batch = 1: Input should be greater than or equal to 2"):
+        parse_config({"train": {"finetune": {"places_per_batch": 1}}}, "x.yaml")
+
+
+def test_finetune_batches_have_their_own_size(bench_root, tmp_path):
+    from tatvpr_hw.training.data import make_step_loader
+    from tatvpr_hw.training.stages import _common_kwargs, _train_dataset
+
+    cfg = parse_config(_twin(bench_root, tmp_path), "<test>")       # data P 2, finetune P 4, K 2
+    ds = _train_dataset(cfg, 112)
+    sizes = {}
+    for stage in ("distill", "finetune"):
+        kw = _common_kwargs(cfg, getattr(cfg.train, stage), ds)       # what the stage module gets
+        images, labels = next(iter(make_step_loader(ds, kw["places_per_batch"], 0)))  # its loader
+        sizes[stage] = (images.shape[0], len(set(labels.tolist())))
+    assert sizes == {"distill": (2 * 2, 2), "finetune": (4 * 2, 4)}
