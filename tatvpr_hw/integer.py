@@ -550,3 +550,68 @@ def compare_head_ops(int_ops: list[dict], trace_ops) -> dict:
             "first_difference": None if first is None else
             {"index": first, "integer": mine[first] if first < len(mine) else None,
              "trace": theirs[first] if first < len(theirs) else None}}
+
+
+# ------------------------------------------------------------------------------ command line
+def descriptor_cosines(model, images, sparsity: float, calibration) -> np.ndarray:
+    """Per image, the cosine between the whole integer query's descriptor and the float student's."""
+    import torch
+
+    from brevitas_models.sparsity import sparsity_context
+
+    trunk = export_trunk(model, calibration, sparsity=sparsity)
+    head = export_head_q(model, trunk, calibration, sparsity=sparsity) if head_is_integer(model) else None
+    dq = (integer_query_descriptors(trunk, head, images, sparsity) if head is not None
+          else integer_descriptors(model, trunk, images, sparsity))
+    with torch.no_grad(), sparsity_context(model, sparsity, "token"):
+        df = torch.cat([torch.nn.functional.normalize(model(images[i:i + 50]), dim=-1)
+                        for i in range(0, len(images), 50)]).numpy()
+    return (dq.astype(np.float64) * df).sum(1)
+
+
+def main(argv=None) -> int:
+    """``python -m tatvpr_hw.integer --config C --checkpoint CK [--sparsity 0,0.4]``: descriptor cosine,
+    integer query vs float student, over the benchmark's queries (calibrated like ``eval --integer``)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tatvpr_hw.integer", description=main.__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--sparsity", default="0,0.4")
+    args = ap.parse_args(argv)
+    try:
+        sps = [float(v) for v in args.sparsity.split(",")]
+    except ValueError:
+        print(f"error: --sparsity must be comma-separated numbers, got {args.sparsity!r}", file=sys.stderr)
+        return 2
+    if not all(0.0 <= s < 1.0 for s in sps):
+        print(f"error: --sparsity values must be in [0, 1), got {args.sparsity}", file=sys.stderr)
+        return 2
+    try:
+        import torch
+
+        from tatvpr_hw.config import load_config
+        from tatvpr_hw.data.vpr import VPREvalSet, eval_root
+        from tatvpr_hw.evaluation import INTEGER_CALIBRATION_IMAGES, _sample_images, load_models
+
+        cfg = load_config(args.config)
+        _, student = load_models(cfg, args.checkpoint)
+        if student is None:
+            raise UserError(f"{args.checkpoint} is a teacher checkpoint; the integer model needs the student")
+        ev = VPREvalSet(eval_root(cfg.data), cfg.model.student_img_size, cfg.data.positive_radius_m)
+        calib = _sample_images(ev.database, INTEGER_CALIBRATION_IMAGES)
+        queries = torch.stack([ev.queries[i][0] for i in range(len(ev.queries))])
+        for s in sps:
+            c = descriptor_cosines(student, queries, s, calib)
+            print(f"s={s:g}: {len(c)} queries, cosine integer query vs float student: mean {c.mean():.5f}, "
+                  f"median {np.median(c):.5f}, min {c.min():.5f}"
+                  + ("" if head_is_integer(student) else " (integer trunk + float head: SALAD)"))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
