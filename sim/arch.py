@@ -221,6 +221,8 @@ class ScheduleSpec(_Strict):
                             "are built for (sizes the per-head score buffer)")
     max_head_dim: int = Field(64, ge=1, le=4096, description="largest attention head dim the pipeline "
                               "buffers are built for (sizes the per-head Q/K/V buffer)")
+    max_dim: int = Field(768, ge=1, le=1 << 16, description="largest model width D the pipeline's "
+                         "token tiles are built for (its hidden tiles: the weight buffer's K_max)")
     buffer_memory: Literal["bram", "uram"] = Field("uram", description="memory of the pipeline buffers")
 
 

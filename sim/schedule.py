@@ -170,13 +170,17 @@ def critical_resource(stages, tiles: int) -> str:
     return DRAM if tiles > 1 and dram > busy[unit] else unit
 
 
-def query_cycles(ops, records, tokens: int, tile_tokens: int,
-                 bytes_per_cycle: float | None = None) -> tuple[int, list[dict]]:
+def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: float | None = None, *,
+                 max_dim: int | None = None, source: str = "arch") -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
     ``serial_cycles`` (its ops in sequence), ``dram_cycles`` (the shared port's, total),
     ``busy_cycles_by_unit`` and ``critical`` (the unit, or ``dram``, that sets its period).
-    ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged, as before)."""
+    ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged). ``max_dim``: the
+    arch's ``schedule.max_dim``; when given, a row segment with more array <-> vector unit edges than
+    the pipeline is built for is an error (:func:`check_row_edges`)."""
     segs = segments(ops, records, tokens, tile_tokens)
+    if max_dim is not None:
+        check_row_edges(ops, segs, tokens, max_dim, source)
     total = 0
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
@@ -230,33 +234,109 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
     return out
 
 
+# The array <-> vector unit edges of a row segment the pipeline's token tiles are built for: the
+# ViT block's proj -> add1, fc1 -> GELU, fc2 -> add2 (array to vector unit) and norm2 -> fc1,
+# GELU -> fc2 (vector unit to array); "hidden" edges carry K_max channels (fc1 -> GELU -> fc2),
+# the others max_dim. Consecutive ops on the vector unit chain token row by token row inside it.
+ROW_EDGES = {("a2v", False): 2, ("a2v", True): 1, ("v2a", False): 1, ("v2a", True): 1}
+
+
+def _width(op, tokens: int) -> int:
+    """Channels per token of ``op``'s output."""
+    if isinstance(op, TernaryLinearOp):
+        return op.n
+    if isinstance(op, VectorOp):
+        return op.elements // tokens
+    return op.n
+
+
+def row_edges(ops, segs: list[dict], tokens: int, max_dim: int) -> list[dict]:
+    """Per row segment, its array <-> vector unit edges by direction and width: ``{(dir, hidden): n}``
+    with ``dir`` ``a2v``/``v2a`` and ``hidden`` = the tile is wider than ``max_dim`` channels."""
+    out = []
+    for sg in segs:
+        if sg["kind"] != "row":
+            continue
+        count: dict[tuple[str, bool], int] = {}
+        for i in range(sg["first"], sg["last"]):
+            a, b = ops[i], ops[i + 1]
+            d = ("a2v" if isinstance(a, TernaryLinearOp) and isinstance(b, VectorOp) else
+                 "v2a" if isinstance(a, VectorOp) and isinstance(b, TernaryLinearOp) else None)
+            if d is None:
+                continue
+            key = (d, _width(a, tokens) > max_dim)
+            count[key] = count.get(key, 0) + 1
+        out.append({"first": sg["first"], "last": sg["last"], "edges": count})
+    return out
+
+
+def check_row_edges(ops, segs: list[dict], tokens: int, max_dim: int, source: str = "arch") -> None:
+    """Each row segment's array <-> vector unit edges must find token tiles (:data:`ROW_EDGES`), per
+    direction: its edges wider than ``max_dim`` channels need the hidden tiles (``K_max`` wide), and
+    all its edges together at most the narrow plus the hidden ones; else an error naming the segment."""
+    from sim.errors import SimInputError
+
+    for r in row_edges(ops, segs, tokens, max_dim):
+        for d, what in (("a2v", "array -> vector unit"), ("v2a", "vector unit -> array")):
+            wide = r["edges"].get((d, True), 0)
+            total = wide + r["edges"].get((d, False), 0)
+            built_wide, built = ROW_EDGES[(d, True)], ROW_EDGES[(d, True)] + ROW_EDGES[(d, False)]
+            if wide > built_wide or total > built:
+                raise SimInputError(
+                    f"{source}: schedule.overlap = pipelined: the row segment {ops[r['first']].name} .. "
+                    f"{ops[r['last']].name} has {total} {what} tile edges ({wide} wider than schedule.max_dim = "
+                    f"{max_dim} channels); the pipeline is built for {built} ({built_wide} of them K_max wide: "
+                    f"a ViT block, docs/engine.md section 5a); allowed: schedule.overlap = none")
+
+
 def pipeline_buffers(arch) -> list[dict]:
     """The buffers ``pipelined`` adds (docs/engine.md section 5a); none under ``overlap: none``.
 
-    ``pipe_tiles``: the double-buffered token tile at each of the two unit boundaries a row
-    segment crosses (array -> vector unit, vector unit -> array / int8 unit): the producer writes
-    tile j + 1 while the consumer reads tile j; ``tile_tokens`` rows of up to ``K_max`` int8.
-    ``pipe_scores``: three rotating copies of one head's ``max_tokens^2`` int8 scores: QK^T of head h
-    writes one, the softmax of head h - 1 works in place in another, P.V of head h - 2 reads the third.
+    Token tiles between the array and the vector unit, one pair of halves per edge of
+    :data:`ROW_EDGES` (the producer writes tile j + 1 while the consumer reads tile j), of
+    ``tile_tokens`` tokens x ``max_dim`` channels (the hidden ones ``K_max``), each word as wide as
+    the faster side moves per cycle:
+
+    - ``pipe_v2a`` / ``pipe_v2a_hidden`` (vector unit -> array): the array reads ``SIMD`` channels a
+      cycle (as from the activation buffer, with the index bits in ``act``/``both``);
+    - ``pipe_a2v`` / ``pipe_a2v_hidden`` (array -> vector unit): the vector unit reads ``lanes`` int8 a
+      cycle; the array's ``PE`` outputs of a token (one per ``ceil(K / SIMD)`` cycles, ``K >= max_dim``)
+      drain through a ``PE``-int8 register, so a word holds ``max(lanes, ceil(PE / ceil(max_dim /
+      SIMD)))`` int8.
+
+    ``pipe_scores``: three rotating copies of one head's ``max_tokens^2`` int8 scores (QK^T of head h
+    writes one, the softmax of head h - 1 works in place in another, P.V of head h - 2 reads the third),
+    ``max(rows, lanes)`` int8 a word (P.V reads ``rows`` scores a cycle, the softmax ``lanes``).
     ``pipe_heads``: the qkv projection (head-major) writes head h + 1's Q, K, V (``max_tokens x 3 x
-    max_head_dim`` int8) while the attention reads head h's: two copies.
+    max_head_dim`` int8) while the attention reads head h's: two copies of ``max(rows, cols)`` int8 a
+    word with two read ports (QK^T reads a row of Q and a column of K^T each cycle).
     """
     from sim.buffers import _entry, k_max  # sim.buffers owns the block rule
+    from sim.engine import index_bits
 
     s = arch.spec.schedule
     if s.overlap == "none":
         return []
+    c, u, v = arch.spec.compute, arch.spec.int8_unit, arch.spec.vector_unit
     has_uram = arch.board.resources.uram > 0
     prefer = s.buffer_memory == "uram"
-    width = 64  # 8 int8 per word
-    return [
-        _entry("pipe_tiles", banks=2, ports=1, replicas=1, halves=2, width=width,
-               depth=math.ceil(s.tile_tokens * k_max(arch) * 8 / width), prefer_uram=prefer,
-               board_has_uram=has_uram),
-        _entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=width,
-               depth=math.ceil(s.max_tokens * s.max_tokens * 8 / width), prefer_uram=prefer,
-               board_has_uram=has_uram),
-        _entry("pipe_heads", banks=1, ports=1, replicas=1, halves=2, width=width,
-               depth=math.ceil(s.max_tokens * 3 * s.max_head_dim * 8 / width), prefer_uram=prefer,
-               board_has_uram=has_uram),
-    ]
+    kmax = k_max(arch)
+    mp = s.tile_tokens
+    in_bits = 8 + (index_bits(kmax) if c.skip_mode in ("act", "both") else 0)
+    lanes = v.lanes if v.mode == "fabric" else 8
+    a2v = max(lanes, -(-c.pe // -(-s.max_dim // c.simd)))
+    out = []
+    for name, (d, hidden) in (("pipe_a2v", ("a2v", False)), ("pipe_a2v_hidden", ("a2v", True)),
+                              ("pipe_v2a", ("v2a", False)), ("pipe_v2a_hidden", ("v2a", True))):
+        ch = kmax if hidden else s.max_dim
+        per_word, bits = (a2v, 8) if d == "a2v" else (c.simd, in_bits)
+        out.append(_entry(name, banks=ROW_EDGES[(d, hidden)], ports=1, replicas=1, halves=2, width=per_word * bits,
+                          depth=math.ceil(mp * ch / per_word), prefer_uram=prefer, board_has_uram=has_uram))
+    w = max(u.rows, lanes)
+    out.append(_entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=8 * w,
+                      depth=math.ceil(s.max_tokens * s.max_tokens / w), prefer_uram=prefer, board_has_uram=has_uram))
+    w = max(u.rows, u.cols)
+    out.append(_entry("pipe_heads", banks=1, ports=2, replicas=1, halves=2, width=8 * w,
+                      depth=math.ceil(s.max_tokens * 3 * s.max_head_dim / w), prefer_uram=prefer,
+                      board_has_uram=has_uram))
+    return out

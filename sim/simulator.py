@@ -65,6 +65,10 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     if pipelined and head_dim > sched.max_head_dim:
         raise SimInputError(f"{arch.source}: schedule.max_head_dim = {sched.max_head_dim} is below the trace's head "
                             f"dim {head_dim}; allowed: schedule.max_head_dim >= {head_dim}")
+    dim = int(trace.meta.get("dim") or 0)
+    if pipelined and dim > sched.max_dim:
+        raise SimInputError(f"{arch.source}: schedule.max_dim = {sched.max_dim} is below the trace's width {dim}; "
+                            f"allowed: schedule.max_dim >= {dim} (it sizes the pipeline's token tiles)")
     classes = op_classes(trace.ops, tokens) if pipelined else None
     piped = piped_outputs(trace.ops, tokens) if pipelined else [False] * len(trace.ops)
     prev = None  # the previous op's timing: did its output spill to DRAM?
@@ -114,7 +118,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
 
     serial_cycles = sum(r["cycles"] for r in layers)
     if pipelined:
-        cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle)
+        cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle,
+                                    max_dim=sched.max_dim, source=arch.source)
     else:
         cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)

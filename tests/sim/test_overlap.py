@@ -223,25 +223,64 @@ def test_trace_longer_than_max_tokens_is_refused(small):
     arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.max_tokens": 16})
     with pytest.raises(SimInputError, match=r"schedule.max_tokens = 16 .*17 tokens"):
         simulate(arch, tr)
+    wide = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.max_dim": 32})
+    with pytest.raises(SimInputError, match=r"schedule.max_dim = 32 is below the trace's width 64"):
+        simulate(wide, tr)
+    simulate(with_overrides(base, {"schedule.max_dim": 32}), tr)  # in sequence no tile is built
 
 
 # ----------------------------------------------------------------------------- buffers and keys
 
+PIPE = ("pipe_a2v", "pipe_a2v_hidden", "pipe_v2a", "pipe_v2a_hidden", "pipe_scores", "pipe_heads")
+
+
 def test_pipeline_buffers_charged_only_when_pipelined():
-    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")  # PE 32, SIMD 32, act, K_max 3072, int8 16 x 16
     names = lambda a: {b["name"]: b for b in estimate_resources(a)["buffers"]}  # noqa: E731
-    assert not {"pipe_tiles", "pipe_scores", "pipe_heads"} & set(names(base))
+    assert not set(PIPE) & set(names(base))
     arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 16})
     b = names(arch)
-    # 2 boundaries x 2 halves of 16 tokens x K_max 3072 int8 in 64-bit words: depth 6144
-    assert (b["pipe_tiles"]["memories"], b["pipe_tiles"]["depth"]) == (4, 6144)
-    # 3 rotating copies of 257 x 257 int8 = 66,049 bytes -> 8257 words
-    assert (b["pipe_scores"]["memories"], b["pipe_scores"]["depth"]) == (3, 8257)
-    # 2 copies of one head's Q, K, V: 257 x 3 x 64 int8 = 49,344 bytes -> 6168 words
-    assert (b["pipe_heads"]["memories"], b["pipe_heads"]["depth"]) == (2, 6168)
-    # URAM288 4096 x 72: ceil(6144 / 4096) = 2 per tile memory (8), 3 per score memory (9), 2 per head memory (4)
+    got = {n: (b[n]["memories"], b[n]["width_bits"], b[n]["depth"]) for n in PIPE}
+    assert got == {
+        # array -> vector unit, 2 halves per edge, 16 tokens per tile: the vector unit reads 16 lanes a
+        # cycle; the array's 32 outputs per token come every ceil(768 / 32) = 24 cycles (2 int8 a cycle),
+        # so 16 int8 a word: proj -> add1 and fc2 -> add2 of 768 channels (16 x 768 / 16 = 768 words),
+        # fc1 -> GELU of K_max = 3072 (3072 words)
+        "pipe_a2v": (2 * 2, 128, 768), "pipe_a2v_hidden": (2, 128, 3072),
+        # vector unit -> array: SIMD = 32 channels a word of 8 + ceil(log2 3072) = 20 bits (act: as the
+        # activation buffer): norm2 -> fc1 (16 x 768 / 32 = 384 words), GELU -> fc2 (1536)
+        "pipe_v2a": (2, 640, 384), "pipe_v2a_hidden": (2, 640, 1536),
+        # 3 copies of 257 x 257 int8 scores, max(rows 16, lanes 16) a word: ceil(66049 / 16) = 4129
+        "pipe_scores": (3, 128, 4129),
+        # 2 copies of 257 x 3 x 64 Q, K, V int8, max(rows, cols) = 16 a word: ceil(49344 / 16) = 3084
+        "pipe_heads": (2, 128, 3084)}
+    assert b["pipe_heads"]["ports"] == 2
+    # URAM (>= 2048 words deep, 4096 x 72 each): 128 bits = 2 wide; hidden a2v 2 x 1 deep x 2 = 4,
+    # scores 2 x 2 deep x 3 = 12, heads 2 x 1 x 2 = 4; the shallower tiles map to BRAM / LUTRAM
     used = estimate_resources(arch)["used"]["uram"] - estimate_resources(base)["used"]["uram"]
-    assert used == 8 + 9 + 4
+    assert used == 20 and sum(b[n]["uram"] for n in PIPE) == 20
+
+
+def test_row_segment_with_more_edges_than_built_is_refused():
+    # array -> vector unit tiles are built for 3 edges (2 of max_dim channels, 1 of K_max)
+    rng = np.random.default_rng(0)
+    lin = lambda name, n: ternary_linear_op(name, 8, 32, n, sparsity=0.5, rng=rng)  # noqa: E731
+    v = lambda name, w: VectorOp(name, "add", 8 * w)  # noqa: E731
+
+    def run(ops, max_dim=32):
+        recs = [{"name": o.name, "unit": "ternary_array" if isinstance(o, type(ops[0])) else "vector_unit",
+                 "cycles": 10} for o in ops]
+        return query_cycles(ops, recs, tokens=8, tile_tokens=4, max_dim=max_dim)
+
+    three = [lin("a", 32), v("x", 32), lin("b", 32), v("y", 32), lin("c", 32), v("z", 32)]
+    run(three)  # 3 narrow edges: two narrow tiles and the hidden one
+    with pytest.raises(SimInputError, match=r"a \.\. w has 4 array -> vector unit tile edges \(0 wider than "
+                                             r"schedule.max_dim = 32 channels\); the pipeline is built for 3"):
+        run(three + [lin("d", 32), v("w", 32)])
+    two_wide = [lin("a", 64), v("x", 64), lin("b", 64), v("y", 64)]
+    with pytest.raises(SimInputError, match=r"has 2 array -> vector unit tile edges \(2 wider than"):
+        run(two_wide)
+    run(two_wide, max_dim=64)
 
 
 def test_bad_overlap_value_is_named():
@@ -367,6 +406,7 @@ def test_cli_prints_and_refuses_schedule(tmp_path, capsys):
                        (["schedule.tile_tokens=0"], "schedule.tile_tokens = 0"),
                        (["schedule.buffer_memory=lutram"], "schedule.buffer_memory = 'lutram'"),
                        (["schedule.overlap=pipelined", "schedule.max_tokens=4"], "schedule.max_tokens = 4"),
+                       (["schedule.max_dim=0"], "schedule.max_dim = 0"),
                        (["schedule.overlapp=pipelined"], "schedule.overlapp")):
         sets = [x for s in bad for x in ("--set", s)]
         assert main(["sim", "--trace", str(tp), *sets]) == 2
