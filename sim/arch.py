@@ -224,6 +224,9 @@ class ScheduleSpec(_Strict):
     max_dim: int = Field(768, ge=1, le=1 << 16, description="largest model width D the pipeline's "
                          "token tiles are built for (its hidden tiles: the weight buffer's K_max)")
     buffer_memory: Literal["bram", "uram"] = Field("uram", description="memory of the pipeline buffers")
+    handoffs: Literal["onchip", "dram"] = Field("onchip", description="where a segment's stages hand tiles to "
+                                                "each other: the pipeline buffers, or DRAM (no pipeline buffers; "
+                                                "every hand-off byte written and read through the DRAM port)")
 
 
 class ArchSpec(_Strict):

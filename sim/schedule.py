@@ -170,21 +170,50 @@ def critical_resource(stages, tiles: int) -> str:
     return DRAM if tiles > 1 and dram > busy[unit] else unit
 
 
+def handoff_bytes(ops, first: int, last: int, tokens: int) -> list[int]:
+    """Bytes stage ``i`` of the segment ``first .. last`` moves through DRAM under ``handoffs: dram``:
+    it writes its output once (unless last) and reads its input once (unless first), as the host's
+    hand-offs hold them (hls/driver/tatvpr_pynq/pipeline.py): int8 after a ternary linear, a LayerNorm,
+    GELU or the softmax (uint8), int16 after a residual add, int32 scores after an int8-unit op."""
+    def out_bytes(op) -> int:
+        if isinstance(op, TernaryLinearOp):
+            return op.m * op.n
+        if isinstance(op, DenseOp):
+            return 4 * op.batch * op.m * op.n
+        return op.elements * (2 if op.kind == "add" else 1)
+    n = last - first + 1
+    moved = [0] * n
+    for j in range(n - 1):
+        b = out_bytes(ops[first + j])
+        moved[j] += b        # the producer writes it
+        moved[j + 1] += b    # the consumer reads it
+    return moved
+
+
 def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: float | None = None, *,
-                 max_dim: int | None = None, source: str = "arch") -> tuple[int, list[dict]]:
+                 max_dim: int | None = None, source: str = "arch",
+                 handoffs: str = "onchip") -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
     ``serial_cycles`` (its ops in sequence), ``dram_cycles`` (the shared port's, total),
-    ``busy_cycles_by_unit`` and ``critical`` (the unit, or ``dram``, that sets its period).
-    ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged). ``max_dim``: the
-    arch's ``schedule.max_dim``; when given, a row segment with more array <-> vector unit edges than
-    the pipeline is built for is an error (:func:`check_row_edges`)."""
+    ``handoff_dram_bytes``, ``busy_cycles_by_unit`` and ``critical`` (the unit, or ``dram``, that sets
+    its period). ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged).
+    ``max_dim``: the arch's ``schedule.max_dim``; when given (and ``handoffs`` is ``onchip``), a row
+    segment with more array <-> vector unit edges than the pipeline is built for is an error
+    (:func:`check_row_edges`). ``handoffs: dram``: the stages hand their tiles over through DRAM
+    (:func:`handoff_bytes`, charged on the port with each stage's own transfers)."""
     segs = segments(ops, records, tokens, tile_tokens)
-    if max_dim is not None:
+    if max_dim is not None and handoffs == "onchip":
         check_row_edges(ops, segs, tokens, max_dim, source)
     total = 0
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
-        stages = [(records[i]["unit"], records[i]["cycles"], dram_cycles(records[i], bytes_per_cycle)) for i in idx]
+        extra = (handoff_bytes(ops, s["first"], s["last"], tokens) if handoffs == "dram"
+                 else [0] * len(idx))
+        s["handoff_dram_bytes"] = sum(extra) if handoffs == "dram" else 0
+        stages = [(records[i]["unit"], records[i]["cycles"],
+                   dram_cycles(records[i], bytes_per_cycle)
+                   + (transfer_cycles(e, bytes_per_cycle) if e and bytes_per_cycle else 0))
+                  for i, e in zip(idx, extra)]
         busy, dram = _period(stages, s["tiles"])
         s["cycles"] = pipeline_cycles(stages, s["tiles"])
         s["serial_cycles"] = sum(st[1] for st in stages)
@@ -205,6 +234,8 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
     for r in records:
         busy[r["unit"]] = busy.get(r["unit"], 0) + int(r["cycles"])
     dram = sum(dram_cycles(r, bytes_per_cycle) for r in records)
+    if segs:  # the hand-offs through DRAM (handoffs: dram) hold the port too
+        dram = max(dram, sum(sg["dram_cycles"] for sg in segs))
     serial = sum(int(r["cycles"]) for r in records)
     by_critical = dict.fromkeys((*units, DRAM), 0)
     if segs:
@@ -216,6 +247,8 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
     out = {
         "overlap": spec.overlap,
         "tile_tokens": spec.tile_tokens if spec.overlap == "pipelined" else None,
+        "handoffs": spec.handoffs if spec.overlap == "pipelined" else None,
+        "handoff_dram_bytes": sum(sg.get("handoff_dram_bytes", 0) for sg in segs),
         "cycles": int(cycles),
         "serial_cycles": serial,
         "saved_cycles": serial - int(cycles),
@@ -228,17 +261,20 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
                                  if segs else None),
         "segments": [{"kind": s["kind"], "tiles": s["tiles"], "first_op": s["ops"][0], "last_op": s["ops"][-1],
                       "ops": len(s["ops"]), "cycles": s["cycles"], "serial_cycles": s["serial_cycles"],
-                      "dram_cycles": s["dram_cycles"], "busy_cycles_by_unit": s["busy_cycles_by_unit"],
+                      "dram_cycles": s["dram_cycles"], "handoff_dram_bytes": s["handoff_dram_bytes"],
+                      "busy_cycles_by_unit": s["busy_cycles_by_unit"],
                       "critical": s["critical"]} for s in segs],
     }
     return out
 
 
-# The array <-> vector unit edges of a row segment the pipeline's token tiles are built for: the
-# ViT block's proj -> add1, fc1 -> GELU, fc2 -> add2 (array to vector unit) and norm2 -> fc1,
-# GELU -> fc2 (vector unit to array); "hidden" edges carry K_max channels (fc1 -> GELU -> fc2),
-# the others max_dim. Consecutive ops on the vector unit chain token row by token row inside it.
+# The hand-offs of a ViT block's row segment the pipeline's token tiles are built for (the host's
+# issue, hls/driver/tatvpr_pynq/pipeline.py ``handoffs``: one double buffer per hand-off between
+# consecutive stages): proj -> add1, fc1 -> GELU, fc2 -> add2 (array to vector unit), norm2 -> fc1,
+# GELU -> fc2 (vector unit to array), add1 -> norm2, add2 -> norm1 (inside the vector unit, int16:
+# the residual stream). "hidden" edges carry K_max channels (fc1 -> GELU -> fc2), the others max_dim.
 ROW_EDGES = {("a2v", False): 2, ("a2v", True): 1, ("v2a", False): 1, ("v2a", True): 1}
+VECTOR_EDGES = 2  # add1 -> norm2, add2 -> norm1 (LayerScale is folded into the adds' multipliers)
 
 
 def _width(op, tokens: int) -> int:
@@ -290,32 +326,37 @@ def check_row_edges(ops, segs: list[dict], tokens: int, max_dim: int, source: st
 
 
 def pipeline_buffers(arch) -> list[dict]:
-    """The buffers ``pipelined`` adds (docs/engine.md section 5a); none under ``overlap: none``.
+    """The buffers ``pipelined`` adds (docs/engine.md section 5a); none under ``overlap: none`` or
+    ``handoffs: dram``. They are the host's hand-off buffers (``tatvpr_pynq.pipeline.handoffs``) on chip.
 
-    Token tiles between the array and the vector unit, one pair of halves per edge of
-    :data:`ROW_EDGES` (the producer writes tile j + 1 while the consumer reads tile j), of
-    ``tile_tokens`` tokens x ``max_dim`` channels (the hidden ones ``K_max``), each word as wide as
-    the faster side moves per cycle:
+    Token tiles, one pair of halves per hand-off of :data:`ROW_EDGES` and :data:`VECTOR_EDGES` (the
+    producer writes tile j + 1 while the consumer reads tile j), of ``tile_tokens`` tokens x
+    ``max_dim`` channels (the hidden ones ``K_max``), each word as wide as the faster side moves per
+    cycle:
 
     - ``pipe_v2a`` / ``pipe_v2a_hidden`` (vector unit -> array): the array reads ``SIMD`` channels a
       cycle (as from the activation buffer, with the index bits in ``act``/``both``);
     - ``pipe_a2v`` / ``pipe_a2v_hidden`` (array -> vector unit): the vector unit reads ``lanes`` int8 a
       cycle; the array's ``PE`` outputs of a token (one per ``ceil(K / SIMD)`` cycles, ``K >= max_dim``)
       drain through a ``PE``-int8 register, so a word holds ``max(lanes, ceil(PE / ceil(max_dim /
-      SIMD)))`` int8.
+      SIMD)))`` int8;
+    - ``pipe_v2v``: a residual add's int16 output to the next LayerNorm, ``lanes`` int16 a word.
 
-    ``pipe_scores``: three rotating copies of one head's ``max_tokens^2`` int8 scores (QK^T of head h
-    writes one, the softmax of head h - 1 works in place in another, P.V of head h - 2 reads the third),
-    ``max(rows, lanes)`` int8 a word (P.V reads ``rows`` scores a cycle, the softmax ``lanes``).
-    ``pipe_heads``: the qkv projection (head-major) writes head h + 1's Q, K, V (``max_tokens x 3 x
-    max_head_dim`` int8) while the attention reads head h's: two copies of ``max(rows, cols)`` int8 a
-    word with two read ports (QK^T reads a row of Q and a column of K^T each cycle).
+    ``pipe_scores``: three rotating copies of one head's ``max_tokens^2`` int32 scores (QK^T of head h
+    writes one, the softmax of head h - 1 turns another into uint8 probabilities in place, P.V of head
+    h - 2 reads the third), ``max(rows, lanes)`` scores a word (QK^T drains ``rows`` a cycle, the
+    softmax reads ``lanes``).
+    ``pipe_heads``: three copies of one head's Q, K, V (``max_tokens x 3 x max_head_dim`` int8): the
+    qkv projection (head-major) writes head h + 1's while QK^T reads head h's and P.V still reads head
+    h - 1's V (with two the array waits for P.V of head h - 1 and the int8 unit runs dry:
+    tests/hls/test_pipeline.py); ``max(rows, cols)`` int8 a word, two read ports (QK^T reads a row of
+    Q and a column of K^T each cycle).
     """
     from sim.buffers import _entry, k_max  # sim.buffers owns the block rule
     from sim.engine import index_bits
 
     s = arch.spec.schedule
-    if s.overlap == "none":
+    if s.overlap == "none" or s.handoffs == "dram":
         return []
     c, u, v = arch.spec.compute, arch.spec.int8_unit, arch.spec.vector_unit
     has_uram = arch.board.resources.uram > 0
@@ -332,11 +373,13 @@ def pipeline_buffers(arch) -> list[dict]:
         per_word, bits = (a2v, 8) if d == "a2v" else (c.simd, in_bits)
         out.append(_entry(name, banks=ROW_EDGES[(d, hidden)], ports=1, replicas=1, halves=2, width=per_word * bits,
                           depth=math.ceil(mp * ch / per_word), prefer_uram=prefer, board_has_uram=has_uram))
+    out.append(_entry("pipe_v2v", banks=VECTOR_EDGES, ports=1, replicas=1, halves=2, width=16 * lanes,
+                      depth=math.ceil(mp * s.max_dim / lanes), prefer_uram=prefer, board_has_uram=has_uram))
     w = max(u.rows, lanes)
-    out.append(_entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=8 * w,
+    out.append(_entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=32 * w,
                       depth=math.ceil(s.max_tokens * s.max_tokens / w), prefer_uram=prefer, board_has_uram=has_uram))
     w = max(u.rows, u.cols)
-    out.append(_entry("pipe_heads", banks=1, ports=2, replicas=1, halves=2, width=8 * w,
+    out.append(_entry("pipe_heads", banks=1, ports=2, replicas=1, halves=3, width=8 * w,
                       depth=math.ceil(s.max_tokens * 3 * s.max_head_dim / w), prefer_uram=prefer,
                       board_has_uram=has_uram))
     return out

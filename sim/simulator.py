@@ -119,7 +119,7 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     serial_cycles = sum(r["cycles"] for r in layers)
     if pipelined:
         cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle,
-                                    max_dim=sched.max_dim, source=arch.source)
+                                    max_dim=sched.max_dim, source=arch.source, handoffs=sched.handoffs)
     else:
         cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)

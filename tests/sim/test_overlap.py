@@ -231,7 +231,7 @@ def test_trace_longer_than_max_tokens_is_refused(small):
 
 # ----------------------------------------------------------------------------- buffers and keys
 
-PIPE = ("pipe_a2v", "pipe_a2v_hidden", "pipe_v2a", "pipe_v2a_hidden", "pipe_scores", "pipe_heads")
+PIPE = ("pipe_a2v", "pipe_a2v_hidden", "pipe_v2a", "pipe_v2a_hidden", "pipe_v2v", "pipe_scores", "pipe_heads")
 
 
 def test_pipeline_buffers_charged_only_when_pipelined():
@@ -242,23 +242,28 @@ def test_pipeline_buffers_charged_only_when_pipelined():
     b = names(arch)
     got = {n: (b[n]["memories"], b[n]["width_bits"], b[n]["depth"]) for n in PIPE}
     assert got == {
-        # array -> vector unit, 2 halves per edge, 16 tokens per tile: the vector unit reads 16 lanes a
-        # cycle; the array's 32 outputs per token come every ceil(768 / 32) = 24 cycles (2 int8 a cycle),
+        # array -> vector unit, 2 halves per hand-off, 16 tokens per tile: the vector unit reads 16 lanes
+        # a cycle; the array's 32 outputs per token come every ceil(768 / 32) = 24 cycles (2 int8 a cycle),
         # so 16 int8 a word: proj -> add1 and fc2 -> add2 of 768 channels (16 x 768 / 16 = 768 words),
         # fc1 -> GELU of K_max = 3072 (3072 words)
         "pipe_a2v": (2 * 2, 128, 768), "pipe_a2v_hidden": (2, 128, 3072),
         # vector unit -> array: SIMD = 32 channels a word of 8 + ceil(log2 3072) = 20 bits (act: as the
         # activation buffer): norm2 -> fc1 (16 x 768 / 32 = 384 words), GELU -> fc2 (1536)
         "pipe_v2a": (2, 640, 384), "pipe_v2a_hidden": (2, 640, 1536),
-        # 3 copies of 257 x 257 int8 scores, max(rows 16, lanes 16) a word: ceil(66049 / 16) = 4129
-        "pipe_scores": (3, 128, 4129),
-        # 2 copies of 257 x 3 x 64 Q, K, V int8, max(rows, cols) = 16 a word: ceil(49344 / 16) = 3084
-        "pipe_heads": (2, 128, 3084)}
+        # inside the vector unit: add1 -> norm2, add2 -> norm1, int16 residual, 16 lanes a word: 768 words
+        "pipe_v2v": (2 * 2, 256, 768),
+        # 3 copies of 257 x 257 int32 scores, max(rows 16, lanes 16) a word: ceil(66049 / 16) = 4129
+        "pipe_scores": (3, 512, 4129),
+        # 3 copies of 257 x 3 x 64 Q, K, V int8, max(rows, cols) = 16 a word: ceil(49344 / 16) = 3084
+        "pipe_heads": (3, 128, 3084)}
     assert b["pipe_heads"]["ports"] == 2
-    # URAM (>= 2048 words deep, 4096 x 72 each): 128 bits = 2 wide; hidden a2v 2 x 1 deep x 2 = 4,
-    # scores 2 x 2 deep x 3 = 12, heads 2 x 1 x 2 = 4; the shallower tiles map to BRAM / LUTRAM
+    # URAM (>= 2048 words deep, 4096 x 72 each): hidden a2v 128 bits = 2 wide x 1 deep x 2 = 4,
+    # scores 512 bits = 8 wide x 2 deep x 3 = 48, heads 2 x 1 x 3 = 6; the shallower ones map to BRAM / LUTRAM
     used = estimate_resources(arch)["used"]["uram"] - estimate_resources(base)["used"]["uram"]
-    assert used == 20 and sum(b[n]["uram"] for n in PIPE) == 20
+    assert used == 58 and sum(b[n]["uram"] for n in PIPE) == 58
+    # hand-offs through DRAM: no pipeline buffers at all
+    dram = with_overrides(arch, {"schedule.handoffs": "dram"})
+    assert not set(PIPE) & set(names(dram))
 
 
 def test_row_segment_with_more_edges_than_built_is_refused():
@@ -412,3 +417,28 @@ def test_cli_prints_and_refuses_schedule(tmp_path, capsys):
         assert main(["sim", "--trace", str(tp), *sets]) == 2
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_handoffs_through_dram_by_hand():
+    # the port case with a fabric vector unit: lin (534 cycles, 512 port cycles of weights, as above)
+    # hands its 8 x 64 int8 output to the add (16 lanes: 512 / 16 = 32 groups + 8 pipeline = 40 cycles)
+    rng = np.random.default_rng(1)
+    tr = Trace(1, {"tokens": 8}, [ternary_linear_op("lin", 8, 64, 64, sparsity=0.5, rng=rng),
+                                  VectorOp("add", "add", 8 * 64)])
+    base = with_overrides(load_arch(ROOT / "sim" / "arch" / "kv260.yaml"), {
+        "compute.pe": 16, "compute.simd": 16, "compute.skip_mode": "none", "compute.weight_format": "ternary2",
+        "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
+        "vector_unit.lanes": 16, "vector_unit.pipeline_cycles": 8,
+        "vector_unit.cycles_per_element": {k: 1.0 for k in ("softmax", "layernorm", "gelu", "add", "other")},
+        "schedule.overlap": "pipelined", "schedule.tile_tokens": 4})
+    on = simulate(base, tr)
+    # on chip: first tile (534 + 40) / 2 = 287, one period of the array's 267: 554
+    assert [r["cycles"] for r in on.layers] == [534, 40] and on["cycles"] == 554
+    off = simulate(with_overrides(base, {"schedule.handoffs": "dram"}), tr)
+    # through DRAM: lin writes 512 B (128 port cycles), the add reads them (128): lin's port cycles
+    # 512 + 128 = 640 > its 534, the add's 128 > its 40; first tile (640 + 128) / 2 = 384, then one
+    # period of the port's (640 + 128) / 2 = 384: 768
+    assert off["cycles"] == 768
+    s = off["schedule"]
+    assert (s["handoffs"], s["handoff_dram_bytes"], s["dram_cycles"], s["critical"]) == ("dram", 1024, 768, "dram")
+    assert on["schedule"]["handoff_dram_bytes"] == 0 and on["schedule"]["handoffs"] == "onchip"
