@@ -310,3 +310,42 @@ def test_export_refuses_a_ternary_head():
     head.fc.ternary_weight = lambda: None  # what a Brevitas ternary layer (model.ternary.head: true) has
     with pytest.raises(UserError, match="head.fc is ternary"):
         export_head(SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1)), (1, 1))
+
+
+def test_salad_bundle_runs_its_mlps_in_integers_and_sinkhorn_on_the_host(tmp_path):
+    """A SALAD student's bundle: head_q.npz with the MLPs in integers; the runtime's descriptor is the
+    integer query's (`eval --integer`), its Sinkhorn part recorded as host work, near the float student."""
+    import torch
+
+    from brevitas_models.checkpoint import init_student_from_teacher
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.integer import integer_query_descriptors
+    from tatvpr_hw.lower.hls.bundle import export_bundle
+    from tatvpr_pynq.integer import RecordingUnits
+
+    cfg = load_config(hls_dir().parent / "configs" / "tiny.yaml")
+    cfg.model.head.name = "salad"
+    torch.manual_seed(2)
+    student = build_model(cfg.model, student=True)
+    init_student_from_teacher(student, build_model(cfg.model, student=False))
+    student.eval()
+    calib = torch.randn(4, 3, 98, 98, generator=torch.Generator().manual_seed(1))
+    calibrate_input_scales(student, [calib])
+    export_bundle(student, calib, tmp_path, sparsity=SPARSITY)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["head"] == "salad" and meta["head_integer"] is True
+    units = RecordingUnits()
+    rec = rt.PlaceRecognizer(tmp_path, units=units)
+    img = calib[0].numpy()
+    d = rec.describe(img)
+    assert np.array_equal(d.astype(np.float32), integer_query_descriptors(rec.trunk, rec.head_q, calib[:1], SPARSITY)[0])
+    head_ops = [op for op in units.ops if op["name"].startswith("head.")]
+    assert [op["unit"] for op in head_ops].count("int8") == 6 and head_ops[-1]["unit"] == "host"
+    with torch.no_grad():
+        from brevitas_models.sparsity import sparsity_context
+
+        with sparsity_context(student, SPARSITY):
+            ref = torch.nn.functional.normalize(student(calib[:1]), dim=-1)[0].numpy()
+    assert float(d @ ref) > 0.99

@@ -285,7 +285,7 @@ def _head_model(kind, student_and_images):
     return other, images
 
 
-@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls"])
+@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls", "salad"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.4])
 def test_integer_query_follows_the_float_student(student_and_images, kind, sparsity):
     """The whole query in integers (trunk, head, Q15 descriptor) lands next to the float student's
@@ -323,9 +323,9 @@ def test_integer_head_file_round_trip_and_refusals(student_and_images, tmp_path)
     with np.load(tmp_path / "h.npz", allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
     bad = tmp_path / "b.npz"
-    np.savez(bad, kind=np.array("salad"), num_prefix_tokens=np.array(1), grid_hw=np.array([7, 7]),
+    np.savez(bad, kind=np.array("gem"), num_prefix_tokens=np.array(1), grid_hw=np.array([7, 7]),
              uses_final_norm=np.array(1))
-    with pytest.raises(iq.IntegerModelError, match="'salad'; implemented: boq, cls, mixvpr"):
+    with pytest.raises(iq.IntegerModelError, match="'gem'; implemented: boq, cls, mixvpr, salad"):
         iq.load_head_q(bad)
     np.savez(bad, kind=np.array("boq"))
     with pytest.raises(iq.IntegerModelError, match="lacks the array 'num_prefix_tokens'"):
@@ -334,23 +334,8 @@ def test_integer_head_file_round_trip_and_refusals(student_and_images, tmp_path)
         head(np.zeros((3, 192), np.int16))
 
 
-def test_export_head_q_refuses_salad():
-    from types import SimpleNamespace
-
-    import torch
-
-    from brevitas_models.heads.salad import SALADHead
-    from tatvpr_hw.errors import UserError
-    from tatvpr_hw.integer import export_head_q
-
-    head = SALADHead(in_dim=8, num_clusters=2, cluster_dim=2, token_dim=2, hidden_dim=4, dropout=0.0)
-    model = SimpleNamespace(head=head, backbone=SimpleNamespace(num_prefix_tokens=1), grid_hw=lambda s: (1, 1))
-    with pytest.raises(UserError, match="not salad"):
-        export_head_q(model, None, torch.zeros(1, 3, 14, 14))
-
-
 # ------------------------------------------------------------------ head ops = the simulator's ops
-@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls"])
+@pytest.mark.parametrize("kind", ["boq", "mixvpr", "cls", "salad"])
 def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kind):
     """Per op, the integer head's int8-unit GEMMs and vector-unit ops equal the ops the simulator's
     trace of the same model charges (same unit, same m/k/n/batch or kind/elements/row, same order),
@@ -367,14 +352,18 @@ def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kin
     r = compare_head_ops(units.ops, trace.ops)
     assert r["match"], r["first_difference"]
     assert set(reason for _, reason in r["trace_only"]) <= set(TRACE_ONLY.values())
-    expected_extra = {"boq": ["head.input"], "mixvpr": ["head.mix_out"], "cls": []}[kind]
+    expected_extra = {"boq": ["head.input"], "mixvpr": ["head.mix_out"], "cls": [], "salad": []}[kind]
     assert r["integer_only"] == expected_extra
     assert all(op["kind"] in INTEGER_ONLY for op in units.ops if op["name"] in expected_extra)
     # by hand: BoQ conv + LN + 2 layers x (encoder 12 + query self-attention 7 + cross-attention 7) + fc
-    # + l2norm; MixVPR 2 mixers x 5 + 2 projections + l2norm; CLS l2norm
-    n_head = {"boq": 56, "mixvpr": 13, "cls": 1}[kind]
+    # + l2norm; MixVPR 2 mixers x 5 + 2 projections + l2norm; CLS l2norm; SALAD 3 MLPs x 3 (then host)
+    n_head = {"boq": 56, "mixvpr": 13, "cls": 1, "salad": 9}[kind]
     assert len(r["integer"]) == n_head
-    assert r["integer"][-1][0] == "l2norm"
+    if kind == "salad":  # the Sinkhorn part: host work here, int8/vector-unit ops in the trace
+        assert [reason for _, reason in r["trace_only"]] == [TRACE_ONLY["host"]]
+        assert units.ops[-1]["unit"] == "host"
+    else:
+        assert r["integer"][-1][0] == "l2norm"
     # the check bites: one GEMM one column wider, or a dropped op, is a difference
     ops = [dict(op) for op in units.ops]
     gemm = next(i for i, op in enumerate(ops) if op["name"].startswith("head.") and op["unit"] == "int8"
@@ -382,8 +371,7 @@ def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kin
     if gemm is not None:
         ops[gemm]["n"] += 1
         assert not compare_head_ops(ops, trace.ops)["match"]
-    short = [op for op in units.ops if op["name"] != "head.l2norm"]
-    assert not compare_head_ops(short, trace.ops)["match"]
+    assert not compare_head_ops(units.ops[:-1], trace.ops)["match"]
 
 
 def test_whole_query_with_the_head_in_csim_is_bit_exact(student_and_images, tmp_path):

@@ -1,7 +1,8 @@
 """Aggregation heads in numpy (float64) for the board's ARM cores: trunk tokens -> descriptor.
 
-The head is not on the fabric: it runs in float64 numpy on the ARM cores after the integer trunk
-(issue 15 item 5). Each head is a plain dict of float arrays loaded from ``head.npz``
+The float heads: the runtime's head for bundles without an integer head, and a reference for the
+integer heads (``tatvpr_pynq.integer.HeadQ``; SALAD's Sinkhorn part, :func:`salad_aggregate`, is
+also the integer SALAD's host part). Each head is a plain dict of float arrays loaded from ``head.npz``
 (``allow_pickle=False``), written by ``tatvpr_hw.lower.hls.bundle`` from the float student's PyTorch
 head, and computes what that head computes (``brevitas_models/heads``): BoQ, CLS, MixVPR and
 SALAD.
@@ -125,16 +126,23 @@ def salad(prefix: np.ndarray, patches: np.ndarray, p: dict) -> np.ndarray:
     sc = conv1("score.3", np.maximum(conv1("score.0", x), 0.0))                        # [m, n]
     g = np.maximum(prefix[0] @ p["token_features.0.weight"].T + p["token_features.0.bias"], 0.0)
     g = g @ p["token_features.2.weight"].T + p["token_features.2.bias"]
+    return salad_aggregate(f, sc, g, float(p["dust_bin"]), int(p["sinkhorn_iters"]))
+
+
+def salad_aggregate(f: np.ndarray, sc: np.ndarray, g: np.ndarray, dust_bin: float, iters: int) -> np.ndarray:
+    """SALAD after its MLPs (float64): cluster features ``f [l, n]``, scores ``sc [m, n]``, global
+    token ``g`` -> log-space Sinkhorn, aggregation, per-cluster L2 and the normalised global token
+    (unnormalised as a whole). The integer model's SALAD runs this part on the host."""
     m, n = sc.shape
     if n < m:
         raise HeadError(f"salad: {n} patch tokens are fewer than the {m} clusters")
-    z = np.concatenate([sc, np.full((1, n), float(p["dust_bin"]))], axis=0)
+    z = np.concatenate([sc, np.full((1, n), float(dust_bin))], axis=0)
     log_norm = -math.log(m + n)
     log_mu = np.full(m + 1, log_norm)
     log_mu[m] = math.log(n - m) + log_norm if n > m else -np.inf
     log_nu = np.full(n, log_norm)
     u, v = np.zeros(m + 1), np.zeros(n)
-    for _ in range(int(p["sinkhorn_iters"])):
+    for _ in range(int(iters)):
         u = log_mu - _logsumexp(z + v[None, :], 1)
         v = log_nu - _logsumexp(z + u[:, None], 0)
     plan = np.exp(z + u[:, None] + v[None, :] - log_norm)[:-1]                  # [m, n]

@@ -267,6 +267,10 @@ class Units:
         """Vector unit: the L2-normalised descriptor in Q15 (:func:`l2norm_int`; no HLS kernel yet)."""
         return l2norm_int(x)
 
+    def host(self, name: str, fn, *arrays):
+        """Work on the host in float (SALAD's Sinkhorn): ``fn(*arrays)``; on every backend the ARM cores."""
+        return fn(*arrays)
+
 
 NUMPY_UNITS = Units()
 
@@ -327,6 +331,10 @@ class RecordingUnits(Units):
     def l2norm(self, name, x):
         self._rec(name, "l2norm", x)
         return super().l2norm(name, x)
+
+    def host(self, name, fn, *arrays):
+        self.ops.append({"name": name, "unit": "host"})
+        return super().host(name, fn, *arrays)
 
 
 @dataclass
@@ -461,7 +469,7 @@ def load_trunk(path) -> TrunkQ:
 # head's int8 input from the int16 residual stream (BoQ, MixVPR) by ``Units.requant``, and the
 # descriptor by ``Units.l2norm`` (Q15). A head is a flat dict of integer arrays keyed by op name
 # (``head.boqs.0.encoder.linear1.w`` ...), saved with ``save_head_q``. docs/integer.md.
-HEAD_Q_KINDS = ("boq", "cls", "mixvpr")
+HEAD_Q_KINDS = ("boq", "cls", "mixvpr", "salad")
 
 
 def im2col3x3(x: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -562,7 +570,37 @@ def _cls_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
     return tokens[0]
 
 
-_HEAD_Q = {"boq": _boq_q, "cls": _cls_q, "mixvpr": _mixvpr_q}
+def _salad_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
+    """SALAD: the three MLPs on the int8 unit (1x1 convolutions as linears over the patch tokens,
+    ReLU tables), their int16 outputs dequantised, then the Sinkhorn assignment, aggregation and
+    normalisation on the host in float64 (``tatvpr_pynq.heads.salad_aggregate``): no fixed-point
+    ``logsumexp`` exists on the vector unit. Returns the L2-normalised float64 descriptor."""
+    from .heads import salad_aggregate
+
+    n_pre = int(p["num_prefix_tokens"])
+    if n_pre < 1:
+        raise IntegerModelError("the SALAD head needs a class token (num_prefix_tokens >= 1)")
+    x = tokens[n_pre:]                                                                     # int8 [n, D]
+
+    def mlp(pre, a, mid, last):
+        h = u.gelu(pre + mid, p[pre + mid + ".table"], _lin(u, p, pre + "0", a))
+        return _lin(u, p, pre + last, h)
+
+    f = mlp("head.cluster_features.", x, "2", "3")                                         # int16 [n, l]
+    sc = mlp("head.score.", x, "2", "3")                                                   # int16 [n, m]
+    g = mlp("head.token_features.", tokens[:1], "1", "2")[0]                               # int16 [g]
+    sf, ss, sg = (float(p[k]) for k in ("head.cluster_features.3.step", "head.score.3.step",
+                                        "head.token_features.2.step"))
+
+    def tail(f, sc, g):
+        d = salad_aggregate(f.T * sf, sc.T * ss, g * sg, float(p["dust_bin"]), int(p["sinkhorn_iters"]))
+        return d / max(float(np.linalg.norm(d)), 1e-12)
+
+    return u.host("head.sinkhorn", tail, np.asarray(f, np.float64), np.asarray(sc, np.float64),
+                  np.asarray(g, np.float64))
+
+
+_HEAD_Q = {"boq": _boq_q, "cls": _cls_q, "mixvpr": _mixvpr_q, "salad": _salad_q}
 
 
 @dataclass
@@ -581,7 +619,8 @@ class HeadQ:
 
     def __call__(self, tokens: np.ndarray, units: Units | None = None) -> np.ndarray:
         """The trunk's tokens (int16 residual stream, or the final norm's int8 when the head uses it)
-        -> the int16 descriptor in Q15 (``/ 2**15`` is the L2-normalised float descriptor)."""
+        -> the int16 descriptor in Q15 (``/ 2**15`` is the L2-normalised float descriptor); SALAD:
+        the float64 descriptor its host part computes."""
         u = units or NUMPY_UNITS
         if self.kind not in _HEAD_Q:
             raise IntegerModelError(f"integer head kind {self.kind!r}; implemented: {', '.join(HEAD_Q_KINDS)}")
@@ -589,7 +628,8 @@ class HeadQ:
         n_pre = int(self.p["num_prefix_tokens"])
         if tokens.ndim != 2 or tokens.shape[0] != n_pre + gh * gw:
             raise IntegerModelError(f"head input must be [{n_pre} + {gh}*{gw}, D] tokens, got {tokens.shape}")
-        return u.l2norm("head.l2norm", _HEAD_Q[self.kind](u, self.p, tokens))
+        d = _HEAD_Q[self.kind](u, self.p, tokens)
+        return d if self.kind == "salad" else u.l2norm("head.l2norm", d)
 
 
 def query_descriptor(trunk: TrunkQ, head: HeadQ, img_q: np.ndarray, sparsity: float,
@@ -606,8 +646,10 @@ def query_descriptor(trunk: TrunkQ, head: HeadQ, img_q: np.ndarray, sparsity: fl
 
 
 def descriptor_float(desc_q: np.ndarray) -> np.ndarray:
-    """The Q15 descriptor as float64 (unit L2 norm up to the Q15 rounding)."""
-    return np.asarray(desc_q, np.float64) / 2.0 ** L2_Q
+    """The Q15 descriptor as float64 (unit L2 norm up to the Q15 rounding); a float descriptor (SALAD's
+    host part) as it is."""
+    d = np.asarray(desc_q)
+    return d.astype(np.float64) if d.dtype.kind == "f" else d.astype(np.float64) / 2.0 ** L2_Q
 
 
 def save_head_q(path, head: HeadQ) -> None:

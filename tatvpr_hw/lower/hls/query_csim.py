@@ -5,7 +5,8 @@ residual adds on the vector unit (``tatvpr_vector.cpp``), the patch embedding, a
 head's linears and attention on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the
 ternary IP (``tatvpr_gemm.cpp``, after the top-k and bank scheduling the host does). The
 position-embedding add stays on the host; the head's int16 -> int8 requantisation and the
-descriptor's L2 normalisation have no HLS kernel yet and run in numpy (``QueryCsim.numpy_ops``).
+descriptor's L2 normalisation have no HLS kernel yet and run in numpy (``QueryCsim.numpy_ops``), and
+SALAD's Sinkhorn part is host work in float on every backend.
 The result must equal the integer model (``tatvpr_pynq.integer``) bit for bit, and each op's
 counted cycles are returned per unit, to compare with the simulator.
 """
@@ -94,6 +95,10 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
         def l2norm(self, name, x):
             self.ops.append({"name": name, **op_shape("l2norm", x), "csim": False, "cycles": 0})
             return super().l2norm(name, x)
+
+        def host(self, name, fn, *arrays):  # SALAD's Sinkhorn: host work on every backend
+            self.ops.append({"name": name, "unit": "host", "csim": False, "cycles": 0})
+            return super().host(name, fn, *arrays)
 
         def ternary(self, name, lin, x, sparsity):
             xs = topk_int(x, sparsity)  # the host's top-k, then the bank scheduling of prepare_layer
