@@ -174,3 +174,247 @@ def test_int8_top_equals_the_integer_model(lib, mode, out):
     got = {0: o32, 1: o8, 2: o16}[mode].reshape(batch, m, n)
     ref = iq.NUMPY_UNITS.gemm("", a, b, bias, out=out, mult=mult, shift=shift)
     assert np.array_equal(got, ref)
+
+
+# ------------------------------------------------------------------ the PYNQ driver of the unit IPs
+def _load_test_module(name):
+    import importlib.util
+    from pathlib import Path
+
+    # named inside the tests.hls package pytest's importlib mode set up, so `from .conftest import` works
+    spec = importlib.util.spec_from_file_location(f"{__name__.rpartition('.')[0] or 'tests.hls'}._h3_{name}",
+                                                  Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_td = _load_test_module("test_driver")   # the mocked pynq, DDR and ternary IP of tests/hls/test_driver.py
+_tp = _load_test_module("test_pipeline")  # the random integer trunk
+
+from tatvpr_pynq import driver as drv  # noqa: E402
+from tatvpr_pynq.pipeline import run_trunk  # noqa: E402
+from tatvpr_pynq.runtime import PynqUnits  # noqa: E402
+
+INT8_BASE, VECTOR_BASE = 0xA001_0000, 0xA002_0000
+
+
+def _hwh_offsets(args, shift=4):
+    """A register layout unlike the Vitis default (every argument ``shift`` bytes later), so a driver
+    that ignored the .hwh would program the wrong registers."""
+    return {k: v + shift for k, v in drv.unit_default_offsets(args).items()}
+
+
+INT8_OFFSETS = _hwh_offsets(drv.INT8_ARGS)
+VECTOR_OFFSETS = _hwh_offsets(drv.VECTOR_ARGS, 8)
+
+
+def _module(instance, vlnv, args, offsets):
+    def reg(name, off):
+        return (f'<REGISTER NAME="{name}"><PROPERTY NAME="ADDRESS_OFFSET" VALUE="{off}"/>'
+                f'<PROPERTY NAME="SIZE" VALUE="32"/><PROPERTY NAME="ACCESS" VALUE="read-write"/></REGISTER>')
+    regs = [reg("CTRL", 0)] if offsets is not None else []
+    for name, kind, _ in (args if offsets is not None else ()):
+        if kind == "u32":
+            regs.append(reg(name, offsets[name]))
+        else:  # Vitis HLS: a 64-bit argument is <arg>_1 (low word) and <arg>_2 (high word)
+            regs += [reg(f"{name}_1", offsets[name]), reg(f"{name}_2", offsets[name] + 4)]
+    return (f'<MODULE FULLNAME="/{instance}" INSTANCE="{instance}" MODTYPE="{vlnv.split(":")[2]}" VLNV="{vlnv}">'
+            f'<ADDRESSBLOCKS><ADDRESSBLOCK INTERFACE="s_axi_control" NAME="Reg" RANGE="65536" USAGE="register">'
+            f'<REGISTERS>{"".join(regs)}</REGISTERS></ADDRESSBLOCK></ADDRESSBLOCKS></MODULE>')
+
+
+def units_hwh(int8_vlnv=drv.INT8_VLNV, offsets=True):
+    """test_driver's .hwh (PS + ternary IP) with the int8-unit and vector-unit IPs added."""
+    text = _td.hwh_text()
+    ranges = "".join(
+        f'<MEMRANGE BASEVALUE="0x{base:08X}" HIGHVALUE="0x{base + 0xFFFF:08X}" INSTANCE="{inst}" '
+        f'MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axi_control"/>'
+        for base, inst in ((INT8_BASE, "tatvpr_int8_0"), (VECTOR_BASE, "tatvpr_vector_0")))
+    mods = (_module("tatvpr_int8_0", int8_vlnv, drv.INT8_ARGS, INT8_OFFSETS if offsets else None)
+            + _module("tatvpr_vector_0", drv.VECTOR_VLNV, drv.VECTOR_ARGS, VECTOR_OFFSETS if offsets else None))
+    text = text.replace("</MEMORYMAP>", ranges + "</MEMORYMAP>", 1)
+    return text.replace("</MODULES>", mods + "</MODULES>", 1)
+
+
+class TopIP:
+    """AXI4-Lite registers at the .hwh's offsets; ap_start calls the compiled top function (the HLS
+    source, through ctypes) on the DDR buffers the registers point at, as the IP would."""
+
+    def __init__(self, ddr, lib, top, args, offsets):
+        self.ddr, self.lib, self.top, self.args, self.off = ddr, lib, top, args, offsets
+        self.regs: dict[int, int] = {}
+        self.runs = 0
+
+    def write(self, offset, value):
+        assert 0 <= value < 2 ** 32
+        self.regs[offset] = value
+        if offset == drv.AP_CTRL and value & drv.AP_START:
+            self._run()
+
+    def read(self, offset):
+        return self.regs.get(offset, 0)
+
+    def _word(self, name, wide):
+        lo = self.regs[self.off[name]]
+        return lo | (self.regs[self.off[name] + 4] << 32) if wide else lo
+
+    def _run(self):
+        vals = []
+        for name, kind, _ in self.args:
+            if kind == "ptr":
+                buf = self.ddr.buffers[self._word(name, True)]
+                assert buf.device_address in self.ddr.live, f"{name} points at a freed buffer"
+                vals.append(buf.ctypes.data_as(ctypes.c_void_p))
+            elif kind == "u64":
+                v = self._word(name, True)
+                vals.append(ctypes.c_longlong(v - (1 << 64) if v >= 1 << 63 else v))
+            else:
+                v = self._word(name, False)
+                vals.append(ctypes.c_int(v - (1 << 32) if v >= 1 << 31 else v))
+        getattr(self.lib, self.top)(*vals)
+        self.runs += 1
+        self.regs[drv.AP_CTRL] = drv.AP_DONE
+
+
+@pytest.fixture
+def unit_board(lib, csim_builds, tmp_path):
+    kp, exe = csim_builds["pe4_simd8"]
+    ddr = _td.FakeDDR()
+    gemm = _td.CsimIP(ddr, exe, kp, tmp_path, _td.HWH_OFFSETS)
+    int8 = TopIP(ddr, lib, "tatvpr_int8_top", drv.INT8_ARGS, INT8_OFFSETS)
+    vec = TopIP(ddr, lib, "tatvpr_vector_top", drv.VECTOR_ARGS, VECTOR_OFFSETS)
+
+    def make(hwh=None, registers_in_description=True):
+        bit = _td.write_deploy(tmp_path, kp, hwh=hwh or units_hwh())
+        devices = {_td.IP_BASE: gemm, INT8_BASE: int8, VECTOR_BASE: vec}
+        return drv.TernaryGemmOverlay(str(bit), pynq_module=_td.fake_pynq(
+            ddr, devices, registers_in_description=registers_in_description))
+    return make, ddr, gemm, int8, vec
+
+
+def test_unit_ips_bound_to_their_vlnvs_with_the_hwh_register_maps(unit_board):
+    make, *_ = unit_board
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        ov = make()
+    assert type(ov.overlay.tatvpr_int8_0).__name__ == "Int8UnitDriver"
+    assert type(ov.overlay.tatvpr_vector_0).__name__ == "VectorUnitDriver"
+    assert ov.overlay.tatvpr_int8_0.bindto == ["tatvpr.org:hls:tatvpr_int8_unit:1.0"]
+    assert isinstance(ov.int8, drv.Int8UnitIP) and isinstance(ov.vector, drv.VectorUnitIP)
+    assert ov.int8.offsets == INT8_OFFSETS and ov.vector.offsets == VECTOR_OFFSETS
+    assert ov.unit_register_sources == {"int8": "hwh (pynq)", "vector": "hwh (pynq)"}
+    # the Vitis layout by hand: a void top's arguments from 0x10, pointers and long long 12 bytes,
+    # ints 8: a 0x10, b 0x1c, bias 0x28, out32 0x34, out8 0x40, out16 0x4c, batch 0x58, m 0x60, k 0x68,
+    # n 0x70, mode 0x78, mult 0x80 (two words), shift 0x8c
+    assert drv.unit_default_offsets(drv.INT8_ARGS) == {
+        "a": 0x10, "b": 0x1C, "bias": 0x28, "out32": 0x34, "out8": 0x40, "out16": 0x4C, "batch": 0x58,
+        "m": 0x60, "k": 0x68, "n": 0x70, "mode": 0x78, "mult": 0x80, "shift": 0x8C}
+    ov2 = make(registers_in_description=False)
+    assert ov2.int8.offsets == INT8_OFFSETS and ov2.unit_register_sources["int8"] == "hwh"
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        ov3 = make(hwh=units_hwh(offsets=False), registers_in_description=False)
+    assert sorted(str(c.message).split()[4] for c in caught) == ["tatvpr_int8_0", "tatvpr_vector_0"]
+    assert all("using the Vitis HLS default offsets" in str(c.message) for c in caught)
+    assert ov3.int8.offsets == drv.unit_default_offsets(drv.INT8_ARGS)
+    with pytest.raises(drv.IPError, match="tatvpr_int8_0 .* not Int8UnitDriver: its VLNV in the .hwh is "
+                                          "tatvpr.org:hls:other:1.0"):
+        make(hwh=units_hwh(int8_vlnv="tatvpr.org:hls:other:1.0"))
+    bad = units_hwh().replace('NAME="mult_2"', 'NAME="mult_3"', 1).replace('NAME="shift"', 'NAME="shiftx"', 1)
+    with pytest.raises(ValueError, match="missing shift"):
+        make(hwh=bad)
+    # a bitstream without the unit IPs (the ternary IP alone): the units stay in numpy
+    ov4 = make(hwh=_td.hwh_text())
+    assert ov4.int8 is None and ov4.vector is None
+    units = PynqUnits(ov4)
+    trunk = _tp.random_trunk(seed=3)
+    img = _tp._image(trunk)
+    assert np.array_equal(trunk.tokens(img, 0.4, units), trunk.tokens(img, 0.4))
+    assert units.fabric_ops_by_unit["int8"] == 0 and units.arm_ops["vector"] > 0
+
+
+def test_unit_ip_calls_equal_the_integer_model(unit_board):
+    make, ddr, _, int8, vec = unit_board
+    ov = make()
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 256, size=(3, 7, 13)).astype(np.uint8)           # attention probabilities
+    b = rng.integers(-128, 128, size=(3, 13, 9)).astype(np.int8)
+    for out, mult, shift in (("int32", 0, 0), ("int8", 1518500250, 40), ("int16", 1518500250, 33)):
+        ref = iq.NUMPY_UNITS.gemm("", a, b, out=out, mult=mult, shift=shift)
+        got = ov.int8.gemm(a, b, out=out, mult=mult, shift=shift)
+        assert np.array_equal(got, ref), out          # int32 scores (the model holds them as int64)
+        assert out == "int32" or got.dtype == ref.dtype
+    x2 = rng.integers(-128, 128, size=(5, 13)).astype(np.int8)
+    w2 = rng.integers(-128, 128, size=(13, 6)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, size=6)
+    assert np.array_equal(ov.int8.gemm(x2, w2, bias, out="int16", mult=1 << 30, shift=36),
+                          iq.NUMPY_UNITS.gemm("", x2, w2, bias, out="int16", mult=1 << 30, shift=36))
+    x = rng.integers(-3000, 3000, size=(6, 32)).astype(np.int16)
+    ln = iq.layernorm_params(rng.normal(1, .3, 32), rng.normal(0, .2, 32), 1e-6, 0.01, 0.04)
+    assert np.array_equal(ov.vector.layernorm(ln, x), iq.NUMPY_UNITS.layernorm("", ln, x))
+    s = rng.integers(-5000, 5000, size=(6, 17)).astype(np.int64)
+    assert np.array_equal(ov.vector.softmax(s, 1234567, 30), iq.softmax_int(s, 1234567, 30))
+    table = iq.gelu_table(0.05, 0.03)
+    x8 = rng.integers(-128, 128, size=(6, 32)).astype(np.int8)
+    assert np.array_equal(ov.vector.gelu(table, x8), table[x8.astype(np.int64) + 128])
+    m32, s32 = rng.integers(2 ** 29, 2 ** 30, size=32), rng.integers(20, 31, size=32)
+    assert np.array_equal(ov.vector.add(x, x8, m32, s32), iq.NUMPY_UNITS.add("", x, x8, m32, s32))
+    assert int8.runs == 4 and vec.runs == 4
+    # a wrong register map bites: program the IP's registers at the Vitis defaults instead
+    ov.vector.offsets = drv.unit_default_offsets(drv.VECTOR_ARGS)
+    with pytest.raises(KeyError):
+        ov.vector.layernorm(ln, x)
+
+
+def test_pynq_units_run_the_whole_trunk_on_the_three_ips(unit_board):
+    """Every ternary linear on the ternary IP (its C simulation), every int8-unit GEMM and vector-unit
+    op on the unit IPs (their HLS top functions): the integer model's tokens bit for bit, op by op and
+    issued pipelined; the DDR buffers are allocated once per operand and reused by later calls."""
+    make, ddr, gemm, int8, vec = unit_board
+    ov = make()
+    trunk = _tp.random_trunk(seed=4)
+    img = _tp._image(trunk)
+    ref = trunk.tokens(img, 0.4)
+    units = PynqUnits(ov)
+    assert np.array_equal(trunk.tokens(img, 0.4, units), ref)
+    # by hand, 2 blocks: 4 ternary linears each; patch embedding + QK^T + P.V; 2 LN, softmax, GELU, 2 adds
+    assert units.fabric_ops_by_unit == {"ternary": 8, "int8": 5, "vector": 12}
+    assert units.arm_ops == {"int8": 0, "vector": 0}
+    assert (gemm.runs, int8.runs, vec.runs) == (8, 5, 12)
+    allocated = ddr.allocations
+    got, log = run_trunk(trunk, img, 0.4, units, tile_tokens=5)
+    assert np.array_equal(got, ref)
+    assert units.fabric_ops == 25 + len(log.tasks) - 1  # every issued task but the host's position add
+    # no new DDR buffers for the same shapes' operands; tiles are smaller than whole ops
+    assert ddr.allocations == allocated
+    ov.close()
+    assert ddr.live == {}
+
+
+def test_unit_ip_start_and_wait_let_the_host_overlap_ips(unit_board):
+    """start() returns with the IP running; the host may start another IP before wait()."""
+    make, _, _, int8, vec = unit_board
+    ov = make()
+    rng = np.random.default_rng(2)
+    a = rng.integers(-128, 128, size=(4, 8)).astype(np.int8)
+    b = rng.integers(-128, 128, size=(8, 4)).astype(np.int8)
+    ov.int8.start_gemm(a, b)
+    x8 = rng.integers(-128, 128, size=(2, 16)).astype(np.int8)
+    table = iq.gelu_table(0.05, 0.03)
+    y = ov.vector.gelu(table, x8)                           # the vector unit runs meanwhile
+    assert np.array_equal(ov.int8.wait().reshape(4, 4), iq.imatmul(a, b))
+    assert np.array_equal(y, table[x8.astype(np.int64) + 128])
+    with pytest.raises(drv.IPError, match="without a started call"):
+        ov.int8.wait()
+    ov.int8.start_gemm(a, b)
+    with pytest.raises(drv.IPError, match="start\\(\\) while a call is running"):
+        ov.int8.start_gemm(a, b)
+    ov.int8.wait()
+    # a long long argument fills both of its words (low, then high at +4)
+    ov.vector.start({"x8": x8.reshape(-1), "table8": table}, {"op": 3, "t": 1, "d": 32, "eps_q": 2 ** 33 + 5},
+                    "y8", 32)
+    assert (vec.regs[VECTOR_OFFSETS["eps_q"]], vec.regs[VECTOR_OFFSETS["eps_q"] + 4]) == (5, 2)
+    ov.vector.wait()

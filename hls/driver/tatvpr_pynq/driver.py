@@ -467,13 +467,17 @@ class TernaryGemmOverlay:
     DDR buffers.
 
     ``register_source`` says where the register offsets came from: ``"hwh (pynq)"``, ``"hwh"``,
-    ``"hw.h"`` or ``"default"``."""
+    ``"hw.h"`` or ``"default"``. ``int8`` and ``vector``: the bitstream's int8-unit and vector-unit IPs
+    (:class:`Int8UnitIP`, :class:`VectorUnitIP`; ``None`` when it has none), their offsets' sources in
+    ``unit_register_sources``."""
 
     def __init__(self, bitfile: str = "tatvpr_gemm.bit", ip_name: str = "tatvpr_gemm_0", *,
                  pynq_module=None, fmt: str | None = None) -> None:
         if pynq_module is None:
             import pynq as pynq_module  # only on the board
         driver_cls = ip_driver_class(pynq_module)  # bound before the overlay maps its IP to drivers
+        for unit in UNIT_INSTANCES:
+            unit_driver_class(pynq_module, unit)
         bitfile = Path(bitfile)
         point_path = bitfile.with_name("design_point.json")
         if not point_path.is_file():
@@ -504,10 +508,17 @@ class TernaryGemmOverlay:
                           "default offsets", stacklevel=2)
             offsets, self.register_source = default_offsets(), "default"
         self.ip = ip.configure(point, pynq_module.allocate, offsets)
+        # the int8-unit and vector-unit IPs of the same bitstream (None: a bitstream without them)
+        self.int8, src8 = bind_unit(self.overlay, pynq_module, "int8", bitfile)
+        self.vector, srcv = bind_unit(self.overlay, pynq_module, "vector", bitfile)
+        self.unit_register_sources = {"int8": src8, "vector": srcv}
 
     def close(self) -> None:
-        """Free the IP's DDR buffers."""
+        """Free the IPs' DDR buffers."""
         self.ip.close()
+        for core in (self.int8, self.vector):
+            if core is not None:
+                core.close()
 
     def __enter__(self):
         return self
@@ -566,3 +577,284 @@ def load_block(path) -> BlockParams:
                            proj=lin("proj"), ln2=(z["ln2_w"], z["ln2_b"]), fc1=lin("fc1"), fc2=lin("fc2"),
                            ls1=z["ls1"] if "ls1" in z else None, ls2=z["ls2"] if "ls2" in z else None,
                            ln_eps=float(z["ln_eps"]))
+
+
+# --------------------------------------------------------------------------- the int8 and vector unit IPs
+INT8_VLNV = "tatvpr.org:hls:tatvpr_int8_unit:1.0"
+VECTOR_VLNV = "tatvpr.org:hls:tatvpr_vector_unit:1.0"
+"""VLNVs of the int8-unit and vector-unit IPs (``UNIT_IPS`` in ``tatvpr_hw.lower.hls.board``: the
+names ``vitis_hls.tcl`` exports, ``vivado.tcl`` instantiates as ``tatvpr_int8_0``, ``tatvpr_vector_0``)."""
+UNIT_INSTANCES = {"int8": "tatvpr_int8_0", "vector": "tatvpr_vector_0"}
+
+# The C arguments of each top function (hls/src/tatvpr_units_top.cpp), in order: (name, kind, dtype);
+# kind "ptr" (64-bit DDR address), "u32" (int), "u64" (long long: two 32-bit words).
+INT8_ARGS = (("a", "ptr", np.int16), ("b", "ptr", np.int8), ("bias", "ptr", np.int32), ("out32", "ptr", np.int32),
+             ("out8", "ptr", np.int8), ("out16", "ptr", np.int16), ("batch", "u32", None), ("m", "u32", None),
+             ("k", "u32", None), ("n", "u32", None), ("mode", "u32", None), ("mult", "u64", None),
+             ("shift", "u32", None))
+VECTOR_ARGS = (("op", "u32", None), ("x16", "ptr", np.int16), ("x8", "ptr", np.int8), ("s32", "ptr", np.int32),
+               ("row_max32", "ptr", np.int32), ("gain64", "ptr", np.int64), ("bias64", "ptr", np.int64),
+               ("mult32", "ptr", np.int32), ("shift32", "ptr", np.int32), ("table8", "ptr", np.int8),
+               ("y8", "ptr", np.int8), ("p8", "ptr", np.uint8), ("out16", "ptr", np.int16), ("t", "u32", None),
+               ("d", "u32", None), ("mult", "u64", None), ("shift", "u32", None), ("eps_q", "u64", None))
+VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4}
+"""``op`` register values (``TATVPR_V_*`` in tatvpr_units_top.cpp)."""
+GEMM_MODES = {"int32": (0, "out32"), "int8": (1, "out8"), "int16": (2, "out16")}
+
+
+def unit_default_offsets(args) -> dict[str, int]:
+    """Vitis HLS layout of a void top: arguments from 0x10, a 32-bit one every 8 bytes, a 64-bit one
+    (pointer, long long) every 12."""
+    offsets, addr = {}, 0x10
+    for name, kind, _ in args:
+        offsets[name] = addr
+        addr += 8 if kind == "u32" else 12
+    return offsets
+
+
+def unit_offsets_from_registers(registers: dict | None, args, vlnv: str) -> dict[str, int] | None:
+    """Offsets of ``args`` from a register map in PYNQ's ``ip_dict`` form (parsed from the ``.hwh``):
+    a 64-bit argument is ``<arg>_1`` (bits 31..0) and ``<arg>_2`` (63..32), a 32-bit one ``<arg>``;
+    ``None`` when there is no map. A map that lacks an argument is refused, naming it."""
+    if not registers:
+        return None
+    regs = {name.lower(): int(v["address_offset"]) for name, v in registers.items()}
+    found, problems = {}, []
+    for name, kind, _ in args:
+        if kind == "u32":
+            off = regs.get(name, regs.get(f"{name}_r"))
+            if off is not None:
+                found[name] = off
+            continue
+        lo = next((regs[n] for n in (f"{name}_1", f"{name}_r_1", name, f"{name}_r") if n in regs), None)
+        hi = next((regs[n] for n in (f"{name}_2", f"{name}_r_2") if n in regs), None)
+        if lo is None:
+            continue
+        if hi is not None and hi != lo + 4:
+            problems.append(f"{name}: high word at 0x{hi:x}, expected 0x{lo + 4:x}")
+        found[name] = lo
+    missing = [n for n, _, _ in args if n not in found]
+    if missing or problems:
+        raise ValueError(f"the .hwh register map of the IP does not match this driver ({vlnv}): "
+                         + "; ".join(([f"missing {', '.join(missing)}"] if missing else []) + problems)
+                         + f"; it has {', '.join(sorted(regs))}")
+    return found
+
+
+class UnitIP:
+    """One int8-unit or vector-unit IP without PYNQ (the idiom of :class:`TernaryGemmIP`): ``mmio``
+    reads and writes the AXI4-Lite registers, ``allocate(shape, dtype)`` gives contiguous DDR
+    buffers, allocated on first use, reused by later calls, grown when a bigger operand comes, freed
+    by :meth:`close`. :meth:`start` programs the registers and sets ``ap_start``; :meth:`wait` polls
+    ``ap_done`` and reads the output back, so the host can start another IP in between."""
+
+    ARGS: tuple = ()
+    VLNV = ""
+
+    def __init__(self, mmio, allocate: Callable, *, offsets: dict[str, int] | None = None,
+                 timeout_s: float = 10.0) -> None:
+        self.mmio = mmio
+        self.allocate = allocate
+        self.offsets = offsets or unit_default_offsets(self.ARGS)
+        self.timeout_s = timeout_s
+        self.buffers: dict[str, object] = {}
+        self.dtypes = {n: dt for n, kind, dt in self.ARGS if kind == "ptr"}
+        self.calls = 0
+        self._pending = None
+
+    def _stage(self, name: str, size: int):
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < size:
+            if buf is not None:
+                _free(buf)
+                del self.buffers[name]
+            buf = self.allocate(shape=(max(1, size),), dtype=self.dtypes[name])
+            self.buffers[name] = buf
+        return buf
+
+    def _upload(self, name: str, data) -> object:
+        data = np.ascontiguousarray(data, dtype=self.dtypes[name]).reshape(-1)
+        buf = self._stage(name, data.size)
+        buf[:data.size] = data
+        buf.sync_to_device()
+        return buf
+
+    def start(self, arrays: dict[str, np.ndarray], scalars: dict[str, int], out: str, out_size: int) -> None:
+        """Upload ``arrays``, point every pointer register at a buffer (an unused one at a 1-element
+        placeholder: an AXI address cannot be null), write ``scalars``, set ``ap_start``."""
+        if self._pending is not None:
+            raise IPError(f"{type(self).__name__}: start() while a call is running; wait() first")
+        bufs = {name: self._upload(name, a) for name, a in arrays.items()}
+        bufs[out] = self._stage(out, out_size)
+        for name, kind, _ in self.ARGS:
+            if kind == "ptr":
+                buf = bufs.get(name)
+                addr = _device_address(buf if buf is not None else self._stage(name, 1))
+                self.mmio.write(self.offsets[name], addr & 0xFFFFFFFF)
+                self.mmio.write(self.offsets[name] + 4, (addr >> 32) & 0xFFFFFFFF)
+            else:
+                v = int(scalars.get(name, 0))
+                self.mmio.write(self.offsets[name], v & 0xFFFFFFFF)
+                if kind == "u64":
+                    self.mmio.write(self.offsets[name] + 4, (v >> 32) & 0xFFFFFFFF)
+        self.mmio.write(AP_CTRL, AP_START)
+        self.calls += 1
+        self._pending = (bufs[out], out_size)
+
+    def done(self) -> bool:
+        return bool(self.mmio.read(AP_CTRL) & AP_DONE)
+
+    def wait(self) -> np.ndarray:
+        """Poll ``ap_done``; the output elements of the call started last (a copy)."""
+        if self._pending is None:
+            raise IPError(f"{type(self).__name__}: wait() without a started call")
+        buf, size = self._pending
+        t0 = time.monotonic()
+        while not self.done():
+            if time.monotonic() - t0 > self.timeout_s:
+                self._pending = None
+                raise IPError(f"the {type(self).__name__} IP did not finish within {self.timeout_s} s")
+            time.sleep(1e-4)
+        self._pending = None
+        buf.sync_from_device()
+        return np.array(buf[:size])
+
+    def close(self) -> None:
+        for buf in self.buffers.values():
+            _free(buf)
+        self.buffers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Int8UnitIP(UnitIP):
+    """The int8 unit (``tatvpr_int8_top``): ``batch`` GEMMs ``a[m, k] . b[k, n]`` (+ bias), int32 out
+    or requantised to int8 / int16 (:meth:`tatvpr_pynq.integer.Units.gemm`'s arithmetic)."""
+
+    ARGS = INT8_ARGS
+    VLNV = INT8_VLNV
+
+    def start_gemm(self, a, b, bias=None, *, out: str = "int32", mult: int = 0, shift: int = 0) -> tuple:
+        a, b = np.asarray(a), np.asarray(b)
+        if a.ndim == 2:
+            a, b = a[None], b[None]
+        batch, m, k = a.shape
+        if b.shape[:2] != (batch, k):
+            raise ValueError(f"int8 unit: a {a.shape} and b {b.shape} do not chain")
+        n = b.shape[-1]
+        if out not in GEMM_MODES:
+            raise ValueError(f"int8 unit: out {out!r}; allowed: {', '.join(GEMM_MODES)}")
+        mode, out_buf = GEMM_MODES[out]
+        arrays = {"a": a.astype(np.int16), "b": b.astype(np.int8),
+                  "bias": np.zeros(n, np.int32) if bias is None else np.asarray(bias, np.int64).astype(np.int32)}
+        self.start(arrays, {"batch": batch, "m": m, "k": k, "n": n, "mode": mode, "mult": mult, "shift": shift},
+                   out_buf, batch * m * n)
+        return batch, m, n
+
+    def gemm(self, a, b, bias=None, *, out: str = "int32", mult: int = 0, shift: int = 0) -> np.ndarray:
+        squeeze = np.asarray(a).ndim == 2
+        batch, m, n = self.start_gemm(a, b, bias, out=out, mult=mult, shift=shift)
+        y = self.wait().reshape(batch, m, n)
+        return y[0] if squeeze else y
+
+
+class VectorUnitIP(UnitIP):
+    """The vector unit (``tatvpr_vector_top``): LayerNorm, softmax, the GELU / ReLU table, the residual
+    add, selected by its ``op`` register. The softmax takes the rows' maxima from the host (the vector
+    top's ``row_max32``: the int8 unit's comparator is not in its IP yet)."""
+
+    ARGS = VECTOR_ARGS
+    VLNV = VECTOR_VLNV
+
+    def layernorm(self, ln, x) -> np.ndarray:
+        x = np.asarray(x)
+        t, d = x.shape
+        self.start({"x16": x, "gain64": ln.gain, "bias64": ln.bias},
+                   {"op": VECTOR_OPS["layernorm"], "t": t, "d": d, "eps_q": int(ln.eps_q)}, "y8", t * d)
+        return self.wait().reshape(t, d)
+
+    def softmax(self, scores, mult: int, shift: int) -> np.ndarray:
+        s = np.asarray(scores)
+        rows, n = s.shape
+        self.start({"s32": s, "row_max32": s.max(axis=1)},
+                   {"op": VECTOR_OPS["softmax"], "t": rows, "d": n, "mult": mult, "shift": shift}, "p8", rows * n)
+        return self.wait().reshape(rows, n)
+
+    def gelu(self, table, x) -> np.ndarray:
+        x = np.asarray(x)
+        self.start({"x8": x.reshape(-1), "table8": table}, {"op": VECTOR_OPS["gelu"], "t": 1, "d": x.size},
+                   "y8", x.size)
+        return self.wait().reshape(x.shape)
+
+    def add(self, x, y, mult, shift) -> np.ndarray:
+        x = np.asarray(x)
+        t, d = x.shape
+        self.start({"x16": x, "x8": y, "mult32": np.asarray(mult, np.int64).astype(np.int32),
+                    "shift32": np.asarray(shift, np.int64).astype(np.int32)},
+                   {"op": VECTOR_OPS["add"], "t": t, "d": d}, "out16", t * d)
+        return self.wait().reshape(t, d)
+
+
+_UNIT_DRIVER_CLASSES: dict[tuple[int, str], type] = {}
+
+
+def unit_driver_class(pynq_module, unit: str) -> type:
+    """``Int8UnitDriver`` / ``VectorUnitDriver``: ``pynq_module.DefaultIP`` subclasses bound to
+    :data:`INT8_VLNV` / :data:`VECTOR_VLNV` (as :func:`ip_driver_class` for the ternary IP)."""
+    key = (id(pynq_module), unit)
+    if key in _UNIT_DRIVER_CLASSES:
+        return _UNIT_DRIVER_CLASSES[key]
+    core_cls = {"int8": Int8UnitIP, "vector": VectorUnitIP}[unit]
+
+    class UnitDriver(pynq_module.DefaultIP):
+        bindto = [core_cls.VLNV]
+
+        def __init__(self, description):
+            super().__init__(description)
+            self.description_registers = description.get("registers") or None
+            self.core = None
+
+        def register_offsets(self) -> dict[str, int] | None:
+            return unit_offsets_from_registers(self.description_registers, core_cls.ARGS, core_cls.VLNV)
+
+        def configure(self, allocate: Callable, offsets: dict[str, int]):
+            self.core = core_cls(self, allocate, offsets=offsets)
+            return self.core
+
+    UnitDriver.__name__ = UnitDriver.__qualname__ = {"int8": "Int8UnitDriver", "vector": "VectorUnitDriver"}[unit]
+    _UNIT_DRIVER_CLASSES[key] = UnitDriver
+    return UnitDriver
+
+
+if _pynq is not None and hasattr(_pynq, "DefaultIP"):
+    Int8UnitDriver = unit_driver_class(_pynq, "int8")
+    VectorUnitDriver = unit_driver_class(_pynq, "vector")
+
+
+def bind_unit(overlay, pynq_module, unit: str, bitfile: Path):
+    """The ``unit`` IP of ``overlay`` configured (``Int8UnitIP`` / ``VectorUnitIP``), with its register
+    offsets from the ``.hwh`` (PYNQ's parse, else this module's, else the Vitis HLS default layout with a
+    warning); ``(None, None)`` when the bitstream has no such IP (an overlay built before the units)."""
+    name = UNIT_INSTANCES[unit]
+    if name not in getattr(overlay, "ip_dict", {}):
+        return None, None
+    cls = unit_driver_class(pynq_module, unit)
+    ip = getattr(overlay, name)
+    if not isinstance(ip, cls):
+        vlnv = overlay.ip_dict[name].get("type", "unknown")
+        raise IPError(f"{name} in {bitfile.name} is driven by {type(ip).__name__}, not {cls.__name__}: its VLNV "
+                      f"in the .hwh is {vlnv}, this driver binds {cls.bindto[0]}")
+    args = {"int8": INT8_ARGS, "vector": VECTOR_ARGS}[unit]
+    offsets, source = ip.register_offsets(), "hwh (pynq)"
+    hwh = bitfile.with_suffix(".hwh")
+    if offsets is None and hwh.is_file():
+        offsets, source = unit_offsets_from_registers(registers_from_hwh(hwh.read_text(), name), args,
+                                                      cls.bindto[0]), "hwh"
+    if offsets is None:
+        warnings.warn(f"no register map for {name} in {hwh.name}: using the Vitis HLS default offsets", stacklevel=3)
+        offsets, source = unit_default_offsets(args), "default"
+    return ip.configure(pynq_module.allocate, offsets), source
