@@ -104,19 +104,63 @@ def top_n(database: np.ndarray, queries: np.ndarray, n: int) -> tuple[np.ndarray
 
 class PynqUnits(Units):
     """The bitstream's units: ternary linears on the ternary GEMM IP (``overlay.run_layer``, e.g. a
-    :class:`tatvpr_pynq.driver.TernaryGemmOverlay`) after the host's top-k. LayerNorm, softmax, GELU,
-    adds and the int8-unit GEMMs run in numpy on the ARM cores (inherited from the golden model): the
-    driver does not yet bind the int8- and vector-unit IPs."""
+    :class:`tatvpr_pynq.driver.TernaryGemmOverlay`) after the host's top-k; the int8-unit GEMMs (patch
+    embedding, QK^T, P.V, the head's linears and attention) on ``overlay.int8`` and LayerNorm, softmax,
+    GELU / ReLU tables and residual adds on ``overlay.vector`` (:class:`tatvpr_pynq.driver.Int8UnitIP`,
+    :class:`tatvpr_pynq.driver.VectorUnitIP`) when the bitstream has those IPs, else in numpy on the
+    ARM cores (the golden model's integers). With no kernel yet on any backend: the head's int16 ->
+    int8 requantisation and the L2 normalisation (numpy). ``fabric_ops`` counts the calls that ran on
+    the fabric, ``fabric_ops_by_unit`` per unit, ``arm_ops`` the int8- and vector-unit calls that ran in
+    numpy."""
 
     def __init__(self, overlay) -> None:
         self.overlay = overlay
+        self.int8 = getattr(overlay, "int8", None)
+        self.vector = getattr(overlay, "vector", None)
         self.fabric_ops = 0
-        log.info("PynqUnits: ternary linears on the IP; int8-unit and vector-unit ops in numpy on the ARM cores")
+        self.fabric_ops_by_unit: dict[str, int] = {"ternary": 0, "int8": 0, "vector": 0}
+        self.arm_ops: dict[str, int] = {"int8": 0, "vector": 0}
+        log.info("PynqUnits: ternary linears on the IP; int8-unit ops %s; vector-unit ops %s",
+                 "on the IP" if self.int8 is not None else "in numpy on the ARM cores",
+                 "on the IP" if self.vector is not None else "in numpy on the ARM cores")
+
+    def _count(self, unit: str, on_fabric: bool) -> bool:
+        if on_fabric:
+            self.fabric_ops += 1
+            self.fabric_ops_by_unit[unit] += 1
+        else:
+            self.arm_ops[unit] += 1
+        return on_fabric
 
     def ternary(self, name, lin, x, sparsity):
-        self.fabric_ops += 1
+        self._count("ternary", True)
         return np.asarray(self.overlay.run_layer(topk_int(x, sparsity), lin.codes, lin.bias, lin.mult, lin.shift),
                           dtype=np.int8)
+
+    def gemm(self, name, a, b, bias=None, *, out="int32", mult=0, shift=0):
+        if self._count("int8", self.int8 is not None):
+            return self.int8.gemm(a, b, bias, out=out, mult=mult, shift=shift)
+        return super().gemm(name, a, b, bias, out=out, mult=mult, shift=shift)
+
+    def layernorm(self, name, ln, x):
+        if self._count("vector", self.vector is not None):
+            return self.vector.layernorm(ln, x)
+        return super().layernorm(name, ln, x)
+
+    def softmax(self, name, scores, mult, shift):
+        if self._count("vector", self.vector is not None):
+            return self.vector.softmax(scores, mult, shift)
+        return super().softmax(name, scores, mult, shift)
+
+    def gelu(self, name, table, x):
+        if self._count("vector", self.vector is not None):
+            return self.vector.gelu(table, x)
+        return super().gelu(name, table, x)
+
+    def add(self, name, x, y, mult, shift):
+        if self._count("vector", self.vector is not None):
+            return self.vector.add(x, y, mult, shift)
+        return super().add(name, x, y, mult, shift)
 
 
 def load_meta(bundle_dir) -> dict:
