@@ -390,6 +390,9 @@ def test_pynq_units_run_the_whole_trunk_on_the_three_ips(unit_board):
     assert units.fabric_ops == 25 + len(log.tasks) - 1  # every issued task but the host's position add
     # no new DDR buffers for the same shapes' operands; tiles are smaller than whole ops
     assert ddr.allocations == allocated
+    # the three IPs driven at the same time, one host thread each
+    got, log_t = run_trunk(trunk, img, 0.4, units, tile_tokens=5, threads=True)
+    assert np.array_equal(got, ref) and len(log_t.tasks) == len(log.tasks)
     ov.close()
     assert ddr.live == {}
 

@@ -101,12 +101,19 @@ class FakeBuffer(np.ndarray):
 
 class FakeDDR:
     def __init__(self):
+        import threading
+
+        self.lock = threading.Lock()            # pynq.allocate may be called from the units' threads
         self.buffers: dict[int, FakeBuffer] = {}
         self.live: dict[int, FakeBuffer] = {}
         self.allocations = 0
         self.next_addr = 0x1_2000_0000          # above 4 GiB: both address words matter
 
     def allocate(self, shape, dtype):
+        with self.lock:
+            return self._allocate(shape, dtype)
+
+    def _allocate(self, shape, dtype):
         buf = np.zeros(shape, dtype).view(FakeBuffer)
         buf.device_address = self.next_addr
         buf.ddr = self

@@ -287,6 +287,17 @@ def test_issued_query_equals_the_integer_model(tile_tokens, heads):
         assert order[("blocks.1.attn.qk", h)] < order[("blocks.1.attn.av", h)]
 
 
+@pytest.mark.parametrize("tile_tokens", [2, 7])
+def test_issued_with_one_thread_per_unit_equals_the_integer_model(tile_tokens):
+    """``threads=True``: each unit's tasks on its own thread, waiting only for what they need."""
+    trunk = random_trunk(seed=7, heads=4, depth=3)
+    img = _image(trunk)
+    got, log = run_trunk(trunk, img, 0.4, tile_tokens=tile_tokens, threads=True)
+    assert np.array_equal(got, trunk.tokens(img, 0.4))
+    seq, log_seq = run_trunk(trunk, img, 0.4, tile_tokens=tile_tokens)
+    assert sorted(map(str, log.tasks)) == sorted(map(str, log_seq.tasks))   # the same tasks, once each
+
+
 def test_head_major_qkv_rows_by_hand():
     # D = 4, 2 heads of 2: [Q0 K0 V0 Q1 K1 V1] = channels [0 1 | 4 5 | 8 9 | 2 3 | 6 7 | 10 11]
     assert head_major_rows(4, 2).tolist() == [0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11]

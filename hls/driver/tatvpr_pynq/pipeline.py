@@ -234,6 +234,12 @@ def makespan(tasks: list[Task]) -> float:
 
 
 # ------------------------------------------------------------------------------ the trunk as steps
+def _buf(env: dict, name: str, shape, dtype) -> np.ndarray:
+    """``env[name]``, created once (safe when unit threads race to create it: ``setdefault`` is atomic)."""
+    a = env.get(name)
+    return a if a is not None else env.setdefault(name, np.zeros(shape, dtype))
+
+
 def head_major_rows(d: int, heads: int) -> np.ndarray:
     """qkv output channel order ``[Q_h K_h V_h]`` per head (the weight rows permuted offline):
     entry ``r`` of the head-major output is channel ``perm[r]`` of the model's ``[Q K V]`` layout."""
@@ -264,9 +270,8 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict) ->
     def rows(name, src, dst, fn, dtype, width):
         def run(u, tile):
             sl = tile if tile is not None else slice(0, t)
-            if dst not in env:
-                env[dst] = np.zeros((t, width), dtype)
-            env[dst][sl] = fn(u, name, *(env[s][sl] for s in src))
+            y = fn(u, name, *(env[s][sl] for s in src))
+            _buf(env, dst, (t, width), dtype)[sl] = y
         return run
 
     for b, blk in enumerate(trunk.blocks):
@@ -286,38 +291,32 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict) ->
                                np.int8, d), elements=t * d, out_bytes_per_row=d))
 
         def qkv(u, tile, p=p, qkv_h=qkv_h, h=h, hd=hd):
-            if p + "qkvh" not in env:
-                env[p + "qkvh"] = np.zeros((h, t, 3, hd), np.int8)
+            out = _buf(env, p + "qkvh", (h, t, 3, hd), np.int8)
             heads = range(h) if tile is None else [tile]
             for hh in heads:
                 part = LinearQ(qkv_h.codes[hh * 3 * hd:(hh + 1) * 3 * hd],
                                None if qkv_h.bias is None else qkv_h.bias[hh * 3 * hd:(hh + 1) * 3 * hd],
                                qkv_h.mult, qkv_h.shift)
-                env[p + "qkvh"][hh] = u.ternary(p + "qkv", part, env[p + "n1"], sparsity).reshape(t, 3, hd)
+                out[hh] = u.ternary(p + "qkv", part, env[p + "n1"], sparsity).reshape(t, 3, hd)
 
         def qk(u, tile, p=p, h=h):
             heads = slice(0, h) if tile is None else slice(tile, tile + 1)
             q = env[p + "qkvh"][heads, :, 0]
             k = env[p + "qkvh"][heads, :, 1]
-            if p + "scores" not in env:
-                env[p + "scores"] = np.zeros((h, t, t), np.int64)
-            env[p + "scores"][heads] = u.gemm(p + "attn.qk", q, k.transpose(0, 2, 1))
+            y = u.gemm(p + "attn.qk", q, k.transpose(0, 2, 1))
+            _buf(env, p + "scores", (h, t, t), np.int64)[heads] = y
 
         def softmax(u, tile, p=p, h=h, blk=blk):
             heads = slice(0, h) if tile is None else slice(tile, tile + 1)
             s = env[p + "scores"][heads]
-            if p + "probs" not in env:
-                env[p + "probs"] = np.zeros((h, t, t), np.uint8)
-            env[p + "probs"][heads] = u.softmax(p + "attn.softmax", s.reshape(-1, t), blk.softmax_mult,
-                                                blk.softmax_shift).reshape(s.shape)
+            y = u.softmax(p + "attn.softmax", s.reshape(-1, t), blk.softmax_mult, blk.softmax_shift)
+            _buf(env, p + "probs", (h, t, t), np.uint8)[heads] = y.reshape(s.shape)
 
         def av(u, tile, p=p, h=h, hd=hd, blk=blk):
             heads = slice(0, h) if tile is None else slice(tile, tile + 1)
             v = env[p + "qkvh"][heads, :, 2]
             o = u.gemm(p + "attn.av", env[p + "probs"][heads], v, out="int8", mult=blk.av_mult, shift=blk.av_shift)
-            if p + "a" not in env:
-                env[p + "a"] = np.zeros((t, d), np.int8)
-            env[p + "a"][:, heads.start * hd:heads.stop * hd] = o.transpose(1, 0, 2).reshape(t, -1)
+            _buf(env, p + "a", (t, d), np.int8)[:, heads.start * hd:heads.stop * hd] = o.transpose(1, 0, 2).reshape(t, -1)
 
         steps += [Step(p + "qkv", "ternary", "ternary", qkv, m=t, n=3 * d, out_bytes_per_head=t * 3 * hd),
                   Step(p + "attn.qk", "int8", "gemm", qk, batch=h, out_bytes_per_head=4 * t * t),
@@ -377,15 +376,65 @@ def default_cycles(s: Step, tokens: int) -> float:
     return s.elements
 
 
+def _run_threads(tasks: list[Task], seg_steps: list[Step], kind: str, tile_tokens: int, tokens: int, u,
+                 buffers: list[Handoff], log: IssueLog) -> None:
+    """One thread per unit, each running its unit's tasks in the issue order and starting a task only
+    when what it needs is done (the previous stage's tile, the same stage's previous tile, a free
+    buffer copy): the units' IPs run at the same time (a thread blocked polling its IP's ap_done
+    sleeps). No deadlock: every task's needs end before it starts in :func:`issue_schedule`'s
+    order, so the earliest unfinished task always has them and heads its unit's queue."""
+    import threading
+
+    writes = {b.producer: b for b in buffers}
+    done = {(t.stage, t.tile): threading.Event() for t in tasks}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    by_unit: dict[str, list[Task]] = {}
+    for tk in tasks:
+        by_unit.setdefault(tk.unit, []).append(tk)
+
+    def worker(queue):
+        try:
+            for tk in queue:
+                i, j = tk.stage, tk.tile
+                needs = ([(i - 1, j)] if i else []) + ([(i, j - 1)] if j else [])
+                b = writes.get(i)
+                if b is not None and j >= b.copies:
+                    needs.append((b.last_reader, j - b.copies))
+                for d in needs:
+                    while not done[d].wait(0.5):
+                        if errors:
+                            return
+                arg = _tile_arg(kind, j, tile_tokens, tokens)
+                with lock:
+                    log.tasks.append((seg_steps[i].name, seg_steps[i].unit,
+                                      arg.start if isinstance(arg, slice) else arg))
+                seg_steps[i].run(u, arg)
+                done[(i, j)].set()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(q,), name=f"tatvpr-{unit}") for unit, q in by_unit.items()]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+
+
 def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | None = None, *,
               tile_tokens: int = 32, cycles: dict[str, float] | None = None,
-              spilled: frozenset | set = frozenset()) -> tuple[np.ndarray, IssueLog]:
+              spilled: frozenset | set = frozenset(), threads: bool = False) -> tuple[np.ndarray, IssueLog]:
     """``TrunkQ.tokens`` issued under ``pipelined``: every segment's tasks in :func:`issue_schedule`'s
     order (``cycles``: each step's cycles, e.g. the simulator's; default :func:`default_cycles`).
     Returns the residual int16 tokens (equal to ``trunk.tokens(img_q, sparsity)``) and the log.
 
-    ``units`` run each task when it is issued (a synchronous backend: numpy, the C simulation, the
-    board's IPs called one at a time); the log is the order a concurrent host would start them in."""
+    ``threads=False``: the tasks run one after another in that order (any backend; the log is the
+    order a concurrent host starts them in). ``threads=True``: one thread per unit (:func:`_run_threads`),
+    so the board's IPs (``PynqUnits``) run at the same time; the log is the order they actually started.
+    The backend must allow one call per unit at a time from different threads (numpy, ``PynqUnits``;
+    not the C simulation's ``csim_units``, which numbers its work folders by call)."""
     from .integer import NUMPY_UNITS
 
     u = units or NUMPY_UNITS
@@ -397,10 +446,14 @@ def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | 
         seg_steps = steps[seg["first"]:seg["last"] + 1]
         n = seg["tiles"]
         per_tile = [(cycles or {}).get(s.name, default_cycles(s, tokens)) / n for s in seg_steps]
-        tasks = issue_schedule([s.unit for s in seg_steps], per_tile, n,
-                               handoffs(seg_steps, seg["kind"], tile_tokens), PRIORITY.get(seg["kind"], "tile"))
-        # run in issue order; tasks starting together run oldest tile, earliest stage first
-        for tk in sorted(tasks, key=lambda x: (x.start, x.end, x.tile, x.stage)):
+        bufs = handoffs(seg_steps, seg["kind"], tile_tokens)
+        tasks = issue_schedule([s.unit for s in seg_steps], per_tile, n, bufs, PRIORITY.get(seg["kind"], "tile"))
+        # issue order; tasks starting together: oldest tile, earliest stage first
+        tasks = sorted(tasks, key=lambda x: (x.start, x.end, x.tile, x.stage))
+        if threads and len({s.unit for s in seg_steps}) > 1:
+            _run_threads(tasks, seg_steps, seg["kind"], tile_tokens, tokens, u, bufs, log)
+            continue
+        for tk in tasks:
             s = seg_steps[tk.stage]
             arg = _tile_arg(seg["kind"], tk.tile, tile_tokens, tokens)
             s.run(u, arg)
