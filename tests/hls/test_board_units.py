@@ -421,3 +421,34 @@ def test_unit_ip_start_and_wait_let_the_host_overlap_ips(unit_board):
                     "y8", 32)
     assert (vec.regs[VECTOR_OFFSETS["eps_q"]], vec.regs[VECTOR_OFFSETS["eps_q"] + 4]) == (5, 2)
     ov.vector.wait()
+
+
+def test_pynq_units_follow_the_design_points_schedule(unit_board, tmp_path):
+    """design_point.json carries the arch's schedule; ``pipelined`` issues tile by tile (one thread per
+    IP), ``none`` op by op, the same integers. `tatvpr export bitstream` writes the keys."""
+    from tatvpr_hw.lower.hls.board import design_point_from_arch, get_board, write_project
+    from sim.arch import load_arch, with_overrides
+
+    make, *_ = unit_board
+    ov = make()
+    trunk = _tp.random_trunk(seed=6)
+    img = _tp._image(trunk)
+    units = PynqUnits(ov)
+    assert units.overlap == "none"                       # write_deploy's point has no schedule
+    assert np.array_equal(units.trunk_tokens(trunk, img, 0.4), trunk.tokens(img, 0.4))
+    assert units.last_issue is None and units.fabric_ops == 25
+    ov.design_point.update(overlap="pipelined", tile_tokens=4)
+    assert np.array_equal(units.trunk_tokens(trunk, img, 0.4), trunk.tokens(img, 0.4))
+    # 17 tokens in tiles of 4: 5 tiles of every row op; 2 heads per attention op
+    assert sum(1 for n, _, _ in units.last_issue.tasks if n == "blocks.1.fc1") == 5
+    assert sum(1 for n, _, _ in units.last_issue.tasks if n == "blocks.0.qkv") == 2
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.tile_tokens": 32})
+    point = design_point_from_arch(arch, "test")
+    assert (point.overlap, point.tile_tokens) == ("pipelined", 32)
+    man = write_project(get_board("kv260"), point, tmp_path / "p", kmax=768, mmax=50, check_csim=False)
+    import json as _json
+
+    deployed = _json.loads((tmp_path / "p" / "deploy" / "design_point.json").read_text())
+    assert (deployed["overlap"], deployed["tile_tokens"]) == ("pipelined", 32)
+    assert (tmp_path / "p" / "deploy" / "tatvpr_pynq" / "pipeline.py").is_file()
+    assert man["design_point"]["overlap"] == "pipelined"

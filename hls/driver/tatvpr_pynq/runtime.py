@@ -120,11 +120,36 @@ class PynqUnits(Units):
         self.fabric_ops = 0
         self.fabric_ops_by_unit: dict[str, int] = {"ternary": 0, "int8": 0, "vector": 0}
         self.arm_ops: dict[str, int] = {"int8": 0, "vector": 0}
+        self.last_issue = None
+        import threading
+
+        self._lock = threading.Lock()
         log.info("PynqUnits: ternary linears on the IP; int8-unit ops %s; vector-unit ops %s",
                  "on the IP" if self.int8 is not None else "in numpy on the ARM cores",
                  "on the IP" if self.vector is not None else "in numpy on the ARM cores")
 
+    @property
+    def overlap(self) -> str:
+        """The design point's ``schedule.overlap`` (``design_point.json``; ``none`` when absent)."""
+        return str(getattr(self.overlay, "design_point", {}).get("overlap", "none"))
+
+    def trunk_tokens(self, trunk, img_q, sparsity, *, threads: bool = True):
+        """``trunk.tokens`` as the design point schedules it: ``pipelined`` issues every segment tile by
+        tile with one host thread per IP (:func:`tatvpr_pynq.pipeline.run_trunk`, ``tile_tokens`` of the
+        design point), ``none`` op by op. The integers are the same either way."""
+        if self.overlap != "pipelined":
+            return trunk.tokens(img_q, sparsity, self)
+        from .pipeline import run_trunk
+
+        tile = int(self.overlay.design_point.get("tile_tokens", 16))
+        x, self.last_issue = run_trunk(trunk, img_q, sparsity, self, tile_tokens=tile, threads=threads)
+        return x
+
     def _count(self, unit: str, on_fabric: bool) -> bool:
+        with self._lock:  # the units' threads of a pipelined issue count here too
+            return self._count_locked(unit, on_fabric)
+
+    def _count_locked(self, unit: str, on_fabric: bool) -> bool:
         if on_fabric:
             self.fabric_ops += 1
             self.fabric_ops_by_unit[unit] += 1

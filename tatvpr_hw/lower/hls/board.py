@@ -113,6 +113,8 @@ class DesignPoint:
     vector_lanes: int = 16            # vector_unit.lanes
     int8_rows: int = 16               # int8_unit.rows x cols
     int8_cols: int = 16
+    overlap: str = "none"             # schedule.overlap: how the host issues the units (tatvpr_pynq.pipeline)
+    tile_tokens: int = 16             # schedule.tile_tokens: a row segment's tile
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -133,7 +135,8 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        banks=c.banks, ports=c.ports, double_buffering=bool(s.double_buffering),
                        weights_kb=float(b.weights_kb), k_max=b.k_max, activations_kb=float(b.activations_kb),
                        outputs_kb=float(b.outputs_kb), vector_lanes=int(s.vector_unit.lanes),
-                       int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols))
+                       int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
+                       overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
