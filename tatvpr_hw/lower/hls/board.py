@@ -366,6 +366,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
         "s_axi_port": S_AXI_PORT, "m_axi_ports": list(M_AXI_PORTS), "bd_name": BD_NAME,
         "overlay_name": OVERLAY_NAME, "jobs": int(jobs), "project_dir_name": out.name,
         "pynq_image": board.pynq_image, "weight_format": point.weight_format,
+        "overlap": point.overlap, "tile_tokens": point.tile_tokens,
         "units": [{**u, "defines": f"-DTATVPR_VLANES={point.vector_lanes} -DTATVPR_I8_ROWS={point.int8_rows} "
                                    f"-DTATVPR_I8_COLS={point.int8_cols}"} for u in UNIT_IPS],
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
