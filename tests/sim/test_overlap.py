@@ -311,7 +311,7 @@ def test_builtin_query_sweeps_load():
     from sim.dse import load_sweep
     for name in ("kv260_query.yaml", "zcu104_query.yaml"):
         spec = load_sweep(ROOT / "sim" / "sweeps" / name)
-        assert spec.grid_size() == 4608
+        assert spec.grid_size() == 3072
         assert spec.paths["overlap"] == "schedule.overlap" and spec.paths["int8_rows"] == "int8_unit.rows"
 
 
