@@ -514,9 +514,10 @@ INTEGER_ONLY = {
 }
 
 
-def head_op_signatures(int_ops: list[dict]) -> tuple[list[tuple], list[str]]:
+def head_op_signatures(int_ops: list[dict], traced_kinds: set = frozenset()) -> tuple[list[tuple], list[str]]:
     """Integer-head ops (``RecordingUnits.ops`` / C-sim ops named ``head.*``) -> (signatures, the
-    INTEGER_ONLY ops' names). A signature is ``("int8", m, k, n, batch)`` or ``(kind, elements, row)``."""
+    INTEGER_ONLY ops' names; a kind in ``traced_kinds`` counts as traced). A signature is
+    ``("int8", m, k, n, batch)`` or ``(kind, elements, row)``."""
     sigs, extra = [], []
     for op in int_ops:
         if not op["name"].startswith("head."):
@@ -525,7 +526,7 @@ def head_op_signatures(int_ops: list[dict]) -> tuple[list[tuple], list[str]]:
             sigs.append(("int8", op["m"], op["k"], op["n"], op["batch"]))
         elif op["unit"] == "host":
             sigs.append(("host",))
-        elif op["kind"] in INTEGER_ONLY:
+        elif op["kind"] in INTEGER_ONLY and op["kind"] not in traced_kinds:
             extra.append(op["name"])
         else:
             sigs.append((op["kind"], op["elements"], op["row"]))
@@ -555,6 +556,8 @@ def trace_head_signatures(trace_ops) -> tuple[list[tuple], list[tuple[str, str]]
             sigs.append(("l2norm", op.elements, 0))
             i += 3
             continue
+        elif op.name in ("head.input", "head.mix_out"):  # a tracer that records the head's requant
+            sigs.append(("requant", op.elements, 0))
         elif aten in ("mul", "mean"):
             dropped.append((op.name, TRACE_ONLY[aten]))
         elif (op.kind == "add" and isinstance(prev, DenseOp) and prev.weights
@@ -577,8 +580,8 @@ def compare_head_ops(int_ops: list[dict], trace_ops) -> dict:
     """The integer head's ops against the simulator's trace of the same head: ``match`` when, after
     the declared differences (TRACE_ONLY, INTEGER_ONLY), both list the same ops on the same units
     with the same shapes, in the same order; ``first_difference`` names the first op that differs."""
-    mine, extra = head_op_signatures(int_ops)
     theirs, dropped = trace_head_signatures(trace_ops)
+    mine, extra = head_op_signatures(int_ops, {sig[0] for sig in theirs})
     if ("host",) in mine:  # the rest of the head runs on the host: the trace's remaining ops are host work
         cut = mine.index(("host",))
         if mine[cut + 1:]:

@@ -402,3 +402,20 @@ def test_whole_query_with_the_head_in_csim_is_bit_exact(student_and_images, tmp_
     assert head_ops["head.boqs.0.cross_attn.softmax"]["cycles"] == 16 * 4 * 2
     assert head_ops["head.fc"]["cycles"] == 4 * 1 * 32
     assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
+
+
+def test_compare_head_ops_follows_a_tracer_that_records_the_requant():
+    """If the tracer records the head's int8 requantisation (``head.input``, as the lead may add), the
+    integer head's requant is matched against it instead of being declared integer-only."""
+    from sim.trace import DenseOp, VectorOp
+    from tatvpr_hw.integer import compare_head_ops
+
+    ops = [{"name": "head.input", "unit": "vector", "kind": "requant", "elements": 98, "row": 0},
+           {"name": "head.proj_c", "unit": "int8", "m": 49, "k": 18, "n": 4, "batch": 1}]
+    plain = [DenseOp("head.proj_c.conv1", 49, 18, 4, weights=True)]
+    r = compare_head_ops(ops, plain)
+    assert r["match"] and r["integer_only"] == ["head.input"]
+    traced = [VectorOp("head.input", "other", 98), *plain]
+    r = compare_head_ops(ops, traced)
+    assert r["match"] and r["integer_only"] == []
+    assert not compare_head_ops(ops, [VectorOp("head.input", "other", 97), *plain])["match"]
