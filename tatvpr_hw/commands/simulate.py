@@ -81,7 +81,8 @@ def format_table(d: dict) -> str:
     if sc:  # sim.schedule.schedule_summary (docs/simulator.md, "The overlap schedule")
         crit = f"{sc['critical']} ({sc['cycles_by_critical'][sc['critical']]:,} of {sc['cycles']:,} cycles)"
         if sc["overlap"] == "pipelined":
-            lines.append(f"schedule: pipelined, {len(sc['segments'])} segments, tiles of {sc['tile_tokens']} tokens; "
+            lines.append(f"schedule: pipelined, {len(sc['segments'])} segments, tiles of {sc['tile_tokens']} tokens, "
+                         f"hand-offs {'through DRAM' if sc.get('handoffs') == 'dram' else 'on chip'}; "
                          f"saved {sc['saved_cycles']:,} cycles vs the same ops in sequence; bound by {crit}; "
                          f"DRAM port busy {sc['dram_cycles']:,} cycles")
         else:
