@@ -1,4 +1,5 @@
-"""Bit-exact integer model of the ternary student's trunk: the arithmetic the accelerator does.
+"""Bit-exact integer model of the ternary student's whole query (trunk, head, L2-normalised
+descriptor): the arithmetic the accelerator does.
 
 numpy only (it runs on the board's ARM cores as the golden model of the fabric). Every op
 takes and returns integers; scales are fixed at export time (``tatvpr_hw.integer``) and
@@ -16,6 +17,9 @@ appear here only as integer multipliers and shifts. The rules (docs/integer.md):
   multiplier, a 256-entry ``2**(-f/256)`` table in Q15, one reciprocal per row, probabilities
   uint8 in units of 1/255; ``P . V`` int32 requantised to int8.
 - GELU (vector unit): a 256-entry int8 -> int8 table (exact erf GELU, rounded once).
+- the head (:class:`HeadQ`: BoQ, MixVPR, CLS; SALAD's MLPs): int8-unit GEMMs, the vector unit's
+  ops above plus a ReLU table, an int16 -> int8 requantisation and the descriptor's L2 norm in Q15
+  (:func:`l2norm_int`); SALAD's Sinkhorn part is host work in float (``Units.host``).
 """
 
 from __future__ import annotations

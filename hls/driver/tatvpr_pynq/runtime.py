@@ -9,10 +9,11 @@ Path of one image: resize to the model's side (bilinear, PIL) and ImageNet-norma
 ``tatvpr_hw.data.transforms.preprocess`` -> int8 (the trunk's image quantiser) -> the integer
 trunk (``tatvpr_pynq.integer.TrunkQ``) with every op on ``units`` -> final LayerNorm (vector unit)
 if the head uses it -> the integer head (``head_q.npz``, ``tatvpr_pynq.integer.HeadQ``: BoQ,
-MixVPR, CLS) on ``units`` too -> the L2-normalised descriptor in Q15, as float64 -> top-N database
-rows by inner product (faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``). A bundle
-without ``head_q.npz`` (SALAD: its Sinkhorn has no fixed-point version) dequantises the trunk's
-output and runs the head in float64 numpy on the ARM cores (``tatvpr_pynq.heads``).
+MixVPR, CLS, SALAD's MLPs) on ``units`` too -> the L2-normalised descriptor in Q15, as float64
+(SALAD: its Sinkhorn part in float64 on the ARM cores) -> top-N database rows by inner product
+(faiss ``IndexFlatIP`` if importable, else numpy ``argpartition``). A bundle without
+``head_q.npz`` (``meta.json`` ``head_integer`` false, e.g. written before the integer head)
+dequantises the trunk's output and runs the float head in numpy (``tatvpr_pynq.heads``).
 
 Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of the HLS kernels
 (``tatvpr_hw.lower.hls.query_csim.csim_units``, host-side test stand-in for the bitstream), and
@@ -244,9 +245,10 @@ class PlaceRecognizer:
         return x.astype(np.float64) * self.trunk.res_scale
 
     def describe_q(self, image) -> np.ndarray:
-        """One image -> the integer model's int16 descriptor in Q15 (integer heads only)."""
+        """One image -> the integer model's descriptor: int16 in Q15 (SALAD: float64 from its host part)."""
         if self.head_q is None:
-            raise RuntimeInputError(f"{self.bundle}: the {self.meta.get('head')} head runs in float; no integer descriptor")
+            raise RuntimeInputError(f"{self.bundle}: no integer head (head_q.npz); the {self.meta.get('head')} "
+                                    "head runs in float")
         img_q = self.trunk.quantize_image(preprocess(image, self.img_size))
         return query_descriptor(self.trunk, self.head_q, img_q, self.sparsity, self.units)
 
