@@ -2,7 +2,7 @@
 
 ``trunk.npz`` (the integer trunk, ``tatvpr_hw.integer.export_trunk``), ``head_q.npz`` (the integer
 head, ``tatvpr_hw.integer.export_head_q``: BoQ, MixVPR, CLS, SALAD's MLPs), ``head.npz`` (the head's
-float parameters for ``tatvpr_pynq.heads``: a reference, and SALAD's Sinkhorn parameters),
+float parameters for ``tatvpr_pynq.heads``: a reference, and the runtime's head for bundles without ``head_q.npz``),
 ``meta.json`` (image side, sparsity, head, final norm, ``head_integer``); ``database.npy`` is written
 by the runtime's own build step so the database descriptors come from the same path as the queries.
 """
