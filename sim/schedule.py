@@ -170,23 +170,38 @@ def critical_resource(stages, tiles: int) -> str:
     return DRAM if tiles > 1 and dram > busy[unit] else unit
 
 
-def handoff_bytes(ops, first: int, last: int, tokens: int) -> list[int]:
-    """Bytes stage ``i`` of the segment ``first .. last`` moves through DRAM under ``handoffs: dram``:
-    it writes its output once (unless last) and reads its input once (unless first), as the host's
-    hand-offs hold them (hls/driver/tatvpr_pynq/pipeline.py): int8 after a ternary linear, a LayerNorm,
-    GELU or the softmax (uint8), int16 after a residual add, int32 scores after an int8-unit op."""
-    def out_bytes(op) -> int:
-        if isinstance(op, TernaryLinearOp):
-            return op.m * op.n
-        if isinstance(op, DenseOp):
-            return 4 * op.batch * op.m * op.n
-        return op.elements * (2 if op.kind == "add" else 1)
-    n = last - first + 1
-    moved = [0] * n
-    for j in range(n - 1):
-        b = out_bytes(ops[first + j])
-        moved[j] += b        # the producer writes it
-        moved[j + 1] += b    # the consumer reads it
+def _out_bytes(op, nxt) -> int:
+    """An op's output as the units store it (hls/driver/tatvpr_pynq/pipeline.py): int8 after a
+    ternary linear, a LayerNorm, GELU, the softmax (uint8) and an int8-unit op; int32 scores when a
+    softmax reads them; int16 after an add (the residual stream). (The patch embedding's int16 output
+    is counted as int8.)"""
+    if isinstance(op, TernaryLinearOp):
+        return op.m * op.n
+    if isinstance(op, DenseOp):
+        scores = isinstance(nxt, VectorOp) and nxt.kind == "softmax"
+        return (4 if scores else 1) * op.batch * op.m * op.n
+    return op.elements * (2 if op.kind == "add" else 1)
+
+
+def handoff_bytes(ops, records, segs: list[dict], tokens: int) -> list[int]:
+    """Bytes op ``i`` moves through DRAM under ``handoffs: dram`` (the units are AXI masters to the
+    DDR, as the bitstream's IPs are): every op writes its output once and the next op reads it once
+    (an output that spills is already in the op's counts), a residual add also reads the int16
+    residual stream, and the qkv projection, issued once per head, reads its input once per head."""
+    moved = [0] * len(ops)
+    for i in range(len(ops) - 1):
+        if records[i].get("spill_cycles", 0):
+            continue
+        b = _out_bytes(ops[i], ops[i + 1])
+        moved[i] += b
+        moved[i + 1] += b
+    for i, op in enumerate(ops):
+        if isinstance(op, VectorOp) and op.kind == "add" and tokens and op.elements % tokens == 0:
+            moved[i] += 2 * op.elements
+    for sg in segs:
+        op = ops[sg["first"]]
+        if sg["kind"] == "attention" and isinstance(op, TernaryLinearOp):
+            moved[sg["first"]] += (sg["tiles"] - 1) * op.m * op.k
     return moved
 
 
@@ -199,21 +214,20 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     its period). ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged).
     ``max_dim``: the arch's ``schedule.max_dim``; when given (and ``handoffs`` is ``onchip``), a row
     segment with more array <-> vector unit edges than the pipeline is built for is an error
-    (:func:`check_row_edges`). ``handoffs: dram``: the stages hand their tiles over through DRAM
-    (:func:`handoff_bytes`, charged on the port with each stage's own transfers)."""
+    (:func:`check_row_edges`). ``handoffs: dram``: every op hands its output over through DRAM
+    (:func:`handoff_bytes`, charged on the port with each op's own transfers)."""
     segs = segments(ops, records, tokens, tile_tokens)
     if max_dim is not None and handoffs == "onchip":
         check_row_edges(ops, segs, tokens, max_dim, source)
     total = 0
+    moved = handoff_bytes(ops, records, segs, tokens) if handoffs == "dram" else [0] * len(ops)
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
-        extra = (handoff_bytes(ops, s["first"], s["last"], tokens) if handoffs == "dram"
-                 else [0] * len(idx))
-        s["handoff_dram_bytes"] = sum(extra) if handoffs == "dram" else 0
+        s["handoff_dram_bytes"] = sum(moved[i] for i in idx)
         stages = [(records[i]["unit"], records[i]["cycles"],
                    dram_cycles(records[i], bytes_per_cycle)
-                   + (transfer_cycles(e, bytes_per_cycle) if e and bytes_per_cycle else 0))
-                  for i, e in zip(idx, extra)]
+                   + (transfer_cycles(moved[i], bytes_per_cycle) if moved[i] and bytes_per_cycle else 0))
+                  for i in idx]
         busy, dram = _period(stages, s["tiles"])
         s["cycles"] = pipeline_cycles(stages, s["tiles"])
         s["serial_cycles"] = sum(st[1] for st in stages)
