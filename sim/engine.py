@@ -262,20 +262,27 @@ def output_spill(nbytes: int, arch) -> tuple[bool, int]:
     return True, transfer_cycles(nbytes, arch.dram_bytes_per_cycle)
 
 
-def token_blocks(m: int, k: int, act_kb: float, double_buffering: bool, *, input_in_dram: bool = False,
-                 name: str = "?", source: str = "<arch>") -> tuple[bool, int]:
-    """``(resident, M_t)``: the input stays in the activation buffer when ``M * K`` bytes fit
-    (and the previous op did not spill it); else blocks of ``M_t = floor(C_a / (h * K))`` tokens."""
-    cap = math.floor(Fraction(act_kb) * 1024)
-    if not input_in_dram and m * k * ACT_BITS // 8 <= cap:
-        return True, m
-    h = 2 if double_buffering else 1
-    m_t = cap // (h * k)
-    if m_t == 0:
-        raise SimInputError(f"{source}: buffers.activations_kb = {act_kb:g} cannot hold {h} token(s) of layer "
-                            f"{name!r} (K = {k} int8 activations each); need buffers.activations_kb >= "
-                            f"{h * k / 1024:g}")
-    return False, min(m, m_t)
+def token_blocks(words, arch, *, input_in_dram: bool = False, name: str = "?") -> tuple[bool, list[tuple[int, int]]]:
+    """``(resident, [(start, stop), ...])``: docs/engine.md section 4's token blocks of a layer whose
+    tokens take ``words[m]`` words of the activation buffer (their chunks in ``act``, ``ceil(K / SIMD)``
+    otherwise), by :func:`ternary_format.tiling.token_blocks` -- the function the board driver uses
+    for its IP calls -- on this arch's activation-buffer depth (words) and output-buffer depth
+    (tokens of one fold), section 6."""
+    from sim.buffers import buffer_by_name
+    from ternary_format.tiling import TokenTooLarge
+    from ternary_format.tiling import token_blocks as _blocks
+
+    bufs = buffer_by_name(arch)
+    act = bufs["activations"]
+    h = 2 if arch.spec.double_buffering else 1
+    try:
+        return _blocks(words, act["depth"], bufs["outputs"]["depth"], h, input_in_dram=input_in_dram)
+    except TokenTooLarge as e:
+        kb = arch.spec.buffers.activations_kb
+        need = e.words * h * act["width_bits"] / 8192
+        raise SimInputError(f"{arch.source}: buffers.activations_kb = {kb:g} holds {act['depth']} words of "
+                            f"{act['width_bits']} bits, a token block at most {e.cap_words}; one token of layer "
+                            f"{name!r} takes {e.words} words: need buffers.activations_kb >= {need:g}") from None
 
 
 def loop_steps(n_f: int, t: int, order: str) -> list[tuple[int, int]]:
@@ -390,18 +397,19 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
 
     # token tiling and loop order, docs/engine.md section 4
     act_bytes = act_buffer_bytes(m, k)
-    resident, m_t = token_blocks(m, k, arch.spec.buffers.activations_kb, arch.spec.double_buffering,
-                                 input_in_dram=input_in_dram, name=op.name, source=arch.source)
+    words = g if mode == "act" else np.full(m, load, np.int64)  # the token's activation-buffer words
     if token_tile is not None and not input_in_dram:
-        resident, m_t = True, min(m, token_tile)
-    t = -(-m // m_t)
+        resident, bounds = True, [(s, min(m, s + token_tile)) for s in range(0, m, token_tile)]
+    else:
+        resident, bounds = token_blocks(words, arch, input_in_dram=input_in_dram, name=op.name)
+    t = len(bounds)
     fold_bytes = weight_fold_bytes(pe, k, fmt)
     order = choose_loop_order(arch.spec.buffers.loop_order, n_f, t, resident, fold_bytes, act_bytes)
     if token_tile is not None and not input_in_dram:
         order = "token_outer"
     bpc = arch.dram_bytes_per_cycle
     dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
-    block_c = np.add.reduceat(tok, np.arange(0, m, m_t), axis=0)  # [T, N_f]
+    block_c = np.add.reduceat(tok, np.array([b0 for b0, _ in bounds]), axis=0)  # [T, N_f]
     comp, xfer = [], []
     prev_f = prev_b = None
     for f, b in loop_steps(n_f, t, order):
@@ -409,7 +417,7 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
         if w_load:
             nbytes += fold_bytes
         if not resident and b != prev_b:
-            nbytes += min(m_t, m - b * m_t) * k
+            nbytes += (bounds[b][1] - bounds[b][0]) * k
         comp.append(int(block_c[b, f]))
         xfer.append(transfer_cycles(nbytes, bpc) + (dec if w_load else 0))
         prev_f, prev_b = f, b

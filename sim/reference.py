@@ -13,7 +13,8 @@ What it does literally, where the engine uses closed forms:
   ``s mod B``), and checks that no (bank, replica, port) is read twice in one tick;
 - **token copies** (``weight``/``both``): a writer fills the next token's PE copies ``SIMD``
   activations per tick while the lanes work; a token's slot ends when both are done;
-- **tiling**: the tokens are split into blocks that fit the activation buffer; the loop order is
+- **tiling**: the tokens are written into the activation buffer word by word (their chunks in
+  `act`) and split into blocks that fit it and the output buffer; the loop order is
   enumerated step by step and ``auto`` picks the order whose steps load fewer DRAM bytes;
 - **overlap**: the DMA loads a step's missing fold / block; with double buffering it starts step
   j+1's load when step j starts computing, otherwise when step j is finished.
@@ -119,11 +120,13 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
                     weight_format: str = "ternary2", dram_bytes_per_cycle: float = 16.0,
                     double_buffering: bool = True, tree_stages: int | None = None,
                     decode_latency_cycles: int = 0, latency_cycles: int = 0, banks: int | None = None,
-                    ports: int = 1, act_buffer_bytes: int | None = None, input_in_dram: bool = False,
-                    out_buffer_bytes: int | None = None, loop_order: str = "auto",
-                    act_values: np.ndarray | None = None) -> dict:
+                    ports: int = 1, act_buffer_words: int | None = None, input_in_dram: bool = False,
+                    out_buffer_bytes: int | None = None, out_buffer_tokens: int | None = None,
+                    loop_order: str = "auto", act_values: np.ndarray | None = None) -> dict:
     """Step one ternary layer; return ``cycles``, per-step ``compute`` ticks, ``loop_order``,
-    ``token_blocks``, ``spill`` ticks, ``counts`` and ``y``."""
+    ``token_blocks``, ``spill`` ticks, ``counts`` and ``y``. ``act_buffer_words``: the activation
+    buffer's words (chunks of SIMD slots in ``act``, SIMD values otherwise; None: all tokens fit);
+    ``out_buffer_tokens``: tokens of one fold the output buffer holds (None: all)."""
     assert skip_mode in _MODES
     act_mask = np.asarray(act_mask, bool)
     w = np.asarray(w, np.int64)
@@ -139,24 +142,40 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
     y = np.zeros((m_tok, n), np.int64)
     halves = 2 if double_buffering else 1
 
-    # --- token blocks
-    cap = act_buffer_bytes if act_buffer_bytes is not None else m_tok * k
-    resident = (not input_in_dram) and m_tok * k <= cap
-    if resident:
-        block = m_tok
-    else:
-        block = cap // (halves * k)
-        assert block >= 1, "one token does not fit the activation buffer"
-        block = min(block, m_tok)
-    starts = list(range(0, m_tok, block))
+    # --- token blocks: each token is written into the activation buffer word by word (act: its
+    # bank-scheduled chunks; otherwise SIMD values a word); a block takes tokens while they fit
+    def token_words(m: int) -> int:
+        if skip_mode == "act":
+            return len(schedule_chunks([kk for kk in range(k) if act_mask[m, kk]], simd, nb, ports))
+        n_words, left = 0, k
+        while left > 0:
+            left -= simd
+            n_words += 1
+        return n_words
+
+    tw = [token_words(m) for m in range(m_tok)]
+    cap_words = act_buffer_words if act_buffer_words is not None else sum(tw)
+    cap_tokens = out_buffer_tokens if out_buffer_tokens is not None else m_tok
+    resident = (not input_in_dram) and sum(tw) <= cap_words
+    room = cap_words if resident else cap_words // halves
+    bounds = []  # [start, stop) of each block
+    for m in range(m_tok):
+        assert tw[m] <= room, "one token does not fit the activation buffer"
+        if not bounds or sum(tw[bounds[-1][0]:m]) + tw[m] > room or m - bounds[-1][0] >= cap_tokens:
+            bounds.append([m, m])
+        bounds[-1][1] = m + 1
+    starts = [b0 for b0, _ in bounds]
     t = len(starts)
+
+    def block_len(b: int) -> int:
+        return bounds[b][1] - bounds[b][0]
 
     fold_w_bytes = pe * k * bpw / 8
 
     def step_bytes(step_loads, steps):
         total = Fraction(0)
         for (f, b), (lw, la) in zip(steps, step_loads):
-            total += (fold_w_bytes if lw else 0) + (min(block, m_tok - starts[b]) * k if la else 0)
+            total += (fold_w_bytes if lw else 0) + (block_len(b) * k if la else 0)
         return total
 
     if loop_order == "auto":
@@ -222,7 +241,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
     def dma_bytes(j: int) -> Fraction:
         f, b = steps[j]
         lw, la = loads[j]
-        return (fold_w_bytes if lw else Fraction(0)) + (min(block, m_tok - starts[b]) * k if la else 0)
+        return (fold_w_bytes if lw else Fraction(0)) + (block_len(b) * k if la else 0)
 
     def complete_load(j: int) -> None:
         loaded[j] = True
@@ -238,7 +257,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
                 else:
                     c["weight_buf_write_bits"] += int(np.count_nonzero(w[ch])) * (_C + ib)
         if la:
-            bits = min(block, m_tok - starts[b]) * k * _A
+            bits = block_len(b) * k * _A
             c["dram_act_bits"] += bits
             c["act_buf_write_bits"] += bits
 
@@ -308,7 +327,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
                 c["out_buf_write_bits"] += len(slot["lanes"]) * _Y
                 c["requant_mults"] += len(slot["lanes"])
                 tok_i, slot = tok_i + 1, None
-                if starts[b] + tok_i >= min(m_tok, starts[b] + block):
+                if starts[b] + tok_i >= bounds[b][1]:
                     comp_done = comp_step
         tick += 1
         # (3) completions

@@ -317,61 +317,49 @@ def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     assert ip.runs == 8                     # 4 ternary linears per block, twice
 
 
-def _sim_blocks(m, k, activations_kb, double_buffering, input_in_dram=False):
-    """The simulator's token blocks (sim.engine.token_blocks gives resident and M_t)."""
-    from sim.engine import token_blocks
-
-    _, m_t = token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
-    return [(s, min(m, s + m_t)) for s in range(0, m, m_t)]
-
-
-@pytest.mark.parametrize("activations_kb, double_buffering, input_in_dram, by_hand", [
-    # C_a = 1536 bytes, K = 64: 40 x 64 = 2560 bytes do not fit; M_t = floor(1536 / (2 * 64)) = 12
-    (1.5, True, False, [12, 12, 12, 4]),
-    # one buffer (h = 1): M_t = floor(1536 / 64) = 24
-    (1.5, False, False, [24, 16]),
-    # C_a = 4096 holds all 2560 bytes: one resident block ...
-    (4.0, True, False, [40]),
-    # ... unless the previous op spilled it: M_t = floor(4096 / 128) = 32
-    (4.0, True, True, [32, 8]),
+@pytest.mark.parametrize("chunks_max, mmax, double_buffering, input_in_dram, by_hand", [
+    # 40 dense tokens of K = 64 at SIMD 8, 4 banks (q = 2): ceil(16 / 2) = 8 chunks each, 320 in all.
+    # 96 chunks < 320: tiled; h = 2: 48 chunks a block = 6 tokens
+    (96, 128, True, False, [6, 6, 6, 6, 6, 6, 4]),
+    # one buffer (h = 1): 96 chunks = 12 tokens
+    (96, 128, False, False, [12, 12, 12, 4]),
+    # 320 chunks hold the whole stream: one resident block ...
+    (320, 128, True, False, [40]),
+    # ... unless the previous op spilled it: 160 chunks = 20 tokens
+    (320, 128, True, True, [20, 20]),
+    # the output buffer's tokens (MMAX) bound a block, resident or not
+    (8192, 16, True, False, [16, 16, 8]),
 ])
-def test_driver_blocks_are_the_simulators_token_blocks(board, activations_kb, double_buffering, input_in_dram,
+def test_driver_blocks_are_the_simulators_token_blocks(board, chunks_max, mmax, double_buffering, input_in_dram,
                                                        by_hand):
+    """One IP call per token block of ternary_format.tiling.token_blocks (the simulator's rule, the
+    same function; tests/sim/test_chunk_blocks.py checks sim == driver on the paper layers)."""
     make, ip, _, _ = board
-    ov = make(activations_kb=activations_kb, double_buffering=double_buffering)
-    x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.4)
+    ov = make(double_buffering=double_buffering)
+    ov.ip.chunks_max, ov.ip.mmax = chunks_max, mmax
+    x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.0)
     mult, shift = quantize_multiplier(1 / 80)
-    y = ov.run_layer(x, w, bias, mult, shift, input_in_dram=input_in_dram)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no block exceeds the IP's buffers
+        y = ov.run_layer(x, w, bias, mult, shift, input_in_dram=input_in_dram)
     np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
-    blocks = [(blk.start, blk.stop) for blk, _ in ov.ip.last_calls]
-    assert blocks == _sim_blocks(40, 64, activations_kb, double_buffering, input_in_dram)
-    assert [b - a for a, b in blocks] == by_hand
-    assert ip.tokens == by_hand                               # one IP call per block: each fits the IP
-
-
-def test_block_over_the_ips_buffers_is_split_inside_the_block_with_a_warning(board):
-    """The IP's chunk buffer holds compressed words; a simulator block whose stream exceeds it runs
-    as several calls, never across the block's bounds, and says so."""
-    make, ip, _, _ = board
-    ov = make(activations_kb=1.5)                            # blocks of 12 tokens (above)
-    x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.0)     # dense: 8 chunks per token
-    mult, shift = quantize_multiplier(1 / 80)
-    ov.ip.chunks_max = 40                                    # 5 tokens x 8 chunks per call
-    with pytest.warns(UserWarning, match=r"3 of 4 token blocks exceed the IP's buffers \(40 chunks, 128 tokens\), "
-                                         r"the first 0..11 \(12 tokens, 96 chunks\): run as 10 IP calls"):
-        y = ov.run_layer(x, w, bias, mult, shift)
-    np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
-    assert ip.tokens == [5, 5, 2, 5, 5, 2, 5, 5, 2, 4]
-    for blk, calls in ov.ip.last_calls:
-        assert calls[0].start == blk.start and calls[-1].stop == blk.stop
-    ov.ip.chunks_max, ov.ip.mmax = 8192, 5                   # the output buffer's tokens bound a call too
-    ip.tokens.clear()
-    with pytest.warns(UserWarning, match=r"1 of 1 token blocks exceed the IP's buffers \(8192 chunks, 5 tokens\)"):
-        ov.run_layer(x[:11], w, bias, mult, shift)           # 11 x 64 = 704 bytes: one resident block
-    assert ip.tokens == [5, 5, 1]
+    assert [b.stop - b.start for b, _ in ov.ip.last_calls] == by_hand
+    assert all(calls == [blk] for blk, calls in ov.ip.last_calls)
+    assert ip.tokens == by_hand                               # one IP call per block
     with pytest.raises(ValueError, match="K = 64 exceeds the IP's K_max = 32"):
         ov.ip.kmax = 32
         ov.run_layer(x, w, bias, mult, shift)
+
+
+def test_token_that_does_not_fit_a_block_is_refused(board):
+    make, _, _, _ = board
+    ov = make()
+    ov.ip.chunks_max = 15                                    # h = 2: 7 chunks a block < 8
+    x, w, bias = random_layer(np.random.default_rng(9), 4, 64, 6, 0.0)
+    mult, shift = quantize_multiplier(1 / 80)
+    with pytest.raises(ValueError, match=r"one token takes 8 chunks; the IP's activation buffer \(15 chunks\) "
+                                         r"cannot hold a block of it \(at most 7 chunks a block\)"):
+        ov.run_layer(x, w, bias, mult, shift, input_in_dram=True)
 
 
 def test_binding_and_register_offsets_from_the_hwh(board, tmp_path):
@@ -467,27 +455,6 @@ def test_deploy_package_runs_without_sim_torch_or_the_flow(tmp_path):
                                                                    "'ternary_format')", 1), str(deploy)],
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode != 0 and "copy the repository's ternary_format/ folder alongside tatvpr_pynq/" in res.stderr
-
-
-@settings(max_examples=300, deadline=None)
-@given(m=st.integers(1, 600), k=st.integers(1, 4096),
-       activations_kb=st.sampled_from([0.1, 0.5, 1.5, 3.0, 64.0, 512.0, 768.0, 1000.3]),
-       double_buffering=st.booleans(), input_in_dram=st.booleans())
-def test_token_block_rule_equals_the_simulators(m, k, activations_kb, double_buffering, input_in_dram):
-    """The driver repeats sim.engine.token_blocks's rule (the board has no sim): same blocks, and the
-    same refusal when one block of tokens does not fit."""
-    from sim.engine import token_blocks
-    from sim.errors import SimInputError
-    from tatvpr_pynq.driver import sim_token_blocks
-
-    try:
-        _, m_t = token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
-    except SimInputError:
-        with pytest.raises(ValueError, match="cannot hold"):
-            sim_token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
-        return
-    got = sim_token_blocks(m, k, activations_kb, double_buffering, input_in_dram=input_in_dram)
-    assert [(b.start, b.stop) for b in got] == [(s, min(m, s + m_t)) for s in range(0, m, m_t)]
 
 
 @pytest.mark.parametrize("outputs_kb, spilled", [(8.0, True), (16.0, False)])

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sim.arch import with_overrides
+from sim.buffers import buffer_by_name
 from sim.engine import (dense_cycles, dense_op, fill_cycles, fold_compute_cycles, ternary_layer, vector_cycles,
                         vector_op)
 from sim.errors import SimInputError
@@ -40,8 +41,9 @@ def run_reference(op, arch, values=None, *, banks="arch", input_in_dram=False):
                            double_buffering=arch.spec.double_buffering, tree_stages=c.adder_tree_stages,
                            decode_latency_cycles=c.decode_latency_cycles, latency_cycles=arch.dram_latency_cycles,
                            banks=c.gather.banks if banks == "arch" else banks, ports=c.ports if banks == "arch" else 1,
-                           act_buffer_bytes=math.floor(b.activations_kb * 1024), input_in_dram=input_in_dram,
-                           out_buffer_bytes=math.floor(b.outputs_kb * 1024), loop_order=b.loop_order,
+                           act_buffer_words=buffer_by_name(arch)["activations"]["depth"], input_in_dram=input_in_dram,
+                           out_buffer_bytes=math.floor(b.outputs_kb * 1024),
+                           out_buffer_tokens=buffer_by_name(arch)["outputs"]["depth"], loop_order=b.loop_order,
                            act_values=values)
 
 
@@ -68,6 +70,14 @@ def check_equal(op, arch, rng, *, input_in_dram=False):
     return fast, ref
 
 
+def with_act_words(arch, depth):
+    """``arch`` with an activation buffer of exactly ``depth`` words (its width is the arch's)."""
+    width = buffer_by_name(arch)["activations"]["width_bits"]
+    out = with_overrides(arch, {"buffers.activations_kb": (depth * width - 0.5) / 8192})
+    assert buffer_by_name(out)["activations"]["depth"] == depth
+    return out
+
+
 def _gather(simd, bank_pick, port_pick):
     """A valid (banks, ports) for ``simd`` from two random picks."""
     divisors = [b for b in range(1, simd + 1) if simd % b == 0]
@@ -91,14 +101,18 @@ def test_fast_equals_reference_random(make_arch, m, k, n, pe, simd, bank_pick, p
     u = rng.random((n, k))
     w = np.where(u < w_zero, 0, np.where(rng.random((n, k)) < 0.5, 1, -1)).astype(np.int8)
     h = 2 if db else 1
-    # tiled: room for between h and (M - 1) tokens' worth of blocks; dram: the previous op spilled
-    if tiling == "tiled" and h * k >= m * k:
-        tiling = "dram"  # no buffer holds h tokens but not all M
-    act_bytes = int(rng.integers(h * k, m * k)) if tiling == "tiled" else max(m, h) * k
     banks, ports = _gather(simd, bank_pick, port_pick)
+    # words of a dense token in the activation buffer: chunks of q = SIMD / B lanes per bank (act),
+    # else SIMD values a word
+    dense = -(-(-(-k // banks)) // (simd // banks)) if mode == "act" else -(-k // simd)
+    # tiled: room for between h and (M - 1) dense tokens; dram: the previous op spilled
+    if tiling == "tiled" and h >= m:
+        tiling = "dram"  # no buffer holds h tokens but not all M
+    depth = int(rng.integers(h * dense, m * dense)) if tiling == "tiled" else max(m, h) * dense
     out_kb = (m * n - 1) / 1024 if spill and m * n > 1 else 64
     arch = arch_v2(make_arch, banks=banks, ports=ports, out_kb=out_kb, order=order, pe=pe, simd=simd, mode=mode,
-                   fmt=fmt, db=db, act_kb=act_bytes / 1024, bw=bw)
+                   fmt=fmt, db=db, bw=bw)
+    arch = with_act_words(arch, depth)
     check_equal(make_op(mask, w), arch, rng, input_in_dram=tiling == "dram")
 
 
@@ -284,9 +298,15 @@ def test_no_double_buffering_serialises(make_arch):
 
 def test_one_token_must_fit(make_arch):
     op, _ = tiled_case(make_arch, "auto")
-    arch = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=15 / 1024)  # < 2 tokens of 8 bytes
-    with pytest.raises(SimInputError, match="activations_kb.*'l'.*K = 8"):
+    # mode none, SIMD 4: words of 4 x 8 bits; a token of K = 8 takes 2 words. 12 bytes = 3 words:
+    # not resident (10 words), a block holds floor(3 / 2) = 1 word < 2
+    arch = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=12 / 1024)
+    with pytest.raises(SimInputError, match=r"activations_kb = 0.0117188 holds 3 words of 32 bits, a token block "
+                                            r"at most 1; one token of layer 'l' takes 2 words: need "
+                                            r"buffers.activations_kb >= 0.015625"):
         ternary_layer(op, arch)
+    # 16 bytes = 4 words: a block of 2 words, one token
+    assert ternary_layer(op, with_overrides(arch, {"buffers.activations_kb": 16 / 1024})).token_blocks == 5
 
 
 def test_output_spill_and_read_back_by_hand(make_arch):
@@ -402,14 +422,39 @@ def test_a_stall_every_fold(make_arch):
 
 
 def test_uneven_last_block(make_arch):
+    # act, SIMD 4, B 4 (q = 1), K = 8: a token's chunks = its busiest bank's nonzeros (channels b, b + 4)
     rng = np.random.default_rng(4)
-    mask = rng.random((7, 8)) < 0.6
+    two, one = [1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]  # 2 chunks, 1 chunk
+    mask = np.array([two, one, one, two, two, one, two], bool)  # words 2 1 1 2 2 1 2 = 11
     w = rng.integers(-1, 2, (6, 8)).astype(np.int8)
     for order in ("fold_outer", "token_outer"):
-        # 40 bytes, h = 2: M_t = floor(40 / 16) = 2 tokens -> blocks 2, 2, 2, 1
-        arch = arch_v2(make_arch, banks=4, order=order, pe=4, simd=4, mode="act", act_kb=40 / 1024, bw=0.5)
+        # 6 words < 11, h = 2: a block holds 3 words -> [2 1] [1 2] [2 1] [2]: 4 blocks of 2, 2, 2, 1 tokens
+        arch = with_act_words(arch_v2(make_arch, banks=4, order=order, pe=4, simd=4, mode="act", bw=0.5), 6)
         fast, ref = check_equal(op_of(mask, w), arch, rng)
         assert fast.token_blocks == ref["token_blocks"] == 4 and fast.loop_order == order
+        assert fast.counts["dram_act_bits"] == (1 if order == "token_outer" else 2) * 7 * 8 * 8
+        # 5 words: a block holds 2 -> [2] [1 1] [2] [2] [1] [2]: 6 blocks
+        arch5 = with_act_words(arch, 5)
+        fast, ref = check_equal(op_of(mask, w), arch5, rng)
+        assert fast.token_blocks == ref["token_blocks"] == 6
+        # 11 words hold the whole input: resident, one block
+        fast, ref = check_equal(op_of(mask, w), with_act_words(arch, 11), rng)
+        assert (fast.token_blocks, fast.act_resident, fast.counts["dram_act_bits"]) == (1, True, 0)
+
+
+def test_output_buffer_bounds_a_block(make_arch):
+    """A block holds at most the output buffer's depth in tokens (one fold's PE outputs each, the
+    HLS IP's obuf[MMAX][PE]), resident input or not."""
+    mask = np.ones((5, 8), bool)
+    w = np.ones((4, 8), np.int8)
+    rng = np.random.default_rng(0)
+    # PE 2: output words of 16 bits; 31.5 bits -> depth 2 tokens; the input (10 words) is resident
+    arch = arch_v2(make_arch, banks=4, order="token_outer", pe=2, simd=4, mode="none", act_kb=64 / 1024,
+                   out_kb=31.5 / 8192, bw=1.0)
+    fast, ref = check_equal(op_of(mask, w), arch, rng)
+    # blocks of 2, 2, 1 tokens; token_outer reloads both folds' weights (2 x 4 bytes) per block
+    assert (fast.token_blocks, fast.act_resident) == (3, True) and ref["token_blocks"] == 3
+    assert fast.counts["dram_weight_bits"] == 3 * 2 * 4 * 8 and fast.counts["dram_act_bits"] == 0
 
 
 def test_everything_in_one_bank(make_arch):

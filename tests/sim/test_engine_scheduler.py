@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sim.arch import with_overrides
+from sim.buffers import buffer_by_name
 from sim.engine import scheduler_fill_cycles, ternary_layer
 from sim.errors import SimInputError
 from sim.packing import pack_ternary2
@@ -38,7 +39,8 @@ def _reference(op, arch):
     return reference_layer(op.act_mask, op.weights(), pe=c.pe, simd=c.simd, skip_mode=c.skip_mode,
                            dram_bytes_per_cycle=arch.dram_bytes_per_cycle,
                            double_buffering=arch.spec.double_buffering, latency_cycles=arch.dram_latency_cycles,
-                           banks=c.gather.banks, act_buffer_bytes=math.floor(arch.spec.buffers.activations_kb * 1024))
+                           banks=c.gather.banks, act_buffer_words=buffer_by_name(arch)["activations"]["depth"],
+                           out_buffer_tokens=buffer_by_name(arch)["outputs"]["depth"])
 
 
 def test_one_fold_by_hand(make_arch):

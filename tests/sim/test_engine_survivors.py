@@ -13,7 +13,7 @@ import pytest
 
 from sim.arch import arch_from_dict, with_overrides
 from sim.engine import (_passes, act_buffer_bytes, bank_counts, choose_loop_order, index_bits, systolic_layer,
-                        ternary_layer, token_blocks, vector_cycles, weight_bank_max)
+                        ternary_layer, vector_cycles, weight_bank_max)
 from sim.errors import SimInputError
 from sim.packing import pack_ternary2
 from sim.trace import TernaryLinearOp
@@ -68,7 +68,8 @@ def test_tiled_layer_every_field_by_hand(make_arch, mode):
 
 def test_token_that_does_not_fit_names_the_arch(make_arch):
     op = _op(np.ones((5, 8)), W_TILED, name="fc")
-    arch = _arch(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=15 / 1024)  # < 2 tokens of 8 bytes
+    # 12 bytes = 3 words of 4 values; a block holds floor(3 / 2) = 1 < the 2 words of a token
+    arch = _arch(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=12 / 1024)
     with pytest.raises(SimInputError) as e:
         ternary_layer(op, arch)
     assert str(e.value).startswith(arch.source + ": buffers.activations_kb = ")
@@ -103,20 +104,28 @@ def test_accumulator_bits_boundaries(make_arch):
 
 # -------------------------------------------------------------------- token tiling, loop order
 def test_token_blocks_boundaries_and_defaults():
-    # 4 tokens x K 256 = 1024 bytes: a 1 KiB buffer holds them (resident, one block of 4)
-    assert token_blocks(4, 256, 1.0, True) == (True, 4)
-    # ... unless the previous op spilled them: blocks of floor(1024 / (2 * 256)) = 2
-    assert token_blocks(4, 256, 1.0, True, input_in_dram=True) == (False, 2)
-    # 0.9995 KiB = floor(1023.49) = 1023 bytes < 1024: tiled, floor(1023 / 512) = 1 token a block
-    assert token_blocks(4, 256, 0.9995, True) == (False, 1)
-    assert token_blocks(4, 256, 0.9995, False) == (False, 3)  # h = 1: floor(1023 / 256) = 3
-    # 0.5 KiB = 512 bytes cannot hold 2 tokens of 1024 bytes: need 2 * 1024 / 1024 = 2 KiB
-    with pytest.raises(SimInputError, match="^" + re.escape(
-            "<arch>: buffers.activations_kb = 0.5 cannot hold 2 token(s) of layer '?' (K = 1024 int8 "
-            "activations each); need buffers.activations_kb >= 2") + "$"):
-        token_blocks(2, 1024, 0.5, True)
-    with pytest.raises(SimInputError, match=re.escape("need buffers.activations_kb >= 0.75") + "$"):
-        token_blocks(2, 768, 0.5, False)  # h = 1: 768 / 1024
+    """ternary_format.tiling.token_blocks (the rule of the engine and the board driver) by hand."""
+    from ternary_format.tiling import TokenTooLarge
+    from ternary_format.tiling import token_blocks as blocks
+
+    # 4 tokens of 2 words in 8 words: resident, one block (also when the tokens exactly fit)
+    assert blocks([2, 2, 2, 2], 8, 100, 2) == (True, [(0, 4)])
+    # ... unless the previous op spilled them: blocks of floor(8 / 2) = 4 words
+    assert blocks([2, 2, 2, 2], 8, 100, 2, input_in_dram=True) == (False, [(0, 2), (2, 4)])
+    # 7 words < 8: tiled; h = 2: 3 words a block (one token), h = 1: 7 words (3 tokens)
+    assert blocks([2, 2, 2, 2], 7, 100, 2) == (False, [(0, 1), (1, 2), (2, 3), (3, 4)])
+    assert blocks([2, 2, 2, 2], 7, 100, 1) == (False, [(0, 3), (3, 4)])
+    # uneven words, greedy in token order: a block ends before the token that would overflow it
+    assert blocks([3, 1, 2, 1, 1, 3], 8, 100, 2) == (False, [(0, 2), (2, 5), (5, 6)])
+    # the output buffer's tokens bound a block, resident or not
+    assert blocks([1] * 5, 8, 2, 2) == (True, [(0, 2), (2, 4), (4, 5)])
+    assert blocks([1] * 5, 4, 3, 1, input_in_dram=True) == (False, [(0, 3), (3, 5)])
+    assert blocks([], 4, 3, 2) == (True, [])
+    # one token over a block: 3 words in 4 words halved
+    with pytest.raises(TokenTooLarge, match="^one token takes 3 words of the activation buffer; a block may "
+                                            "hold 2$"):
+        blocks([1, 3], 4, 10, 2, input_in_dram=True)
+    assert blocks([1, 3], 4, 10, 2) == (True, [(0, 2)])  # resident: the whole buffer is one block
 
 
 def test_passes_by_hand():

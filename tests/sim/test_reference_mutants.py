@@ -38,11 +38,12 @@ def test_reference_layer_defaults_by_hand():
 def test_reference_layer_one_token_must_fit():
     mask, w = _dense_case(8)
     with pytest.raises(AssertionError, match="^one token does not fit the activation buffer$"):
-        reference_layer(mask, w, pe=2, simd=4, skip_mode="none", act_buffer_bytes=15)  # 15 < 2 x 8
+        reference_layer(mask, w, pe=2, simd=4, skip_mode="none", act_buffer_words=3)  # 3 // 2 < 2 words
 
 
 @pytest.mark.parametrize("m, pe, n, fmt, want", [
-    # K = 8, SIMD 4, a 32-byte activation buffer: blocks of floor(32 / 16) = 2 tokens, t = ceil(M / 2).
+    # K = 8, SIMD 4: a token takes 2 words; an 8-word activation buffer: blocks of floor(8 / 2) = 4
+    # words = 2 tokens, t = ceil(M / 2).
     # fold bytes F = PE * 8 * bits / 8, activation bytes A = M * 8; two folds (N = 2 PE):
     #   fold_outer loads F per fold once and every block per fold: 2F + 2A
     #   token_outer loads every fold per block and every block once: 2tF + A
@@ -57,7 +58,7 @@ def test_reference_layer_one_token_must_fit():
 ])
 def test_reference_picks_the_loop_order_by_hand(m, pe, n, fmt, want):
     r = reference_layer(np.ones((m, 8), bool), np.ones((n, 8), np.int8), pe=pe, simd=4, skip_mode="none",
-                        weight_format=fmt, act_buffer_bytes=32)
+                        weight_format=fmt, act_buffer_words=8)
     assert (r["loop_order"], r["token_blocks"]) == (want, 3)
 
 

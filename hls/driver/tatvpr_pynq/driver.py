@@ -16,9 +16,12 @@ them into contiguous DDR buffers that are allocated once and reused by every cal
 bigger layer arrives, freed by ``close()`` or leaving the ``with`` block), programs the AXI4-Lite
 registers, starts the IP, polls ``ap_done`` and reads the status and the int8 outputs back.
 
-Token tiling is the simulator's rule (docs/engine.md section 4, ``sim.engine.token_blocks``):
-a layer whose ``M * K`` input bytes fit the design point's ``activations_kb`` is one block, else
-blocks of ``M_t = floor(C_a / (h * K))`` tokens, ``h = 2`` with double buffering.
+Token tiling is the simulator's rule, the same function (docs/engine.md section 4,
+:func:`ternary_format.tiling.token_blocks`, which ``sim.engine`` calls too): a layer whose chunk
+stream fits the IP's chunk buffer (``CHUNKS_MAX`` chunks) is resident, else blocks of at most
+``floor(CHUNKS_MAX / h)`` chunks (``h = 2`` with double buffering), filled token by token; no
+block has more tokens than the output buffer (``MMAX``). Each block is one IP call, and each IP
+call streams the layer's weights: what the simulator charges.
 """
 
 from __future__ import annotations
@@ -148,21 +151,20 @@ def _free(buf) -> None:
         buf.freebuffer()
 
 
-def sim_token_blocks(m: int, k: int, activations_kb: float, double_buffering: bool, *,
+def sim_token_blocks(chunks, chunks_max: float, mmax: float, double_buffering: bool, *,
                      input_in_dram: bool = False) -> list[slice]:
-    """docs/engine.md section 4's token blocks of a layer (the rule of ``sim.engine.token_blocks``,
-    written here again because the board has no ``sim``): one block when the ``M * K`` int8 input
-    bytes fit the activation buffer ``C_a`` and the previous op did not spill it, else consecutive
-    blocks of ``M_t = floor(C_a / (h * K))`` tokens (``h = 2`` with double buffering), the last shorter."""
-    cap = math.floor(Fraction(activations_kb) * 1024)
-    if not input_in_dram and m * k <= cap:
-        return [slice(0, m)]
-    h = 2 if double_buffering else 1
-    m_t = cap // (h * k)
-    if m_t == 0:
-        raise ValueError(f"activations_kb = {activations_kb:g} cannot hold {h} token(s) of K = {k} int8 "
-                         f"activations; the design point needs activations_kb >= {h * k / 1024:g}")
-    return [slice(s, min(m, s + m_t)) for s in range(0, m, m_t)]
+    """docs/engine.md section 4's token blocks of a layer whose tokens take ``chunks[m]`` chunks of
+    the activation stream, on an IP with a ``chunks_max``-chunk activation buffer and an ``mmax``-token
+    output buffer (``math.inf``: unbounded): :func:`ternary_format.tiling.token_blocks`, the
+    function the simulator uses. Raises ``ValueError`` when one token does not fit a block."""
+    from ternary_format.tiling import TokenTooLarge, token_blocks
+
+    try:
+        _, blocks = token_blocks(chunks, chunks_max, mmax, 2 if double_buffering else 1, input_in_dram=input_in_dram)
+    except TokenTooLarge as e:
+        raise ValueError(f"one token takes {e.words} chunks; the IP's activation buffer ({chunks_max} chunks) "
+                         f"cannot hold a block of it (at most {e.cap_words} chunks a block)") from None
+    return [slice(s, e) for s, e in blocks]
 
 
 class TernaryGemmIP:
@@ -228,11 +230,14 @@ class TernaryGemmIP:
         self.close()
 
     # ---------------------------------------------------------------- tiling
-    def token_blocks(self, m: int, k: int, *, input_in_dram: bool = False) -> list[slice]:
-        """The simulator's token blocks of an ``M x K`` layer on this design point."""
+    def token_blocks(self, chunks: np.ndarray, k: int, *, input_in_dram: bool = False) -> list[slice]:
+        """The simulator's token blocks of a layer of ``K`` channels whose tokens take ``chunks``
+        (:func:`sim_token_blocks` on the IP's ``chunks_max`` and ``mmax``; None = unbounded)."""
         if self.kmax is not None and k > self.kmax:
             raise ValueError(f"K = {k} exceeds the IP's K_max = {self.kmax} (its weight buffer)")
-        return sim_token_blocks(m, k, self.activations_kb, self.double_buffering, input_in_dram=input_in_dram)
+        cap = self.chunks_max if self.chunks_max is not None else math.inf
+        tokens = self.mmax if self.mmax is not None else math.inf
+        return sim_token_blocks(chunks, cap, tokens, self.double_buffering, input_in_dram=input_in_dram)
 
     def calls_of_block(self, chunks: np.ndarray, block: slice) -> list[slice]:
         """IP calls of one token block: the block itself when its chunk stream fits the IP's chunk
@@ -262,7 +267,7 @@ class TernaryGemmIP:
         x = np.asarray(x)
         chunks = chunks_per_token(x != 0, self.simd, self.banks)
         self.last_calls = [(blk, self.calls_of_block(chunks, blk))
-                           for blk in self.token_blocks(*x.shape, input_in_dram=input_in_dram)]
+                           for blk in self.token_blocks(chunks, x.shape[1], input_in_dram=input_in_dram)]
         over = [blk for blk, calls in self.last_calls if len(calls) > 1]
         if over:
             first = over[0]

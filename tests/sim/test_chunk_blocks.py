@@ -1,0 +1,137 @@
+"""Token blocks are IP calls (issue 10, the chunk buffer): the simulator's token blocks of a
+ternary layer are exactly the calls the board driver makes to the HLS IP, sized as
+``tatvpr export`` compiles it (``kernel_params``: CHUNKS_MAX, MMAX), so every weight pass the
+IP makes is one the simulator charges. Expected values by hand from docs/engine.md sections 4, 6."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.arch import load_arch, with_overrides
+from sim.buffers import buffer_by_name
+from sim.engine import ternary_layer, token_blocks
+from sim.packing import pack_ternary2
+from sim.trace import TernaryLinearOp
+from tatvpr_hw.lower.hls.board import design_point_from_arch, kernel_params
+from tatvpr_hw.lower.hls.paths import driver_package
+
+driver_package()
+from tatvpr_pynq.driver import TernaryGemmIP  # noqa: E402
+from tatvpr_pynq.formats import chunks_per_token  # noqa: E402
+
+# ViT-B/14 at 224 px: 16 x 16 patches + CLS = 257 tokens, width 768, MLP 3072
+PAPER_LAYERS = {"qkv": (768, 2304), "proj": (768, 768), "fc1": (768, 3072), "fc2": (3072, 768)}
+
+
+def _op(mask, n, rng, name="l"):
+    w = rng.integers(-1, 2, (n, mask.shape[1])).astype(np.int8)
+    return TernaryLinearOp(name, mask.shape[0], mask.shape[1], n, pack_ternary2(w), mask)
+
+
+def _ip(arch):
+    """The driver of the IP that ``tatvpr export`` builds for ``arch`` (no board: only its tiling)."""
+    kp = kernel_params(design_point_from_arch(arch, arch.source))
+    c = arch.spec.compute
+    ip = TernaryGemmIP(None, None, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports,
+                       activations_kb=arch.spec.buffers.activations_kb, double_buffering=arch.spec.double_buffering,
+                       kmax=kp.kmax, mmax=kp.mmax, chunks_max=kp.chunks_max)
+    return ip, kp
+
+
+def _ip_calls(ip, mask, input_in_dram=False):
+    """The driver's IP calls of a layer with this activation mask (run_tiled's planning, no IP run)."""
+    chunks = chunks_per_token(mask, ip.simd, ip.banks)
+    return [call for blk in ip.token_blocks(chunks, mask.shape[1], input_in_dram=input_in_dram)
+            for call in ip.calls_of_block(chunks, blk)]
+
+
+@pytest.mark.parametrize("simd", [32, 64])
+def test_paper_fc2_dense_by_hand(simd):
+    """Dense fc2 (257 x 3072 -> 768) on the KV260 point: the IP's chunk buffer, not M * K bytes,
+    sets the blocks, and each block streams the 24 folds' weights once (token_outer)."""
+    arch = load_arch("kv260")
+    if simd != 32:
+        arch = with_overrides(arch, {"compute.simd": simd})
+    # K_max = 3072 (buffers.k_max) -> I = 12 index bits; a chunk word is SIMD x (8 + 12) bits;
+    # 512 KiB = 4,194,304 bits -> ceil(4194304 / (SIMD * 20)) words: 6554 (SIMD 32), 3277 (SIMD 64)
+    depth = {32: 6554, 64: 3277}[simd]
+    # a dense token: B = SIMD banks, one lane each: ceil(3072 / SIMD) chunks = 96 (32), 48 (64)
+    per_token = 3072 // simd
+    # 257 tokens do not fit (24,672 / 12,336 words); double buffered: floor(depth / 2) words a block
+    # = 3277 / 1638 -> 34 tokens (34 x 96 = 3264, 34 x 48 = 1632) -> 7 blocks of 34 and one of 19
+    assert buffer_by_name(arch)["activations"]["depth"] == depth
+    assert (depth // 2) // per_token == 34
+    ip, kp = _ip(arch)
+    assert kp.chunks_max == depth and kp.mmax == 896 * 8192 // (32 * 8)  # the IP is built as charged
+    mask = np.ones((257, 3072), bool)
+    t = ternary_layer(_op(mask, 768, np.random.default_rng(0), "fc2"), arch)
+    assert (t.token_blocks, t.loop_order, t.act_resident) == (8, "token_outer", False)
+    # 8 passes of 24 folds x 32 rows x 3072 two-bit codes
+    assert t.counts["dram_weight_bits"] == 8 * 24 * 32 * 3072 * 2
+    calls = _ip_calls(ip, mask)
+    assert len(calls) == 8 and [c.stop - c.start for c in calls] == [34] * 7 + [19]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_LAYERS))
+@pytest.mark.parametrize("density", [1.0, 0.6, 0.25])
+@pytest.mark.parametrize("simd", [32, 64])
+def test_paper_layers_ip_calls_are_the_sims_blocks(name, density, simd):
+    k, n = PAPER_LAYERS[name]
+    arch = load_arch("kv260")
+    if simd != 32:
+        arch = with_overrides(arch, {"compute.simd": simd})
+    rng = np.random.default_rng(7)
+    mask = rng.random((257, k)) < density
+    ip, _ = _ip(arch)
+    for in_dram in (False, True):
+        t = ternary_layer(_op(mask, n, rng, name), arch, input_in_dram=in_dram)
+        c = arch.spec.compute
+        _, sim_bounds = token_blocks(chunks_per_token(mask, c.simd, c.banks), arch, input_in_dram=in_dram)
+        calls = _ip_calls(ip, mask, in_dram)
+        assert [(s.start, s.stop) for s in calls] == sim_bounds
+        assert t.token_blocks == len(calls)
+        # every call streams the weights of all folds: what the simulator's DRAM weight bits count
+        # (token_outer, or fold_outer with one block)
+        if t.loop_order == "token_outer" or len(calls) == 1:
+            n_f = math.ceil(n / c.pe)
+            assert t.counts["dram_weight_bits"] == len(calls) * n_f * c.pe * k * 2
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(m=st.integers(1, 40), k=st.integers(1, 200), n=st.integers(1, 9), pe=st.integers(1, 4),
+       simd_banks=st.sampled_from([(4, 4), (4, 2), (8, 8), (8, 4), (8, 2), (16, 8)]), db=st.booleans(),
+       words=st.integers(1, 400), out_tokens=st.integers(1, 50), density=st.floats(0, 1),
+       in_dram=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_small_ip_calls_are_the_sims_blocks(make_arch, m, k, n, pe, simd_banks, db, words, out_tokens,
+                                                   density, in_dram, seed):
+    """Random small layers and buffers: the driver's IP calls (sized by kernel_params) are the
+    simulator's token blocks, token for token, or both refuse the layer."""
+    from sim.errors import SimInputError
+
+    simd, banks = simd_banks
+    arch = with_overrides(make_arch(pe=pe, simd=simd, mode="act", db=db, w_kb=8), {
+        "compute.gather.banks": banks, "buffers.k_max": 200})
+    width = buffer_by_name(arch)["activations"]["width_bits"]
+    arch = with_overrides(arch, {"buffers.activations_kb": (words * width - 0.5) / 8192,
+                                 "buffers.outputs_kb": (out_tokens * pe * 8 - 0.5) / 8192})
+    bufs = buffer_by_name(arch)
+    assert (bufs["activations"]["depth"], bufs["outputs"]["depth"]) == (words, out_tokens)
+    rng = np.random.default_rng(seed)
+    mask = rng.random((m, k)) < density
+    ip, kp = _ip(arch)
+    assert (kp.chunks_max, kp.mmax) == (words, out_tokens)
+    try:
+        t = ternary_layer(_op(mask, n, rng), arch, input_in_dram=in_dram)
+    except SimInputError as e:
+        assert "activations_kb" in str(e)
+        with pytest.raises(ValueError, match="cannot hold a block"):
+            _ip_calls(ip, mask, in_dram)
+        return
+    calls = _ip_calls(ip, mask, in_dram)
+    _, sim_bounds = token_blocks(chunks_per_token(mask, simd, banks), arch, input_in_dram=in_dram)
+    assert [(s.start, s.stop) for s in calls] == sim_bounds and t.token_blocks == len(calls)
+    assert all(c.stop - c.start <= out_tokens for c in calls)
