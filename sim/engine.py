@@ -230,10 +230,13 @@ class OpTiming:
 
 
 def _check_accumulator(op, arch) -> None:
-    """The int32-style accumulator must hold K products of |int8| <= 128 without overflow."""
+    """The signed accumulator must hold a sum of K products w * x (w in {-1, 0, 1}, x int8) without
+    overflow: the sums lie in [-127 K, 128 K] (128 K when every x = -128 and w = -1), and a signed
+    ``bits``-bit register holds [-2^(bits-1), 2^(bits-1) - 1], so it needs 128 K <= 2^(bits-1) - 1,
+    i.e. ``bits >= ceil(log2(128 K + 1)) + 1`` (K = 256: 128 K = 2^15 needs 17 bits, not 16)."""
     bits = arch.spec.compute.accumulator_bits
-    if op.k * 128 > 2 ** (bits - 1):
-        need = math.ceil(math.log2(op.k * 128)) + 1
+    if op.k * 128 >= 2 ** (bits - 1):
+        need = (op.k * 128).bit_length() + 1  # = ceil(log2(128 K + 1)) + 1
         raise SimInputError(f"{arch.source}: compute.accumulator_bits = {bits} can overflow on layer "
                             f"{op.name!r} (K = {op.k} int8 products); need at least {need} bits")
 

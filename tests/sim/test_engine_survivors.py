@@ -102,6 +102,23 @@ def test_accumulator_bits_boundaries(make_arch):
         ternary_layer(op, with_overrides(arch, {"compute.accumulator_bits": 16}))
 
 
+def test_accumulator_boundary_k_times_128_equals_half_the_range(make_arch):
+    """K = 256: every x = -128 and w = -1 sums to 128 * 256 = 32768 = 2^15, one over the largest
+    16-bit signed value 32767 (numpy's int16 wraps it to -32768), so 16 bits must be refused and
+    17 asked for; 255 products (32640) fit 16 bits. The old check (K * 128 > 2^15) let K = 256 pass."""
+    x = np.full(256, -128, np.int16)
+    w = np.full(256, -1, np.int16)
+    assert int((x * w).sum(dtype=np.int16)) == -32768 and int((x * w).sum(dtype=np.int64)) == 32768
+    assert int((x[:255] * w[:255]).sum(dtype=np.int16)) == 32640  # no wrap
+    arch = make_arch(pe=1, simd=2, mode="none")
+    op = _op(np.ones((1, 256)), np.ones((1, 256)), name="fc")
+    with pytest.raises(SimInputError, match=re.escape("K = 256 int8 products); need at least 17 bits") + "$"):
+        ternary_layer(op, with_overrides(arch, {"compute.accumulator_bits": 16}))
+    ternary_layer(op, with_overrides(arch, {"compute.accumulator_bits": 17}))
+    ternary_layer(_op(np.ones((1, 255)), np.ones((1, 255)), name="fc"),
+                  with_overrides(arch, {"compute.accumulator_bits": 16}))
+
+
 # -------------------------------------------------------------------- token tiling, loop order
 def test_token_blocks_boundaries_and_defaults():
     """ternary_format.tiling.token_blocks (the rule of the engine and the board driver) by hand."""
