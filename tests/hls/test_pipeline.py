@@ -298,6 +298,20 @@ def test_issued_with_one_thread_per_unit_equals_the_integer_model(tile_tokens):
     assert sorted(map(str, log.tasks)) == sorted(map(str, log_seq.tasks))   # the same tasks, once each
 
 
+def test_a_failing_ip_stops_the_threaded_issue():
+    """An IP error on one unit's thread ends the issue with that error (no thread left waiting)."""
+    trunk = random_trunk(seed=8, heads=2)
+
+    class Broken(iq.Units):
+        def softmax(self, name, scores, mult, shift):
+            if name == "blocks.1.attn.softmax":
+                raise RuntimeError("vector IP did not finish")
+            return super().softmax(name, scores, mult, shift)
+
+    with pytest.raises(RuntimeError, match="vector IP did not finish"):
+        run_trunk(trunk, _image(trunk), 0.4, Broken(), tile_tokens=4, threads=True)
+
+
 def test_head_major_qkv_rows_by_hand():
     # D = 4, 2 heads of 2: [Q0 K0 V0 Q1 K1 V1] = channels [0 1 | 4 5 | 8 9 | 2 3 | 6 7 | 10 11]
     assert head_major_rows(4, 2).tolist() == [0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -366,6 +367,14 @@ def _tile_arg(kind: str, j: int, tile_tokens: int, tokens: int):
     return None
 
 
+@lru_cache(maxsize=256)
+def _issue_order(units: tuple, per_tile: tuple, tiles: int, bufs: tuple, priority: str) -> list[Task]:
+    """:func:`issue_schedule` sorted into issue order (tasks starting together: oldest tile, earliest
+    stage first); cached, since a model's segments repeat block after block and query after query."""
+    tasks = issue_schedule(list(units), list(per_tile), tiles, list(bufs), priority)
+    return sorted(tasks, key=lambda x: (x.start, x.end, x.tile, x.stage))
+
+
 def default_cycles(s: Step, tokens: int) -> float:
     """A cycle estimate per step for the issue order when the caller has none (work per unit):
     the order only decides which idle unit starts what; the integers never depend on it."""
@@ -447,9 +456,8 @@ def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | 
         n = seg["tiles"]
         per_tile = [(cycles or {}).get(s.name, default_cycles(s, tokens)) / n for s in seg_steps]
         bufs = handoffs(seg_steps, seg["kind"], tile_tokens)
-        tasks = issue_schedule([s.unit for s in seg_steps], per_tile, n, bufs, PRIORITY.get(seg["kind"], "tile"))
-        # issue order; tasks starting together: oldest tile, earliest stage first
-        tasks = sorted(tasks, key=lambda x: (x.start, x.end, x.tile, x.stage))
+        tasks = _issue_order(tuple(s.unit for s in seg_steps), tuple(per_tile), n, tuple(bufs),
+                             PRIORITY.get(seg["kind"], "tile"))
         if threads and len({s.unit for s in seg_steps}) > 1:
             _run_threads(tasks, seg_steps, seg["kind"], tile_tokens, tokens, u, bufs, log)
             continue
