@@ -390,3 +390,45 @@ def test_whole_query_issued_pipelined_in_csim_is_bit_exact(student_and_images, t
     assert piped == seq.unit_cycles()
     # issued in pieces: more unit calls than op by op
     assert len(units.ops) > len(seq.ops)
+
+
+def test_handoffs_are_the_buffers_the_simulator_charges():
+    """The hand-off buffers the host's issue needs are the pipeline buffers ``sim.schedule`` charges
+    (KV260 point, ``pipelined``, 16-token tiles, ViT-B): the same 7 row hand-offs per block by kind
+    (array -> vector unit, hidden-wide or not; vector -> array; vector -> vector), 2 copies each, the
+    same bytes per copy; the vector -> array ones hold the compress unit's (value, index) slots on chip
+    (8 + 12 index bits for K_max = 3072) where the host hands over int8; 3 copies of a head's Q, K, V
+    (257 x 192 B) and of its int32 scores (257^2 x 4 B, the simulator's rounded up to whole 16-score words)."""
+    from sim.arch import load_arch, with_overrides
+    from sim.schedule import pipeline_buffers
+
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.tile_tokens": 16})
+    sim_bufs = {b["name"]: b for b in pipeline_buffers(arch)}
+    trunk = shape_trunk(depth=2)
+    steps = trunk_steps(trunk, _image(trunk), 0.4, {})
+    segs = segments(steps, 257, 16)
+    row = next(s for s in segs if s["kind"] == "row" and s["last"] > s["first"])
+    ss = steps[row["first"]:row["last"] + 1]
+    mine: dict[str, list[int]] = {}
+    for h in handoffs(ss, "row", 16):
+        a, b = ss[h.producer].unit, ss[h.last_reader].unit
+        kind = {("ternary", "vector"): "pipe_a2v", ("vector", "ternary"): "pipe_v2a",
+                ("vector", "vector"): "pipe_v2v"}[(a, b)]
+        hidden = kind != "pipe_v2v" and h.bytes_per_copy // 16 == 3072
+        mine.setdefault(kind + ("_hidden" if hidden else ""), []).append(h.bytes_per_copy)
+        assert h.copies == sim_bufs[kind + ("_hidden" if hidden else "")]["halves"] == 2
+    index_bits = 12  # ceil(log2(3072))
+    for name, sizes in mine.items():
+        b = sim_bufs[name]
+        assert len(sizes) == b["banks"], name                      # one memory pair per hand-off
+        per_copy = b["bits"] // 8 // b["halves"] // b["banks"]
+        expect = sizes[0] * (8 + index_bits) // 8 if name.startswith("pipe_v2a") else sizes[0]
+        assert set(sizes) == {sizes[0]} and per_copy == expect, (name, per_copy, sizes)
+    assert sorted(mine) == sorted(n for n in sim_bufs if n.startswith(("pipe_a2v", "pipe_v2a", "pipe_v2v")))
+    att = next(s for s in segs if s["kind"] == "attention")
+    heads, scores = handoffs(steps[att["first"]:att["last"] + 1], "attention", 16)
+    h, sc = sim_bufs["pipe_heads"], sim_bufs["pipe_scores"]
+    assert (heads.copies, h["halves"], h["bits"] // 8 // 3) == (3, 3, heads.bytes_per_copy)
+    assert (scores.copies, sc["halves"]) == (3, 3)
+    # a word holds max(int8 rows, lanes) = 16 scores: ceil(66,049 / 16) = 4,129 words of 64 B
+    assert sc["bits"] // 8 // 3 == 4129 * 64 == 264_256 and scores.bytes_per_copy == 4 * 257 ** 2 == 264_196
