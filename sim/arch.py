@@ -26,8 +26,9 @@ Fields, with units (see docs/simulator.md for what each changes):
 - ``int8_unit``: DSP-based int8 x int8 GEMM unit for attention and non-ternary linears:
   an output-stationary ``rows x cols`` grid of MACs, ``macs_per_dsp`` int8 MACs per DSP slice,
   ``pipeline_cycles`` per GEMM.
-- ``vector_unit``: softmax / LayerNorm / GELU / adds; ``mode: fabric`` with ``lanes`` and
-  ``cycles_per_element`` per kind, or ``mode: host`` (the CPU does it) with
+- ``vector_unit``: softmax / LayerNorm / GELU / adds; ``mode: fabric`` with ``lanes``,
+  ``cycles_per_element`` per kind and ``row_op_cycles`` per kind (the per-row square root /
+  reciprocal steps; defaults: the HLS unit's), or ``mode: host`` (the CPU does it) with
   ``host_ns_per_element`` per kind, ``host_call_overhead_us`` per op and ``host_pj_per_element``.
 - ``buffers``: on-chip ``weights_kb`` (both halves when double-buffering), ``k_max`` (the largest
   layer K built for; null = what ``weights_kb`` holds), ``activations_kb``,
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.errors import SimInputError
 
@@ -161,6 +162,11 @@ class Int8UnitSpec(_Strict):
     pipeline_cycles: int = Field(4, ge=0, le=1000, description="fill/drain per GEMM")
 
 
+# the HLS vector unit's per-row steps (hls/include/tatvpr_vector.h): TATVPR_ROW_CYCLES_LAYERNORM,
+# TATVPR_ROW_CYCLES_SOFTMAX; the other kinds have no rows
+ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0}
+
+
 def _kinds(default: float) -> dict[str, float]:
     return {k: default for k in VECTOR_KINDS}
 
@@ -169,13 +175,30 @@ class VectorUnitSpec(_Strict):
     mode: Literal["fabric", "host"] = "fabric"
     lanes: int = Field(16, ge=1, le=4096)
     cycles_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
+    # cycles of the per-row steps between a row's passes (docs/engine.md section 5): LayerNorm's
+    # square root (32 restoring steps) and reciprocal 2^47 / sd (48 quotient bits), softmax's
+    # reciprocal 2^32 / sum (33 quotient bits), as hls/src/tatvpr_vector.cpp computes them
+    row_op_cycles: dict[str, int] = Field(default_factory=lambda: dict(ROW_OP_CYCLES))
     pipeline_cycles: int = Field(8, ge=0, le=10000)
     host_ns_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
     host_call_overhead_us: float = Field(5.0, ge=0.0, le=1e6)
     host_pj_per_element: float = Field(100.0, ge=0.0, le=1e9)
 
+    @field_validator("row_op_cycles")
+    @classmethod
+    def _row_ops_valid(cls, table: dict[str, int]) -> dict[str, int]:
+        """Kinds not given keep the HLS unit's values (ROW_OP_CYCLES)."""
+        extra = sorted(set(table) - set(VECTOR_KINDS))
+        if extra:
+            raise ValueError(f"unknown kind {extra[0]!r}; allowed: {', '.join(VECTOR_KINDS)}")
+        for k, v in table.items():
+            if not 0 <= v <= 1_000_000:
+                raise ValueError(f"{k} = {v!r}: must be an integer in [0, 1000000]")
+        return {k: int(table.get(k, ROW_OP_CYCLES[k])) for k in VECTOR_KINDS}
+
     @model_validator(mode="after")
     def _kinds_valid(self) -> "VectorUnitSpec":
+
         for field in ("cycles_per_element", "host_ns_per_element"):
             table = getattr(self, field)
             extra = sorted(set(table) - set(VECTOR_KINDS))

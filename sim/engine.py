@@ -637,13 +637,15 @@ def dense_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -
 
 def vector_cycles(elements: int, kind: str, arch, row: int = 0) -> int:
     """docs/engine.md section 5: lane groups of ``lanes`` elements, per row of ``row`` elements
-    when the op has rows (LayerNorm tokens, softmax rows), times ``cycles_per_element``."""
+    when the op has rows (LayerNorm tokens, softmax rows), times ``cycles_per_element``, plus
+    ``row_op_cycles[kind]`` per row (the square root / reciprocal steps between a row's passes)."""
     v = arch.spec.vector_unit
     if v.mode == "host":
         ns = v.host_call_overhead_us * 1e3 + elements * v.host_ns_per_element[kind]
         return int(math.ceil(ns * arch.spec.clock_mhz / 1e3 - 1e-9))
     groups = (elements // row) * (-(-row // v.lanes)) if row else -(-elements // v.lanes)
-    return int(math.ceil(groups * v.cycles_per_element[kind] - 1e-9)) + v.pipeline_cycles
+    row_steps = (elements // row) * v.row_op_cycles[kind] if row else 0
+    return int(math.ceil(groups * v.cycles_per_element[kind] - 1e-9)) + row_steps + v.pipeline_cycles
 
 
 def vector_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -> OpTiming:

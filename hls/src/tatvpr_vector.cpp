@@ -12,12 +12,15 @@ const int32_t EXP2_TABLE[256] = {
 
 inline int64_t sat(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-// floor(sqrt(n)) for 0 <= n < 2^62: restoring square root, one result bit per step.
+// floor(sqrt(n)) for 0 <= n < 2^62: restoring square root, one result bit per step, always
+// TATVPR_ISQRT_STEPS = 32 steps (bit = 4^31 .. 4^0; a step with bit > rem while root = 0 changes
+// nothing, so the fixed count gives the same root as skipping them). Each step is one row-op cycle.
 int64_t isqrt64(int64_t n) {
     uint64_t rem = (uint64_t)n, root = 0, bit = 1ULL << 62;
-    while (bit > rem) bit >>= 2;
 ISQRT:
-    while (bit != 0) {
+    for (int step = 0; step < TATVPR_ISQRT_STEPS; step++) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_ROWCYCLE();
         if (rem >= root + bit) {
             rem -= root + bit;
             root = (root >> 1) + bit;
@@ -27,6 +30,24 @@ ISQRT:
         bit >>= 2;
     }
     return (int64_t)root;
+}
+
+// floor(2^e / d) for 1 <= d < 2^62, e < 63: restoring division, one quotient bit per step, e + 1
+// steps (the dividend's bits, most significant first). Each step is one row-op cycle.
+int64_t div_pow2(int e, int64_t d) {
+    uint64_t rem = 0, q = 0;
+DIV:
+    for (int i = e; i >= 0; i--) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_ROWCYCLE();
+        rem = (rem << 1) | (i == e ? 1u : 0u);
+        q <<= 1;
+        if (rem >= (uint64_t)d) {
+            rem -= (uint64_t)d;
+            q |= 1;
+        }
+    }
+    return (int64_t)q;
 }
 
 }  // namespace
@@ -55,7 +76,7 @@ TOKENS:
         TATVPR_ROWOP();
         int64_t sd = isqrt64(var << (2 * LN_SD_BITS));
         if (sd < 1) sd = 1;
-        int64_t inv = ((int64_t)1 << (31 + LN_F)) / sd;
+        int64_t inv = div_pow2(31 + LN_F, sd);  // (1 << 47) / sd
         const int sh = 31 - LN_SD_BITS, fg = LN_F + LN_G;
     NORM:  // pass 2: normalise, per-channel gain and bias, saturate to int8
         for (int c0 = 0; c0 < d; c0 += TATVPR_VLANES) {
@@ -91,7 +112,7 @@ ROWS:
             }
         }
         TATVPR_ROWOP();
-        int64_t recip = ((int64_t)1 << 32) / sum;
+        int64_t recip = div_pow2(32, sum);  // (1 << 32) / sum
     NORM:  // pass 2: recompute e (cheaper than storing it), scale by the reciprocal
         for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1

@@ -12,7 +12,8 @@
 //     add:       params t, d;              sections mult int32[d], shift int32[d], x int16[t*d], y int8[t*d]
 //     gemm:      params batch, m, k, n, mode, mult, shift; sections a int16[batch*m*k],
 //                b int8[batch*k*n], bias int32[n] (nbytes 0: no bias); output int32 / int8 / int16
-// OUT.bin: char[8] "TVPRVRS1", int32 op, int64 element_cycles, int64 row_ops, uint32 nbytes, output.
+// OUT.bin: char[8] "TVPRVRS2", int32 op, int64 element_cycles, int64 row_ops, int64 row_cycles,
+//          uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
 #include <stdint.h>
 #include <stdio.h>
@@ -23,9 +24,10 @@
 #include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
-static long long g_cycles = 0, g_row_ops = 0;
+static long long g_cycles = 0, g_row_ops = 0, g_row_cycles = 0;
 void tatvpr_count_vector_cycle() { g_cycles++; }
 void tatvpr_count_row_op() { g_row_ops++; }
+void tatvpr_count_row_cycle() { g_row_cycles++; }
 void tatvpr_count_int8_cycle() { g_cycles++; }
 
 namespace {
@@ -50,7 +52,7 @@ int run_one(const char *in_path, const char *out_path) {
     bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRVEC1", 8) == 0 && fread(&op, 4, 1, fp) == 1 &&
               fread(&np, 4, 1, fp) == 1 && np >= 1 && np <= 8 && fread(prm, 8, np, fp) == (size_t)np;
     std::vector<uint8_t> out;
-    g_cycles = g_row_ops = 0;
+    g_cycles = g_row_ops = g_row_cycles = 0;
     if (ok && op == 1 && np == 3) {
         int t = (int)prm[0], d = (int)prm[1];
         std::vector<int64_t> gain, bias;
@@ -134,11 +136,12 @@ int run_one(const char *in_path, const char *out_path) {
         return 2;
     }
     uint32_t nbytes = (uint32_t)out.size();
-    long long cyc = g_cycles, rows = g_row_ops;
-    fwrite("TVPRVRS1", 1, 8, fo);
+    long long cyc = g_cycles, rows = g_row_ops, row_cyc = g_row_cycles;
+    fwrite("TVPRVRS2", 1, 8, fo);
     fwrite(&op, 4, 1, fo);
     fwrite(&cyc, 8, 1, fo);
     fwrite(&rows, 8, 1, fo);
+    fwrite(&row_cyc, 8, 1, fo);
     fwrite(&nbytes, 4, 1, fo);
     fwrite(out.data(), 1, out.size(), fo);
     fclose(fo);

@@ -1,5 +1,5 @@
 """The vector unit's HLS kernels (C simulation, g++) equal the integer model bit for bit, and their
-counted element-loop iterations are the simulator's vector-unit cycles."""
+counted cycles (element-loop iterations and per-row steps) are the simulator's vector-unit cycles."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ def test_layernorm_bit_exact(exe, tmp_path):
     assert np.array_equal(res.out, ln(x))
     assert res.element_cycles == 8 * 2 * math.ceil(200 / 16)  # 8 tokens, 2 passes of 13 iterations
     assert res.row_ops == 8
+    # per token: a restoring square root of a < 2^62 radicand, one result bit per step (bit =
+    # 4^31 .. 4^0: 32 steps), then 2^47 / sd by restoring division, one quotient bit per step
+    # (the 48 bits of 2^47)
+    assert res.row_cycles == 8 * (32 + 48)
 
 
 def test_softmax_bit_exact_including_far_tails(exe, tmp_path):
@@ -47,6 +51,7 @@ def test_softmax_bit_exact_including_far_tails(exe, tmp_path):
     assert res.out[0].tolist() == [4] * 64      # 255 / 64 = 3.98
     assert res.out[1, 5] == 255 and res.out[1].sum() == 255
     assert res.element_cycles == 5 * 2 * 4
+    assert (res.row_ops, res.row_cycles) == (5, 5 * 33)  # 2^32 / sum: the 33 bits of 2^32 per row
 
 
 def test_gelu_and_add_bit_exact(exe, tmp_path):
@@ -68,11 +73,13 @@ def test_gelu_and_add_bit_exact(exe, tmp_path):
     assert np.array_equal(a.out, expect)
     assert (a.out == 32767).any() or (a.out == -32768).any()  # saturation exercised
     assert g.element_cycles == 256 // 16 and a.element_cycles == math.ceil(t * d / 16)
+    assert g.row_cycles == a.row_cycles == 0 and g.cycles == g.element_cycles
 
 
 def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
-    """sim.engine.vector_cycles = counted iterations + the unit's pipeline depth (KV260 arch:
-    16 lanes, layernorm / softmax 2 cycles per element, gelu / add 1)."""
+    """sim.engine.vector_cycles = counted iterations and per-row steps + the unit's pipeline depth
+    (KV260 arch: 16 lanes, layernorm / softmax 2 cycles per element, gelu / add 1, row steps
+    layernorm 80 / softmax 33 a row)."""
     from sim.arch import load_arch
     from sim.engine import vector_cycles
 
@@ -88,9 +95,29 @@ def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
              gelu_call(iq.gelu_table(0.1, 0.1), rng.integers(-128, 128, size=(t, 4 * d)).astype(np.int8)),
              add_call(np.zeros((t, d), np.int16), np.ones((t, d), np.int8), np.ones(d, np.int64) << 30,
                       np.full(d, 31, np.int64))]
-    kinds = [("layernorm", t * d), ("softmax", scores.size), ("gelu", t * 4 * d), ("add", t * d)]
-    for res, (kind, elements) in zip(run_unit_ops(exe, calls, tmp_path), kinds):
-        assert res.element_cycles + pipe == vector_cycles(elements, kind, arch), kind
+    kinds = [("layernorm", t * d, d), ("softmax", scores.size, 48), ("gelu", t * 4 * d, 0), ("add", t * d, 0)]
+    results = run_unit_ops(exe, calls, tmp_path)
+    for res, (kind, elements, row) in zip(results, kinds):
+        assert res.cycles + pipe == vector_cycles(elements, kind, arch, row), kind
+    assert results[0].row_cycles == 10 * 80 and results[1].row_cycles == 30 * 33
+
+
+@pytest.mark.parametrize("arch_name", ["kv260", "zcu104", "pynq_z2"])
+def test_row_op_cycles_of_the_arch_are_the_hls_units(exe, tmp_path, arch_name):
+    """vector_unit.row_op_cycles (the simulator's one description of the per-row steps) is what the
+    HLS kernels count per row, on rows of every size (the steps do not depend on the data)."""
+    from sim.arch import load_arch
+
+    table = load_arch(arch_name).spec.vector_unit.row_op_cycles
+    rng = np.random.default_rng(5)
+    for d in (1, 17, 768):
+        ln = iq.layernorm_params(np.ones(d), np.zeros(d), 1e-6, 0.01, 0.05)
+        scores = rng.integers(-10 ** 6, 10 ** 6, size=(3, d)).astype(np.int32)
+        x = rng.integers(-32768, 32768, size=(2, d)).astype(np.int16)
+        lr, sr = run_unit_ops(exe, [layernorm_call(ln, x), softmax_call(scores, *quantize_multiplier(0.01))],
+                              tmp_path)
+        assert lr.row_cycles == 2 * table["layernorm"] and sr.row_cycles == 3 * table["softmax"]
+    assert table["gelu"] == table["add"] == table["other"] == 0
 
 
 # ------------------------------------------------------------------ the int8 unit
@@ -144,14 +171,22 @@ def test_int8_unit_cycles_equal_the_simulators(exe, tmp_path):
 
 def test_vector_rows_are_charged_per_row_by_hand():
     """A softmax over 150 rows of 50 scores on 16 lanes: ceil(50 / 16) = 4 lane groups per row
-    (groups do not span rows), 2 cycles per element: 150 * 4 * 2 = 1200 + 12 pipeline; without
-    rows the same 7500 elements are ceil(7500 / 16) * 2 = 938 + 12."""
-    from sim.arch import load_arch
+    (groups do not span rows), 2 cycles per element: 150 * 4 * 2 = 1200, plus 33 reciprocal steps
+    per row: 150 * 33 = 4950, + 12 pipeline; without rows the same 7500 elements are
+    ceil(7500 / 16) * 2 = 938 + 12 (no row steps). A LayerNorm of 3 tokens of 40: 3 * 3 * 2 = 18
+    + 3 * 80 = 240 + 12; GELU has no row steps."""
+    from sim.arch import load_arch, with_overrides
     from sim.engine import vector_cycles
 
     arch = load_arch("kv260")
-    assert vector_cycles(7500, "softmax", arch, 50) == 1212
+    assert vector_cycles(7500, "softmax", arch, 50) == 1200 + 4950 + 12 == 6162
     assert vector_cycles(7500, "softmax", arch) == 950
+    assert vector_cycles(120, "layernorm", arch, 40) == 18 + 240 + 12
+    assert vector_cycles(120, "gelu", arch) == math.ceil(120 / 16) + 12
+    # the arch's row_op_cycles is the one description: changing it moves the charge
+    cheap = with_overrides(arch, {"vector_unit.row_op_cycles": {"softmax": 1}})
+    assert vector_cycles(7500, "softmax", cheap, 50) == 1200 + 150 + 12
+    assert cheap.spec.vector_unit.row_op_cycles["layernorm"] == 80  # kinds not given keep the HLS values
 
 
 def test_traces_carry_rows_and_reject_bad_ones(tmp_path):

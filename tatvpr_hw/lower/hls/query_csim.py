@@ -66,7 +66,7 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
 
         def _unit(self, name, shape, call):
             [r] = run_unit_ops(unit_exe, [call], self._sub())
-            self.ops.append({"name": name, **shape, "csim": True, "cycles": r.element_cycles, "row_ops": r.row_ops})
+            self.ops.append({"name": name, **shape, "csim": True, "cycles": r.cycles, "row_ops": r.row_ops})
             return r.out
 
         def layernorm(self, name, ln, x):

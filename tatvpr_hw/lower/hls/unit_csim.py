@@ -5,8 +5,9 @@
     >>> res = run_unit_ops(exe, [UnitCall("layernorm", ...)], work_dir)
 
 Each call writes one ``TVPRVEC1`` file, the testbench runs the real kernel and writes its
-output and its counted element-loop iterations (the simulator's vector-unit cycles without the
-pipeline depth) and per-row operations (square roots, reciprocals).
+output and its counted element-loop iterations, the rows it ran per-row steps for and those
+steps' cycles (square root and reciprocal steps, one cycle each): ``cycles = element_cycles +
+row_cycles`` is the simulator's vector-unit cycles without the pipeline depth.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class UnitResult:
     out: np.ndarray
     element_cycles: int
     row_ops: int
+    row_cycles: int = 0
+
+    @property
+    def cycles(self) -> int:
+        """Every counted cycle of the unit: element-loop iterations and per-row steps."""
+        return self.element_cycles + self.row_cycles
 
 
 def layernorm_call(ln, x: np.ndarray) -> UnitCall:
@@ -124,14 +131,14 @@ def _write_call(path: Path, call: UnitCall) -> None:
 
 def _read_result(path: Path, call: UnitCall) -> UnitResult:
     raw = path.read_bytes()
-    if raw[:8] != b"TVPRVRS1":
+    if raw[:8] != b"TVPRVRS2":
         raise UserError(f"{path}: not a vector-unit result file")
-    op, cycles, rows, nbytes = struct.unpack_from("<iqqI", raw, 8)
+    op, cycles, rows, row_cycles, nbytes = struct.unpack_from("<iqqqI", raw, 8)
     if op != OPS[call.op]:
         raise UserError(f"{path}: result of op {op}, expected {OPS[call.op]}")
     dtype = call.out_dtype or _OUT_DTYPE[call.op]
-    out = np.frombuffer(raw[32:32 + nbytes], dtype=dtype).reshape(call.shape)
-    return UnitResult(out.copy(), int(cycles), int(rows))
+    out = np.frombuffer(raw[40:40 + nbytes], dtype=dtype).reshape(call.shape)
+    return UnitResult(out.copy(), int(cycles), int(rows), int(row_cycles))
 
 
 def run_unit_ops(exe: str | os.PathLike, calls: list[UnitCall], work_dir: str | os.PathLike) -> list[UnitResult]:
