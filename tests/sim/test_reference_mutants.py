@@ -137,3 +137,24 @@ def test_reference_dense_spill_of_a_partial_beat():
     # a 64-byte buffer: 5 full beats of 16 and one more for the last byte -> 6 cycles
     r = reference_dense(9, 1, 9, 1, 16, 16, 4, dram_bytes_per_cycle=16.0, out_buffer_bytes=64)
     assert r["cycles"] == 1 + 4 + 6
+
+
+# ------------------------------------------------------------- issue 10's blocks, mutants of that run
+def test_reference_refuses_a_gather_whose_banks_and_ports_do_not_divide_simd():
+    """SIMD 4 with 4 banks of 2 ports would need 8 lanes: refused (a '/' for the '*' let it pass)."""
+    mask, w = _dense_case(8)
+    with pytest.raises(AssertionError):
+        reference_layer(mask, w, pe=2, simd=4, skip_mode="act", banks=4, ports=2)
+    reference_layer(mask, w, pe=2, simd=4, skip_mode="act", banks=2, ports=2)  # 2 x 2 = 4 lanes
+
+
+def test_reference_auto_order_of_a_resident_input_in_several_blocks():
+    """M = 5 dense tokens of K = 8, N = 4, PE 2 (2 folds of F = 2 * 8 * 2 / 8 = 4 bytes); the input
+    is resident (10 words of 4 values fit 16) but the output buffer holds 2 tokens: blocks 2, 2, 1.
+    fold_outer loads each fold once (8 bytes) and never the resident input; token_outer loads both
+    folds per block (24 bytes): auto picks fold_outer. Counting the input as loaded (40 bytes per
+    fold in fold_outer: 88 vs 24 + 40 = 64) would pick token_outer."""
+    r = reference_layer(np.ones((5, 8), bool), np.ones((4, 8), np.int8), pe=2, simd=4, skip_mode="none",
+                        act_buffer_words=16, out_buffer_tokens=2)
+    assert (r["loop_order"], r["token_blocks"]) == ("fold_outer", 3)
+    assert r["counts"]["dram_weight_bits"] == 2 * 4 * 8 and r["counts"]["dram_act_bits"] == 0
