@@ -493,3 +493,20 @@ def test_reference_runs_steps_in_the_order_asked(make_arch):
     ref = run_reference(op, arch)
     # per-step compute of token_outer: blocks (2, 2, 1 tokens) x 2 cycles, each block over both folds
     assert ref["compute"].tolist() == [4, 4, 4, 4, 2, 2] and ref["cycles"] == 40
+
+
+@pytest.mark.parametrize("fmt, x0", [("ternary2", 1), ("ternary1.6", 1 + 3)])
+@pytest.mark.parametrize("db", [False, True])
+def test_resident_blocks_of_one_fold_load_nothing_after_the_first(make_arch, fmt, x0, db):
+    """A resident input (10 words in 16) cut into blocks 2, 2, 1 by a 2-token output buffer, one
+    fold (N = PE = 2): only the first step loads (the fold's 2 * 8 * 2 / 8 = 4 bytes, or 3.2 at
+    1.6 bits, + 3 decoder cycles); the others have nothing to load and start at once, with or
+    without double buffering. mode none, SIMD 4: C = 4, 4, 2; L = 10, fill 4; the 10 output
+    bytes spill the 4-byte output buffer: ceil(10 / 4) = 3."""
+    mask = np.ones((5, 8), bool)
+    w = np.ones((2, 8), np.int8)
+    arch = arch_v2(make_arch, banks=4, pe=2, simd=4, mode="none", act_kb=64 / 1024, out_kb=31.5 / 8192, bw=1.0,
+                   db=db, fmt=fmt, decode=3)
+    fast, ref = check_equal(op_of(mask, w), arch, np.random.default_rng(1))
+    assert (fast.token_blocks, fast.act_resident, fast.loop_order) == (3, True, "fold_outer")
+    assert fast.cycles == ref["cycles"] == 10 + x0 + 4 + 4 + 2 + 4 + 3
