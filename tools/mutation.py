@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # Packages copied into mutmut's mutants/ folder so that every import resolves there.
-SOURCE_PATHS = ["sim", "brevitas_models", "tatvpr_hw"]
+SOURCE_PATHS = ["sim", "brevitas_models", "tatvpr_hw", "ternary_format"]
 # Non-package files the tests read, relative to the repository root.
 ALSO_COPY = ["configs"]
 
@@ -49,7 +49,8 @@ class Module:
 
 
 MODULES: dict[str, Module] = {
-    "packing": Module("sim/packing.py", [
+    # the packed formats' authority (sim/packing.py only re-exports it)
+    "packing": Module("ternary_format/packing.py", [
         "tests/sim/test_packing_golden.py", "tests/sim/test_trace.py", "tests/sim/test_gather.py",
         "tests/sim/test_energy.py", "tests/sim/test_packing_mutants.py"]),
     "energy": Module("sim/energy.py", [
