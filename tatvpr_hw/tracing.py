@@ -224,10 +224,13 @@ def _numel(x: Any) -> int:
 class _HeadDispatch(TorchDispatchMode):
     """Records the head's ATen ops as trace ops (inside ``rec.suppress`` regions: nothing)."""
 
-    def __init__(self, rec: _Recorder, names: list[str], params: set[int] = frozenset()) -> None:
+    def __init__(self, rec: _Recorder, names: list[str], params: set[int] = frozenset(),
+                 mods: list[nn.Module] | None = None) -> None:
         super().__init__()
         self.rec, self.names, self.count = rec, names, 0
+        self.mods = mods if mods is not None else []  # the modules entered, innermost last
         self.params = params  # storage addresses of the model's parameters: an operand there is weights
+        self.prev = None      # the last op recorded
 
     def _is_weight(self, t: Any) -> bool:
         return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in self.params
@@ -248,6 +251,15 @@ class _HeadDispatch(TorchDispatchMode):
         return out
 
     def _record(self, op: str, args: tuple, out: Any) -> None:
+        n = len(self.rec.ops)
+        self._record_op(op, args, out)
+        if len(self.rec.ops) > n:
+            self.prev = self.rec.ops[-1]
+
+    def _in_attention(self) -> bool:
+        return bool(self.mods) and isinstance(self.mods[-1], nn.MultiheadAttention)
+
+    def _record_op(self, op: str, args: tuple, out: Any) -> None:
         rec = self.rec
         if op in ("mm", "addmm"):
             a, b = (args[0], args[1]) if op == "mm" else (args[1], args[2])
@@ -291,6 +303,15 @@ class _HeadDispatch(TorchDispatchMode):
             n_in = max((_numel(a) for a in args), default=0)
             if n_out == 0:
                 return
+            prev = self.prev
+            if (op in ("add", "add_") and isinstance(prev, DenseOp) and prev.weights
+                    and n_out == prev.m * prev.n * prev.batch
+                    and prev.name.rsplit(".", 1)[0] == (self.names[-1] if self.names else "head")):
+                return  # a linear's bias added by a separate ATen add: the int8 unit's accumulator adds it
+            if op in ("mul", "mul_", "mean") and self._in_attention():
+                # nn.MultiheadAttention's query scaling (folded into the softmax multiplier) and its
+                # head-averaged attention weights (not used by the descriptor): no hardware op
+                return
             if op in _ADD_OPS:
                 rec.add(VectorOp(self._name(op.rstrip("_")), "add", n_out))
             elif op in _KIND_OPS:
@@ -308,20 +329,38 @@ class _HeadDispatch(TorchDispatchMode):
                 rec.add(VectorOp(self._name(op.rstrip("_")), "other", max(n_out, n_in)))
 
 
-def _hook_head_names(head: nn.Module, names: list[str], rec: _Recorder) -> None:
+# Requantisations the integer head performs (docs/integer.md) where PyTorch hands a float tensor on:
+# (head class name, module whose input is requantised ("" = the head's own input), op name, what).
+_HEAD_REQUANTS = (("BoQHead", "", "head.input", "patch tokens, int16 residual stream -> int8"),
+                  ("MixVPRHead", "channel_proj", "head.mix_out", "the mixers' int16 output -> int8"))
+
+
+def _hook_head_names(head: nn.Module, names: list[str], rec: _Recorder,
+                     mods: list[nn.Module] | None = None, n_prefix: int = 0) -> None:
     from brevitas_models.quant import SparseTernaryLinear
 
+    mods = mods if mods is not None else []
+    requants = {mod: op for cls, mod, op, _ in _HEAD_REQUANTS if type(head).__name__ == cls}
     for name, mod in head.named_modules():
         full = "head" + (f".{name}" if name else "")
         if isinstance(mod, SparseTernaryLinear):
             rec.hook_ternary(full, mod)
             continue
-        def enter(m, a, n=full):
+
+        def enter(m, a, n=full, rq=requants.get(name)):
+            if rq and a and isinstance(a[0], torch.Tensor) and not rec.suppress:
+                x = a[0]
+                # the head's own input holds the prefix tokens too; only the patches are requantised
+                rows = x.shape[-2] - n_prefix if rq == "head.input" else x.shape[-2]
+                rec.add(VectorOp(rq, "other", int(math.prod(x.shape[:-2])) * int(rows) * int(x.shape[-1])))
             names.append(n)
+            mods.append(m)
 
         def leave(m, a, o):  # a forward hook must return None (a value would replace the output)
             if names:
                 names.pop()
+            if mods:
+                mods.pop()
         rec.handles += [mod.register_forward_pre_hook(enter), mod.register_forward_hook(leave)]
 
 
@@ -340,11 +379,12 @@ def trace_query(model: nn.Module, image: torch.Tensor, meta: dict | None = None,
     names: list[str] = []
     try:
         rec.hook_backbone(model.backbone, "backbone.")
-        _hook_head_names(model.head, names, rec)
+        mods: list[nn.Module] = []
+        _hook_head_names(model.head, names, rec, mods, int(getattr(model.backbone, "num_prefix_tokens", 1)))
         tokens = model.forward_features(x)
         grid = model.grid_hw((int(x.shape[-2]), int(x.shape[-1])))
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        with _HeadDispatch(rec, names, params):
+        with _HeadDispatch(rec, names, params, mods):
             desc = model.forward_head(tokens, grid)
     finally:
         rec.close()
