@@ -183,7 +183,7 @@ def demo_steps() -> list[NamedStep]:
         NamedStep("paper", step_paper, "paper model (ViT-B/14) on the KV260: whole-query sweep vs 60 queries/s"),
         NamedStep("export", step_export, "QONNX, hls4ml (C-simulated) and FINN exports, verified"),
         NamedStep("hls", step_hls, "packed-ternary HLS IP: C-simulation on real layers, KV260 project"),
-        NamedStep("query", _query_step, "one query's trunk through the C-simulated units = the integer model"),
+        NamedStep("query", _query_step, "one query (trunk and head) through the C-simulated units = the integer model"),
         NamedStep("rtl", step_rtl, "RTL tile vs simulator (Verilator), iCE40 bitstream"),
         NamedStep("report", flow_step_report, "HTML report"),
     ]

@@ -60,7 +60,7 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         calib = torch.stack([ev.database[i][0] for i in range(min(calibration, n_db))])
         export_bundle(student, calib, out, sparsity=sparsity, extra_meta={"checkpoint": str(checkpoint)})
         n = n_db if database is None else min(database, n_db)
-        msg = f"board bundle -> {out} (trunk.npz, head.npz, meta.json)"
+        msg = f"board bundle -> {out} (trunk.npz, head_q.npz, head.npz, meta.json)"
         if n:
             driver_package()
             from tatvpr_pynq.runtime import PlaceRecognizer

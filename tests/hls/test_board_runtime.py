@@ -212,6 +212,13 @@ def test_pynq_units_run_every_ternary_linear_on_the_overlay(bundle):
     assert units.fabric_ops == len(calls) == 4 * len(rec_np.trunk.blocks)
     d = rec_np.trunk.pos.shape[1]
     assert calls[0][1] == (3 * d, d)  # first call: blocks.0 qkv
+    # a pipelined design point: the runtime lets the units issue the trunk tile by tile, same integers
+    ov = FakeOverlay()
+    ov.design_point = {"overlap": "pipelined", "tile_tokens": 8}
+    units = rt.PynqUnits(ov)
+    rec_pipe = rt.PlaceRecognizer(bundle.dir, units=units)
+    assert np.array_equal(rec_pipe.describe(img), rec_np.describe(img))
+    assert units.last_issue is not None and units.fabric_ops > 4 * len(rec_np.trunk.blocks)  # one call per tile
 
 
 def test_runtime_refuses_bad_bundles_and_queries(bundle, tmp_path):

@@ -641,7 +641,8 @@ def query_descriptor(trunk: TrunkQ, head: HeadQ, img_q: np.ndarray, sparsity: fl
     """The whole query in integers: int8 image -> trunk -> final LayerNorm (heads that use it) ->
     integer head -> int16 descriptor in Q15."""
     u = units or NUMPY_UNITS
-    x = trunk.tokens(img_q, sparsity, u)
+    # units that schedule the trunk themselves (PynqUnits: the design point's pipelined issue) do so
+    x = u.trunk_tokens(trunk, img_q, sparsity) if hasattr(u, "trunk_tokens") else trunk.tokens(img_q, sparsity, u)
     if head.uses_final_norm:
         if trunk.norm is None:
             raise IntegerModelError(f"the {head.kind} head uses the final LayerNorm; the trunk has none")

@@ -17,11 +17,10 @@ dequantises the trunk's output and runs the float head in numpy (``tatvpr_pynq.h
 
 Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of the HLS kernels
 (``tatvpr_hw.lower.hls.query_csim.csim_units``, host-side test stand-in for the bitstream), and
-:class:`PynqUnits`, which runs the ternary linears on the ternary GEMM IP of the bitstream.
-On the board today ONLY the ternary linears run on the fabric: the int8 unit (patch embedding,
-QK^T, AV, the head's linears and attention) and the vector unit (LayerNorm, softmax, GELU / ReLU
-tables, residual adds, the head's requantisation and L2 normalisation) run in numpy on the ARM
-cores (the same integers as the golden model) until the overlay's driver binds their IPs.
+:class:`PynqUnits`, which runs the ternary linears, the int8-unit GEMMs and the vector-unit ops on
+the bitstream's three IPs (numpy on the ARM cores for a unit whose IP the overlay lacks, and for
+the head's requantisation and L2 normalisation, which have no kernel yet), and issues the trunk as
+the design point schedules it (``pipelined``: tile by tile, one host thread per IP).
 """
 
 from __future__ import annotations
@@ -239,7 +238,9 @@ class PlaceRecognizer:
     def tokens(self, image) -> np.ndarray:
         """Float64 tokens the head consumes (the trunk's int output dequantised)."""
         img_q = self.trunk.quantize_image(preprocess(image, self.img_size))
-        x = self.trunk.tokens(img_q, self.sparsity, self.units)
+        u = self.units
+        x = (u.trunk_tokens(self.trunk, img_q, self.sparsity) if hasattr(u, "trunk_tokens")
+             else self.trunk.tokens(img_q, self.sparsity, u))
         if self.final_norm:
             return self.units.layernorm("norm", self.trunk.norm, x).astype(np.float64) * self.trunk.norm_scale
         return x.astype(np.float64) * self.trunk.res_scale
