@@ -158,3 +158,18 @@ def test_reference_auto_order_of_a_resident_input_in_several_blocks():
                         act_buffer_words=16, out_buffer_tokens=2)
     assert (r["loop_order"], r["token_blocks"]) == ("fold_outer", 3)
     assert r["counts"]["dram_weight_bits"] == 2 * 4 * 8 and r["counts"]["dram_act_bits"] == 0
+
+
+def test_reference_layer_adder_tree_output_fit_and_scheduler_lag_by_hand():
+    """The defaults case (96 cycles with fill = log2(4) + 2 = 4) with a 7-stage adder tree: fill
+    7 + 2 = 9 -> 101. Its 5 x 4 = 20 output bytes fit a 20-byte output buffer exactly (no spill);
+    19 bytes spill all 20 at 16 bytes a tick: 2 ticks. The bank scheduler's lag is 1 tick in act,
+    0 in the other modes."""
+    mask, w = _dense_case()
+    assert reference_layer(mask, w, pe=2, simd=4, skip_mode="none", tree_stages=7)["cycles"] == 101
+    fits = reference_layer(mask, w, pe=2, simd=4, skip_mode="none", out_buffer_bytes=20)
+    assert (fits["cycles"], fits["spill"], fits["counts"]["dram_spill_bits"]) == (96, 0, 0)
+    over = reference_layer(mask, w, pe=2, simd=4, skip_mode="none", out_buffer_bytes=19)
+    assert (over["cycles"], over["spill"], over["counts"]["dram_spill_bits"]) == (98, 2, 20 * 8)
+    assert reference_layer(mask, w, pe=2, simd=4, skip_mode="none")["scheduler_lag"] == 0
+    assert reference_layer(mask, w, pe=2, simd=4, skip_mode="act")["scheduler_lag"] == 1
