@@ -7,7 +7,9 @@ Stages (each a pure function, testable alone):
    ``g = max(1, max_b ceil(w_b / q))`` chunks (work = K, nz(x_m), nz(w_p) or their intersection
    per skip mode); ``weight``/``both`` wait for the token's copy load, ``max(g, ceil(K / SIMD))``;
    the fold's lanes run in lockstep (max over its real lanes).
-2. token tiling (:func:`token_blocks`): resident input, or blocks of ``floor(C_a / (h K))`` tokens;
+2. token tiling (:func:`token_blocks`, the board driver's function): resident input, or blocks
+   filled token by token up to ``floor(D_a / h)`` activation-buffer words (act: chunks) and the
+   output buffer's tokens;
    loop order ``fold_outer`` / ``token_outer`` / ``auto`` (:func:`choose_loop_order`, least DRAM bytes).
 3. per step ``(f, b)`` (:func:`loop_steps`): ``C_j`` = the block's token cycles in fold f,
    ``X_j = ceil(bytes_j / D)`` (+ the 1.6-bit decoder latency after a weight load) for what
