@@ -166,9 +166,12 @@ def test_paper_cut_and_issue_equal_the_simulator():
         charge = pipeline_cycles([(r["unit"], r["cycles"]) for r in rr], n)
         ms = makespan(tasks)
         if seg["kind"] == "attention":
-            assert charge - 1 <= ms <= charge, seg
-        else:
-            assert round(ms) == charge, seg
+            # the charge is the busiest unit's period plus a fill counted in full; the issue rule hides
+            # part of the softmax's row steps under the int8 unit's work: never above the charge, at
+            # most 2 % below it (docs/engine.md section 5a: 472,410 issued vs 478,510 charged)
+            assert 0.98 * charge <= ms <= charge, seg
+        else:  # exactly, up to the charge's rounding up to a whole cycle
+            assert charge - 1 < ms <= charge, seg
         total += charge
     # the trunk's segments are all of the query but the final LayerNorm, which the simulator pipelines
     # with the last row segment (so it adds less than its own cycles)
@@ -178,8 +181,8 @@ def test_paper_cut_and_issue_equal_the_simulator():
 def test_two_copies_of_the_heads_buffer_starve_the_int8_unit():
     """The mismatch reported to the schedule's owner: with the 2 copies of ``pipe_heads`` the
     simulator builds, the array must wait for P.V of head h - 2 before it writes head h, the int8
-    unit (the busiest) runs dry and the attention segment of ViT-B on the KV260 point takes
-    566,157 cycles, not the 470,029 charged; 3 copies give the charge."""
+    unit (the busiest) runs dry and the attention segment of ViT-B on the KV260 point takes about
+    a fifth more than the charge; 3 copies stay within it."""
     from sim.arch import load_arch, with_overrides
     from sim.schedule import pipeline_cycles
     from sim.simulator import simulate
@@ -194,7 +197,7 @@ def test_two_copies_of_the_heads_buffer_starve_the_int8_unit():
     scores = Handoff("scores", 1, 3, 3, 0)
     two = makespan(issue_schedule(units, per, 12, [Handoff("heads", 0, 3, 2, 0), scores], "stage"))
     three = makespan(issue_schedule(units, per, 12, [Handoff("heads", 0, 3, 3, 0), scores], "stage"))
-    assert charge == 470029 and round(two) == 566157 and charge - 1 <= three <= charge
+    assert two > 1.15 * charge and 0.98 * charge <= three <= charge
 
 
 def test_handoff_buffers_of_a_vit_b_block():
