@@ -8,8 +8,8 @@ from pathlib import Path
 from tatvpr_hw.demo import PAPER_TARGET_QPS, paper_summary
 
 
-def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan):
-    return {"pe": pe, "simd": 64, "skip_mode": "none", "clock_mhz": 400, "overlap": overlap, "int8_rows": 32,
+def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan, skip="none", clock=400):
+    return {"pe": pe, "simd": 64, "skip_mode": skip, "clock_mhz": clock, "overlap": overlap, "int8_rows": 32,
             "int8_cols": 32, "tile_tokens": 32, "queries_per_s": qps, "latency_ms": 1e3 / qps, "energy_mj": 1.0,
             "fits": fits, "misfit": misfit, "util_lut": lut, "util_uram": uram, "util_dsp": math.nan}
 
@@ -17,7 +17,7 @@ def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan):
 def test_fastest_fitting_point_and_what_binds():
     rows = [row(32, 34.5, True, 0.5, 0.76), row(64, 63.2, True, 0.762, 0.766), row(64, 33.1, True, 0.76, 0.5, "none"),
             row(128, 71.2, False, 1.37, 0.87, misfit="lut: 160,538 of 117,120")]
-    s = paper_summary(rows, Path("kv260_query_demo.yaml"))
+    s = paper_summary(rows, Path("kv260_query_demo.yaml"), 333)
     assert s["target_qps"] == PAPER_TARGET_QPS == 60.0
     b = s["best_fitting"]
     assert (b["pe"], b["queries_per_s"], b["binding"], b["max_util"]) == (64, 63.2, "uram", 0.766)
@@ -30,7 +30,17 @@ def test_fastest_fitting_point_and_what_binds():
 
 
 def test_target_not_met_and_nothing_fits():
-    s = paper_summary([row(64, 59.9, True, 0.7, 0.7)], Path("x.yaml"))
+    s = paper_summary([row(64, 59.9, True, 0.7, 0.7)], Path("x.yaml"), 333)
     assert s["met"] is False and s["best_fitting"]["queries_per_s"] == 59.9
-    s = paper_summary([row(128, 71.0, False, 1.4, 0.9)], Path("x.yaml"))
+    s = paper_summary([row(128, 71.0, False, 1.4, 0.9)], Path("x.yaml"), 333)
     assert s["met"] is False and s["best_fitting"] is None and len(s["faster_not_fitting"]) == 1
+
+
+def test_what_the_ip_builds_is_act_under_its_clock_cap():
+    rows = [row(64, 63.2, True, 0.7, 0.7), row(32, 30.0, True, 0.5, 0.5, skip="act", clock=400),
+            row(32, 25.0, True, 0.5, 0.5, skip="act", clock=333), row(32, 20.0, True, 0.5, 0.5, clock=333)]
+    s = paper_summary(rows, Path("x.yaml"), 333)
+    assert s["best_fitting"]["queries_per_s"] == 63.2
+    assert s["best_buildable"]["queries_per_s"] == 25.0          # act at <= 333 MHz, not none, not 400 MHz
+    assert [p["ip_builds"] for p in s["points"]] == [False, False, True, False]
+    assert paper_summary(rows[:1], Path("x.yaml"), 333)["best_buildable"] is None
