@@ -77,15 +77,16 @@ def test_clock_from_the_design_point(tmp_path):
 
 @pytest.mark.parametrize("board,hls_name", [("kv260", "kv260"), ("pynq_z2", "pynq-z2")])
 def test_explicit_folding_default_clock_is_the_board_arch(board, hls_name):
-    """--pe/--simd without --clock-mhz: the clock of sim/arch/<board>.yaml capped at the flow's
-    max_clock_mhz (hls/boards.yaml), what `export bitstream` uses without a point."""
+    """--pe/--simd without --clock-mhz: the clock of sim/arch/<board>.yaml capped at the board's
+    fabric_fmax_mhz (sim/boards/<board>.yaml, the flow's cap too), what `export bitstream` uses
+    without a point."""
     from pathlib import Path
 
     import yaml
 
     root = Path(__file__).resolve().parents[2]
     arch_mhz = yaml.safe_load((root / "sim" / "arch" / f"{board}.yaml").read_text())["clock_mhz"]
-    max_mhz = yaml.safe_load((root / "hls" / "boards.yaml").read_text())[hls_name]["max_clock_mhz"]
+    max_mhz = yaml.safe_load((root / "sim" / "boards" / f"{board}.yaml").read_text())["fabric_fmax_mhz"]["value"]
     b, p = _point(board, pe=4, simd=4)
     assert p.clock_mhz == min(arch_mhz, max_mhz)
     assert fr.build_config(b, p)["synth_clk_period_ns"] == pytest.approx(1000 / min(arch_mhz, max_mhz))
@@ -105,9 +106,9 @@ def test_design_point_required_and_exclusive(tmp_path):
     p.write_text(json.dumps({"pe": 8, "simd": 8}))
     with pytest.raises(UserError, match="missing key\\(s\\) clock_mhz"):
         fr.design_point(b, dse_point=p)
-    # ZCU104's flow limit is 333 MHz (hls/boards.yaml)
-    p.write_text(json.dumps({"pe": 8, "simd": 8, "clock_mhz": 400}))
-    with pytest.raises(UserError, match="clock_mhz = 400; allowed: a number in \\(0, 333\\]"):
+    # ZCU104's limit is its fabric fmax, 400 MHz (sim/boards/zcu104.yaml; the simulator's cap too)
+    p.write_text(json.dumps({"pe": 8, "simd": 8, "clock_mhz": 450}))
+    with pytest.raises(UserError, match="clock_mhz = 450; allowed: a number in \\(0, 400\\]"):
         fr.design_point(b, dse_point=p)
     p.write_text(json.dumps({"pe": 8, "simd": 8, "clock_mhz": 200, "board": "kv260"}))
     with pytest.raises(UserError, match="is for board 'kv260', not 'zcu104'"):

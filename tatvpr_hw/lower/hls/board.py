@@ -79,10 +79,15 @@ class Board:
 
 
 def load_boards() -> dict[str, Board]:
-    """The boards of ``hls/boards.yaml``."""
+    """The boards of ``hls/boards.yaml``; each one's highest clock is its simulator board file's
+    ``fabric_fmax_mhz`` (``sim/boards/<sim_board>.yaml``), the one number the simulator and the
+    bitstream flow both hold a design point to."""
+    from sim.arch import load_board
+
     path = hls_dir() / "boards.yaml"
     data = yaml.safe_load(path.read_text())
-    return {name: Board(id=name, **fields) for name, fields in data.items()}
+    return {name: Board(id=name, max_clock_mhz=float(load_board(fields["sim_board"]).fabric_fmax_mhz.value),
+                        **fields) for name, fields in data.items()}
 
 
 def get_board(name: str) -> Board:
