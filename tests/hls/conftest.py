@@ -81,3 +81,34 @@ def tiny_student():
     images = torch.randn(1, 3, 98, 98, generator=torch.Generator().manual_seed(1))
     calibrate_input_scales(model, [images])
     return model, images
+
+
+def tiny_student(seed: int = 0):
+    """The demo's tiny student initialised from the shipped teacher and calibrated on 6 seeded
+    random images: (student in eval mode, the images [6, 3, 98, 98])."""
+    import torch
+
+    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
+    from brevitas_models.model import build_model
+    from brevitas_models.quant import calibrate_input_scales
+    from tatvpr_hw.config import load_config
+    from tatvpr_hw.lower.hls.paths import hls_dir
+
+    root = hls_dir().parent
+    cfg = load_config(root / "configs" / "tiny.yaml")
+    teacher = build_model(cfg.model, student=False)
+    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
+    load_into(teacher, sd)
+    torch.manual_seed(seed)
+    student = build_model(cfg.model, student=True)
+    init_student_from_teacher(student, teacher)
+    student.eval()
+    images = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(seed))
+    calibrate_input_scales(student, [images])
+    return student, images
+
+
+@pytest.fixture(scope="module")
+def student_and_images():
+    """:func:`tiny_student` once per module."""
+    return tiny_student()

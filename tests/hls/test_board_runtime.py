@@ -96,26 +96,10 @@ def test_top_n_order_by_hand(monkeypatch, engine):
 
 # ------------------------------------------------------------------ the tiny student, end to end
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    import torch
-
-    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
-    from brevitas_models.model import build_model
-    from brevitas_models.quant import calibrate_input_scales
+def bundle(tmp_path_factory, student_and_images):
     from tatvpr_hw.lower.hls.bundle import export_bundle
-    from tatvpr_hw.config import load_config
 
-    root = hls_dir().parent
-    cfg = load_config(root / "configs" / "tiny.yaml")
-    teacher = build_model(cfg.model, student=False)
-    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
-    load_into(teacher, sd)
-    torch.manual_seed(0)
-    student = build_model(cfg.model, student=True)
-    init_student_from_teacher(student, teacher)
-    student.eval()
-    calib = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(0))
-    calibrate_input_scales(student, [calib])
+    student, calib = student_and_images
     out = tmp_path_factory.mktemp("bundle")
     export_bundle(student, calib, out, sparsity=SPARSITY)
     rng = np.random.default_rng(5)

@@ -98,27 +98,7 @@ def test_requant_channels_signed_multiplier():
 
 
 # ------------------------------------------------------------------ the whole trunk
-@pytest.fixture(scope="module")
-def student_and_images():
-    import torch
-
-    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
-    from brevitas_models.model import build_model
-    from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.config import load_config
-
-    root = hls_dir().parent
-    cfg = load_config(root / "configs" / "tiny.yaml")
-    teacher = build_model(cfg.model, student=False)
-    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
-    load_into(teacher, sd)
-    torch.manual_seed(0)
-    student = build_model(cfg.model, student=True)
-    init_student_from_teacher(student, teacher)
-    student.eval()
-    images = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(0))
-    calibrate_input_scales(student, [images])
-    return student, images
+# student_and_images: tests/hls/conftest.py
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.4])

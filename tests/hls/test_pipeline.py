@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tatvpr_hw.lower.hls.paths import driver_package, hls_dir
+from tatvpr_hw.lower.hls.paths import driver_package
 
 driver_package()
 from tatvpr_pynq import integer as iq  # noqa: E402
@@ -337,27 +337,7 @@ def test_a_wrong_issue_order_is_caught():
 
 
 # --------------------------------------------------------------------------- the demo student in C simulation
-@pytest.fixture(scope="module")
-def student_and_images():
-    import torch
-
-    from brevitas_models.checkpoint import init_student_from_teacher, load_checkpoint, load_into
-    from brevitas_models.model import build_model
-    from brevitas_models.quant import calibrate_input_scales
-    from tatvpr_hw.config import load_config
-
-    root = hls_dir().parent
-    cfg = load_config(root / "configs" / "tiny.yaml")
-    teacher = build_model(cfg.model, student=False)
-    sd, _ = load_checkpoint(root / "checkpoints" / "tiny_teacher.safetensors")
-    load_into(teacher, sd)
-    torch.manual_seed(0)
-    student = build_model(cfg.model, student=True)
-    init_student_from_teacher(student, teacher)
-    student.eval()
-    images = torch.randn(6, 3, 98, 98, generator=torch.Generator().manual_seed(0))
-    calibrate_input_scales(student, [images])
-    return student, images
+# student_and_images: tests/hls/conftest.py
 
 
 def test_whole_query_issued_pipelined_in_csim_is_bit_exact(student_and_images, tmp_path):
