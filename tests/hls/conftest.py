@@ -83,7 +83,7 @@ def tiny_student():
     return model, images
 
 
-def tiny_student(seed: int = 0):
+def student_from_shipped_teacher(seed: int = 0):
     """The demo's tiny student initialised from the shipped teacher and calibrated on 6 seeded
     random images: (student in eval mode, the images [6, 3, 98, 98])."""
     import torch
@@ -110,5 +110,5 @@ def tiny_student(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def student_and_images():
-    """:func:`tiny_student` once per module."""
-    return tiny_student()
+    """:func:`student_from_shipped_teacher` once per module."""
+    return student_from_shipped_teacher()
