@@ -42,7 +42,7 @@
 // value-0 word that is not all zero, a token whose chunk count is not the minimal one above,
 // or a layer with more chunks than the on-chip buffer holds.
 // Weights in DDR: N rows, row n = packed K weights of output channel n, each row padded to
-// whole bytes (sim/packing.py): ceil(K/4) bytes (ternary2) or ceil(K/5) bytes (ternary1.6).
+// whole bytes (ternary_format/packing.py): ceil(K/4) bytes (ternary2) or ceil(K/5) bytes (ternary1.6).
 //
 // ---------------------------------------------------------------------------------------
 // On-chip buffers = the simulator's sim.buffers.plan_buffers(arch) for the act mode
