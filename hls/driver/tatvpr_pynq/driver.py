@@ -167,7 +167,25 @@ def sim_token_blocks(chunks, chunks_max: float, mmax: float, double_buffering: b
     return [slice(s, e) for s, e in blocks]
 
 
-class TernaryGemmIP:
+class _OwnsBuffers:
+    """DDR buffers kept in ``self.buffers`` (name -> pynq buffer), reused across calls; ``close()``
+    (or leaving a ``with`` block) frees them, the next call allocates again."""
+
+    buffers: dict
+
+    def close(self) -> None:
+        for buf in self.buffers.values():
+            _free(buf)
+        self.buffers.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TernaryGemmIP(_OwnsBuffers):
     """One IP instance, without PYNQ: ``mmio`` has ``read(offset)`` / ``write(offset, value)`` (the
     ``TernaryGemmDriver``, a ``pynq.DefaultIP``), ``allocate(shape, dtype)`` returns contiguous DDR
     buffers (``pynq.allocate``). ``banks``/``ports``: the IP's gather (None = SIMD banks);
@@ -217,17 +235,6 @@ class TernaryGemmIP:
         buf.sync_to_device()
         return buf
 
-    def close(self) -> None:
-        """Free every DDR buffer; the next call allocates again."""
-        for buf in self.buffers.values():
-            _free(buf)
-        self.buffers.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # ---------------------------------------------------------------- tiling
     def token_blocks(self, chunks: np.ndarray, k: int, *, input_in_dram: bool = False) -> list[slice]:
@@ -646,7 +653,7 @@ def unit_offsets_from_registers(registers: dict | None, args, vlnv: str) -> dict
     return found
 
 
-class UnitIP:
+class UnitIP(_OwnsBuffers):
     """One int8-unit or vector-unit IP without PYNQ (the idiom of :class:`TernaryGemmIP`): ``mmio``
     reads and writes the AXI4-Lite registers, ``allocate(shape, dtype)`` gives contiguous DDR
     buffers, allocated on first use, reused by later calls, grown when a bigger operand comes, freed
@@ -724,16 +731,6 @@ class UnitIP:
         buf.sync_from_device()
         return np.array(buf[:size])
 
-    def close(self) -> None:
-        for buf in self.buffers.values():
-            _free(buf)
-        self.buffers.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Int8UnitIP(UnitIP):
