@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import compiler
 from tatvpr_hw.lower.hls.paths import driver_package, hls_dir
 
@@ -443,12 +444,16 @@ def test_pynq_units_follow_the_design_points_schedule(unit_board, tmp_path):
     assert sum(1 for n, _, _ in units.last_issue.tasks if n == "blocks.1.fc1") == 5
     assert sum(1 for n, _, _ in units.last_issue.tasks if n == "blocks.0.qkv") == 2
     arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.tile_tokens": 32})
+    # the arch's default on-chip hand-offs are not what the bitstream builds: refused, one message
+    with pytest.raises(UserError, match="schedule.handoffs = 'onchip' with overlap 'pipelined'.*set schedule.handoffs: dram"):
+        design_point_from_arch(arch, "test")
+    arch = with_overrides(arch, {"schedule.handoffs": "dram"})
     point = design_point_from_arch(arch, "test")
-    assert (point.overlap, point.tile_tokens) == ("pipelined", 32)
+    assert (point.overlap, point.tile_tokens, point.handoffs) == ("pipelined", 32, "dram")
     man = write_project(get_board("kv260"), point, tmp_path / "p", kmax=768, mmax=50, check_csim=False)
     import json as _json
 
     deployed = _json.loads((tmp_path / "p" / "deploy" / "design_point.json").read_text())
-    assert (deployed["overlap"], deployed["tile_tokens"]) == ("pipelined", 32)
+    assert (deployed["overlap"], deployed["tile_tokens"], deployed["handoffs"]) == ("pipelined", 32, "dram")
     assert (tmp_path / "p" / "deploy" / "tatvpr_pynq" / "pipeline.py").is_file()
     assert man["design_point"]["overlap"] == "pipelined"

@@ -120,6 +120,7 @@ class DesignPoint:
     int8_cols: int = 16
     overlap: str = "none"             # schedule.overlap: how the host issues the units (tatvpr_pynq.pipeline)
     tile_tokens: int = 16             # schedule.tile_tokens: a row segment's tile
+    handoffs: str = "dram"            # schedule.handoffs: the IPs are AXI masters to DDR, so tiles go through it
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -135,13 +136,18 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                         "(skip_mode 'act'); pick a design point of the 'act' mode")
     if c.mode != "mvau":
         raise UserError(f"{source}: compute.mode = {c.mode!r}: the HLS IP is the mvau machine")
+    if s.schedule.overlap == "pipelined" and s.schedule.handoffs != "dram":
+        raise UserError(f"{source}: schedule.handoffs = {s.schedule.handoffs!r} with overlap 'pipelined': the "
+                        "bitstream's unit IPs hand tiles to each other through DDR (AXI masters, no on-chip "
+                        "hand-off buffers); set schedule.handoffs: dram so the simulator charges that machine")
     fmt = c.weight_format if c.weight_format in ("ternary2", "ternary1.6") else "ternary2"
     return DesignPoint(pe=c.pe, simd=c.simd, clock_mhz=float(s.clock_mhz), weight_format=fmt, source=source,
                        banks=c.banks, ports=c.ports, double_buffering=bool(s.double_buffering),
                        weights_kb=float(b.weights_kb), k_max=b.k_max, activations_kb=float(b.activations_kb),
                        outputs_kb=float(b.outputs_kb), vector_lanes=int(s.vector_unit.lanes),
                        int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
-                       overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens))
+                       overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens),
+                       handoffs=str(s.schedule.handoffs))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -371,7 +377,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
         "s_axi_port": S_AXI_PORT, "m_axi_ports": list(M_AXI_PORTS), "bd_name": BD_NAME,
         "overlay_name": OVERLAY_NAME, "jobs": int(jobs), "project_dir_name": out.name,
         "pynq_image": board.pynq_image, "weight_format": point.weight_format,
-        "overlap": point.overlap, "tile_tokens": point.tile_tokens,
+        "overlap": point.overlap, "tile_tokens": point.tile_tokens, "handoffs": point.handoffs,
         "units": [{**u, "defines": f"-DTATVPR_VLANES={point.vector_lanes} -DTATVPR_I8_ROWS={point.int8_rows} "
                                    f"-DTATVPR_I8_COLS={point.int8_cols}"} for u in UNIT_IPS],
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
