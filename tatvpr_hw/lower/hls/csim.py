@@ -113,27 +113,35 @@ def compile_command(params: KernelParams, exe: Path) -> list[str]:
             str(root / "tb" / "tb_ternary_gemm.cpp"), "-o", str(exe)]
 
 
-def build_csim(params: KernelParams, build_dir: str | os.PathLike) -> Path:
-    """Compile the C-simulation binary into ``build_dir`` (reused when sources are unchanged)."""
+def cached_build(build_dir: str | os.PathLike, stem: str, key: str, sources: tuple[str, ...],
+                 command, what: str = "C simulation") -> Path:
+    """Compile ``command(tmp_path)`` (a g++ argument list writing ``tmp_path``) into
+    ``build_dir/<stem>_<hash>``, where the hash covers ``key`` and the ``sources`` under ``hls/``;
+    an existing binary of that hash is reused. Written under a temporary name, then renamed."""
     root = hls_dir()
-    h = hashlib.sha256(repr(params).encode())
-    for rel in _SOURCES:
+    h = hashlib.sha256(key.encode())
+    for rel in sources:
         h.update((root / rel).read_bytes())
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
-    exe = build_dir / f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_b{params.banks}_{h.hexdigest()[:12]}"
+    exe = build_dir / f"{stem}_{h.hexdigest()[:12]}"
     if exe.is_file():
         return exe
     tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
-    cmd = compile_command(params, tmp)
-    log.info("compiling C simulation: %s", " ".join(cmd))
+    cmd = command(tmp)
+    log.info("compiling %s: %s", what, " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"C simulation failed to compile ({cmd[0]} exit {proc.returncode}):\n"
-                        + proc.stderr[-4000:])
+        raise UserError(f"{what} failed to compile ({cmd[0]} exit {proc.returncode}):\n" + proc.stderr[-4000:])
     os.replace(tmp, exe)
     return exe
+
+
+def build_csim(params: KernelParams, build_dir: str | os.PathLike) -> Path:
+    """Compile the C-simulation binary into ``build_dir`` (reused when sources are unchanged)."""
+    return cached_build(build_dir, f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_b{params.banks}",
+                        repr(params), _SOURCES, lambda tmp: compile_command(params, tmp))
 
 
 def run_csim(exe: str | os.PathLike, layers: list[IPLayer], work_dir: str | os.PathLike,

@@ -115,6 +115,13 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
     return CsimUnits()
 
 
+def _trunk_units(trunk, work_dir, *, simd: int, **kw):
+    """C-simulated units whose ternary IP is compiled for ``trunk``'s widest layer and token count."""
+    widest = max([trunk.pos.shape[1]] + [b.fc1.codes.shape[0] for b in trunk.blocks])
+    tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
+    return csim_units(work_dir, simd=simd, kmax=max(-(-widest // simd) * simd, simd), mmax=max(tokens, 1), **kw)
+
+
 def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8, simd: int = 8,
                banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16, rows: int = 16,
                cols: int = 16) -> QueryCsim:
@@ -123,11 +130,8 @@ def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, 
     Ternary-IP cycles are the counted CHUNK iterations summed over folds (``C_f``, conflicts
     included); int8- and vector-unit cycles are the counted loop iterations (no pipeline depth).
     """
-    d_model = trunk.pos.shape[1]
-    widest = max([d_model] + [b.fc1.codes.shape[0] for b in trunk.blocks])
-    tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
-    units = csim_units(work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes, rows=rows,
-                       cols=cols, kmax=max(-(-widest // simd) * simd, simd), mmax=max(tokens, 1))
+    units = _trunk_units(trunk, work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes,
+                         rows=rows, cols=cols)
     x = trunk.tokens(img_q, sparsity, units)
     return QueryCsim(tokens=x, ops=units.ops)
 
@@ -137,11 +141,8 @@ def csim_query(trunk, head, img_q: np.ndarray, sparsity: float, work_dir: str | 
                rows: int = 16, cols: int = 16) -> QueryCsim:
     """The whole query (trunk, final LayerNorm for heads that use it, the integer ``head``, the Q15
     descriptor) on the C-simulated units; ``tokens`` is the trunk's output, ``descriptor`` the head's."""
-    d_model = trunk.pos.shape[1]
-    widest = max([d_model] + [b.fc1.codes.shape[0] for b in trunk.blocks])
-    tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
-    units = csim_units(work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes, rows=rows,
-                       cols=cols, kmax=max(-(-widest // simd) * simd, simd), mmax=max(tokens, 1))
+    units = _trunk_units(trunk, work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes,
+                         rows=rows, cols=cols)
     x = trunk.tokens(img_q, sparsity, units)
     y = units.layernorm("norm", trunk.norm, x) if head.uses_final_norm else x
     return QueryCsim(tokens=x, ops=units.ops, descriptor=head(y, units))

@@ -12,7 +12,6 @@ row_cycles`` is the simulator's vector-unit cycles without the pipeline depth.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tatvpr_hw.errors import UserError
-from tatvpr_hw.lower.hls.csim import compiler
+from tatvpr_hw.lower.hls.csim import cached_build, compiler
 from tatvpr_hw.lower.hls.paths import ap_types_dir, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
@@ -98,26 +97,14 @@ def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 1
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, got {v!r}")
     root = hls_dir()
-    h = hashlib.sha256(f"{lanes},{rows},{cols}".encode())
-    for rel in _SOURCES:
-        h.update((root / rel).read_bytes())
-    build_dir = Path(build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    exe = build_dir / f"tb_units_l{lanes}_r{rows}_c{cols}_{h.hexdigest()[:12]}"
-    if exe.is_file():
-        return exe
-    tmp = exe.with_name(exe.name + f".tmp{os.getpid()}")
-    cmd = [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", "-DTATVPR_COUNT_CYCLES",
-           f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
-           f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
-           str(root / "src" / "tatvpr_int8.cpp"), str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"vector-unit C simulation failed to compile ({cmd[0]} exit {proc.returncode}):\n"
-                        + proc.stderr[-4000:])
-    os.replace(tmp, exe)
-    return exe
+
+    def command(tmp: Path) -> list[str]:
+        return [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", "-DTATVPR_COUNT_CYCLES",
+                f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
+                f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
+                str(root / "src" / "tatvpr_int8.cpp"), str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
+    return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}", f"{lanes},{rows},{cols}", _SOURCES,
+                        command, "vector-unit C simulation")
 
 
 def _write_call(path: Path, call: UnitCall) -> None:
