@@ -53,3 +53,17 @@ def token_blocks(words, capacity_words: int, max_tokens: int, halves: int, *,
         used += v
     blocks.append((start, m))
     return resident, blocks
+
+
+SLOT_BYTES = 4       # one (value, index) slot of the act stream: uint32 ``value | index << 8``, 0 = pad
+TOK_CHUNKS_BYTES = 2  # one token's chunk count: uint16
+
+
+def act_stream_bytes(total_chunks: int, simd: int, tokens: int) -> int:
+    """DRAM bytes of the bank-scheduled activation stream the ternary IP reads in ``act`` mode
+    (``tatvpr_pynq.formats.schedule_activations``): ``total_chunks x simd`` uint32 slots plus one
+    uint16 chunk count per token. Example: 3 tokens of 2, 1, 1 chunks at SIMD 4 = 16 slots x 4 B
+    + 3 x 2 B = 70 bytes."""
+    if total_chunks < 0 or simd < 1 or tokens < 0:
+        raise ValueError(f"act_stream_bytes: total_chunks {total_chunks}, simd {simd}, tokens {tokens}")
+    return total_chunks * simd * SLOT_BYTES + tokens * TOK_CHUNKS_BYTES
