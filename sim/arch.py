@@ -343,6 +343,7 @@ class EnergyTable(_Strict):
     intersect_compare_pj: Sourced
     base3_decode_pj: Sourced
     dsp_mac_pj: Sourced
+    vector_row_step_pj: Sourced  # one row step of the vector unit (square root / division bit)
     sram_read_64b_pj: SramTable
     sram_write_factor: Sourced
     dram_pj_per_bit: Sourced

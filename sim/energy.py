@@ -16,7 +16,10 @@ Components (pJ), each a sum of ``count x table entry``:
 - ``dram``: bits moved off chip (ternary weights, activations, int8-unit weights, output spills
   written and read back) x ``dram_pj_per_bit``.
 - ``int8_unit``: int8 MACs on the DSP unit (``dsp_mac_pj``).
-- ``vector_unit``: elements x ``vector_pj_per_element[kind]`` (or ``host_pj_per_element``).
+- ``vector_unit``: elements x ``vector_pj_per_element[kind]`` + row steps (``vector_row_steps``: rows x
+  ``vector_unit.row_op_cycles[kind]``, the square root / reciprocal bits between a row's passes, one
+  64-bit compare-subtract each) x ``vector_row_step_pj``; a ``host``-mode unit: elements x
+  ``host_pj_per_element`` (no row steps: the ARM runs them, outside the power scope).
 - ``static``: ``static_power_w x cycles / clock``.
 """
 
@@ -72,6 +75,8 @@ def energy_pj(counts: dict, arch, cycles: int, vector_kind: str | None = None) -
     out["int8_unit"] = g("dsp_macs", 0) * e.dsp_mac_pj.value
     if g("vector_elements"):
         out["vector_unit"] = g("vector_elements") * e.vector_pj_per_element[vector_kind].value
+    if g("vector_row_steps"):
+        out["vector_unit"] += g("vector_row_steps") * e.vector_row_step_pj.value
     if g("host_elements"):
         out["vector_unit"] = g("host_elements") * arch.spec.vector_unit.host_pj_per_element
     out["static"] = static_pj(arch, cycles)

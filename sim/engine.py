@@ -658,8 +658,11 @@ def vector_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) 
     if v.mode == "host":
         counts = {"host_elements": op.elements, "dram_act_bits": 2 * op.elements * ACT_BITS}
     else:
+        row = getattr(op, "row", 0)
+        # the row steps between a row's passes (vector_cycles' row term), priced per step in sim.energy
         counts = {"vector_elements": op.elements, "act_buf_read_bits": op.elements * ACT_BITS,
-                  "out_buf_write_bits": op.elements * ACT_BITS}
+                  "out_buf_write_bits": op.elements * ACT_BITS,
+                  "vector_row_steps": (op.elements // row) * v.row_op_cycles[op.kind] if row else 0}
     out_bytes = op.elements * ACT_BITS // 8
     spilled, spill = (False, 0) if output_piped else output_spill(out_bytes, arch)
     readback = transfer_cycles(readback_bytes, arch.dram_bytes_per_cycle) if readback_bytes else 0
