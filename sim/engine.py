@@ -10,10 +10,12 @@ Stages (each a pure function, testable alone):
 2. token tiling (:func:`token_blocks`, the board driver's function): resident input, or blocks
    filled token by token up to ``floor(D_a / h)`` activation-buffer words (act: chunks) and the
    output buffer's tokens;
-   loop order ``fold_outer`` / ``token_outer`` / ``auto`` (:func:`choose_loop_order`, least DRAM bytes).
-3. per step ``(f, b)`` (:func:`loop_steps`): ``C_j`` = the block's token cycles in fold f,
-   ``X_j = ceil(bytes_j / D)`` (+ the 1.6-bit decoder latency after a weight load) for what
-   differs from the previous step (the fold's weights, the block's activations).
+   loop order ``fold_outer`` / ``token_outer`` / ``auto`` (:func:`ternary_format.tiling.choose_loop_order`,
+   least DRAM bytes; the board driver passes the same order to the IP).
+3. per step ``(f, b)`` (:func:`ternary_format.tiling.loop_steps`): ``C_j`` = the block's token cycles
+   in fold f, ``X_j = ceil(bytes_j / D)`` (+ the 1.6-bit decoder latency after a weight load) for
+   what differs from the previous step (the fold's weights, the block's activations: in ``act`` the
+   IP's bank-scheduled stream, :func:`ternary_format.tiling.act_stream_bytes`; else int8 ``M_b x K``).
 4. overlap (:func:`layer_cycles`): ``L + X_0 + sum_j max(C_j, X_{j+1}) + fill`` with double
    buffering, else ``L + sum_j (X_j + C_j) + fill``; plus, in ``act``, the bank scheduler's one
    cycle (:func:`scheduler_fill_cycles`) and an output spill (:func:`output_spill`).
@@ -37,6 +39,8 @@ from fractions import Fraction
 import numpy as np
 
 from sim.errors import SimInputError
+from ternary_format.tiling import act_stream_bytes, choose_loop_order, loop_steps
+from ternary_format.tiling import passes as _passes
 
 SKIP_MODES = ("none", "act", "weight", "both")
 ACT_BITS = 8
@@ -290,34 +294,6 @@ def token_blocks(words, arch, *, input_in_dram: bool = False, name: str = "?") -
                             f"{name!r} takes {e.words} words: need buffers.activations_kb >= {need:g}") from None
 
 
-def loop_steps(n_f: int, t: int, order: str) -> list[tuple[int, int]]:
-    """The steps ``(fold f, token block b)`` of a layer in loop order."""
-    if order == "fold_outer":
-        return [(f, b) for f in range(n_f) for b in range(t)]
-    return [(f, b) for b in range(t) for f in range(n_f)]
-
-
-def _passes(order: str, n_f: int, t: int, resident: bool) -> tuple[int, int]:
-    """``(weight loads per fold, activation loads per block)`` of a loop order: a step loads what
-    differs from the previous step's fold / block (so one block, or one fold, is loaded once)."""
-    if order == "fold_outer":
-        return 1, 0 if resident else (n_f if t > 1 else 1)
-    return (t if n_f > 1 else 1), 0 if resident else 1
-
-
-def choose_loop_order(setting: str, n_f: int, t: int, resident: bool, fold_bytes: Fraction,
-                      act_bytes: int) -> str:
-    """``buffers.loop_order``; ``auto`` = least DRAM bytes, ``fold_outer`` on a tie."""
-    if setting != "auto":
-        return setting
-
-    def traffic(order: str) -> Fraction:
-        pw, pa = _passes(order, n_f, t, resident)
-        return pw * n_f * fold_bytes + pa * act_bytes
-
-    return "token_outer" if traffic("token_outer") < traffic("fold_outer") else "fold_outer"
-
-
 def both_chunk_sum(op, banks: int, lanes_per_bank: int) -> int:
     """``both`` mode: sum over tokens m and output channels p of the lane's chunks
     ``g = max(1, max_b ceil(|nz(x_m) ∩ nz(w_p) ∩ bank b| / q))`` (its accumulator updates).
@@ -401,13 +377,21 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
     conflict = compute_total - int(one_bank.sum())
 
     # token tiling and loop order, docs/engine.md section 4
-    act_bytes = act_buffer_bytes(m, k)
     words = g if mode == "act" else np.full(m, load, np.int64)  # the token's activation-buffer words
     if token_tile is not None and not input_in_dram:
         resident, bounds = True, [(s, min(m, s + token_tile)) for s in range(0, m, token_tile)]
     else:
         resident, bounds = token_blocks(words, arch, input_in_dram=input_in_dram, name=op.name)
     t = len(bounds)
+    # DRAM bytes of a block's activations: in act the bank-scheduled stream the ternary IP's AXI
+    # master reads (uint32 slots + uint16 chunk counts); the other modes' IP is not built, their
+    # input is charged as the dense int8 tokens
+    if mode == "act":
+        block_bytes = [act_stream_bytes(int(g[s:e].sum()), simd, e - s) for s, e in bounds]
+        act_bytes = act_stream_bytes(int(g.sum()), simd, m)
+    else:
+        block_bytes = [(e - s) * k * ACT_BITS // 8 for s, e in bounds]
+        act_bytes = act_buffer_bytes(m, k)
     fold_bytes = weight_fold_bytes(pe, k, fmt)
     order = choose_loop_order(arch.spec.buffers.loop_order, n_f, t, resident, fold_bytes, act_bytes)
     if token_tile is not None and not input_in_dram:
@@ -422,7 +406,7 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
         if w_load:
             nbytes += fold_bytes
         if not resident and b != prev_b:
-            nbytes += (bounds[b][1] - bounds[b][0]) * k
+            nbytes += block_bytes[b]
         comp.append(int(block_c[b, f]))
         xfer.append(transfer_cycles(nbytes, bpc) + (dec if w_load else 0))
         prev_f, prev_b = f, b

@@ -40,6 +40,8 @@ import numpy as np
 _A = 8   # bits of one int8 activation
 _Y = 8   # bits of one int8 output
 _C = 2   # bits of one on-chip weight code
+_SLOT_BYTES = 4    # act: one (value, index) slot of the IP's DRAM stream, a uint32
+_COUNT_BYTES = 2   # act: one token's chunk count in that stream, a uint16
 _MODES = ("none", "act", "weight", "both")
 
 
@@ -170,12 +172,22 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
     def block_len(b: int) -> int:
         return bounds[b][1] - bounds[b][0]
 
+    def block_dram_bytes(b: int) -> int:
+        """DRAM bytes of block b's activations: act reads the IP's bank-scheduled stream (every
+        chunk's SIMD uint32 slots, one uint16 count per token); the other modes dense int8."""
+        if skip_mode == "act":
+            chunks = 0
+            for m in range(bounds[b][0], bounds[b][1]):
+                chunks += tw[m]
+            return chunks * simd * _SLOT_BYTES + block_len(b) * _COUNT_BYTES
+        return block_len(b) * k * _A // 8
+
     fold_w_bytes = pe * k * bpw / 8
 
     def step_bytes(step_loads, steps):
         total = Fraction(0)
         for (f, b), (lw, la) in zip(steps, step_loads):
-            total += (fold_w_bytes if lw else 0) + (block_len(b) * k if la else 0)
+            total += (fold_w_bytes if lw else 0) + (block_dram_bytes(b) if la else 0)
         return total
 
     if loop_order == "auto":
@@ -241,7 +253,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
     def dma_bytes(j: int) -> Fraction:
         f, b = steps[j]
         lw, la = loads[j]
-        return (fold_w_bytes if lw else Fraction(0)) + (block_len(b) * k if la else 0)
+        return (fold_w_bytes if lw else Fraction(0)) + (block_dram_bytes(b) if la else 0)
 
     def complete_load(j: int) -> None:
         loaded[j] = True
@@ -257,7 +269,7 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
                 else:
                     c["weight_buf_write_bits"] += int(np.count_nonzero(w[ch])) * (_C + ib)
         if la:
-            bits = block_len(b) * k * _A
+            bits = block_dram_bytes(b) * 8
             c["dram_act_bits"] += bits
             c["act_buf_write_bits"] += bits
 

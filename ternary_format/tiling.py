@@ -1,7 +1,9 @@
-"""Token blocks of a ternary layer (docs/engine.md section 4): the ONE rule that both the
-simulator (``sim.engine.ternary_layer``) and the board driver (``tatvpr_pynq.driver``, one IP
-call per block) use, so that the weight passes the simulator charges are the IP calls the board
-makes. Numpy-free, imports nothing of the project (the board ships this package).
+"""Token blocks and loop order of a ternary layer (docs/engine.md section 4): the ONE rule that
+both the simulator (``sim.engine.ternary_layer``) and the board driver (``tatvpr_pynq.driver``:
+one IP call per layer, with the ``order`` and ``resident`` this module gives; the IP cuts the
+same blocks on chip) use, so that the steps, weight passes and block loads the simulator charges
+are the ones the IP makes. Numpy-free, imports nothing of the project (the board ships this
+package).
 
 The activation buffer is a memory of ``capacity_words`` words (its depth, docs/engine.md
 section 6; in ``act`` a word is one chunk of ``SIMD`` (value, index) slots, the HLS IP's
@@ -67,3 +69,48 @@ def act_stream_bytes(total_chunks: int, simd: int, tokens: int) -> int:
     if total_chunks < 0 or simd < 1 or tokens < 0:
         raise ValueError(f"act_stream_bytes: total_chunks {total_chunks}, simd {simd}, tokens {tokens}")
     return total_chunks * simd * SLOT_BYTES + tokens * TOK_CHUNKS_BYTES
+
+
+# --------------------------------------------------------------------------- loop order
+LOOP_ORDERS = ("fold_outer", "token_outer")
+"""The two loop orders of docs/engine.md section 4 (``buffers.loop_order`` adds ``auto``); the
+ternary IP's ``order`` argument is their index here (0 ``fold_outer``, 1 ``token_outer``)."""
+
+
+def loop_steps(n_f: int, t: int, order: str) -> list[tuple[int, int]]:
+    """The steps ``(fold f, token block b)`` of a layer of ``n_f`` folds and ``t`` blocks in loop
+    order: ``fold_outer`` = for f: for b; ``token_outer`` = for b: for f. Example: 2 folds, 2 blocks,
+    token_outer -> (0, 0), (1, 0), (0, 1), (1, 1)."""
+    if order == "fold_outer":
+        return [(f, b) for f in range(n_f) for b in range(t)]
+    if order == "token_outer":
+        return [(f, b) for b in range(t) for f in range(n_f)]
+    raise ValueError(f"loop order {order!r}; allowed: {', '.join(LOOP_ORDERS)}")
+
+
+def passes(order: str, n_f: int, t: int, resident: bool) -> tuple[int, int]:
+    """``(weight loads per fold, activation loads per block)`` of a loop order: a step loads what
+    differs from the previous step's fold / block (so one block, or one fold, is loaded once); a
+    resident input is never loaded. Example: fold_outer, 3 folds, 2 blocks, not resident -> (1, 3)."""
+    if order == "fold_outer":
+        return 1, 0 if resident else (n_f if t > 1 else 1)
+    if order == "token_outer":
+        return (t if n_f > 1 else 1), 0 if resident else 1
+    raise ValueError(f"loop order {order!r}; allowed: {', '.join(LOOP_ORDERS)}")
+
+
+def choose_loop_order(setting: str, n_f: int, t: int, resident: bool, fold_bytes, act_bytes) -> str:
+    """``buffers.loop_order``: ``fold_outer`` / ``token_outer`` as set; ``auto`` = the order whose
+    DRAM bytes ``pw * n_f * fold_bytes + pa * act_bytes`` (:func:`passes`) are fewer, ``fold_outer``
+    on a tie. ``fold_bytes``: one fold's weights; ``act_bytes``: the whole input's DRAM bytes (any
+    exact numbers: ints or ``fractions.Fraction``)."""
+    if setting != "auto":
+        if setting not in LOOP_ORDERS:
+            raise ValueError(f"loop order {setting!r}; allowed: auto, {', '.join(LOOP_ORDERS)}")
+        return setting
+
+    def traffic(order: str):
+        pw, pa = passes(order, n_f, t, resident)
+        return pw * n_f * fold_bytes + pa * act_bytes
+
+    return "token_outer" if traffic("token_outer") < traffic("fold_outer") else "fold_outer"
