@@ -234,6 +234,18 @@ class DramSpec(_Strict):
     latency_ns: float = Field(0.0, ge=0, le=1e6, description="paid once per ternary layer")
 
 
+# ns per element of the host steps between the IPs under schedule.handoffs: dram (docs/engine.md
+# section 5a), on the ARM Cortex-A53 of the KV260 (1.333 GHz): measured in numpy on an x86 Xeon at
+# 2.6 GHz (benchmarks/bench_host_steps.py, min of 30 runs) x 4, an estimate of the A53's slowdown
+# (clock 2.6 / 1.333 = 1.95 x about 2 per clock for an in-order dual-issue core against an out-of-order
+# one); not measured on the board (run the benchmark there to replace them):
+# topk   = top-k + chunk counts + bank scheduling of a ternary linear's input: 94.7 ns (mean of 16 / 257
+#          tokens x 768 / 3072 channels: 77.5, 90.5, 97.6, 113.1) x 4 = 380 ns per input element;
+# row_max = the softmax's row maxima: 0.183 ns x 4 = 0.73 ns per score;
+# widen  = the int8 unit's operand copies (a to int16, b to int8): 0.057 / 0.045 ns x 4 = 0.2 ns per element.
+HOST_STEP_NS = {"topk": 380.0, "row_max": 0.73, "widen": 0.2}
+
+
 class ScheduleSpec(_Strict):
     """docs/engine.md section 5a: overlap between the ternary array, the int8 unit and the vector unit."""
 
@@ -250,6 +262,21 @@ class ScheduleSpec(_Strict):
     handoffs: Literal["onchip", "dram"] = Field("onchip", description="where a segment's stages hand tiles to "
                                                 "each other: the pipeline buffers, or DRAM (no pipeline buffers; "
                                                 "every hand-off byte written and read through the DRAM port)")
+    # handoffs: dram, the host (ARM) steps between the IPs (docs/engine.md section 5a), ns per element on
+    # the ARM: x86 numpy rates of benchmarks/bench_host_steps.py x 4 (Cortex-A53 estimate, see HOST_STEP_NS)
+    host_ns_per_element: dict[str, float] = Field(default_factory=lambda: dict(HOST_STEP_NS))
+
+    @field_validator("host_ns_per_element")
+    @classmethod
+    def _host_steps_valid(cls, table: dict[str, float]) -> dict[str, float]:
+        """Kinds not given keep the defaults (HOST_STEP_NS)."""
+        extra = sorted(set(table) - set(HOST_STEP_NS))
+        if extra:
+            raise ValueError(f"unknown host step {extra[0]!r}; allowed: {', '.join(HOST_STEP_NS)}")
+        for k, v in table.items():
+            if not (isinstance(v, (int, float)) and 0 <= v <= 1e9 and math.isfinite(v)):
+                raise ValueError(f"{k} = {v!r}: must be a finite number of ns in [0, 1e9]")
+        return {k: float(table.get(k, HOST_STEP_NS[k])) for k in HOST_STEP_NS}
 
 
 class ArchSpec(_Strict):

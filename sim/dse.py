@@ -97,7 +97,7 @@ AXIS_ALIASES: dict[str, str] = {
 # Columns of the table that best_point.json always names (the exporters' knobs).
 POINT_KNOBS = ("pe", "simd", "clock_mhz", "weight_format", "skip_mode", "board")
 # Metrics copied from each simulation result (``SimResult.to_dict()``).
-METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "fits", "resource_frac",
+METRIC_COLUMNS = ("cycles", "latency_ms", "queries_per_s", "energy_mj", "dram_mb", "fits", "resource_frac",
                   "resource_mean", "critical", "saved_cycles")
 # The Pareto objectives (all minimised).
 PARETO_OBJECTIVES = ("latency_ms", "energy_mj", "resource_mean")
@@ -333,7 +333,9 @@ def _num(v: Any) -> float | None:
 def point_metrics(result: dict) -> dict:
     """The table's metrics from one ``SimResult.to_dict()``.
 
-    ``cycles``, ``latency_ms``, ``queries_per_s``, ``energy_mj`` are copied. Board fit and
+    ``cycles``, ``latency_ms``, ``queries_per_s``, ``energy_mj`` are copied; ``dram_mb``: the result's
+    ``dram_bytes`` / 1e6 (every DRAM byte of the query, hand-offs through DRAM included; absent when the
+    result has none). Board fit and
     resources are read from ``result["resources"]``: ``fits`` (bool; a result without resource
     information counts as fitting) and the used/available fraction per resource kind, either as
     ``{"utilisation": {"lut": 0.4, ...}}`` (sim.resources) or ``{"used": {...}, "available": {...}}``;
@@ -348,6 +350,8 @@ def point_metrics(result: dict) -> dict:
     if missing:
         raise SimInputError(f"simulation result lacks {', '.join(missing)}")
     out = {k: result[k] for k in ("cycles", "latency_ms", "queries_per_s", "energy_mj")}
+    if _num(result.get("dram_bytes")) is not None:
+        out["dram_mb"] = result["dram_bytes"] / 1e6
     res = result.get("resources") or {}
     util: dict[str, float] = {}
     if isinstance(res, dict):

@@ -14,7 +14,8 @@ Components (pJ), each a sum of ``count x table entry``:
   ``act_gather``, ``activations``, ``outputs``, ``int8_weights`` of :func:`sim.buffers.plan_buffers`),
   not of one SRAM of the buffer's total size (docs/engine.md section 7).
 - ``dram``: bits moved off chip (ternary weights, activations, int8-unit weights, output spills
-  written and read back) x ``dram_pj_per_bit``.
+  written and read back, and under ``schedule.handoffs: dram`` the hand-offs an op writes and reads,
+  ``dram_handoff_bits``) x ``dram_pj_per_bit``.
 - ``int8_unit``: int8 MACs on the DSP unit (``dsp_mac_pj``).
 - ``vector_unit``: elements x ``vector_pj_per_element[kind]`` + row steps (``vector_row_steps``: rows x
   ``vector_unit.row_op_cycles[kind]``, the square root / reciprocal bits between a row's passes, one
@@ -37,7 +38,7 @@ BUFFER_COMPONENTS = {
     "out_buffer": ("outputs", None, "out_buf_write_bits"),
     "int8_weight_buffer": ("int8_weights", "int8_weight_buf_read_bits", "int8_weight_buf_write_bits"),
 }
-DRAM_COUNTS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
+DRAM_COUNTS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits", "dram_handoff_bits")
 
 
 def buffer_pj_per_bit(arch) -> dict[str, float]:

@@ -33,6 +33,14 @@ each unit's own as if it had the port alone):
 the first tile through every stage (fill and drain) plus one period of the busiest resource (a
 unit or the DRAM port) per further tile. With one unit and no DRAM, or `n = 1`, this is the sum
 of the ops' cycles (no gain).
+
+``handoffs: dram`` (the machine the bitstream's IPs and the host's threaded issue build): the ops hand
+their outputs over through DRAM (:func:`handoff_bytes`; a ternary linear's input in ``act`` as the
+bank-scheduled act stream its IP reads), and the driver's numpy steps between the IPs run on the ARM
+(:func:`host_steps`: the top-k and bank scheduling of a ternary linear's input, the softmax's row
+maxima, the int8 unit's operand copies), each in the thread of the unit whose IP call it prepares:
+they lengthen that op's stage (``c_i + h_i``) and occupy the ``host`` as one more unit (``W_host =
+sum_i h_i / n``: the threads share one Python interpreter).
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from dataclasses import dataclass
+
 from sim.engine import transfer_cycles
 from sim.trace import DenseOp, TernaryLinearOp, VectorOp
+from ternary_format.tiling import act_stream_bytes
 
 OVERLAP_MODES = ("none", "pipelined")
 
@@ -122,6 +133,9 @@ def segments(ops, records, tokens: int, tile_tokens: int) -> list[dict]:
 
 
 DRAM = "dram"  # the shared DRAM port, a resource of the pipeline like the units
+HOST = "host"  # the ARM cores running the driver's steps between the IPs (handoffs: dram)
+# an op's own DRAM traffic (its counts); the hand-offs' bytes (``dram_handoff_bits``) are charged per
+# segment by query_cycles, not again per record
 DRAM_BIT_KEYS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
 
 
@@ -145,15 +159,18 @@ def _period(stages, tiles: int) -> tuple[dict[str, int], int]:
         unit, c = st[0], st[1]
         busy[unit] = busy.get(unit, 0) + c
         dram += st[2] if len(st) > 2 else 0
+        if len(st) > 3 and st[3]:  # the stage's host step: in its unit's cycles, and on the host
+            busy[HOST] = busy.get(HOST, 0) + st[3]
     return busy, dram
 
 
 def pipeline_cycles(stages, tiles: int) -> int:
-    """``sum_i f_i + (tiles - 1) * max(max_u W_u, X)`` for ``stages`` = [(unit, cycles)] or
-    [(unit, cycles, dram_cycles)]: ``f_i = max(cycles_i, dram_i) / tiles`` (the first tile through
-    stage i, never faster than its own transfers), ``W_u`` the unit's ``cycles_i / tiles`` summed over
-    its stages, ``X`` the stages' DRAM cycles per tile (the shared port); rounded up to whole cycles
-    (module doc)."""
+    """``sum_i f_i + (tiles - 1) * max(max_u W_u, X)`` for ``stages`` = [(unit, cycles)],
+    [(unit, cycles, dram_cycles)] or [(unit, cycles, dram_cycles, host_cycles)]: ``f_i = max(cycles_i,
+    dram_i) / tiles`` (the first tile through stage i, never faster than its own transfers), ``W_u`` the
+    unit's ``cycles_i / tiles`` summed over its stages, ``X`` the stages' DRAM cycles per tile (the
+    shared port); ``host_cycles`` (already inside ``cycles``: the unit's thread runs it before its IP)
+    also occupy the ``host`` unit; rounded up to whole cycles (module doc)."""
     if tiles < 1:
         raise ValueError(f"tiles = {tiles}: must be >= 1")
     busy, dram = _period(stages, tiles)
@@ -183,50 +200,132 @@ def _out_bytes(op, nxt) -> int:
     return op.elements * (2 if op.kind == "add" else 1)
 
 
-def handoff_bytes(ops, records, segs: list[dict], tokens: int) -> list[int]:
+def act_chunks(op, record: dict) -> int:
+    """Chunks of a ternary linear's input in ``act`` (the sum over its tokens of the engine's per-token
+    chunk counts ``g``): ``sim.engine.ternary_layer`` counts ``acc_updates = N x sum(g)`` in ``act``."""
+    return int(record["counts"]["acc_updates"]) // op.n
+
+
+def _in_bytes(op, record: dict, act_simd: int | None) -> int:
+    """Bytes a consumer reads of its input hand-off: a ternary linear in ``act`` (``act_simd``: the
+    array's SIMD) reads the bank-scheduled act stream its IP is built for (uint32 slots + uint16 chunk
+    counts, :func:`ternary_format.tiling.act_stream_bytes`), every other op int8 ``M x K``."""
+    if act_simd and isinstance(op, TernaryLinearOp):
+        return act_stream_bytes(act_chunks(op, record), act_simd, op.m)
+    return op.m * op.k
+
+
+def handoff_bytes(ops, records, segs: list[dict], tokens: int, act_simd: int | None = None) -> list[int]:
     """Bytes op ``i`` moves through DRAM under ``handoffs: dram`` (the units are AXI masters to the
     DDR, as the bitstream's IPs are): every op writes its output once and the next op reads it once
     (an output that spills is already in the op's counts), a residual add also reads the int16
-    residual stream, and the qkv projection, issued once per head, reads its input once per head."""
+    residual stream, and the qkv projection, issued once per head, reads its input once per head.
+    ``act_simd`` (the array's SIMD when ``skip_mode`` is ``act``): a ternary linear reads its input as
+    the act stream the host scheduled (:func:`_in_bytes`), not as the int8 its producer wrote; ``None``
+    (the other skip modes, whose IP is not built): int8."""
     moved = [0] * len(ops)
     for i in range(len(ops) - 1):
         if records[i].get("spill_cycles", 0):
             continue
         b = _out_bytes(ops[i], ops[i + 1])
         moved[i] += b
-        moved[i + 1] += b
+        nxt = ops[i + 1]
+        moved[i + 1] += _in_bytes(nxt, records[i + 1], act_simd) if isinstance(nxt, TernaryLinearOp) else b
     for i, op in enumerate(ops):
         if isinstance(op, VectorOp) and op.kind == "add" and tokens and op.elements % tokens == 0:
             moved[i] += 2 * op.elements
     for sg in segs:
         op = ops[sg["first"]]
         if sg["kind"] == "attention" and isinstance(op, TernaryLinearOp):
-            moved[sg["first"]] += (sg["tiles"] - 1) * op.m * op.k
+            moved[sg["first"]] += (sg["tiles"] - 1) * _in_bytes(op, records[sg["first"]], act_simd)
     return moved
 
 
+@dataclass(frozen=True)
+class HostCost:
+    """The host formula of a ``host``-mode vector op (``sim.engine.vector_cycles``): ``call_overhead_us``
+    per op + elements x ``ns_per_element[kind]``, in cycles of ``clock_mhz``."""
+
+    ns_per_element: dict
+    call_overhead_us: float
+    clock_mhz: float
+
+    @classmethod
+    def of(cls, arch) -> "HostCost":
+        return cls(dict(arch.spec.schedule.host_ns_per_element), arch.spec.vector_unit.host_call_overhead_us,
+                   arch.spec.clock_mhz)
+
+    def cycles(self, steps: list[tuple[str, int]]) -> int:
+        if not steps:
+            return 0
+        ns = self.call_overhead_us * 1e3 + sum(n * self.ns_per_element[k] for k, n in steps)
+        return int(math.ceil(ns * self.clock_mhz / 1e3 - 1e-9))
+
+
+def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
+    """The driver's numpy steps on the ARM before each op's IP call under ``handoffs: dram``
+    (hls/driver/tatvpr_pynq: ``PynqUnits.ternary``, ``TernaryGemmIP.run_tiled``, ``Int8UnitIP.start_gemm``,
+    ``VectorUnitIP.softmax``), ``[(kind, elements)]`` per op:
+
+    - a ternary linear in ``act`` (``act``): ``topk``, its ``M x K`` input (top-k, chunk counts, bank
+      scheduling); the qkv projection, issued once per head with the whole input, ``heads x M x K``;
+      the other skip modes (no IP built): none;
+    - an int8-unit op: ``widen``, ``batch x (M x K + K x N)`` (its operands copied to int16 / int8);
+    - a softmax: ``row_max``, its scores (the rows' maxima the vector IP takes from the host).
+    """
+    qkv_tiles = {sg["first"]: sg["tiles"] for sg in segs
+                 if sg["kind"] == "attention" and isinstance(ops[sg["first"]], TernaryLinearOp)}
+    out: list[list[tuple[str, int]]] = []
+    for i, op in enumerate(ops):
+        if isinstance(op, TernaryLinearOp):
+            out.append([("topk", qkv_tiles.get(i, 1) * op.m * op.k)] if act else [])
+        elif isinstance(op, DenseOp):
+            out.append([("widen", op.batch * (op.m * op.k + op.k * op.n))])
+        elif isinstance(op, VectorOp) and op.kind == "softmax":
+            out.append([("row_max", op.elements)])
+        else:
+            out.append([])
+    return out
+
+
 def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: float | None = None, *,
-                 max_dim: int | None = None, source: str = "arch",
-                 handoffs: str = "onchip") -> tuple[int, list[dict]]:
+                 max_dim: int | None = None, source: str = "arch", handoffs: str = "onchip",
+                 act_simd: int | None = None, host: HostCost | None = None,
+                 overlap: str = "pipelined") -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
-    ``serial_cycles`` (its ops in sequence), ``dram_cycles`` (the shared port's, total),
-    ``handoff_dram_bytes``, ``busy_cycles_by_unit`` and ``critical`` (the unit, or ``dram``, that sets
-    its period). ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged).
+    ``serial_cycles`` (its ops in sequence, host steps included), ``dram_cycles`` (the shared port's,
+    total), ``handoff_dram_bytes``, ``host_cycles``, ``busy_cycles_by_unit``, ``critical`` (the unit,
+    ``host`` or ``dram`` that sets its period) and per op ``op_handoff_bytes`` / ``op_host_cycles``.
+    ``bytes_per_cycle``: the DRAM port's ``D`` (None: the port is not charged).
     ``max_dim``: the arch's ``schedule.max_dim``; when given (and ``handoffs`` is ``onchip``), a row
     segment with more array <-> vector unit edges than the pipeline is built for is an error
     (:func:`check_row_edges`). ``handoffs: dram``: every op hands its output over through DRAM
-    (:func:`handoff_bytes`, charged on the port with each op's own transfers)."""
-    segs = segments(ops, records, tokens, tile_tokens)
+    (:func:`handoff_bytes` with ``act_simd``, charged on the port with each op's own transfers) and,
+    with ``host``, each op's host steps (:func:`host_steps`, priced by ``host``) run in its unit's
+    thread before its IP call and occupy the host. ``overlap: none`` (with ``handoffs: dram``, the
+    machine the IPs build when the host issues the ops one after another): every op is a segment of
+    its own, one tile (its cycles, host steps included, or its DRAM transfers, whichever is longer)."""
+    if overlap == "none":
+        segs = [{"kind": "single", "first": i, "last": i, "tiles": 1} for i in range(len(ops))]
+    else:
+        segs = segments(ops, records, tokens, tile_tokens)
     if max_dim is not None and handoffs == "onchip":
         check_row_edges(ops, segs, tokens, max_dim, source)
     total = 0
-    moved = handoff_bytes(ops, records, segs, tokens) if handoffs == "dram" else [0] * len(ops)
+    dram_mode = handoffs == "dram"
+    moved = handoff_bytes(ops, records, segs, tokens, act_simd) if dram_mode else [0] * len(ops)
+    hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None)] if dram_mode and host
+              else [0] * len(ops))
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
         s["handoff_dram_bytes"] = sum(moved[i] for i in idx)
-        stages = [(records[i]["unit"], records[i]["cycles"],
+        s["op_handoff_bytes"] = [moved[i] for i in idx]
+        s["op_host_cycles"] = [hosted[i] for i in idx]
+        s["host_cycles"] = sum(hosted[i] for i in idx)
+        stages = [(records[i]["unit"], records[i]["cycles"] + hosted[i],
                    dram_cycles(records[i], bytes_per_cycle)
-                   + (transfer_cycles(moved[i], bytes_per_cycle) if moved[i] and bytes_per_cycle else 0))
+                   + (transfer_cycles(moved[i], bytes_per_cycle) if moved[i] and bytes_per_cycle else 0),
+                   hosted[i])
                   for i in idx]
         busy, dram = _period(stages, s["tiles"])
         s["cycles"] = pipeline_cycles(stages, s["tiles"])
@@ -243,14 +342,17 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
                      units=("ternary_array", "int8_unit", "vector_unit")) -> dict:
     """The ``schedule`` block of ``tatvpr sim --json`` (docs/simulator.md): why the query takes its
     cycles. ``spec``: the arch's ``schedule``; ``records``: the ops' records; ``segs``: from
-    :func:`query_cycles` (empty under ``none``)."""
+    :func:`query_cycles` (empty under ``none``). ``host``: the host steps' cycles (``handoffs: dram``;
+    they also lengthen the busy cycles of the unit whose thread runs them)."""
+    units = (*units, HOST)
     busy = dict.fromkeys(units, 0)
     for r in records:
-        busy[r["unit"]] = busy.get(r["unit"], 0) + int(r["cycles"])
+        busy[r["unit"]] = busy.get(r["unit"], 0) + int(r["cycles"]) + int(r.get("host_cycles", 0))
+        busy[HOST] += int(r.get("host_cycles", 0))
     dram = sum(dram_cycles(r, bytes_per_cycle) for r in records)
     if segs:  # the hand-offs through DRAM (handoffs: dram) hold the port too
         dram = max(dram, sum(sg["dram_cycles"] for sg in segs))
-    serial = sum(int(r["cycles"]) for r in records)
+    serial = sum(int(r["cycles"]) + int(r.get("host_cycles", 0)) for r in records)
     by_critical = dict.fromkeys((*units, DRAM), 0)
     if segs:
         for s in segs:
@@ -261,8 +363,9 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
     out = {
         "overlap": spec.overlap,
         "tile_tokens": spec.tile_tokens if spec.overlap == "pipelined" else None,
-        "handoffs": spec.handoffs if spec.overlap == "pipelined" else None,
+        "handoffs": spec.handoffs,
         "handoff_dram_bytes": sum(sg.get("handoff_dram_bytes", 0) for sg in segs),
+        "host_cycles": busy[HOST],
         "cycles": int(cycles),
         "serial_cycles": serial,
         "saved_cycles": serial - int(cycles),
@@ -276,7 +379,7 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         "segments": [{"kind": s["kind"], "tiles": s["tiles"], "first_op": s["ops"][0], "last_op": s["ops"][-1],
                       "ops": len(s["ops"]), "cycles": s["cycles"], "serial_cycles": s["serial_cycles"],
                       "dram_cycles": s["dram_cycles"], "handoff_dram_bytes": s["handoff_dram_bytes"],
-                      "busy_cycles_by_unit": s["busy_cycles_by_unit"],
+                      "host_cycles": s.get("host_cycles", 0), "busy_cycles_by_unit": s["busy_cycles_by_unit"],
                       "critical": s["critical"]} for s in segs],
     }
     return out

@@ -11,16 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sim.arch import Arch
-from sim.energy import COMPONENTS, energy_pj
+from sim.energy import COMPONENTS, DRAM_COUNTS, energy_pj
 from sim.engine import dense_op, ternary_layer, vector_op
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import op_classes, piped_outputs, query_cycles, schedule_summary
+from sim.schedule import HostCost, op_classes, piped_outputs, query_cycles, schedule_summary
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
-# every DRAM bit an op's counts hold: ternary weights, activation tiles, int8-unit weights, spills
-DRAM_KEYS = ("dram_weight_bits", "dram_act_bits", "dram_int8_weight_bits", "dram_spill_bits")
+# every DRAM bit an op's counts hold: ternary weights, activation tiles, int8-unit weights, spills, and
+# (handoffs: dram) the hand-offs it writes and reads (sim.energy prices the same keys)
+DRAM_KEYS = DRAM_COUNTS
 POWER_SCOPE = ("programmable logic (dynamic actions + static_power_w) and DRAM accesses; the processing "
                "system, DDR background power and the board are excluded: not comparable with a wall-plug "
                "measurement")
@@ -117,9 +118,27 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         layers.append(rec)
 
     serial_cycles = sum(r["cycles"] for r in layers)
-    if pipelined:
+    if pipelined or sched.handoffs == "dram":
+        # handoffs: dram under none: the ops one after another, each handing its output over through DRAM
         cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle,
-                                    max_dim=sched.max_dim, source=arch.source, handoffs=sched.handoffs)
+                                    max_dim=sched.max_dim, source=arch.source, handoffs=sched.handoffs,
+                                    act_simd=c.simd if c.skip_mode == "act" else None, host=HostCost.of(arch),
+                                    overlap=sched.overlap)
+        # handoffs: dram: each op's hand-off bytes (DRAM energy, dram_bytes) and host steps (time only:
+        # the processing system is outside the power scope)
+        pj_per_bit = arch.energy.dram_pj_per_bit.value
+        for s in segs:
+            for i, moved, host in zip(range(s["first"], s["last"] + 1), s["op_handoff_bytes"], s["op_host_cycles"]):
+                rec = layers[i]
+                if host:
+                    rec["host_cycles"] = int(host)
+                if moved:
+                    rec["counts"]["dram_handoff_bits"] = 8 * moved
+                    rec["energy_pj"]["dram"] += 8 * moved * pj_per_bit
+                    rec["energy_pj_total"] = sum(rec["energy_pj"].values())
+                    by_comp["dram"] += 8 * moved * pj_per_bit
+                    totals["dram_handoff_bits"] += 8 * moved
+        serial_cycles += sum(r.get("host_cycles", 0) for r in layers)
     else:
         cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)
@@ -139,6 +158,7 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "overlap": sched.overlap,
         "serial_cycles": serial_cycles,
         "overlap_segments": len(segs) if pipelined else None,
+        "handoffs": sched.handoffs,
         # why the query takes its cycles: busy units, the shared DRAM port, what binds (sim.schedule)
         "schedule": schedule_summary(sched, layers, cycles, segs, arch.dram_bytes_per_cycle, UNITS),
         "cycles_by_layer": {r["name"]: r["cycles"] for r in layers},
@@ -157,6 +177,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         "dram_act_bytes": totals["dram_act_bits"] / 8,
         "dram_int8_weight_bytes": totals["dram_int8_weight_bits"] / 8,
         "dram_spill_bytes": totals["dram_spill_bits"] / 8,
+        # handoffs: dram: the bytes the ops hand each other through DRAM (docs/engine.md section 5a)
+        "dram_handoff_bytes": totals["dram_handoff_bits"] / 8,
         "gather": {"mode": c.skip_mode, "banks": c.banks, "ports": c.ports, "replicas": c.replicas,
                    "lanes_per_bank": c.lanes_per_bank, "conflict_cycles": int(gather_conflict)},
     }

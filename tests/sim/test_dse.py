@@ -374,3 +374,20 @@ def test_rows_say_what_bound_each_point(tmp_path, traces):
         t.loc["pipelined", "busy_int8_unit"] + t.loc["pipelined", "busy_vector_unit"] - t.loc["pipelined", "cycles"] > 0
     best = json.loads((tmp_path / "o" / "best_point.json").read_text())
     assert {"critical", "saved_cycles", "busy_ternary_array", "busy_dram_port"} <= set(best["metrics"])
+
+
+def test_dram_mb_column_counts_the_handoffs():
+    # the table's dram_mb is the result's dram_bytes, hand-offs through DRAM included (the same number
+    # `tatvpr sim --json` and the report print); a result without dram_bytes has none
+    from sim.arch import load_arch, with_overrides
+    from sim.simulator import simulate
+
+    tr = synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, sparsity=0.4, seed=0)
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.handoffs": "dram"})
+    r = simulate(arch, tr).to_dict()
+    row = dse.point_metrics(r)
+    assert r["dram_handoff_bytes"] > 0
+    assert row["dram_mb"] == pytest.approx((r["dram_weight_bytes"] + r["dram_act_bytes"] + r["dram_int8_weight_bytes"]
+                                            + r["dram_spill_bytes"] + r["dram_handoff_bytes"]) / 1e6, rel=1e-12)
+    assert "busy_host" in row and row["busy_host"] > 0
+    assert "dram_mb" not in dse.point_metrics({"cycles": 1, "latency_ms": 1.0, "queries_per_s": 1.0, "energy_mj": 1.0})

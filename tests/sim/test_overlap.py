@@ -16,9 +16,11 @@ from sim.arch import load_arch, with_overrides
 from sim.dse import check_axes, parse_sweep
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import critical_resource, op_classes, pipeline_cycles, query_cycles, segments
+from sim.packing import pack_ternary2
+from sim.schedule import (HostCost, critical_resource, handoff_bytes, host_steps, op_classes, pipeline_cycles,
+                          query_cycles, segments)
 from sim.simulator import simulate
-from sim.trace import DenseOp, Trace, VectorOp, synthetic_vit_trace, ternary_linear_op
+from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp, synthetic_vit_trace, ternary_linear_op
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -463,3 +465,126 @@ def test_handoff_bytes_of_the_paper_query_by_hand():
     r = simulate(arch, tr)
     assert not any(x["spill_cycles"] for x in r.layers)
     assert r["schedule"]["handoff_dram_bytes"] == want == 225_771_936
+
+
+# ------------------------------------- handoffs: dram, the machine the IPs build (issue 15 item 2)
+
+def _act_case(overlap: str = "pipelined"):
+    # 4 tokens: a LayerNorm (rows of 32) then a ternary linear K = 32, N = 16 in `act`, SIMD 16 with 16
+    # banks (one lane a bank, q = 1: a token's chunks = its fullest bank). Channel c is in bank c mod 16:
+    # token 0 holds channels 0..15 (one a bank): 1 chunk; token 1 channels 0 and 16 (bank 0 twice): 2;
+    # token 2 all 32: 2; token 3 none: 1 (the accumulator write). 6 chunks.
+    m, k, n = 4, 32, 16
+    mask = np.zeros((m, k), bool)
+    mask[0, :16] = True
+    mask[1, [0, 16]] = True
+    mask[2, :] = True
+    lin = TernaryLinearOp("lin", m, k, n, pack_ternary2(np.ones((n, k), np.int8)), mask)
+    tr = Trace(1, {"tokens": m}, [VectorOp("ln", "layernorm", m * k, k), lin])
+    arch = with_overrides(load_arch(ROOT / "sim" / "arch" / "kv260.yaml"), {
+        "compute.pe": 16, "compute.simd": 16, "compute.skip_mode": "act", "compute.weight_format": "ternary2",
+        "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
+        "vector_unit.host_call_overhead_us": 0, "schedule.host_ns_per_element": {"topk": 10.0},
+        "schedule.overlap": overlap, "schedule.tile_tokens": 2, "schedule.handoffs": "dram", "schedule.max_dim": 32})
+    return simulate(arch, tr)
+
+
+def test_act_stream_handoff_host_step_and_energy_by_hand():
+    r = _act_case()
+    ln, lin = r.layers
+    # ln: 4 rows x ceil(32 / 16) lane groups x 2 cycles + 4 x 80 row steps + 12 = 348; lin 45 cycles
+    assert (ln["cycles"], lin["cycles"]) == (348, 45)
+    # hand-offs: ln writes 4 x 32 int8 = 128 B; lin reads the act stream its IP is built for:
+    # 6 chunks x 16 uint32 slots + 4 uint16 counts = 384 + 8 = 392 B (not 128): 520 B in all
+    assert lin["counts"]["dram_handoff_bits"] == 392 * 8 and ln["counts"]["dram_handoff_bits"] == 128 * 8
+    assert r["schedule"]["handoff_dram_bytes"] == r["dram_handoff_bytes"] == 520
+    # dram_bytes: lin's own weights (one fold of 16 x 32 x 2 bit = 128 B) + the hand-offs: 648 B
+    assert r["dram_bytes"] == 128 + 520
+    # their energy: (128 + 520) x 8 bits x 20.3 pJ (ultrascale_plus dram_pj_per_bit) = 105,235.2 pJ
+    assert r["energy_by_component_mj"]["dram"] == pytest.approx(648 * 8 * 20.3e-9, rel=1e-12)
+    # per op: lin's weights and its stream read (128 + 392 B), ln's write (128 B)
+    assert lin["energy_pj"]["dram"] == pytest.approx(520 * 8 * 20.3, rel=1e-12)
+    assert ln["energy_pj"]["dram"] == pytest.approx(128 * 8 * 20.3, rel=1e-12)
+    assert r["energy_by_layer_mj"]["lin"] == pytest.approx(sum(lin["energy_pj"].values()) * 1e-9, rel=1e-12)
+    # host step before lin's IP call: top-k + scheduling of 4 x 32 = 128 elements x 10 ns = 1,280 ns
+    # = 320 cycles at 250 MHz (no call overhead here), in the array's thread
+    assert lin["host_cycles"] == 320 and "host_cycles" not in ln
+    # the port at 4 B / cycle: ln 128 / 4 = 32, lin 128 / 4 + 392 / 4 = 130. Row segment of 2 tiles:
+    # first tile (max(348, 32) + max(45 + 320, 130)) / 2 = 356.5, then one period of the busiest:
+    # array 365 / 2 = 182.5 (vector 174, host 160, port 81): 539 cycles
+    s = r["schedule"]
+    assert r["cycles"] == 539 and s["critical"] == "ternary_array" and s["dram_cycles"] == 162
+    assert s["busy_cycles_by_unit"] == {"ternary_array": 365, "int8_unit": 0, "vector_unit": 348, "host": 320}
+    assert s["host_cycles"] == 320 and s["serial_cycles"] == 348 + 365
+    # overlap none with hand-offs through DRAM (the host issuing op by op): each op alone, its cycles
+    # (host step included) or its transfers, whichever is longer: 348 + max(365, 130) = 713
+    none = _act_case("none")
+    assert none["cycles"] == 713 and none["dram_bytes"] == 648 and none["schedule"]["handoffs"] == "dram"
+
+
+def test_the_host_can_set_the_period_by_hand():
+    # the host steps run in their unit's thread (inside its cycles) and share the host: array 200 + 200
+    # host, int8 100 + 300 host, 4 tiles. Per tile: array 100, int8 100, host (200 + 300) / 4 = 125.
+    # First tile (400 + 400) / 4 = 200, then 3 periods of the host's 125: 575 (without the host as a
+    # unit 200 + 3 x 100 = 500)
+    stages = [("ternary_array", 400, 0, 200), ("int8_unit", 400, 0, 300)]
+    assert pipeline_cycles(stages, 4) == 575 and critical_resource(stages, 4) == "host"
+    assert pipeline_cycles([s[:3] for s in stages], 4) == 500
+
+
+def _chunks_by_hand(mask: np.ndarray, simd: int) -> int:
+    """Chunks of an `act` input with one lane a bank (banks = SIMD): per token its fullest bank, at least 1."""
+    m, k = mask.shape
+    pad = np.zeros((m, -k % simd), bool)
+    per_bank = np.concatenate([mask, pad], axis=1).reshape(m, -1, simd).sum(axis=1)
+    return int(np.maximum(per_bank.max(axis=1), 1).sum())
+
+
+def test_act_handoffs_of_a_small_vit_are_the_streams(small):
+    # against int8 hand-offs, each ternary linear's input read is its act stream instead of M x K int8
+    # (qkv: once per head), chunks counted from the masks here: 32 lanes, 32 banks (the KV260 point)
+    tr, base = small
+    arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4,
+                                 "schedule.handoffs": "dram"})
+    r = simulate(arch, tr)
+    segs = segments(tr.ops, r.layers, 17, 4)
+    int8 = sum(handoff_bytes(tr.ops, r.layers, segs, 17))  # the same records, inputs read as int8
+    want = int8
+    for i, op in enumerate(tr.ops):
+        if isinstance(op, TernaryLinearOp) and i > 0:
+            reads = 4 if op.name.endswith("qkv") else 1  # 4 heads
+            stream = _chunks_by_hand(op.act_mask, 32) * 32 * 4 + op.m * 2
+            want += reads * (stream - op.m * op.k)
+    assert r["schedule"]["handoff_dram_bytes"] == r["dram_handoff_bytes"] == want > int8
+    # every DRAM byte is reported once: the ops' own + the hand-offs
+    own = sum(r[k] for k in ("dram_weight_bytes", "dram_act_bytes", "dram_int8_weight_bytes", "dram_spill_bytes"))
+    assert r["dram_bytes"] == own + want
+
+
+def test_host_steps_of_a_vit_block_by_hand():
+    # handoffs: dram on the _block ops (8 tokens, D 16, 2 heads): qkv's input top-k'd once per head
+    # (the driver calls the IP per head with the whole input): 2 x 8 x 16; proj 8 x 16; QK^T widens
+    # 2 x (8 x 8 + 8 x 8), P.V 2 x (8 x 8 + 8 x 8); the softmax's row maxima 2 x 8 x 8; the head's
+    # int8 linear 1 x 16 + 16 x 4. At 1 ns each, no call overhead, 1000 MHz: cycles = elements
+    ops = _block()
+    segs = segments(ops, [{"name": o.name, "unit": "x", "cycles": 1} for o in ops], 8, 4)
+    assert host_steps(ops, segs, act=True) == [
+        [], [("topk", 256)], [("widen", 256)], [("row_max", 128)], [("widen", 256)], [("topk", 128)], [],
+        [("widen", 80)]]
+    assert host_steps(ops, segs, act=False)[1] == []  # no act IP, no top-k on the host
+    cost = HostCost({"topk": 1.0, "row_max": 1.0, "widen": 1.0}, 0.0, 1000.0)
+    assert [cost.cycles(s) for s in host_steps(ops, segs, act=True)] == [0, 256, 256, 128, 256, 128, 0, 80]
+    # the call overhead once per op: 2 us = 2,000 cycles at 1000 MHz
+    assert HostCost({"topk": 1.0}, 2.0, 1000.0).cycles([("topk", 256)]) == 2256
+
+
+def test_bad_host_step_key_or_value_is_named():
+    base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    assert base.spec.schedule.host_ns_per_element == {"topk": 380.0, "row_max": 0.73, "widen": 0.2}
+    # a kind left out keeps its default
+    one = with_overrides(base, {"schedule.host_ns_per_element": {"topk": 95.0}})
+    assert one.spec.schedule.host_ns_per_element == {"topk": 95.0, "row_max": 0.73, "widen": 0.2}
+    with pytest.raises(SimInputError, match=r"unknown host step 'sort'; allowed: topk, row_max, widen"):
+        with_overrides(base, {"schedule.host_ns_per_element": {"sort": 1.0}})
+    with pytest.raises(SimInputError, match=r"topk = -1.0: must be a finite number of ns"):
+        with_overrides(base, {"schedule.host_ns_per_element": {"topk": -1.0}})
