@@ -54,6 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sim.errors import SimInputError
+from sim.trace import VECTOR_KINDS  # the vector-unit kinds: one list, the trace format's
 
 SIM_DIR = Path(__file__).resolve().parent
 ARCH_DIR = SIM_DIR / "arch"
@@ -66,7 +67,6 @@ SKIP_MODES = ("none", "act", "weight", "both")
 COMPUTE_MODES = ("mvau", "systolic")
 DATAFLOWS = ("os", "ws", "is")
 WEIGHT_FORMATS = ("ternary2", "ternary1.6")
-VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
 BITS_PER_WEIGHT = {"ternary2": 2.0, "ternary1.6": 1.6}
 BLOCK_TYPES = ("registers", "lutram", "bram18", "bram36", "uram")  # sim.buffers maps memories to these
 
@@ -163,8 +163,25 @@ class Int8UnitSpec(_Strict):
 
 
 # the HLS vector unit's per-row steps (hls/include/tatvpr_vector.h): TATVPR_ROW_CYCLES_LAYERNORM,
-# TATVPR_ROW_CYCLES_SOFTMAX; the other kinds have no rows
-ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0}
+# TATVPR_ROW_CYCLES_SOFTMAX, TATVPR_ROW_CYCLES_L2NORM (the descriptor is one row: a 32-step square
+# root and the 48 quotient bits of 2^47 / sd, as LayerNorm's); the other kinds have no rows
+ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0, "requant": 0, "l2norm": 32 + 48}
+# Kinds an arch file may leave out of cycles_per_element / host_ns_per_element (added after the
+# first arch files): the HLS unit's element-loop passes (tatvpr_requant 1: one multiply and round;
+# tatvpr_l2norm 2: the sum of squares, then the scaling) and the host's 1 ns per element default.
+NEW_KIND_CYCLES_PER_ELEMENT = {"requant": 1.0, "l2norm": 2.0}
+NEW_KIND_HOST_NS = {"requant": 1.0, "l2norm": 1.0}
+
+
+def new_kind_vector_pj(kind: str, table) -> "Sourced":
+    """vector_pj_per_element of a kind an energy table leaves out, from the table's own entries:
+    ``requant`` one 32-bit multiply and one rounding add per element (mult32 + add32), ``l2norm``
+    that in each of its two passes (square and accumulate, then scale and round): 2 x (mult32 + add32);
+    the L2 norm's square root and reciprocal are row steps (vector_row_step_pj)."""
+    per = table.mult32_pj.value + table.add32_pj.value
+    passes = {"requant": 1, "l2norm": 2}[kind]
+    return Sourced(value=passes * per, source=f"derived: {kind} = {passes} x (mult32_pj + add32_pj) = {passes} x "
+                   f"({table.mult32_pj.value:g} + {table.add32_pj.value:g}) of this table (sim.arch.new_kind_vector_pj)")
 
 
 def _kinds(default: float) -> dict[str, float]:
@@ -174,7 +191,7 @@ def _kinds(default: float) -> dict[str, float]:
 class VectorUnitSpec(_Strict):
     mode: Literal["fabric", "host"] = "fabric"
     lanes: int = Field(16, ge=1, le=4096)
-    cycles_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
+    cycles_per_element: dict[str, float] = Field(default_factory=lambda: {**_kinds(1.0), **NEW_KIND_CYCLES_PER_ELEMENT})
     # cycles of the per-row steps between a row's passes (docs/engine.md section 5): LayerNorm's
     # square root (32 restoring steps) and reciprocal 2^47 / sd (48 quotient bits), softmax's
     # reciprocal 2^32 / sum (33 quotient bits), as hls/src/tatvpr_vector.cpp computes them
@@ -199,8 +216,10 @@ class VectorUnitSpec(_Strict):
     @model_validator(mode="after")
     def _kinds_valid(self) -> "VectorUnitSpec":
 
-        for field in ("cycles_per_element", "host_ns_per_element"):
+        for field, new in (("cycles_per_element", NEW_KIND_CYCLES_PER_ELEMENT), ("host_ns_per_element", NEW_KIND_HOST_NS)):
             table = getattr(self, field)
+            for k, v in new.items():
+                table.setdefault(k, v)
             extra = sorted(set(table) - set(VECTOR_KINDS))
             if extra:
                 raise ValueError(f"{field}: unknown kind {extra[0]!r}; allowed: {', '.join(VECTOR_KINDS)}")
@@ -379,6 +398,8 @@ class EnergyTable(_Strict):
 
     @model_validator(mode="after")
     def _kinds(self) -> "EnergyTable":
+        for kind in set(VECTOR_KINDS) - set(self.vector_pj_per_element) & set(NEW_KIND_CYCLES_PER_ELEMENT):
+            self.vector_pj_per_element[kind] = new_kind_vector_pj(kind, self)  # kinds after the first tables
         if set(self.vector_pj_per_element) != set(VECTOR_KINDS):
             raise ValueError(f"vector_pj_per_element must have exactly the kinds {', '.join(VECTOR_KINDS)}; "
                              f"got {', '.join(sorted(self.vector_pj_per_element))}")

@@ -621,12 +621,13 @@ def dense_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -
                     transfer_cycles=xfer_total, latency_cycles=lat, output_bytes=out_bytes, output_spilled=spilled)
 
 
-def vector_cycles(elements: int, kind: str, arch, row: int = 0) -> int:
+def vector_cycles(elements: int, kind: str, arch, row: int = 0, host: bool = False) -> int:
     """docs/engine.md section 5: lane groups of ``lanes`` elements, per row of ``row`` elements
     when the op has rows (LayerNorm tokens, softmax rows), times ``cycles_per_element``, plus
-    ``row_op_cycles[kind]`` per row (the square root / reciprocal steps between a row's passes)."""
+    ``row_op_cycles[kind]`` per row (the square root / reciprocal steps between a row's passes).
+    ``host`` (a trace op's host flag) or a ``host``-mode unit: the host formula."""
     v = arch.spec.vector_unit
-    if v.mode == "host":
+    if host or v.mode == "host":
         ns = v.host_call_overhead_us * 1e3 + elements * v.host_ns_per_element[kind]
         return int(math.ceil(ns * arch.spec.clock_mhz / 1e3 - 1e-9))
     groups = (elements // row) * (-(-row // v.lanes)) if row else -(-elements // v.lanes)
@@ -638,8 +639,9 @@ def vector_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) 
     """A vector-unit op; its ``elements`` int8 outputs spill when over the output buffer, and an
     input the previous op spilled is streamed back first (docs/engine.md section 4)."""
     v = arch.spec.vector_unit
-    cycles = vector_cycles(op.elements, op.kind, arch, getattr(op, "row", 0))
-    if v.mode == "host":
+    host = v.mode == "host" or getattr(op, "host", False)
+    cycles = vector_cycles(op.elements, op.kind, arch, getattr(op, "row", 0), host)
+    if host:
         counts = {"host_elements": op.elements, "dram_act_bits": 2 * op.elements * ACT_BITS}
     else:
         row = getattr(op, "row", 0)

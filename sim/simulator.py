@@ -74,7 +74,9 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
     piped = piped_outputs(trace.ops, tokens) if pipelined else [False] * len(trace.ops)
     prev = None  # the previous op's timing: did its output spill to DRAM?
     for i, op in enumerate(trace.ops):
-        rec = {"name": op.name, "type": op.type}
+        rec = {"name": op.name, "type": op.type, **({"host": True} if getattr(op, "host", False) else {})}
+        if isinstance(op, DenseOp) and op.host:  # host work (trace field host): the host-vector charge
+            op = op.as_host_vector()
         spilled_in = bool(prev is not None and prev.output_spilled)
         if isinstance(op, TernaryLinearOp):
             tile = sched.tile_tokens if pipelined and classes[i] == "row" else None

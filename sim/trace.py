@@ -33,8 +33,16 @@ Operation types (header fields; all counts are plain integers >= 1):
     batch = heads) and ``A V`` (m = tokens, k = tokens, n = head dim), and linears that are
     not ternary (head, patch embedding). ``batch`` defaults to 1.
 ``vector`` (:class:`VectorOp`) -- ``elements`` element-wise operations of ``kind`` in
-    ``softmax | layernorm | gelu | add | other`` on the vector unit (``elements`` = number
-    of int8/fixed-point values produced, e.g. heads * tokens * tokens for a softmax).
+    ``softmax | layernorm | gelu | add | other | requant | l2norm`` on the vector unit
+    (``elements`` = number of int8/fixed-point values produced, e.g. heads * tokens * tokens for a
+    softmax; ``requant`` = the head's int16 -> int8 requantisation, ``l2norm`` = the descriptor's
+    L2 normalisation, one row of ``elements``); ``row`` (optional, default 0): elements per row.
+
+``dense`` and ``vector`` ops may carry ``"host": true`` (default false; written only when true,
+so traces without it read as before): the op runs on the host CPU, not on the fabric (SALAD's
+Sinkhorn part, docs/integer.md), and the simulator charges it with the host-vector formula
+(``vector_unit.host_call_overhead_us`` + elements x ``host_ns_per_element[kind]``; a dense op's
+elements are its MACs, kind ``other``). ``ternary_linear`` ops cannot be host ops.
 
 The version is bumped on any incompatible change; :func:`read_trace` rejects other versions.
 """
@@ -56,7 +64,7 @@ from sim.packing import pack_ternary2, row_bytes, unpack_ternary2
 
 FORMAT = "tatvpr-trace"
 VERSION = 1
-VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other")
+VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other", "requant", "l2norm")
 # Sane bounds of a trace's counts: one dimension (tokens, channels, heads) at most 2^31 - 1, one
 # op's work (batch * m * k * n MACs, or elements) at most 2^50 (a ViT-B/14 query is ~1.7e10 MACs).
 MAX_DIM = 2**31 - 1
@@ -365,12 +373,17 @@ class DenseOp:
     n: int
     batch: int = 1
     weights: bool = False  # second operand = the layer's int8 weights (streamed from DRAM)
+    host: bool = False     # runs on the host CPU (charged as host work, not on the int8 unit)
 
     type = "dense"
 
     @property
     def macs(self) -> int:
         return self.batch * self.m * self.k * self.n
+
+    def as_host_vector(self) -> "VectorOp":
+        """A host dense op as the simulator charges it: host work of ``macs`` elements, kind ``other``."""
+        return VectorOp(self.name, "other", self.macs, host=True)
 
 
 @dataclass(eq=False)
@@ -383,6 +396,7 @@ class VectorOp:
     kind: str
     elements: int
     row: int = 0
+    host: bool = False  # runs on the host CPU (the host-vector charge whatever vector_unit.mode)
 
     type = "vector"
 
@@ -508,6 +522,7 @@ def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
             _int_field({key: getattr(op, key)}, key, where)
         _check_work(op.batch * op.m * op.k * op.n, "batch * m * k * n", where)
         _bool_field({"weights": op.weights}, "weights", where)
+        _bool_field({"host": op.host}, "host", where)
     elif isinstance(op, VectorOp):
         if op.kind not in VECTOR_KINDS:
             raise SimInputError(f"{where}: field 'kind' = {op.kind!r}; allowed: {', '.join(VECTOR_KINDS)}")
@@ -515,6 +530,7 @@ def validate_op(op: Op, i: int = 0, source: str = "<trace>") -> None:
         _int_field({"row": op.row}, "row", where, minimum=0, maximum=MAX_DIM)
         if op.row and op.elements % op.row:
             raise SimInputError(f"{where}: field 'row' = {op.row} does not divide elements = {op.elements}")
+        _bool_field({"host": op.host}, "host", where)
     else:
         raise SimInputError(f"{source}: op {i} is a {type(op).__name__}; allowed: "
                             "TernaryLinearOp, DenseOp, VectorOp")
@@ -542,10 +558,10 @@ def _header(trace: Trace) -> dict:
                         "act_scale": op.act_scale, "weight_scale": op.weight_scale})
         elif isinstance(op, DenseOp):
             ops.append({"type": op.type, "name": op.name, "m": op.m, "k": op.k, "n": op.n,
-                        "batch": op.batch, "weights": bool(op.weights)})
+                        "batch": op.batch, "weights": bool(op.weights), **({"host": True} if op.host else {})})
         else:
             ops.append({"type": op.type, "name": op.name, "kind": op.kind, "elements": op.elements,
-                        **({"row": op.row} if op.row else {})})
+                        **({"row": op.row} if op.row else {}), **({"host": True} if op.host else {})})
     return {"format": FORMAT, "version": trace.version, "meta": trace.meta, "ops": ops}
 
 
@@ -609,6 +625,9 @@ def read_trace(path: str | os.PathLike) -> Trace:
             if not isinstance(name, str) or not name:
                 raise SimInputError(f"{where}: field 'name' must be a non-empty string")
             kind = d.get("type")
+            if kind == "ternary_linear" and "host" in d:
+                raise SimInputError(f"{where}: field 'host' is for dense and vector ops; a ternary_linear op "
+                                    "runs on the MAC array")
             if kind == "ternary_linear":
                 m, k, n = (_int_field(d, key, where) for key in ("m", "k", "n"))
                 arrs = {}
@@ -626,10 +645,11 @@ def read_trace(path: str | os.PathLike) -> Trace:
             elif kind == "dense":
                 ops.append(DenseOp(name, *(_int_field(d, key, where) for key in ("m", "k", "n")),
                                    batch=_int_field({"batch": d.get("batch", 1)}, "batch", where),
-                                   weights=_bool_field(d, "weights", where)))
+                                   weights=_bool_field(d, "weights", where), host=_bool_field(d, "host", where)))
             elif kind == "vector":
                 ops.append(VectorOp(name, d.get("kind"), _int_field(d, "elements", where, maximum=MAX_OP_WORK),
-                                    _int_field({"row": d.get("row", 0)}, "row", where, minimum=0)))
+                                    _int_field({"row": d.get("row", 0)}, "row", where, minimum=0),
+                                    host=_bool_field(d, "host", where)))
             else:
                 raise SimInputError(f"{where}: field 'type' = {kind!r}; allowed: ternary_linear, dense, vector")
         meta = header.get("meta", {})
