@@ -18,8 +18,8 @@ from tatvpr_hw.lower.hls.paths import driver_package
 
 driver_package()
 from tatvpr_pynq import integer as iq  # noqa: E402
-from tatvpr_pynq.pipeline import (PRIORITY, SIM_UNIT, Handoff, handoff_dram_bytes, handoffs,  # noqa: E402
-                                  head_major_rows, issue_schedule, makespan, run_trunk, segments, trunk_steps)
+from tatvpr_pynq.pipeline import (PRIORITY, SIM_UNIT, Handoff, handoffs, head_major_rows,  # noqa: E402
+                                  issue_schedule, makespan, run_trunk, segments, trunk_steps)
 
 
 # --------------------------------------------------------------------------- model builders
@@ -78,6 +78,8 @@ def cut(segs, names):
 
 # --------------------------------------------------------------------------- hand-worked issue
 def _flow_shop(per_tile, tiles):
+    """Makespan of identical tiles through stages on distinct units (each finishes tile j after
+    tile j - 1 and after the previous stage's tile j): the classic recurrence, stepped."""
     done = [0] * len(per_tile)
     for _ in range(tiles):
         prev = 0
@@ -89,18 +91,27 @@ def _flow_shop(per_tile, tiles):
 
 def test_issue_on_distinct_units_is_the_flow_shop_by_hand():
     # 3 units, 4 tiles, 5 / 3 / 4 cycles per tile: first tile 12, then the 5-cycle unit sets the
-    # pace: 12 + 3 * 5 = 27; the recurrence stepped gives the same, with double buffers or none
-    assert _flow_shop([5, 3, 4], 4) == 27
+    # pace: 12 + 3 * 5 = 27, with double buffers or none, either priority
     for bufs in ((), (Handoff("a", 0, 1, 2, 0), Handoff("b", 1, 2, 2, 0))):
         for pri in ("tile", "stage"):
             tasks = issue_schedule(["a", "b", "c"], [5, 3, 4], 4, bufs, pri)
             assert makespan(tasks) == 27
             assert sorted((t.stage, t.tile) for t in tasks) == [(i, j) for i in range(3) for j in range(4)]
-    rng = np.random.default_rng(0)
-    for _ in range(30):
-        n, tiles = int(rng.integers(1, 5)), int(rng.integers(1, 9))
-        per = [int(v) for v in rng.integers(0, 20, size=n)]
-        assert makespan(issue_schedule([f"u{i}" for i in range(n)], per, tiles)) == _flow_shop(per, tiles)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_charge_and_issue_on_distinct_units_equal_the_flow_shop(seed):
+    """On stages of distinct units the simulator's charge (``sim.schedule.pipeline_cycles``) and the
+    host's issue rule both equal the flow-shop recurrence stepped above (one derivation, two machines)."""
+    from sim.schedule import pipeline_cycles
+
+    rng = np.random.default_rng(seed)
+    n, tiles = int(rng.integers(1, 4)), int(rng.integers(1, 21))
+    per = [int(v) for v in rng.integers(1, 51, size=n)]
+    units = ["ternary_array", "int8_unit", "vector_unit"][:n]
+    want = _flow_shop(per, tiles)
+    assert pipeline_cycles([(u, t * tiles) for u, t in zip(units, per)], tiles) == want
+    assert makespan(issue_schedule(units, per, tiles)) == want
 
 
 def test_one_copy_between_units_makes_them_alternate_by_hand():
@@ -215,13 +226,8 @@ def test_handoff_buffers_of_a_vit_b_block():
     att = next(s for s in segs if s["kind"] == "attention")
     ha = handoffs(steps[att["first"]:att["last"] + 1], "attention", 16)
     assert [(h.name, h.copies, h.bytes_per_copy) for h in ha] == [("heads", 3, 257 * 192), ("scores", 3, 4 * 257 ** 2)]
-    # through DDR (today's IPs are AXI masters to DDR), every hand-off is written once and read once
-    # per query: row 2 x 257 x (768 + 1536 + 768 + 3072 + 3072 + 768 + 1536) B per row segment
-    dram = handoff_dram_bytes(trunk, 0.4, 16)
-    # = 11520 B a token; the last block's row segment ends at add2 (no add2 -> norm1: 9984 B)
-    assert dram["row"] == 2 * 257 * (11520 + 9984) == 11_053_056
-    # attention, per head: Q, K, V (257 x 192), int32 scores (4 x 257^2), uint8 probabilities (257^2)
-    assert dram["attention"] == 2 * 12 * 2 * (257 * 192 + 4 * 257 ** 2 + 257 ** 2)
+    # through DDR these bytes are written once and read once per tile: the simulator's hand-off bytes
+    # (tests/sim/test_overlap.py::test_handoff_bytes_of_the_paper_query_by_hand)
 
 
 def test_tiny_student_cut_equals_the_simulators(student_and_images):

@@ -20,6 +20,11 @@ host follows, stepped on a virtual clock: a unit that is idle starts the ready t
 tile (then the earliest stage); task ``(i, j)`` (stage ``i``, tile ``j``) is ready when ``(i - 1, j)``
 and ``(i, j - 1)`` are done and the hand-off buffer it writes has a free copy (:func:`handoffs`).
 
+Each unit's thread also runs the numpy its IP call needs first (``PynqUnits``: the top-k and bank
+scheduling of a ternary linear's input, for qkv once per head; the softmax's row maxima; the int8
+unit's operand copies): the host steps ``sim.schedule`` charges under ``schedule.handoffs: dram``
+(docs/engine.md section 5a), in that unit's stage and on the host.
+
 What each op computes is the integer model's (``tatvpr_pynq.integer``): row-local ops on row
 tiles and attention per head give the same integers as the whole op, so a query issued this way
 equals ``TrunkQ.tokens`` bit for bit (:func:`run_trunk`).
@@ -468,21 +473,3 @@ def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | 
             log.tasks.append((s.name, s.unit, arg.start if isinstance(arg, slice) else arg))
     return env["x"], log
 
-
-def handoff_dram_bytes(trunk: TrunkQ, sparsity: float, tile_tokens: int) -> dict[str, int]:
-    """Bytes the hand-offs of one query move when the buffers are DDR (the IPs of today's bitstream
-    are AXI masters to the PS DDR): every handed-over tile is written once and read once.
-    ``{"row": ..., "attention": ..., "total": ...}``."""
-    img = np.zeros((3, int(math.isqrt(trunk.pos.shape[0])) * trunk.patch,
-                    int(math.isqrt(trunk.pos.shape[0])) * trunk.patch), np.int8)
-    steps = trunk_steps(trunk, img, sparsity, {})
-    tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
-    out = {"row": 0, "attention": 0}
-    for seg in segments(steps, tokens, tile_tokens):
-        ss = steps[seg["first"]:seg["last"] + 1]
-        if seg["kind"] == "row":
-            out["row"] += sum(2 * tokens * ss[i].out_bytes_per_row for i in range(len(ss) - 1))
-        elif seg["kind"] == "attention":
-            out["attention"] += seg["tiles"] * 2 * sum(s.out_bytes_per_head for s in ss[:3])
-    out["total"] = out["row"] + out["attention"]
-    return out
