@@ -1,15 +1,18 @@
 // The vector unit of the accelerator (docs/integer.md, docs/engine.md section 5): LayerNorm,
-// softmax, GELU and the residual add in the integer arithmetic of tatvpr_pynq.integer, bit for bit.
+// softmax, GELU, the residual add, the head's int16 -> int8 requantisation and the descriptor's L2
+// normalisation in the integer arithmetic of tatvpr_pynq.integer, bit for bit.
 //
 // Each element loop processes TATVPR_VLANES elements per iteration (one pipelined II = 1
 // iteration per cycle); with TATVPR_COUNT_CYCLES the testbench counts those iterations, which
 // is the simulator's vector-unit charge ceil(elements / lanes) x cycles_per_element[kind]
-// (layernorm 2 passes, softmax 2 passes: the row max comes with the scores, gelu 1, add 1).
+// (layernorm 2 passes, softmax 2 passes: the row max comes with the scores, gelu 1, add 1,
+// requant 1, l2norm 2: the sum of squares, then the scaling).
 // The per-row steps run between a row's passes, one cycle each, counted apart (row_cycles;
 // row_ops counts the rows): LayerNorm's square root (TATVPR_ISQRT_STEPS = 32 steps) and
-// reciprocal 2^47 / sd (48 quotient bits), softmax's reciprocal 2^32 / sum (33 quotient bits):
-// TATVPR_ROW_CYCLES_LAYERNORM = 80 and TATVPR_ROW_CYCLES_SOFTMAX = 33 per row, the simulator's
-// vector_unit.row_op_cycles (docs/engine.md section 5).
+// reciprocal 2^47 / sd (48 quotient bits), softmax's reciprocal 2^32 / sum (33 quotient bits), the
+// L2 norm's square root and reciprocal 2^47 / sd once for the whole vector (one row):
+// TATVPR_ROW_CYCLES_LAYERNORM = 80, TATVPR_ROW_CYCLES_SOFTMAX = 33 and TATVPR_ROW_CYCLES_L2NORM = 80
+// per row, the simulator's vector_unit.row_op_cycles (docs/engine.md section 5).
 #ifndef TATVPR_VECTOR_H
 #define TATVPR_VECTOR_H
 
@@ -22,6 +25,10 @@
 #define TATVPR_ISQRT_STEPS 32
 #define TATVPR_ROW_CYCLES_LAYERNORM (TATVPR_ISQRT_STEPS + 48)
 #define TATVPR_ROW_CYCLES_SOFTMAX 33
+#define TATVPR_ROW_CYCLES_L2NORM (TATVPR_ISQRT_STEPS + 48)
+// The L2 norm's sum of squares stays below 2^46 (its Q8 square root's radicand below 2^62) for any
+// int16 vector shorter than 2^16 elements: the longest vector the unit normalises.
+#define TATVPR_L2NORM_MAX_N 65535
 
 #ifdef TATVPR_COUNT_CYCLES
 void tatvpr_count_vector_cycle();
@@ -49,5 +56,14 @@ void tatvpr_gelu(const int8_t *x, int8_t *y, int n, const int8_t *table);
 // int16 x[t][d] + per-channel requant(int8 y) -> int16, saturating.
 void tatvpr_residual_add(const int16_t *x, const int8_t *y, int16_t *out, int t, int d, const int32_t *mult,
                          const int32_t *shift);
+
+// int16 x[n] -> int8 y[n]: sat8((x * mult + 2^(shift-1)) >> shift), one multiplier for the tensor
+// (0 <= mult < 2^31, 1 <= shift <= 62): the head's int8 input from an int16 stream.
+void tatvpr_requant(const int16_t *x, int8_t *y, int n, int64_t mult, int shift);
+
+// int16 x[n] -> int16 y[n] = x / ||x|| in Q15, the descriptor (1 <= n <= TATVPR_L2NORM_MAX_N; all
+// zeros give zeros): n2 = sum(x^2), sd = max(1, isqrt(n2 * 2^16)), inv = 2^47 / sd,
+// y = sat16((x * inv + 2^23) >> 24).
+void tatvpr_l2norm(const int16_t *x, int16_t *y, int n);
 
 #endif

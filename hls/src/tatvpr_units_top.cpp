@@ -27,7 +27,9 @@ extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t
     tatvpr_int8_gemm(a, b, bias, out32, out8, out16, batch, m, k, n, mode, (int64_t)mult, shift);
 }
 
-enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V_ADD = 4 };
+// 5 is the int8 unit's gemm in the testbench's numbering, unused here
+enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V_ADD = 4, TATVPR_V_REQUANT = 6,
+       TATVPR_V_L2NORM = 7 };
 
 // The vector unit: one IP, the op selected by `op` (the C-sim testbench's numbering).
 //   layernorm: x16[t*d], gain64/bias64[d], eps_q -> y8[t*d]
@@ -35,6 +37,8 @@ enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V
 //              it until that comparator is in the int8 IP), mult, shift -> p8[rows*n]
 //   gelu:      x8[n], table8[256] -> y8[n]
 //   add:       x16[t*d], x8[t*d] (the ternary IP's output), mult32/shift32[d] -> out16[t*d]
+//   requant:   x16[t*d], mult, shift -> y8[t*d] (the head's int8 input)
+//   l2norm:    x16[t*d] (one vector of t*d <= TATVPR_L2NORM_MAX_N elements) -> out16[t*d] in Q15
 extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, const int32_t *s32, const int32_t *row_max32,
                        const int64_t *gain64, const int64_t *bias64, const int32_t *mult32, const int32_t *shift32,
                        const int8_t *table8, int8_t *y8, uint8_t *p8, int16_t *out16, int t, int d, long long mult,
@@ -66,5 +70,9 @@ extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, 
         tatvpr_gelu(x8, y8, t * d, table8);
     } else if (op == TATVPR_V_ADD) {
         tatvpr_residual_add(x16, x8, out16, t, d, mult32, shift32);
+    } else if (op == TATVPR_V_REQUANT) {
+        tatvpr_requant(x16, y8, t * d, (int64_t)mult, shift);
+    } else if (op == TATVPR_V_L2NORM) {
+        tatvpr_l2norm(x16, out16, t * d);
     }
 }

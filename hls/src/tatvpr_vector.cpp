@@ -155,3 +155,37 @@ ADD:
         }
     }
 }
+
+void tatvpr_requant(const int16_t *x, int8_t *y, int n, int64_t mult, int shift) {
+    const int64_t half = (int64_t)1 << (shift - 1);
+REQUANT:
+    for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++)
+            y[c0 + l] = (int8_t)sat(((int64_t)x[c0 + l] * mult + half) >> shift, -128, 127);
+    }
+}
+
+void tatvpr_l2norm(const int16_t *x, int16_t *y, int n) {
+    const int L2_SD_BITS = 8, L2_SHIFT = 24;  // sd in Q8; x * 2^47 / (||x|| * 2^8) >> 24 = x / ||x|| in Q15
+    int64_t n2 = 0;
+SUMSQ:  // pass 1: the sum of squares (below 2^46 for n <= TATVPR_L2NORM_MAX_N)
+    for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) n2 += (int64_t)x[c0 + l] * x[c0 + l];
+    }
+    TATVPR_ROWOP();
+    int64_t sd = isqrt64(n2 << (2 * L2_SD_BITS));
+    if (sd < 1) sd = 1;
+    int64_t inv = div_pow2(47, sd);  // (1 << 47) / sd
+    const int64_t half = (int64_t)1 << (L2_SHIFT - 1);
+SCALE:  // pass 2: x * inv, rounded, saturated to int16
+    for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++)
+            y[c0 + l] = (int16_t)sat(((int64_t)x[c0 + l] * inv + half) >> L2_SHIFT, -32768, 32767);
+    }
+}

@@ -4,7 +4,8 @@
 //   tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]
 //
 // IN.bin (written by tatvpr_hw.lower.hls.unit_csim; little-endian):
-//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm), int32 nparams,
+//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm, 6 requant, 7 l2norm),
+//   int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
 //     softmax:   params rows, n, mult, shift; sections scores int32[rows*n]
@@ -12,6 +13,8 @@
 //     add:       params t, d;              sections mult int32[d], shift int32[d], x int16[t*d], y int8[t*d]
 //     gemm:      params batch, m, k, n, mode, mult, shift; sections a int16[batch*m*k],
 //                b int8[batch*k*n], bias int32[n] (nbytes 0: no bias); output int32 / int8 / int16
+//     requant:   params n, mult, shift;    sections x int16[n]; output int8[n]
+//     l2norm:    params n;                 sections x int16[n]; output int16[n] (Q15)
 // OUT.bin: char[8] "TVPRVRS2", int32 op, int64 element_cycles, int64 row_ops, int64 row_cycles,
 //          uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
@@ -121,6 +124,24 @@ int run_one(const char *in_path, const char *out_path) {
             if (mode == 0) out.assign((uint8_t *)o32.data(), (uint8_t *)o32.data() + cnt * 4);
             if (mode == 1) out.assign((uint8_t *)o8.data(), (uint8_t *)o8.data() + cnt);
             if (mode == 2) out.assign((uint8_t *)o16.data(), (uint8_t *)o16.data() + cnt * 2);
+        }
+    } else if (ok && op == 6 && np == 3) {
+        int n = (int)prm[0];
+        std::vector<int16_t> x;
+        ok = n >= 1 && prm[1] >= 0 && prm[1] < (1LL << 31) && prm[2] >= 1 && prm[2] <= 62 && section(fp, x, n);
+        if (ok) {
+            std::vector<int8_t> y(n);
+            tatvpr_requant(x.data(), y.data(), n, prm[1], (int)prm[2]);
+            out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size());
+        }
+    } else if (ok && op == 7 && np == 1) {
+        int n = (int)prm[0];
+        std::vector<int16_t> x;
+        ok = n >= 1 && n <= TATVPR_L2NORM_MAX_N && section(fp, x, n);
+        if (ok) {
+            std::vector<int16_t> y(n);
+            tatvpr_l2norm(x.data(), y.data(), n);
+            out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size() * 2);
         }
     } else {
         ok = false;

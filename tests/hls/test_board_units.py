@@ -157,6 +157,13 @@ def test_vector_top_equals_the_integer_model(lib):
     s32 = rng.integers(20, 31, size=d).astype(np.int32)
     _, _, o16 = _vector(lib, 4, x16=x, x8=x8, mult32=m32, shift32=s32, t=t, d=d)
     assert np.array_equal(o16.reshape(t, d), iq.NUMPY_UNITS.add("", x, x8, m32, s32))
+    # op 6: the head's requantisation (one multiplier); op 7: the descriptor's L2 norm in Q15 (5 x 40 = one vector)
+    y8, _, _ = _vector(lib, 6, x16=x, t=t, d=d, mult=1518500250, shift=36)
+    assert np.array_equal(y8.reshape(t, d), iq.NUMPY_UNITS.requant("", x, 1518500250, 36))
+    _, _, o16 = _vector(lib, 7, x16=x, t=t, d=d)
+    assert np.array_equal(o16, iq.l2norm_int(x))
+    _, _, o16 = _vector(lib, 7, x16=np.zeros(d, np.int16), t=1, d=d)
+    assert not o16.any()
 
 
 @pytest.mark.parametrize("mode, out", [(0, "int32"), (1, "int8"), (2, "int16")])
@@ -363,7 +370,22 @@ def test_unit_ip_calls_equal_the_integer_model(unit_board):
     assert np.array_equal(ov.vector.gelu(table, x8), table[x8.astype(np.int64) + 128])
     m32, s32 = rng.integers(2 ** 29, 2 ** 30, size=32), rng.integers(20, 31, size=32)
     assert np.array_equal(ov.vector.add(x, x8, m32, s32), iq.NUMPY_UNITS.add("", x, x8, m32, s32))
-    assert int8.runs == 4 and vec.runs == 4
+    # the head's requantisation and the descriptor's L2 norm (a long long multiplier: both words)
+    got = ov.vector.requant(x, 1518500250, 37)
+    assert got.dtype == np.int8 and np.array_equal(got, iq.NUMPY_UNITS.requant("", x, 1518500250, 37))
+    d16 = rng.integers(-32768, 32768, size=300).astype(np.int16)
+    got = ov.vector.l2norm(d16)
+    assert got.dtype == np.int16 and np.array_equal(got, iq.l2norm_int(d16))
+    assert int8.runs == 4 and vec.runs == 6
+    with pytest.raises(ValueError, match="normalises 1 to 65535"):
+        ov.vector.l2norm(np.zeros(65536, np.int16))
+    with pytest.raises(ValueError, match="shift in \\[1, 62\\]"):
+        ov.vector.requant(x, 3, 63)
+    # PynqUnits routes the head's requant and l2norm to the vector IP
+    units = PynqUnits(ov)
+    assert np.array_equal(units.requant("head.input", x, 1518500250, 37), iq.NUMPY_UNITS.requant("", x, 1518500250, 37))
+    assert np.array_equal(units.l2norm("head.l2norm", d16), iq.l2norm_int(d16))
+    assert units.fabric_ops_by_unit["vector"] == 2 and units.arm_ops["vector"] == 0 and vec.runs == 8
     # a wrong register map bites: program the IP's registers at the Vitis defaults instead
     ov.vector.offsets = drv.unit_default_offsets(drv.VECTOR_ARGS)
     with pytest.raises(KeyError):

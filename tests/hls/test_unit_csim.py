@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tatvpr_hw.lower.hls.paths import driver_package
-from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gelu_call, layernorm_call, run_unit_ops,
-                                           softmax_call)
+from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gelu_call, l2norm_call, layernorm_call,
+                                           requant_call, run_unit_ops, softmax_call)
 
 driver_package()
 from tatvpr_pynq import integer as iq  # noqa: E402
@@ -102,6 +102,88 @@ def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
     assert results[0].row_cycles == 10 * 80 and results[1].row_cycles == 30 * 33
 
 
+def test_requant_bit_exact_with_saturation(exe, tmp_path):
+    """The head's int16 -> int8 requantisation (``tatvpr_requant``) equals ``formats.requantize``."""
+    from tatvpr_pynq.formats import requantize
+
+    rng = np.random.default_rng(6)
+    x = rng.integers(-32768, 32768, size=(49, 192)).astype(np.int16)
+    edge = np.array([-32768, 32767, 0, 1, -1, 2, -2, 3, -3], np.int16)  # the extremes, rounding half up
+    calls = [requant_call(x, *quantize_multiplier(0.004)), requant_call(x, *quantize_multiplier(0.9)),
+             requant_call(edge, 1, 1), requant_call(np.zeros((3, 5), np.int16), 2 ** 31 - 1, 62)]
+    res = run_unit_ops(exe, calls, tmp_path)
+    for r, c in zip(res, calls):
+        assert np.array_equal(r.out.ravel(), requantize(c.arrays[0], c.params[1], c.params[2]))
+    # x / 2, rounded half up: -16384 -> -128 (saturated), 16384 -> 127, 0, 1/2 -> 1, -1/2 -> 0, 1, -1, 3/2 -> 2, -1
+    assert res[2].out.tolist() == [-128, 127, 0, 1, 0, 1, -1, 2, -1]
+    assert (res[1].out == 127).any() and (res[1].out == -128).any()
+    assert not res[3].out.any()
+    assert [r.element_cycles for r in res] == [588, 588, 1, 1]  # ceil(9408 / 16), ceil(9 / 16), ceil(15 / 16)
+    assert [r.row_ops for r in res] == [0] * 4 and [r.row_cycles for r in res] == [0] * 4
+
+
+def test_l2norm_bit_exact_on_edge_cases(exe, tmp_path):
+    """The descriptor's L2 norm in Q15 (``tatvpr_l2norm``) equals ``l2norm_int``: random vectors, all
+    zeros, one nonzero element (exactly 1.0: saturates to 32767), the largest magnitude everywhere on
+    the longest vector the unit takes (65535 x -32768: the sum of squares just below 2^46), partial
+    lane groups."""
+    rng = np.random.default_rng(7)
+    vecs = [rng.integers(-32768, 32768, size=512).astype(np.int16), np.zeros(7, np.int16),
+            np.array([3, 4], np.int16), np.array([0, -9, 0], np.int16), np.full(65535, -32768, np.int16),
+            np.full(4096, 32767, np.int16), rng.integers(-3, 4, size=200).astype(np.int16),
+            np.array([1], np.int16)]
+    res = run_unit_ops(exe, [l2norm_call(v) for v in vecs], tmp_path)
+    for r, v in zip(res, vecs):
+        assert np.array_equal(r.out, iq.l2norm_int(v)), v.size
+    assert res[1].out.tolist() == [0] * 7
+    assert res[2].out.tolist() == [19661, 26214]        # 0.6 and 0.8 in Q15, by hand
+    assert res[3].out.tolist() == [0, -32768, 0]        # -1.0 fits int16
+    assert res[7].out.tolist() == [32767]               # +1.0 saturates
+    # 65535 elements of -2^15: sum of squares 65535 * 2^30 < 2^46; sd = isqrt(65535 * 2^46) = 2147467263
+    # (the norm 8388543.9998 in Q8), inv = 2^47 // sd = 65536, (-2^15 * 65536 + 2^23) >> 24 = -128:
+    # -1 / sqrt(65535) = -0.0039064 = -128.001 in Q15
+    assert set(res[4].out.tolist()) == {-128}
+    ref = vecs[0] / np.linalg.norm(vecs[0].astype(np.float64)) * 2 ** 15
+    assert np.abs(res[0].out - ref).max() <= 1.0
+    # 2 passes of ceil(n / 16) lane groups, one row: 32 square-root steps + 48 quotient bits of 2^47 / sd
+    assert [r.element_cycles for r in res] == [2 * math.ceil(v.size / 16) for v in vecs]
+    assert [(r.row_ops, r.row_cycles) for r in res] == [(1, 80)] * len(vecs)
+
+
+def test_requant_and_l2norm_calls_refuse_what_the_unit_cannot_take():
+    from tatvpr_hw.errors import UserError
+
+    with pytest.raises(UserError, match="normalises 1 to 65535"):
+        l2norm_call(np.zeros(65536, np.int16))
+    with pytest.raises(UserError, match="normalises 1 to 65535"):
+        l2norm_call(np.zeros(0, np.int16))
+    with pytest.raises(UserError, match="input is int16"):
+        l2norm_call(np.array([40000]))
+    with pytest.raises(UserError, match="shift in \\[1, 62\\]"):
+        requant_call(np.zeros(3, np.int16), 5, 0)
+
+
+def test_requant_and_l2norm_cycles_are_the_simulators_by_hand(exe, tmp_path):
+    """KV260 arch (16 lanes, pipeline 12): a requant of 40 elements is ceil(40 / 16) = 3 lane groups x 1
+    pass + 12 = 15 cycles; an L2 norm of 40 elements (one row) 3 groups x 2 passes = 6, + 80 row steps
+    (square root 32, reciprocal 48), + 12 = 98. The C simulation counts the same, less the pipeline."""
+    from sim.arch import load_arch
+    from sim.engine import vector_cycles
+
+    arch = load_arch("kv260")
+    assert vector_cycles(40, "requant", arch) == 15
+    assert vector_cycles(40, "l2norm", arch, 40) == 98
+    rng = np.random.default_rng(8)
+    x = rng.integers(-2000, 2000, size=40).astype(np.int16)
+    rq, l2 = run_unit_ops(exe, [requant_call(x, 3, 4), l2norm_call(x)], tmp_path)
+    assert rq.cycles == 15 - 12 and l2.cycles == 98 - 12
+    for n in (1, 16, 17, 512, 4096):  # and on other sizes, against the simulator's formula
+        y = rng.integers(-2000, 2000, size=n).astype(np.int16)
+        rq, l2 = run_unit_ops(exe, [requant_call(y, 3, 4), l2norm_call(y)], tmp_path)
+        assert rq.cycles + 12 == vector_cycles(n, "requant", arch), n
+        assert l2.cycles + 12 == vector_cycles(n, "l2norm", arch, n), n
+
+
 @pytest.mark.parametrize("arch_name", ["kv260", "zcu104", "pynq_z2"])
 def test_row_op_cycles_of_the_arch_are_the_hls_units(exe, tmp_path, arch_name):
     """vector_unit.row_op_cycles (the simulator's one description of the per-row steps) is what the
@@ -117,6 +199,8 @@ def test_row_op_cycles_of_the_arch_are_the_hls_units(exe, tmp_path, arch_name):
         lr, sr = run_unit_ops(exe, [layernorm_call(ln, x), softmax_call(scores, *quantize_multiplier(0.01))],
                               tmp_path)
         assert lr.row_cycles == 2 * table["layernorm"] and sr.row_cycles == 3 * table["softmax"]
+        l2, rq = run_unit_ops(exe, [l2norm_call(x[0]), requant_call(x, 1, 1)], tmp_path)
+        assert l2.row_cycles == table["l2norm"] and rq.row_cycles == table["requant"] == 0
     assert table["gelu"] == table["add"] == table["other"] == 0
 
 

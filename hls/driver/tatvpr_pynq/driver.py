@@ -609,8 +609,10 @@ VECTOR_ARGS = (("op", "u32", None), ("x16", "ptr", np.int16), ("x8", "ptr", np.i
                ("mult32", "ptr", np.int32), ("shift32", "ptr", np.int32), ("table8", "ptr", np.int8),
                ("y8", "ptr", np.int8), ("p8", "ptr", np.uint8), ("out16", "ptr", np.int16), ("t", "u32", None),
                ("d", "u32", None), ("mult", "u64", None), ("shift", "u32", None), ("eps_q", "u64", None))
-VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4}
+VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "requant": 6, "l2norm": 7}
 """``op`` register values (``TATVPR_V_*`` in tatvpr_units_top.cpp)."""
+L2NORM_MAX_N = 65535
+"""The longest vector the vector unit L2-normalises (``TATVPR_L2NORM_MAX_N`` in tatvpr_vector.h)."""
 GEMM_MODES = {"int32": (0, "out32"), "int8": (1, "out8"), "int16": (2, "out16")}
 
 
@@ -766,8 +768,9 @@ class Int8UnitIP(UnitIP):
 
 class VectorUnitIP(UnitIP):
     """The vector unit (``tatvpr_vector_top``): LayerNorm, softmax, the GELU / ReLU table, the residual
-    add, selected by its ``op`` register. The softmax takes the rows' maxima from the host (the vector
-    top's ``row_max32``: the int8 unit's comparator is not in its IP yet)."""
+    add, the head's int16 -> int8 requantisation and the descriptor's L2 normalisation, selected by its
+    ``op`` register. The softmax takes the rows' maxima from the host (the vector top's ``row_max32``:
+    the int8 unit's comparator is not in its IP yet)."""
 
     ARGS = VECTOR_ARGS
     VLNV = VECTOR_VLNV
@@ -799,6 +802,23 @@ class VectorUnitIP(UnitIP):
                     "shift32": np.asarray(shift, np.int64).astype(np.int32)},
                    {"op": VECTOR_OPS["add"], "t": t, "d": d}, "out16", t * d)
         return self.wait().reshape(t, d)
+
+    def requant(self, x, mult: int, shift: int) -> np.ndarray:
+        """int16 ``x`` -> int8 ``sat8((x * mult + 2**(shift-1)) >> shift)`` (one multiplier)."""
+        x = np.asarray(x)
+        if not (0 <= int(mult) < 2 ** 31 and 1 <= int(shift) <= 62):
+            raise ValueError(f"vector unit requant: mult must be in [0, 2^31) and shift in [1, 62], got {mult}, {shift}")
+        self.start({"x16": x.reshape(-1)}, {"op": VECTOR_OPS["requant"], "t": 1, "d": x.size, "mult": int(mult),
+                                            "shift": int(shift)}, "y8", x.size)
+        return self.wait().reshape(x.shape)
+
+    def l2norm(self, x) -> np.ndarray:
+        """int16 vector ``x`` -> ``x / ||x||`` in Q15 (int16); at most :data:`L2NORM_MAX_N` elements."""
+        x = np.asarray(x).reshape(-1)
+        if not 1 <= x.size <= L2NORM_MAX_N:
+            raise ValueError(f"vector unit l2norm: {x.size} elements; the IP normalises 1 to {L2NORM_MAX_N}")
+        self.start({"x16": x}, {"op": VECTOR_OPS["l2norm"], "t": 1, "d": x.size}, "out16", x.size)
+        return self.wait()
 
 
 _UNIT_DRIVER_CLASSES: dict[tuple[int, str], type] = {}

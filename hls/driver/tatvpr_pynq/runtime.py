@@ -19,7 +19,7 @@ Units backends: ``NUMPY_UNITS`` (the golden integer model), the C simulation of 
 (``tatvpr_hw.lower.hls.query_csim.csim_units``, host-side test stand-in for the bitstream), and
 :class:`PynqUnits`, which runs the ternary linears, the int8-unit GEMMs and the vector-unit ops on
 the bitstream's three IPs (numpy on the ARM cores for a unit whose IP the overlay lacks, and for
-the head's requantisation and L2 normalisation, which have no kernel yet), and issues the trunk as
+SALAD's Sinkhorn part, host work on every backend), and issues the trunk as
 the design point schedules it (``pipelined``: tile by tile, one host thread per IP).
 """
 
@@ -106,10 +106,11 @@ class PynqUnits(Units):
     """The bitstream's units: ternary linears on the ternary GEMM IP (``overlay.run_layer``, e.g. a
     :class:`tatvpr_pynq.driver.TernaryGemmOverlay`) after the host's top-k; the int8-unit GEMMs (patch
     embedding, QK^T, P.V, the head's linears and attention) on ``overlay.int8`` and LayerNorm, softmax,
-    GELU / ReLU tables and residual adds on ``overlay.vector`` (:class:`tatvpr_pynq.driver.Int8UnitIP`,
+    GELU / ReLU tables, residual adds, the head's int16 -> int8 requantisation and the descriptor's L2
+    normalisation on ``overlay.vector`` (:class:`tatvpr_pynq.driver.Int8UnitIP`,
     :class:`tatvpr_pynq.driver.VectorUnitIP`) when the bitstream has those IPs, else in numpy on the
-    ARM cores (the golden model's integers). With no kernel yet on any backend: the head's int16 ->
-    int8 requantisation and the L2 normalisation (numpy). ``fabric_ops`` counts the calls that ran on
+    ARM cores (the golden model's integers); SALAD's Sinkhorn part on the ARM cores on every backend
+    (``Units.host``). ``fabric_ops`` counts the calls that ran on
     the fabric, ``fabric_ops_by_unit`` per unit, ``arm_ops`` the int8- and vector-unit calls that ran in
     numpy."""
 
@@ -186,6 +187,16 @@ class PynqUnits(Units):
         if self._count("vector", self.vector is not None):
             return self.vector.add(x, y, mult, shift)
         return super().add(name, x, y, mult, shift)
+
+    def requant(self, name, x, mult, shift):
+        if self._count("vector", self.vector is not None):
+            return self.vector.requant(x, mult, shift)
+        return super().requant(name, x, mult, shift)
+
+    def l2norm(self, name, x):
+        if self._count("vector", self.vector is not None):
+            return self.vector.l2norm(x)
+        return super().l2norm(name, x)
 
 
 def load_meta(bundle_dir) -> dict:

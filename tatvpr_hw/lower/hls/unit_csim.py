@@ -26,8 +26,10 @@ from tatvpr_hw.lower.hls.paths import ap_types_dir, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
             "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")
-OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5}
-_OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16}
+OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7}
+_OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16, "requant": np.int8,
+              "l2norm": np.int16}
+L2NORM_MAX_N = 65535  # TATVPR_L2NORM_MAX_N (hls/include/tatvpr_vector.h)
 GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
 
 
@@ -75,6 +77,29 @@ def add_call(x: np.ndarray, y: np.ndarray, mult: np.ndarray, shift: np.ndarray) 
     t, d = x.shape
     return UnitCall("add", [t, d], [np.asarray(mult, "<i4"), np.asarray(shift, "<i4"), np.asarray(x, "<i2"),
                                       np.asarray(y, "i1")], (t, d))
+
+
+def _int16(x: np.ndarray, op: str) -> None:
+    if x.size and (int(x.min()) < -32768 or int(x.max()) > 32767):
+        raise UserError(f"{op}: the vector unit's input is int16; values span [{x.min()}, {x.max()}]")
+
+
+def requant_call(x: np.ndarray, mult: int, shift: int) -> UnitCall:
+    """The head's per-tensor int16 -> int8 requantisation (``tatvpr_pynq.integer.Units.requant``)."""
+    x = np.asarray(x)
+    if not (0 <= int(mult) < 2 ** 31 and 1 <= int(shift) <= 62):
+        raise UserError(f"requant: mult must be in [0, 2^31) and shift in [1, 62], got {mult}, {shift}")
+    _int16(x, "requant")
+    return UnitCall("requant", [x.size, int(mult), int(shift)], [np.asarray(x, "<i2").ravel()], x.shape)
+
+
+def l2norm_call(x: np.ndarray) -> UnitCall:
+    """The descriptor's L2 normalisation in Q15 (``tatvpr_pynq.integer.l2norm_int``) of int16 ``x``."""
+    x = np.asarray(x)
+    if not 1 <= x.size <= L2NORM_MAX_N:
+        raise UserError(f"l2norm: {x.size} elements; the vector unit normalises 1 to {L2NORM_MAX_N}")
+    _int16(x, "l2norm")
+    return UnitCall("l2norm", [x.size], [np.asarray(x, "<i2").ravel()], (x.size,))
 
 
 def gemm_call(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, out: str = "int32",
