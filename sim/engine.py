@@ -218,6 +218,9 @@ class LayerTiming:
     output_bytes: int = 0
     output_spilled: bool = False
     scheduler_fill_cycles: int = 0  # act: the bank scheduler's token register, once per layer
+    # the steps in loop order: (fold f, block b, C_j, loads f's weights, loads b's activations,
+    # activation DRAM bytes loaded); the ternary IP's C simulation reports the same per step
+    steps: tuple = ()
 
 
 @dataclass
@@ -399,15 +402,16 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
     bpc = arch.dram_bytes_per_cycle
     dec = c.decode_latency_cycles if fmt == "ternary1.6" else 0
     block_c = np.add.reduceat(tok, np.array([b0 for b0, _ in bounds]), axis=0)  # [T, N_f]
-    comp, xfer = [], []
+    comp, xfer, steps = [], [], []
     prev_f = prev_b = None
     for f, b in loop_steps(n_f, t, order):
-        nbytes, w_load = Fraction(0), f != prev_f
+        nbytes, w_load, a_load = Fraction(0), f != prev_f, not resident and b != prev_b
         if w_load:
             nbytes += fold_bytes
-        if not resident and b != prev_b:
+        if a_load:
             nbytes += block_bytes[b]
         comp.append(int(block_c[b, f]))
+        steps.append((f, b, comp[-1], w_load, a_load, block_bytes[b] if a_load else 0))
         xfer.append(transfer_cycles(nbytes, bpc) + (dec if w_load else 0))
         prev_f, prev_b = f, b
     fill = fill_cycles(simd, c.tree_stages)
@@ -470,7 +474,8 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
     return LayerTiming(op.name, m, k, n, n_f, cycles, compute_total, int(sum(xfer)),
                        cycles - compute_total - fill - sched - lat - spill, fill, lat, bool(resident), counts,
                        conflict_cycles=conflict, loop_order=order, token_blocks=t, spill_cycles=spill,
-                       output_bytes=out_bytes, output_spilled=spilled, scheduler_fill_cycles=sched)
+                       output_bytes=out_bytes, output_spilled=spilled, scheduler_fill_cycles=sched,
+                       steps=tuple(steps))
 
 
 def systolic_layer(op, arch, *, input_in_dram: bool = False) -> LayerTiming:

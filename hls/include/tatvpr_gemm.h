@@ -40,7 +40,8 @@
 //                         simulator charges for its accumulator write.
 // The kernel answers STATUS_BAD_STREAM for a pair in a lane of another bank, an index >= K, a
 // value-0 word that is not all zero, a token whose chunk count is not the minimal one above,
-// or a layer with more chunks than the on-chip buffer holds.
+// a token with more chunks than a block may hold, or resident = 1 with more chunks than the
+// whole buffer holds.
 // Weights in DDR: N rows, row n = packed K weights of output channel n, each row padded to
 // whole bytes (ternary_format/packing.py): ceil(K/4) bytes (ternary2) or ceil(K/5) bytes (ternary1.6).
 //
@@ -52,34 +53,49 @@
 //                memory of 2*PE-bit words (one channel's codes of the fold's PE rows), depth
 //                KMAX / B. Partitioned over replicas and banks only, reshaped over PE.
 //   activations  abuf: one memory of SIMD * (8 + I)-bit words (I = ceil(log2 KMAX)), depth
-//                CHUNKS_MAX. On chip a slot holds the value (8 bits) and, in its I index bits,
-//                address * 2 + last: the bank is implied by the slot, and the freed bit (B >= 2
-//                makes 2 * KMAX / B <= 2^I) marks a token's last chunk, so no token table is
-//                needed.
-//   outputs      obuf: one memory of PE * 8-bit words, depth MMAX (the fold's PE outputs of
-//                each token; MMAX is also the largest M).
+//                CHUNKS_MAX, one write port (loads) and one read port (the array). On chip a
+//                slot holds the value (8 bits) and, in its I index bits, address * 2 + last: the
+//                bank is implied by the slot, and the freed bit (B >= 2 makes 2 * KMAX / B <=
+//                2^I) marks a token's last chunk, so no token table is needed. With
+//                TATVPR_HALVES = 2 a non-resident token block uses one half (rows from 0 or from
+//                CHUNKS_MAX / 2, floor(CHUNKS_MAX / 2) words) while the next loads into the other;
+//                a resident input uses all CHUNKS_MAX words.
+//   outputs      obuf: one memory of PE * 8-bit words, depth MMAX (one fold's PE outputs of each
+//                token of a block: MMAX is the most tokens a block has).
 // Besides these, only fully partitioned registers of the datapath: acc[PE] (accumulators),
 // fold_bias[PE] and the stream check's per-bank counters cnt[B].
 //
 // ---------------------------------------------------------------------------------------
-// Loop nest <-> simulator cycle counts (docs/engine.md section 4, skip mode "act"):
+// One call = one whole layer (docs/engine.md section 4, skip mode "act"). Arguments besides
+// the buffers: m, k, n (M any >= 1; K <= KMAX), fmt, mult, shift, and
+//   order     0 fold_outer (for f: for b), 1 token_outer (for b: for f)
+//             (ternary_format.tiling.LOOP_ORDERS; the driver passes choose_loop_order's pick);
+//   resident  1: a block may use the whole activation buffer (the simulator's resident input:
+//             all tokens' chunks fit CHUNKS_MAX and the previous op did not spill them); the IP
+//             reads the whole stream once (on the board it always comes from DDR) and cuts blocks
+//             of MMAX tokens, loading nothing more. 0: a block may use floor(CHUNKS_MAX / h)
+//             words (h = TATVPR_HALVES).
+// Token blocks: consecutive tokens, greedily, as ternary_format.tiling.token_blocks: a block
+// ends before the token that would take it over its words or over MMAX tokens.
 //
-//   LOAD_W(0)                                           X_0
-//   FOLD:  for f in 0 .. ceil(N/PE)-1                    N_f folds
-//     compute_fold(f) on one ping-pong weight half, while LOAD_W(f+1) fills the other
-//                                                       max(C_f, X_{f+1}) when overlapped
-//     LOAD_W:  PE rows of packed weights -> banked codes          X_{f+1} (weight transfer)
-//     CHUNK:   for c in 0 .. total_chunks-1   (II = 1)          C_f = sum_m c(m)
-//              one iteration = one cycle = PE x SIMD lanes (add / subtract / skip) + the
-//              PE adder trees; on the last chunk of token m the PE accumulators are
-//              requantised and written (the write shares the token's last cycle).
-//     WRITE:   PE outputs of every token -> DDR
+//   LOAD_A(block 0), LOAD_W(fold 0)                              X_0
+//   STEP: for j = (f, b) in ternary_format.tiling.loop_steps(N_f, T, order)
+//     compute step j from the current halves, while the loads of step j+1 fill the idle
+//     halves (HALVES = 2)                                        max(C_j, X_{j+1})
+//     or followed by them (HALVES = 1)                           C_j + X_{j+1}
+//     LOAD_W:  only when step j+1 has another fold: its PE rows of packed weights -> codes
+//     LOAD_A:  only when step j+1 has another block and the input is not resident: the block's
+//              chunk counts and slots -> abuf (its half), checked
+//     CHUNK:   for c in the block's chunks   (II = 1)            C_j = sum over its tokens of c(m)
+//              one iteration = one cycle = PE x SIMD lanes (add / subtract / skip) + the PE adder
+//              trees; on a token's last chunk the PE accumulators are requantised and written
+//              (the write shares the token's last cycle).
+//     WRITE:   the fold's PE outputs of the block's tokens -> DDR
 //
-// The trip count of CHUNK in fold f is exactly sim.engine.fold_compute_cycles(...,
-// skip_mode="act", banks=B, ports=P)[f]; it does not depend on f because activation skipping
-// gathers the same chunks for every fold. Under TATVPR_COUNT_CYCLES (C simulation only) every
-// CHUNK iteration calls tatvpr_count_chunk(f), and the tests compare those counts with the
-// simulator's.
+// The CHUNK trip count of step (f, b) is exactly sim.engine's C_j (its token cycles in skip
+// mode "act", banks B, ports P); the steps, the loads per step and their bytes are the
+// simulator's (tests/hls/test_ip_steps.py). Under TATVPR_COUNT_CYCLES (C simulation only) the
+// kernel reports every step, CHUNK iteration and load to the testbench (below).
 // ---------------------------------------------------------------------------------------
 #ifndef TATVPR_GEMM_H
 #define TATVPR_GEMM_H
@@ -102,13 +118,13 @@
 #ifndef TATVPR_PORTS  // compute.gather.ports (P): 1 or 2
 #define TATVPR_PORTS 1
 #endif
-#ifndef TATVPR_HALVES  // weight buffer halves: 2 with double buffering, else 1
+#ifndef TATVPR_HALVES  // weight and activation buffer halves: 2 with double buffering, else 1
 #define TATVPR_HALVES 2
 #endif
 #ifndef TATVPR_KMAX  // K_max: largest K (input channels) of a layer, a multiple of B
 #define TATVPR_KMAX 1024
 #endif
-#ifndef TATVPR_MMAX  // depth of the output buffer = largest M (tokens) of a layer
+#ifndef TATVPR_MMAX  // depth of the output buffer = the most tokens of a token block
 #define TATVPR_MMAX 64
 #endif
 #ifndef TATVPR_CHUNKS_MAX  // depth of the activation buffer, in chunks of SIMD slots
@@ -119,8 +135,16 @@
 #undef TATVPR_COUNT_CYCLES  // the counter exists in C simulation only, never in hardware
 #endif
 #ifdef TATVPR_COUNT_CYCLES
-// Defined by the C-simulation testbench: one call per CHUNK iteration (= one cycle).
-void tatvpr_count_chunk(int fold);
+// Defined by the C-simulation testbench (tb_ternary_gemm.cpp):
+//   tatvpr_count_step(f, b)            step (f, b) starts computing (the steps in order);
+//   tatvpr_count_chunk()               one CHUNK iteration (= one cycle) of the current step;
+//   tatvpr_count_load(j, what, bytes)  a load for step j (0: before the first step; j > 0: while
+//                                      step j - 1 computes): what = LOAD_WEIGHTS (a fold's
+//                                      weights, bytes read) or LOAD_ACTIVATIONS (a token block,
+//                                      its stream bytes: chunks x SIMD x 4 + tokens x 2).
+void tatvpr_count_step(int fold, int block);
+void tatvpr_count_chunk();
+void tatvpr_count_load(int step, int what, long bytes);
 #endif
 
 namespace tatvpr {
@@ -135,7 +159,13 @@ enum Status {
     STATUS_BAD_WEIGHT = 3,    // 2-bit code 0b10 or base-3 byte > 242
     STATUS_BAD_STREAM = 4,    // bank rule, index >= K, non-minimal chunks, or buffer overflow
     STATUS_BAD_REQUANT = 5,   // shift outside [1, 62] or mult negative
+    STATUS_BAD_SCHEDULE = 6,  // order not 0 or 1, or resident not 0 or 1
 };
+
+// The `order` argument: ternary_format.tiling.LOOP_ORDERS[order].
+enum Order { ORDER_FOLD_OUTER = 0, ORDER_TOKEN_OUTER = 1 };
+// What tatvpr_count_load reports.
+enum Load { LOAD_WEIGHTS = 0, LOAD_ACTIVATIONS = 1 };
 
 constexpr int clog2(int x) { return x <= 1 ? 0 : 1 + clog2((x + 1) / 2); }
 
@@ -205,6 +235,6 @@ static inline ap_uint<10> decode_base3(ap_uint<8> b) {
 // The IP's top function (AXI4 masters to DDR, AXI4-Lite control, status as return value).
 extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
-                                   int m, int k, int n, int fmt, int mult, int shift);
+                                   int m, int k, int n, int fmt, int mult, int shift, int order, int resident);
 
 #endif  // TATVPR_GEMM_H

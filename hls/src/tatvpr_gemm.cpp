@@ -6,83 +6,106 @@ using namespace tatvpr;
 
 namespace {
 
-// Load the bank-scheduled activation stream of the whole layer into the on-chip chunk buffer
-// (the activations stay on chip for every fold) and check it. Returns a status.
-int load_activations(const uint32_t *act_pairs, const uint16_t *tok_chunks, int m, int k,
-                     slot_t abuf[CHUNKS_MAX][SIMD], int &total_chunks) {
+#ifdef TATVPR_COUNT_CYCLES
+#define TATVPR_COUNT(call) call
+#else
+#define TATVPR_COUNT(call)
+#endif
+
+// One token block as the step loop sees it: tokens [tok0, tok1) of the layer, whose chunks sit in
+// abuf rows [base, base + chunks) and, in the DDR stream, start at chunk ddr_chunk0.
+struct Block {
+    int tok0, tok1, base, chunks;
+    long ddr_chunk0;
+};
+
+// LOAD_A: the next token block of the bank-scheduled stream into abuf rows [base, base + cap),
+// cut by the rule of ternary_format/tiling.py (docs/engine.md section 4): the block takes
+// tokens from blk.tok0 on while their chunks fit cap words and at most max_tokens tokens (the
+// first token always, or STATUS_BAD_STREAM when it alone exceeds cap). Each token's count is
+// read once: `pending` carries in the count of blk.tok0 when the previous block's load already
+// read it (-1: read it here), and carries out the count of the token that ended this block.
+// Checks the stream as it goes. Sets blk.tok1 and blk.chunks; *bytes = the block's stream bytes
+// (its chunks' uint32 slots + its tokens' uint16 counts).
+int load_block(const uint32_t *act_pairs, const uint16_t *tok_chunks, int m, int k, int cap, int max_tokens,
+               int &pending, Block &blk, slot_t abuf[CHUNKS_MAX][SIMD], long *bytes) {
     // a dense token: bank 0 holds ceil(K / B) channels, q of them per chunk
     const int token_chunks_max = ((k + BANKS - 1) / BANKS + LANES_PER_BANK - 1) / LANES_PER_BANK;
-    int total = 0;
     bool bad = false;  // flags instead of early exits keep the loops pipelined / bursting
-LOAD_COUNT:
-    for (int t = 0; t < m; t++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
-#pragma HLS PIPELINE II = 1
-        const int chunks = tok_chunks[t];
-        bad |= chunks < 1 || chunks > token_chunks_max;
-        total += chunks;
-    }
-    if (bad || total > CHUNKS_MAX) return STATUS_BAD_STREAM;
-
+    int t = blk.tok0, used = 0;
+    int chunks = pending >= 0 ? pending : (int)tok_chunks[t];
     ap_uint<16> cnt[BANKS];  // the token's pairs per bank: is its chunk count the minimal one?
 #pragma HLS ARRAY_PARTITION variable = cnt type = complete
-    int token = 0, left = 0, chunks = 0;
-LOAD_PAIRS:
-    for (int c = 0; c < total; c++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
-        if (left == 0) {  // first chunk of a token
-            chunks = tok_chunks[token];
-            left = chunks;
-            for (int b = 0; b < BANKS; b++) {
+LOAD_TOKENS:
+    while (true) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
+        if (chunks < 1 || chunks > token_chunks_max || chunks > cap) return STATUS_BAD_STREAM;
+        for (int b = 0; b < BANKS; b++) {
 #pragma HLS UNROLL
-                cnt[b] = 0;
-            }
+            cnt[b] = 0;
         }
-        const unsigned last = left == 1 ? 1u : 0u;
-    LOAD_SLOTS:
-        for (int s = 0; s < SIMD; s++) {
+    LOAD_CHUNKS:
+        for (int c = 0; c < chunks; c++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 64
+            const unsigned last = c == chunks - 1 ? 1u : 0u;
+            const long src = (blk.ddr_chunk0 + used + c) * SIMD;
+        LOAD_SLOTS:
+            for (int s = 0; s < SIMD; s++) {
 #pragma HLS PIPELINE II = 1
-            const uint32_t word = act_pairs[(long)c * SIMD + s];
-            const unsigned val = word & 0xFFu;
-            const unsigned idx = (word >> 8) & 0xFFFFu;
-            slot_t slot = 0;
-            if (val == 0) {  // a pad: all-zero word, reads address 0 of its bank, adds nothing
-                bad |= word != 0;
-                slot = (slot_t)(last << 8);
-            } else {
-                // the bank rule: lane s is wired to bank s mod B only (no crossbar)
-                bad |= idx >= (unsigned)k || (idx % BANKS) != (unsigned)(s % BANKS) || (word >> 24) != 0;
-                cnt[s % BANKS]++;
-                slot = (slot_t)val | ((slot_t)((idx / BANKS) * 2 + last) << 8);
+                const uint32_t word = act_pairs[src + s];
+                const unsigned val = word & 0xFFu;
+                const unsigned idx = (word >> 8) & 0xFFFFu;
+                slot_t slot = 0;
+                if (val == 0) {  // a pad: all-zero word, reads address 0 of its bank, adds nothing
+                    bad |= word != 0;
+                    slot = (slot_t)(last << 8);
+                } else {
+                    // the bank rule: lane s is wired to bank s mod B only (no crossbar)
+                    bad |= idx >= (unsigned)k || (idx % BANKS) != (unsigned)(s % BANKS) || (word >> 24) != 0;
+                    cnt[s % BANKS]++;
+                    slot = (slot_t)val | ((slot_t)((idx / BANKS) * 2 + last) << 8);
+                }
+                abuf[blk.base + used + c][s] = slot;
             }
-            abuf[c][s] = slot;
         }
-        if (--left == 0) {
-            unsigned busiest = 0;
-            for (int b = 0; b < BANKS; b++) {
+        unsigned busiest = 0;
+        for (int b = 0; b < BANKS; b++) {
 #pragma HLS UNROLL
-                if (cnt[b] > busiest) busiest = cnt[b];
-            }
-            // minimal: chunks = max(1, max_b ceil(cnt_b / q)); each chunk holds <= q per bank
-            bad |= chunks > 1 && busiest <= (unsigned)((chunks - 1) * LANES_PER_BANK);
-            token++;
+            if (cnt[b] > busiest) busiest = cnt[b];
+        }
+        // minimal: chunks = max(1, max_b ceil(cnt_b / q)); each chunk holds <= q per bank
+        bad |= chunks > 1 && busiest <= (unsigned)((chunks - 1) * LANES_PER_BANK);
+        used += chunks;
+        t++;
+        if (t == m) {
+            pending = -1;
+            break;
+        }
+        chunks = tok_chunks[t];  // the next token: in this block, or the first of the next one
+        if (used + chunks > cap || t - blk.tok0 >= max_tokens) {
+            pending = chunks;
+            break;
         }
     }
-    total_chunks = total;
+    blk.tok1 = t;
+    blk.chunks = used;
+    if (bytes) *bytes = (long)used * SIMD * 4 + (long)(t - blk.tok0) * 2;
     return bad ? STATUS_BAD_STREAM : STATUS_OK;
 }
 
 // LOAD_W of docs/engine.md: PE packed rows of fold f -> 2-bit codes in the banked buffer:
 // channel kk to bank kk mod B, address kk / B, word bits of row p, written to every replica.
-// Rows past N are 0.
+// Rows past N are 0 (not read). *bytes = the bytes read.
 int load_weights(const uint8_t *weights, int f, int k, int n, int fmt,
-                 code_t wbuf[REPLICAS][BANKS][WDEPTH][PE]) {
+                 code_t wbuf[REPLICAS][BANKS][WDEPTH][PE], long *bytes) {
     const int per_byte = (fmt == FMT_TERNARY2) ? 4 : 5;
     const int row_bytes = (k + per_byte - 1) / per_byte;
     bool bad = false;
+    long nread = 0;
 LOAD_W_ROWS:
     for (int p = 0; p < PE; p++) {
         const int row = f * PE + p;
+        if (row < n) nread += row_bytes;
     LOAD_W_BYTES:
         for (int b = 0; b < row_bytes; b++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = KMAX / 4
@@ -111,14 +134,16 @@ LOAD_W_ROWS:
             }
         }
     }
+    if (bytes) *bytes = nread;
     return bad ? STATUS_BAD_WEIGHT : STATUS_OK;
 }
 
-// One fold: CHUNK (C_f cycles) over the on-chip chunks against the fold's banked weight codes,
-// then WRITE its PE output channels of every token.
-void compute_fold(int f, int m, int n, int mult, int shift, int total_chunks,
-                  const slot_t abuf[CHUNKS_MAX][SIMD], const code_t wbuf[REPLICAS][BANKS][WDEPTH][PE],
-                  int8_t obuf[MMAX][PE], const int32_t *bias, int8_t *out) {
+// One step (f, b): CHUNK (C_j cycles) over the block's chunks against the fold's banked weight
+// codes, then WRITE the fold's PE output channels of the block's tokens. Returns the chunks it
+// ran (= the block's chunks: the loop ends at the block's last token's last chunk).
+int compute_step(int f, const Block &blk, int n, int mult, int shift, const slot_t abuf[CHUNKS_MAX][SIMD],
+                 const code_t wbuf[REPLICAS][BANKS][WDEPTH][PE], int8_t obuf[MMAX][PE], const int32_t *bias,
+                 int8_t *out) {
     int32_t fold_bias[PE];
 #pragma HLS ARRAY_PARTITION variable = fold_bias type = complete
     for (int p = 0; p < PE; p++) {
@@ -132,14 +157,13 @@ void compute_fold(int f, int m, int n, int mult, int shift, int total_chunks,
 #pragma HLS UNROLL
         acc[p] = 0;
     }
-    int token = 0;
-CHUNK:  // flattened "for m in tokens: for chunk in c(m)": one iteration per cycle
-    for (int c = 0; c < total_chunks; c++) {
+    const int tokens = blk.tok1 - blk.tok0;
+    int token = 0, c = blk.base;
+CHUNK:  // flattened "for m in the block's tokens: for chunk in c(m)": one iteration per cycle
+    while (token < tokens) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
 #pragma HLS PIPELINE II = 1
-#ifdef TATVPR_COUNT_CYCLES
-        tatvpr_count_chunk(f);
-#endif
+        TATVPR_COUNT(tatvpr_count_chunk());
         for (int p = 0; p < PE; p++) {
 #pragma HLS UNROLL
             acc_t lanes = 0;  // adder tree over the SIMD lanes of PE p
@@ -160,22 +184,24 @@ CHUNK:  // flattened "for m in tokens: for chunk in c(m)": one iteration per cyc
             }
             token++;
         }
+        c++;
     }
 WRITE:
-    for (int t = 0; t < m; t++) {
+    for (int t = 0; t < tokens; t++) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
         for (int p = 0; p < PE; p++) {
 #pragma HLS PIPELINE II = 1
-            if (f * PE + p < n) out[(long)t * n + f * PE + p] = obuf[t][p];
+            if (f * PE + p < n) out[(long)(blk.tok0 + t) * n + f * PE + p] = obuf[t][p];
         }
     }
+    return c - blk.base;
 }
 
 }  // namespace
 
 extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
-                                   int m, int k, int n, int fmt, int mult, int shift) {
+                                   int m, int k, int n, int fmt, int mult, int shift, int order, int resident) {
 #pragma HLS INTERFACE mode = m_axi port = act_pairs offset = slave bundle = gmem_act depth = 65536
 #pragma HLS INTERFACE mode = m_axi port = tok_chunks offset = slave bundle = gmem_act depth = 1024
 #pragma HLS INTERFACE mode = m_axi port = bias offset = slave bundle = gmem_act depth = 4096
@@ -192,17 +218,25 @@ extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *to
 #pragma HLS INTERFACE mode = s_axilite port = fmt bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = mult bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = shift bundle = control
+#pragma HLS INTERFACE mode = s_axilite port = order bundle = control
+#pragma HLS INTERFACE mode = s_axilite port = resident bundle = control
 #pragma HLS INTERFACE mode = s_axilite port = return bundle = control
 
-    if (m <= 0 || m > MMAX || k <= 0 || k > KMAX || n <= 0) return STATUS_BAD_SHAPE;
+    if (m <= 0 || k <= 0 || k > KMAX || n <= 0) return STATUS_BAD_SHAPE;
     if (fmt != FMT_TERNARY2 && fmt != FMT_TERNARY16) return STATUS_BAD_FORMAT;
     if (shift < 1 || shift > 62 || mult < 0) return STATUS_BAD_REQUANT;
+    if ((order != ORDER_FOLD_OUTER && order != ORDER_TOKEN_OUTER) || (resident != 0 && resident != 1))
+        return STATUS_BAD_SCHEDULE;
 
     // The on-chip buffers: exactly sim.buffers.plan_buffers(arch) of the act mode (tatvpr_gemm.h).
-    // activations: one memory, SIMD slots per word; outputs: one memory, PE int8 per word.
+    // activations: one memory of CHUNKS_MAX words, SIMD slots per word, one write port (the
+    // loads) and one read port (the array): with HALVES = 2 a non-resident block lives in one
+    // half (rows [0, CHUNKS_MAX / 2) or [CHUNKS_MAX / 2, 2 * (CHUNKS_MAX / 2))), the next block
+    // loads into the other; a resident input uses the whole memory. outputs: one memory, PE int8
+    // per word.
     static slot_t abuf[CHUNKS_MAX][SIMD];
 #pragma HLS ARRAY_RESHAPE variable = abuf type = complete dim = 2
-#pragma HLS BIND_STORAGE variable = abuf type = ram_1p
+#pragma HLS BIND_STORAGE variable = abuf type = ram_s2p
     static int8_t obuf[MMAX][PE];
 #pragma HLS ARRAY_RESHAPE variable = obuf type = complete dim = 2
 #pragma HLS BIND_STORAGE variable = obuf type = ram_1p
@@ -229,36 +263,109 @@ extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *to
 #endif
 #endif
 
-    int total_chunks = 0;
-    int status = load_activations(act_pairs, tok_chunks, m, k, abuf, total_chunks);
-    if (status != STATUS_OK) return status;
-
     const int folds = (n + PE - 1) / PE;
-    status = load_weights(weights, 0, k, n, fmt, wbuf0);
+    const bool token_outer = order == ORDER_TOKEN_OUTER;
+    // a block's words (docs/engine.md section 4): the whole buffer for a resident input, else
+    // floor(CHUNKS_MAX / h); half h of the activation buffer starts at row h * a_half
+    const int cap = resident ? CHUNKS_MAX : CHUNKS_MAX / HALVES;
+    const int a_half = CHUNKS_MAX / 2;
+    long nbytes = 0;
+
+    // step 0 = (fold 0, block 0): its loads come first (X_0), nothing to overlap them with
+    int pending = -1;  // the chunk count of the next block's first token, when already read
+    Block cur = {0, 0, 0, 0, 0};
+    int status;
+    if (resident) {
+        // the whole stream at rows [0, total): the simulator's resident input (the previous op
+        // wrote it there); on the board it is read from DDR once, here. Blocks are then cut by
+        // the output buffer's MMAX tokens only (all chunks fit), with no further loads.
+        Block all = {0, 0, 0, 0, 0};
+        status = load_block(act_pairs, tok_chunks, m, k, CHUNKS_MAX, m, pending, all, abuf, &nbytes);
+        if (status == STATUS_OK && all.tok1 != m) status = STATUS_BAD_STREAM;  // does not fit: not resident
+        if (status != STATUS_OK) return status;
+        TATVPR_COUNT(tatvpr_count_load(0, LOAD_ACTIVATIONS, nbytes));
+        cur.tok1 = m < MMAX ? m : MMAX;
+    } else {
+        status = load_block(act_pairs, tok_chunks, m, k, cap, MMAX, pending, cur, abuf, &nbytes);
+        if (status != STATUS_OK) return status;
+        TATVPR_COUNT(tatvpr_count_load(0, LOAD_ACTIVATIONS, nbytes));
+    }
+    status = load_weights(weights, 0, k, n, fmt, wbuf0, &nbytes);
     if (status != STATUS_OK) return status;
-FOLD:
-    for (int f = 0; f < folds; f++) {
-#pragma HLS LOOP_TRIPCOUNT min = 1 max = 512
-        const bool more = f + 1 < folds;
-        int next = STATUS_OK;
-#if TATVPR_HALVES == 2
-        // Ping-pong halves: fold f computes from one while fold f+1 loads into the other
-        // (double buffering). The two calls touch disjoint memories and different AXI masters,
-        // so the tool may run them concurrently (check the csynth schedule); the C simulation
-        // runs them in order, which gives the same results.
-        if ((f & 1) == 0) {
-            compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf0, obuf, bias, out);
-            if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf1);
+    TATVPR_COUNT(tatvpr_count_load(0, LOAD_WEIGHTS, nbytes));
+
+    int f = 0, b = 0, step = 0;
+    int w_half = 0, a_half_sel = 0;  // the halves the current step reads
+STEP:  // the steps (f, b) of ternary_format.tiling.loop_steps in loop order `order`
+    while (true) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = 4096
+        // the next step: fold_outer = for f: for b, token_outer = for b: for f; a block is the
+        // last when it ends at token m
+        const bool last_block = cur.tok1 == m;
+        int nf = f, nb = b;
+        bool more = true;
+        if (token_outer) {
+            if (f + 1 < folds) nf = f + 1;
+            else if (!last_block) { nf = 0; nb = b + 1; }
+            else more = false;
         } else {
-            compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf1, obuf, bias, out);
-            if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf0);
+            if (!last_block) nb = b + 1;
+            else if (f + 1 < folds) { nf = f + 1; nb = 0; }
+            else more = false;
         }
+        const bool load_w = more && nf != f;                 // a new fold's weights
+        const bool load_a = more && !resident && nb != b;    // a new block's activations
+        // the next block: after this one, or block 0 again (fold_outer's next fold)
+        Block nxt = cur;
+        if (nb != b) {
+            nxt.tok0 = nb == 0 ? 0 : cur.tok1;
+            nxt.ddr_chunk0 = nb == 0 ? 0 : cur.ddr_chunk0 + cur.chunks;
+        }
+
+        // compute step (f, b) from the current halves while the next step's loads fill the idle
+        // halves (HALVES = 2: disjoint memories, or disjoint rows of abuf's write port, and
+        // different AXI masters, so the tool may run them concurrently: check the csynth
+        // schedule). The C simulation runs them in order, which gives the same results.
+        // With HALVES = 1 the loads follow the compute into the same buffers (no overlap).
+        TATVPR_COUNT(tatvpr_count_step(f, b));
+#if TATVPR_HALVES == 2
+        const int ran = w_half == 0 ? compute_step(f, cur, n, mult, shift, abuf, wbuf0, obuf, bias, out)
+                                    : compute_step(f, cur, n, mult, shift, abuf, wbuf1, obuf, bias, out);
 #else
-        // one half: the next fold's weights load after this fold's compute (no overlap)
-        compute_fold(f, m, n, mult, shift, total_chunks, abuf, wbuf0, obuf, bias, out);
-        if (more) next = load_weights(weights, f + 1, k, n, fmt, wbuf0);
+        const int ran = compute_step(f, cur, n, mult, shift, abuf, wbuf0, obuf, bias, out);
 #endif
-        if (next != STATUS_OK) return next;
+        if (!more) break;
+        cur.chunks = ran;
+        int next_status = STATUS_OK;
+        if (load_w) {
+#if TATVPR_HALVES == 2
+            next_status = load_weights(weights, nf, k, n, fmt, w_half == 0 ? wbuf1 : wbuf0, &nbytes);
+            w_half ^= 1;
+#else
+            next_status = load_weights(weights, nf, k, n, fmt, wbuf0, &nbytes);
+#endif
+            TATVPR_COUNT(tatvpr_count_load(step + 1, LOAD_WEIGHTS, nbytes));
+        }
+        if (next_status != STATUS_OK) return next_status;
+        if (load_a) {
+#if TATVPR_HALVES == 2
+            a_half_sel ^= 1;
+            nxt.base = a_half_sel * a_half;
+#else
+            nxt.base = 0;
+#endif
+            next_status = load_block(act_pairs, tok_chunks, m, k, cap, MMAX, pending, nxt, abuf, &nbytes);
+            TATVPR_COUNT(tatvpr_count_load(step + 1, LOAD_ACTIVATIONS, nbytes));
+        } else if (resident && nb != b) {
+            // the resident input's next block: the next MMAX tokens, right after this block's chunks
+            nxt.base = nb == 0 ? 0 : cur.base + ran;
+            nxt.tok1 = nxt.tok0 + MMAX < m ? nxt.tok0 + MMAX : m;
+        }
+        if (next_status != STATUS_OK) return next_status;
+        cur = nxt;
+        f = nf;
+        b = nb;
+        step++;
     }
     return STATUS_OK;
 }

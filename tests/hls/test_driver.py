@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tatvpr_hw.lower.hls.csim import run_csim
-from tatvpr_hw.lower.hls.formats import prepare_layer, quantize_multiplier, reference_gemm
+from tatvpr_hw.lower.hls.formats import prepare_layer, quantize_multiplier, read_result_file, reference_gemm
 from tatvpr_hw.lower.hls.paths import driver_package
 from ternary_format import row_bytes
 
@@ -32,7 +32,8 @@ from tatvpr_pynq.driver import (AP_CTRL, AP_DONE, AP_START, IP_VLNV, IPError, Te
 # The register layout the test's .hwh declares, by hand. It differs from default_offsets() (every
 # argument 4 bytes later), so a driver that ignored the .hwh would program the wrong registers.
 HWH_OFFSETS = {"ap_return": 0x10, "act_pairs": 0x1C, "tok_chunks": 0x28, "weights": 0x34, "bias": 0x40,
-               "out": 0x4C, "m": 0x58, "k": 0x60, "n": 0x68, "fmt": 0x70, "mult": 0x78, "shift": 0x80}
+               "out": 0x4C, "m": 0x58, "k": 0x60, "n": 0x68, "fmt": 0x70, "mult": 0x78, "shift": 0x80,
+               "order": 0x88, "resident": 0x90}
 IP_BASE = 0xA000_0000
 FMT_NAME = {0: "ternary2", 1: "ternary1.6"}
 
@@ -133,6 +134,7 @@ class CsimIP:
         self.off = offsets
         self.runs = 0
         self.tokens: list[int] = []
+        self.results: list = []          # the C simulation's result of each call (its steps and loads)
 
     def write(self, offset, value):
         assert 0 <= value < 2 ** 32
@@ -149,25 +151,25 @@ class CsimIP:
         return buf
 
     def _run(self):
-        r = {n: self.regs[self.off[n]] for n in ("m", "k", "n", "fmt", "mult", "shift")}
+        r = {n: self.regs[self.off[n]] for n in ("m", "k", "n", "fmt", "mult", "shift", "order", "resident")}
         m, k, n = r["m"], r["k"], r["n"]
         chunks = self._ptr("tok_chunks")[:m]
         sections = [chunks.tobytes(), self._ptr("act_pairs")[:int(chunks.astype(np.int64).sum()) * self.kp.simd].tobytes(),
                     self._ptr("weights")[:n * row_bytes(k, FMT_NAME[r["fmt"]])].tobytes(),
                     self._ptr("bias")[:n].tobytes(), b""]
         kp = self.kp
-        raw = struct.pack("<8s10i", b"TVPRLYR2", kp.pe, kp.simd, kp.banks, kp.ports, m, k, n, r["fmt"],
-                          r["mult"], r["shift"])
+        raw = struct.pack("<8s12i", b"TVPRLYR3", kp.pe, kp.simd, kp.banks, kp.ports, m, k, n, r["fmt"],
+                          r["mult"], r["shift"], r["order"], r["resident"])
         raw += b"".join(struct.pack("<I", len(s)) + s for s in sections)
         self.runs += 1
         self.tokens.append(m)
         lp, rp = self.work_dir / f"ip{self.runs}.layer.bin", self.work_dir / f"ip{self.runs}.result.bin"
         lp.write_bytes(raw)
         subprocess.run([str(self.exe), str(lp), str(rp)], check=True, capture_output=True)
-        res = rp.read_bytes()
-        status = struct.unpack_from("<i", res, 8)[0]
-        self._ptr("out")[:m * n] = np.frombuffer(res, np.int8, m * n, 28)
-        self.regs[self.off["ap_return"]] = status & 0xFFFFFFFF
+        res = read_result_file(rp)
+        self.results.append(res)
+        self._ptr("out")[:m * n] = res.out.reshape(-1)
+        self.regs[self.off["ap_return"]] = res.status & 0xFFFFFFFF
         self.regs[AP_CTRL] = AP_DONE
 
 
@@ -223,14 +225,14 @@ def fake_pynq(ddr: FakeDDR, devices: dict[int, object], *, registers_in_descript
 
 
 def write_deploy(tmp_path, kp, *, hwh: str, activations_kb: float = 64.0, double_buffering: bool = True,
-                 outputs_kb: float = 64.0):
+                 outputs_kb: float = 64.0, **extra):
     bit = tmp_path / "tatvpr_gemm.bit"
     bit.write_bytes(b"")
     (tmp_path / "tatvpr_gemm.hwh").write_text(hwh)
     (tmp_path / "design_point.json").write_text(json.dumps({
         "pe": kp.pe, "simd": kp.simd, "banks": kp.banks, "ports": kp.ports, "clock_mhz": 200,
         "weight_format": "ternary2", "double_buffering": double_buffering, "activations_kb": activations_kb,
-        "outputs_kb": outputs_kb, "kmax": kp.kmax, "mmax": kp.mmax, "chunks_max": kp.chunks_max}))
+        "outputs_kb": outputs_kb, "kmax": kp.kmax, "mmax": kp.mmax, "chunks_max": kp.chunks_max, **extra}))
     return bit
 
 
@@ -282,10 +284,14 @@ def test_offsets_from_vitis_header():
          "#define XTATVPR_TERNARY_GEMM_CONTROL_ADDR_AP_RETURN 0x10"]
         + [f"#define XTATVPR_TERNARY_GEMM_CONTROL_ADDR_{n.upper()}_DATA 0x{o:x}"
            for n, o in {"act_pairs": 0x20, "tok_chunks": 0x2c, "weights": 0x38, "bias": 0x44, "out": 0x50,
-                        "m": 0x5c, "k": 0x64, "n": 0x6c, "fmt": 0x74, "mult": 0x7c, "shift": 0x84}.items()])
+                        "m": 0x5c, "k": 0x64, "n": 0x6c, "fmt": 0x74, "mult": 0x7c, "shift": 0x84,
+                        "order": 0x8c, "resident": 0x94}.items()])
     off = offsets_from_hw_header(header)
     assert off["act_pairs"] == 0x20 and off["shift"] == 0x84 and off["ap_return"] == 0x10
+    assert (off["order"], off["resident"]) == (0x8c, 0x94)
     assert default_offsets()["act_pairs"] == 0x18      # Vitis HLS: after the 0x10 return register
+    # then 5 pointers of 12 bytes (0x18 .. 0x54), 8 scalars of 8: m at 0x54, ..., shift 0x7c, order 0x84, resident 0x8c
+    assert (default_offsets()["m"], default_offsets()["order"], default_offsets()["resident"]) == (0x54, 0x84, 0x8c)
     with pytest.raises(ValueError, match="mult"):
         offsets_from_hw_header(header.replace("_MULT_DATA", "_MULX_DATA"))
 
@@ -317,35 +323,54 @@ def test_run_block_matches_the_pytorch_block(overlay, tiny_student, tmp_path):
     assert ip.runs == 8                     # 4 ternary linears per block, twice
 
 
-@pytest.mark.parametrize("chunks_max, mmax, double_buffering, input_in_dram, by_hand", [
+@pytest.mark.parametrize("chunks_max, mmax, double_buffering, input_in_dram, loop_order, by_hand, resident, order", [
     # 40 dense tokens of K = 64 at SIMD 8, 4 banks (q = 2): ceil(16 / 2) = 8 chunks each, 320 in all.
-    # 96 chunks < 320: tiled; h = 2: 48 chunks a block = 6 tokens
-    (96, 128, True, False, [6, 6, 6, 6, 6, 6, 4]),
-    # one buffer (h = 1): 96 chunks = 12 tokens
-    (96, 128, False, False, [12, 12, 12, 4]),
-    # 320 chunks hold the whole stream: one resident block ...
-    (320, 128, True, False, [40]),
+    # 96 chunks < 320: tiled; h = 2: 48 chunks a block = 6 tokens. N = 6: 2 folds of 4 x 64 two-bit
+    # codes = 64 bytes; the stream is 320 x 8 x 4 + 40 x 2 = 10,320 bytes. auto: fold_outer moves
+    # 2 x 64 + 2 x 10,320 bytes, token_outer 7 x 2 x 64 + 10,320: token_outer
+    (96, 128, True, False, "auto", [6, 6, 6, 6, 6, 6, 4], False, "token_outer"),
+    # one buffer (h = 1): 96 chunks = 12 tokens; the order the design point sets
+    (96, 128, False, False, "fold_outer", [12, 12, 12, 4], False, "fold_outer"),
+    # 320 chunks hold the whole stream: one resident block; auto: 128 bytes either way, fold_outer
+    (320, 128, True, False, "auto", [40], True, "fold_outer"),
     # ... unless the previous op spilled it: 160 chunks = 20 tokens
-    (320, 128, True, True, [20, 20]),
-    # the output buffer's tokens (MMAX) bound a block, resident or not
-    (8192, 16, True, False, [16, 16, 8]),
+    (320, 128, True, True, "token_outer", [20, 20], False, "token_outer"),
+    # the output buffer's tokens (MMAX) bound a block, resident or not; auto: 128 vs 3 x 128 bytes
+    (8192, 16, True, False, "auto", [16, 16, 8], True, "fold_outer"),
 ])
-def test_driver_blocks_are_the_simulators_token_blocks(board, chunks_max, mmax, double_buffering, input_in_dram,
-                                                       by_hand):
-    """One IP call per token block of ternary_format.tiling.token_blocks (the simulator's rule, the
-    same function; tests/sim/test_chunk_blocks.py checks sim == driver on the paper layers)."""
-    make, ip, _, _ = board
-    ov = make(double_buffering=double_buffering)
-    ov.ip.chunks_max, ov.ip.mmax = chunks_max, mmax
+def test_one_ip_call_runs_the_simulators_token_blocks(tmp_path, chunks_max, mmax, double_buffering, input_in_dram,
+                                                      loop_order, by_hand, resident, order):
+    """One IP call per layer (issue 10): the driver passes the simulator's order and resident flag
+    (ternary_format.tiling), and the IP, built with these CHUNKS_MAX and MMAX, cuts the same token
+    blocks on chip (its steps say so); tests/sim/test_chunk_blocks.py checks sim == driver on the
+    paper layers."""
+    import os
+
+    from tatvpr_hw.lower.hls.csim import KernelParams, build_csim
+    from ternary_format.tiling import loop_steps
+
+    kp = KernelParams(pe=4, simd=8, banks=4, ports=1, halves=2 if double_buffering else 1, kmax=1024, mmax=mmax,
+                      chunks_max=chunks_max)
+    exe = build_csim(kp, os.environ.get("TATVPR_CSIM_CACHE") or tmp_path / "build")
+    ddr = FakeDDR()
+    ip = CsimIP(ddr, exe, kp, tmp_path, HWH_OFFSETS)
+    bit = write_deploy(tmp_path, kp, hwh=hwh_text(), double_buffering=double_buffering, loop_order=loop_order)
+    ov = TernaryGemmOverlay(str(bit), pynq_module=fake_pynq(ddr, {IP_BASE: ip}))
     x, w, bias = random_layer(np.random.default_rng(9), 40, 64, 6, 0.0)
     mult, shift = quantize_multiplier(1 / 80)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                       # no block exceeds the IP's buffers
-        y = ov.run_layer(x, w, bias, mult, shift, input_in_dram=input_in_dram)
+    y = ov.run_layer(x, w, bias, mult, shift, input_in_dram=input_in_dram)
     np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
-    assert [b.stop - b.start for b, _ in ov.ip.last_calls] == by_hand
-    assert all(calls == [blk] for blk, calls in ov.ip.last_calls)
-    assert ip.tokens == by_hand                               # one IP call per block
+    plan = ov.ip.last_plan
+    assert [b.stop - b.start for b in plan["blocks"]] == by_hand
+    assert (plan["resident"], plan["order"]) == (resident, order)
+    assert ip.tokens == [40]                                  # one IP call for the layer
+    (res,) = ip.results
+    # the IP's steps: the simulator's loop order over its blocks, 8 chunks a dense token
+    assert [(st["fold"], st["block"]) for st in res.steps] == loop_steps(2, len(by_hand), order)
+    assert [st["chunk_cycles"] // 8 for st in res.steps if st["fold"] == 0] == by_hand
+    assert sum(st["act_loads"] for st in res.steps) == (1 if resident else
+                                                        len(by_hand) * (2 if order == "fold_outer" and
+                                                                        len(by_hand) > 1 else 1))
     with pytest.raises(ValueError, match="K = 64 exceeds the IP's K_max = 32"):
         ov.ip.kmax = 32
         ov.run_layer(x, w, bias, mult, shift)

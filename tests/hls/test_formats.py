@@ -128,9 +128,9 @@ def test_layer_file_round_trip_fields(tmp_path):
     w = np.array([[1, 0, -1], [0, 1, 1]], np.int8)
     layer = F.prepare_layer(x, w, np.array([7, -7]), 1 << 30, 31, pe=2, simd=2, fmt="ternary1.6")
     raw = F.write_layer_file(tmp_path / "l.bin", layer).read_bytes()
-    assert raw[:8] == b"TVPRLYR2"
-    # pe, simd, banks (None -> SIMD), ports, m, k, n, fmt, mult, shift
-    assert np.frombuffer(raw[8:48], "<i4").tolist() == [2, 2, 2, 1, 2, 3, 2, 1, 1 << 30, 31]
+    assert raw[:8] == b"TVPRLYR3"
+    # pe, simd, banks (None -> SIMD), ports, m, k, n, fmt, mult, shift, order (fold_outer), resident
+    assert np.frombuffer(raw[8:56], "<i4").tolist() == [2, 2, 2, 1, 2, 3, 2, 1, 1 << 30, 31, 0, 1]
     # by hand: token 0 acc = [0 + 0 + 3, 0 + 5 - 3] + bias [7, -7] = [10, -5]; token 1 = [7, -7];
     # times 2^30 / 2^31 = 1/2 with round-half-up: [5, -2.5 -> -2], [3.5 -> 4, -3.5 -> -3]
     np.testing.assert_array_equal(layer.expected, [[5, -2], [4, -3]])

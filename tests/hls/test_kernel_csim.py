@@ -120,7 +120,8 @@ def _slot(layer, token, chunk, s):
 
 
 @pytest.mark.parametrize("corrupt, status", [("index", 4), ("bank", 4), ("extra_chunk", 4), ("zero_chunks", 4),
-                                             ("pad", 4), ("code", 3), ("base3", 3), ("shift", 5), ("m", 1)])
+                                             ("pad", 4), ("code", 3), ("base3", 3), ("shift", 5), ("k", 1),
+                                             ("order", 6), ("resident", 6), ("not_resident", 4)])
 def test_kernel_rejects_corrupt_inputs(csim_builds, tmp_path, corrupt, status):
     kp, exe = csim_builds["pe4_simd8"]           # B = 4, q = 2
     x, w, bias = random_layer(np.random.default_rng(4), 4, 20, 6, 0.0)
@@ -155,8 +156,26 @@ def test_kernel_rejects_corrupt_inputs(csim_builds, tmp_path, corrupt, status):
         layer.weights[0] = 243                                      # > 3^5 - 1
     elif corrupt == "shift":
         layer = dataclasses.replace(layer, shift=0)
-    else:
-        big = np.zeros((kp.mmax + 1, 20), np.int8)                  # more tokens than the output buffer
-        layer = layer_for(kp, big, w, bias, 1 << 20, 30, with_expected=False)
+    elif corrupt == "k":
+        wide = np.zeros((2, kp.kmax + kp.banks), np.int8)            # K over the weight buffer's K_max
+        layer = layer_for(kp, wide, np.zeros((6, wide.shape[1]), np.int8), bias, 1 << 20, 30, with_expected=False)
+    elif corrupt in ("order", "resident"):
+        # register values outside {0, 1}: patch the layer file's header (int32 order at byte 48,
+        # resident at 52, tb_ternary_gemm.cpp)
+        import struct
+        import subprocess
+
+        from tatvpr_hw.lower.hls.formats import read_result_file, write_layer_file
+        lp = write_layer_file(tmp_path / "bad.layer.bin", layer)
+        raw = bytearray(lp.read_bytes())
+        struct.pack_into("<i", raw, 48 if corrupt == "order" else 52, 2)
+        lp.write_bytes(bytes(raw))
+        subprocess.run([str(exe), str(lp), str(tmp_path / "bad.result.bin")], capture_output=True)
+        assert read_result_file(tmp_path / "bad.result.bin").status == status
+        return
+    elif corrupt == "not_resident":
+        # resident = 1 (a block may use the whole buffer) on a stream over the whole buffer
+        many = np.ones(((kp.chunks_max // 3) + 1, 20), np.int8)     # 3 chunks a dense token
+        layer = layer_for(kp, many, w, bias, 1 << 20, 30, with_expected=False)
     (res,) = run_csim(exe, [layer], tmp_path)
     assert res.status == status

@@ -1,7 +1,9 @@
-"""Token blocks are IP calls (issue 10, the chunk buffer): the simulator's token blocks of a
-ternary layer are exactly the calls the board driver makes to the HLS IP, sized as
-``tatvpr export`` compiles it (``kernel_params``: CHUNKS_MAX, MMAX), so every weight pass the
-IP makes is one the simulator charges. Expected values by hand from docs/engine.md sections 4, 6."""
+"""Token blocks, loop order and residency of the one IP call per layer (issue 10): the simulator's
+token blocks of a ternary layer are exactly the blocks the board driver plans and the HLS IP
+cuts on chip (sized as ``tatvpr export`` compiles it, ``kernel_params``: CHUNKS_MAX, MMAX), and
+the driver passes the simulator's loop order and resident flag, so every weight pass and block
+load of the IP is one the simulator charges (tests/hls/test_ip_steps.py runs the C-simulated IP
+step by step). Expected values by hand from docs/engine.md sections 4, 6."""
 
 import math
 
@@ -37,15 +39,19 @@ def _ip(arch):
     c = arch.spec.compute
     ip = TernaryGemmIP(None, None, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports,
                        activations_kb=arch.spec.buffers.activations_kb, double_buffering=arch.spec.double_buffering,
-                       kmax=kp.kmax, mmax=kp.mmax, chunks_max=kp.chunks_max)
+                       kmax=kp.kmax, mmax=kp.mmax, chunks_max=kp.chunks_max, loop_order=arch.spec.buffers.loop_order)
     return ip, kp
 
 
-def _ip_calls(ip, mask, input_in_dram=False):
-    """The driver's IP calls of a layer with this activation mask (run_tiled's planning, no IP run)."""
+def _ip_calls(ip, mask, input_in_dram=False, n=8):
+    """The token blocks of the driver's one IP call of a layer with this activation mask
+    (run_tiled's plan, no IP run)."""
+    return _ip_plan(ip, mask, input_in_dram, n)["blocks"]
+
+
+def _ip_plan(ip, mask, input_in_dram=False, n=8):
     chunks = chunks_per_token(mask, ip.simd, ip.banks)
-    return [call for blk in ip.token_blocks(chunks, mask.shape[1], input_in_dram=input_in_dram)
-            for call in ip.calls_of_block(chunks, blk)]
+    return ip.plan(chunks, mask.shape[1], n, "ternary2", input_in_dram=input_in_dram)
 
 
 @pytest.mark.parametrize("simd", [32, 64])
@@ -71,8 +77,10 @@ def test_paper_fc2_dense_by_hand(simd):
     assert (t.token_blocks, t.loop_order, t.act_resident) == (8, "token_outer", False)
     # 8 passes of 24 folds x 32 rows x 3072 two-bit codes
     assert t.counts["dram_weight_bits"] == 8 * 24 * 32 * 3072 * 2
-    calls = _ip_calls(ip, mask)
+    plan = _ip_plan(ip, mask, n=768)
+    calls = plan["blocks"]
     assert len(calls) == 8 and [c.stop - c.start for c in calls] == [34] * 7 + [19]
+    assert (plan["order"], plan["resident"]) == ("token_outer", False)
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_LAYERS))
@@ -90,9 +98,12 @@ def test_paper_layers_ip_calls_are_the_sims_blocks(name, density, simd):
         t = ternary_layer(_op(mask, n, rng, name), arch, input_in_dram=in_dram)
         c = arch.spec.compute
         _, sim_bounds = token_blocks(chunks_per_token(mask, c.simd, c.banks), arch, input_in_dram=in_dram)
-        calls = _ip_calls(ip, mask, in_dram)
+        plan = _ip_plan(ip, mask, in_dram, n)
+        calls = plan["blocks"]
         assert [(s.start, s.stop) for s in calls] == sim_bounds
         assert t.token_blocks == len(calls)
+        # the order and residency the driver writes to the IP's registers: the simulator's
+        assert (plan["order"], plan["resident"]) == (t.loop_order, t.act_resident)
         # every call streams the weights of all folds: what the simulator's DRAM weight bits count
         # (token_outer, or fold_outer with one block)
         if t.loop_order == "token_outer" or len(calls) == 1:
@@ -131,7 +142,18 @@ def test_random_small_ip_calls_are_the_sims_blocks(make_arch, m, k, n, pe, simd_
         with pytest.raises(ValueError, match="cannot hold a block"):
             _ip_calls(ip, mask, in_dram)
         return
-    calls = _ip_calls(ip, mask, in_dram)
+    plan = _ip_plan(ip, mask, in_dram, n)
+    calls = plan["blocks"]
     _, sim_bounds = token_blocks(chunks_per_token(mask, simd, banks), arch, input_in_dram=in_dram)
     assert [(s.start, s.stop) for s in calls] == sim_bounds and t.token_blocks == len(calls)
+    assert (plan["order"], plan["resident"]) == (t.loop_order, t.act_resident)
     assert all(c.stop - c.start <= out_tokens for c in calls)
+
+
+def test_one_loop_order_rule():
+    """The simulator and the driver call ternary_format.tiling's loop-order rule; none is duplicated."""
+    import sim.engine as engine
+    import ternary_format.tiling as tiling
+
+    assert engine.loop_steps is tiling.loop_steps and engine.choose_loop_order is tiling.choose_loop_order
+    assert engine._passes is tiling.passes

@@ -16,12 +16,18 @@ them into contiguous DDR buffers that are allocated once and reused by every cal
 bigger layer arrives, freed by ``close()`` or leaving the ``with`` block), programs the AXI4-Lite
 registers, starts the IP, polls ``ap_done`` and reads the status and the int8 outputs back.
 
-Token tiling is the simulator's rule, the same function (docs/engine.md section 4,
-:func:`ternary_format.tiling.token_blocks`, which ``sim.engine`` calls too): a layer whose chunk
-stream fits the IP's chunk buffer (``CHUNKS_MAX`` chunks) is resident, else blocks of at most
-``floor(CHUNKS_MAX / h)`` chunks (``h = 2`` with double buffering), filled token by token; no
-block has more tokens than the output buffer (``MMAX``). Each block is one IP call, and each IP
-call streams the layer's weights: what the simulator charges.
+One IP call runs a whole layer (docs/engine.md section 4). The IP cuts the layer's tokens into
+the simulator's token blocks on chip (the rule of :func:`ternary_format.tiling.token_blocks`,
+which ``sim.engine`` calls too) and runs the steps ``(fold, block)`` in the loop order the driver
+writes to its ``order`` register; ``resident`` says whether a block may use the whole chunk
+buffer. The driver takes both from the simulator's rules (:meth:`TernaryGemmIP.plan`): resident
+when the layer's chunk stream fits the IP's ``CHUNKS_MAX`` chunks and the previous op did not
+spill the input (on the board the stream always comes from DDR: resident means one block
+holding the whole buffer, read once; in the simulated machine the previous op wrote it there),
+else blocks of at most ``floor(CHUNKS_MAX / h)`` chunks (``h = 2`` with double buffering: the
+next block loads into the other half); no block has more tokens than the output buffer
+(``MMAX``); the order is ``buffers.loop_order`` of the design point, or for ``auto`` the one with
+fewer DRAM bytes (:func:`ternary_format.tiling.choose_loop_order`).
 """
 
 from __future__ import annotations
@@ -39,14 +45,15 @@ from typing import Callable
 
 import numpy as np
 
-from .formats import FMT_CODE, STATUS_TEXT, IPLayer, chunks_per_token, prepare_layer, quantize_multiplier
+from .formats import (FMT_CODE, LOOP_ORDER_CODE, STATUS_TEXT, IPLayer, chunks_per_token, prepare_layer,
+                      quantize_multiplier)
 
 IP_VLNV = "tatvpr.org:hls:tatvpr_ternary_gemm:1.0"
 """vendor:library:name:version of the exported IP (``config_export`` in ``vitis_hls.tcl``)."""
 AP_CTRL = 0x00
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 POINTER_ARGS = ("act_pairs", "tok_chunks", "weights", "bias", "out")
-SCALAR_ARGS = ("m", "k", "n", "fmt", "mult", "shift")
+SCALAR_ARGS = ("m", "k", "n", "fmt", "mult", "shift", "order", "resident")
 BUFFER_DTYPES = {"act_pairs": np.uint32, "tok_chunks": np.uint16, "weights": np.uint8, "bias": np.int32,
                  "out": np.int8}
 """Element type of each DDR buffer the IP reads or writes."""
@@ -152,19 +159,25 @@ def _free(buf) -> None:
 
 
 def sim_token_blocks(chunks, chunks_max: float, mmax: float, double_buffering: bool, *,
-                     input_in_dram: bool = False) -> list[slice]:
-    """docs/engine.md section 4's token blocks of a layer whose tokens take ``chunks[m]`` chunks of
-    the activation stream, on an IP with a ``chunks_max``-chunk activation buffer and an ``mmax``-token
-    output buffer (``math.inf``: unbounded): :func:`ternary_format.tiling.token_blocks`, the
-    function the simulator uses. Raises ``ValueError`` when one token does not fit a block."""
+                     input_in_dram: bool = False) -> tuple[bool, list[slice]]:
+    """docs/engine.md section 4's ``(resident, token blocks)`` of a layer whose tokens take
+    ``chunks[m]`` chunks of the activation stream, on an IP with a ``chunks_max``-chunk activation
+    buffer and an ``mmax``-token output buffer (``math.inf``: unbounded):
+    :func:`ternary_format.tiling.token_blocks`, the function the simulator uses and the rule the
+    IP applies on chip. Raises ``ValueError`` when one token does not fit a block."""
     from ternary_format.tiling import TokenTooLarge, token_blocks
 
     try:
-        _, blocks = token_blocks(chunks, chunks_max, mmax, 2 if double_buffering else 1, input_in_dram=input_in_dram)
+        resident, blocks = token_blocks(chunks, chunks_max, mmax, 2 if double_buffering else 1,
+                                        input_in_dram=input_in_dram)
     except TokenTooLarge as e:
         raise ValueError(f"one token takes {e.words} chunks; the IP's activation buffer ({chunks_max} chunks) "
                          f"cannot hold a block of it (at most {e.cap_words} chunks a block)") from None
-    return [slice(s, e) for s, e in blocks]
+    return resident, [slice(s, e) for s, e in blocks]
+
+
+WEIGHT_BITS = {"ternary2": Fraction(2), "ternary1.6": Fraction(8, 5)}
+"""DRAM bits of one packed weight (what ``sim.engine.weight_fold_bytes`` charges per fold)."""
 
 
 class _OwnsBuffers:
@@ -191,7 +204,8 @@ class TernaryGemmIP(_OwnsBuffers):
     buffers (``pynq.allocate``). ``banks``/``ports``: the IP's gather (None = SIMD banks);
     ``activations_kb``, ``double_buffering``: the design point's activation buffer, which sets the
     token blocks (:func:`sim_token_blocks`); ``kmax``, ``mmax``, ``chunks_max``: the IP's compiled
-    buffer sizes (``design_point.json``), checked per IP call.
+    buffer sizes (``design_point.json``); ``loop_order``: the design point's ``buffers.loop_order``
+    (``auto``, ``fold_outer`` or ``token_outer``), see :meth:`plan`.
 
     DDR buffers are allocated on first use and reused by later calls (a bigger layer replaces one
     with a bigger one); :meth:`close` frees them, as does leaving a ``with`` block.
@@ -200,7 +214,7 @@ class TernaryGemmIP(_OwnsBuffers):
     def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int, activations_kb: float,
                  double_buffering: bool = True, banks: int | None = None, ports: int = 1,
                  kmax: int | None = None, mmax: int | None = None, chunks_max: int | None = None,
-                 offsets: dict[str, int] | None = None, timeout_s: float = 10.0) -> None:
+                 loop_order: str = "auto", offsets: dict[str, int] | None = None, timeout_s: float = 10.0) -> None:
         self.mmio = mmio
         self.allocate = allocate
         self.pe = int(pe)
@@ -210,11 +224,12 @@ class TernaryGemmIP(_OwnsBuffers):
         self.activations_kb = float(activations_kb)
         self.double_buffering = bool(double_buffering)
         self.kmax, self.mmax, self.chunks_max = kmax, mmax, chunks_max
+        self.loop_order = loop_order
         self.offsets = offsets or default_offsets()
         self.timeout_s = timeout_s
         self.buffers: dict[str, object] = {}
-        self.last_calls: list[tuple[slice, list[slice]]] = []
-        """The last :meth:`run_tiled`'s ``(token block, IP calls of that block)``."""
+        self.last_plan: dict | None = None
+        """The last :meth:`run_tiled`'s :meth:`plan` (its one IP call's order, resident and blocks)."""
 
     # ---------------------------------------------------------------- buffers
     def _stage(self, name: str, size: int):
@@ -237,61 +252,46 @@ class TernaryGemmIP(_OwnsBuffers):
 
 
     # ---------------------------------------------------------------- tiling
-    def token_blocks(self, chunks: np.ndarray, k: int, *, input_in_dram: bool = False) -> list[slice]:
-        """The simulator's token blocks of a layer of ``K`` channels whose tokens take ``chunks``
-        (:func:`sim_token_blocks` on the IP's ``chunks_max`` and ``mmax``; None = unbounded)."""
+    def token_blocks(self, chunks: np.ndarray, k: int, *, input_in_dram: bool = False) -> tuple[bool, list[slice]]:
+        """``(resident, blocks)``: the simulator's token blocks of a layer of ``K`` channels whose
+        tokens take ``chunks`` (:func:`sim_token_blocks` on the IP's ``chunks_max`` and ``mmax``; None =
+        unbounded), the blocks the IP cuts on chip."""
         if self.kmax is not None and k > self.kmax:
             raise ValueError(f"K = {k} exceeds the IP's K_max = {self.kmax} (its weight buffer)")
         cap = self.chunks_max if self.chunks_max is not None else math.inf
         tokens = self.mmax if self.mmax is not None else math.inf
         return sim_token_blocks(chunks, cap, tokens, self.double_buffering, input_in_dram=input_in_dram)
 
-    def calls_of_block(self, chunks: np.ndarray, block: slice) -> list[slice]:
-        """IP calls of one token block: the block itself when its chunk stream fits the IP's chunk
-        buffer and its tokens its output buffer; else consecutive pieces that do, never crossing
-        the block's bounds (:meth:`run_tiled` warns: each extra call streams the weights again,
-        which the simulator does not charge)."""
-        cap_chunks = self.chunks_max if self.chunks_max is not None else math.inf
-        cap_tokens = self.mmax if self.mmax is not None else math.inf
-        c = chunks[block]
-        if c.size and c.max() > cap_chunks:
-            raise ValueError(f"one token takes {int(c.max())} chunks; the IP's buffer holds {cap_chunks}")
-        if c.sum() <= cap_chunks and c.size <= cap_tokens:
-            return [block]
-        calls, start, used = [], block.start, 0
-        for t in range(block.start, block.stop):
-            if t > start and (used + chunks[t] > cap_chunks or t - start >= cap_tokens):
-                calls.append(slice(start, t))
-                start, used = t, 0
-            used += int(chunks[t])
-        calls.append(slice(start, block.stop))
-        return calls
+    def plan(self, chunks: np.ndarray, k: int, n: int, fmt: str, *, input_in_dram: bool = False) -> dict:
+        """The one IP call of a layer: ``{order, resident, blocks}``, the simulator's
+        (docs/engine.md section 4): its token blocks and the loop order of ``buffers.loop_order``
+        (``auto``: fewer DRAM bytes, :func:`ternary_format.tiling.choose_loop_order`, with the
+        folds' packed weights and the act stream's bytes, ``act_stream_bytes``)."""
+        from ternary_format.tiling import act_stream_bytes, choose_loop_order
+
+        resident, blocks = self.token_blocks(chunks, k, input_in_dram=input_in_dram)
+        folds = -(-n // self.pe)
+        fold_bytes = self.pe * k * WEIGHT_BITS[fmt] / 8
+        act_bytes = act_stream_bytes(int(np.asarray(chunks, np.int64).sum()), self.simd, len(chunks))
+        order = choose_loop_order(self.loop_order, folds, len(blocks), resident, fold_bytes, act_bytes)
+        return {"order": order, "resident": resident, "blocks": blocks}
 
     def run_tiled(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
                   fmt: str, *, input_in_dram: bool = False) -> np.ndarray:
-        """int8 ``x[M, K]`` in the simulator's token blocks; returns int8 ``[M, N]``.
-        ``input_in_dram``: the previous op spilled its output (docs/engine.md section 4)."""
+        """int8 ``x[M, K]`` as one IP call with the simulator's loop order and token blocks; returns
+        int8 ``[M, N]``. ``input_in_dram``: the previous op spilled its output (docs/engine.md section 4)."""
         x = np.asarray(x)
         chunks = chunks_per_token(x != 0, self.simd, self.banks)
-        self.last_calls = [(blk, self.calls_of_block(chunks, blk))
-                           for blk in self.token_blocks(chunks, x.shape[1], input_in_dram=input_in_dram)]
-        over = [blk for blk, calls in self.last_calls if len(calls) > 1]
-        if over:
-            first = over[0]
-            warnings.warn(
-                f"{len(over)} of {len(self.last_calls)} token blocks exceed the IP's buffers ({self.chunks_max} "
-                f"chunks, {self.mmax} tokens), the first {first.start}..{first.stop - 1} ({first.stop - first.start} "
-                f"tokens, {int(chunks[first].sum())} chunks): run as "
-                f"{sum(len(calls) for _, calls in self.last_calls)} IP calls, each streaming the weights again "
-                "(not charged by the simulator)", stacklevel=2)
-        outs = [self.run(prepare_layer(x[call], w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
-                                       ports=self.ports, fmt=fmt, with_expected=False))
-                for _, calls in self.last_calls for call in calls]
-        return np.concatenate(outs, axis=0)
+        self.last_plan = self.plan(chunks, x.shape[1], np.asarray(w).shape[0], fmt, input_in_dram=input_in_dram)
+        layer = prepare_layer(x, w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
+                              ports=self.ports, fmt=fmt, with_expected=False)
+        layer.order, layer.resident = self.last_plan["order"], self.last_plan["resident"]
+        return self.run(layer)
 
     # ---------------------------------------------------------------- one call
     def run(self, layer: IPLayer) -> np.ndarray:
-        """Run one prepared layer; returns int8 ``[M, N]``. Raises :class:`IPError` on a bad status."""
+        """Run one prepared layer (the whole layer in one IP call, in ``layer.order`` with
+        ``layer.resident``); returns int8 ``[M, N]``. Raises :class:`IPError` on a bad status."""
         if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
             raise ValueError(f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}; "
                              f"the IP is PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
@@ -304,7 +304,8 @@ class TernaryGemmIP(_OwnsBuffers):
             self.mmio.write(self.offsets[name], addr & 0xFFFFFFFF)
             self.mmio.write(self.offsets[name] + 4, (addr >> 32) & 0xFFFFFFFF)
         regs = {"m": layer.m, "k": layer.k, "n": layer.n, "fmt": FMT_CODE[layer.fmt],
-                "mult": layer.mult, "shift": layer.shift}
+                "mult": layer.mult, "shift": layer.shift, "order": LOOP_ORDER_CODE[layer.order],
+                "resident": int(bool(layer.resident))}
         for name, value in regs.items():
             self.mmio.write(self.offsets[name], int(value) & 0xFFFFFFFF)
         self.mmio.write(AP_CTRL, AP_START)
@@ -354,7 +355,8 @@ def ip_driver_class(pynq_module) -> type:
                                       activations_kb=point["activations_kb"],
                                       double_buffering=point.get("double_buffering", True),
                                       banks=point.get("banks"), ports=point.get("ports", 1), kmax=point.get("kmax"),
-                                      mmax=point.get("mmax"), chunks_max=point.get("chunks_max"), offsets=offsets)
+                                      mmax=point.get("mmax"), chunks_max=point.get("chunks_max"),
+                                      loop_order=point.get("loop_order", "auto"), offsets=offsets)
             return self.core
 
     _DRIVER_CLASSES[key] = TernaryGemmDriver

@@ -44,18 +44,21 @@ FMT_CODE = {"ternary2": 0, "ternary1.6": 1}
 
 STATUS_TEXT = {
     0: "ok",
-    1: "bad shape (M, K or N zero or above the IP's compiled maxima)",
+    1: "bad shape (M, K or N zero, or K above the IP's compiled K_max)",
     2: "bad weight format register",
     3: "bad packed weight (2-bit code 0b10 or base-3 byte > 242)",
     4: "bad activation stream (a pair in another bank's lane, index >= K, a non-minimal chunk count, "
-       "or more chunks than the on-chip buffer)",
+       "a token over a block's chunks, or a resident stream over the on-chip buffer)",
     5: "bad requantisation registers (shift outside [1, 62] or negative multiplier)",
+    6: "bad schedule registers (order not 0 or 1, or resident not 0 or 1)",
 }
 INDEX_BITS_BUS = 16
 MAX_K = 1 << INDEX_BITS_BUS
 MAX_BIAS_ABS = 1 << 30
-LAYER_MAGIC = b"TVPRLYR2"
-RESULT_MAGIC = b"TVPRRES1"
+LAYER_MAGIC = b"TVPRLYR3"
+RESULT_MAGIC = b"TVPRRES2"
+LOOP_ORDER_CODE = {"fold_outer": 0, "token_outer": 1}
+"""Value of the IP's ``order`` register for each loop order (``ternary_format.tiling.LOOP_ORDERS``)."""
 
 
 class FormatError(ValueError):
@@ -226,6 +229,8 @@ class IPLayer:
     weights: np.ndarray   # uint8 flat
     bias: np.ndarray      # int32 [n]
     expected: np.ndarray | None = None  # int8 [m, n]
+    order: str = "fold_outer"   # the IP's loop order (register ``order``, LOOP_ORDER_CODE)
+    resident: bool = True       # register ``resident``: a block may use the whole activation buffer
 
     @property
     def chunk_cycles_per_fold(self) -> int:
@@ -278,9 +283,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def layer_file_bytes(layer: IPLayer) -> bytes:
-    """The ``TVPRLYR2`` file of a layer (layout: ``hls/tb/tb_ternary_gemm.cpp``)."""
-    head = struct.pack("<8s10i", LAYER_MAGIC, layer.pe, layer.simd, layer.banks, layer.ports, layer.m, layer.k,
-                       layer.n, FMT_CODE[layer.fmt], layer.mult, layer.shift)
+    """The ``TVPRLYR3`` file of a layer (layout: ``hls/tb/tb_ternary_gemm.cpp``)."""
+    head = struct.pack("<8s12i", LAYER_MAGIC, layer.pe, layer.simd, layer.banks, layer.ports, layer.m, layer.k,
+                       layer.n, FMT_CODE[layer.fmt], layer.mult, layer.shift, LOOP_ORDER_CODE[layer.order],
+                       int(bool(layer.resident)))
     sections = [np.asarray(layer.tok_chunks, "<u2"), np.asarray(layer.pairs, "<u4"),
                 np.asarray(layer.weights, np.uint8), np.asarray(layer.bias, "<i4"),
                 np.zeros(0, np.int8) if layer.expected is None else np.asarray(layer.expected, np.int8)]
@@ -298,16 +304,26 @@ def write_layer_file(path: str | os.PathLike, layer: IPLayer) -> Path:
 class CsimResult:
     status: int
     out: np.ndarray            # int8 [m, n]
-    chunk_cycles: np.ndarray   # int64 [folds]: CHUNK iterations counted in each fold
+    chunk_cycles: np.ndarray   # int64 [folds]: CHUNK iterations of each fold, over all its steps
     mismatches: int
+    steps: list = None         # per step, in the order run: dict fold, block, chunk_cycles,
+    #                            weight_loads, act_loads, weight_bytes, act_bytes (the loads made for it)
+
+
+_STEP = np.dtype([("fold", "<i4"), ("block", "<i4"), ("weight_loads", "<i4"), ("act_loads", "<i4"),
+                  ("chunk_cycles", "<i8"), ("weight_bytes", "<i8"), ("act_bytes", "<i8")])
 
 
 def read_result_file(path: str | os.PathLike) -> CsimResult:
     raw = Path(path).read_bytes()
-    if raw[:8] != RESULT_MAGIC or len(raw) < 28:
-        raise FormatError(f"{path}: not a TVPRRES1 result file")
-    status, m, n, folds, mism = struct.unpack_from("<5i", raw, 8)
-    off = 28
+    if raw[:8] != RESULT_MAGIC or len(raw) < 32:
+        raise FormatError(f"{path}: not a {RESULT_MAGIC.decode()} result file")
+    status, m, n, folds, mism, nsteps = struct.unpack_from("<6i", raw, 8)
+    off = 32
     out = np.frombuffer(raw, np.int8, m * n, off).reshape(m, n).copy()
-    cyc = np.frombuffer(raw, "<i8", folds, off + m * n).copy()
-    return CsimResult(status=status, out=out, chunk_cycles=cyc, mismatches=mism)
+    rec = np.frombuffer(raw, _STEP, nsteps, off + m * n)
+    steps = [{name: int(r[name]) for name in _STEP.names} for r in rec]
+    cyc = np.zeros(folds, np.int64)
+    for st in steps:
+        cyc[st["fold"]] += st["chunk_cycles"]
+    return CsimResult(status=status, out=out, chunk_cycles=cyc, mismatches=mism, steps=steps)

@@ -121,6 +121,7 @@ class DesignPoint:
     overlap: str = "none"             # schedule.overlap: how the host issues the units (tatvpr_pynq.pipeline)
     tile_tokens: int = 16             # schedule.tile_tokens: a row segment's tile
     handoffs: str = "dram"            # schedule.handoffs: the IPs are AXI masters to DDR, so tiles go through it
+    loop_order: str = "auto"          # buffers.loop_order: the driver passes choose_loop_order's pick to the IP
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -147,7 +148,7 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        outputs_kb=float(b.outputs_kb), vector_lanes=int(s.vector_unit.lanes),
                        int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
                        overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens),
-                       handoffs=str(s.schedule.handoffs))
+                       handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -280,10 +281,7 @@ def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> N
                         f"buffers.weights_kb = {point.weights_kb:g}{cap} (PE={kp.pe}); allowed: K <= {kp.kmax}, or "
                         f"weights_kb >= {h * kp.pe * 2 * (k + (-k % kp.banks)) / 8192:g}"
                         + (f" and buffers.k_max >= {k}" if point.k_max is not None else ""))
-    if m > kp.mmax:
-        raise UserError(f"layers with M = {m} tokens do not fit the output buffer: {kp.mmax} tokens at "
-                        f"buffers.outputs_kb = {point.outputs_kb:g} (PE={kp.pe}); allowed: M <= {kp.mmax}, or "
-                        f"outputs_kb >= {m * kp.pe * 8 / 8192:g}")
+    # any M: the IP cuts the layer's tokens into blocks of at most MMAX tokens (one call per layer)
     q = kp.simd // kp.banks
     dense_token = -(-(-(-k // kp.banks)) // q)
     if dense_token > kp.chunks_max:

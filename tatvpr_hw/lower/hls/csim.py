@@ -5,7 +5,8 @@
     >>> results = run_csim(exe, [layer], work_dir)      # one process for many layers
 
 The binary is the real kernel source (``hls/src/tatvpr_gemm.cpp``) plus the testbench, built
-with ``-DTATVPR_COUNT_CYCLES`` so that every CHUNK-loop iteration is counted per fold.
+with ``-DTATVPR_COUNT_CYCLES`` so that the kernel reports every step ``(f, b)``, its CHUNK-loop
+iterations and the loads made for it (``CsimResult.steps``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ class KernelParams:
         simd: input lanes (slots per chunk / cycle).
         banks: ``compute.gather.banks`` (B; None = simd): channel k in bank k mod B.
         ports: ``compute.gather.ports`` (P, 1 or 2); replicas R = simd / (B * P).
-        halves: weight buffer halves (2 with double buffering, else 1).
+        halves: weight and activation buffer halves (2 with double buffering, else 1).
         kmax: K_max, the largest K (input channels) of a layer; a multiple of B.
-        mmax: depth of the output buffer (PE int8 per word) = the largest M (tokens).
+        mmax: depth of the output buffer (PE int8 per word) = the most tokens of a token block.
         chunks_max: depth of the activation buffer, in chunks of SIMD slots.
     """
 
@@ -91,10 +92,15 @@ class KernelParams:
         if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
             return (f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}, build is "
                     f"PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
-        if layer.k > self.kmax or layer.m > self.mmax:
-            return f"layer {layer.m}x{layer.k} exceeds mmax={self.mmax} / kmax={self.kmax}"
-        if layer.chunk_cycles_per_fold > self.chunks_max:
-            return f"layer needs {layer.chunk_cycles_per_fold} chunks, buffer holds {self.chunks_max}"
+        if layer.k > self.kmax:
+            return f"layer {layer.m}x{layer.k} exceeds kmax={self.kmax}"
+        if layer.resident and layer.chunk_cycles_per_fold > self.chunks_max:
+            return (f"resident layer needs {layer.chunk_cycles_per_fold} chunks, buffer holds {self.chunks_max} "
+                    "(pass resident=False: token blocks of floor(chunks_max / halves) chunks)")
+        cap = self.chunks_max if layer.resident else self.chunks_max // self.halves
+        biggest = int(max(layer.tok_chunks, default=0))
+        if biggest > cap:
+            return f"one token takes {biggest} chunks, a block holds {cap}"
         return None
 
 
