@@ -504,13 +504,13 @@ TRACE_ONLY = {
     "mul": "the query scaling 1/sqrt(head_dim) of nn.MultiheadAttention: folded into the softmax multiplier",
     "mean": "the head-averaged attention weights nn.MultiheadAttention returns: not used by the descriptor",
     "bias_add": "a linear's bias added by a separate ATen add: in the int8 unit's accumulator",
-    "host": "SALAD's Sinkhorn, aggregation and normalisation: run on the host in float by the integer model, "
-            "charged on the int8 and vector units by the simulator",
+    "host": "SALAD's Sinkhorn, aggregation and normalisation: run on the host in float by the integer model; "
+            "a trace from before the host flag charges them on the int8 and vector units",
 }
 # Integer-head ops the trace does not have (the simulator does not charge them), and why.
 INTEGER_ONLY = {
-    "requant": "the head's int8 input from the int16 residual stream (vector unit; not traced: PyTorch "
-               "hands the head float tokens)",
+    "requant": "the head's int8 input from the int16 residual stream (vector unit; a trace from before the "
+               "tracer recorded it lacks it: PyTorch hands the head float tokens)",
 }
 
 
@@ -536,8 +536,10 @@ def head_op_signatures(int_ops: list[dict], traced_kinds: set = frozenset()) -> 
 def trace_head_signatures(trace_ops) -> tuple[list[tuple], list[tuple[str, str]]]:
     """The head's ops of a ``sim.trace`` trace (names ``head*``) -> (signatures as in
     :func:`head_op_signatures`, [(dropped op, TRACE_ONLY reason)]). ReLU (``other``) is the vector
-    unit's table (``lut``); ``linalg_vector_norm`` + ``clamp_min`` + ``div`` of ``F.normalize`` is one
-    ``l2norm``; an unknown op keeps its ATen name as kind (and so matches nothing)."""
+    unit's table (``lut``); ``l2norm`` (or, in a trace from before the tracer recorded it,
+    ``linalg_vector_norm`` + ``clamp_min`` + ``div`` of ``F.normalize``) is one ``l2norm`` of one row;
+    a run of host ops (trace field ``host``) is one ``("host",)``; an unknown op keeps its ATen name as
+    kind (and so matches nothing)."""
     import re
 
     from sim.trace import DenseOp
@@ -549,14 +551,19 @@ def trace_head_signatures(trace_ops) -> tuple[list[tuple], list[tuple[str, str]]
         op = ops[i]
         aten = re.sub(r"\d+$", "", op.name.rsplit(".", 1)[-1])
         prev = ops[i - 1] if i else None
-        if isinstance(op, DenseOp):
+        if getattr(op, "host", False):
+            if not sigs or sigs[-1] != ("host",):
+                sigs.append(("host",))
+        elif isinstance(op, DenseOp):
             sigs.append(("int8", op.m, op.k, op.n, op.batch))
+        elif op.kind == "l2norm":
+            sigs.append(("l2norm", op.elements, op.row))
         elif aten == "linalg_vector_norm" and [re.sub(r"\d+$", "", o.name.rsplit(".", 1)[-1])
                                                for o in ops[i + 1:i + 3]] == ["clamp_min", "div"]:
-            sigs.append(("l2norm", op.elements, 0))
+            sigs.append(("l2norm", op.elements, op.elements))
             i += 3
             continue
-        elif op.name in ("head.input", "head.mix_out"):  # a tracer that records the head's requant
+        elif op.kind == "requant" or op.name in ("head.input", "head.mix_out"):  # the head's requant
             sigs.append(("requant", op.elements, 0))
         elif aten in ("mul", "mean"):
             dropped.append((op.name, TRACE_ONLY[aten]))
@@ -582,7 +589,7 @@ def compare_head_ops(int_ops: list[dict], trace_ops) -> dict:
     with the same shapes, in the same order; ``first_difference`` names the first op that differs."""
     theirs, dropped = trace_head_signatures(trace_ops)
     mine, extra = head_op_signatures(int_ops, {sig[0] for sig in theirs})
-    if ("host",) in mine:  # the rest of the head runs on the host: the trace's remaining ops are host work
+    if ("host",) in mine and ("host",) not in theirs:  # a trace without host flags: its remaining ops are the host part
         cut = mine.index(("host",))
         if mine[cut + 1:]:
             raise ValueError("integer head ops after its host part: not supported by compare_head_ops")

@@ -19,7 +19,11 @@ recorded in execution order as a :mod:`sim.trace` op:
   matrix products and convolutions as DenseOps (``batch`` for batched products), fused
   attention as QK^T + softmax + AV, and element-wise work (add/sub -> ``add``, softmax,
   layer_norm, gelu; everything else, e.g. mul, div, exp, norms, pooling -> ``other``) as
-  VectorOps; views and copies are not operations.
+  VectorOps; views and copies are not operations. The integer head's own ops where PyTorch has
+  none: its int16 -> int8 requantisations (``requant``, :data:`_HEAD_REQUANTS`) and the
+  descriptor's ``F.normalize`` as one ``l2norm`` op (``head.l2norm``, one row). The ops of a head
+  in :data:`_HEAD_HOST` that it runs outside its submodules (SALAD's Sinkhorn, aggregation and
+  normalisations) are host work (trace field ``host``), as the integer model runs them.
 
 Inputs: the built-in benchmark's query images (``data.root/eval`` for ``source: synthetic``,
 ``data.eval_root`` for local data) in file order when they exist; otherwise seeded random
@@ -225,12 +229,14 @@ class _HeadDispatch(TorchDispatchMode):
     """Records the head's ATen ops as trace ops (inside ``rec.suppress`` regions: nothing)."""
 
     def __init__(self, rec: _Recorder, names: list[str], params: set[int] = frozenset(),
-                 mods: list[nn.Module] | None = None) -> None:
+                 mods: list[nn.Module] | None = None, host_head: nn.Module | None = None) -> None:
         super().__init__()
         self.rec, self.names, self.count = rec, names, 0
         self.mods = mods if mods is not None else []  # the modules entered, innermost last
         self.params = params  # storage addresses of the model's parameters: an operand there is weights
         self.prev = None      # the last op recorded
+        self.host_head = host_head  # a head whose own ops (outside its submodules) run on the host
+        self.skip = 0         # ATen ops still to drop: the clamp_min and div of an F.normalize recorded as l2norm
 
     def _is_weight(self, t: Any) -> bool:
         return isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in self.params
@@ -252,9 +258,30 @@ class _HeadDispatch(TorchDispatchMode):
 
     def _record(self, op: str, args: tuple, out: Any) -> None:
         n = len(self.rec.ops)
-        self._record_op(op, args, out)
+        host = self.host_head is not None and bool(self.mods) and self.mods[-1] is self.host_head
+        if host:
+            self._record_op(op, args, out)
+        elif not self._l2norm(op, args):
+            self._record_op(op, args, out)
+        for new in self.rec.ops[n:]:
+            new.host = host
         if len(self.rec.ops) > n:
             self.prev = self.rec.ops[-1]
+
+    def _l2norm(self, op: str, args: tuple) -> bool:
+        """The descriptor's ``F.normalize`` (``linalg_vector_norm``, ``clamp_min``, ``div`` at the head's
+        own level) as the vector unit's one ``l2norm`` op; True when ``op`` was consumed."""
+        if self.skip and op not in _VIEW_OPS:  # F.normalize's expand_as between them is a view
+            if op in ("clamp_min", "div"):
+                self.skip -= 1
+                return True
+            self.skip = 0
+        if op == "linalg_vector_norm" and len(self.mods) == 1 and args and isinstance(args[0], torch.Tensor):
+            x = args[0]
+            self.rec.add(VectorOp("head.l2norm", "l2norm", _numel(x), int(x.shape[-1])))
+            self.skip = 2
+            return True
+        return False
 
     def _in_attention(self) -> bool:
         return bool(self.mods) and isinstance(self.mods[-1], nn.MultiheadAttention)
@@ -330,9 +357,13 @@ class _HeadDispatch(TorchDispatchMode):
 
 
 # Requantisations the integer head performs (docs/integer.md) where PyTorch hands a float tensor on:
-# (head class name, module whose input is requantised ("" = the head's own input), op name, what).
+# (head class name, module whose input is requantised ("" = the head's own input), op name, what);
+# recorded as vector-unit ``requant`` ops.
 _HEAD_REQUANTS = (("BoQHead", "", "head.input", "patch tokens, int16 residual stream -> int8"),
                   ("MixVPRHead", "channel_proj", "head.mix_out", "the mixers' int16 output -> int8"))
+# Heads whose own ops (outside their submodules) the integer model runs on the host in float, and why.
+_HEAD_HOST = {"SALADHead": "the log-space Sinkhorn, aggregation and normalisations need a fixed-point "
+                           "logsumexp the vector unit does not have (docs/integer.md, SALAD)"}
 
 
 def _hook_head_names(head: nn.Module, names: list[str], rec: _Recorder,
@@ -352,7 +383,7 @@ def _hook_head_names(head: nn.Module, names: list[str], rec: _Recorder,
                 x = a[0]
                 # the head's own input holds the prefix tokens too; only the patches are requantised
                 rows = x.shape[-2] - n_prefix if rq == "head.input" else x.shape[-2]
-                rec.add(VectorOp(rq, "other", int(math.prod(x.shape[:-2])) * int(rows) * int(x.shape[-1])))
+                rec.add(VectorOp(rq, "requant", int(math.prod(x.shape[:-2])) * int(rows) * int(x.shape[-1])))
             names.append(n)
             mods.append(m)
 
@@ -384,7 +415,8 @@ def trace_query(model: nn.Module, image: torch.Tensor, meta: dict | None = None,
         tokens = model.forward_features(x)
         grid = model.grid_hw((int(x.shape[-2]), int(x.shape[-1])))
         params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        with _HeadDispatch(rec, names, params, mods):
+        host_head = model.head if type(model.head).__name__ in _HEAD_HOST else None
+        with _HeadDispatch(rec, names, params, mods, host_head):
             desc = model.forward_head(tokens, grid)
     finally:
         rec.close()

@@ -93,7 +93,12 @@ def test_op_order_and_shapes(trace):
     assert not qk.weights and not av.weights
     assert {o.weights for o in head if isinstance(o, DenseOp)} == {True, False}
     assert any(isinstance(o, VectorOp) and o.kind == "softmax" for o in head)  # BoQ attention
-    assert head[-1].kind == "other"  # the final L2 normalisation
+    # the final L2 normalisation: F.normalize's three ATen ops as the vector unit's one l2norm, one row
+    # of the descriptor; the head's int16 -> int8 input requantisation (BoQ) first
+    assert (head[-1].name, head[-1].kind, head[-1].row) == ("head.l2norm", "l2norm", head[-1].elements)
+    assert head[-1].elements == trace.meta["descriptor_dim"]
+    assert (head[0].name, head[0].kind, head[0].elements) == ("head.input", "requant", (TOKENS - 1) * D)
+    assert not any(o.host for o in ops if not isinstance(o, TernaryLinearOp))  # BoQ: no host work
 
 
 def test_packed_weights_and_scales_match_the_module(session, trace):

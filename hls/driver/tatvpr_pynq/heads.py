@@ -23,6 +23,14 @@ class HeadError(ValueError):
     """A head file or input the numpy head cannot run."""
 
 
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``F.normalize(x, p=2, dim=axis)`` in float64: ``x / max(||x||, 1e-12)`` along ``axis``; the float
+    descriptor's normalisation (the integer descriptor's is ``tatvpr_pynq.integer.l2norm_int``, Q15)."""
+    x = np.asarray(x, np.float64)
+    norm = np.linalg.norm(x) if x.ndim == 1 else np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -147,8 +155,7 @@ def salad_aggregate(f: np.ndarray, sc: np.ndarray, g: np.ndarray, dust_bin: floa
         v = log_nu - _logsumexp(z + u[:, None], 0)
     plan = np.exp(z + u[:, None] + v[None, :] - log_norm)[:-1]                  # [m, n]
     agg = f @ plan.T                                                            # [l, m]
-    agg = agg / np.maximum(np.linalg.norm(agg, axis=0, keepdims=True), 1e-12)
-    return np.concatenate([g / max(float(np.linalg.norm(g)), 1e-12), agg.reshape(-1)])
+    return np.concatenate([l2_normalize(g), l2_normalize(agg, axis=0).reshape(-1)])
 
 
 _AGG = {"boq": boq, "cls": cls, "mixvpr": mixvpr, "salad": salad}
@@ -165,9 +172,7 @@ def head_descriptor(tokens: np.ndarray, head: dict) -> np.ndarray:
     if tokens.ndim != 2 or tokens.shape[0] != n_pre + gh * gw:
         raise HeadError(f"head input must be [{n_pre} + {gh}*{gw}, D] tokens, got {tokens.shape}")
     patches = tokens[n_pre:].T.reshape(tokens.shape[1], gh, gw)
-    d = _AGG[kind](tokens[:n_pre], patches, head)
-    # F.normalize: x / max(||x||, 1e-12)
-    return d / max(float(np.linalg.norm(d)), 1e-12)
+    return l2_normalize(_AGG[kind](tokens[:n_pre], patches, head))
 
 
 def save_head(path, head: dict) -> None:

@@ -264,11 +264,11 @@ class Units:
 
     def requant(self, name: str, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
         """Vector unit: per-tensor ``sat8((x * mult + 2**(shift-1)) >> shift)`` of int16 ``x``
-        (the head's int8 input from the int16 residual stream; no HLS kernel yet)."""
+        (the head's int8 input from the int16 residual stream; ``tatvpr_requant`` in HLS)."""
         return requantize(x, mult, shift)
 
     def l2norm(self, name: str, x: np.ndarray) -> np.ndarray:
-        """Vector unit: the L2-normalised descriptor in Q15 (:func:`l2norm_int`; no HLS kernel yet)."""
+        """Vector unit: the L2-normalised descriptor in Q15 (:func:`l2norm_int`; ``tatvpr_l2norm`` in HLS)."""
         return l2norm_int(x)
 
     def host(self, name: str, fn, *arrays):
@@ -282,7 +282,8 @@ NUMPY_UNITS = Units()
 def op_shape(op: str, *args) -> dict:
     """What the simulator charges for one ``Units`` call: ``unit`` and, for the int8 unit, ``m, k, n,
     batch``; for the vector unit, ``kind`` (``layernorm``, ``softmax``, ``add``, ``lut`` = GELU / ReLU
-    table, ``requant``, ``l2norm``), ``elements`` and ``row`` (elements per row; 0: none)."""
+    table, ``requant``, ``l2norm``), ``elements`` and ``row`` (elements per row; 0: none; the L2 norm
+    is one row: the whole vector, one square root and one reciprocal)."""
     if op == "gemm":
         a, b = np.asarray(args[0]), np.asarray(args[1])
         return {"unit": "int8", "m": int(a.shape[-2]), "k": int(a.shape[-1]), "n": int(b.shape[-1]),
@@ -291,7 +292,7 @@ def op_shape(op: str, *args) -> dict:
         x, lin = np.asarray(args[0]), args[1]
         return {"unit": "ternary", "m": int(x.shape[0]), "k": int(x.shape[-1]), "n": int(lin.codes.shape[0])}
     x = np.asarray(args[0])
-    row = int(x.shape[-1]) if op in ("layernorm", "softmax") else 0
+    row = int(x.shape[-1]) if op in ("layernorm", "softmax") else int(x.size) if op == "l2norm" else 0
     return {"unit": "vector", "kind": {"gelu": "lut"}.get(op, op), "elements": int(x.size), "row": row}
 
 
@@ -579,7 +580,7 @@ def _salad_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
     ReLU tables), their int16 outputs dequantised, then the Sinkhorn assignment, aggregation and
     normalisation on the host in float64 (``tatvpr_pynq.heads.salad_aggregate``): no fixed-point
     ``logsumexp`` exists on the vector unit. Returns the L2-normalised float64 descriptor."""
-    from .heads import salad_aggregate
+    from .heads import l2_normalize, salad_aggregate
 
     n_pre = int(p["num_prefix_tokens"])
     if n_pre < 1:
@@ -597,8 +598,8 @@ def _salad_q(u: Units, p: dict, tokens: np.ndarray) -> np.ndarray:
                                         "head.token_features.2.step"))
 
     def tail(f, sc, g):
-        d = salad_aggregate(f.T * sf, sc.T * ss, g * sg, float(p["dust_bin"]), int(p["sinkhorn_iters"]))
-        return d / max(float(np.linalg.norm(d)), 1e-12)
+        return l2_normalize(salad_aggregate(f.T * sf, sc.T * ss, g * sg, float(p["dust_bin"]),
+                                            int(p["sinkhorn_iters"])))
 
     return u.host("head.sinkhorn", tail, np.asarray(f, np.float64), np.asarray(sc, np.float64),
                   np.asarray(g, np.float64))

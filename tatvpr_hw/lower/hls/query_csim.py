@@ -1,12 +1,12 @@
 """A whole query through the HLS kernels in sequence, driven as the board drives them.
 
-Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU / ReLU tables and
-residual adds on the vector unit (``tatvpr_vector.cpp``), the patch embedding, attention and the
-head's linears and attention on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the
-ternary IP (``tatvpr_gemm.cpp``, after the top-k and bank scheduling the host does). The
-position-embedding add stays on the host; the head's int16 -> int8 requantisation and the
-descriptor's L2 normalisation have no HLS kernel yet and run in numpy (``QueryCsim.numpy_ops``), and
-SALAD's Sinkhorn part is host work in float on every backend.
+Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU / ReLU tables, residual
+adds, the head's int16 -> int8 requantisation and the descriptor's L2 normalisation on the vector
+unit (``tatvpr_vector.cpp``), the patch embedding, attention and the head's linears and attention
+on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the ternary IP
+(``tatvpr_gemm.cpp``, after the top-k and bank scheduling the host does). The position-embedding
+add stays on the host, and SALAD's Sinkhorn part is host work in float on every backend (the one
+op ``QueryCsim.numpy_ops`` lists, for SALAD only).
 The result must equal the integer model (``tatvpr_pynq.integer``) bit for bit, and each op's
 counted cycles are returned per unit, to compare with the simulator.
 """
@@ -22,8 +22,8 @@ from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
 from tatvpr_hw.lower.hls.formats import prepare_layer
 from tatvpr_hw.lower.hls.paths import driver_package
-from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, layernorm_call,
-                                         run_unit_ops, softmax_call)
+from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, l2norm_call,
+                                         layernorm_call, requant_call, run_unit_ops, softmax_call)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class QueryCsim:
         return out
 
     def numpy_ops(self) -> list[str]:
-        """Ops with no HLS kernel yet (run in numpy, the golden model)."""
+        """Ops that did not run in C simulation (SALAD's host part, in numpy on every backend)."""
         return [op["name"] for op in self.ops if not op.get("csim", True)]
 
 
@@ -86,15 +86,11 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
             r = self._unit(name, op_shape("gemm", a, b), gemm_call(a, b, bias, out=out, mult=mult, shift=shift))
             return r[0] if squeeze else r
 
-        # no HLS kernel yet: the head's int16 -> int8 requantisation and the descriptor's L2
-        # normalisation run in numpy (the golden model); recorded with csim False and no cycles
         def requant(self, name, x, mult, shift):
-            self.ops.append({"name": name, **op_shape("requant", x), "csim": False, "cycles": 0})
-            return super().requant(name, x, mult, shift)
+            return self._unit(name, op_shape("requant", x), requant_call(x, mult, shift))
 
         def l2norm(self, name, x):
-            self.ops.append({"name": name, **op_shape("l2norm", x), "csim": False, "cycles": 0})
-            return super().l2norm(name, x)
+            return self._unit(name, op_shape("l2norm", x), l2norm_call(np.asarray(x).reshape(-1)))
 
         def host(self, name, fn, *arrays):  # SALAD's Sinkhorn: host work on every backend
             self.ops.append({"name": name, "unit": "host", "csim": False, "cycles": 0})
@@ -196,7 +192,7 @@ QUERY_SPARSITY = 0.4
 def flow_step_query(ctx) -> dict:
     """Flow step: the trained student's first evaluation query through the integer model and
     through the C-simulated HLS units (vector, int8, ternary IP) in sequence, the head included
-    (BoQ, MixVPR, CLS; SALAD's head runs in float on the host); ``query.json``."""
+    (BoQ, MixVPR, CLS; SALAD's Sinkhorn part runs in float on the host); ``query.json``."""
     import json
     import time
 
