@@ -66,3 +66,24 @@ def test_sim_json_explains_the_overlap(demo):
     assert segs and sum(s["cycles"] for s in segs) == pip["cycles"]
     assert {s["critical"] for s in segs} <= {"ternary_array", "int8_unit", "vector_unit", "dram"}
     assert saved["schedule"]["overlap"] == "none" and saved["schedule"]["segments"] == []
+
+
+def test_report_row_counts_the_handoff_bytes():
+    # sim.json's dram_mb is the query's dram_bytes, the hand-offs through DRAM included (as in
+    # `tatvpr sim --json` and the DSE table), and its energy by component carries their dram energy
+    from sim.arch import load_arch, with_overrides
+    from sim.report import _row
+    from sim.simulator import simulate
+    from sim.trace import synthetic_vit_trace
+
+    tr = synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, sparsity=0.4, seed=0)
+    base = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined"})
+    on, off = simulate(base, tr), simulate(with_overrides(base, {"schedule.handoffs": "dram"}), tr)
+    r_on, r_off = _row(0.4, "act", on), _row(0.4, "act", off)
+    moved = off["dram_handoff_bytes"]
+    assert moved > 0 and on["dram_handoff_bytes"] == 0
+    assert r_off["dram_mb"] == pytest.approx(off["dram_bytes"] / 1e6, rel=1e-12)
+    # the same ops' own bytes, plus the hand-offs (the hand-off case reads no more weights here)
+    assert off["dram_bytes"] - moved == on["dram_bytes"]
+    assert (r_off["energy_by_component_mj"]["dram"] - r_on["energy_by_component_mj"]["dram"]
+            == pytest.approx(moved * 8 * 20.3e-9, rel=1e-9))
