@@ -406,6 +406,33 @@ def test_whole_query_with_the_head_in_csim_is_bit_exact(student_and_images, tmp_
     assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
 
 
+@pytest.mark.parametrize("kind", ["mixvpr", "salad"])
+def test_whole_query_csim_of_the_other_heads(student_and_images, tmp_path, kind):
+    """MixVPR: every op in C simulation (its requant of the 192 x 49 mixer output and the 256-element L2
+    norm included), the descriptor bit-exact, per-unit cycles the simulator's. SALAD: its MLPs in C
+    simulation, the Sinkhorn part the one op left to the host (the same numpy on every backend)."""
+    from sim.arch import load_arch
+    from tatvpr_hw.integer import export_head_q, export_trunk
+    from tatvpr_hw.lower.hls.query_csim import csim_query, sim_unit_cycles
+
+    student, images = _head_model(kind, student_and_images)
+    trunk = export_trunk(student, images, sparsity=0.0)
+    head = export_head_q(student, trunk, images)
+    img = trunk.quantize_image(images[2].double().numpy())
+    arch = load_arch("kv260")
+    c = arch.spec.compute
+    out = csim_query(trunk, head, img, 0.0, tmp_path, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports)
+    assert np.array_equal(out.descriptor, iq.query_descriptor(trunk, head, img, 0.0))
+    assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
+    ops = {op["name"]: op for op in out.ops}
+    if kind == "mixvpr":
+        assert out.numpy_ops() == []
+        # 192 x 49 = 9408 elements: 588 lane groups; the 256-element descriptor: 16 groups x 2 + 80
+        assert ops["head.mix_out"]["cycles"] == 588 and ops["head.l2norm"]["cycles"] == 16 * 2 + 80
+    else:
+        assert out.numpy_ops() == ["head.sinkhorn"] and out.descriptor.dtype == np.float64
+
+
 def test_compare_head_ops_follows_a_tracer_that_records_the_requant():
     """If the tracer records the head's int8 requantisation (``head.input``, as the lead may add), the
     integer head's requant is matched against it instead of being declared integer-only."""
