@@ -271,13 +271,16 @@ def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
       scheduling); the qkv projection, issued once per head with the whole input, ``heads x M x K``;
       the other skip modes (no IP built): none;
     - an int8-unit op: ``widen``, ``batch x (M x K + K x N)`` (its operands copied to int16 / int8);
-    - a softmax: ``row_max``, its scores (the rows' maxima the vector IP takes from the host).
+    - a softmax: ``row_max``, its scores (the rows' maxima the vector IP takes from the host);
+    - an op the trace marks ``host`` (it runs on the ARM, no IP call): none.
     """
     qkv_tiles = {sg["first"]: sg["tiles"] for sg in segs
                  if sg["kind"] == "attention" and isinstance(ops[sg["first"]], TernaryLinearOp)}
     out: list[list[tuple[str, int]]] = []
     for i, op in enumerate(ops):
-        if isinstance(op, TernaryLinearOp):
+        if getattr(op, "host", False):  # a host op (trace field host) is itself host work, charged as such
+            out.append([])
+        elif isinstance(op, TernaryLinearOp):
             out.append([("topk", qkv_tiles.get(i, 1) * op.m * op.k)] if act else [])
         elif isinstance(op, DenseOp):
             out.append([("widen", op.batch * (op.m * op.k + op.k * op.n))])

@@ -550,6 +550,10 @@ def test_host_steps_of_a_vit_block_by_hand():
         [], [("topk", 256)], [("widen", 256)], [("row_max", 128)], [("widen", 256)], [("topk", 128)], [],
         [("widen", 80)]]
     assert host_steps(ops, segs, act=False)[1] == []  # no act IP, no top-k on the host
+    # an op the trace marks host (SALAD's Sinkhorn part) makes no IP call: no host step of its own
+    host_op = [DenseOp("sinkhorn", 8, 8, 8, host=True), VectorOp("sm", "softmax", 64, 8, host=True)]
+    assert host_steps(host_op, segments(host_op, [{"name": o.name, "unit": "x", "cycles": 1} for o in host_op],
+                                        8, 4), act=True) == [[], []]
     cost = HostCost({"topk": 1.0, "row_max": 1.0, "widen": 1.0}, 0.0, 1000.0)
     assert [cost.cycles(s) for s in host_steps(ops, segs, act=True)] == [0, 256, 256, 128, 256, 128, 0, 80]
     # the call overhead once per op: 2 us = 2,000 cycles at 1000 MHz
