@@ -45,6 +45,14 @@
 // Weights in DDR: N rows, row n = packed K weights of output channel n, each row padded to
 // whole bytes (ternary_format/packing.py): ceil(K/4) bytes (ternary2) or ceil(K/5) bytes (ternary1.6).
 //
+// Skip mode "none" (compile with -DTATVPR_SKIP_NONE; tatvpr_hw.lower.hls derives it from an
+// arch with compute.skip_mode: none): act_pairs points at the dense int8 tokens x[M][K] (row m
+// at byte m * K; tok_chunks is not read), a token is W = ceil(K / SIMD) words of SIMD int8
+// values (channel c * SIMD + s in slot s of word c, zeros past K), the activation buffer abuf
+// holds such words (SIMD * 8 bits, no index), and lane s of word c reads channel c * SIMD + s
+// (bank s mod B: no conflicts). CHUNK runs W cycles per token: sim.engine's none-mode c(m).
+// A block load reads its tokens' M_b * K bytes.
+//
 // ---------------------------------------------------------------------------------------
 // On-chip buffers = the simulator's sim.buffers.plan_buffers(arch) for the act mode
 // (docs/engine.md section 6), sized by the -D values below (tatvpr_hw.lower.hls derives them
@@ -187,13 +195,21 @@ static_assert(PORTS == 1 || PORTS == 2, "TATVPR_PORTS must be 1 or 2");
 static_assert(SIMD % (BANKS * PORTS) == 0, "TATVPR_BANKS * TATVPR_PORTS must divide TATVPR_SIMD");
 static_assert(HALVES == 1 || HALVES == 2, "TATVPR_HALVES must be 1 or 2");
 static_assert(KMAX % BANKS == 0, "TATVPR_KMAX must be a multiple of TATVPR_BANKS");
+#ifndef TATVPR_SKIP_NONE
 static_assert(BANKS >= 2, "the on-chip slot keeps its last-chunk flag in the bank bits: TATVPR_BANKS >= 2");
 static_assert(2 * WDEPTH <= (1 << IDX_BITS), "slot field address * 2 + last must fit I bits");
+#endif
 
 typedef ap_uint<2> code_t;              // 2-bit weight code
 typedef ap_int<8> act_t;                // int8 activation
 typedef ap_int<32> acc_t;               // int32 accumulator
+#ifdef TATVPR_SKIP_NONE
+typedef ap_int<8> slot_t;               // skip mode none: a slot is one dense int8 value
+typedef int8_t act_word_t;              // the DDR activations: dense int8 tokens [M][K]
+#else
 typedef ap_uint<8 + IDX_BITS> slot_t;   // on-chip slot: value (7..0), address * 2 + last (above)
+typedef uint32_t act_word_t;            // the DDR activations: the bank-scheduled slot words
+#endif
 
 // One lane: code 01 -> +a, 11 -> -a, 00 -> 0. No multiplier.
 static inline acc_t ternary_lane(code_t code, act_t a) {
@@ -233,7 +249,7 @@ static inline ap_uint<10> decode_base3(ap_uint<8> b) {
 }  // namespace tatvpr
 
 // The IP's top function (AXI4 masters to DDR, AXI4-Lite control, status as return value).
-extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
+extern "C" int tatvpr_ternary_gemm(const tatvpr::act_word_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
                                    int m, int k, int n, int fmt, int mult, int shift, int order, int resident);
 

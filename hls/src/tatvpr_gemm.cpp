@@ -19,6 +19,39 @@ struct Block {
     long ddr_chunk0;
 };
 
+#ifdef TATVPR_SKIP_NONE
+// LOAD_A, skip mode none: the next token block of the dense int8 tokens into abuf rows [base,
+// base + cap). Every token takes W = ceil(K / SIMD) words, so the rule of
+// ternary_format/tiling.py takes floor(cap / W) tokens (at most max_tokens, the rest of the
+// layer); STATUS_BAD_STREAM when one token alone exceeds cap. Word c of a token holds channels
+// c * SIMD .. c * SIMD + SIMD - 1 (zeros past K). *bytes = the block's M_b * K int8 bytes.
+int load_block(const act_word_t *act, const uint16_t *, int m, int k, int cap, int max_tokens, int &,
+               Block &blk, slot_t abuf[CHUNKS_MAX][SIMD], long *bytes) {
+    const int words = (k + SIMD - 1) / SIMD;
+    if (words > cap) return STATUS_BAD_STREAM;
+    int tokens = cap / words;
+    if (tokens > max_tokens) tokens = max_tokens;
+    if (tokens > m - blk.tok0) tokens = m - blk.tok0;
+LOAD_TOKENS:
+    for (int t = 0; t < tokens; t++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = MMAX
+    LOAD_WORDS:
+        for (int c = 0; c < words; c++) {
+#pragma HLS LOOP_TRIPCOUNT min = 1 max = KMAX / SIMD
+        LOAD_SLOTS:
+            for (int s = 0; s < SIMD; s++) {
+#pragma HLS PIPELINE II = 1
+                const int ch = c * SIMD + s;
+                abuf[blk.base + t * words + c][s] = ch < k ? (slot_t)act[(long)(blk.tok0 + t) * k + ch] : (slot_t)0;
+            }
+        }
+    }
+    blk.tok1 = blk.tok0 + tokens;
+    blk.chunks = tokens * words;
+    if (bytes) *bytes = (long)tokens * k;
+    return STATUS_OK;
+}
+#else
 // LOAD_A: the next token block of the bank-scheduled stream into abuf rows [base, base + cap),
 // cut by the rule of ternary_format/tiling.py (docs/engine.md section 4): the block takes
 // tokens from blk.tok0 on while their chunks fit cap words and at most max_tokens tokens (the
@@ -27,7 +60,7 @@ struct Block {
 // read it (-1: read it here), and carries out the count of the token that ended this block.
 // Checks the stream as it goes. Sets blk.tok1 and blk.chunks; *bytes = the block's stream bytes
 // (its chunks' uint32 slots + its tokens' uint16 counts).
-int load_block(const uint32_t *act_pairs, const uint16_t *tok_chunks, int m, int k, int cap, int max_tokens,
+int load_block(const act_word_t *act_pairs, const uint16_t *tok_chunks, int m, int k, int cap, int max_tokens,
                int &pending, Block &blk, slot_t abuf[CHUNKS_MAX][SIMD], long *bytes) {
     // a dense token: bank 0 holds ceil(K / B) channels, q of them per chunk
     const int token_chunks_max = ((k + BANKS - 1) / BANKS + LANES_PER_BANK - 1) / LANES_PER_BANK;
@@ -92,6 +125,7 @@ LOAD_TOKENS:
     if (bytes) *bytes = (long)used * SIMD * 4 + (long)(t - blk.tok0) * 2;
     return bad ? STATUS_BAD_STREAM : STATUS_OK;
 }
+#endif
 
 // LOAD_W of docs/engine.md: PE packed rows of fold f -> 2-bit codes in the banked buffer:
 // channel kk to bank kk mod B, address kk / B, word bits of row p, written to every replica.
@@ -141,7 +175,7 @@ LOAD_W_ROWS:
 // One step (f, b): CHUNK (C_j cycles) over the block's chunks against the fold's banked weight
 // codes, then WRITE the fold's PE output channels of the block's tokens. Returns the chunks it
 // ran (= the block's chunks: the loop ends at the block's last token's last chunk).
-int compute_step(int f, const Block &blk, int n, int mult, int shift, const slot_t abuf[CHUNKS_MAX][SIMD],
+int compute_step(int f, const Block &blk, int k, int n, int mult, int shift, const slot_t abuf[CHUNKS_MAX][SIMD],
                  const code_t wbuf[REPLICAS][BANKS][WDEPTH][PE], int8_t obuf[MMAX][PE], const int32_t *bias,
                  int8_t *out) {
     int32_t fold_bias[PE];
@@ -159,6 +193,12 @@ int compute_step(int f, const Block &blk, int n, int mult, int shift, const slot
     }
     const int tokens = blk.tok1 - blk.tok0;
     int token = 0, c = blk.base;
+#ifdef TATVPR_SKIP_NONE
+    const int words = (k + SIMD - 1) / SIMD;  // W: every token's words
+    int word = 0;                             // the word of the current token
+#else
+    (void)k;
+#endif
 CHUNK:  // flattened "for m in the block's tokens: for chunk in c(m)": one iteration per cycle
     while (token < tokens) {
 #pragma HLS LOOP_TRIPCOUNT min = 1 max = CHUNKS_MAX
@@ -170,13 +210,28 @@ CHUNK:  // flattened "for m in the block's tokens: for chunk in c(m)": one itera
             for (int s = 0; s < SIMD; s++) {
 #pragma HLS UNROLL
                 const slot_t slot = abuf[c][s];
+#ifdef TATVPR_SKIP_NONE
+                // channel word * SIMD + s: bank s mod B, address (word * SIMD + s) / B (past K the
+                // value is 0; the address is kept inside the memory)
+                const int ch_addr = (word * SIMD + s) / BANKS;
+                const int addr = ch_addr < WDEPTH ? ch_addr : 0;
+                const act_t value = slot;
+#else
                 const int addr = (int)(slot >> 9).to_uint();
+                const act_t value = (act_t)slot.range(7, 0);
+#endif
                 // lane s: bank s mod B, replica floor(floor(s / B) / P) (its port: floor(s / B) mod P)
-                lanes += ternary_lane(wbuf[(s / BANKS) / PORTS][s % BANKS][addr][p], (act_t)slot.range(7, 0));
+                lanes += ternary_lane(wbuf[(s / BANKS) / PORTS][s % BANKS][addr][p], value);
             }
             acc[p] += lanes;
         }
-        if (abuf[c][0][8]) {  // last chunk of this token: requantise and write PE outputs
+#ifdef TATVPR_SKIP_NONE
+        const bool last = word == words - 1;
+        word = last ? 0 : word + 1;
+#else
+        const bool last = abuf[c][0][8];
+#endif
+        if (last) {  // last chunk of this token: requantise and write PE outputs
             for (int p = 0; p < PE; p++) {
 #pragma HLS UNROLL
                 obuf[token][p] = requantize((ap_int<64>)acc[p] + fold_bias[p], mult, shift);
@@ -199,7 +254,7 @@ WRITE:
 
 }  // namespace
 
-extern "C" int tatvpr_ternary_gemm(const uint32_t *act_pairs, const uint16_t *tok_chunks,
+extern "C" int tatvpr_ternary_gemm(const act_word_t *act_pairs, const uint16_t *tok_chunks,
                                    const uint8_t *weights, const int32_t *bias, int8_t *out,
                                    int m, int k, int n, int fmt, int mult, int shift, int order, int resident) {
 #pragma HLS INTERFACE mode = m_axi port = act_pairs offset = slave bundle = gmem_act depth = 65536
@@ -329,10 +384,10 @@ STEP:  // the steps (f, b) of ternary_format.tiling.loop_steps in loop order `or
         // With HALVES = 1 the loads follow the compute into the same buffers (no overlap).
         TATVPR_COUNT(tatvpr_count_step(f, b));
 #if TATVPR_HALVES == 2
-        const int ran = w_half == 0 ? compute_step(f, cur, n, mult, shift, abuf, wbuf0, obuf, bias, out)
-                                    : compute_step(f, cur, n, mult, shift, abuf, wbuf1, obuf, bias, out);
+        const int ran = w_half == 0 ? compute_step(f, cur, k, n, mult, shift, abuf, wbuf0, obuf, bias, out)
+                                    : compute_step(f, cur, k, n, mult, shift, abuf, wbuf1, obuf, bias, out);
 #else
-        const int ran = compute_step(f, cur, n, mult, shift, abuf, wbuf0, obuf, bias, out);
+        const int ran = compute_step(f, cur, k, n, mult, shift, abuf, wbuf0, obuf, bias, out);
 #endif
         if (!more) break;
         cur.chunks = ran;

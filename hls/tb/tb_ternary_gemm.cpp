@@ -7,7 +7,8 @@
 //   char[8] "TVPRLYR3"
 //   int32 pe, simd, banks, ports, m, k, n, fmt, mult, shift, order, resident
 //   5 sections, each uint32 nbytes followed by nbytes of data, in this order:
-//     tok_chunks uint16[m] | pairs uint32[...] | weights uint8[...] | bias int32[n] |
+//     tok_chunks uint16[m] | pairs uint32[...] (TATVPR_SKIP_NONE: int8 x[m][k]) | weights uint8[...] |
+//     bias int32[n] |
 //     expected int8[m*n] (nbytes 0 when there is no expected output)
 // RESULT.bin (read by tatvpr_pynq.formats.read_result_file):
 //   char[8] "TVPRRES2", int32 status, m, n, folds, mismatches, steps,
@@ -102,7 +103,7 @@ int run_one(const char *layer_path, const char *result_path) {
         return 2;
     }
     if (m <= 0 || n <= 0 || chunks_b.size() != (size_t)m * 2 || bias_b.size() != (size_t)n * 4 ||
-        (!exp_b.empty() && exp_b.size() != (size_t)m * n) || pairs_b.size() % 4) {
+        (!exp_b.empty() && exp_b.size() != (size_t)m * n) || pairs_b.size() % sizeof(tatvpr::act_word_t)) {
         fprintf(stderr, "tb: %s: section sizes do not match m=%d n=%d\n", layer_path, m, n);
         return 2;
     }
@@ -118,7 +119,8 @@ int run_one(const char *layer_path, const char *result_path) {
     const int folds = (n + TATVPR_PE - 1) / TATVPR_PE;
     g_steps.clear();
     g_pending = StepRecord{0, 0, 0, 0, 0, 0, 0};
-    int status = tatvpr_ternary_gemm(pairs.data(), chunks.data(), w_b.data(), bias.data(),
+    // the act section: uint32 slot words, or (skip mode none) the dense int8 tokens
+    int status = tatvpr_ternary_gemm((const tatvpr::act_word_t *)pairs.data(), chunks.data(), w_b.data(), bias.data(),
                                      out.data(), m, k, n, fmt, mult, shift, order, resident);
 
     int mismatches = 0;

@@ -170,6 +170,26 @@ def test_banks_and_ports_of_the_point_reach_the_kernel(tmp_path):
     assert (deploy["banks"], deploy["ports"], deploy["kmax"]) == (4, 2, 4096)
 
 
+def test_skip_mode_none_point_exports(tmp_path):
+    """Issue 15: the simulator's best KV260 point uses skip mode none; the IP builds it with
+    TATVPR_SKIP_NONE (dense int8 words, no index bits): export, sample C-sim bit-exact."""
+    point = tmp_path / "best_point.json"
+    point.write_text(json.dumps({"pe": 32, "simd": 32, "clock_mhz": 250, "skip_mode": "none", "board": "kv260"}))
+    rc, out = export(tmp_path, "--board", "kv260", "--dse-point", str(point), "--no-run")
+    assert rc == 0
+    assert "-DTATVPR_SKIP_NONE" in (out / "vitis_hls.tcl").read_text()
+    man = json.loads((out / "project.json").read_text())
+    # kv260 arch: 512 KiB of activations in words of 32 int8 (256 bits, no index): 4,194,304 / 256 = 16384 words
+    assert man["kernel"]["skip_mode"] == "none" and man["kernel"]["chunks_max"] == 16384
+    assert man["onchip_bits"]["activations_bits"] == 16384 * 256
+    cs = man["csim_sample"]
+    assert cs["bit_exact"] and cs["chunk_cycles_per_fold"] == cs["expected_chunk_cycles_per_fold"]
+    # the sample layer: 16 tokens of K = 96 at SIMD 32: 3 words each, whatever their zeros
+    assert cs["chunk_cycles_per_fold"] == 16 * 3
+    deploy = json.loads((out / "deploy" / "design_point.json").read_text())
+    assert deploy["skip_mode"] == "none"
+
+
 def test_config_sizes_the_buffers(tmp_path, capsys):
     cfg = REPO / "configs" / "tatvpr_boq_vitb14.yaml"
     # the ViT-B/14 student at 224 px (K <= 3072, 257 tokens) on ZCU104's default arch fits
@@ -191,7 +211,7 @@ def test_config_sizes_the_buffers(tmp_path, capsys):
     ({"pe": 8, "clock_mhz": 200}, "missing key(s) simd"),
     ({"pe": 0, "simd": 8, "clock_mhz": 200}, "pe = 0"),
     ({"pe": 8, "simd": 8, "clock_mhz": 900}, "clock_mhz = 900"),
-    ({"pe": 8, "simd": 8, "clock_mhz": 200, "skip_mode": "weight"}, "activation skipping only"),
+    ({"pe": 8, "simd": 8, "clock_mhz": 200, "skip_mode": "weight"}, "builds activation skipping ('act') or no skipping"),
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "board": "pynq_z2"}, "is for board 'pynq_z2'"),
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "weight_format": "int4"}, "weight_format = 'int4'"),
     ({"pe": 8, "simd": 8, "clock_mhz": 200, "banks": 3}, "compute.gather.banks = 3 does not divide compute.simd = 8"),

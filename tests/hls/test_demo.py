@@ -27,7 +27,7 @@ def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):
     point = tmp_path / "best_point.json"
     point.write_text(json.dumps({"pe": 16, "simd": 16, "clock_mhz": 200, "skip_mode": "both", "board": "kv260"}))
     summary = hls_demo(run, ckpt, images=images, trace_path=trace, sparsities=(0.0, 0.5), dse_point=point)
-    assert "skip_mode 'both' is not the IP's 'act'" in summary["design_point_note"]
+    assert "skip_mode 'both' is not one the IP builds ('act', 'none')" in summary["design_point_note"]
     assert (summary["pe"], summary["simd"]) == (32, 32)
     data = json.loads((run / "hls.json").read_text())
     assert data == json.loads(json.dumps(summary))
@@ -55,3 +55,19 @@ def test_hls_demo_from_checkpoint_and_trace(tiny_student, tmp_path):
     html = render_report(run).read_text()
     assert "HLS IP: packed-ternary sparse GEMM" in html and "backbone.blocks.0.mlp.fc1" in html
     assert "could not be rendered" not in html
+
+
+def test_hls_demo_on_a_skip_mode_none_point(tiny_student, tmp_path):
+    """Issue 15: a DSE winner of skip mode none is built as the IP's none variant: the demo's
+    layers run on it bit-exactly with the simulator's none-mode cycles (ceil(K / SIMD) a token)."""
+    model, images = tiny_student
+    point = tmp_path / "best_point.json"
+    point.write_text(json.dumps({"pe": 16, "simd": 16, "clock_mhz": 200, "skip_mode": "none", "board": "kv260"}))
+    summary = hls_demo(tmp_path / "run", None, model=model, images=images, sparsities=(0.0, 0.5), dse_point=point)
+    assert summary["design_point_note"] is None and (summary["pe"], summary["simd"]) == (16, 16)
+    assert summary["bit_exact"] is True and summary["cycles_match"] is True
+    dense, sparse = summary["layers"][0], summary["layers"][2]
+    # fc1 of the tiny student: K = 192 at SIMD 16 = 12 cycles a token, 50 tokens, whatever the sparsity
+    assert dense["chunk_cycles_per_fold"] == sparse["chunk_cycles_per_fold"] == 50 * 12
+    assert sparse["conflict_cycles_total"] == 0
+    assert summary["board_project"]["sample_bit_exact"] is True

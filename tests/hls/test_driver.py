@@ -154,7 +154,11 @@ class CsimIP:
         r = {n: self.regs[self.off[n]] for n in ("m", "k", "n", "fmt", "mult", "shift", "order", "resident")}
         m, k, n = r["m"], r["k"], r["n"]
         chunks = self._ptr("tok_chunks")[:m]
-        sections = [chunks.tobytes(), self._ptr("act_pairs")[:int(chunks.astype(np.int64).sum()) * self.kp.simd].tobytes(),
+        if self.kp.skip_mode == "none":      # the dense int8 tokens (tok_chunks is not read by the IP)
+            act = self._ptr("act_pairs")[:m * k].tobytes()
+        else:
+            act = self._ptr("act_pairs")[:int(chunks.astype(np.int64).sum()) * self.kp.simd].tobytes()
+        sections = [chunks.tobytes(), act,
                     self._ptr("weights")[:n * row_bytes(k, FMT_NAME[r["fmt"]])].tobytes(),
                     self._ptr("bias")[:n].tobytes(), b""]
         kp = self.kp
@@ -374,6 +378,31 @@ def test_one_ip_call_runs_the_simulators_token_blocks(tmp_path, chunks_max, mmax
     with pytest.raises(ValueError, match="K = 64 exceeds the IP's K_max = 32"):
         ov.ip.kmax = 32
         ov.run_layer(x, w, bias, mult, shift)
+
+
+def test_skip_mode_none_ip_round_trip(tmp_path):
+    """Issue 15: the IP built for skip mode none reads the dense int8 tokens; the driver plans its
+    blocks with ceil(K / SIMD) words a token. K = 90 at SIMD 8: 12 words; 100 words, two halves:
+    4 tokens a block -> 21 tokens in 5 blocks of 4 and one of 1."""
+    import os
+
+    from tatvpr_hw.lower.hls.csim import KernelParams, build_csim
+
+    kp = KernelParams(pe=4, simd=8, banks=4, ports=1, halves=2, kmax=1024, mmax=16, chunks_max=100,
+                      skip_mode="none")
+    exe = build_csim(kp, os.environ.get("TATVPR_CSIM_CACHE") or tmp_path / "build")
+    ddr = FakeDDR()
+    ip = CsimIP(ddr, exe, kp, tmp_path, HWH_OFFSETS)
+    bit = write_deploy(tmp_path, kp, hwh=hwh_text(), skip_mode="none", loop_order="token_outer")
+    ov = TernaryGemmOverlay(str(bit), pynq_module=fake_pynq(ddr, {IP_BASE: ip}))
+    x, w, bias = random_layer(np.random.default_rng(4), 21, 90, 11, 0.5)
+    mult, shift = quantize_multiplier(1 / 60)
+    y = ov.run_layer(x, w, bias, mult, shift)
+    np.testing.assert_array_equal(y, reference_gemm(x, w, bias, mult, shift)[0])
+    assert ip.tokens == [21] and [b.stop - b.start for b in ov.ip.last_plan["blocks"]] == [4] * 5 + [1]
+    (res,) = ip.results
+    assert [st["chunk_cycles"] for st in res.steps if st["fold"] == 0] == [48] * 5 + [12]
+    assert sum(st["act_bytes"] for st in res.steps) == 21 * 90          # token_outer: each block once
 
 
 def test_token_that_does_not_fit_a_block_is_refused(board):

@@ -18,7 +18,7 @@ import pytest
 
 from sim.arch import arch_from_dict
 from sim.buffers import buffer_by_name
-from sim.engine import ternary_layer
+from sim.engine import fold_compute_cycles, ternary_layer
 from sim.packing import pack_ternary2
 from sim.trace import TernaryLinearOp
 from tatvpr_hw.lower.hls.board import design_point_from_arch, kernel_params
@@ -32,7 +32,13 @@ from .conftest import layer_for, random_layer
 # small buffers force many blocks: 24 chunks (a non-resident block: 12 with two halves, 24 with
 # one) and 5 tokens a block
 SMALL = {"halves2": KernelParams(pe=4, simd=8, banks=4, ports=1, halves=2, kmax=256, mmax=5, chunks_max=24),
-         "halves1": KernelParams(pe=8, simd=4, banks=2, ports=2, halves=1, kmax=256, mmax=5, chunks_max=24)}
+         "halves1": KernelParams(pe=8, simd=4, banks=2, ports=2, halves=1, kmax=256, mmax=5, chunks_max=24),
+         # skip mode none (issue 15): dense words of SIMD int8, ceil(K / SIMD) a token
+         "none_halves2": KernelParams(pe=4, simd=8, banks=4, ports=1, halves=2, kmax=256, mmax=5, chunks_max=24,
+                                      skip_mode="none"),
+         "none_halves1": KernelParams(pe=8, simd=4, banks=2, ports=2, halves=1, kmax=256, mmax=5, chunks_max=24,
+                                      skip_mode="none")}
+ACT_SMALL = ["halves1", "halves2"]
 # the tiny student's layers (K 192 / 768, 50 tokens): a dense K = 768 token is 96 chunks at B = 4, q = 2
 REAL = {"halves2": KernelParams(pe=4, simd=8, banks=4, ports=1, halves=2, kmax=1024, mmax=16, chunks_max=400),
         "halves1": KernelParams(pe=8, simd=4, banks=2, ports=2, halves=1, kmax=1024, mmax=16, chunks_max=400)}
@@ -51,7 +57,7 @@ def arch_of(kp: KernelParams, order: str, fmt: str = "ternary2"):
     h = kp.halves
     spec = {"name": "ip", "board": "kv260", "energy_table": "horowitz45nm", "clock_mhz": 250,
             "static_power_w": 0.5, "double_buffering": h == 2,
-            "compute": {"pe": kp.pe, "simd": kp.simd, "skip_mode": "act", "weight_format": fmt},
+            "compute": {"pe": kp.pe, "simd": kp.simd, "skip_mode": kp.skip_mode, "weight_format": fmt},
             "buffers": {"weights_kb": h * kp.pe * 2 * kp.kmax / 8192, "k_max": kp.kmax, "activations_kb": 1,
                         "outputs_kb": (kp.mmax * kp.pe * 8 - 0.5) / 8192, "loop_order": order},
             "dram": {"bandwidth_gb_per_s": 1.0, "efficiency": 1.0, "latency_ns": 40}}
@@ -75,11 +81,14 @@ def check_ip_is_sim(kp, exe, x, w, bias, arch, work, *, fmt="ternary2", in_dram=
     op = TernaryLinearOp("l", m, k, n, pack_ternary2(w), x != 0)
     t = ternary_layer(op, arch, input_in_dram=in_dram)
     mult, shift = quantize_multiplier(1.0 / (30.0 * np.sqrt(k)))
-    layer = dataclasses.replace(layer_for(kp, x, w, bias, mult, shift, fmt=fmt), order=order or t.loop_order,
-                                resident=t.act_resident)
+    layer = dataclasses.replace(layer_for(kp, x, w, bias, mult, shift, fmt=fmt, skip_mode=kp.skip_mode),
+                                order=order or t.loop_order, resident=t.act_resident)
     (res,) = run_csim(exe, [layer], work)
     assert res.status == 0 and res.mismatches == 0
     np.testing.assert_array_equal(res.out, reference_gemm(x, w, bias, mult, shift)[0])
+    # per fold, the CHUNK iterations over its steps = the simulator's C_f (sum over the blocks)
+    np.testing.assert_array_equal(res.chunk_cycles, fold_compute_cycles(x != 0, w, kp.pe, kp.simd, kp.skip_mode,
+                                                                         banks=kp.banks, ports=kp.ports))
     # steps in order, each step's CHUNK trip count = the simulator's C_j
     assert [(s["fold"], s["block"], s["chunk_cycles"]) for s in res.steps] == [st[:3] for st in t.steps]
     # a fold's weights load exactly when the simulator's step loads them: pw * N_f loads in all
@@ -91,7 +100,8 @@ def check_ip_is_sim(kp, exe, x, w, bias, arch, work, *, fmt="ternary2", in_dram=
         # the resident input: read once before the first step (on the board from DDR; in the
         # simulated machine the previous op wrote it), never again
         assert [s["act_loads"] for s in res.steps] == [1] + [0] * (len(res.steps) - 1)
-        assert res.steps[0]["act_bytes"] == act_stream_bytes(int(chunks.sum()), kp.simd, m)
+        assert res.steps[0]["act_bytes"] == (act_stream_bytes(int(chunks.sum()), kp.simd, m)
+                                             if kp.skip_mode == "act" else m * k)
         assert t.counts["dram_act_bits"] == 0
     else:
         assert [s["act_loads"] for s in res.steps] == [int(st[4]) for st in t.steps]
@@ -118,7 +128,7 @@ def test_random_small_layers_steps_are_the_sims(builds, tmp_path, build, fmt, sp
     assert not t.act_resident if (in_dram or sparsity < 0.9) else True
 
 
-@pytest.mark.parametrize("build", sorted(SMALL))
+@pytest.mark.parametrize("build", ACT_SMALL)
 @pytest.mark.parametrize("order", ["fold_outer", "token_outer", "auto"])
 def test_resident_input_in_blocks_of_mmax_tokens(builds, tmp_path, build, order):
     """8 sparse tokens (2 nonzeros of K = 40 in channels 2i, 2i + 1: two banks, one chunk each)
@@ -224,13 +234,15 @@ MUTANTS = {
     # a non-resident block may use the whole buffer (no room for the next block's load)
     "whole_buffer_blocks": ("const int cap = resident ? CHUNKS_MAX : CHUNKS_MAX / HALVES;",
                             "const int cap = CHUNKS_MAX;"),
+    # skip mode none: every word's lanes read the first word's channels
+    "none_lane_channel": ("const int ch_addr = (word * SIMD + s) / BANKS;", "const int ch_addr = s / BANKS;"),
 }
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
 def test_planted_kernel_bugs_are_caught(tmp_path, mutant):
     """The checks above fail on a kernel with a planted bug (compiled from a patched copy)."""
-    kp = SMALL["halves2"]
+    kp = SMALL["none_halves2" if mutant.startswith("none") else "halves2"]
     old, new = MUTANTS[mutant]
     src = (hls_dir() / "src" / "tatvpr_gemm.cpp").read_text()
     assert src.count(old) == 1
@@ -256,3 +268,17 @@ def test_compile_command_names_the_kernel_source():
     """The mutant test swaps the kernel source in compile_command's argument list."""
     c = compile_command(SMALL["halves2"], hls_dir() / "x")
     assert sum(a.endswith("src/tatvpr_gemm.cpp") for a in c) == 1
+
+
+@pytest.mark.parametrize("build", ["none_halves2", "none_halves1"])
+def test_skip_mode_none_by_hand(builds, tmp_path, build):
+    """Skip mode none: every token takes W = ceil(K / SIMD) cycles whatever its zeros. K = 40:
+    W = 5 at SIMD 8, 10 at SIMD 4; a block holds floor(12 / 5) = 2 tokens (two halves of 24) or
+    floor(24 / 10) = 2 (one); 5 tokens -> blocks of 2, 2, 1; a block load reads M_b * 40 bytes."""
+    kp, exe = builds["small", build]
+    w_words = -(-40 // kp.simd)
+    x, w, bias = random_layer(np.random.default_rng(8), 5, 40, 13, 0.6)   # zeros do not shorten a token
+    t, res = check_ip_is_sim(kp, exe, x, w, bias, arch_of(kp, "token_outer"), tmp_path)
+    assert t.token_blocks == 3 and not t.act_resident
+    assert [st["chunk_cycles"] for st in res.steps if st["fold"] == 0] == [2 * w_words, 2 * w_words, w_words]
+    assert [st["act_bytes"] for st in res.steps if st["act_loads"]] == [80, 80, 40]

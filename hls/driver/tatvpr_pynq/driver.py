@@ -55,7 +55,7 @@ AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 POINTER_ARGS = ("act_pairs", "tok_chunks", "weights", "bias", "out")
 SCALAR_ARGS = ("m", "k", "n", "fmt", "mult", "shift", "order", "resident")
 BUFFER_DTYPES = {"act_pairs": np.uint32, "tok_chunks": np.uint16, "weights": np.uint8, "bias": np.int32,
-                 "out": np.int8}
+                 "out": np.int8, "act_dense": np.int8}
 """Element type of each DDR buffer the IP reads or writes."""
 
 
@@ -205,7 +205,8 @@ class TernaryGemmIP(_OwnsBuffers):
     ``activations_kb``, ``double_buffering``: the design point's activation buffer, which sets the
     token blocks (:func:`sim_token_blocks`); ``kmax``, ``mmax``, ``chunks_max``: the IP's compiled
     buffer sizes (``design_point.json``); ``loop_order``: the design point's ``buffers.loop_order``
-    (``auto``, ``fold_outer`` or ``token_outer``), see :meth:`plan`.
+    (``auto``, ``fold_outer`` or ``token_outer``), see :meth:`plan`; ``skip_mode``: the IP's build,
+    ``act`` (the bank-scheduled stream) or ``none`` (dense int8 tokens, ``TATVPR_SKIP_NONE``).
 
     DDR buffers are allocated on first use and reused by later calls (a bigger layer replaces one
     with a bigger one); :meth:`close` frees them, as does leaving a ``with`` block.
@@ -214,7 +215,8 @@ class TernaryGemmIP(_OwnsBuffers):
     def __init__(self, mmio, allocate: Callable, *, pe: int, simd: int, activations_kb: float,
                  double_buffering: bool = True, banks: int | None = None, ports: int = 1,
                  kmax: int | None = None, mmax: int | None = None, chunks_max: int | None = None,
-                 loop_order: str = "auto", offsets: dict[str, int] | None = None, timeout_s: float = 10.0) -> None:
+                 loop_order: str = "auto", skip_mode: str = "act", offsets: dict[str, int] | None = None,
+                 timeout_s: float = 10.0) -> None:
         self.mmio = mmio
         self.allocate = allocate
         self.pe = int(pe)
@@ -225,6 +227,9 @@ class TernaryGemmIP(_OwnsBuffers):
         self.double_buffering = bool(double_buffering)
         self.kmax, self.mmax, self.chunks_max = kmax, mmax, chunks_max
         self.loop_order = loop_order
+        if skip_mode not in ("act", "none"):
+            raise ValueError(f"skip_mode {skip_mode!r}: the IP builds 'act' or 'none'")
+        self.skip_mode = skip_mode
         self.offsets = offsets or default_offsets()
         self.timeout_s = timeout_s
         self.buffers: dict[str, object] = {}
@@ -263,7 +268,8 @@ class TernaryGemmIP(_OwnsBuffers):
         return sim_token_blocks(chunks, cap, tokens, self.double_buffering, input_in_dram=input_in_dram)
 
     def plan(self, chunks: np.ndarray, k: int, n: int, fmt: str, *, input_in_dram: bool = False) -> dict:
-        """The one IP call of a layer: ``{order, resident, blocks}``, the simulator's
+        """The one IP call of a layer whose tokens take ``chunks`` activation-buffer words (act: their
+        chunks; none: ``ceil(K / SIMD)`` each): ``{order, resident, blocks}``, the simulator's
         (docs/engine.md section 4): its token blocks and the loop order of ``buffers.loop_order``
         (``auto``: fewer DRAM bytes, :func:`ternary_format.tiling.choose_loop_order`, with the
         folds' packed weights and the act stream's bytes, ``act_stream_bytes``)."""
@@ -272,7 +278,10 @@ class TernaryGemmIP(_OwnsBuffers):
         resident, blocks = self.token_blocks(chunks, k, input_in_dram=input_in_dram)
         folds = -(-n // self.pe)
         fold_bytes = self.pe * k * WEIGHT_BITS[fmt] / 8
-        act_bytes = act_stream_bytes(int(np.asarray(chunks, np.int64).sum()), self.simd, len(chunks))
+        if self.skip_mode == "none":  # the dense int8 tokens
+            act_bytes = len(chunks) * k
+        else:
+            act_bytes = act_stream_bytes(int(np.asarray(chunks, np.int64).sum()), self.simd, len(chunks))
         order = choose_loop_order(self.loop_order, folds, len(blocks), resident, fold_bytes, act_bytes)
         return {"order": order, "resident": resident, "blocks": blocks}
 
@@ -281,10 +290,13 @@ class TernaryGemmIP(_OwnsBuffers):
         """int8 ``x[M, K]`` as one IP call with the simulator's loop order and token blocks; returns
         int8 ``[M, N]``. ``input_in_dram``: the previous op spilled its output (docs/engine.md section 4)."""
         x = np.asarray(x)
-        chunks = chunks_per_token(x != 0, self.simd, self.banks)
+        if self.skip_mode == "none":
+            chunks = np.full(x.shape[0], max(1, -(-x.shape[1] // self.simd)), np.int64)
+        else:
+            chunks = chunks_per_token(x != 0, self.simd, self.banks)
         self.last_plan = self.plan(chunks, x.shape[1], np.asarray(w).shape[0], fmt, input_in_dram=input_in_dram)
         layer = prepare_layer(x, w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
-                              ports=self.ports, fmt=fmt, with_expected=False)
+                              ports=self.ports, fmt=fmt, with_expected=False, skip_mode=self.skip_mode)
         layer.order, layer.resident = self.last_plan["order"], self.last_plan["resident"]
         return self.run(layer)
 
@@ -295,7 +307,12 @@ class TernaryGemmIP(_OwnsBuffers):
         if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
             raise ValueError(f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}; "
                              f"the IP is PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
-        bufs = {"act_pairs": self._upload("act_pairs", layer.pairs),
+        if layer.skip_mode != self.skip_mode:
+            raise ValueError(f"layer prepared for skip mode {layer.skip_mode!r}; the IP is built for {self.skip_mode!r}")
+        # the act register: the slot words (act) or the dense int8 tokens (none)
+        act = self._upload("act_dense", layer.pairs) if layer.skip_mode == "none" else \
+            self._upload("act_pairs", layer.pairs)
+        bufs = {"act_pairs": act,
                 "tok_chunks": self._upload("tok_chunks", layer.tok_chunks),
                 "weights": self._upload("weights", layer.weights), "bias": self._upload("bias", layer.bias),
                 "out": self._stage("out", layer.m * layer.n)}
@@ -356,7 +373,8 @@ def ip_driver_class(pynq_module) -> type:
                                       double_buffering=point.get("double_buffering", True),
                                       banks=point.get("banks"), ports=point.get("ports", 1), kmax=point.get("kmax"),
                                       mmax=point.get("mmax"), chunks_max=point.get("chunks_max"),
-                                      loop_order=point.get("loop_order", "auto"), offsets=offsets)
+                                      loop_order=point.get("loop_order", "auto"),
+                                      skip_mode=point.get("skip_mode", "act"), offsets=offsets)
             return self.core
 
     _DRIVER_CLASSES[key] = TernaryGemmDriver

@@ -229,6 +229,7 @@ class IPLayer:
     weights: np.ndarray   # uint8 flat
     bias: np.ndarray      # int32 [n]
     expected: np.ndarray | None = None  # int8 [m, n]
+    skip_mode: str = "act"      # "act": pairs = the bank-scheduled slot words; "none": pairs = dense int8 x[m, k]
     order: str = "fold_outer"   # the IP's loop order (register ``order``, LOOP_ORDER_CODE)
     resident: bool = True       # register ``resident``: a block may use the whole activation buffer
 
@@ -244,10 +245,14 @@ class IPLayer:
 
 def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: int, shift: int,
                   *, pe: int, simd: int, banks: int | None = None, ports: int = 1, fmt: str = "ternary2",
-                  with_expected: bool = True) -> IPLayer:
+                  with_expected: bool = True, skip_mode: str = "act") -> IPLayer:
     """int8 ``x[M,K]``, ternary ``w[N,K]``, int32 ``bias[N]`` -> an :class:`IPLayer` (+ reference).
 
-    ``banks`` / ``ports``: the IP's ``compute.gather`` (``banks=None`` is ``SIMD``)."""
+    ``banks`` / ``ports``: the IP's ``compute.gather`` (``banks=None`` is ``SIMD``). ``skip_mode``:
+    ``act`` (the bank-scheduled stream) or ``none`` (the IP built with ``TATVPR_SKIP_NONE`` reads the
+    dense int8 tokens; ``tok_chunks`` then holds every token's ``ceil(K / SIMD)`` words, for reference)."""
+    if skip_mode not in ("act", "none"):
+        raise FormatError(f"skip_mode {skip_mode!r}: the IP builds 'act' or 'none'")
     x = np.asarray(x)
     w = np.asarray(w)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
@@ -262,12 +267,18 @@ def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: i
     if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
         raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
     nb = _check_gather(simd, banks, ports)
-    tok_chunks, pairs = schedule_activations(x, simd, nb)
+    if skip_mode == "none":
+        if x.dtype != np.int8:
+            raise FormatError(f"activations must be int8, got {x.dtype}")
+        tok_chunks = np.full(m, max(1, -(-k // simd)), np.uint16)
+        pairs = np.ascontiguousarray(x, dtype=np.int8).reshape(-1)
+    else:
+        tok_chunks, pairs = schedule_activations(x, simd, nb)
     expected = reference_gemm(x, w, b, mult, shift)[0] if with_expected else None
     return IPLayer(pe=pe, simd=simd, banks=nb, ports=int(ports), m=m, k=k, n=n, fmt=fmt, mult=int(mult),
                    shift=int(shift),
                    tok_chunks=tok_chunks, pairs=pairs, weights=pack_weights(w, fmt),
-                   bias=b.astype(np.int32), expected=expected)
+                   bias=b.astype(np.int32), expected=expected, skip_mode=skip_mode)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -287,7 +298,8 @@ def layer_file_bytes(layer: IPLayer) -> bytes:
     head = struct.pack("<8s12i", LAYER_MAGIC, layer.pe, layer.simd, layer.banks, layer.ports, layer.m, layer.k,
                        layer.n, FMT_CODE[layer.fmt], layer.mult, layer.shift, LOOP_ORDER_CODE[layer.order],
                        int(bool(layer.resident)))
-    sections = [np.asarray(layer.tok_chunks, "<u2"), np.asarray(layer.pairs, "<u4"),
+    sections = [np.asarray(layer.tok_chunks, "<u2"),
+                np.asarray(layer.pairs, np.int8 if layer.skip_mode == "none" else "<u4"),
                 np.asarray(layer.weights, np.uint8), np.asarray(layer.bias, "<i4"),
                 np.zeros(0, np.int8) if layer.expected is None else np.asarray(layer.expected, np.int8)]
     body = b"".join(struct.pack("<I", a.nbytes) + a.tobytes() for a in sections)

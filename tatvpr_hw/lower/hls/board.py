@@ -98,6 +98,10 @@ def get_board(name: str) -> Board:
     return boards[key]
 
 
+IP_SKIP_MODES = ("act", "none")
+"""Skip modes the HLS IP builds: ``act`` (default) and ``none`` (``-DTATVPR_SKIP_NONE``)."""
+
+
 @dataclass(frozen=True)
 class DesignPoint:
     """The knobs of one accelerator design (a ``sim.arch`` description, act skip mode): PE x SIMD
@@ -122,6 +126,7 @@ class DesignPoint:
     tile_tokens: int = 16             # schedule.tile_tokens: a row segment's tile
     handoffs: str = "dram"            # schedule.handoffs: the IPs are AXI masters to DDR, so tiles go through it
     loop_order: str = "auto"          # buffers.loop_order: the driver passes choose_loop_order's pick to the IP
+    skip_mode: str = "act"            # compute.skip_mode: "act" (bank-scheduled stream) or "none" (dense int8)
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -129,12 +134,13 @@ def _arch_error(where: str, err: Exception) -> UserError:
 
 
 def design_point_from_arch(arch, source: str) -> DesignPoint:
-    """The IP's knobs of a ``sim.arch.Arch`` (skip mode ``act`` only)."""
+    """The IP's knobs of a ``sim.arch.Arch`` (skip mode ``act``, or ``none``: the IP built with
+    ``TATVPR_SKIP_NONE``)."""
     s = arch.spec
     c, b = s.compute, s.buffers
-    if c.skip_mode != "act":
-        raise UserError(f"{source}: skip_mode = {c.skip_mode!r}: the HLS IP implements activation skipping only "
-                        "(skip_mode 'act'); pick a design point of the 'act' mode")
+    if c.skip_mode not in IP_SKIP_MODES:
+        raise UserError(f"{source}: skip_mode = {c.skip_mode!r}: the HLS IP builds activation skipping ('act') or "
+                        "no skipping ('none'); pick a design point of one of those modes")
     if c.mode != "mvau":
         raise UserError(f"{source}: compute.mode = {c.mode!r}: the HLS IP is the mvau machine")
     if s.schedule.overlap == "pipelined" and s.schedule.handoffs != "dram":
@@ -148,7 +154,8 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        outputs_kb=float(b.outputs_kb), vector_lanes=int(s.vector_unit.lanes),
                        int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
                        overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens),
-                       handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order))
+                       handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order),
+                       skip_mode=str(c.skip_mode))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -222,9 +229,9 @@ def read_design_point(path: str | os.PathLike, board: Board) -> DesignPoint:
     if fmt not in ("ternary2", "ternary1.6"):
         raise UserError(f"{path}: weight_format = {fmt!r}: allowed 'ternary2', 'ternary1.6'")
     skip = d.get("skip_mode", "act")
-    if skip != "act":
-        raise UserError(f"{path}: skip_mode = {skip!r}: the HLS IP implements activation skipping only "
-                        "(skip_mode 'act'); pick a design point of the 'act' mode")
+    if skip not in IP_SKIP_MODES:
+        raise UserError(f"{path}: skip_mode = {skip!r}: the HLS IP builds activation skipping ('act') or no "
+                        "skipping ('none'); pick a design point of one of those modes")
     pb = d.get("board")
     if pb is not None and str(pb).lower().replace("_", "-") != board.id:
         raise UserError(f"{path}: the design point is for board {pb!r}, not {board.id!r}")
@@ -232,7 +239,7 @@ def read_design_point(path: str | os.PathLike, board: Board) -> DesignPoint:
     if not isinstance(overrides, dict):
         raise UserError(f"{path}: overrides must be a mapping of dotted arch keys, got {type(overrides).__name__}")
     overrides = {**overrides, "compute.pe": pe, "compute.simd": simd, "clock_mhz": clock,
-                 "compute.weight_format": fmt, "compute.skip_mode": "act"}
+                 "compute.weight_format": fmt, "compute.skip_mode": skip}
     for key in ("banks", "ports"):
         if key in d:
             overrides[f"compute.gather.{key}"] = d[key]
@@ -266,10 +273,10 @@ def kernel_params(point: DesignPoint) -> KernelParams:
     if kmax < banks:
         raise UserError(f"{point.source}: buffers.weights_kb = {point.weights_kb:g} holds no fold of {point.pe} PE "
                         f"rows x {banks} banks; allowed: weights_kb >= {h * point.pe * 2 * banks / 8192:g}")
-    idx = (kmax - 1).bit_length()
+    idx = (kmax - 1).bit_length() if point.skip_mode == "act" else 0  # none: a word is SIMD int8, no index
     return KernelParams(pe=point.pe, simd=point.simd, banks=banks, ports=point.ports, halves=h, kmax=kmax,
                         chunks_max=math.ceil(8192 * point.activations_kb / (point.simd * (8 + idx))),
-                        mmax=math.ceil(8192 * point.outputs_kb / (point.pe * 8)))
+                        mmax=math.ceil(8192 * point.outputs_kb / (point.pe * 8)), skip_mode=point.skip_mode)
 
 
 def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> None:
@@ -283,7 +290,7 @@ def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> N
                         + (f" and buffers.k_max >= {k}" if point.k_max is not None else ""))
     # any M: the IP cuts the layer's tokens into blocks of at most MMAX tokens (one call per layer)
     q = kp.simd // kp.banks
-    dense_token = -(-(-(-k // kp.banks)) // q)
+    dense_token = -(-(-(-k // kp.banks)) // q) if kp.skip_mode == "act" else -(-k // kp.simd)
     if dense_token > kp.chunks_max:
         raise UserError(f"one dense token of K = {k} takes {dense_token} chunks; the activation buffer holds "
                         f"{kp.chunks_max} (buffers.activations_kb = {point.activations_kb:g})")
@@ -291,7 +298,7 @@ def check_layer_sizes(point: DesignPoint, kp: KernelParams, k: int, m: int) -> N
 
 def onchip_bits(kp: KernelParams) -> dict[str, int]:
     """Bits of the kernel's on-chip buffers (docs/engine.md section 6, act mode)."""
-    idx = kp.index_bits
+    idx = kp.index_bits if kp.skip_mode == "act" else 0
     return {"weights_bits": kp.halves * kp.replicas * kp.banks * (2 * kp.pe) * (kp.kmax // kp.banks),
             "activations_bits": kp.chunks_max * kp.simd * (8 + idx),
             "outputs_bits": kp.mmax * kp.pe * 8}
@@ -334,7 +341,8 @@ def _sample_layer(kp: KernelParams, fmt: str, seed: int):
     w = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, k))
     bias = rng.integers(-2000, 2000, size=n).astype(np.int32)
     mult, shift = quantize_multiplier(1.0 / (30.0 * math.sqrt(k)))
-    return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, banks=kp.banks, ports=kp.ports, fmt=fmt)
+    return prepare_layer(x, w, bias, mult, shift, pe=kp.pe, simd=kp.simd, banks=kp.banks, ports=kp.ports, fmt=fmt,
+                         skip_mode=kp.skip_mode)
 
 
 def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, *, kmax: int, mmax: int,

@@ -40,7 +40,10 @@ class KernelParams:
         halves: weight and activation buffer halves (2 with double buffering, else 1).
         kmax: K_max, the largest K (input channels) of a layer; a multiple of B.
         mmax: depth of the output buffer (PE int8 per word) = the most tokens of a token block.
-        chunks_max: depth of the activation buffer, in chunks of SIMD slots.
+        chunks_max: depth of the activation buffer, in chunks of SIMD slots (words of SIMD int8 in
+            skip mode ``none``).
+        skip_mode: ``act`` (the bank-scheduled stream) or ``none`` (dense int8 tokens,
+            ``-DTATVPR_SKIP_NONE``).
     """
 
     pe: int = 8
@@ -51,11 +54,16 @@ class KernelParams:
     kmax: int = 4096
     mmax: int = 1024
     chunks_max: int = 1 << 16
+    skip_mode: str = "act"
 
     def __post_init__(self) -> None:
         if self.banks is None:
             object.__setattr__(self, "banks", self.simd)
+        if self.skip_mode not in ("act", "none"):
+            raise UserError(f"kernel parameter skip_mode = {self.skip_mode!r}: the IP builds 'act' or 'none'")
         for name, value in asdict(self).items():
+            if name == "skip_mode":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"kernel parameter {name} must be a positive integer, got {value!r}")
         if self.simd % self.banks:
@@ -63,7 +71,7 @@ class KernelParams:
         if self.ports not in (1, 2) or self.simd % (self.banks * self.ports):
             raise UserError(f"kernel parameter ports = {self.ports}: allowed 1 or 2 with banks x ports "
                             f"({self.banks} x {self.ports}) dividing simd = {self.simd}")
-        if self.banks < 2:
+        if self.banks < 2 and self.skip_mode == "act":
             raise UserError("kernel parameter banks = 1: the HLS IP needs at least 2 banks (an on-chip slot "
                             "keeps its token's last-chunk flag in the bank bits of its index); allowed: banks >= 2")
         if self.halves not in (1, 2):
@@ -85,13 +93,16 @@ class KernelParams:
     def defines(self) -> list[str]:
         return [f"-DTATVPR_PE={self.pe}", f"-DTATVPR_SIMD={self.simd}", f"-DTATVPR_BANKS={self.banks}",
                 f"-DTATVPR_PORTS={self.ports}", f"-DTATVPR_HALVES={self.halves}", f"-DTATVPR_KMAX={self.kmax}",
-                f"-DTATVPR_MMAX={self.mmax}", f"-DTATVPR_CHUNKS_MAX={self.chunks_max}"]
+                f"-DTATVPR_MMAX={self.mmax}", f"-DTATVPR_CHUNKS_MAX={self.chunks_max}"] + \
+            (["-DTATVPR_SKIP_NONE"] if self.skip_mode == "none" else [])
 
     def fits(self, layer: IPLayer) -> str | None:
         """Why ``layer`` does not fit this build, or None."""
         if (layer.pe, layer.simd, layer.banks, layer.ports) != (self.pe, self.simd, self.banks, self.ports):
             return (f"layer packed for PE={layer.pe} SIMD={layer.simd} B={layer.banks} P={layer.ports}, build is "
                     f"PE={self.pe} SIMD={self.simd} B={self.banks} P={self.ports}")
+        if layer.skip_mode != self.skip_mode:
+            return f"layer prepared for skip mode {layer.skip_mode!r}, build is {self.skip_mode!r}"
         if layer.k > self.kmax:
             return f"layer {layer.m}x{layer.k} exceeds kmax={self.kmax}"
         if layer.resident and layer.chunk_cycles_per_fold > self.chunks_max:
@@ -146,7 +157,7 @@ def cached_build(build_dir: str | os.PathLike, stem: str, key: str, sources: tup
 
 def build_csim(params: KernelParams, build_dir: str | os.PathLike) -> Path:
     """Compile the C-simulation binary into ``build_dir`` (reused when sources are unchanged)."""
-    return cached_build(build_dir, f"tb_ternary_gemm_pe{params.pe}_simd{params.simd}_b{params.banks}",
+    return cached_build(build_dir, f"tb_ternary_gemm_{params.skip_mode}_pe{params.pe}_simd{params.simd}_b{params.banks}",
                         repr(params), _SOURCES, lambda tmp: compile_command(params, tmp))
 
 

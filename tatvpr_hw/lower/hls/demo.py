@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 
+import numpy as np
+
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.io import write_json
 
@@ -35,10 +37,14 @@ def _sim_cycles(layer) -> tuple[list[int], list[int]]:
     from sim.engine import fold_compute_cycles
     from tatvpr_hw.lower.hls.formats import unpack_weights, unschedule_activations
 
-    x = unschedule_activations(layer.tok_chunks, layer.pairs, layer.k, layer.simd, layer.banks)
+    if layer.skip_mode == "none":  # the dense tokens; no bank conflicts in skip mode none
+        x = np.asarray(layer.pairs, np.int8).reshape(layer.m, layer.k)
+    else:
+        x = unschedule_activations(layer.tok_chunks, layer.pairs, layer.k, layer.simd, layer.banks)
     w = unpack_weights(layer.weights, layer.n, layer.k, layer.fmt)
-    banked = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act", banks=layer.banks, ports=layer.ports)
-    one_bank = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, "act", banks=1, ports=1)
+    mode = layer.skip_mode
+    banked = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, mode, banks=layer.banks, ports=layer.ports)
+    one_bank = fold_compute_cycles(x != 0, w, layer.pe, layer.simd, mode, banks=1, ports=1)
     return [int(c) for c in banked], [int(c) for c in one_bank]
 
 
@@ -121,10 +127,10 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     point_note = None
-    if dse_point and _skip_mode_of(dse_point) not in (None, "act"):
-        # the IP is the act machine: a DSE winner of another skip mode cannot be built as this IP
-        point_note = (f"{dse_point}: skip_mode {_skip_mode_of(dse_point)!r} is not the IP's 'act'; "
-                      f"the board's default arch is used instead")
+    if dse_point and _skip_mode_of(dse_point) not in (None, "act", "none"):
+        # the IP builds act or none: a DSE winner of another skip mode cannot be built as this IP
+        point_note = (f"{dse_point}: skip_mode {_skip_mode_of(dse_point)!r} is not one the IP builds ('act', "
+                      f"'none'); the board's default arch is used instead")
         log.warning("HLS demo: %s", point_note)
         dse_point = None
     point = read_design_point(dse_point, get_board(board)) if dse_point else \
@@ -158,7 +164,7 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
                 # the bank granularity in one weight format: the stream does not depend on it
                 for fmt in DEMO_FORMATS if granularity == "token" else DEMO_FORMATS[:1]:
                     ((layer, info),) = model_layers(model, images, s, pe=pe, simd=simd, banks=banks, ports=ports,
-                                                    fmt=fmt, names=[layer_name])
+                                                    fmt=fmt, names=[layer_name], skip_mode=kp.skip_mode)
                     runs.append((layer, {**info, "granularity": granularity}))
     finally:
         for m, (g, b) in zip(tops, saved):
@@ -168,7 +174,7 @@ def hls_demo(run_dir: str | Path, checkpoint: str | Path | None = None, *, seed:
         from sim.trace import read_trace
 
         trace_runs = layers_from_trace(read_trace(trace_path), pe=pe, simd=simd, banks=banks, ports=ports,
-                                       seed=seed, max_layers=4)
+                                       seed=seed, max_layers=4, skip_mode=kp.skip_mode)
     all_layers = [lay for lay, _ in runs + trace_runs]
     for (lay, info) in runs + trace_runs:
         why = kp.fits(lay)

@@ -24,7 +24,7 @@ from tatvpr_hw.lower.hls.formats import IPLayer, prepare_layer, quantize_multipl
 
 def layer_from_module(module, x, *, sparsity: float, pe: int, simd: int, banks: int | None = None, ports: int = 1,
                       fmt: str = "ternary2", out_scale: float | None = None,
-                      name: str = "layer") -> tuple[IPLayer, dict[str, Any]]:
+                      name: str = "layer", skip_mode: str = "act") -> tuple[IPLayer, dict[str, Any]]:
     """One ``SparseTernaryLinear`` on float input ``x[..., K]`` at ``sparsity`` -> (IP layer, info)."""
     import torch
 
@@ -58,7 +58,8 @@ def layer_from_module(module, x, *, sparsity: float, pe: int, simd: int, banks: 
     if out_scale is None:
         out_scale = max(float(np.abs(y_ref).max()), 1e-12) / 127.0
     mult, shift = quantize_multiplier(acc_unit / out_scale)
-    layer = prepare_layer(x_np, w_np, bias_int, mult, shift, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt)
+    layer = prepare_layer(x_np, w_np, bias_int, mult, shift, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt,
+                          skip_mode=skip_mode)
     deq_err = float(np.abs(layer.expected.astype(np.float64) * out_scale - y_ref).max())
     info = {"name": name, "m": layer.m, "k": layer.k, "n": layer.n, "sparsity": float(sparsity),
             "fmt": fmt, "act_density": float((x_np != 0).mean()), "act_scale": s_act,
@@ -102,20 +103,21 @@ def capture_layer_inputs(model, images, sparsity: float, names: list[str] | None
 
 
 def model_layers(model, images, sparsity: float, *, pe: int, simd: int, banks: int | None = None, ports: int = 1,
-                 fmt: str = "ternary2", names: list[str] | None = None) -> list[tuple[IPLayer, dict[str, Any]]]:
+                 fmt: str = "ternary2", names: list[str] | None = None,
+                 skip_mode: str = "act") -> list[tuple[IPLayer, dict[str, Any]]]:
     """IP layers of the student's ternary linears as they run on ``images`` at ``sparsity``."""
     from brevitas_models.quant import ternary_layers
 
     modules = dict(ternary_layers(model))
     inputs = capture_layer_inputs(model, images, sparsity, names)
     return [layer_from_module(modules[n], x, sparsity=sparsity, pe=pe, simd=simd, banks=banks, ports=ports,
-                              fmt=fmt, name=n)
+                              fmt=fmt, name=n, skip_mode=skip_mode)
             for n, x in inputs.items()]
 
 
 def layers_from_trace(trace, *, pe: int, simd: int, banks: int | None = None, ports: int = 1,
                       fmt: str = "ternary2", seed: int = 0,
-                      max_layers: int | None = None) -> list[tuple[IPLayer, dict[str, Any]]]:
+                      max_layers: int | None = None, skip_mode: str = "act") -> list[tuple[IPLayer, dict[str, Any]]]:
     """IP layers of a ``sim.trace.Trace``'s ternary ops (real masks and weights, seeded values)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -127,7 +129,8 @@ def layers_from_trace(trace, *, pe: int, simd: int, banks: int | None = None, po
         w = op.weights()
         acc = x.astype(np.int64) @ w.astype(np.int64).T
         mult, shift = quantize_multiplier(127.0 / max(1.0, float(np.abs(acc).max())))
-        layer = prepare_layer(x, w, None, mult, shift, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt)
+        layer = prepare_layer(x, w, None, mult, shift, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt,
+                              skip_mode=skip_mode)
         out.append((layer, {"name": op.name, "m": op.m, "k": op.k, "n": op.n, "fmt": fmt,
                             "act_density": float(mask.mean()), "mult": mult, "shift": shift,
                             "chunk_cycles_per_fold": layer.chunk_cycles_per_fold, "folds": layer.folds}))
