@@ -459,7 +459,9 @@ def ternary_layer(op, arch, *, input_in_dram: bool = False, token_tile: int | No
         "weight_buf_write_bits": pw * w_write,
         "weight_buf_read_bits": w_read,
         "act_buf_read_bits": a_read,
-        "act_buf_write_bits": dram_act,
+        # act: every slot of the loaded chunks, value + index bits as the buffer stores them (pads
+        # included); the other modes: the dense bytes loaded
+        "act_buf_write_bits": pa * int(g.sum()) * simd * (ACT_BITS + idx) if mode == "act" else dram_act,
         "act_gather_write_bits": m * n * k * ACT_BITS if gathered else 0,
         "act_gather_read_bits": processed * ACT_BITS if gathered else 0,
         "out_buf_write_bits": m * n * OUT_BITS,

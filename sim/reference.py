@@ -271,7 +271,13 @@ def reference_layer(act_mask: np.ndarray, w: np.ndarray, *, pe: int, simd: int, 
         if la:
             bits = block_dram_bytes(b) * 8
             c["dram_act_bits"] += bits
-            c["act_buf_write_bits"] += bits
+            if skip_mode == "act":  # the buffer stores every slot of the block's chunks: value + index
+                slots = 0
+                for m in range(bounds[b][0], bounds[b][1]):
+                    slots += tw[m] * simd
+                c["act_buf_write_bits"] += slots * (_A + ib)
+            else:
+                c["act_buf_write_bits"] += bits
 
     while finished < n_steps - 1:
         # (1) control

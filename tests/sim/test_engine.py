@@ -435,6 +435,8 @@ def test_uneven_last_block(make_arch):
         # act reads the IP's stream: 11 chunks x 4 uint32 slots + 7 uint16 counts = 190 bytes a pass
         # (fold_outer: one pass per fold, 2 folds), not the dense 7 x 8 int8
         assert fast.counts["dram_act_bits"] == (1 if order == "token_outer" else 2) * (11 * 4 * 4 + 7 * 2) * 8
+        # the buffer stores each loaded chunk's 4 slots as value + ceil(log2 8) = 3 index bits
+        assert fast.counts["act_buf_write_bits"] == (1 if order == "token_outer" else 2) * 11 * 4 * (8 + 3)
         # 5 words: a block holds 2 -> [2] [1 1] [2] [2] [1] [2]: 6 blocks
         arch5 = with_act_words(arch, 5)
         fast, ref = check_equal(op_of(mask, w), arch5, rng)
