@@ -17,7 +17,9 @@ What it does literally, where the engine uses closed forms:
   `act`) and split into blocks that fit it and the output buffer; the loop order is
   enumerated step by step and ``auto`` picks the order whose steps load fewer DRAM bytes;
 - **overlap**: the DMA loads a step's missing fold / block; with double buffering it starts step
-  j+1's load when step j starts computing, otherwise when step j is finished.
+  j+1's load when step j starts computing, otherwise when step j is finished. A block's DRAM bytes
+  in `act` are the ternary IP's stream (every chunk's SIMD uint32 slots, a uint16 count per
+  token), counted here from the chunks it built; in the other modes the dense int8 tokens.
 - **bank scheduler** (``act`` only, ``rtl/bank_scheduler.v``): the array's ticks below are the
   token side (a token enters the scheduler's register, which takes the next one in the tick the
   current one's last chunk leaves); each chunk leaves the register one tick after the tick that

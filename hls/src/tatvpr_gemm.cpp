@@ -394,7 +394,9 @@ STEP:  // the steps (f, b) of ternary_format.tiling.loop_steps in loop order `or
         int next_status = STATUS_OK;
         if (load_w) {
 #if TATVPR_HALVES == 2
-            next_status = load_weights(weights, nf, k, n, fmt, w_half == 0 ? wbuf1 : wbuf0, &nbytes);
+            // into the idle half (two calls rather than a selected pointer: each names its memory)
+            if (w_half == 0) next_status = load_weights(weights, nf, k, n, fmt, wbuf1, &nbytes);
+            else next_status = load_weights(weights, nf, k, n, fmt, wbuf0, &nbytes);
             w_half ^= 1;
 #else
             next_status = load_weights(weights, nf, k, n, fmt, wbuf0, &nbytes);
