@@ -27,6 +27,14 @@ def _iq():
     return integer
 
 
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The one float L2 normalisation (``F.normalize``): the board package's
+    ``tatvpr_pynq.heads.l2_normalize``, float64."""
+    driver_package()
+    from tatvpr_pynq.heads import l2_normalize as norm
+    return norm(x, axis)
+
+
 def _mult_shift(real: float) -> tuple[int, int]:
     from tatvpr_pynq.formats import quantize_multiplier
     return quantize_multiplier(real)
@@ -173,7 +181,7 @@ def integer_descriptors(model, trunk, images, sparsity: float) -> np.ndarray:
     grid = model.grid_hw((int(images.shape[-2]), int(images.shape[-1])))
     with torch.no_grad():
         d = model.forward_head(torch.from_numpy(feats).float(), grid)
-    return torch.nn.functional.normalize(d.float(), dim=-1).numpy()
+    return l2_normalize(d.double().numpy()).astype(np.float32)
 
 
 def head_is_integer(model) -> bool:
@@ -619,8 +627,7 @@ def descriptor_cosines(model, images, sparsity: float, calibration) -> np.ndarra
     dq = (integer_query_descriptors(trunk, head, images, sparsity) if head is not None
           else integer_descriptors(model, trunk, images, sparsity))
     with torch.no_grad(), sparsity_context(model, sparsity, "token"):
-        df = torch.cat([torch.nn.functional.normalize(model(images[i:i + 50]), dim=-1)
-                        for i in range(0, len(images), 50)]).numpy()
+        df = l2_normalize(torch.cat([model(images[i:i + 50]) for i in range(0, len(images), 50)]).double().numpy())
     return (dq.astype(np.float64) * df).sum(1)
 
 

@@ -219,6 +219,20 @@ def test_l2norm_hand_values():
     assert np.abs(iq.l2norm_int(x) - ref).max() <= 1.0
 
 
+def test_one_float_l2_normalisation_for_the_board_and_the_flow():
+    """tatvpr_pynq.heads.l2_normalize is F.normalize (x / max(||x||, 1e-12)); tatvpr_hw.integer uses it."""
+    from tatvpr_pynq.heads import l2_normalize
+
+    from tatvpr_hw.integer import l2_normalize as flow_l2
+
+    assert l2_normalize(np.array([3.0, 4.0])).tolist() == [0.6, 0.8]
+    assert l2_normalize(np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+    assert l2_normalize(np.array([1e-13, 0.0])).tolist() == [0.1, 0.0]          # the 1e-12 floor
+    rows = np.array([[3.0, 0.0], [4.0, 2.0]])
+    assert l2_normalize(rows, axis=0).tolist() == [[0.6, 0.0], [0.8, 1.0]]      # per column (SALAD's clusters)
+    assert flow_l2(np.array([[0.0, -5.0]])).tolist() == [[0.0, -1.0]]
+
+
 def test_im2col3x3_is_a_zero_padded_convolution():
     rng = np.random.default_rng(3)
     h, w, c, o = 3, 4, 2, 5

@@ -201,7 +201,7 @@ def flow_step_query(ctx) -> dict:
     from sim.arch import load_arch
     from tatvpr_hw.data.vpr import VPREvalSet, eval_root
     from tatvpr_hw.evaluation import _student_checkpoint_from, load_models
-    from tatvpr_hw.integer import export_head_q, export_trunk, head_is_integer, integer_descriptors
+    from tatvpr_hw.integer import export_head_q, export_trunk, head_is_integer, integer_descriptors, l2_normalize
     from tatvpr_hw.io import write_json
 
     driver_package()
@@ -242,7 +242,7 @@ def flow_step_query(ctx) -> dict:
         from brevitas_models.sparsity import sparsity_context
 
         with sparsity_context(student, QUERY_SPARSITY, "token"):
-            d_float = torch.nn.functional.normalize(student(image[None]), dim=-1)[0].numpy()
+            d_float = l2_normalize(student(image[None])[0].double().numpy())
     summary = {
         "checkpoint": str(ck), "image": ev.queries.paths[0].name, "sparsity": QUERY_SPARSITY, "granularity": "token",
         "arch": arch.name, "pe": c.pe, "simd": c.simd, "banks": c.banks, "ports": c.ports,
