@@ -157,3 +157,28 @@ def test_one_loop_order_rule():
 
     assert engine.loop_steps is tiling.loop_steps and engine.choose_loop_order is tiling.choose_loop_order
     assert engine._passes is tiling.passes
+
+
+def test_loop_rule_by_hand():
+    """ternary_format.tiling's loop order rule, worked by hand (docs/engine.md section 4)."""
+    from fractions import Fraction
+
+    from ternary_format.tiling import act_stream_bytes, choose_loop_order, loop_steps, passes
+
+    assert loop_steps(2, 2, "token_outer") == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert loop_steps(2, 2, "fold_outer") == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # a step loads what differs from the previous one: fold_outer, 3 folds, 2 blocks: weights once,
+    # blocks once per fold; token_outer: blocks once, weights per block; one fold or block: once
+    assert passes("fold_outer", 3, 2, False) == (1, 3) and passes("token_outer", 3, 2, False) == (2, 1)
+    assert passes("fold_outer", 3, 1, False) == (1, 1) and passes("token_outer", 1, 2, False) == (1, 1)
+    assert passes("fold_outer", 3, 2, True) == (1, 0) and passes("token_outer", 3, 2, True) == (2, 0)
+    # 3 folds of 64 B, 2 blocks of a 70-byte stream: fold_outer 3 x 64 + 3 x 70 = 402, token_outer
+    # 2 x 3 x 64 + 70 = 454 -> fold_outer; with a 1000-byte stream: 3192 vs 1384 -> token_outer;
+    # one fold: 64 + 1000 either way, a tie -> fold_outer
+    act = act_stream_bytes(4, 4, 3)
+    assert act == 70
+    assert choose_loop_order("auto", 3, 2, False, Fraction(64), act) == "fold_outer"
+    assert choose_loop_order("auto", 3, 2, False, Fraction(64), 1000) == "token_outer"
+    assert choose_loop_order("auto", 1, 2, False, Fraction(64), 1000) == "fold_outer"
+    with pytest.raises(ValueError, match="loop order 'sideways'"):
+        choose_loop_order("sideways", 3, 2, False, Fraction(64), act)
