@@ -151,7 +151,17 @@ def test_l2norm_bit_exact_on_edge_cases(exe, tmp_path):
 
 
 def test_requant_and_l2norm_calls_refuse_what_the_unit_cannot_take():
+    import re
+
     from tatvpr_hw.errors import UserError
+    from tatvpr_hw.lower.hls.paths import hls_dir
+
+    # one limit: the HLS header's TATVPR_L2NORM_MAX_N is the integer model's (and so the driver's)
+    header = (hls_dir() / "include" / "tatvpr_vector.h").read_text()
+    assert int(re.search(r"#define TATVPR_L2NORM_MAX_N (\d+)", header).group(1)) == iq.L2NORM_MAX_N == 2 ** 16 - 1
+    assert iq.L2NORM_MAX_N * 2 ** 30 < 2 ** 46  # the longest int16 vector keeps the square root's radicand < 2^62
+    with pytest.raises(iq.IntegerModelError, match="normalises at most 65535"):
+        iq.l2norm_int(np.zeros(65536, np.int16))
 
     with pytest.raises(UserError, match="normalises 1 to 65535"):
         l2norm_call(np.zeros(65536, np.int16))

@@ -631,8 +631,6 @@ VECTOR_ARGS = (("op", "u32", None), ("x16", "ptr", np.int16), ("x8", "ptr", np.i
                ("d", "u32", None), ("mult", "u64", None), ("shift", "u32", None), ("eps_q", "u64", None))
 VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "requant": 6, "l2norm": 7}
 """``op`` register values (``TATVPR_V_*`` in tatvpr_units_top.cpp)."""
-L2NORM_MAX_N = 65535
-"""The longest vector the vector unit L2-normalises (``TATVPR_L2NORM_MAX_N`` in tatvpr_vector.h)."""
 GEMM_MODES = {"int32": (0, "out32"), "int8": (1, "out8"), "int16": (2, "out16")}
 
 
@@ -833,7 +831,10 @@ class VectorUnitIP(UnitIP):
         return self.wait().reshape(x.shape)
 
     def l2norm(self, x) -> np.ndarray:
-        """int16 vector ``x`` -> ``x / ||x||`` in Q15 (int16); at most :data:`L2NORM_MAX_N` elements."""
+        """int16 vector ``x`` -> ``x / ||x||`` in Q15 (int16); at most
+        :data:`tatvpr_pynq.integer.L2NORM_MAX_N` elements."""
+        from .integer import L2NORM_MAX_N
+
         x = np.asarray(x).reshape(-1)
         if not 1 <= x.size <= L2NORM_MAX_N:
             raise ValueError(f"vector unit l2norm: {x.size} elements; the IP normalises 1 to {L2NORM_MAX_N}")

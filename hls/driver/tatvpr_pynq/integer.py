@@ -115,11 +115,19 @@ def topk_int(x: np.ndarray, sparsity: float) -> np.ndarray:
     return out
 
 
+L2NORM_MAX_N = 65535
+"""The longest vector the vector unit L2-normalises (``TATVPR_L2NORM_MAX_N``, hls/include/tatvpr_vector.h):
+an int16 vector this long has ``sum(x^2) < 2**46``, so the Q8 square root's radicand stays below 2**62."""
+
+
 def l2norm_int(x: np.ndarray) -> np.ndarray:
     """Integer vector ``x`` -> int16 ``x / ||x||`` in Q15 (the descriptor): ``n2 = sum(x^2)``,
     ``sd = max(1, isqrt(n2 * 2**16))`` (the norm in Q8), one reciprocal ``inv = 2**47 // sd``,
-    ``y = sat16((x * inv + 2**23) >> 24)``; an all-zero ``x`` gives zeros."""
+    ``y = sat16((x * inv + 2**23) >> 24)``; an all-zero ``x`` gives zeros. At most
+    :data:`L2NORM_MAX_N` elements, as the vector unit."""
     x = np.asarray(x, np.int64).reshape(-1)
+    if x.size > L2NORM_MAX_N:
+        raise IntegerModelError(f"l2norm: {x.size} elements; the vector unit normalises at most {L2NORM_MAX_N}")
     n2 = int((x * x).sum())
     if n2 >= 2 ** 46:
         raise IntegerModelError(f"l2norm: sum of squares {n2} >= 2^46 (the Q8 square root would overflow)")

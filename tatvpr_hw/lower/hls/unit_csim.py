@@ -22,14 +22,13 @@ import numpy as np
 
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import cached_build, compiler
-from tatvpr_hw.lower.hls.paths import ap_types_dir, hls_dir
+from tatvpr_hw.lower.hls.paths import ap_types_dir, driver_package, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
             "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")
 OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7}
 _OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16, "requant": np.int8,
               "l2norm": np.int16}
-L2NORM_MAX_N = 65535  # TATVPR_L2NORM_MAX_N (hls/include/tatvpr_vector.h)
 GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
 
 
@@ -95,6 +94,9 @@ def requant_call(x: np.ndarray, mult: int, shift: int) -> UnitCall:
 
 def l2norm_call(x: np.ndarray) -> UnitCall:
     """The descriptor's L2 normalisation in Q15 (``tatvpr_pynq.integer.l2norm_int``) of int16 ``x``."""
+    driver_package()
+    from tatvpr_pynq.integer import L2NORM_MAX_N
+
     x = np.asarray(x)
     if not 1 <= x.size <= L2NORM_MAX_N:
         raise UserError(f"l2norm: {x.size} elements; the vector unit normalises 1 to {L2NORM_MAX_N}")
