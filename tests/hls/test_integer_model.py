@@ -334,6 +334,7 @@ def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kin
     """Per op, the integer head's int8-unit GEMMs and vector-unit ops equal the ops the simulator's
     trace of the same model charges (same unit, same m/k/n/batch or kind/elements/row, same order),
     apart from the declared differences; a changed shape is caught."""
+    from sim.trace import DenseOp
     from tatvpr_hw.integer import INTEGER_ONLY, TRACE_ONLY, compare_head_ops, export_head_q, export_trunk
     from tatvpr_hw.tracing import trace_query
 
@@ -366,9 +367,23 @@ def test_integer_head_runs_the_ops_the_simulator_charges(student_and_images, kin
         # logsumexp, sub) = 18, the plan's add, add, sub, exp = 4, the aggregation bmm, 3 F.normalize x 3)
         # are the host's
         assert [op.host for op in head_ops] == [False] * 9 + [True] * 32
+        # the simulator charges them on the host (KV260: 250 MHz, 5 us a call, 1 ns an element, a host
+        # GEMM's MACs as its elements) and the other ops as without the flag
+        from sim.arch import load_arch
+        from sim.simulator import simulate
+
+        arch = load_arch("kv260")
+        res = simulate(arch, trace)
+        work = {op.name: op.macs if isinstance(op, DenseOp) else op.elements for op in head_ops if op.host}
+        host_rows = [r for r in res.layers if r.get("host")]
+        assert [r["name"] for r in host_rows] == list(work)
+        assert [r["cycles"] for r in host_rows] == [math.ceil((5000 + e) * 250 / 1000) for e in work.values()]
         # a trace from before the host flag still compares: its ops after the MLPs are declared host work
         for op in head_ops:
             op.host = False
+        fabric = simulate(arch, trace)
+        assert [r["cycles"] for r in fabric.layers if r["name"] not in work] == \
+            [r["cycles"] for r in res.layers if r["name"] not in work]
         legacy = compare_head_ops(units.ops, trace.ops)
         assert legacy["match"] and [reason for _, reason in legacy["trace_only"]] == [TRACE_ONLY["host"]]
     else:
