@@ -165,19 +165,28 @@ class Int8UnitSpec(_Strict):
 # the HLS vector unit's per-row steps (hls/include/tatvpr_vector.h): TATVPR_ROW_CYCLES_LAYERNORM,
 # TATVPR_ROW_CYCLES_SOFTMAX, TATVPR_ROW_CYCLES_L2NORM (the descriptor is one row: a 32-step square
 # root and the 48 quotient bits of 2^47 / sd, as LayerNorm's); the other kinds have no rows
-ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0, "requant": 0, "l2norm": 32 + 48}
+# topk (tatvpr_topk_schedule, TATVPR_ROW_CYCLES_TOPK): the threshold scan over the 128 nonzero magnitude bins
+ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0, "requant": 0, "l2norm": 32 + 48,
+                 "topk": 128}
 # Kinds an arch file may leave out of cycles_per_element / host_ns_per_element (added after the
 # first arch files): the HLS unit's element-loop passes (tatvpr_requant 1: one multiply and round;
-# tatvpr_l2norm 2: the sum of squares, then the scaling) and the host's 1 ns per element default.
-NEW_KIND_CYCLES_PER_ELEMENT = {"requant": 1.0, "l2norm": 2.0}
-NEW_KIND_HOST_NS = {"requant": 1.0, "l2norm": 1.0}
+# tatvpr_l2norm 2: the sum of squares, then the scaling; tatvpr_topk_schedule 2: the histogram pass and
+# the select pass, its emit pass charged per chunk by sim.engine.vector_topk_cycles) and the host's
+# ns per element (topk: the numpy top-k + bank scheduling on the ARM, HOST_STEP_NS["topk"] = 380).
+NEW_KIND_CYCLES_PER_ELEMENT = {"requant": 1.0, "l2norm": 2.0, "topk": 2.0}
+NEW_KIND_HOST_NS = {"requant": 1.0, "l2norm": 1.0, "topk": 380.0}
 
 
 def new_kind_vector_pj(kind: str, table) -> "Sourced":
     """vector_pj_per_element of a kind an energy table leaves out, from the table's own entries:
     ``requant`` one 32-bit multiply and one rounding add per element (mult32 + add32), ``l2norm``
     that in each of its two passes (square and accumulate, then scale and round): 2 x (mult32 + add32);
-    the L2 norm's square root and reciprocal are row steps (vector_row_step_pj)."""
+    the L2 norm's square root and reciprocal are row steps (vector_row_step_pj); ``topk`` one add per
+    element in each of its two passes (the histogram bin's increment, then the compare with the
+    threshold and the tie count): 2 x add32 (its threshold scan is row steps)."""
+    if kind == "topk":
+        return Sourced(value=2 * table.add32_pj.value, source=f"derived: topk = 2 x add32_pj = 2 x "
+                       f"{table.add32_pj.value:g} of this table (sim.arch.new_kind_vector_pj)")
     per = table.mult32_pj.value + table.add32_pj.value
     passes = {"requant": 1, "l2norm": 2}[kind]
     return Sourced(value=passes * per, source=f"derived: {kind} = {passes} x (mult32_pj + add32_pj) = {passes} x "
@@ -197,7 +206,7 @@ class VectorUnitSpec(_Strict):
     # reciprocal 2^32 / sum (33 quotient bits), as hls/src/tatvpr_vector.cpp computes them
     row_op_cycles: dict[str, int] = Field(default_factory=lambda: dict(ROW_OP_CYCLES))
     pipeline_cycles: int = Field(8, ge=0, le=10000)
-    host_ns_per_element: dict[str, float] = Field(default_factory=lambda: _kinds(1.0))
+    host_ns_per_element: dict[str, float] = Field(default_factory=lambda: {**_kinds(1.0), **NEW_KIND_HOST_NS})
     host_call_overhead_us: float = Field(5.0, ge=0.0, le=1e6)
     host_pj_per_element: float = Field(100.0, ge=0.0, le=1e9)
 
@@ -281,6 +290,12 @@ class ScheduleSpec(_Strict):
     handoffs: Literal["onchip", "dram"] = Field("onchip", description="where a segment's stages hand tiles to "
                                                 "each other: the pipeline buffers, or DRAM (no pipeline buffers; "
                                                 "every hand-off byte written and read through the DRAM port)")
+    # where a ternary linear's input is top-k'd and bank-scheduled (docs/engine.md sections 5, 5a, 9):
+    # host = the driver's numpy on the ARM (a host step under handoffs: dram; under onchip not charged:
+    # a compress unit assumed to keep pace), fabric = the vector unit's tatvpr_topk_schedule, charged
+    # as vector-unit work (sim.engine.vector_topk_cycles) under every handoffs / overlap
+    topk: Literal["host", "fabric"] = Field("host", description="top-k + bank scheduling of a ternary "
+                                            "linear's input: host (driver numpy) or fabric (the vector unit)")
     # handoffs: dram, the host (ARM) steps between the IPs (docs/engine.md section 5a), ns per element on
     # the ARM: x86 numpy rates of benchmarks/bench_host_steps.py x 4 (Cortex-A53 estimate, see HOST_STEP_NS)
     host_ns_per_element: dict[str, float] = Field(default_factory=lambda: dict(HOST_STEP_NS))

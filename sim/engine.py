@@ -642,6 +642,30 @@ def vector_cycles(elements: int, kind: str, arch, row: int = 0, host: bool = Fal
     return int(math.ceil(groups * v.cycles_per_element[kind] - 1e-9)) + row_steps + v.pipeline_cycles
 
 
+def vector_topk_cycles(m: int, k: int, chunks: int | None, arch) -> int:
+    """The top-k (and bank scheduling) of a ternary linear's input ``[m, k]`` on the vector unit
+    (``tatvpr_topk_schedule``, docs/engine.md section 5): ``vector_cycles(m * k, "topk", arch, k)`` = two
+    passes of ``ceil(k / lanes)`` lane groups a row (histogram, select) + ``row_op_cycles["topk"]`` (128:
+    the threshold scan) a row + pipeline, and the act stream's emit pass, ``ceil(SIMD / lanes)`` cycles
+    for each of its ``chunks`` chunks (the sum over rows of ``g(m)``); ``chunks`` None: the dense variant
+    (the kept values in place, no emit pass). A ``host``-mode unit: the host formula of kind ``topk``."""
+    v = arch.spec.vector_unit
+    base = vector_cycles(m * k, "topk", arch, k)
+    if v.mode == "host" or chunks is None:
+        return base
+    return base + int(chunks) * -(-arch.spec.compute.simd // v.lanes)
+
+
+def vector_topk_counts(m: int, k: int, arch) -> dict:
+    """The energy counts of :func:`vector_topk_cycles`' work: ``m x k`` elements of kind ``topk`` (priced
+    ``vector_pj_per_element["topk"]``) and the 128 scan steps a row (``vector_row_step_pj``); a
+    ``host``-mode unit: host elements."""
+    v = arch.spec.vector_unit
+    if v.mode == "host":
+        return {"host_elements": m * k}
+    return {"vector_elements": m * k, "vector_row_steps": m * v.row_op_cycles["topk"]}
+
+
 def vector_op(op, arch, *, readback_bytes: int = 0, output_piped: bool = False) -> OpTiming:
     """A vector-unit op; its ``elements`` int8 outputs spill when over the output buffer, and an
     input the previous op spilled is streamed back first (docs/engine.md section 4)."""

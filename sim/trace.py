@@ -64,7 +64,9 @@ from sim.packing import pack_ternary2, row_bytes, unpack_ternary2
 
 FORMAT = "tatvpr-trace"
 VERSION = 1
-VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other", "requant", "l2norm")
+# topk: the top-k and bank scheduling of a ternary linear's input on the vector unit (schedule.topk:
+# fabric, charged by sim.schedule; the tracer records no topk ops)
+VECTOR_KINDS = ("softmax", "layernorm", "gelu", "add", "other", "requant", "l2norm", "topk")
 # Sane bounds of a trace's counts: one dimension (tokens, channels, heads) at most 2^31 - 1, one
 # op's work (batch * m * k * n MACs, or elements) at most 2^50 (a ViT-B/14 query is ~1.7e10 MACs).
 MAX_DIM = 2**31 - 1

@@ -13,6 +13,14 @@
 // L2 norm's square root and reciprocal 2^47 / sd once for the whole vector (one row):
 // TATVPR_ROW_CYCLES_LAYERNORM = 80, TATVPR_ROW_CYCLES_SOFTMAX = 33 and TATVPR_ROW_CYCLES_L2NORM = 80
 // per row, the simulator's vector_unit.row_op_cycles (docs/engine.md section 5).
+//
+// The top-k and bank scheduling of a ternary linear's input (tatvpr_topk_schedule, docs/engine.md
+// section 5): per row of K int8 channels, a histogram pass (ceil(K / lanes) cycles: |x| into 129
+// bins, the row kept on chip), the threshold scan (TATVPR_ROW_CYCLES_TOPK = 128 row steps: bins 128
+// down to 1, one a cycle; magnitude 0 never enters the stream), a select pass (ceil(K / lanes)
+// cycles: kept channels appended to their bank's queue, ties to the lower index) and, for the act
+// stream, an emit pass of ceil(SIMD / lanes) cycles per chunk: g(m) chunks of SIMD slots, g(m) =
+// max(1, max over banks of ceil(kept_b / q)). Per row 2 ceil(K / lanes) + 128 + g(m) ceil(SIMD / lanes).
 #ifndef TATVPR_VECTOR_H
 #define TATVPR_VECTOR_H
 
@@ -29,6 +37,23 @@
 // The L2 norm's sum of squares stays below 2^46 (its Q8 square root's radicand below 2^62) for any
 // int16 vector shorter than 2^16 elements: the longest vector the unit normalises.
 #define TATVPR_L2NORM_MAX_N 65535
+
+// The top-k unit serves one ternary IP: its SIMD and banks (compute.gather.banks) are the IP's, its
+// on-chip row and bank queues hold TATVPR_TOPK_KMAX channels (the IP's K_max).
+#ifndef TATVPR_TOPK_SIMD
+#define TATVPR_TOPK_SIMD 8
+#endif
+#ifndef TATVPR_TOPK_BANKS
+#define TATVPR_TOPK_BANKS TATVPR_TOPK_SIMD
+#endif
+#ifndef TATVPR_TOPK_KMAX
+#define TATVPR_TOPK_KMAX 4096
+#endif
+#define TATVPR_TOPK_MAGS 128
+#define TATVPR_ROW_CYCLES_TOPK TATVPR_TOPK_MAGS
+#if TATVPR_TOPK_SIMD % TATVPR_TOPK_BANKS
+#error "TATVPR_TOPK_BANKS must divide TATVPR_TOPK_SIMD"
+#endif
 
 #ifdef TATVPR_COUNT_CYCLES
 void tatvpr_count_vector_cycle();
@@ -65,5 +90,16 @@ void tatvpr_requant(const int16_t *x, int8_t *y, int n, int64_t mult, int shift)
 // zeros give zeros): n2 = sum(x^2), sd = max(1, isqrt(n2 * 2^16)), inv = 2^47 / sd,
 // y = sat16((x * inv + 2^23) >> 24).
 void tatvpr_l2norm(const int16_t *x, int16_t *y, int n);
+
+// int8 x[m][k] -> keep the `keep` largest |x| of every row, ties to the lower index (keep >= k: every
+// channel), as tatvpr_pynq.integer.topk_int, then
+//   stream = 1: the bank-scheduled act stream of tatvpr_pynq.formats.schedule_activations with
+//               TATVPR_TOPK_SIMD slots and TATVPR_TOPK_BANKS banks: tok_chunks[m] and, one after
+//               another, tok_chunks[r] * SIMD uint32 slots per row (value | channel << 8, 0 a pad);
+//   stream = 0: the kept values in place, int8 y[m][k] (the dense IP's input; no emit pass).
+// Returns the pair words written (stream 0: 0), or -1 for a bad shape (m < 1, k < 1,
+// k > TATVPR_TOPK_KMAX, keep < 0): nothing written then.
+long long tatvpr_topk_schedule(const int8_t *x, int m, int k, int keep, int stream, uint16_t *tok_chunks,
+                               uint32_t *pairs, int8_t *y);
 
 #endif

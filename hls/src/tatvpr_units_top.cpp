@@ -29,7 +29,7 @@ extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t
 
 // 5 is the int8 unit's gemm in the testbench's numbering, unused here
 enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V_ADD = 4, TATVPR_V_REQUANT = 6,
-       TATVPR_V_L2NORM = 7 };
+       TATVPR_V_L2NORM = 7, TATVPR_V_TOPK = 8, TATVPR_V_TOPK_DENSE = 9 };
 
 // The vector unit: one IP, the op selected by `op` (the C-sim testbench's numbering).
 //   layernorm: x16[t*d], gain64/bias64[d], eps_q -> y8[t*d]
@@ -39,10 +39,14 @@ enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V
 //   add:       x16[t*d], x8[t*d] (the ternary IP's output), mult32/shift32[d] -> out16[t*d]
 //   requant:   x16[t*d], mult, shift -> y8[t*d] (the head's int8 input)
 //   l2norm:    x16[t*d] (one vector of t*d <= TATVPR_L2NORM_MAX_N elements) -> out16[t*d] in Q15
+//   topk:      x8[t*d] (t rows of d channels), keep -> chunks16[t], pairs32[sum chunks * SIMD]: the
+//              bank-scheduled act stream of the ternary IP this unit serves (TATVPR_TOPK_SIMD,
+//              TATVPR_TOPK_BANKS); the host sizes pairs32 for t * max(1, ceil(ceil(d / B) / q)) chunks
+//   topk_dense: x8[t*d], keep -> y8[t*d], the kept values in place (the dense IP's input)
 extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, const int32_t *s32, const int32_t *row_max32,
                        const int64_t *gain64, const int64_t *bias64, const int32_t *mult32, const int32_t *shift32,
                        const int8_t *table8, int8_t *y8, uint8_t *p8, int16_t *out16, int t, int d, long long mult,
-                       int shift, long long eps_q) {
+                       int shift, long long eps_q, uint16_t *chunks16, uint32_t *pairs32, int keep) {
 #pragma HLS INTERFACE m_axi port = x16 offset = slave bundle = gmem_in
 #pragma HLS INTERFACE m_axi port = x8 offset = slave bundle = gmem_in
 #pragma HLS INTERFACE m_axi port = s32 offset = slave bundle = gmem_in
@@ -55,6 +59,9 @@ extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, 
 #pragma HLS INTERFACE m_axi port = y8 offset = slave bundle = gmem_out
 #pragma HLS INTERFACE m_axi port = p8 offset = slave bundle = gmem_out
 #pragma HLS INTERFACE m_axi port = out16 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = chunks16 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE m_axi port = pairs32 offset = slave bundle = gmem_out
+#pragma HLS INTERFACE s_axilite port = keep
 #pragma HLS INTERFACE s_axilite port = op
 #pragma HLS INTERFACE s_axilite port = t
 #pragma HLS INTERFACE s_axilite port = d
@@ -74,5 +81,9 @@ extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, 
         tatvpr_requant(x16, y8, t * d, (int64_t)mult, shift);
     } else if (op == TATVPR_V_L2NORM) {
         tatvpr_l2norm(x16, out16, t * d);
+    } else if (op == TATVPR_V_TOPK) {
+        tatvpr_topk_schedule(x8, t, d, keep, 1, chunks16, pairs32, y8);
+    } else if (op == TATVPR_V_TOPK_DENSE) {
+        tatvpr_topk_schedule(x8, t, d, keep, 0, chunks16, pairs32, y8);
     }
 }

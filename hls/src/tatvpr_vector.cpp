@@ -189,3 +189,91 @@ SCALE:  // pass 2: x * inv, rounded, saturated to int16
             y[c0 + l] = (int16_t)sat(((int64_t)x[c0 + l] * inv + half) >> L2_SHIFT, -32768, 32767);
     }
 }
+
+long long tatvpr_topk_schedule(const int8_t *x, int m, int k, int keep, int stream, uint16_t *tok_chunks,
+                               uint32_t *pairs, int8_t *y) {
+    const int B = TATVPR_TOPK_BANKS, S = TATVPR_TOPK_SIMD, Q = TATVPR_TOPK_SIMD / TATVPR_TOPK_BANKS;
+    const int DEPTH = (TATVPR_TOPK_KMAX + TATVPR_TOPK_BANKS - 1) / TATVPR_TOPK_BANKS;
+    static int8_t row[TATVPR_TOPK_KMAX];        // the row, kept on chip between the passes (one DDR read)
+    static uint32_t queue[TATVPR_TOPK_BANKS][DEPTH];  // per bank: its kept channels in ascending order
+    if (m < 1 || k < 1 || k > TATVPR_TOPK_KMAX || keep < 0) return -1;
+    long long out = 0;
+ROWS:
+    for (int r = 0; r < m; r++) {
+        const int8_t *xr = x + (int64_t)r * k;
+        int hist[TATVPR_TOPK_MAGS + 1];
+        for (int v = 0; v <= TATVPR_TOPK_MAGS; v++) hist[v] = 0;
+    HIST:  // pass 1: the row into the on-chip row buffer, |x| into its bin
+        for (int c0 = 0; c0 < k; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < k; l++) {
+                int v = xr[c0 + l];
+                row[c0 + l] = (int8_t)v;
+                hist[v < 0 ? -v : v]++;
+            }
+        }
+        // the threshold magnitude thr: fewer than keep channels above it, at least keep at or above;
+        // ties = how many of the channels at thr to keep (the lowest indices). None found (the row has
+        // at most keep nonzero channels): thr = 0, every nonzero channel kept.
+        TATVPR_ROWOP();
+        int above = 0, thr = 0, ties = 0;
+        bool found = false;
+    SCAN:
+        for (int mag = TATVPR_TOPK_MAGS; mag >= 1; mag--) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_ROWCYCLE();
+            if (!found && above + hist[mag] >= keep) {
+                thr = mag;
+                ties = keep - above;
+                found = true;
+            }
+            above += hist[mag];
+        }
+        int cnt[TATVPR_TOPK_BANKS];
+        for (int b = 0; b < B; b++) cnt[b] = 0;
+    SELECT:  // pass 2: kept channels (|x| > thr, or = thr while ties last, in channel order) to their bank
+        for (int c0 = 0; c0 < k; c0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+            TATVPR_VCYCLE();
+            for (int l = 0; l < TATVPR_VLANES && c0 + l < k; l++) {
+                int c = c0 + l, v = row[c], a = v < 0 ? -v : v;
+                bool kept = false;
+                if (v != 0 && a > thr) {
+                    kept = true;
+                } else if (v != 0 && a == thr && ties > 0) {
+                    kept = true;
+                    ties--;
+                }
+                if (stream) {
+                    if (kept) {
+                        int b = c % B;
+                        queue[b][cnt[b]++] = (uint32_t)(uint8_t)v | ((uint32_t)c << 8);
+                    }
+                } else {
+                    y[(int64_t)r * k + c] = kept ? (int8_t)v : (int8_t)0;
+                }
+            }
+        }
+        if (!stream) continue;
+        int g = 1;
+        for (int b = 0; b < B; b++) {
+            int gb = (cnt[b] + Q - 1) / Q;
+            g = gb > g ? gb : g;
+        }
+        tok_chunks[r] = (uint16_t)g;
+    EMIT:  // chunk j, slot s = i * B + b: bank b's entry j * q + i, or a pad
+        for (int j = 0; j < g; j++) {
+            for (int s0 = 0; s0 < S; s0 += TATVPR_VLANES) {
+#pragma HLS PIPELINE II = 1
+                TATVPR_VCYCLE();
+                for (int l = 0; l < TATVPR_VLANES && s0 + l < S; l++) {
+                    int s = s0 + l, b = s % B, e = j * Q + s / B;
+                    pairs[out + (int64_t)j * S + s] = e < cnt[b] ? queue[b][e] : 0u;
+                }
+            }
+        }
+        out += (long long)g * S;
+    }
+    return out;
+}

@@ -4,7 +4,8 @@
 //   tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]
 //
 // IN.bin (written by tatvpr_hw.lower.hls.unit_csim; little-endian):
-//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm, 6 requant, 7 l2norm),
+//   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm, 6 requant, 7 l2norm,
+//   8 topk, 9 topk_dense),
 //   int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
@@ -15,6 +16,9 @@
 //                b int8[batch*k*n], bias int32[n] (nbytes 0: no bias); output int32 / int8 / int16
 //     requant:   params n, mult, shift;    sections x int16[n]; output int8[n]
 //     l2norm:    params n;                 sections x int16[n]; output int16[n] (Q15)
+//     topk (8):  params m, k, keep;        sections x int8[m*k]; output uint16 tok_chunks[m], then
+//                uint32 pairs[sum tok_chunks * TATVPR_TOPK_SIMD] (the bank-scheduled act stream)
+//     topk_dense (9): params m, k, keep;   sections x int8[m*k]; output int8[m*k] (kept values in place)
 // OUT.bin: char[8] "TVPRVRS2", int32 op, int64 element_cycles, int64 row_ops, int64 row_cycles,
 //          uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
@@ -142,6 +146,28 @@ int run_one(const char *in_path, const char *out_path) {
             std::vector<int16_t> y(n);
             tatvpr_l2norm(x.data(), y.data(), n);
             out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size() * 2);
+        }
+    } else if (ok && (op == 8 || op == 9) && np == 3) {
+        int m = (int)prm[0], k = (int)prm[1];
+        std::vector<int8_t> x;
+        ok = m >= 1 && k >= 1 && k <= TATVPR_TOPK_KMAX && prm[2] >= 0 && prm[2] <= (1LL << 30) &&
+             section(fp, x, (size_t)m * k);
+        if (ok) {
+            const int B = TATVPR_TOPK_BANKS, Q = TATVPR_TOPK_SIMD / TATVPR_TOPK_BANKS;
+            int gmax = ((k + B - 1) / B + Q - 1) / Q;
+            gmax = gmax > 1 ? gmax : 1;
+            std::vector<uint16_t> chunks(m);
+            std::vector<uint32_t> pairs((size_t)m * gmax * TATVPR_TOPK_SIMD);
+            std::vector<int8_t> y((size_t)m * k);
+            long long words = tatvpr_topk_schedule(x.data(), m, k, (int)prm[2], op == 8, chunks.data(), pairs.data(),
+                                                   y.data());
+            ok = words >= 0;
+            if (ok && op == 8) {
+                out.assign((uint8_t *)chunks.data(), (uint8_t *)chunks.data() + m * 2);
+                out.insert(out.end(), (uint8_t *)pairs.data(), (uint8_t *)pairs.data() + words * 4);
+            } else if (ok) {
+                out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size());
+            }
         }
     } else {
         ok = false;

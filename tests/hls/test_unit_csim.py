@@ -294,3 +294,99 @@ def test_traces_carry_rows_and_reject_bad_ones(tmp_path):
     assert {op.name: op.row for op in back.ops if isinstance(op, VectorOp)} == rows
     with pytest.raises(SimInputError, match="'row' = 7 does not divide elements = 20"):
         validate_trace(Trace(1, {}, [VectorOp("x", "softmax", 20, 7)]))
+
+
+# ------------------------------------------------------------------ the top-k and bank scheduling (issue 15)
+def _topk_cases(rng, k):
+    """Rows that exercise the selection: random, many ties (values in -3..3), all zero, all -128, one
+    nonzero, fewer nonzero channels than kept ones."""
+    rows = [rng.integers(-128, 128, size=(5, k)), rng.integers(-3, 4, size=(6, k)), np.zeros((1, k)),
+            np.full((1, k), -128), np.eye(1, k, k // 2) * 7, np.where(rng.random((2, k)) < 0.2,
+                                                                       rng.integers(-9, 10, size=(2, k)), 0)]
+    return np.concatenate(rows).astype(np.int8)
+
+
+def _topk_cycles_by_hand(m, k, chunks, lanes, simd):
+    """Per row: the histogram pass and the select pass, ceil(K / lanes) each; 128 scan steps (bins 128
+    down to 1); per chunk of the stream ceil(SIMD / lanes) emit cycles."""
+    return m * 2 * math.ceil(k / lanes) + m * 128 + int(np.sum(chunks)) * math.ceil(simd / lanes)
+
+
+@pytest.mark.parametrize("simd,banks,lanes,k", [(8, 8, 16, 100), (16, 4, 4, 150), (16, 1, 16, 77), (8, 2, 16, 64)])
+def test_topk_schedule_is_the_hosts_bit_for_bit(tmp_path, simd, banks, lanes, k):
+    """``tatvpr_topk_schedule`` = ``schedule_activations(topk_int(x, s), simd, banks)`` (the stream the
+    ternary IP reads) for sparsities 0, 0.4, 0.9 and 1, banks = SIMD and banks < SIMD, K not a multiple
+    of SIMD; the dense variant = ``topk_int``; counted cycles = the closed form by hand."""
+    from tatvpr_hw.lower.hls.unit_csim import topk_call, topk_keep
+    from tatvpr_pynq.formats import schedule_activations
+
+    exe = build_unit_csim(tmp_path / "b", lanes=lanes, simd=simd, banks=banks, kmax=256)
+    rng = np.random.default_rng(simd * 1000 + k)
+    x = _topk_cases(rng, k)
+    m = x.shape[0]
+    sps = (0.0, 0.4, 0.9, 1.0)
+    calls = [topk_call(x, topk_keep(k, s)) for s in sps] + [topk_call(x, topk_keep(k, s), stream=False) for s in sps]
+    res = run_unit_ops(exe, calls, tmp_path / "w")
+    for s, r, d in zip(sps, res[:4], res[4:]):
+        chunks, pairs = schedule_activations(iq.topk_int(x, s), simd, banks)
+        assert np.array_equal(r.out[0], chunks), s
+        assert np.array_equal(r.out[1], pairs), s
+        assert np.array_equal(d.out, iq.topk_int(x, s)), s
+        assert r.cycles == _topk_cycles_by_hand(m, k, chunks, lanes, simd), s
+        assert d.cycles == _topk_cycles_by_hand(m, k, [], lanes, simd), s
+        assert (r.row_ops, r.row_cycles) == (m, 128 * m)
+    # the ties rows keep exactly ceil((1 - s) K) channels (unless fewer are nonzero) ...
+    kept = (res[5].out != 0).sum(axis=1)
+    assert kept.tolist() == np.minimum((x != 0).sum(axis=1), topk_keep(k, 0.4)).tolist()
+    # ... and s = 1 keeps nothing: one chunk of pads a row
+    assert res[3].out[0].tolist() == [1] * m and not res[3].out[1].any()
+
+
+def test_topk_ties_go_to_the_lower_index_and_the_stream_by_hand(tmp_path):
+    """SIMD 2, banks 2 (q = 1), 16 lanes, one row x = [0, 3, 0, -2, 0, 3, -3]: keep 2 (s = 5/7) keeps the
+    two lowest-index magnitude-3 channels 1 and 5 (not 6), both bank 1: two chunks
+    [pad, 0x103], [pad, 0x503]; keep 7 keeps 1, 3, 5, 6: bank 1 holds 1, 3, 5 -> 3 chunks, bank 0 holds 6.
+    Cycles: 2 x ceil(7 / 16) + 128 + chunks x ceil(2 / 16) = 130 + chunks."""
+    from tatvpr_hw.lower.hls.unit_csim import topk_call
+
+    exe = build_unit_csim(tmp_path / "b", lanes=16, simd=2, banks=2, kmax=64)
+    x = np.array([[0, 3, 0, -2, 0, 3, -3]], np.int8)
+    r2, r7 = run_unit_ops(exe, [topk_call(x, 2), topk_call(x, 7)], tmp_path / "w")
+    assert r2.out[0].tolist() == [2] and [hex(p) for p in r2.out[1]] == ["0x0", "0x103", "0x0", "0x503"]
+    assert r7.out[0].tolist() == [3]
+    assert [hex(p) for p in r7.out[1]] == ["0x6fd", "0x103", "0x0", "0x3fe", "0x0", "0x503"]
+    assert (r2.cycles, r7.cycles) == (132, 133)
+
+
+def test_topk_cycles_equal_the_simulators_formula(tmp_path):
+    """sim.engine.vector_topk_cycles (the simulator's charge) = the counted cycles + the unit's pipeline
+    depth, on the KV260 arch's lanes and the ternary IP's SIMD and banks."""
+    from sim.arch import load_arch
+    from sim.engine import vector_topk_cycles
+    from tatvpr_hw.lower.hls.unit_csim import topk_call, topk_keep
+    from tatvpr_pynq.formats import schedule_activations
+
+    arch = load_arch("kv260")
+    c, v = arch.spec.compute, arch.spec.vector_unit
+    exe = build_unit_csim(tmp_path / "b", lanes=v.lanes, simd=c.simd, banks=c.banks, kmax=1024)
+    rng = np.random.default_rng(11)
+    for m, k, s in [(17, 200, 0.4), (3, 1000, 0.9), (5, 96, 0.0)]:
+        x = rng.integers(-128, 128, size=(m, k)).astype(np.int8)
+        [r] = run_unit_ops(exe, [topk_call(x, topk_keep(k, s))], tmp_path / "w")
+        chunks, _ = schedule_activations(iq.topk_int(x, s), c.simd, c.banks)
+        assert r.cycles + v.pipeline_cycles == vector_topk_cycles(m, k, int(chunks.sum()), arch), (m, k, s)
+
+
+def test_topk_call_refuses_what_the_unit_cannot_take(tmp_path):
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.lower.hls.unit_csim import topk_call
+
+    with pytest.raises(UserError, match="int8 \\[M, K\\]"):
+        topk_call(np.zeros((2, 3), np.int16), 1)
+    with pytest.raises(UserError, match="keep = -1"):
+        topk_call(np.zeros((2, 3), np.int8), -1)
+    with pytest.raises(UserError, match="must divide simd"):
+        build_unit_csim(tmp_path, simd=8, banks=3)
+    exe = build_unit_csim(tmp_path / "b", lanes=16, simd=8, banks=8, kmax=64)
+    with pytest.raises(UserError, match="malformed"):  # a row over the unit's K_max
+        run_unit_ops(exe, [topk_call(np.ones((1, 65), np.int8), 3)], tmp_path / "w")

@@ -20,7 +20,7 @@ from sim.trace import (VECTOR_KINDS, DenseOp, Trace, VectorOp, read_trace, synth
 def test_new_kinds_have_the_hls_units_defaults_in_every_shipped_arch():
     """requant: 1 pass, no row steps; l2norm: 2 passes + 80 row steps (hls/src/tatvpr_vector.cpp); the
     arch files written before the kinds existed get them without naming them."""
-    assert VECTOR_KINDS[-2:] == ("requant", "l2norm")
+    assert VECTOR_KINDS[-3:] == ("requant", "l2norm", "topk")
     for name in ("kv260", "zcu104", "pynq_z2", "kv260_systolic"):
         v = load_arch(name).spec.vector_unit
         assert (v.cycles_per_element["requant"], v.cycles_per_element["l2norm"]) == (1.0, 2.0), name
@@ -32,6 +32,25 @@ def test_new_kinds_have_the_hls_units_defaults_in_every_shipped_arch():
     assert kv.spec.vector_unit.cycles_per_element["requant"] == 1.0
     with pytest.raises(SimInputError, match="unknown key 'norm'; allowed here: add, gelu, l2norm, layernorm"):
         with_overrides(load_arch("kv260"), {"vector_unit.cycles_per_element.norm": 1.0})
+
+
+def test_topk_kind_has_the_hls_units_defaults_in_every_shipped_arch():
+    """topk (tatvpr_topk_schedule): 2 passes (histogram, select), 128 scan steps a row (bins 128 down to
+    1), 380 ns per element on a host-mode unit (the ARM's numpy top-k + scheduling, HOST_STEP_NS); its
+    energy 2 x add32_pj (ultrascale_plus 2 x 0.448 = 0.896 pJ; horowitz45nm 2 x 0.1 = 0.2 pJ)."""
+    from sim.arch import ENERGY_DIR, EnergyTable, load_yaml_mapping
+
+    for name in ("kv260", "zcu104", "pynq_z2", "kv260_systolic"):
+        arch = load_arch(name)
+        v = arch.spec.vector_unit
+        assert (v.cycles_per_element["topk"], v.row_op_cycles["topk"], v.host_ns_per_element["topk"]) == \
+            (2.0, 128, 380.0), name
+        assert arch.spec.schedule.topk == "host", name
+    assert load_arch("kv260").energy.vector_pj_per_element["topk"].value == pytest.approx(0.896)
+    h = EnergyTable(**load_yaml_mapping(ENERGY_DIR / "horowitz45nm.yaml", "energy"))
+    assert h.vector_pj_per_element["topk"].value == pytest.approx(0.2)
+    with pytest.raises(SimInputError, match="topk"):
+        with_overrides(load_arch("kv260"), {"schedule.topk": "arm"})
 
 
 def test_new_kinds_energy_derived_from_each_table_by_hand():

@@ -26,9 +26,10 @@ from tatvpr_hw.lower.hls.paths import ap_types_dir, driver_package, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
             "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")
-OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7}
+OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7, "topk": 8,
+       "topk_dense": 9}
 _OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16, "requant": np.int8,
-              "l2norm": np.int16}
+              "l2norm": np.int16, "topk_dense": np.int8}
 GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
 
 
@@ -45,7 +46,7 @@ class UnitCall:
 
 @dataclass
 class UnitResult:
-    out: np.ndarray
+    out: np.ndarray  # topk: the act stream (tok_chunks uint16 [M], pairs uint32)
     element_cycles: int
     row_ops: int
     row_cycles: int = 0
@@ -104,6 +105,27 @@ def l2norm_call(x: np.ndarray) -> UnitCall:
     return UnitCall("l2norm", [x.size], [np.asarray(x, "<i2").ravel()], (x.size,))
 
 
+def topk_keep(k: int, sparsity: float) -> int:
+    """Channels a row keeps: ``ceil((1 - s) K)`` (``tatvpr_pynq.integer.topk_int``'s count)."""
+    import math
+
+    return math.ceil((1.0 - sparsity) * k - 1e-9)
+
+
+def topk_call(x: np.ndarray, keep: int, *, stream: bool = True) -> UnitCall:
+    """The vector unit's top-k of int8 ``x[M, K]`` (``keep`` channels a row, ties to the lower index) and,
+    with ``stream``, the bank scheduling of the ternary IP it serves (the build's ``simd`` / ``banks``):
+    the act stream of ``tatvpr_pynq.formats.schedule_activations(topk_int(x, s), simd, banks)``;
+    without, the kept values in place (int8 ``[M, K]``)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.dtype != np.int8 or x.size == 0:
+        raise UserError(f"topk: the input must be a non-empty int8 [M, K] array, got {x.dtype} {x.shape}")
+    if not 0 <= int(keep) <= 1 << 30:
+        raise UserError(f"topk: keep = {keep} must be in [0, 2^30]")
+    op = "topk" if stream else "topk_dense"
+    return UnitCall(op, [x.shape[0], x.shape[1], int(keep)], [np.ascontiguousarray(x).ravel()], x.shape)
+
+
 def gemm_call(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, out: str = "int32",
               mult: int = 0, shift: int = 0) -> UnitCall:
     """int8-unit GEMM of ``a[batch, m, k]`` (int8 or uint8 values) and int8 ``b[batch, k, n]``."""
@@ -118,20 +140,30 @@ def gemm_call(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, o
     return UnitCall("gemm", [batch, m, k, n, mode, mult, shift], arrays, (batch, m, n), GEMM_OUT[out][1])
 
 
-def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16) -> Path:
-    """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged)."""
-    for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols)):
+def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16, *,
+                    simd: int = 8, banks: int | None = None, kmax: int = 4096) -> Path:
+    """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged); its top-k
+    unit schedules for a ternary IP of ``simd`` lanes and ``banks`` banks (None: ``simd``), rows of at
+    most ``kmax`` channels."""
+    banks = simd if banks is None else banks
+    for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols), ("top-k simd", simd),
+                    ("top-k banks", banks), ("top-k kmax", kmax)):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, got {v!r}")
+    if simd % banks:
+        raise UserError(f"top-k banks = {banks} must divide simd = {simd}")
+    if kmax > 1 << 16:
+        raise UserError(f"top-k kmax = {kmax}: the stream's channel index is 16-bit (at most 65536)")
     root = hls_dir()
 
     def command(tmp: Path) -> list[str]:
         return [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", "-DTATVPR_COUNT_CYCLES",
                 f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
+                f"-DTATVPR_TOPK_SIMD={simd}", f"-DTATVPR_TOPK_BANKS={banks}", f"-DTATVPR_TOPK_KMAX={kmax}",
                 f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
                 str(root / "src" / "tatvpr_int8.cpp"), str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
-    return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}", f"{lanes},{rows},{cols}", _SOURCES,
-                        command, "vector-unit C simulation")
+    return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}_s{simd}_b{banks}_k{kmax}",
+                        f"{lanes},{rows},{cols},{simd},{banks},{kmax}", _SOURCES, command, "vector-unit C simulation")
 
 
 def _write_call(path: Path, call: UnitCall) -> None:
@@ -150,8 +182,14 @@ def _read_result(path: Path, call: UnitCall) -> UnitResult:
     op, cycles, rows, row_cycles, nbytes = struct.unpack_from("<iqqqI", raw, 8)
     if op != OPS[call.op]:
         raise UserError(f"{path}: result of op {op}, expected {OPS[call.op]}")
+    body = raw[40:40 + nbytes]
+    if call.op == "topk":  # tok_chunks uint16 [M], then the pair words
+        m = call.shape[0]
+        chunks = np.frombuffer(body[:2 * m], dtype="<u2").astype(np.uint16)
+        pairs = np.frombuffer(bytes(body[2 * m:]), dtype="<u4").astype(np.uint32)
+        return UnitResult((chunks, pairs), int(cycles), int(rows), int(row_cycles))
     dtype = call.out_dtype or _OUT_DTYPE[call.op]
-    out = np.frombuffer(raw[40:40 + nbytes], dtype=dtype).reshape(call.shape)
+    out = np.frombuffer(body, dtype=dtype).reshape(call.shape)
     return UnitResult(out.copy(), int(cycles), int(rows), int(row_cycles))
 
 
