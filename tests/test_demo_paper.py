@@ -8,8 +8,8 @@ from pathlib import Path
 from tatvpr_hw.demo import PAPER_TARGET_QPS, paper_summary
 
 
-def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan, skip="none", clock=400):
-    return {"pe": pe, "simd": 64, "skip_mode": skip, "clock_mhz": clock, "overlap": overlap, "int8_rows": 32,
+def row(pe, qps, fits, lut, uram, overlap="pipelined", misfit=math.nan, skip="none", clock=400, handoffs="dram"):
+    return {"schedule.handoffs": handoffs, "pe": pe, "simd": 64, "skip_mode": skip, "clock_mhz": clock, "overlap": overlap, "int8_rows": 32,
             "int8_cols": 32, "tile_tokens": 32, "queries_per_s": qps, "latency_ms": 1e3 / qps, "energy_mj": 1.0,
             "fits": fits, "misfit": misfit, "util_lut": lut, "util_uram": uram, "util_dsp": math.nan}
 
@@ -36,11 +36,16 @@ def test_target_not_met_and_nothing_fits():
     assert s["met"] is False and s["best_fitting"] is None and len(s["faster_not_fitting"]) == 1
 
 
-def test_what_the_ip_builds_is_act_under_its_clock_cap():
-    rows = [row(64, 63.2, True, 0.7, 0.7), row(32, 30.0, True, 0.5, 0.5, skip="act", clock=400),
+def test_what_the_ip_builds_is_act_or_none_under_its_clock_cap_through_ddr():
+    rows = [row(64, 63.2, True, 0.7, 0.7, skip="weight"), row(32, 30.0, True, 0.5, 0.5, skip="act", clock=400),
+            row(32, 27.0, True, 0.5, 0.5, skip="act", clock=333, handoffs="onchip"),
             row(32, 25.0, True, 0.5, 0.5, skip="act", clock=333), row(32, 20.0, True, 0.5, 0.5, clock=333)]
     s = paper_summary(rows, Path("x.yaml"), 333)
     assert s["best_fitting"]["queries_per_s"] == 63.2
-    assert s["best_buildable"]["queries_per_s"] == 25.0          # act at <= 333 MHz, not none, not 400 MHz
-    assert [p["ip_builds"] for p in s["points"]] == [False, False, True, False]
+    # act at <= 333 MHz with DDR hand-offs; not weight skipping, not 400 MHz, not on-chip hand-offs
+    assert s["best_buildable"]["queries_per_s"] == 25.0
+    assert [p["ip_builds"] for p in s["points"]] == [False, False, False, True, True]   # none builds too
+    assert s["ip_skip_modes"] == ["act", "none"]
     assert paper_summary(rows[:1], Path("x.yaml"), 333)["best_buildable"] is None
+    no_column = {k: v for k, v in rows[3].items() if k != "schedule.handoffs"}   # the sim's default: on chip
+    assert paper_summary([no_column], Path("x.yaml"), 333)["best_buildable"] is None
