@@ -41,6 +41,12 @@ bank-scheduled act stream its IP reads), and the driver's numpy steps between th
 maxima, the int8 unit's operand copies), each in the thread of the unit whose IP call it prepares:
 they lengthen that op's stage (``c_i + h_i``) and occupy the ``host`` as one more unit (``W_host =
 sum_i h_i / n``: the threads share one Python interpreter).
+
+``schedule.topk: fabric`` (:class:`TopkFabric`): the top-k and bank scheduling of each ternary linear's
+input run on the vector unit (``tatvpr_topk_schedule``) instead of the host: one more vector-unit stage
+before the linear's, in the linear's segment (tile by tile in a row segment); the qkv projection's stream
+is made once, before its attention segment (qkv's first fold reads every token). Under ``handoffs: dram``
+the stage reads ``M x K`` int8 and writes the stream through the DRAM port; there is no ``topk`` host step.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from fractions import Fraction
 
 from dataclasses import dataclass
 
-from sim.engine import transfer_cycles
+from sim.engine import transfer_cycles, vector_topk_counts, vector_topk_cycles
 from sim.trace import DenseOp, TernaryLinearOp, VectorOp
 from ternary_format.tiling import act_stream_bytes
 
@@ -262,7 +268,31 @@ class HostCost:
         return int(math.ceil(ns * self.clock_mhz / 1e3 - 1e-9))
 
 
-def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
+@dataclass(frozen=True)
+class TopkFabric:
+    """``schedule.topk: fabric``: a ternary linear's input is top-k'd (and, in ``act``, bank-scheduled
+    into the act stream) by the vector unit, ``sim.engine.vector_topk_cycles``; other skip modes get the
+    dense variant (the kept values in place, no emit pass)."""
+
+    arch: object
+    stream: bool
+
+    @classmethod
+    def of(cls, arch) -> "TopkFabric":
+        return cls(arch, arch.spec.compute.skip_mode == "act")
+
+    def cycles(self, op, record: dict) -> int:
+        return vector_topk_cycles(op.m, op.k, act_chunks(op, record) if self.stream else None, self.arch)
+
+    def dram_bytes(self, op, record: dict) -> int:
+        """Under ``handoffs: dram``: the int8 input read (``M x K``) and the result written: the act
+        stream (:func:`ternary_format.tiling.act_stream_bytes`) in ``act``, else ``M x K`` int8."""
+        out = (act_stream_bytes(act_chunks(op, record), self.arch.spec.compute.simd, op.m) if self.stream
+               else op.m * op.k)
+        return op.m * op.k + out
+
+
+def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True) -> list[list[tuple[str, int]]]:
     """The driver's numpy steps on the ARM before each op's IP call under ``handoffs: dram``
     (hls/driver/tatvpr_pynq: ``PynqUnits.ternary``, ``TernaryGemmIP.run_tiled``, ``Int8UnitIP.start_gemm``,
     ``VectorUnitIP.softmax``), ``[(kind, elements)]`` per op:
@@ -273,6 +303,8 @@ def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
     - an int8-unit op: ``widen``, ``batch x (M x K + K x N)`` (its operands copied to int16 / int8);
     - a softmax: ``row_max``, its scores (the rows' maxima the vector IP takes from the host);
     - an op the trace marks ``host`` (it runs on the ARM, no IP call): none.
+
+    ``topk_on_host`` False (``schedule.topk: fabric``): no ``topk`` steps (the vector unit does them).
     """
     qkv_tiles = {sg["first"]: sg["tiles"] for sg in segs
                  if sg["kind"] == "attention" and isinstance(ops[sg["first"]], TernaryLinearOp)}
@@ -281,7 +313,7 @@ def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
         if getattr(op, "host", False):  # a host op (trace field host) is itself host work, charged as such
             out.append([])
         elif isinstance(op, TernaryLinearOp):
-            out.append([("topk", qkv_tiles.get(i, 1) * op.m * op.k)] if act else [])
+            out.append([("topk", qkv_tiles.get(i, 1) * op.m * op.k)] if act and topk_on_host else [])
         elif isinstance(op, DenseOp):
             out.append([("widen", op.batch * (op.m * op.k + op.k * op.n))])
         elif isinstance(op, VectorOp) and op.kind == "softmax":
@@ -294,7 +326,7 @@ def host_steps(ops, segs: list[dict], act: bool) -> list[list[tuple[str, int]]]:
 def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: float | None = None, *,
                  max_dim: int | None = None, source: str = "arch", handoffs: str = "onchip",
                  act_simd: int | None = None, host: HostCost | None = None,
-                 overlap: str = "pipelined") -> tuple[int, list[dict]]:
+                 overlap: str = "pipelined", topk: TopkFabric | None = None) -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
     ``serial_cycles`` (its ops in sequence, host steps included), ``dram_cycles`` (the shared port's,
     total), ``handoff_dram_bytes``, ``host_cycles``, ``busy_cycles_by_unit``, ``critical`` (the unit,
@@ -307,7 +339,12 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     with ``host``, each op's host steps (:func:`host_steps`, priced by ``host``) run in its unit's
     thread before its IP call and occupy the host. ``overlap: none`` (with ``handoffs: dram``, the
     machine the IPs build when the host issues the ops one after another): every op is a segment of
-    its own, one tile (its cycles, host steps included, or its DRAM transfers, whichever is longer)."""
+    its own, one tile (its cycles, host steps included, or its DRAM transfers, whichever is longer).
+    ``topk`` (``schedule.topk: fabric``): each ternary linear's top-k + scheduling on the vector unit, a
+    stage of its own before the linear's in the linear's segment, or, for the first op of an attention
+    segment (qkv), once before the segment, not overlapped; under ``handoffs: dram`` with its DRAM bytes
+    (:meth:`TopkFabric.dram_bytes`, in the linear's ``op_handoff_bytes``), and no ``topk`` host step.
+    Per op ``op_topk_cycles``."""
     if overlap == "none":
         segs = [{"kind": "single", "first": i, "last": i, "tiles": 1} for i in range(len(ops))]
     else:
@@ -317,28 +354,69 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     total = 0
     dram_mode = handoffs == "dram"
     moved = handoff_bytes(ops, records, segs, tokens, act_simd) if dram_mode else [0] * len(ops)
-    hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None)] if dram_mode and host
-              else [0] * len(ops))
+    hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None, topk is None)]
+              if dram_mode and host else [0] * len(ops))
+    tk = [topk.cycles(op, records[i]) if topk is not None and isinstance(op, TernaryLinearOp) else 0
+          for i, op in enumerate(ops)]
+    tk_bytes = [topk.dram_bytes(op, records[i]) if dram_mode and tk[i] else 0 for i, op in enumerate(ops)]
+
+    def port(nbytes):
+        return transfer_cycles(nbytes, bytes_per_cycle) if nbytes and bytes_per_cycle else 0
+
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
-        s["handoff_dram_bytes"] = sum(moved[i] for i in idx)
-        s["op_handoff_bytes"] = [moved[i] for i in idx]
+        s["handoff_dram_bytes"] = sum(moved[i] + tk_bytes[i] for i in idx)
+        s["op_handoff_bytes"] = [moved[i] + tk_bytes[i] for i in idx]
         s["op_host_cycles"] = [hosted[i] for i in idx]
         s["host_cycles"] = sum(hosted[i] for i in idx)
-        stages = [(records[i]["unit"], records[i]["cycles"] + hosted[i],
-                   dram_cycles(records[i], bytes_per_cycle)
-                   + (transfer_cycles(moved[i], bytes_per_cycle) if moved[i] and bytes_per_cycle else 0),
-                   hosted[i])
-                  for i in idx]
+        s["op_topk_cycles"] = [tk[i] for i in idx]
+        stages, pre, pre_dram = [], 0, 0
+        for i in idx:
+            if tk[i]:  # the fabric top-k of op i's input: a vector-unit stage before it
+                if s["kind"] == "attention" and i == s["first"]:  # qkv: once, before the segment
+                    pre += max(tk[i], port(tk_bytes[i]))
+                    pre_dram += port(tk_bytes[i])
+                else:
+                    stages.append(("vector_unit", tk[i], port(tk_bytes[i]), 0))
+            stages.append((records[i]["unit"], records[i]["cycles"] + hosted[i],
+                           dram_cycles(records[i], bytes_per_cycle) + port(moved[i]), hosted[i]))
         busy, dram = _period(stages, s["tiles"])
-        s["cycles"] = pipeline_cycles(stages, s["tiles"])
-        s["serial_cycles"] = sum(st[1] for st in stages)
+        if pre:
+            busy["vector_unit"] = busy.get("vector_unit", 0) + sum(tk[i] for i in idx if i == s["first"])
+            dram += pre_dram
+        s["cycles"] = pre + pipeline_cycles(stages, s["tiles"])
+        s["serial_cycles"] = sum(st[1] for st in stages) + sum(tk[i] for i in idx if i == s["first"] and pre)
         s["dram_cycles"] = dram
         s["busy_cycles_by_unit"] = busy
         s["critical"] = critical_resource(stages, s["tiles"])
         s["ops"] = [records[i]["name"] for i in idx]
         total += s["cycles"]
     return total, segs
+
+
+def charge_topk(segs: list[dict], layers: list[dict], arch, by_comp: dict, by_unit: dict) -> int:
+    """``schedule.topk: fabric``: attach each ternary linear's fabric top-k to its layer record
+    (``topk_cycles``, ``topk_energy_pj``: ``sim.engine.vector_topk_counts`` priced by ``sim.energy`` as
+    vector-unit work of kind ``topk``, static power over its cycles), add its energy to the components
+    ``by_comp`` and its cycles to ``by_unit["vector_unit"]``; returns the cycles added to the serial sum."""
+    from sim.energy import energy_pj
+
+    added = 0
+    for s in segs:
+        for i, c in zip(range(s["first"], s["last"] + 1), s.get("op_topk_cycles", ())):
+            if not c:
+                continue
+            rec = layers[i]
+            e = energy_pj(vector_topk_counts(rec["m"], rec["k"], arch), arch, c, vector_kind="topk")
+            rec["topk_cycles"] = int(c)
+            rec["topk_energy_pj"] = sum(e.values())
+            for comp, v in e.items():
+                rec["energy_pj"][comp] += v
+                by_comp[comp] += v
+            rec["energy_pj_total"] = sum(rec["energy_pj"].values())
+            by_unit["vector_unit"] += int(c)
+            added += int(c)
+    return added
 
 
 def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cycle: float | None,
@@ -352,10 +430,12 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
     for r in records:
         busy[r["unit"]] = busy.get(r["unit"], 0) + int(r["cycles"]) + int(r.get("host_cycles", 0))
         busy[HOST] += int(r.get("host_cycles", 0))
+        if r.get("topk_cycles"):  # schedule.topk: fabric, the linear's input top-k'd on the vector unit
+            busy["vector_unit"] = busy.get("vector_unit", 0) + int(r["topk_cycles"])
     dram = sum(dram_cycles(r, bytes_per_cycle) for r in records)
     if segs:  # the hand-offs through DRAM (handoffs: dram) hold the port too
         dram = max(dram, sum(sg["dram_cycles"] for sg in segs))
-    serial = sum(int(r["cycles"]) + int(r.get("host_cycles", 0)) for r in records)
+    serial = sum(int(r["cycles"]) + int(r.get("host_cycles", 0)) + int(r.get("topk_cycles", 0)) for r in records)
     by_critical = dict.fromkeys((*units, DRAM), 0)
     if segs:
         for s in segs:
@@ -367,6 +447,8 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         "overlap": spec.overlap,
         "tile_tokens": spec.tile_tokens if spec.overlap == "pipelined" else None,
         "handoffs": spec.handoffs,
+        "topk": spec.topk,
+        "topk_cycles": sum(int(r.get("topk_cycles", 0)) for r in records),
         "handoff_dram_bytes": sum(sg.get("handoff_dram_bytes", 0) for sg in segs),
         "host_cycles": busy[HOST],
         "cycles": int(cycles),

@@ -15,7 +15,7 @@ from sim.energy import COMPONENTS, DRAM_COUNTS, energy_pj
 from sim.engine import dense_op, ternary_layer, vector_op
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import HostCost, op_classes, piped_outputs, query_cycles, schedule_summary
+from sim.schedule import HostCost, TopkFabric, charge_topk, op_classes, piped_outputs, query_cycles, schedule_summary
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
@@ -120,12 +120,13 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
         layers.append(rec)
 
     serial_cycles = sum(r["cycles"] for r in layers)
-    if pipelined or sched.handoffs == "dram":
+    if pipelined or sched.handoffs == "dram" or sched.topk == "fabric":
         # handoffs: dram under none: the ops one after another, each handing its output over through DRAM
         cycles, segs = query_cycles(trace.ops, layers, tokens, sched.tile_tokens, arch.dram_bytes_per_cycle,
                                     max_dim=sched.max_dim, source=arch.source, handoffs=sched.handoffs,
                                     act_simd=c.simd if c.skip_mode == "act" else None, host=HostCost.of(arch),
-                                    overlap=sched.overlap)
+                                    overlap=sched.overlap,
+                                    topk=TopkFabric.of(arch) if sched.topk == "fabric" else None)
         # handoffs: dram: each op's hand-off bytes (DRAM energy, dram_bytes) and host steps (time only:
         # the processing system is outside the power scope)
         pj_per_bit = arch.energy.dram_pj_per_bit.value
@@ -141,6 +142,7 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
                     by_comp["dram"] += 8 * moved * pj_per_bit
                     totals["dram_handoff_bits"] += 8 * moved
         serial_cycles += sum(r.get("host_cycles", 0) for r in layers)
+        serial_cycles += charge_topk(segs, layers, arch, by_comp, by_unit)  # schedule.topk: fabric
     else:
         cycles, segs = serial_cycles, []
     latency_s = cycles / (clock * 1e6)

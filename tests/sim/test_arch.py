@@ -122,10 +122,10 @@ def test_row_op_cycles_defaults_and_bad_values():
     left out keep them, bad values refused."""
     kv = load_arch("kv260")
     assert kv.spec.vector_unit.row_op_cycles == {"softmax": 33, "layernorm": 80, "gelu": 0, "add": 0, "other": 0,
-                                                 "requant": 0, "l2norm": 80}
+                                                 "requant": 0, "l2norm": 80, "topk": 128}
     one = with_overrides(kv, {"vector_unit.row_op_cycles": {"add": 2}})
     assert one.spec.vector_unit.row_op_cycles == {"softmax": 33, "layernorm": 80, "gelu": 0, "add": 2, "other": 0,
-                                                  "requant": 0, "l2norm": 80}
+                                                  "requant": 0, "l2norm": 80, "topk": 128}
     for bad, msg in (({"relu": 1}, "unknown kind 'relu'"), ({"softmax": -1}, "softmax = -1: must be an integer"),
                      ({"softmax": 2.5}, "fractional part")):
         with pytest.raises(SimInputError, match=msg):

@@ -18,8 +18,8 @@ from sim.dse import check_axes, parse_sweep
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
 from sim.packing import pack_ternary2
-from sim.schedule import (HostCost, critical_resource, handoff_bytes, host_steps, op_classes, pipeline_cycles,
-                          query_cycles, segments)
+from sim.schedule import (HostCost, TopkFabric, critical_resource, handoff_bytes, host_steps, op_classes,
+                          pipeline_cycles, query_cycles, segments)
 from sim.simulator import simulate
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp, synthetic_vit_trace, ternary_linear_op
 
@@ -447,7 +447,7 @@ def test_handoff_bytes_of_the_paper_query_by_hand():
 
 # ------------------------------------- handoffs: dram, the machine the IPs build (issue 15 item 2)
 
-def _act_case(overlap: str = "pipelined"):
+def _act_case(overlap: str = "pipelined", **extra):
     # 4 tokens: a LayerNorm (rows of 32) then a ternary linear K = 32, N = 16 in `act`, SIMD 16 with 16
     # banks (one lane a bank, q = 1: a token's chunks = its fullest bank). Channel c is in bank c mod 16:
     # token 0 holds channels 0..15 (one a bank): 1 chunk; token 1 channels 0 and 16 (bank 0 twice): 2;
@@ -463,7 +463,8 @@ def _act_case(overlap: str = "pipelined"):
         "compute.pe": 16, "compute.simd": 16, "compute.skip_mode": "act", "compute.weight_format": "ternary2",
         "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
         "vector_unit.host_call_overhead_us": 0, "schedule.host_ns_per_element": {"topk": 10.0},
-        "schedule.overlap": overlap, "schedule.tile_tokens": 2, "schedule.handoffs": "dram", "schedule.max_dim": 32})
+        "schedule.overlap": overlap, "schedule.tile_tokens": 2, "schedule.handoffs": "dram", "schedule.max_dim": 32,
+        **extra})
     return simulate(arch, tr)
 
 
@@ -570,3 +571,83 @@ def test_bad_host_step_key_or_value_is_named():
         with_overrides(base, {"schedule.host_ns_per_element": {"sort": 1.0}})
     with pytest.raises(SimInputError, match=r"topk = -1.0: must be a finite number of ns"):
         with_overrides(base, {"schedule.host_ns_per_element": {"topk": -1.0}})
+
+
+# ------------------------------------- schedule.topk: fabric, the top-k and scheduling on the vector unit
+
+def test_fabric_topk_cycles_bytes_and_energy_by_hand():
+    """_act_case (4 tokens, K 32, SIMD 16 = banks, 16 lanes, pipeline 12, 6 chunks) with the top-k on the
+    vector unit: per row 2 x ceil(32 / 16) = 4 pass cycles + 128 scan steps: 4 x 132 = 528, + 12, + 6
+    chunks x ceil(16 / 16) emit cycles = 546. Under dram it reads ln's 4 x 32 = 128 B and writes the
+    392 B stream (520 B, 130 port cycles at 4 B / cycle); lin still reads the stream (392 B), no host step."""
+    r = _act_case(**{"schedule.topk": "fabric"})
+    ln, lin = r.layers
+    assert (ln["cycles"], lin["cycles"], lin["topk_cycles"]) == (348, 45, 546)
+    assert "host_cycles" not in lin and r["schedule"]["host_cycles"] == 0
+    assert lin["counts"]["dram_handoff_bits"] == (392 + 520) * 8
+    assert r["dram_handoff_bytes"] == r["schedule"]["handoff_dram_bytes"] == 128 + 520 + 392
+    # 2 tiles: stages ln (348, port 32), top-k (546, port 130), lin (45, port 32 weights + 98 stream);
+    # fill 348 + 546 + 130 = 1024, period: the vector unit's 348 + 546 = 894 (port 292, array 45):
+    # (1024 + 894) / 2 = 959
+    s = r["schedule"]
+    assert r["cycles"] == 959 and s["critical"] == "vector_unit" and s["dram_cycles"] == 292
+    assert s["busy_cycles_by_unit"]["vector_unit"] == 894 and s["topk_cycles"] == 546
+    assert r["cycles_by_unit"]["vector_unit"] == 348 + 546
+    # energy: 128 elements x 2 x add32 (0.896 pJ) + 4 x 128 scan steps x 0.896 pJ (vector_row_step_pj)
+    # = 573.44 pJ on the vector unit; static 0.6 W (kv260.yaml) over 546 cycles at 250 MHz = 1,310,400 pJ
+    assert lin["energy_pj"]["vector_unit"] == pytest.approx(128 * 0.896 + 512 * 0.896, rel=1e-12)
+    assert lin["topk_energy_pj"] == pytest.approx(573.44 + 1_310_400, rel=1e-12)
+    host = _act_case()
+    assert r["energy_mj"] - host["energy_mj"] == pytest.approx((573.44 + 1_310_400 + 520 * 8 * 20.3) * 1e-9, rel=1e-9)
+    # overlap none: ln 348, then the top-k (546 > its 130 port cycles) and lin (its 130 port cycles > 45)
+    none = _act_case("none", **{"schedule.topk": "fabric"})
+    assert none["cycles"] == 348 + 546 + 130 == none["serial_cycles"] - 45 + 130
+    # on chip, one op after another: the top-k's cycles join the sum, no DRAM bytes
+    onchip = _act_case("none", **{"schedule.topk": "fabric", "schedule.handoffs": "onchip"})
+    assert onchip["cycles"] == 348 + 546 + 45 == onchip["serial_cycles"]
+    assert onchip.layers[1]["topk_cycles"] == 546 and onchip["dram_handoff_bytes"] == 0
+    assert _act_case("none", **{"schedule.handoffs": "onchip"})["cycles"] == 348 + 45  # host: not charged
+
+
+def test_fabric_topk_of_qkv_is_made_once_before_its_attention_by_hand():
+    """_block with the KV260 vector unit (16 lanes, pipeline 12) serving SIMD 32: qkv's input (8 x 16,
+    10 chunks) 8 x (2 x 1 + 128) + 12 + 10 x 2 = 1072 cycles, once before the attention segment (not per
+    head); proj's (9 chunks) 1070, a vector-unit stage of its row segment. Onchip, pipelined:
+    norm1 40; attention 1072 + 430; proj + add1 in 2 tiles: fill (1070 + 200 + 40) / 2, period the
+    vector unit's (1070 + 40) / 2: 1210; head 7."""
+    ops = _block()
+    units = ["vector_unit", "ternary_array", "int8_unit", "vector_unit", "int8_unit", "ternary_array",
+             "vector_unit", "int8_unit"]
+    cyc = [40, 300, 100, 60, 100, 200, 40, 7]
+    recs = [{"name": o.name, "unit": u, "cycles": c, "counts": {}} for o, u, c in zip(ops, units, cyc)]
+    recs[1]["counts"]["acc_updates"] = 48 * 10
+    recs[5]["counts"]["acc_updates"] = 16 * 9
+    arch = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
+    assert (arch.spec.compute.simd, arch.spec.vector_unit.lanes, arch.spec.vector_unit.pipeline_cycles) == (32, 16, 12)
+    topk = TopkFabric.of(arch)
+    assert (topk.cycles(ops[1], recs[1]), topk.cycles(ops[5], recs[5])) == (1072, 1070)
+    total, segs = query_cycles(ops, recs, tokens=8, tile_tokens=4, topk=topk)
+    assert [s["cycles"] for s in segs] == [40, 1072 + 430, 1210, 7] and total == 2759
+    assert segs[1]["op_topk_cycles"] == [1072, 0, 0, 0] and segs[1]["busy_cycles_by_unit"]["vector_unit"] == 1132
+    assert query_cycles(ops, recs, tokens=8, tile_tokens=4)[0] == 40 + 430 + 220 + 7  # host: as before
+    # handoffs dram: no topk host step with the fabric top-k (the other steps stay)
+    steps = host_steps(ops, segs, act=True, topk_on_host=False)
+    assert [s for s in steps if s and s[0][0] == "topk"] == [] and steps[2] == [("widen", 256)]
+
+
+def test_fabric_topk_on_a_small_vit_adds_its_cycles_and_keeps_the_rest(small):
+    """overlap none, on chip: the query = the host-mode query + every ternary linear's top-k cycles
+    (sim.engine.vector_topk_cycles on its chunks, counted here from the masks: 32 banks of one lane)."""
+    from sim.engine import vector_cycles
+
+    tr, base = small
+    host = simulate(base, tr)
+    fab = simulate(with_overrides(base, {"schedule.topk": "fabric"}), tr)
+    want = 0
+    for op in tr.ops:
+        if isinstance(op, TernaryLinearOp):
+            want += vector_cycles(op.m * op.k, "topk", base, op.k) + 2 * _chunks_by_hand(op.act_mask, 32)
+    assert want == sum(r.get("topk_cycles", 0) for r in fab.layers) > 0
+    assert fab["cycles"] == host["cycles"] + want == fab["serial_cycles"]
+    assert fab["schedule"]["topk"] == "fabric" and fab["schedule"]["topk_cycles"] == want
+    assert [r["cycles"] for r in fab.layers] == [r["cycles"] for r in host.layers]
