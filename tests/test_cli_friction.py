@@ -268,3 +268,20 @@ def test_builtin_config_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("\n") == 1 and f"unknown config 'tinyy'; built-in: {', '.join(names)}" in err
     code, _, err = run(capsys, "ops", "--config", "tinyy.yaml")          # a path stays a path
     assert code == 2 and "config file not found: tinyy.yaml" in err
+
+
+def test_export_bitstream_says_when_the_point_was_simulated_on_another_machine(tmp_path, capsys, caplog):
+    # the board's default arch hands off on chip (the simulator's default); the IPs go through DDR
+    code, _, err = run(capsys, "export", "bitstream", "--board", "kv260", "--out", str(tmp_path / "p"), "--no-run")
+    assert code == 0, err
+    note = json.loads((tmp_path / "p" / "project.json").read_text())["simulated_machine_differs"]
+    assert "'onchip'" in note and "--set schedule.handoffs=dram" in note
+    assert "--set schedule.handoffs=dram" in caplog.text
+    # a point simulated with DDR hand-offs is this bitstream's machine: no note
+    bp = tmp_path / "bp.json"
+    bp.write_text(json.dumps({"pe": 8, "simd": 16, "clock_mhz": 200, "board": "kv260",
+                              "overrides": {"schedule.handoffs": "dram"}}))
+    code, _, err = run(capsys, "export", "bitstream", "--board", "kv260", "--dse-point", str(bp),
+                       "--out", str(tmp_path / "q"), "--no-run")
+    assert code == 0, err
+    assert "simulated_machine_differs" not in json.loads((tmp_path / "q" / "project.json").read_text())

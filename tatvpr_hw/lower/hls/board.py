@@ -127,6 +127,7 @@ class DesignPoint:
     handoffs: str = "dram"            # schedule.handoffs: the IPs are AXI masters to DDR, so tiles go through it
     loop_order: str = "auto"          # buffers.loop_order: the driver passes choose_loop_order's pick to the IP
     skip_mode: str = "act"            # compute.skip_mode: "act" (bank-scheduled stream) or "none" (dense int8)
+    topk: str = "host"                # schedule.topk: the driver's numpy top-k, or the vector IP's (fabric)
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -155,7 +156,7 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
                        overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens),
                        handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order),
-                       skip_mode=str(c.skip_mode))
+                       skip_mode=str(c.skip_mode), topk=str(s.schedule.topk))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -385,7 +386,9 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
         "pynq_image": board.pynq_image, "weight_format": point.weight_format,
         "overlap": point.overlap, "tile_tokens": point.tile_tokens, "handoffs": point.handoffs,
         "units": [{**u, "defines": f"-DTATVPR_VLANES={point.vector_lanes} -DTATVPR_I8_ROWS={point.int8_rows} "
-                                   f"-DTATVPR_I8_COLS={point.int8_cols}"} for u in UNIT_IPS],
+                                   f"-DTATVPR_I8_COLS={point.int8_cols} -DTATVPR_TOPK_SIMD={kp.simd} "
+                                   f"-DTATVPR_TOPK_BANKS={kp.banks} -DTATVPR_TOPK_KMAX={kp.kmax}"}
+                  for u in UNIT_IPS],  # the vector unit's top-k schedules for this ternary IP
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
         "ddr_masters": [f"{IP_INSTANCE}/{p}" for p in M_AXI_PORTS]
                        + [f"{u['instance']}/{p}" for u in UNIT_IPS for p in u["m_axi_ports"]],
@@ -472,6 +475,14 @@ def export_bitstream(board_name: str, out_dir: str | os.PathLike, *, dse_point: 
     point = read_design_point(dse_point, board) if dse_point else default_design_point(board)
     manifest = write_project(board, point, out_dir, kmax=kmax, mmax=mmax, jobs=jobs, seed=seed,
                              csim_cache=csim_cache)
+    if point.handoffs != "dram":
+        # overlap none with on-chip hand-offs (pipelined + onchip is refused above): the simulator's
+        # default machine, not this bitstream's, whose IPs are AXI masters to the PS DDR
+        note = (f"{point.source}: simulated with schedule.handoffs = {point.handoffs!r}; this bitstream's IPs hand "
+                "every op's output over through DDR, so its cost per query is the simulator's with "
+                "--set schedule.handoffs=dram (docs/engine.md section 5a)")
+        log.warning(note)
+        manifest["simulated_machine_differs"] = note
     tools = tools_on_path()
     missing = [t for t, p in tools.items() if p is None]
     if missing or not run:
