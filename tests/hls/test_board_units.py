@@ -74,6 +74,11 @@ def test_vitis_hls_tcl_synthesises_every_unit(project):
     unit_adds = [c for c in adds if "tatvpr_units_top.cpp" in c[1]]
     assert len(unit_adds) == 2 and all("-DTATVPR_VLANES=16 -DTATVPR_I8_ROWS=16 -DTATVPR_I8_COLS=16" in c[3]
                                        for c in unit_adds)  # sim/arch/kv260.yaml: 16 lanes, 16 x 16
+    # the vector unit's top-k schedules for the ternary IP of the same project: its SIMD, banks and K_max
+    kp = re.search(r"-DTATVPR_SIMD=(\d+) -DTATVPR_BANKS=(\d+).* -DTATVPR_KMAX=(\d+)",
+                   next(" ".join(c) for c in adds if "tatvpr_gemm.cpp" in c[1]))
+    assert kp and all(f"-DTATVPR_TOPK_SIMD={kp[1]} -DTATVPR_TOPK_BANKS={kp[2]} -DTATVPR_TOPK_KMAX={kp[3]}" in c[3]
+                      for c in unit_adds)
 
 
 def test_vivado_tcl_instantiates_and_wires_every_unit(project):
@@ -116,7 +121,8 @@ def lib(tmp_path_factory):
     so = tmp_path_factory.mktemp("units_top") / "libunits.so"
     root = hls_dir()
     subprocess.run([compiler(), "-O1", "-std=c++14", "-shared", "-fPIC", "-Wno-unknown-pragmas",
-                    "-Wno-unused-label", f"-I{root / 'include'}", str(TOP_SRC), str(root / "src" / "tatvpr_int8.cpp"),
+                    "-Wno-unused-label", "-DTATVPR_TOPK_SIMD=8", "-DTATVPR_TOPK_BANKS=4",  # the pe4_simd8 IP's gather
+                    f"-I{root / 'include'}", str(TOP_SRC), str(root / "src" / "tatvpr_int8.cpp"),
                     str(root / "src" / "tatvpr_vector.cpp"), "-o", str(so)], check=True, capture_output=True)
     return ctypes.CDLL(str(so))
 
@@ -126,15 +132,17 @@ def _p(a):
 
 
 def _vector(lib, op, *, x16=None, x8=None, s32=None, rmax=None, gain=None, bias=None, mult32=None, shift32=None,
-            table=None, t=0, d=0, mult=0, shift=0, eps=0):
+            table=None, t=0, d=0, mult=0, shift=0, eps=0, keep=0, streams=None):
     z = np.zeros(1, np.int64)
     y8 = np.zeros(max(t * d, 1), np.int8)
     p8 = np.zeros(max(t * d, 1), np.uint8)
     o16 = np.zeros(max(t * d, 1), np.int16)
+    c16, p32 = streams if streams is not None else (np.zeros(1, np.uint16), np.zeros(1, np.uint32))
     arrs = [x16, x8, s32, rmax, gain, bias, mult32, shift32, table]
     args = [_p(np.ascontiguousarray(a) if a is not None else z) for a in arrs]
     lib.tatvpr_vector_top(ctypes.c_int(op), *args, _p(y8), _p(p8), _p(o16), ctypes.c_int(t), ctypes.c_int(d),
-                          ctypes.c_longlong(mult), ctypes.c_int(shift), ctypes.c_longlong(eps))
+                          ctypes.c_longlong(mult), ctypes.c_int(shift), ctypes.c_longlong(eps), _p(c16), _p(p32),
+                          ctypes.c_int(keep))
     return y8, p8, o16
 
 
@@ -164,6 +172,17 @@ def test_vector_top_equals_the_integer_model(lib):
     assert np.array_equal(o16, iq.l2norm_int(x))
     _, _, o16 = _vector(lib, 7, x16=np.zeros(d, np.int16), t=1, d=d)
     assert not o16.any()
+    # op 8: the top-k + bank scheduling for the ternary IP the top is built for (SIMD 8, 4 banks);
+    # op 9: the top-k alone, the kept values in place
+    from tatvpr_pynq.formats import schedule_activations
+
+    keep = 24  # ceil(0.4 x 40)
+    c16, p32 = np.zeros(t, np.uint16), np.zeros(t * 5 * 8, np.uint32)
+    _vector(lib, 8, x8=x8, t=t, d=d, keep=keep, streams=(c16, p32))
+    chunks, pairs = schedule_activations(iq.topk_int(x8, 0.4), 8, 4)
+    assert np.array_equal(c16, chunks) and np.array_equal(p32[:pairs.size], pairs) and not p32[pairs.size:].any()
+    y8, _, _ = _vector(lib, 9, x8=x8, t=t, d=d, keep=keep)
+    assert np.array_equal(y8.reshape(t, d), iq.topk_int(x8, 0.4))
 
 
 @pytest.mark.parametrize("mode, out", [(0, "int32"), (1, "int8"), (2, "int16")])
@@ -293,8 +312,8 @@ def unit_board(lib, csim_builds, tmp_path):
     int8 = TopIP(ddr, lib, "tatvpr_int8_top", drv.INT8_ARGS, INT8_OFFSETS)
     vec = TopIP(ddr, lib, "tatvpr_vector_top", drv.VECTOR_ARGS, VECTOR_OFFSETS)
 
-    def make(hwh=None, registers_in_description=True):
-        bit = _td.write_deploy(tmp_path, kp, hwh=hwh or units_hwh())
+    def make(hwh=None, registers_in_description=True, **point):
+        bit = _td.write_deploy(tmp_path, kp, hwh=hwh or units_hwh(), **point)
         devices = {_td.IP_BASE: gemm, INT8_BASE: int8, VECTOR_BASE: vec}
         return drv.TernaryGemmOverlay(str(bit), pynq_module=_td.fake_pynq(
             ddr, devices, registers_in_description=registers_in_description))
@@ -479,3 +498,58 @@ def test_pynq_units_follow_the_design_points_schedule(unit_board, tmp_path):
     assert (deployed["overlap"], deployed["tile_tokens"], deployed["handoffs"]) == ("pipelined", 32, "dram")
     assert (tmp_path / "p" / "deploy" / "tatvpr_pynq" / "pipeline.py").is_file()
     assert man["design_point"]["overlap"] == "pipelined"
+
+
+def test_pynq_units_top_k_on_the_vector_ip(unit_board):
+    """A design point with schedule.topk fabric (design_point.json "topk"): every ternary linear's input is
+    top-k'd and bank-scheduled by the vector IP (op topk of its HLS top) and the ternary IP reads that
+    stream: the integer model's tokens bit for bit, op by op and issued pipelined with one thread per
+    IP (the vector IP then serves two threads); qkv's stream made once, though the pipelined issue calls
+    the ternary IP once per head. Without the key the host does it (numpy), as before."""
+    make, ddr, gemm, int8, vec = unit_board
+    ov = make(topk="fabric")
+    trunk = _tp.random_trunk(seed=4)
+    img = _tp._image(trunk)
+    ref = trunk.tokens(img, 0.4)
+    units = PynqUnits(ov)
+    assert units.topk_on_fabric and not PynqUnits(make()).topk_on_fabric
+    assert np.array_equal(trunk.tokens(img, 0.4, units), ref)
+    # by hand, 2 blocks: 4 ternary linears each, each after its input's top-k on the vector IP (12 + 8)
+    assert units.fabric_ops_by_unit == {"ternary": 8, "int8": 5, "vector": 20}
+    assert (gemm.runs, int8.runs, vec.runs) == (8, 5, 20) and units.arm_ops == {"int8": 0, "vector": 0}
+    calls = []
+    real = ov.vector.topk_schedule
+
+    def counted(x, keep, **kw):
+        calls.append(np.shape(x))
+        return real(x, keep, **kw)
+
+    ov.vector.topk_schedule = counted
+    runs = gemm.runs
+    names = []
+    real_t = units.ternary
+
+    def named(name, lin, x, sp):
+        names.append((name, np.asarray(x).tobytes(), np.shape(x)))
+        return real_t(name, lin, x, sp)
+
+    units.ternary = named
+    got, log = run_trunk(trunk, img, 0.4, units, tile_tokens=5, threads=True)
+    assert np.array_equal(got, ref)
+    # qkv is called once per head on the whole input (17 tokens x 32); its stream is made once per block:
+    # the driver keeps the last stream and reuses it when the same op comes with the same input (which
+    # also skips this random trunk's proj tiles that repeat the previous one: its attention is uniform)
+    heads, blocks = trunk.blocks[0].num_heads, len(trunk.blocks)
+    assert heads > 1 and gemm.runs - runs == len(names)
+    assert sum(1 for n, _, _ in names if n.endswith("qkv")) == blocks * heads
+    fresh = [a for a, b in zip(names, [None] + names[:-1]) if b is None or a[:2] != b[:2]]
+    assert calls.count((17, 32)) == blocks and calls == [shape for _, _, shape in fresh]
+    # the stream is passed on: the vector IP's x8 input is the linear's int8 input, its pairs32 the
+    # ternary IP's act stream (the same numpy model: schedule_activations(topk_int(x, s)))
+    x = np.random.default_rng(1).integers(-128, 128, size=(6, 40)).astype(np.int8)
+    from tatvpr_pynq.formats import schedule_activations
+
+    chunks, pairs = ov.vector.topk_schedule(x, 24, simd=8, banks=4)
+    want = schedule_activations(iq.topk_int(x, 0.4), 8, 4)
+    assert np.array_equal(chunks, want[0]) and np.array_equal(pairs, want[1])
+    ov.close()

@@ -203,6 +203,18 @@ def test_whole_query_csim_equals_the_integer_model(student_and_images, tmp_path)
             assert op["cycles"] == expect[key], op["name"]
             seen += 1
     assert seen == 10 * len(trunk.blocks)
+    # every ternary linear read the act stream the vector unit made (tatvpr_topk_schedule, issue 15): the
+    # op before it, its cycles by hand: per row 2 x ceil(K / 16) + 128 scan steps, + ceil(16 / 16) a chunk
+    from tatvpr_pynq.formats import chunks_per_token
+
+    ternary = [i for i, op in enumerate(out.ops) if op["unit"] == "ternary"]
+    assert len(ternary) == 4 * len(trunk.blocks)
+    for i in ternary:
+        tk, lin = out.ops[i - 1], out.ops[i]
+        assert (tk["name"], tk["unit"], tk["kind"]) == (lin["name"] + ".topk", "vector", "topk")
+        m, k = lin["act_mask"].shape
+        chunks = int(chunks_per_token(lin["act_mask"], 16).sum())
+        assert tk["cycles"] == m * (2 * -(-k // 16) + 128) + chunks, lin["name"]
 
 
 # ------------------------------------------------------------------ the head in integers

@@ -45,8 +45,8 @@ from typing import Callable
 
 import numpy as np
 
-from .formats import (FMT_CODE, LOOP_ORDER_CODE, STATUS_TEXT, IPLayer, chunks_per_token, prepare_layer,
-                      quantize_multiplier)
+from .formats import (FMT_CODE, LOOP_ORDER_CODE, STATUS_TEXT, IPLayer, chunks_per_token, layer_from_stream,
+                      prepare_layer, quantize_multiplier)
 
 IP_VLNV = "tatvpr.org:hls:tatvpr_ternary_gemm:1.0"
 """vendor:library:name:version of the exported IP (``config_export`` in ``vitis_hls.tcl``)."""
@@ -297,6 +297,19 @@ class TernaryGemmIP(_OwnsBuffers):
         self.last_plan = self.plan(chunks, x.shape[1], np.asarray(w).shape[0], fmt, input_in_dram=input_in_dram)
         layer = prepare_layer(x, w, bias, mult, shift, pe=self.pe, simd=self.simd, banks=self.banks,
                               ports=self.ports, fmt=fmt, with_expected=False, skip_mode=self.skip_mode)
+        layer.order, layer.resident = self.last_plan["order"], self.last_plan["resident"]
+        return self.run(layer)
+
+    def run_stream(self, tok_chunks: np.ndarray, pairs: np.ndarray, k: int, w: np.ndarray, bias: np.ndarray | None,
+                   mult: int, shift: int, fmt: str, *, input_in_dram: bool = False) -> np.ndarray:
+        """As :meth:`run_tiled`, on an ``act`` stream already made (``tok_chunks``, ``pairs``: the
+        vector unit's top-k + bank scheduling, ``VectorUnitIP.topk_schedule``) instead of int8 ``x``."""
+        if self.skip_mode != "act":
+            raise ValueError(f"an act stream needs the act IP; this one is built for {self.skip_mode!r}")
+        chunks = np.asarray(tok_chunks, np.int64)
+        self.last_plan = self.plan(chunks, int(k), np.asarray(w).shape[0], fmt, input_in_dram=input_in_dram)
+        layer = layer_from_stream(tok_chunks, pairs, int(k), w, bias, mult, shift, pe=self.pe, simd=self.simd,
+                                  banks=self.banks, ports=self.ports, fmt=fmt)
         layer.order, layer.resident = self.last_plan["order"], self.last_plan["resident"]
         return self.run(layer)
 
@@ -564,6 +577,13 @@ class TernaryGemmOverlay:
         simulator's token blocks (``input_in_dram``: the previous op's output spilled to DRAM)."""
         return self.ip.run_tiled(x, w, bias, mult, shift, fmt or self.fmt, input_in_dram=input_in_dram)
 
+    def run_layer_stream(self, tok_chunks: np.ndarray, pairs: np.ndarray, k: int, w: np.ndarray,
+                         bias: np.ndarray | None, mult: int, shift: int, fmt: str | None = None, *,
+                         input_in_dram: bool = False) -> np.ndarray:
+        """As :meth:`run_layer`, on the act stream the vector unit made (``tatvpr_topk_schedule``)."""
+        return self.ip.run_stream(tok_chunks, pairs, k, w, bias, mult, shift, fmt or self.fmt,
+                                  input_in_dram=input_in_dram)
+
     def linear(self, p: TernaryLinearParams, x: np.ndarray) -> np.ndarray:
         """Float in, float out: one ternary linear on the IP (int8 output dequantised). Inside a ViT
         block the op before a linear (LayerNorm, attention, GELU) outputs the linear's ``M x K`` input,
@@ -628,8 +648,10 @@ VECTOR_ARGS = (("op", "u32", None), ("x16", "ptr", np.int16), ("x8", "ptr", np.i
                ("row_max32", "ptr", np.int32), ("gain64", "ptr", np.int64), ("bias64", "ptr", np.int64),
                ("mult32", "ptr", np.int32), ("shift32", "ptr", np.int32), ("table8", "ptr", np.int8),
                ("y8", "ptr", np.int8), ("p8", "ptr", np.uint8), ("out16", "ptr", np.int16), ("t", "u32", None),
-               ("d", "u32", None), ("mult", "u64", None), ("shift", "u32", None), ("eps_q", "u64", None))
-VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "requant": 6, "l2norm": 7}
+               ("d", "u32", None), ("mult", "u64", None), ("shift", "u32", None), ("eps_q", "u64", None),
+               ("chunks16", "ptr", np.uint16), ("pairs32", "ptr", np.uint32), ("keep", "u32", None))
+VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "requant": 6, "l2norm": 7, "topk": 8,
+              "topk_dense": 9}
 """``op`` register values (``TATVPR_V_*`` in tatvpr_units_top.cpp)."""
 GEMM_MODES = {"int32": (0, "out32"), "int8": (1, "out8"), "int16": (2, "out16")}
 
@@ -829,6 +851,38 @@ class VectorUnitIP(UnitIP):
         self.start({"x16": x.reshape(-1)}, {"op": VECTOR_OPS["requant"], "t": 1, "d": x.size, "mult": int(mult),
                                             "shift": int(shift)}, "y8", x.size)
         return self.wait().reshape(x.shape)
+
+    def topk_schedule(self, x, keep: int, *, simd: int, banks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int8 ``x[M, K]`` -> the act stream (``tok_chunks`` uint16 [M], ``pairs`` uint32) of the ternary IP
+        of ``simd`` lanes and ``banks`` banks the vector IP was built for (``TATVPR_TOPK_SIMD`` /
+        ``TATVPR_TOPK_BANKS``): the ``keep`` largest ``|x|`` of every row, ties to the lower index,
+        bank-scheduled (``schedule_activations(topk_int(x, s), simd, banks)``, op ``topk``)."""
+        x = np.asarray(x)
+        if x.ndim != 2 or x.dtype != np.int8 or x.size == 0:
+            raise ValueError(f"vector unit topk: int8 [M, K] input, got {x.dtype} {x.shape}")
+        m, k = x.shape
+        b = int(banks or simd)
+        q = simd // b
+        gmax = max(1, -(-(-(-k // b)) // q))
+        self._stage("pairs32", m * gmax * simd)  # the most the stream can take: the IP writes sum(chunks) * SIMD
+        self.start({"x8": x.reshape(-1)}, {"op": VECTOR_OPS["topk"], "t": m, "d": k, "keep": int(keep)},
+                   "chunks16", m)
+        chunks = self.wait().astype(np.uint16)
+        words = int(chunks.astype(np.int64).sum()) * simd
+        if chunks.min() < 1 or words > self.buffers["pairs32"].shape[0]:
+            raise IPError(f"vector unit topk: chunk counts {chunks.tolist()[:8]}... do not fit the stream buffer: "
+                          f"is the IP built for SIMD {simd}, {b} banks, K >= {k}?")
+        buf = self.buffers["pairs32"]
+        buf.sync_from_device()
+        return chunks, np.array(buf[:words], dtype=np.uint32)
+
+    def topk_dense(self, x, keep: int) -> np.ndarray:
+        """int8 ``x[M, K]`` -> the ``keep`` largest ``|x|`` of every row in place (``topk_int``; op ``topk_dense``)."""
+        x = np.asarray(x)
+        m, k = x.shape
+        self.start({"x8": x.reshape(-1)}, {"op": VECTOR_OPS["topk_dense"], "t": m, "d": k, "keep": int(keep)},
+                   "y8", m * k)
+        return self.wait().reshape(m, k)
 
     def l2norm(self, x) -> np.ndarray:
         """int16 vector ``x`` -> ``x / ||x||`` in Q15 (int16); at most

@@ -281,6 +281,37 @@ def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: i
                    bias=b.astype(np.int32), expected=expected, skip_mode=skip_mode)
 
 
+def layer_from_stream(tok_chunks: np.ndarray, pairs: np.ndarray, k: int, w: np.ndarray, bias: np.ndarray | None,
+                      mult: int, shift: int, *, pe: int, simd: int, banks: int | None = None, ports: int = 1,
+                      fmt: str = "ternary2") -> IPLayer:
+    """An ``act`` :class:`IPLayer` whose input is an act stream already made (by the vector unit's
+    ``tatvpr_topk_schedule``, or :func:`schedule_activations`): ``tok_chunks`` uint16 [M] and ``pairs``
+    uint32 [sum chunks * SIMD] for ``K`` channels; the same checks as :func:`prepare_layer` on the
+    weights and bias, and the stream's length against its chunk counts (no expected output)."""
+    tok_chunks = np.asarray(tok_chunks)
+    pairs = np.asarray(pairs)
+    nb = _check_gather(simd, banks, ports)
+    if tok_chunks.ndim != 1 or tok_chunks.size == 0 or (tok_chunks < 1).any():
+        raise FormatError(f"tok_chunks must be a non-empty 1-D array of counts >= 1, got shape {tok_chunks.shape}")
+    if pairs.ndim != 1 or pairs.size != int(tok_chunks.astype(np.int64).sum()) * simd:
+        raise FormatError(f"stream has {pairs.size} pair words; the chunk counts need "
+                          f"{int(tok_chunks.astype(np.int64).sum()) * simd}")
+    w = np.asarray(w)
+    if w.ndim != 2 or w.shape[1] != k:
+        raise FormatError(f"weights must be [N, K = {k}], got shape {w.shape}")
+    n = w.shape[0]
+    if pe < 1:
+        raise FormatError(f"PE must be >= 1, got {pe}")
+    b = np.zeros(n, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    if b.shape != (n,):
+        raise FormatError(f"bias must have shape ({n},), got {b.shape}")
+    if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
+        raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
+    return IPLayer(pe=pe, simd=simd, banks=nb, ports=int(ports), m=int(tok_chunks.size), k=int(k), n=n, fmt=fmt,
+                   mult=int(mult), shift=int(shift), tok_chunks=tok_chunks.astype(np.uint16),
+                   pairs=pairs.astype(np.uint32), weights=pack_weights(w, fmt), bias=b.astype(np.int32))
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

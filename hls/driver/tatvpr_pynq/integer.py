@@ -101,11 +101,16 @@ def layernorm_params(gamma: np.ndarray, beta: np.ndarray, eps: float, s_res: flo
                       eps_q=int(round(eps / s_res ** 2)))
 
 
+def topk_keep(k: int, sparsity: float) -> int:
+    """Channels a row of ``k`` keeps at sparsity ``s``: ``ceil((1 - s) * K)`` (the vector unit's ``keep``)."""
+    return math.ceil((1.0 - sparsity) * k - 1e-9)
+
+
 def topk_int(x: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep the ``ceil((1 - s) * K)`` largest ``|x|`` of every row, ties to the lower index."""
     x = np.asarray(x)
     k = x.shape[-1]
-    keep = math.ceil((1.0 - sparsity) * k - 1e-9)
+    keep = topk_keep(k, sparsity)
     if keep >= k:
         return x.copy()
     # stable sort on -|x|: equal magnitudes keep channel order, so ties go to the lower index
@@ -283,6 +288,15 @@ class Units:
         """Work on the host in float (SALAD's Sinkhorn): ``fn(*arrays)``; on every backend the ARM cores."""
         return fn(*arrays)
 
+    def topk_schedule(self, name: str, x: np.ndarray, sparsity: float, simd: int,
+                      banks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A ternary linear's input as the act stream of a ternary IP of ``simd`` lanes and ``banks``
+        banks: ``schedule_activations(topk_int(x, s), simd, banks)`` (``tok_chunks``, ``pairs``); the
+        vector unit's ``tatvpr_topk_schedule`` in HLS (docs/engine.md section 5)."""
+        from .formats import schedule_activations
+
+        return schedule_activations(topk_int(x, sparsity), simd, banks)
+
 
 NUMPY_UNITS = Units()
 
@@ -299,6 +313,9 @@ def op_shape(op: str, *args) -> dict:
     if op == "ternary":
         x, lin = np.asarray(args[0]), args[1]
         return {"unit": "ternary", "m": int(x.shape[0]), "k": int(x.shape[-1]), "n": int(lin.codes.shape[0])}
+    if op == "topk":  # a ternary linear's input top-k'd and bank-scheduled: M rows of K
+        x = np.asarray(args[0])
+        return {"unit": "vector", "kind": "topk", "elements": int(x.size), "row": int(x.shape[-1])}
     x = np.asarray(args[0])
     row = int(x.shape[-1]) if op in ("layernorm", "softmax") else int(x.size) if op == "l2norm" else 0
     return {"unit": "vector", "kind": {"gelu": "lut"}.get(op, op), "elements": int(x.size), "row": row}

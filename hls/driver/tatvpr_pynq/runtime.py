@@ -33,7 +33,7 @@ import numpy as np
 
 from .heads import head_descriptor, load_head
 from .integer import (NUMPY_UNITS, IntegerModelError, Units, descriptor_float, load_head_q, load_trunk,
-                      query_descriptor, topk_int)
+                      query_descriptor, topk_int, topk_keep)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,10 @@ class PynqUnits(Units):
         import threading
 
         self._lock = threading.Lock()
+        # the vector IP serves two threads of a pipelined issue when the top-k is on it (the array's
+        # thread asks it for the act stream): one call (start + wait) at a time
+        self._vector_lock = threading.Lock()
+        self._stream_cache = None  # (input copy, op name, sparsity, simd, banks, stream): qkv's stream made once
         log.info("PynqUnits: ternary linears on the IP; int8-unit ops %s; vector-unit ops %s",
                  "on the IP" if self.int8 is not None else "in numpy on the ARM cores",
                  "on the IP" if self.vector is not None else "in numpy on the ARM cores")
@@ -158,10 +162,35 @@ class PynqUnits(Units):
             self.arm_ops[unit] += 1
         return on_fabric
 
+    @property
+    def topk_on_fabric(self) -> bool:
+        """The design point's ``schedule.topk`` is ``fabric`` (``design_point.json``; ``host`` when absent,
+        e.g. a bitstream built before the vector IP had the op) and the bitstream has the vector IP."""
+        return (self.vector is not None
+                and str(getattr(self.overlay, "design_point", {}).get("topk", "host")) == "fabric")
+
     def ternary(self, name, lin, x, sparsity):
         self._count("ternary", True)
+        if self.topk_on_fabric:  # the vector IP top-k's and bank-schedules; the ternary IP reads its stream
+            ip = self.overlay.ip
+            chunks, pairs = self.topk_schedule(name, x, sparsity, ip.simd, ip.banks)
+            return np.asarray(self.overlay.run_layer_stream(chunks, pairs, np.asarray(x).shape[1], lin.codes,
+                                                            lin.bias, lin.mult, lin.shift), dtype=np.int8)
         return np.asarray(self.overlay.run_layer(topk_int(x, sparsity), lin.codes, lin.bias, lin.mult, lin.shift),
                           dtype=np.int8)
+
+    def topk_schedule(self, name, x, sparsity, simd, banks=None):
+        c = self._stream_cache
+        if (c is not None and c[1:5] == (name, sparsity, simd, banks) and c[0].shape == np.shape(x)
+                and np.array_equal(c[0], x)):
+            return c[5]  # qkv, issued per head on the same input: its stream is made once (not counted again)
+        if self._count("vector", self.vector is not None):
+            with self._vector_lock:
+                stream = self.vector.topk_schedule(x, topk_keep(np.asarray(x).shape[-1], sparsity), simd=simd,
+                                                   banks=banks)
+            self._stream_cache = (np.array(x, copy=True), name, sparsity, simd, banks, stream)
+            return stream
+        return super().topk_schedule(name, x, sparsity, simd, banks)
 
     def gemm(self, name, a, b, bias=None, *, out="int32", mult=0, shift=0):
         if self._count("int8", self.int8 is not None):
@@ -170,32 +199,38 @@ class PynqUnits(Units):
 
     def layernorm(self, name, ln, x):
         if self._count("vector", self.vector is not None):
-            return self.vector.layernorm(ln, x)
+            with self._vector_lock:
+                return self.vector.layernorm(ln, x)
         return super().layernorm(name, ln, x)
 
     def softmax(self, name, scores, mult, shift):
         if self._count("vector", self.vector is not None):
-            return self.vector.softmax(scores, mult, shift)
+            with self._vector_lock:
+                return self.vector.softmax(scores, mult, shift)
         return super().softmax(name, scores, mult, shift)
 
     def gelu(self, name, table, x):
         if self._count("vector", self.vector is not None):
-            return self.vector.gelu(table, x)
+            with self._vector_lock:
+                return self.vector.gelu(table, x)
         return super().gelu(name, table, x)
 
     def add(self, name, x, y, mult, shift):
         if self._count("vector", self.vector is not None):
-            return self.vector.add(x, y, mult, shift)
+            with self._vector_lock:
+                return self.vector.add(x, y, mult, shift)
         return super().add(name, x, y, mult, shift)
 
     def requant(self, name, x, mult, shift):
         if self._count("vector", self.vector is not None):
-            return self.vector.requant(x, mult, shift)
+            with self._vector_lock:
+                return self.vector.requant(x, mult, shift)
         return super().requant(name, x, mult, shift)
 
     def l2norm(self, name, x):
         if self._count("vector", self.vector is not None):
-            return self.vector.l2norm(x)
+            with self._vector_lock:
+                return self.vector.l2norm(x)
         return super().l2norm(name, x)
 
 

@@ -4,7 +4,8 @@ Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU / ReLU t
 adds, the head's int16 -> int8 requantisation and the descriptor's L2 normalisation on the vector
 unit (``tatvpr_vector.cpp``), the patch embedding, attention and the head's linears and attention
 on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the ternary IP
-(``tatvpr_gemm.cpp``, after the top-k and bank scheduling the host does). The position-embedding
+(``tatvpr_gemm.cpp``) reading the act stream the vector unit makes (``tatvpr_topk_schedule``: the
+top-k and bank scheduling of the linear's input, an op ``<name>.topk`` of its own). The position-embedding
 add stays on the host, and SALAD's Sinkhorn part is host work in float on every backend (the one
 op ``QueryCsim.numpy_ops`` lists, for SALAD only).
 The result must equal the integer model (``tatvpr_pynq.integer``) bit for bit, and each op's
@@ -20,10 +21,10 @@ import numpy as np
 
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
-from tatvpr_hw.lower.hls.formats import prepare_layer
 from tatvpr_hw.lower.hls.paths import driver_package
 from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, l2norm_call,
-                                         layernorm_call, requant_call, run_unit_ops, softmax_call)
+                                         layernorm_call, requant_call, run_unit_ops, softmax_call, topk_call,
+                                         topk_keep)
 
 
 @dataclass
@@ -50,12 +51,13 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
     """A ``tatvpr_pynq.integer.Units`` whose every op runs in the C simulation of its unit and is
     recorded in ``.ops`` ({name, unit, cycles, ...})."""
     driver_package()
-    from tatvpr_pynq.integer import Units, op_shape, topk_int
+    from tatvpr_pynq.formats import layer_from_stream, unschedule_activations
+    from tatvpr_pynq.integer import Units, op_shape
 
     work = Path(work_dir)
     build = work / "build"
     gemm_exe = build_csim(KernelParams(pe=pe, simd=simd, banks=banks, ports=ports, kmax=kmax, mmax=mmax), build)
-    unit_exe = build_unit_csim(build, lanes, rows, cols)
+    unit_exe = build_unit_csim(build, lanes, rows, cols, simd=simd, banks=banks or simd, kmax=kmax)
 
     class CsimUnits(Units):
         def __init__(self) -> None:
@@ -96,13 +98,31 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
             self.ops.append({"name": name, "unit": "host", "csim": False, "cycles": 0})
             return super().host(name, fn, *arrays)
 
+        _stream = None  # (name, input copy, sparsity, stream): the last stream made
+
+        def topk_schedule(self, name, x, sparsity, simd_, banks_=None):
+            """The vector unit's top-k + bank scheduling (C simulation), an op ``<name>.topk``; the same
+            input again (qkv, issued once per head with the whole input by the pipelined issue) reuses
+            the stream made (same op, same input), as ``tatvpr_pynq.runtime.PynqUnits`` does: made once, as the
+            simulator charges."""
+            x = np.asarray(x, np.int8)
+            c = self._stream
+            if (c is not None and c[0] == name and c[2] == sparsity and c[1].shape == x.shape
+                    and np.array_equal(c[1], x)):
+                return c[3]
+            out = self._unit(name + ".topk", op_shape("topk", x), topk_call(x, topk_keep(x.shape[1], sparsity)))
+            self._stream = (name, x.copy(), sparsity, out)
+            return out
+
         def ternary(self, name, lin, x, sparsity):
-            xs = topk_int(x, sparsity)  # the host's top-k, then the bank scheduling of prepare_layer
-            layer = prepare_layer(xs, lin.codes, lin.bias, lin.mult, lin.shift, pe=pe, simd=simd, banks=banks,
-                                  ports=ports, fmt=fmt, with_expected=False)
+            k = np.asarray(x).shape[1]
+            chunks, pairs = self.topk_schedule(name, x, sparsity, simd, banks)  # the ternary IP reads its stream
+            layer = layer_from_stream(chunks, pairs, k, lin.codes, lin.bias, lin.mult, lin.shift, pe=pe, simd=simd,
+                                      banks=banks, ports=ports, fmt=fmt)
             [r] = run_csim(gemm_exe, [layer], self._sub(), names=[name.replace(".", "_")])
             if r.status != 0:
                 raise UserError(f"{name}: the ternary IP's C simulation returned status {r.status}")
+            xs = unschedule_activations(chunks, pairs, k, simd, banks)  # what the IP received
             self.ops.append({"name": name, **op_shape("ternary", xs, lin), "csim": True,
                              "cycles": int(np.asarray(r.chunk_cycles).sum()),
                              "folds": len(r.chunk_cycles), "act_mask": xs != 0, "codes": lin.codes})
@@ -147,7 +167,7 @@ def csim_query(trunk, head, img_q: np.ndarray, sparsity: float, work_dir: str | 
 def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     """The simulator's cycles (``sim.engine``, without pipeline depths) of the ops ``res`` ran:
     ternary C_f on the same operands and gather, int8- and vector-unit formulas on the shapes."""
-    from sim.engine import dense_cycles, fold_compute_cycles, vector_cycles
+    from sim.engine import bank_counts, dense_cycles, fold_compute_cycles, vector_cycles, vector_topk_cycles
 
     c = arch.spec.compute
     v, u = arch.spec.vector_unit, arch.spec.int8_unit
@@ -164,10 +184,15 @@ def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
         "patch_embed": dense_cycles(n_patches, trunk.embed_w.shape[1], d, 1, u.rows, u.cols, u.pipeline_cycles),
     }
     out: dict[str, int] = {}
-    for op in res.ops:
+    for i, op in enumerate(res.ops):
         if not op.get("csim", True):
             continue
-        if op["name"] == "norm" or op["name"].startswith("head."):
+        if op.get("kind") == "topk":  # the next op is its ternary linear: its chunks from the mask it ran on
+            mask = res.ops[i + 1]["act_mask"]
+            b = c.banks or c.simd
+            chunks = int(np.maximum(1, -(-bank_counts(mask, b).max(axis=1) // (c.simd // b))).sum())
+            cyc = vector_topk_cycles(mask.shape[0], mask.shape[1], chunks, arch) - v.pipeline_cycles
+        elif op["name"] == "norm" or op["name"].startswith("head."):
             # the final LayerNorm and the head: the simulator's formulas on the op's shape (the shapes
             # equal the traced ones: tests/hls/test_integer_model.py); a ReLU table is traced as "other"
             if op["unit"] == "int8":

@@ -106,10 +106,11 @@ def l2norm_call(x: np.ndarray) -> UnitCall:
 
 
 def topk_keep(k: int, sparsity: float) -> int:
-    """Channels a row keeps: ``ceil((1 - s) K)`` (``tatvpr_pynq.integer.topk_int``'s count)."""
-    import math
+    """Channels a row keeps: ``ceil((1 - s) K)`` (``tatvpr_pynq.integer.topk_keep``, ``topk_int``'s count)."""
+    driver_package()
+    from tatvpr_pynq.integer import topk_keep as keep
 
-    return math.ceil((1.0 - sparsity) * k - 1e-9)
+    return keep(k, sparsity)
 
 
 def topk_call(x: np.ndarray, keep: int, *, stream: bool = True) -> UnitCall:
