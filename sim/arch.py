@@ -270,8 +270,11 @@ class DramSpec(_Strict):
 # topk   = top-k + chunk counts + bank scheduling of a ternary linear's input: 94.7 ns (mean of 16 / 257
 #          tokens x 768 / 3072 channels: 77.5, 90.5, 97.6, 113.1) x 4 = 380 ns per input element;
 # row_max = the softmax's row maxima: 0.183 ns x 4 = 0.73 ns per score;
-# widen  = the int8 unit's operand copies (a to int16, b to int8): 0.057 / 0.045 ns x 4 = 0.2 ns per element.
-HOST_STEP_NS = {"topk": 380.0, "row_max": 0.73, "widen": 0.2}
+# widen  = the int8 unit's operand copies (a to int16, b to int8): 0.057 / 0.045 ns x 4 = 0.2 ns per element;
+# topk_dense = the top-k alone (topk_int) of a `none` IP's input (no scheduling: the IP reads dense int8):
+#          38.3 ns (mean of 33.7, 37.4, 39.7, 42.3 at 16 / 257 tokens x 768 / 3072 channels, min of 30 runs,
+#          measured here as benchmarks/bench_host_steps.py times topk_int, x86 Xeon) x 4 = 153 ns per input element.
+HOST_STEP_NS = {"topk": 380.0, "row_max": 0.73, "widen": 0.2, "topk_dense": 153.0}
 
 
 class ScheduleSpec(_Strict):

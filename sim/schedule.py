@@ -255,11 +255,12 @@ class HostCost:
     ns_per_element: dict
     call_overhead_us: float
     clock_mhz: float
+    dense_topk: bool = False  # skip mode none: the host top-k's the dense IP's input (host step topk_dense)
 
     @classmethod
     def of(cls, arch) -> "HostCost":
         return cls(dict(arch.spec.schedule.host_ns_per_element), arch.spec.vector_unit.host_call_overhead_us,
-                   arch.spec.clock_mhz)
+                   arch.spec.clock_mhz, arch.spec.compute.skip_mode == "none")
 
     def cycles(self, steps: list[tuple[str, int]]) -> int:
         if not steps:
@@ -292,7 +293,8 @@ class TopkFabric:
         return op.m * op.k + out
 
 
-def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True) -> list[list[tuple[str, int]]]:
+def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True,
+               dense: bool = False) -> list[list[tuple[str, int]]]:
     """The driver's numpy steps on the ARM before each op's IP call under ``handoffs: dram``
     (hls/driver/tatvpr_pynq: ``PynqUnits.ternary``, ``TernaryGemmIP.run_tiled``, ``Int8UnitIP.start_gemm``,
     ``VectorUnitIP.softmax``), ``[(kind, elements)]`` per op:
@@ -304,7 +306,10 @@ def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True) -> l
     - a softmax: ``row_max``, its scores (the rows' maxima the vector IP takes from the host);
     - an op the trace marks ``host`` (it runs on the ARM, no IP call): none.
 
-    ``topk_on_host`` False (``schedule.topk: fabric``): no ``topk`` steps (the vector unit does them).
+    ``dense`` (skip mode ``none``, whose IP reads dense int8): ``topk_dense`` instead of ``topk``, the top-k
+    alone (``topk_int``, no bank scheduling), as often (qkv once per head).
+    ``topk_on_host`` False (``schedule.topk: fabric``): no ``topk`` / ``topk_dense`` steps (the vector unit
+    does them).
     """
     qkv_tiles = {sg["first"]: sg["tiles"] for sg in segs
                  if sg["kind"] == "attention" and isinstance(ops[sg["first"]], TernaryLinearOp)}
@@ -313,7 +318,8 @@ def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True) -> l
         if getattr(op, "host", False):  # a host op (trace field host) is itself host work, charged as such
             out.append([])
         elif isinstance(op, TernaryLinearOp):
-            out.append([("topk", qkv_tiles.get(i, 1) * op.m * op.k)] if act and topk_on_host else [])
+            kind = "topk" if act else "topk_dense" if dense else None
+            out.append([(kind, qkv_tiles.get(i, 1) * op.m * op.k)] if kind and topk_on_host else [])
         elif isinstance(op, DenseOp):
             out.append([("widen", op.batch * (op.m * op.k + op.k * op.n))])
         elif isinstance(op, VectorOp) and op.kind == "softmax":
@@ -354,7 +360,7 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     total = 0
     dram_mode = handoffs == "dram"
     moved = handoff_bytes(ops, records, segs, tokens, act_simd) if dram_mode else [0] * len(ops)
-    hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None, topk is None)]
+    hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None, topk is None, host.dense_topk)]
               if dram_mode and host else [0] * len(ops))
     tk = [topk.cycles(op, records[i]) if topk is not None and isinstance(op, TernaryLinearOp) else 0
           for i, op in enumerate(ops)]

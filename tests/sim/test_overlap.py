@@ -291,8 +291,9 @@ def test_builtin_query_sweeps_load():
     from sim.dse import load_sweep
     for name in ("kv260_query.yaml", "zcu104_query.yaml"):
         spec = load_sweep(ROOT / "sim" / "sweeps" / name)
-        assert spec.grid_size() == 3072
+        assert spec.grid_size() == 6144  # x 2: schedule.topk host / fabric
         assert spec.paths["overlap"] == "schedule.overlap" and spec.paths["int8_rows"] == "int8_unit.rows"
+        assert spec.axes["schedule.topk"] == ["host", "fabric"]
 
 
 def test_piped_outputs_do_not_spill(small):
@@ -410,7 +411,9 @@ def test_handoffs_through_dram_by_hand():
         "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
         "vector_unit.lanes": 16, "vector_unit.pipeline_cycles": 8,
         "vector_unit.cycles_per_element": {k: 1.0 for k in ("softmax", "layernorm", "gelu", "add", "other")},
-        "schedule.overlap": "pipelined", "schedule.tile_tokens": 4})
+        "schedule.overlap": "pipelined", "schedule.tile_tokens": 4,
+        # the hand-offs alone: the host's top-k of lin's input (topk_dense, skip mode none) costs nothing here
+        "schedule.host_ns_per_element": {"topk_dense": 0.0}, "vector_unit.host_call_overhead_us": 0.0})
     on = simulate(base, tr)
     # on chip: first tile (534 + 40) / 2 = 287, one period of the array's 267: 554
     assert [r["cycles"] for r in on.layers] == [534, 40] and on["cycles"] == 554
@@ -551,6 +554,10 @@ def test_host_steps_of_a_vit_block_by_hand():
         [], [("topk", 256)], [("widen", 256)], [("row_max", 128)], [("widen", 256)], [("topk", 128)], [],
         [("widen", 80)]]
     assert host_steps(ops, segs, act=False)[1] == []  # no act IP, no top-k on the host
+    # the `none` IP (dense int8 input): the host's top-k alone, qkv's once per head: 2 x 8 x 16; proj 8 x 16
+    dense = host_steps(ops, segs, act=False, dense=True)
+    assert (dense[1], dense[5], dense[2]) == ([("topk_dense", 256)], [("topk_dense", 128)], [("widen", 256)])
+    assert host_steps(ops, segs, act=False, topk_on_host=False, dense=True)[1] == []
     # an op the trace marks host (SALAD's Sinkhorn part) makes no IP call: no host step of its own
     host_op = [DenseOp("sinkhorn", 8, 8, 8, host=True), VectorOp("sm", "softmax", 64, 8, host=True)]
     assert host_steps(host_op, segments(host_op, [{"name": o.name, "unit": "x", "cycles": 1} for o in host_op],
@@ -563,11 +570,11 @@ def test_host_steps_of_a_vit_block_by_hand():
 
 def test_bad_host_step_key_or_value_is_named():
     base = load_arch(ROOT / "sim" / "arch" / "kv260.yaml")
-    assert base.spec.schedule.host_ns_per_element == {"topk": 380.0, "row_max": 0.73, "widen": 0.2}
+    assert base.spec.schedule.host_ns_per_element == {"topk": 380.0, "row_max": 0.73, "widen": 0.2, "topk_dense": 153.0}
     # a kind left out keeps its default
     one = with_overrides(base, {"schedule.host_ns_per_element": {"topk": 95.0}})
-    assert one.spec.schedule.host_ns_per_element == {"topk": 95.0, "row_max": 0.73, "widen": 0.2}
-    with pytest.raises(SimInputError, match=r"unknown host step 'sort'; allowed: topk, row_max, widen"):
+    assert one.spec.schedule.host_ns_per_element == {"topk": 95.0, "row_max": 0.73, "widen": 0.2, "topk_dense": 153.0}
+    with pytest.raises(SimInputError, match=r"unknown host step 'sort'; allowed: topk, row_max, widen, topk_dense"):
         with_overrides(base, {"schedule.host_ns_per_element": {"sort": 1.0}})
     with pytest.raises(SimInputError, match=r"topk = -1.0: must be a finite number of ns"):
         with_overrides(base, {"schedule.host_ns_per_element": {"topk": -1.0}})
@@ -651,3 +658,18 @@ def test_fabric_topk_on_a_small_vit_adds_its_cycles_and_keeps_the_rest(small):
     assert fab["cycles"] == host["cycles"] + want == fab["serial_cycles"]
     assert fab["schedule"]["topk"] == "fabric" and fab["schedule"]["topk_cycles"] == want
     assert [r["cycles"] for r in fab.layers] == [r["cycles"] for r in host.layers]
+
+
+def test_none_mode_host_top_k_by_hand():
+    """Skip mode none under handoffs dram with the top-k on the host: the driver top-k's the dense IP's
+    input (topk_int, no scheduling) in the array's thread, charged topk_dense ns per element; with
+    schedule.topk fabric the vector unit's dense variant instead (no emit pass): _act_case's layers in
+    `none` (ln 348 cycles, K 32, 4 tokens; lin reads 4 x 32 int8)."""
+    r = _act_case("none", **{"compute.skip_mode": "none", "schedule.host_ns_per_element": {"topk_dense": 10.0}})
+    ln, lin = r.layers
+    # 128 elements x 10 ns = 1,280 ns = 320 cycles at 250 MHz, no call overhead
+    assert lin["host_cycles"] == 320 and r["schedule"]["host_cycles"] == 320
+    f = _act_case("none", **{"compute.skip_mode": "none", "schedule.topk": "fabric"})
+    # the dense variant: 4 x (2 x 2 + 128) + 12 = 540 cycles, no emit pass; reads 128 B, writes 128 B
+    assert f.layers[1]["topk_cycles"] == 540 and "host_cycles" not in f.layers[1]
+    assert f["dram_handoff_bytes"] == r["dram_handoff_bytes"] + 256
