@@ -259,13 +259,7 @@ def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: i
         raise FormatError(f"shapes do not chain: x {x.shape} and w {w.shape} must be [M, K] and [N, K]")
     m, k = x.shape
     n = w.shape[0]
-    if pe < 1:
-        raise FormatError(f"PE must be >= 1, got {pe}")
-    b = np.zeros(n, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
-    if b.shape != (n,):
-        raise FormatError(f"bias must have shape ({n},), got {b.shape}")
-    if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
-        raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
+    b = _checked_bias(bias, n, pe)
     nb = _check_gather(simd, banks, ports)
     if skip_mode == "none":
         if x.dtype != np.int8:
@@ -279,6 +273,18 @@ def prepare_layer(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, mult: i
                    shift=int(shift),
                    tok_chunks=tok_chunks, pairs=pairs, weights=pack_weights(w, fmt),
                    bias=b.astype(np.int32), expected=expected, skip_mode=skip_mode)
+
+
+def _checked_bias(bias, n: int, pe: int) -> np.ndarray:
+    """PE >= 1 and the bias as int64 [n] (zeros when None) within the accumulator's range."""
+    if pe < 1:
+        raise FormatError(f"PE must be >= 1, got {pe}")
+    b = np.zeros(n, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    if b.shape != (n,):
+        raise FormatError(f"bias must have shape ({n},), got {b.shape}")
+    if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
+        raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
+    return b
 
 
 def layer_from_stream(tok_chunks: np.ndarray, pairs: np.ndarray, k: int, w: np.ndarray, bias: np.ndarray | None,
@@ -300,13 +306,7 @@ def layer_from_stream(tok_chunks: np.ndarray, pairs: np.ndarray, k: int, w: np.n
     if w.ndim != 2 or w.shape[1] != k:
         raise FormatError(f"weights must be [N, K = {k}], got shape {w.shape}")
     n = w.shape[0]
-    if pe < 1:
-        raise FormatError(f"PE must be >= 1, got {pe}")
-    b = np.zeros(n, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
-    if b.shape != (n,):
-        raise FormatError(f"bias must have shape ({n},), got {b.shape}")
-    if b.size and np.abs(b).max() >= MAX_BIAS_ABS:
-        raise FormatError(f"bias must satisfy |bias| < 2^30 accumulator units, got {int(np.abs(b).max())}")
+    b = _checked_bias(bias, n, pe)
     return IPLayer(pe=pe, simd=simd, banks=nb, ports=int(ports), m=int(tok_chunks.size), k=int(k), n=n, fmt=fmt,
                    mult=int(mult), shift=int(shift), tok_chunks=tok_chunks.astype(np.uint16),
                    pairs=pairs.astype(np.uint32), weights=pack_weights(w, fmt), bias=b.astype(np.int32))
