@@ -66,6 +66,7 @@ from tqdm import tqdm
 from tatvpr_hw.data.vpr import ImageListDataset, VPREvalSet, eval_root
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.io import write_json, write_text
+from tatvpr_hw.integer import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +196,8 @@ def pixel_descriptors(dataset: ImageListDataset, side_px: int = 16) -> np.ndarra
     for p in dataset.paths:
         a = np.asarray(load_rgb(p).resize((side_px, side_px), Image.BILINEAR), np.float32).ravel()
         a = (a - a.mean()) / (a.std() + 1e-6)
-        rows.append(a / (np.linalg.norm(a) + 1e-12))
-    return np.stack(rows)
+        rows.append(a)
+    return l2_normalize(np.stack(rows)).astype(np.float32)
 
 
 def pixel_baseline(eval_set: VPREvalSet, ns: Sequence[int] = (1, 5, 10), side_px: int = 16) -> dict[int, float]:
