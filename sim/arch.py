@@ -302,6 +302,16 @@ class ScheduleSpec(_Strict):
     # handoffs: dram, the host (ARM) steps between the IPs (docs/engine.md section 5a), ns per element on
     # the ARM: x86 numpy rates of benchmarks/bench_host_steps.py x 4 (Cortex-A53 estimate, see HOST_STEP_NS)
     host_ns_per_element: dict[str, float] = Field(default_factory=lambda: dict(HOST_STEP_NS))
+    # how a block's attention runs (docs/engine.md section 5a): split = QK^T, softmax and P.V as three ops
+    # (the int8 IP, the vector IP, the int8 IP) with the scores and probabilities handed over; fused = one
+    # call of the int8 IP's attention mode (hls/src/tatvpr_attention.cpp): per head K and V on chip, per
+    # block of attention_rows query rows S = Q K^T, the rows' maxima as S drains, the softmax on the IP's
+    # own softmax lanes (vector_unit.lanes of them), P.V; only Q, K, V in and the output out cross DDR
+    attention: Literal["split", "fused"] = Field("split", description="attention as three ops (split) or one "
+                                                 "fused int8-IP call by blocks of query rows (fused; needs "
+                                                 "overlap: pipelined)")
+    attention_rows: int = Field(32, ge=1, le=4096, description="query rows per block of the fused attention "
+                                "(sizes its score / probability rows)")
 
     @field_validator("host_ns_per_element")
     @classmethod
@@ -314,6 +324,16 @@ class ScheduleSpec(_Strict):
             if not (isinstance(v, (int, float)) and 0 <= v <= 1e9 and math.isfinite(v)):
                 raise ValueError(f"{k} = {v!r}: must be a finite number of ns in [0, 1e9]")
         return {k: float(table.get(k, HOST_STEP_NS[k])) for k in HOST_STEP_NS}
+
+    @model_validator(mode="after")
+    def _attention_pipelined(self) -> "ScheduleSpec":
+        """``attention: fused`` is a stage of the attention segment: it needs ``overlap: pipelined`` (under
+        ``none`` each op is its own call and the scores would spill as three ops' outputs)."""
+        if self.attention == "fused" and self.overlap != "pipelined":
+            raise ValueError("schedule.attention = 'fused' needs schedule.overlap = 'pipelined' (the fused IP is "
+                             "the attention segment's stage); allowed: schedule.attention: split, or "
+                             "schedule.overlap: pipelined")
+        return self
 
 
 class ArchSpec(_Strict):

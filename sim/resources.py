@@ -39,6 +39,8 @@ def datapath_resources(arch) -> dict[str, float]:
     c = s.compute
     lanes = c.pe * c.simd
     vec_lanes = s.vector_unit.lanes if s.vector_unit.mode == "fabric" else 0
+    if s.schedule.attention == "fused":  # the int8 IP's softmax lanes (sim.schedule.FusedAttention): a copy
+        vec_lanes += s.vector_unit.lanes
     int8_dsp = math.ceil(s.int8_unit.rows * s.int8_unit.cols / s.int8_unit.macs_per_dsp)
     decoders = math.ceil(arch.dram_bytes_per_cycle) if c.weight_format == "ternary1.6" else 0
     lut = (lanes * (r.lut_per_lane.value + r.lut_per_lane_skip[c.skip_mode].value)

@@ -293,6 +293,95 @@ class TopkFabric:
         return op.m * op.k + out
 
 
+@dataclass(frozen=True)
+class FusedAttention:
+    """``schedule.attention: fused`` (docs/engine.md section 5a): a block's QK^T, softmax and P.V as one
+    call of the int8 IP's attention mode (``tatvpr_attention``, hls/src/tatvpr_attention.cpp).
+
+    Per head: K_h and V_h on chip (double-buffered: the next head's load overlaps), then the query rows
+    in blocks of ``R = attention_rows`` (``R_b`` rows in block b, the last one shorter):
+
+    - ``qk_b = ceil(R_b / rows) * ceil(T / cols) * dh`` int8-unit cycles (S = Q_b K^T; the rows' maxima
+      taken as S drains, no extra cycles);
+    - ``sm_b = ceil(R_b * ceil(T / lanes) * cpe) + R_b * row_op`` softmax cycles (the vector unit's two
+      passes and 33 reciprocal steps a row, on the IP's own softmax lanes);
+    - ``pv_b = ceil(R_b / rows) * ceil(dh / cols) * T`` int8-unit cycles (O_b = P_b V, requantised).
+
+    Blocks flow through three stages, QK^T -> softmax -> P.V, with ping-pong score and probability
+    rows: in slot ``s`` (``0 .. nb + 1``) the int8 unit runs QK^T of block ``s`` and P.V of block
+    ``s - 2`` one after the other while the softmax lanes run block ``s - 1``, so a head takes
+    ``sum_s max(qk_s + pv_(s-2), sm_(s-1))`` (absent terms 0); one block (``R >= T``) is QK^T + softmax
+    + P.V in sequence. The call: ``heads x`` that ``+ 2 x int8 pipeline + vector pipeline`` (the three
+    split ops' fills), :meth:`cycles`. The int8 unit's counted cycles are ``heads x sum_b (qk_b + pv_b)``
+    (the split ops' when ``R`` is a multiple of ``rows`` or ``R >= T``), the softmax lanes' ``heads x
+    sum_b sm_b``."""
+
+    rows_per_block: int
+    rows: int
+    cols: int
+    lanes: int
+    cycles_per_element: float
+    row_op_cycles: int
+    int8_pipeline_cycles: int
+    vector_pipeline_cycles: int
+
+    @classmethod
+    def of(cls, arch) -> "FusedAttention":
+        u, v = arch.spec.int8_unit, arch.spec.vector_unit
+        return cls(arch.spec.schedule.attention_rows, u.rows, u.cols, v.lanes, v.cycles_per_element["softmax"],
+                   v.row_op_cycles["softmax"], u.pipeline_cycles, v.pipeline_cycles)
+
+    def blocks(self, tokens: int, head_dim: int) -> list[tuple[int, int, int]]:
+        """``[(qk_b, sm_b, pv_b)]`` of one head's blocks (class doc)."""
+        out = []
+        for r0 in range(0, tokens, self.rows_per_block):
+            rb = min(self.rows_per_block, tokens - r0)
+            tiles = -(-rb // self.rows)
+            qk = tiles * -(-tokens // self.cols) * head_dim
+            sm = math.ceil(rb * -(-tokens // self.lanes) * self.cycles_per_element - 1e-9) + rb * self.row_op_cycles
+            pv = tiles * -(-head_dim // self.cols) * tokens
+            out.append((qk, sm, pv))
+        return out
+
+    def head_cycles(self, tokens: int, head_dim: int) -> int:
+        """One head through the three-stage block pipeline (class doc)."""
+        b = self.blocks(tokens, head_dim)
+        total = 0
+        for s in range(len(b) + 2):
+            i8 = (b[s][0] if s < len(b) else 0) + (b[s - 2][2] if s >= 2 else 0)
+            vec = b[s - 1][1] if 1 <= s <= len(b) else 0
+            total += max(i8, vec)
+        return total
+
+    def cycles(self, heads: int, tokens: int, head_dim: int) -> int:
+        """The fused call's cycles: ``heads x head_cycles + 2 x int8 pipeline + vector pipeline``."""
+        return heads * self.head_cycles(tokens, head_dim) + 2 * self.int8_pipeline_cycles + self.vector_pipeline_cycles
+
+    def unit_cycles(self, heads: int, tokens: int, head_dim: int) -> dict[str, int]:
+        """Counted cycles per datapath (the C-simulation's counters plus the pipelines): ``int8_unit``
+        (QK^T + P.V) and ``softmax`` (the IP's softmax lanes)."""
+        b = self.blocks(tokens, head_dim)
+        return {"int8_unit": heads * sum(q + p for q, _, p in b) + 2 * self.int8_pipeline_cycles,
+                "softmax": heads * sum(m for _, m, _ in b) + self.vector_pipeline_cycles}
+
+
+def fused_triples(ops, segs: list[dict]) -> dict[int, tuple[int, int, int]]:
+    """Under ``attention: fused``: per attention segment starting at a qkv projection, the op indices of
+    its QK^T (an int8-unit op without weights), softmax and P.V (the next int8-unit op without weights)
+    when they follow each other: ``{qk: (qk, softmax, pv)}``."""
+    out = {}
+    for sg in segs:
+        if sg["kind"] != "attention" or not isinstance(ops[sg["first"]], TernaryLinearOp):
+            continue
+        for i in range(sg["first"] + 1, sg["last"] - 1):
+            a, b, c = ops[i], ops[i + 1], ops[i + 2]
+            if (isinstance(a, DenseOp) and not a.weights and isinstance(b, VectorOp) and b.kind == "softmax"
+                    and isinstance(c, DenseOp) and not c.weights and c.k == a.m and c.batch == a.batch):
+                out[i] = (i, i + 1, i + 2)
+                break
+    return out
+
+
 def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True,
                dense: bool = False) -> list[list[tuple[str, int]]]:
     """The driver's numpy steps on the ARM before each op's IP call under ``handoffs: dram``
@@ -332,7 +421,8 @@ def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True,
 def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: float | None = None, *,
                  max_dim: int | None = None, source: str = "arch", handoffs: str = "onchip",
                  act_simd: int | None = None, host: HostCost | None = None,
-                 overlap: str = "pipelined", topk: TopkFabric | None = None) -> tuple[int, list[dict]]:
+                 overlap: str = "pipelined", topk: TopkFabric | None = None,
+                 fused: FusedAttention | None = None) -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
     ``serial_cycles`` (its ops in sequence, host steps included), ``dram_cycles`` (the shared port's,
     total), ``handoff_dram_bytes``, ``host_cycles``, ``busy_cycles_by_unit``, ``critical`` (the unit,
@@ -350,7 +440,11 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     stage of its own before the linear's in the linear's segment, or, for the first op of an attention
     segment (qkv), once before the segment, not overlapped; under ``handoffs: dram`` with its DRAM bytes
     (:meth:`TopkFabric.dram_bytes`, in the linear's ``op_handoff_bytes``), and no ``topk`` host step.
-    Per op ``op_topk_cycles``."""
+    Per op ``op_topk_cycles``.
+    ``fused`` (``schedule.attention: fused``, :class:`FusedAttention`): in each attention segment the QK^T,
+    softmax and P.V (:func:`fused_triples`) are one int8-unit stage of :meth:`FusedAttention.cycles`, with no
+    host steps and, under ``handoffs: dram``, only Q, K, V read (the qkv output, once) and the output written;
+    the segment's ``fused_attention`` holds its cycles and per-datapath counts."""
     if overlap == "none":
         segs = [{"kind": "single", "first": i, "last": i, "tiles": 1} for i in range(len(ops))]
     else:
@@ -365,6 +459,14 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     tk = [topk.cycles(op, records[i]) if topk is not None and isinstance(op, TernaryLinearOp) else 0
           for i, op in enumerate(ops)]
     tk_bytes = [topk.dram_bytes(op, records[i]) if dram_mode and tk[i] else 0 for i, op in enumerate(ops)]
+    trip = fused_triples(ops, segs) if fused is not None else {}
+    in_fused = {j: qk for qk, t3 in trip.items() for j in t3}
+    for qk, (_, sm, pv) in trip.items():  # schedule.attention: fused, one IP call
+        if dram_mode:
+            moved[qk] = _out_bytes(ops[qk - 1], ops[qk])  # Q, K, V (the qkv output) read once
+            moved[sm] = 0  # no scores, no probabilities through DDR
+            moved[pv] = _out_bytes(ops[pv], ops[pv + 1] if pv + 1 < len(ops) else None)  # the output written
+        hosted[qk] = hosted[sm] = hosted[pv] = 0  # no widen, no row_max
 
     def port(nbytes):
         return transfer_cycles(nbytes, bytes_per_cycle) if nbytes and bytes_per_cycle else 0
@@ -376,8 +478,19 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
         s["op_host_cycles"] = [hosted[i] for i in idx]
         s["host_cycles"] = sum(hosted[i] for i in idx)
         s["op_topk_cycles"] = [tk[i] for i in idx]
-        stages, pre, pre_dram = [], 0, 0
+        stages, pre, pre_dram, serial_extra = [], 0, 0, 0
         for i in idx:
+            if i in in_fused:
+                if i == in_fused[i]:  # the fused call: one int8-unit stage for QK^T, softmax, P.V
+                    a, t3 = ops[i], trip[i]
+                    c = fused.cycles(a.batch, a.m, a.k)
+                    d = sum(dram_cycles(records[j], bytes_per_cycle) for j in t3) + port(sum(moved[j] for j in t3))
+                    stages.append(("int8_unit", c, d, 0))
+                    serial_extra += sum(records[j]["cycles"] for j in t3) - c
+                    s.setdefault("fused_attention", []).append(
+                        {"ops": [records[j]["name"] for j in t3], "cycles": c,
+                         **{f"{k}_cycles": v for k, v in fused.unit_cycles(a.batch, a.m, a.k).items()}})
+                continue
             if tk[i]:  # the fabric top-k of op i's input: a vector-unit stage before it
                 if s["kind"] == "attention" and i == s["first"]:  # qkv: once, before the segment
                     pre += max(tk[i], port(tk_bytes[i]))
@@ -391,7 +504,8 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
             busy["vector_unit"] = busy.get("vector_unit", 0) + sum(tk[i] for i in idx if i == s["first"])
             dram += pre_dram
         s["cycles"] = pre + pipeline_cycles(stages, s["tiles"])
-        s["serial_cycles"] = sum(st[1] for st in stages) + sum(tk[i] for i in idx if i == s["first"] and pre)
+        s["serial_cycles"] = (sum(st[1] for st in stages) + sum(tk[i] for i in idx if i == s["first"] and pre)
+                              + serial_extra)
         s["dram_cycles"] = dram
         s["busy_cycles_by_unit"] = busy
         s["critical"] = critical_resource(stages, s["tiles"])
@@ -564,8 +678,9 @@ def pipeline_buffers(arch) -> list[dict]:
     from sim.engine import index_bits
 
     s = arch.spec.schedule
+    fused = attention_buffers(arch) if s.attention == "fused" else []
     if s.overlap == "none" or s.handoffs == "dram":
-        return []
+        return fused
     c, u, v = arch.spec.compute, arch.spec.int8_unit, arch.spec.vector_unit
     has_uram = arch.board.resources.uram > 0
     prefer = s.buffer_memory == "uram"
@@ -574,7 +689,7 @@ def pipeline_buffers(arch) -> list[dict]:
     in_bits = 8 + (index_bits(kmax) if c.skip_mode in ("act", "both") else 0)
     lanes = v.lanes if v.mode == "fabric" else 8
     a2v = max(lanes, -(-c.pe // -(-s.max_dim // c.simd)))
-    out = []
+    out = list(fused)
     for name, (d, hidden) in (("pipe_a2v", ("a2v", False)), ("pipe_a2v_hidden", ("a2v", True)),
                               ("pipe_v2a", ("v2a", False)), ("pipe_v2a_hidden", ("v2a", True))):
         ch = kmax if hidden else s.max_dim
@@ -584,10 +699,47 @@ def pipeline_buffers(arch) -> list[dict]:
     out.append(_entry("pipe_v2v", banks=VECTOR_EDGES, ports=1, replicas=1, halves=2, width=16 * lanes,
                       depth=math.ceil(mp * s.max_dim / lanes), prefer_uram=prefer, board_has_uram=has_uram))
     w = max(u.rows, lanes)
-    out.append(_entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=32 * w,
-                      depth=math.ceil(s.max_tokens * s.max_tokens / w), prefer_uram=prefer, board_has_uram=has_uram))
+    if s.attention != "fused":  # fused: the attention IP's own score rows (attention_buffers) instead
+        out.append(_entry("pipe_scores", banks=1, ports=1, replicas=1, halves=3, width=32 * w,
+                          depth=math.ceil(s.max_tokens * s.max_tokens / w), prefer_uram=prefer,
+                          board_has_uram=has_uram))
     w = max(u.rows, u.cols)
     out.append(_entry("pipe_heads", banks=1, ports=2, replicas=1, halves=3, width=8 * w,
                       depth=math.ceil(s.max_tokens * 3 * s.max_head_dim / w), prefer_uram=prefer,
                       board_has_uram=has_uram))
+    return out
+
+
+def attention_buffers(arch) -> list[dict]:
+    """The on-chip buffers of ``schedule.attention: fused`` (:class:`FusedAttention`), under any
+    ``handoffs`` (docs/engine.md section 5a), by sim.buffers' block rule:
+
+    - ``attn_k``, ``attn_v``: one head's K and V, ``max_tokens x max_head_dim`` int8 each, two halves
+      (the next head's loads overlap this head's blocks), ``cols`` int8 a word (QK^T reads ``cols`` of
+      K^T's columns a cycle, P.V ``cols`` of V's);
+    - ``attn_q``: the block's Q rows, ``attention_rows x max_head_dim`` int8, two halves, ``rows`` int8 a
+      word (the array reads one per row a cycle);
+    - ``attn_scores``: the block's ``attention_rows x max_tokens`` int32 scores, ping-pong (QK^T of block
+      b + 1 writes one while the softmax reads block b's), ``max(rows, lanes)`` int32 a word;
+    - ``attn_probs``: the uint8 probabilities, same shape, ping-pong (the softmax writes block b's while
+      P.V reads block b - 1's), ``max(rows, lanes)`` uint8 a word.
+
+    K, V and Q follow ``schedule.buffer_memory``; the score and probability rows are shallow (``R x T /
+    word`` deep) and go to BRAM."""
+    from sim.buffers import _entry  # sim.buffers owns the block rule
+
+    s = arch.spec.schedule
+    u, v = arch.spec.int8_unit, arch.spec.vector_unit
+    has_uram = arch.board.resources.uram > 0
+    prefer = s.buffer_memory == "uram"
+    r = s.attention_rows
+    w = max(u.rows, v.lanes)
+    out = [_entry(name, banks=1, ports=1, replicas=1, halves=2, width=8 * u.cols,
+                  depth=math.ceil(s.max_tokens * s.max_head_dim / u.cols), prefer_uram=prefer, board_has_uram=has_uram)
+           for name in ("attn_k", "attn_v")]
+    out.append(_entry("attn_q", banks=1, ports=1, replicas=1, halves=2, width=8 * u.rows,
+                      depth=math.ceil(r * s.max_head_dim / u.rows), prefer_uram=prefer, board_has_uram=has_uram))
+    for name, bits in (("attn_scores", 32), ("attn_probs", 8)):
+        out.append(_entry(name, banks=1, ports=1, replicas=1, halves=2, width=bits * w,
+                          depth=math.ceil(r * s.max_tokens / w), prefer_uram=False, board_has_uram=has_uram))
     return out

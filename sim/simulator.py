@@ -15,7 +15,7 @@ from sim.energy import COMPONENTS, DRAM_COUNTS, energy_pj
 from sim.engine import dense_op, ternary_layer, vector_op
 from sim.errors import SimInputError
 from sim.resources import estimate_resources
-from sim.schedule import HostCost, TopkFabric, charge_topk, op_classes, piped_outputs, query_cycles, schedule_summary
+from sim.schedule import FusedAttention, HostCost, TopkFabric, charge_topk, op_classes, piped_outputs, query_cycles, schedule_summary
 from sim.trace import DenseOp, TernaryLinearOp, Trace, VectorOp
 
 UNITS = ("ternary_array", "int8_unit", "vector_unit")
@@ -126,7 +126,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
                                     max_dim=sched.max_dim, source=arch.source, handoffs=sched.handoffs,
                                     act_simd=c.simd if c.skip_mode == "act" else None, host=HostCost.of(arch),
                                     overlap=sched.overlap,
-                                    topk=TopkFabric.of(arch) if sched.topk == "fabric" else None)
+                                    topk=TopkFabric.of(arch) if sched.topk == "fabric" else None,
+                                    fused=FusedAttention.of(arch) if sched.attention == "fused" else None)
         # handoffs: dram: each op's hand-off bytes (DRAM energy, dram_bytes) and host steps (time only:
         # the processing system is outside the power scope)
         pj_per_bit = arch.energy.dram_pj_per_bit.value
