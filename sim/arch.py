@@ -294,11 +294,13 @@ class ScheduleSpec(_Strict):
                                                 "each other: the pipeline buffers, or DRAM (no pipeline buffers; "
                                                 "every hand-off byte written and read through the DRAM port)")
     # where a ternary linear's input is top-k'd and bank-scheduled (docs/engine.md sections 5, 5a, 9):
-    # host = the driver's numpy on the ARM (a host step under handoffs: dram; under onchip not charged:
-    # a compress unit assumed to keep pace), fabric = the vector unit's tatvpr_topk_schedule, charged
-    # as vector-unit work (sim.engine.vector_topk_cycles) under every handoffs / overlap
-    topk: Literal["host", "fabric"] = Field("host", description="top-k + bank scheduling of a ternary "
-                                            "linear's input: host (driver numpy) or fabric (the vector unit)")
+    # fabric (default) = the vector unit's tatvpr_topk_schedule, charged as vector-unit work
+    # (sim.engine.vector_topk_cycles) under every handoffs / overlap; host = the driver's numpy on the
+    # ARM, a host step (HOST_STEP_NS topk / topk_dense), only with handoffs: dram: with on-chip
+    # hand-offs the activations never reach the ARM (see _topk_reachable)
+    topk: Literal["host", "fabric"] = Field("fabric", description="top-k + bank scheduling of a ternary "
+                                            "linear's input: fabric (the vector unit) or host (driver numpy "
+                                            "on the ARM; needs handoffs: dram)")
     # handoffs: dram, the host (ARM) steps between the IPs (docs/engine.md section 5a), ns per element on
     # the ARM: x86 numpy rates of benchmarks/bench_host_steps.py x 4 (Cortex-A53 estimate, see HOST_STEP_NS)
     host_ns_per_element: dict[str, float] = Field(default_factory=lambda: dict(HOST_STEP_NS))
@@ -333,6 +335,17 @@ class ScheduleSpec(_Strict):
             raise ValueError("schedule.attention = 'fused' needs schedule.overlap = 'pipelined' (the fused IP is "
                              "the attention segment's stage); allowed: schedule.attention: split, or "
                              "schedule.overlap: pipelined")
+        return self
+
+    @model_validator(mode="after")
+    def _topk_reachable(self) -> "ScheduleSpec":
+        """``topk: host`` needs ``handoffs: dram``: the ARM only sees the activations the ops hand each
+        other through DDR. With ``handoffs: onchip`` (under any ``overlap``: ``none`` + ``onchip`` is the
+        all-on-chip machine) nothing would do the top-k, so it would be simulated for free."""
+        if self.topk == "host" and self.handoffs == "onchip":
+            raise ValueError("schedule.topk = 'host' needs schedule.handoffs = 'dram' (the host, the ARM, only "
+                             "sees activations handed off through DRAM; with handoffs 'onchip' the top-k is on "
+                             "the fabric); allowed: schedule.topk: fabric, or schedule.handoffs: dram")
         return self
 
 

@@ -37,14 +37,16 @@ of the ops' cycles (no gain).
 ``handoffs: dram`` (the machine the bitstream's IPs and the host's threaded issue build): the ops hand
 their outputs over through DRAM (:func:`handoff_bytes`; a ternary linear's input in ``act`` as the
 bank-scheduled act stream its IP reads), and the driver's numpy steps between the IPs run on the ARM
-(:func:`host_steps`: the top-k and bank scheduling of a ternary linear's input, the softmax's row
-maxima, the int8 unit's operand copies), each in the thread of the unit whose IP call it prepares:
-they lengthen that op's stage (``c_i + h_i``) and occupy the ``host`` as one more unit (``W_host =
+(:func:`host_steps`: the top-k and bank scheduling of a ternary linear's input when ``schedule.topk``
+is ``host``, the softmax's row maxima, the int8 unit's operand copies), each in the thread of the unit
+whose IP call it prepares: they lengthen that op's stage (``c_i + h_i``) and occupy the ``host`` as one more unit (``W_host =
 sum_i h_i / n``: the threads share one Python interpreter).
 
-``schedule.topk: fabric`` (:class:`TopkFabric`): the top-k and bank scheduling of each ternary linear's
-input run on the vector unit (``tatvpr_topk_schedule``) instead of the host: one more vector-unit stage
-before the linear's, in the linear's segment (tile by tile in a row segment); the qkv projection's stream
+``schedule.topk: fabric`` (the default, :class:`TopkFabric`): the top-k and bank scheduling of each ternary
+linear's input run on the vector unit (``tatvpr_topk_schedule``) instead of the host, under every
+``overlap`` and ``handoffs`` (``topk: host`` needs ``handoffs: dram``: with on-chip hand-offs the ARM
+never sees the activations, ``sim.arch.ScheduleSpec``; so every simulated top-k is charged): one more
+vector-unit stage before the linear's, in the linear's segment (tile by tile in a row segment); the qkv projection's stream
 is made once, before its attention segment (qkv's first fold reads every token). Under ``handoffs: dram``
 the stage reads ``M x K`` int8 and writes the stream through the DRAM port; there is no ``topk`` host step.
 """

@@ -185,8 +185,11 @@ def test_paper_cut_and_issue_equal_the_simulator():
             assert charge - 1 < ms <= charge, seg
         total += charge
     # the trunk's segments are all of the query but the final LayerNorm, which the simulator pipelines
-    # with the last row segment (so it adds less than its own cycles)
-    assert total < res["cycles"] < total + recs[-1]["cycles"]
+    # with the last row segment (so it adds less than its own cycles), and each ternary linear's top-k
+    # on the vector unit (schedule.topk fabric, the default; a stage of its segment the host's issue here
+    # leaves out), which adds at most its own cycles
+    topk = sum(r.get("topk_cycles", 0) for r in recs)
+    assert topk > 0 and total < res["cycles"] < total + recs[-1]["cycles"] + topk
 
 
 def test_two_copies_of_the_heads_buffer_starve_the_int8_unit():

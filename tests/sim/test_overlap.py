@@ -178,11 +178,15 @@ def small():
 def test_none_is_the_sum_and_pipelined_is_bounded(small):
     tr, base = small
     none = simulate(base, tr)
-    assert none["overlap"] == "none"
-    assert none["cycles"] == sum(r["cycles"] for r in none.layers) == none["serial_cycles"]
+    assert none["overlap"] == "none" and none["schedule"]["topk"] == "fabric"  # the default: top-k on the vector unit
+
+    def serial(r):  # every op's cycles + each ternary linear's top-k on the vector unit
+        return sum(x["cycles"] + x.get("topk_cycles", 0) for x in r.layers)
+
+    assert none["cycles"] == serial(none) == none["serial_cycles"] > sum(r["cycles"] for r in none.layers)
     pip = simulate(with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4}), tr)
     busy = pip["cycles_by_unit"]
-    assert max(busy.values()) <= pip["cycles"] < pip["serial_cycles"] == sum(r["cycles"] for r in pip.layers)
+    assert max(busy.values()) <= pip["cycles"] < pip["serial_cycles"] == serial(pip)
     assert pip["queries_per_s"] > none["queries_per_s"]
 
 
@@ -322,7 +326,7 @@ def _port_case(overlap: str):
         "compute.pe": 16, "compute.simd": 16, "compute.skip_mode": "none", "compute.weight_format": "ternary2",
         "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
         "vector_unit.mode": "host", "vector_unit.host_call_overhead_us": 0,
-        "vector_unit.host_ns_per_element": {k: 2.0 for k in ("softmax", "layernorm", "gelu", "add", "other")},
+        "vector_unit.host_ns_per_element": {k: 2.0 for k in ("softmax", "layernorm", "gelu", "add", "other", "topk")},
         "schedule.overlap": overlap, "schedule.tile_tokens": 4})
     return simulate(arch, tr)
 
@@ -333,19 +337,21 @@ def test_shared_port_in_the_simulator_by_hand():
     #   8 steps, each X = 16 x 64 x 2 bit / 8 = 256 B / 4 = 64 cycles, C = 4 tokens x ceil(64/16) = 16:
     #   64 + 7 x max(16, 64) + 16 + fill (log2 16 + 2 = 6) = 534 cycles; port 8 x 256 B = 512 cycles.
     # add (host): 512 elements x 2 ns = 1024 ns = 256 cycles; it reads and writes 2 x 512 B = 256 port cycles.
-    # segment: first tile (534 + 256) / 2 = 395, then one period max(array 267, host 128, port 384) = 384:
-    #   779 cycles. Each unit with the port alone: 395 + 267 = 662. These ops in sequence: 534 + 256 = 790.
+    # lin's top-k (schedule.topk fabric, the default) on this host-mode vector unit: 8 x 64 = 512 elements
+    #   x 2 ns = 256 cycles, no port bytes on chip: a vector-unit stage before lin, tile by tile.
+    # segment: first tile (256 + 534 + 256) / 2 = 523, then one period max(array 267, vector (256 + 256) / 2
+    #   = 256, port 384) = 384: 907 cycles. These ops in sequence: 256 + 534 + 256 = 1046.
     pip = _port_case("pipelined")
     lin, add = pip.layers
-    assert (lin["cycles"], lin["counts"]["dram_weight_bits"]) == (534, 2048 * 8)
+    assert (lin["cycles"], lin["counts"]["dram_weight_bits"], lin["topk_cycles"]) == (534, 2048 * 8, 256)
     assert (add["cycles"], add["counts"]["dram_act_bits"]) == (256, 1024 * 8)
-    assert pip["cycles"] == 779
+    assert pip["cycles"] == 907
     s = pip["schedule"]
-    assert (s["dram_cycles"], s["critical"], s["serial_cycles"], s["saved_cycles"]) == (768, "dram", 790, 11)
-    assert s["cycles_by_critical"]["dram"] == 779 and s["segments_by_critical"]["dram"] == 1
+    assert (s["dram_cycles"], s["critical"], s["serial_cycles"], s["saved_cycles"]) == (768, "dram", 1046, 139)
+    assert s["cycles_by_critical"]["dram"] == 907 and s["segments_by_critical"]["dram"] == 1
     # in sequence the array is not tiled: one block of 8 tokens, each fold's weights once,
-    # 64 + 3 x max(8 x 4, 64) + 32 + 6 = 294, + 256: 550. This point is faster without overlap.
-    assert _port_case("none")["cycles"] == 294 + 256
+    # 64 + 3 x max(8 x 4, 64) + 32 + 6 = 294, + the top-k 256 + the add 256: 806. Faster without overlap.
+    assert _port_case("none")["cycles"] == 256 + 294 + 256
 
 
 def test_int8_linear_with_weights_runs_alone():
@@ -362,8 +368,10 @@ def test_schedule_summary_explains_the_rate(small):
     s, n = pip["schedule"], none["schedule"]
     assert (s["overlap"], s["tile_tokens"], n["overlap"], n["tile_tokens"]) == ("pipelined", 4, "none", None)
     # busy cycles are the records' sums; saved = in sequence - pipelined
+    # (the vector unit's: its ops and every ternary linear's top-k, schedule.topk fabric)
     for u in ("ternary_array", "int8_unit", "vector_unit"):
-        assert s["busy_cycles_by_unit"][u] == sum(r["cycles"] for r in pip.layers if r["unit"] == u)
+        topk = sum(r.get("topk_cycles", 0) for r in pip.layers) if u == "vector_unit" else 0
+        assert s["busy_cycles_by_unit"][u] == sum(r["cycles"] for r in pip.layers if r["unit"] == u) + topk
     assert s["saved_cycles"] == s["serial_cycles"] - pip["cycles"] > 0 and n["saved_cycles"] == 0
     # every segment's cycles go to what bound it; together they are the query
     assert sum(s["cycles_by_critical"].values()) == pip["cycles"]
@@ -411,20 +419,25 @@ def test_handoffs_through_dram_by_hand():
         "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
         "vector_unit.lanes": 16, "vector_unit.pipeline_cycles": 8,
         "vector_unit.cycles_per_element": {k: 1.0 for k in ("softmax", "layernorm", "gelu", "add", "other")},
-        "schedule.overlap": "pipelined", "schedule.tile_tokens": 4,
-        # the hand-offs alone: the host's top-k of lin's input (topk_dense, skip mode none) costs nothing here
-        "schedule.host_ns_per_element": {"topk_dense": 0.0}, "vector_unit.host_call_overhead_us": 0.0})
+        "schedule.overlap": "pipelined", "schedule.tile_tokens": 4, "vector_unit.host_call_overhead_us": 0.0})
+    # lin's input is top-k'd on the vector unit (schedule.topk fabric, the default; skip mode none: the
+    # dense variant, no emit pass): 8 rows x ceil(64 / 16) = 32 lane groups x 2 cycles (topk's default
+    # cycles_per_element, untouched above) + 8 x 128 scan steps + 8 pipeline = 1096 cycles, a vector-unit
+    # stage before lin, tile by tile
     on = simulate(base, tr)
-    # on chip: first tile (534 + 40) / 2 = 287, one period of the array's 267: 554
-    assert [r["cycles"] for r in on.layers] == [534, 40] and on["cycles"] == 554
+    assert [r["cycles"] for r in on.layers] == [534, 40] and on.layers[0]["topk_cycles"] == 1096
+    # on chip: first tile (1096 + 534 + 40) / 2 = 835, one period of the vector unit's (1096 + 40) / 2 = 568
+    # (array 267, port 256): 1403
+    assert on["cycles"] == 1403 and on["schedule"]["critical"] == "vector_unit"
     off = simulate(with_overrides(base, {"schedule.handoffs": "dram"}), tr)
-    # through DRAM: lin writes its 512 B (128 port cycles), the add reads them and the int16 residual
-    # stream (2 x 512 B): 1536 B, 384 cycles. lin holds the port 512 + 128 = 640 > its 534 cycles, the
-    # add 384 > its 40: first tile (640 + 384) / 2 = 512, then one period of the port's 1024 / 2 = 512:
-    # 1024 cycles
-    assert off["cycles"] == 1024
+    # through DRAM: the top-k reads lin's 512 B input and writes 512 B (256 port cycles); lin writes its
+    # 512 B (128 port cycles), the add reads them and the int16 residual stream (2 x 512 B): 1536 B, 384
+    # cycles. Per stage max(cycles, port): top-k 1096, lin 512 + 128 = 640 > 534, add 384 > 40: first tile
+    # (1096 + 640 + 384) / 2 = 1060, then one period of the port's (256 + 640 + 384) / 2 = 640 (vector
+    # unit 568): 1700 cycles
+    assert off["cycles"] == 1700
     s = off["schedule"]
-    assert (s["handoffs"], s["handoff_dram_bytes"], s["dram_cycles"], s["critical"]) == ("dram", 2048, 1024, "dram")
+    assert (s["handoffs"], s["handoff_dram_bytes"], s["dram_cycles"], s["critical"]) == ("dram", 2048 + 1024, 1280, "dram")
     assert on["schedule"]["handoff_dram_bytes"] == 0 and on["schedule"]["handoffs"] == "onchip"
 
 
@@ -442,10 +455,16 @@ def test_handoff_bytes_of_the_paper_query_by_hand():
     arch = with_overrides(load_arch(ROOT / "sim" / "arch" / "kv260.yaml"), {
         "compute.pe": 64, "compute.simd": 64, "compute.skip_mode": "none", "clock_mhz": 400,
         "int8_unit.rows": 32, "int8_unit.cols": 32, "buffers.weights_kb": 192, "buffers.outputs_kb": 256,
-        "schedule.overlap": "pipelined", "schedule.tile_tokens": 32, "schedule.handoffs": "dram"})
+        "schedule.overlap": "pipelined", "schedule.tile_tokens": 32, "schedule.handoffs": "dram",
+        "schedule.topk": "host"})  # the hand-offs between the ops alone: the top-k on the ARM moves no bytes
     r = simulate(arch, tr)
     assert not any(x["spill_cycles"] for x in r.layers)
     assert r["schedule"]["handoff_dram_bytes"] == want == 225_771_936
+    # schedule.topk fabric: the vector unit reads each ternary linear's M x K int8 input and writes it back
+    # top-k'd (`none`: dense int8, M x K), 2 x 257 x (3 x 768 + 3072) = 2,763,264 B a block (qkv, proj, fc1,
+    # fc2; the patch embedding is not a ternary linear of this trace)
+    fab = simulate(with_overrides(arch, {"schedule.topk": "fabric"}), tr)
+    assert fab["schedule"]["handoff_dram_bytes"] == want + 12 * 2 * 257 * (3 * 768 + 3072) == 258_931_104
 
 
 # ------------------------------------- handoffs: dram, the machine the IPs build (issue 15 item 2)
@@ -467,7 +486,7 @@ def _act_case(overlap: str = "pipelined", **extra):
         "clock_mhz": 250, "dram.bandwidth_gb_per_s": 1.0, "dram.efficiency": 1.0, "dram.latency_ns": 0,
         "vector_unit.host_call_overhead_us": 0, "schedule.host_ns_per_element": {"topk": 10.0},
         "schedule.overlap": overlap, "schedule.tile_tokens": 2, "schedule.handoffs": "dram", "schedule.max_dim": 32,
-        **extra})
+        "schedule.topk": "host", **extra})  # the driver's top-k on the ARM unless extra says fabric
     return simulate(arch, tr)
 
 
@@ -527,7 +546,7 @@ def test_act_handoffs_of_a_small_vit_are_the_streams(small):
     # (qkv: once per head), chunks counted from the masks here: 32 lanes, 32 banks (the KV260 point)
     tr, base = small
     arch = with_overrides(base, {"schedule.overlap": "pipelined", "schedule.tile_tokens": 4,
-                                 "schedule.handoffs": "dram"})
+                                 "schedule.handoffs": "dram", "schedule.topk": "host"})
     r = simulate(arch, tr)
     segs = segments(tr.ops, r.layers, 17, 4)
     int8 = sum(handoff_bytes(tr.ops, r.layers, segs, 17))  # the same records, inputs read as int8
@@ -613,7 +632,10 @@ def test_fabric_topk_cycles_bytes_and_energy_by_hand():
     onchip = _act_case("none", **{"schedule.topk": "fabric", "schedule.handoffs": "onchip"})
     assert onchip["cycles"] == 348 + 546 + 45 == onchip["serial_cycles"]
     assert onchip.layers[1]["topk_cycles"] == 546 and onchip["dram_handoff_bytes"] == 0
-    assert _act_case("none", **{"schedule.handoffs": "onchip"})["cycles"] == 348 + 45  # host: not charged
+    # the host's top-k with on-chip hand-offs is no machine (the ARM never sees the activations): refused
+    for overlap in ("none", "pipelined"):
+        with pytest.raises(SimInputError, match=r"schedule.topk = 'host' needs schedule.handoffs = 'dram'"):
+            _act_case(overlap, **{"schedule.handoffs": "onchip"})
 
 
 def test_fabric_topk_of_qkv_is_made_once_before_its_attention_by_hand():
@@ -643,20 +665,23 @@ def test_fabric_topk_of_qkv_is_made_once_before_its_attention_by_hand():
 
 
 def test_fabric_topk_on_a_small_vit_adds_its_cycles_and_keeps_the_rest(small):
-    """overlap none, on chip: the query = the host-mode query + every ternary linear's top-k cycles
-    (sim.engine.vector_topk_cycles on its chunks, counted here from the masks: 32 banks of one lane)."""
+    """overlap none, on chip (the default arch, schedule.topk fabric by default): the query = its ops'
+    cycles + every ternary linear's top-k cycles (sim.engine.vector_topk_cycles on its chunks, counted
+    here from the masks: 32 banks of one lane); the ops' own cycles are those of the top-k on the ARM
+    under hand-offs through DRAM (the top-k is no op of the trace)."""
     from sim.engine import vector_cycles
 
     tr, base = small
-    host = simulate(base, tr)
-    fab = simulate(with_overrides(base, {"schedule.topk": "fabric"}), tr)
+    assert base.spec.schedule.topk == "fabric"
+    fab = simulate(base, tr)
     want = 0
     for op in tr.ops:
         if isinstance(op, TernaryLinearOp):
             want += vector_cycles(op.m * op.k, "topk", base, op.k) + 2 * _chunks_by_hand(op.act_mask, 32)
     assert want == sum(r.get("topk_cycles", 0) for r in fab.layers) > 0
-    assert fab["cycles"] == host["cycles"] + want == fab["serial_cycles"]
+    assert fab["cycles"] == sum(r["cycles"] for r in fab.layers) + want == fab["serial_cycles"]
     assert fab["schedule"]["topk"] == "fabric" and fab["schedule"]["topk_cycles"] == want
+    host = simulate(with_overrides(base, {"schedule.topk": "host", "schedule.handoffs": "dram"}), tr)
     assert [r["cycles"] for r in fab.layers] == [r["cycles"] for r in host.layers]
 
 

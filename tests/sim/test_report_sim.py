@@ -28,12 +28,24 @@ def test_sim_json_and_figures(demo):
     for f in saved["figures"].values():
         assert (run / f).stat().st_size > 1000
     by = {(r["sparsity"], r["skip_mode"]): r for r in saved["rows"]}
-    # skipping at s = 0.5 beats dense; dense mode does not care about activation sparsity much
+    # skipping at s = 0.5 beats dense in the array; dense mode does not care about activation sparsity much
     assert by[(0.5, "act")]["latency_ms"] < by[(0.0, "act")]["latency_ms"]
-    assert by[(0.5, "act")]["energy_mj"] < by[(0.5, "none")]["energy_mj"]
+    assert by[(0.5, "act")]["ternary_array_cycles"] < by[(0.5, "none")]["ternary_array_cycles"]
+    # and in dynamic energy (MACs, weight reads). Not in total energy on this toy model (D = 48): the
+    # top-k on the vector unit (schedule.topk fabric, 128 scan steps a row; `act`'s also emits the act
+    # stream) sets the query's time, so the static energy over it dominates and `act` is a little longer
+
+    def dynamic(r):
+        return sum(v for k, v in r["energy_by_component_mj"].items() if k != "static")
+
+    assert dynamic(by[(0.5, "act")]) < dynamic(by[(0.5, "none")])
     assert [b["arch"] for b in saved["boards"]] == ["kv260", "zcu104", "pynq_z2"]
     assert all("fits" in b or "error" in b for b in saved["boards"])
-    assert saved["headline"]["speedup"] > 1
+    # the headline: dense (s = 0, `none`) against the default mode at s = 0.5; the array gains, the query
+    # on this toy model does not (its time is the vector unit's, the top-k's included: about 0.98 x)
+    h = saved["headline"]
+    assert h["skip_mode"] == "act" and h["speedup"] == pytest.approx(by[(0.0, "none")]["latency_ms"] / by[(0.5, "act")]["latency_ms"])
+    assert by[(0.0, "none")]["ternary_array_cycles"] > by[(0.5, "act")]["ternary_array_cycles"]
 
 
 def test_report_renders_sim_section(demo):
@@ -65,7 +77,11 @@ def test_sim_json_explains_the_overlap(demo):
     segs = pip["schedule"]["segments"]
     assert segs and sum(s["cycles"] for s in segs) == pip["cycles"]
     assert {s["critical"] for s in segs} <= {"ternary_array", "int8_unit", "vector_unit", "dram"}
-    assert saved["schedule"]["overlap"] == "none" and saved["schedule"]["segments"] == []
+    # in sequence every op is a segment of its own (one tile), each ternary linear with its top-k on the
+    # vector unit (schedule.topk fabric, the default) before it
+    segs = saved["schedule"]["segments"]
+    assert saved["schedule"]["overlap"] == "none" and segs and {(s["kind"], s["tiles"]) for s in segs} == {("single", 1)}
+    assert saved["schedule"]["topk"] == "fabric" and saved["schedule"]["topk_cycles"] > 0
 
 
 def test_report_row_counts_the_handoff_bytes():
