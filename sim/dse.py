@@ -12,7 +12,7 @@ A sweep file (YAML, validated; unknown keys are named) says which hardware knobs
       weight_format: [ternary2, ternary1.6]
       skip_mode: [none, act, both]
       buffers.activations_kb: [256, 512]
-      compute.gather.banks: [8, 16]   # a combination where banks x ports does not divide simd is a failed row
+      compute.gather.banks: [8, 16]   # a combination where banks x ports does not divide simd is an invalid row
     sampling: {mode: grid}      # or {mode: random, n: 200, seed: 0}
     select: {metric: edp}       # best point: edp | latency_ms | energy_mj; optional sparsity: s
 
@@ -43,8 +43,15 @@ the driver too (:func:`_start_reaper`).
 A point that does not fit the board (sim.resources: any class over ``max_utilisation``) has
 ``fits`` False and its ``misfit`` column names the class and the buffers using most of it, e.g.
 ``uram: 60 of 64; largest: activations 36 (uram), outputs 24 (uram)``; it is plotted grey and is
-never on the Pareto front or the best point. A point the simulator refuses (e.g. a layer wider
-than the weight buffer's K_max, banks x ports not dividing simd) has its message in ``error``.
+never on the Pareto front or the best point.
+
+A combination of axis values that the hardware description itself rejects (``sim.arch``'s
+validators: banks x ports not dividing simd, ``schedule.topk: host`` with ``schedule.handoffs:
+onchip``) is **invalid**: it is not simulated, its reason is in column ``invalid`` (the rule, without
+the file and overrides) and the sweep counts it apart (``invalid`` / ``invalid_reasons`` in
+``sweep.json`` and :func:`dse_summary`, one log line per reason), not as a failure. A valid point
+the simulator refuses (e.g. a layer wider than the weight buffer's K_max) has its message in
+``error``: a genuine failure, logged as a warning.
 
 Pareto front: among the points that fit the board, per trace (sparsity level: the workloads of
 two traces differ in accuracy, so they are not compared with each other), the points that no
@@ -439,9 +446,30 @@ def _materialise_trace(sha: str, data: bytes | None, path: str, cache_dir: str |
     return traces[sha]
 
 
+def arch_rejects(arch_path: str, overrides: dict) -> str:
+    """Why the hardware description rejects a point's axis values, or ``""`` when
+    ``with_overrides(load_arch(arch_path), overrides)`` validates. The reason is the rule broken
+    (e.g. ``schedule: schedule.topk = 'host' needs schedule.handoffs = 'dram' ...``), without the
+    file and overrides prefix, so equal reasons of different points read the same. An arch file that
+    does not load at all is not a property of the point: its error propagates."""
+    from sim.arch import load_arch, with_overrides
+
+    if arch_path not in _ARCH_CACHE:
+        _ARCH_CACHE[arch_path] = load_arch(arch_path)
+    base = _ARCH_CACHE[arch_path]
+    try:
+        with_overrides(base, overrides)
+    except SimInputError as err:
+        prefix = f"{base.source} (with overrides {overrides}): "
+        return "\n".join(line.removeprefix(prefix) for line in str(err).splitlines()) or "rejected"
+    return ""
+
+
 def _eval_chunk(evaluator: str, arch_path: str, chunk: list[dict],
                 trace_blobs: dict[str, tuple[str, bytes | None]]) -> list[dict]:
-    """Evaluate a list of point jobs in this process; return their table rows."""
+    """Evaluate a list of point jobs in this process; return their table rows. A point whose axis
+    values the arch rejects (:func:`arch_rejects`) is not evaluated: its row has the reason in
+    ``invalid``; a valid point the evaluator refuses has the message in ``error``."""
     fn = resolve_evaluator(evaluator)
     rows = []
     for job in chunk:
@@ -450,10 +478,15 @@ def _eval_chunk(evaluator: str, arch_path: str, chunk: list[dict],
         t0 = time.perf_counter()
         row = {"key": job["key"], "index": job["index"], "trace": job["trace"],
                "sparsity": job["sparsity"], **job["params"]}
-        try:
-            row.update(point_metrics(fn(arch_path, job["overrides"], trace)), error="")
-        except SimInputError as err:  # an invalid combination of knobs: a failed point, not a crash
-            row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, misfit="", error=str(err))
+        why = arch_rejects(arch_path, job["overrides"])
+        if why:  # a combination the hardware description forbids: invalid, not a failure
+            row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, misfit="", error="", invalid=why)
+        else:
+            try:
+                row.update(point_metrics(fn(arch_path, job["overrides"], trace)), error="", invalid="")
+            except SimInputError as err:  # a valid point the simulator refuses: a failed point, not a crash
+                row.update({k: float("nan") for k in METRIC_COLUMNS}, fits=False, misfit="", error=str(err),
+                           invalid="")
         row["sim_s"] = time.perf_counter() - t0
         rows.append(row)
     return rows
@@ -465,7 +498,7 @@ def check_axes(spec: SweepSpec, max_tries: int = 512) -> None:
     A value is tried alone, then (if alone it is invalid) together with the other axes' values
     (up to ``max_tries`` combinations): a value valid only with another axis's value (ports 2
     with banks 16, a bank count that divides some simd of the sweep) is kept; a combination that
-    is invalid becomes a failed row of the table (column ``error``), not a crash.
+    is invalid becomes an invalid row of the table (column ``invalid``, not simulated), not a crash.
     """
     from sim.arch import load_arch, with_overrides
 
@@ -826,9 +859,20 @@ def run_sweep(spec: SweepSpec, trace_paths: Sequence[str | os.PathLike], out_dir
                                "traces": [t.__dict__ for t in traces], "backend": backend,
                                "workers": workers, "points": len(jobs), "finished": int(len(result.table)),
                                "evaluated_this_run": result.evaluated, "skipped": skipped,
+                               "invalid": int((result.table["invalid"] != "").sum()),
+                               "invalid_reasons": invalid_reasons(result.table),
                                "seconds": round(result.seconds, 3), "best": result.best})
     result.files["summary"] = summary_path
     return result
+
+
+def invalid_reasons(df) -> dict[str, int]:
+    """Rows per reason in column ``invalid`` (combinations the arch rejects), most frequent first."""
+    if "invalid" not in df.columns:
+        return {}
+    col = df["invalid"].fillna("").astype(str)
+    counts = col[col != ""].value_counts(sort=True)
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], done: dict[str, dict],
@@ -854,14 +898,18 @@ def finalize(spec: SweepSpec, traces: Sequence[TraceInfo], jobs: list[dict], don
     for col in ("misfit", "critical"):
         if col in df.columns:
             df[col] = df[col].fillna("")
-    if "error" in df.columns:
-        df["error"] = df["error"].fillna("")
-        failed = df[df["error"] != ""]
-        if len(failed) and len(failed) == len(df):
-            raise SimInputError(f"every design point failed; the first: {failed['error'].iloc[0]}")
-        if len(failed):
-            log.warning("%d of %d points failed (column 'error'); the first: %s", len(failed), len(df),
-                        failed["error"].iloc[0])
+    for col in ("error", "invalid"):  # a log written before the column: ""
+        df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
+    failed, invalid = df[df["error"] != ""], df[df["invalid"] != ""]
+    if len(df) and len(failed) + len(invalid) == len(df):
+        first = failed["error"].iloc[0] if len(failed) else f"invalid: {invalid['invalid'].iloc[0]}"
+        raise SimInputError(f"every design point failed or is invalid; the first: {first}")
+    for reason, n in invalid_reasons(df).items():
+        log.info("%d of %d points are invalid (the arch rejects the combination, column 'invalid'; not "
+                 "simulated): %s", n, len(df), reason)
+    if len(failed):
+        log.warning("%d of %d points failed (column 'error'); the first: %s", len(failed), len(df),
+                    failed["error"].iloc[0])
     files: dict[str, Path] = {}
     files["csv"] = _atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
     files["parquet"] = _atomic_write(out / "results.parquet", lambda p: df.to_parquet(p, index=False))
@@ -1011,7 +1059,8 @@ def dse_summary(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike | None 
     folder's parent). Keys: ``format``, ``version``, ``simulated`` (always true),
     ``arch`` (base arch file), ``sweep`` (the sweep file), ``board``, ``axes`` (column ->
     values), ``select`` (metric, sparsity), ``points`` (rows), ``fit`` (rows that fit the
-    board), ``failed`` (rows the simulator rejected), ``per_trace`` (trace, sparsity, points,
+    board), ``failed`` (valid rows the simulator refused), ``invalid`` (rows whose combination the
+    arch rejects, not simulated) and ``invalid_reasons`` (reason -> rows), ``per_trace`` (trace, sparsity, points,
     fit, pareto), ``pareto`` (the Pareto points: trace, sparsity, axis values and
     :data:`PARETO_TABLE_COLUMNS`, sorted by sparsity then latency), ``best`` (best_point.json
     or null), ``plot`` (pareto.png or null), ``table`` / ``sweep_json`` / ``best_point``
@@ -1057,6 +1106,7 @@ def dse_summary(sweep_dir: str | os.PathLike, run_dir: str | os.PathLike | None 
         "board": spec.get("board") or (best or {}).get("board"),
         "axes": axes, "select": spec.get("select"),
         "points": int(len(df)), "fit": int(fits.sum()), "failed": int((err != "").sum()),
+        "invalid": int(sum(invalid_reasons(df).values())), "invalid_reasons": invalid_reasons(df),
         "per_trace": per_trace, "pareto_columns": cols, "pareto": rows, "best": best,
         "plot": _rel(plot, run_dir) if plot.is_file() else None,
         "table": _rel(csv, run_dir),

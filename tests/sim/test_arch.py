@@ -130,3 +130,52 @@ def test_row_op_cycles_defaults_and_bad_values():
                      ({"softmax": 2.5}, "fractional part")):
         with pytest.raises(SimInputError, match=msg):
             with_overrides(kv, {"vector_unit.row_op_cycles": bad})
+
+
+TOPK_NEEDLES = ["schedule.topk = 'host' needs schedule.handoffs = 'dram'", "only sees activations handed off through DRAM",
+                "allowed: schedule.topk: fabric, or schedule.handoffs: dram"]
+
+
+@pytest.mark.parametrize("overlap", ["none", "pipelined"])
+def test_host_topk_needs_dram_handoffs_under_every_overlap(overlap):
+    """With on-chip hand-offs (overlap none + onchip: the all-on-chip machine; pipelined + onchip) the
+    activations never reach the ARM: a top-k on the host would be free work nobody does. The default is
+    the fabric top-k; the host's is accepted with hand-offs through DRAM only."""
+    a = load_arch("kv260")
+    assert (a.spec.schedule.topk, a.spec.schedule.handoffs, a.spec.schedule.overlap) == ("fabric", "onchip", "none")
+    with pytest.raises(SimInputError) as ei:
+        with_overrides(a, {"schedule.overlap": overlap, "schedule.topk": "host"})
+    msg = str(ei.value)
+    assert len(msg.splitlines()) == 1 and all(n in msg for n in TOPK_NEEDLES), msg
+    ok = with_overrides(a, {"schedule.overlap": overlap, "schedule.topk": "host", "schedule.handoffs": "dram"})
+    assert (ok.spec.schedule.topk, ok.spec.schedule.handoffs) == ("host", "dram")
+    for handoffs in ("onchip", "dram"):
+        assert with_overrides(a, {"schedule.overlap": overlap, "schedule.handoffs": handoffs}).spec.schedule.topk == "fabric"
+
+
+@pytest.mark.parametrize("name", ["kv260", "zcu104", "pynq_z2", "kv260_systolic"])
+def test_shipped_archs_charge_their_top_k(name):
+    """Every shipped arch either puts the top-k on the fabric or hands off through DRAM (the rule above)."""
+    s = load_arch(name).spec.schedule
+    assert s.topk == "fabric" or s.handoffs == "dram"
+
+
+def test_host_topk_in_a_file_one_error_line_exit_2(tmp_path, capsys):
+    """An arch file with schedule.topk host and default (on-chip) hand-offs, and --set on the shipped one,
+    through `tatvpr sim`: one `error:` line naming both keys and what is allowed, exit 2."""
+    from sim.trace import synthetic_vit_trace, write_trace
+    from tatvpr_hw.cli import main
+
+    trace = tmp_path / "t.npz"
+    write_trace(trace, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
+    p = _write(tmp_path, lambda d: d.setdefault("schedule", {}).update(topk="host"))
+    for args in (["--arch", str(p)], ["--set", "schedule.topk=host"],
+                 ["--set", "schedule.topk=host", "--set", "schedule.overlap=pipelined"]):
+        assert main(["sim", "--trace", str(trace), *args]) == 2
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+        assert all(n in lines[0] for n in TOPK_NEEDLES), lines[0]
+    assert main(["sim", "--trace", str(trace), "--json", "--set", "schedule.topk=host",
+                 "--set", "schedule.handoffs=dram"]) == 0
+    assert '"topk": "host"' in capsys.readouterr().out

@@ -284,13 +284,15 @@ def test_bad_axis_value_fails_before_the_sweep_and_bad_combinations_are_rows(tmp
     with pytest.raises(SimInputError, match="axes.skip_mode value 'rows'"):
         dse.run_sweep(dse.load_sweep(bad), traces[:1], tmp_path / "o", workers=1, progress=False)
     assert not (tmp_path / "o" / "points.jsonl").exists() or not (tmp_path / "o" / "points.jsonl").read_text()
-    # a value the stand-in's arch rejects only at evaluation: recorded as a failed row
+    # a value the arch rejects, slipped past the check (a custom evaluator skips it): an invalid row, not
+    # evaluated, its reason without the file and overrides
     spec = dse.load_sweep(_sweep(tmp_path, "arch: kv260\naxes: {pe: [8, 16]}\n"))
     spec.axes["pe"] = [8, -1]
     res = dse.run_sweep(spec, traces[:1], tmp_path / "p", workers=1, evaluator=EVAL, progress=False)
     t = res.table.set_index("pe")
-    assert t.loc[8, "error"] == "" and t.loc[-1, "error"] and not t.loc[-1, "fits"]
-    assert res.best["pe"] == 8
+    assert t.loc[8, "error"] == "" and t.loc[8, "invalid"] == "" and t.loc[-1, "error"] == ""
+    assert t.loc[-1, "invalid"].startswith("compute.pe = -1: ") and not t.loc[-1, "fits"]
+    assert math.isnan(t.loc[-1, "latency_ms"]) and res.best["pe"] == 8
 
 
 def test_misfit_row_names_class_and_buffer(tmp_path, traces):
@@ -354,7 +356,7 @@ def test_demo_sweep_best_point_fits_under_80_percent(tmp_path):
     t = res.table
     # every rejected point says why (a class over 80 %) or was refused by the simulator
     rejected = t[~t["fits"].astype(bool)]
-    assert ((rejected["misfit"] != "") | (rejected["error"] != "")).all()
+    assert ((rejected["misfit"] != "") | (rejected["error"] != "") | (rejected["invalid"] != "")).all()
 
 
 def test_rows_say_what_bound_each_point(tmp_path, traces):
@@ -400,3 +402,63 @@ def test_dram_mb_column_counts_the_handoffs():
                                             + r["dram_spill_bytes"] + r["dram_handoff_bytes"]) / 1e6, rel=1e-12)
     assert "busy_host" in row and row["busy_host"] > 0
     assert "dram_mb" not in dse.point_metrics({"cycles": 1, "latency_ms": 1.0, "queries_per_s": 1.0, "energy_mj": 1.0})
+
+
+TOPK_RULE = ("schedule: schedule.topk = 'host' needs schedule.handoffs = 'dram' (the host, the ARM, only sees "
+             "activations handed off through DRAM; with handoffs 'onchip' the top-k is on the fabric); allowed: "
+             "schedule.topk: fabric, or schedule.handoffs: dram")
+
+
+def test_invalid_combinations_are_counted_apart_from_failures(tmp_path, traces, caplog):
+    """The real simulator on 2 x 2 x 2 = 8 points: topk host x handoffs onchip is a combination the arch
+    rejects (2 rows, k_max either): invalid, not simulated, one reason; k_max 32 under the trace's K = 64
+    layers is a valid arch the simulator refuses (the 3 other (handoffs, topk) pairs): failed; 3 run."""
+    import logging
+
+    sweep = _sweep(tmp_path, """
+        arch: kv260
+        axes: {schedule.handoffs: [onchip, dram], schedule.topk: [host, fabric], buffers.k_max: [32, 768]}
+        """)
+    with caplog.at_level(logging.INFO, logger="sim.dse"):
+        res = dse.run_sweep(dse.load_sweep(sweep), traces[:1], tmp_path / "o", workers=1, progress=False)
+    t = res.table
+    assert len(t) == 8
+    inv = t[t["invalid"] != ""]
+    assert inv[["schedule.handoffs", "schedule.topk"]].drop_duplicates().values.tolist() == [["onchip", "host"]]
+    assert len(inv) == 2 and (inv["invalid"] == TOPK_RULE).all() and (inv["error"] == "").all()
+    assert inv["latency_ms"].isna().all() and not inv["fits"].astype(bool).any() and not inv["pareto"].any()
+    failed = t[t["error"] != ""]
+    assert len(failed) == 3 and (failed["buffers.k_max"] == 32).all() and (failed["invalid"] == "").all()
+    assert failed["error"].str.contains("has K = 64").all()
+    ok = t[(t["error"] == "") & (t["invalid"] == "")]
+    assert len(ok) == 3 and ok["latency_ms"].notna().all() and (ok["buffers.k_max"] == 768).all()
+    # the reason once in the log (info, not a warning), the failures as a warning
+    notes = [r for r in caplog.records if "are invalid" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO and "2 of 8 points" in notes[0].getMessage()
+    assert TOPK_RULE in notes[0].getMessage()
+    assert any(r.levelno == logging.WARNING and "3 of 8 points failed" in r.getMessage() for r in caplog.records)
+    saved = json.loads((tmp_path / "o" / "sweep.json").read_text())
+    assert (saved["invalid"], saved["invalid_reasons"]) == (2, {TOPK_RULE: 2})
+    summary = dse.dse_summary(tmp_path / "o")
+    assert (summary["points"], summary["failed"], summary["invalid"]) == (8, 3, 2)
+    assert summary["invalid_reasons"] == {TOPK_RULE: 2}
+    # the saved table keeps the column (a resumed sweep reads it back)
+    assert (pd.read_csv(tmp_path / "o" / "results.csv")["invalid"].fillna("") != "").sum() == 2
+
+
+def test_a_sweep_of_only_invalid_combinations_is_a_user_error(tmp_path, traces, capsys, standin):
+    """topk host on the on-chip base arch with nothing to make it valid: refused before the sweep (exit 2,
+    one message naming both keys), no folder left behind."""
+    from tatvpr_hw.cli import main
+
+    bad = _sweep(tmp_path, "arch: kv260\naxes: {schedule.topk: [host], pe: [8, 16]}\n")
+    rc = main(["dse", "--space", str(bad), "--trace", str(traces[0]), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "axes.schedule.topk value 'host'" in err and "needs schedule.handoffs = 'dram'" in err
+    assert not (tmp_path / "o").exists()
+    # with a custom evaluator (no pre-check) every point is invalid: refused after the sweep, named
+    spec = dse.load_sweep(bad)
+    with pytest.raises(SimInputError, match=r"every design point failed or is invalid; the first: invalid: schedule: "
+                                            r"schedule.topk = 'host' needs"):
+        dse.run_sweep(spec, traces[:1], tmp_path / "p", workers=1, evaluator=EVAL, progress=False)
