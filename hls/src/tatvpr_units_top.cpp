@@ -3,13 +3,18 @@
 // ap_ctrl. The kernels are the C-simulated ones (tatvpr_int8.cpp, tatvpr_vector.cpp), unchanged.
 // Generated into vitis_hls.tcl; not synthesised in this repository (no Vitis HLS here).
 // extern "C": unmangled names, so the host tests call them through ctypes (Vitis HLS accepts C-linkage tops).
+#include "tatvpr_attention.h"
 #include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
 // The int8 unit: patch embedding, QK^T, AV (tatvpr_int8_gemm). The host passes a zero bias
 // array when the op has none (an AXI pointer cannot be null on the fabric).
+// mode TATVPR_I8_ATTENTION (schedule.attention: fused): a block's whole attention (tatvpr_attention):
+// b = the qkv projection's int8 output [m tokens][3 * batch heads * k head dim], out8 = the attention
+// output [m][batch * k]; mult / shift requantise P.V, att_mult / att_shift are the softmax's.
 extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t *bias, int32_t *out32, int8_t *out8,
-                     int16_t *out16, int batch, int m, int k, int n, int mode, long long mult, int shift) {
+                     int16_t *out16, int batch, int m, int k, int n, int mode, long long mult, int shift,
+                     long long att_mult, int att_shift) {
 #pragma HLS INTERFACE m_axi port = a offset = slave bundle = gmem_in
 #pragma HLS INTERFACE m_axi port = b offset = slave bundle = gmem_in
 #pragma HLS INTERFACE m_axi port = bias offset = slave bundle = gmem_in
@@ -23,8 +28,14 @@ extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t
 #pragma HLS INTERFACE s_axilite port = mode
 #pragma HLS INTERFACE s_axilite port = mult
 #pragma HLS INTERFACE s_axilite port = shift
+#pragma HLS INTERFACE s_axilite port = att_mult
+#pragma HLS INTERFACE s_axilite port = att_shift
 #pragma HLS INTERFACE s_axilite port = return
-    tatvpr_int8_gemm(a, b, bias, out32, out8, out16, batch, m, k, n, mode, (int64_t)mult, shift);
+    if (mode == TATVPR_I8_ATTENTION) {
+        tatvpr_attention(b, out8, batch, m, k, (int64_t)att_mult, att_shift, (int64_t)mult, shift);
+    } else {
+        tatvpr_int8_gemm(a, b, bias, out32, out8, out16, batch, m, k, n, mode, (int64_t)mult, shift);
+    }
 }
 
 // 5 is the int8 unit's gemm in the testbench's numbering, unused here

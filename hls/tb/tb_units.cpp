@@ -1,11 +1,11 @@
 // C-simulation testbench of the vector-unit and int8-unit kernels (tatvpr_vector.cpp,
-// tatvpr_int8.cpp). Usage:
+// tatvpr_int8.cpp, tatvpr_attention.cpp). Usage:
 //
 //   tb_units IN.bin OUT.bin [IN.bin OUT.bin ...]
 //
 // IN.bin (written by tatvpr_hw.lower.hls.unit_csim; little-endian):
 //   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm, 6 requant, 7 l2norm,
-//   8 topk, 9 topk_dense),
+//   8 topk, 9 topk_dense, 10 attention),
 //   int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
@@ -19,6 +19,9 @@
 //     topk (8):  params m, k, keep;        sections x int8[m*k]; output uint16 tok_chunks[m], then
 //                uint32 pairs[sum tok_chunks * TATVPR_TOPK_SIMD] (the bank-scheduled act stream)
 //     topk_dense (9): params m, k, keep;   sections x int8[m*k]; output int8[m*k] (kept values in place)
+//     attention (10): params heads, t, dh, sm_mult, sm_shift, av_mult, av_shift; sections qkv
+//                int8[t * 3 * heads * dh]; output int64 int8_cycles (the array's counted cycles), then
+//                int8[t * heads * dh]; element_cycles / row_ops / row_cycles are the softmax lanes'
 // OUT.bin: char[8] "TVPRVRS2", int32 op, int64 element_cycles, int64 row_ops, int64 row_cycles,
 //          uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
@@ -28,14 +31,15 @@
 
 #include <vector>
 
+#include "tatvpr_attention.h"
 #include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
-static long long g_cycles = 0, g_row_ops = 0, g_row_cycles = 0;
+static long long g_cycles = 0, g_row_ops = 0, g_row_cycles = 0, g_i8_cycles = 0;
 void tatvpr_count_vector_cycle() { g_cycles++; }
 void tatvpr_count_row_op() { g_row_ops++; }
 void tatvpr_count_row_cycle() { g_row_cycles++; }
-void tatvpr_count_int8_cycle() { g_cycles++; }
+void tatvpr_count_int8_cycle() { g_i8_cycles++; }
 
 namespace {
 
@@ -59,7 +63,7 @@ int run_one(const char *in_path, const char *out_path) {
     bool ok = fread(magic, 1, 8, fp) == 8 && memcmp(magic, "TVPRVEC1", 8) == 0 && fread(&op, 4, 1, fp) == 1 &&
               fread(&np, 4, 1, fp) == 1 && np >= 1 && np <= 8 && fread(prm, 8, np, fp) == (size_t)np;
     std::vector<uint8_t> out;
-    g_cycles = g_row_ops = g_row_cycles = 0;
+    g_cycles = g_row_ops = g_row_cycles = g_i8_cycles = 0;
     if (ok && op == 1 && np == 3) {
         int t = (int)prm[0], d = (int)prm[1];
         std::vector<int64_t> gain, bias;
@@ -169,9 +173,21 @@ int run_one(const char *in_path, const char *out_path) {
                 out.assign((uint8_t *)y.data(), (uint8_t *)y.data() + y.size());
             }
         }
+    } else if (ok && op == 10 && np == 7) {
+        int heads = (int)prm[0], t = (int)prm[1], dh = (int)prm[2];
+        std::vector<int8_t> qkv;
+        ok = heads >= 1 && t >= 1 && dh >= 1 && section(fp, qkv, (size_t)t * 3 * heads * dh);
+        if (ok) {
+            std::vector<int8_t> o((size_t)t * heads * dh);
+            ok = tatvpr_attention(qkv.data(), o.data(), heads, t, dh, prm[3], (int)prm[4], prm[5], (int)prm[6]) == 0;
+            long long i8 = g_i8_cycles;
+            out.assign((uint8_t *)&i8, (uint8_t *)&i8 + 8);
+            out.insert(out.end(), (uint8_t *)o.data(), (uint8_t *)o.data() + o.size());
+        }
     } else {
         ok = false;
     }
+    if (op != 10) g_cycles += g_i8_cycles;  // the int8 gemm's iterations are its element cycles
     fclose(fp);
     if (!ok) {
         fprintf(stderr, "tb_units: %s is malformed (op %d, %d params)\n", in_path, op, np);

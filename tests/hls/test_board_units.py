@@ -123,7 +123,8 @@ def lib(tmp_path_factory):
     subprocess.run([compiler(), "-O1", "-std=c++14", "-shared", "-fPIC", "-Wno-unknown-pragmas",
                     "-Wno-unused-label", "-DTATVPR_TOPK_SIMD=8", "-DTATVPR_TOPK_BANKS=4",  # the pe4_simd8 IP's gather
                     f"-I{root / 'include'}", str(TOP_SRC), str(root / "src" / "tatvpr_int8.cpp"),
-                    str(root / "src" / "tatvpr_vector.cpp"), "-o", str(so)], check=True, capture_output=True)
+                    str(root / "src" / "tatvpr_vector.cpp"), str(root / "src" / "tatvpr_attention.cpp"), "-o", str(so)],
+                   check=True, capture_output=True)
     return ctypes.CDLL(str(so))
 
 
@@ -197,7 +198,8 @@ def test_int8_top_equals_the_integer_model(lib, mode, out):
     o8 = np.zeros(batch * m * n, np.int8)
     o16 = np.zeros(batch * m * n, np.int16)
     lib.tatvpr_int8_top(_p(a), _p(b), _p(bias), _p(o32), _p(o8), _p(o16), *(ctypes.c_int(v) for v in
-                        (batch, m, k, n, mode)), ctypes.c_longlong(mult), ctypes.c_int(shift))
+                        (batch, m, k, n, mode)), ctypes.c_longlong(mult), ctypes.c_int(shift),
+                        ctypes.c_longlong(0), ctypes.c_int(0))
     got = {0: o32, 1: o8, 2: o16}[mode].reshape(batch, m, n)
     ref = iq.NUMPY_UNITS.gemm("", a, b, bias, out=out, mult=mult, shift=shift)
     assert np.array_equal(got, ref)
@@ -335,10 +337,11 @@ def test_unit_ips_bound_to_their_vlnvs_with_the_hwh_register_maps(unit_board):
     assert ov.unit_register_sources == {"int8": "hwh (pynq)", "vector": "hwh (pynq)"}
     # the Vitis layout by hand: a void top's arguments from 0x10, pointers and long long 12 bytes,
     # ints 8: a 0x10, b 0x1c, bias 0x28, out32 0x34, out8 0x40, out16 0x4c, batch 0x58, m 0x60, k 0x68,
-    # n 0x70, mode 0x78, mult 0x80 (two words), shift 0x8c
+    # n 0x70, mode 0x78, mult 0x80 (two words), shift 0x8c, att_mult 0x94 (two words), att_shift 0xa0
     assert drv.unit_default_offsets(drv.INT8_ARGS) == {
         "a": 0x10, "b": 0x1C, "bias": 0x28, "out32": 0x34, "out8": 0x40, "out16": 0x4C, "batch": 0x58,
-        "m": 0x60, "k": 0x68, "n": 0x70, "mode": 0x78, "mult": 0x80, "shift": 0x8C}
+        "m": 0x60, "k": 0x68, "n": 0x70, "mode": 0x78, "mult": 0x80, "shift": 0x8C, "att_mult": 0x94,
+        "att_shift": 0xA0}
     ov2 = make(registers_in_description=False)
     assert ov2.int8.offsets == INT8_OFFSETS and ov2.unit_register_sources["int8"] == "hwh"
     with w.catch_warnings(record=True) as caught:
@@ -553,3 +556,48 @@ def test_pynq_units_top_k_on_the_vector_ip(unit_board):
     want = schedule_activations(iq.topk_int(x, 0.4), 8, 4)
     assert np.array_equal(chunks, want[0]) and np.array_equal(pairs, want[1])
     ov.close()
+
+
+def test_int8_top_fused_attention_equals_the_integer_model(lib):
+    """Mode 3 of the int8 top (TATVPR_I8_ATTENTION): the qkv projection's output in b, the attention output
+    in out8; P.V requantised by mult / shift, the softmax's multiplier in att_mult / att_shift."""
+    rng = np.random.default_rng(21)
+    h, t, dh = 4, 40, 24
+    qkv = rng.integers(-128, 128, size=(t, 3 * h * dh)).astype(np.int8)
+    o8 = np.zeros(t * h * dh, np.int8)
+    z16, z32 = np.zeros(1, np.int16), np.zeros(1, np.int32)
+    av_mult, av_shift, sm_mult, sm_shift = 1518500250, 42, 1234567, 30
+    lib.tatvpr_int8_top(_p(z16), _p(qkv), _p(z32), _p(z32), _p(o8), _p(z16), *(ctypes.c_int(v) for v in
+                        (h, t, dh, 0, 3)), ctypes.c_longlong(av_mult), ctypes.c_int(av_shift),
+                        ctypes.c_longlong(sm_mult), ctypes.c_int(sm_shift))
+    ref = iq.NUMPY_UNITS.attention("", qkv, h, sm_mult, sm_shift, av_mult, av_shift)
+    assert np.array_equal(o8.reshape(t, h * dh), ref) and ref.any()
+
+
+def test_pynq_units_fused_attention_on_the_int8_ip(unit_board):
+    """design_point.json "attention": "fused": a block's attention is one call of the int8 IP's attention
+    mode (its HLS top through ctypes), the integer model's tokens bit for bit, op by op and issued
+    pipelined (one call per head, the IPs in their own threads); no softmax on the vector IP and no
+    scores on the host. Without the key: QK^T, softmax, P.V as before."""
+    make, ddr, gemm, int8, vec = unit_board
+    ov = make(attention="fused")
+    trunk = _tp.random_trunk(seed=4)
+    img = _tp._image(trunk)
+    ref = trunk.tokens(img, 0.4)
+    units = PynqUnits(ov)
+    assert units.attention_fused and not PynqUnits(make()).attention_fused
+    assert np.array_equal(trunk.tokens(img, 0.4, units), ref)
+    # by hand, 2 blocks: patch embedding + one attention call a block on the int8 IP; 2 LN, GELU, 2 adds a block
+    assert units.fabric_ops_by_unit == {"ternary": 8, "int8": 3, "vector": 10}
+    assert (int8.runs, vec.runs) == (3, 10) and units.arm_ops == {"int8": 0, "vector": 0}
+    assert int8.regs[INT8_OFFSETS["mode"]] == drv.ATTENTION_MODE
+    got, log = run_trunk(trunk, img, 0.4, units, tile_tokens=5, fused=True, threads=True)
+    assert np.array_equal(got, ref)
+    # the attention segment is [qkv, attn] by head: 2 heads, 2 blocks -> 4 attention calls (+ the patch embedding)
+    assert sum(1 for n, _, _ in log.tasks if n.endswith(".attn")) == 4 and int8.runs == 3 + 1 + 4
+    assert not any(n.endswith(("attn.qk", "attn.softmax", "attn.av")) for n, _, _ in log.tasks)
+    ov.design_point.update(overlap="pipelined", tile_tokens=4)
+    assert np.array_equal(units.trunk_tokens(trunk, img, 0.4), ref)
+    assert sum(1 for n, _, _ in units.last_issue.tasks if n.endswith(".attn")) == 4
+    with pytest.raises(ValueError, match="multiple of 3 heads"):
+        ov.int8.attention(np.zeros((4, 10), np.int8), 3, 1, 30, 1, 30)

@@ -164,6 +164,38 @@ def test_integer_model_imports_with_numpy_alone():
 
 
 # ------------------------------------------------------------------ the whole query in C simulation
+def test_whole_trunk_csim_with_the_fused_attention(student_and_images, tmp_path):
+    """schedule.attention: fused: each block's attention is one call of the int8 IP's fused attention
+    (tatvpr_attention, C simulation), the tokens bit for bit the integer model's; per unit the counted
+    cycles equal the simulator's (sim.schedule.FusedAttention: the array's under int8, the softmax lanes'
+    under int8_softmax); no op of the vector unit is a softmax and no separate QK^T / P.V op runs."""
+    from sim.arch import load_arch, with_overrides
+    from tatvpr_hw.integer import export_trunk
+    from tatvpr_hw.lower.hls.query_csim import csim_trunk, sim_unit_cycles
+
+    student, images = student_and_images
+    s = 0.4
+    trunk = export_trunk(student, images, sparsity=s)
+    img = trunk.quantize_image(images[1].double().numpy())
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.attention": "fused",
+                                               "schedule.attention_rows": 8})
+    c = arch.spec.compute
+    out = csim_trunk(trunk, img, s, tmp_path, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports,
+                     attention="fused", att_rows=8)
+    assert np.array_equal(out.tokens, trunk.tokens(img, s))
+    names = [op["name"] for op in out.ops]
+    assert not any(n.endswith(("attn.qk", "attn.softmax", "attn.av")) for n in names)
+    att = [op for op in out.ops if op.get("kind") == "attention"]
+    assert [op["unit"] for op in att] == ["int8", "int8_softmax"] * len(trunk.blocks)
+    assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
+    # by hand for the array (16 x 16): blocks of 8 rows, one row tile each; T tokens, head dim dh
+    t, d = out.tokens.shape
+    h = trunk.blocks[0].num_heads
+    dh = d // h
+    nb = -(-t // 8)
+    assert att[0]["cycles"] == h * nb * (-(-t // 16) * dh + -(-dh // 16) * t)
+
+
 def test_whole_query_csim_equals_the_integer_model(student_and_images, tmp_path):
     """The tiny student's trunk through the HLS kernels in sequence (vector unit, int8 unit,
     ternary IP) gives the integer model's tokens bit for bit; the ternary IP's counted cycles

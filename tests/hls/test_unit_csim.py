@@ -390,3 +390,52 @@ def test_topk_call_refuses_what_the_unit_cannot_take(tmp_path):
     exe = build_unit_csim(tmp_path / "b", lanes=16, simd=8, banks=8, kmax=64)
     with pytest.raises(UserError, match="malformed"):  # a row over the unit's K_max
         run_unit_ops(exe, [topk_call(np.ones((1, 65), np.int8), 3)], tmp_path / "w")
+
+
+def test_fused_attention_bit_exact_and_counted_by_hand(exe, tmp_path):
+    """The int8 IP's fused attention (tatvpr_attention, schedule.attention: fused): from the qkv projection's
+    output to the projection's input, the integer model's integers (composed from an independent einsum
+    here), its array and softmax-lane cycles by hand and the simulator's (sim.schedule.FusedAttention)."""
+    from sim.arch import load_arch, with_overrides
+    from sim.schedule import FusedAttention
+    from tatvpr_hw.lower.hls.unit_csim import attention_call
+
+    rng = np.random.default_rng(12)
+    h, t, dh = 3, 50, 64
+    qkv = rng.integers(-128, 128, size=(t, 3 * h * dh)).astype(np.int8)
+    sm_mult, sm_shift = 1234567, 30
+    av_mult, av_shift = quantize_multiplier(0.0007)
+    [r] = run_unit_ops(exe, [attention_call(qkv, h, sm_mult, sm_shift, av_mult, av_shift)], tmp_path)
+    q, k, v = (qkv.reshape(t, 3, h, dh)[:, i].transpose(1, 0, 2).astype(np.int64) for i in range(3))
+    p = iq.softmax_int(np.einsum("htd,hsd->hts", q, k).reshape(h * t, t), sm_mult, sm_shift).reshape(h, t, t)
+    o = np.einsum("hts,hsd->htd", p.astype(np.int64), v)
+    ref = np.clip((o * av_mult + (1 << (av_shift - 1))) >> av_shift, -128, 127).transpose(1, 0, 2).reshape(t, h * dh)
+    assert np.array_equal(r.out, ref)
+    assert np.array_equal(r.out, iq.NUMPY_UNITS.attention("", qkv, h, sm_mult, sm_shift, av_mult, av_shift))
+    # 16 x 16 array, blocks of 32 and 18 rows (2 row tiles each): QK^T 2 x ceil(50/16) x 64 = 512 and P.V
+    # 2 x ceil(64/16) x 50 = 400 a block, 3 heads: 3 x 2 x 912 = 5472 (the split ops' 3072 + 2400)
+    assert r.int8_cycles == 5472
+    # softmax lanes: 150 rows of 50 scores, 4 groups of 16, 2 passes, 33 reciprocal steps a row
+    assert (r.element_cycles, r.row_ops, r.row_cycles) == (150 * 4 * 2, 150, 150 * 33)
+    arch = load_arch("kv260")
+    arch = with_overrides(arch, {"schedule.overlap": "pipelined", "schedule.attention": "fused",
+                                 "schedule.attention_rows": 32, "vector_unit.lanes": 16})
+    fc = FusedAttention.of(arch).unit_cycles(h, t, dh)
+    assert fc["int8_unit"] - 2 * arch.spec.int8_unit.pipeline_cycles == r.int8_cycles
+    assert fc["softmax"] - arch.spec.vector_unit.pipeline_cycles == r.cycles
+    # saturating output, one-token and one-head-dim edge cases
+    for hh, tt, dd, am in ((2, 1, 1, 1 << 30), (1, 33, 7, 1 << 30), (4, 16, 5, av_mult)):
+        x = rng.integers(-128, 128, size=(tt, 3 * hh * dd)).astype(np.int8)
+        [r] = run_unit_ops(exe, [attention_call(x, hh, sm_mult, sm_shift, am, 36)], tmp_path / f"e{tt}")
+        assert np.array_equal(r.out, iq.NUMPY_UNITS.attention("", x, hh, sm_mult, sm_shift, am, 36)), (hh, tt, dd)
+
+
+def test_fused_attention_refuses_what_the_ip_is_not_built_for(exe, tmp_path):
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.lower.hls.unit_csim import attention_call
+
+    with pytest.raises(UserError, match="multiple of 3 heads"):
+        attention_call(np.zeros((4, 10), np.int8), 3, 1, 1, 1, 1)
+    big = np.zeros((258, 3 * 64), np.int8)  # one token more than TATVPR_ATT_MAX_TOKENS = 257
+    with pytest.raises(UserError, match="C simulation failed"):
+        run_unit_ops(exe, [attention_call(big, 1, 1, 30, 1, 30)], tmp_path)

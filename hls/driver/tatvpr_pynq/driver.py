@@ -643,7 +643,7 @@ UNIT_INSTANCES = {"int8": "tatvpr_int8_0", "vector": "tatvpr_vector_0"}
 INT8_ARGS = (("a", "ptr", np.int16), ("b", "ptr", np.int8), ("bias", "ptr", np.int32), ("out32", "ptr", np.int32),
              ("out8", "ptr", np.int8), ("out16", "ptr", np.int16), ("batch", "u32", None), ("m", "u32", None),
              ("k", "u32", None), ("n", "u32", None), ("mode", "u32", None), ("mult", "u64", None),
-             ("shift", "u32", None))
+             ("shift", "u32", None), ("att_mult", "u64", None), ("att_shift", "u32", None))
 VECTOR_ARGS = (("op", "u32", None), ("x16", "ptr", np.int16), ("x8", "ptr", np.int8), ("s32", "ptr", np.int32),
                ("row_max32", "ptr", np.int32), ("gain64", "ptr", np.int64), ("bias64", "ptr", np.int64),
                ("mult32", "ptr", np.int32), ("shift32", "ptr", np.int32), ("table8", "ptr", np.int8),
@@ -654,6 +654,8 @@ VECTOR_OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "requant": 6, "
               "topk_dense": 9}
 """``op`` register values (``TATVPR_V_*`` in tatvpr_units_top.cpp)."""
 GEMM_MODES = {"int32": (0, "out32"), "int8": (1, "out8"), "int16": (2, "out16")}
+ATTENTION_MODE = 3
+"""``mode`` of the int8 IP's fused attention (``TATVPR_I8_ATTENTION``, hls/include/tatvpr_attention.h)."""
 
 
 def unit_default_offsets(args) -> dict[str, int]:
@@ -804,6 +806,25 @@ class Int8UnitIP(UnitIP):
         batch, m, n = self.start_gemm(a, b, bias, out=out, mult=mult, shift=shift)
         y = self.wait().reshape(batch, m, n)
         return y[0] if squeeze else y
+
+    def attention(self, qkv, heads: int, sm_mult: int, sm_shift: int, av_mult: int, av_shift: int) -> np.ndarray:
+        """A block's fused attention (mode :data:`ATTENTION_MODE`, ``tatvpr_attention``): the qkv projection's
+        int8 output ``qkv[T, 3 D]`` (Q, K, V, each head-major) -> int8 ``[T, D]`` (the projection's input),
+        :meth:`tatvpr_pynq.integer.Units.attention`'s integers. One call; no scores or probabilities leave the
+        IP. The IP is built for at most ``TATVPR_ATT_MAX_TOKENS`` tokens and ``TATVPR_ATT_MAX_HEAD_DIM``
+        channels a head (design_point.json ``max_tokens`` / ``max_head_dim``)."""
+        qkv = np.asarray(qkv)
+        if qkv.ndim != 2 or qkv.dtype != np.int8 or heads < 1 or qkv.shape[1] % (3 * heads):
+            raise ValueError(f"int8 unit attention: int8 [T, 3 D] with D a multiple of {heads} heads, got "
+                             f"{qkv.dtype} {qkv.shape}")
+        for what, shift in (("softmax", sm_shift), ("P.V", av_shift)):
+            if not 1 <= int(shift) <= 62:
+                raise ValueError(f"int8 unit attention: the {what} shift must be in [1, 62], got {shift}")
+        t, d = qkv.shape[0], qkv.shape[1] // 3
+        self.start({"a": np.zeros(1, np.int16), "b": qkv.reshape(-1), "bias": np.zeros(1, np.int32)},
+                   {"batch": int(heads), "m": t, "k": d // heads, "n": 0, "mode": ATTENTION_MODE, "mult": int(av_mult),
+                    "shift": int(av_shift), "att_mult": int(sm_mult), "att_shift": int(sm_shift)}, "out8", t * d)
+        return self.wait().reshape(t, d)
 
 
 class VectorUnitIP(UnitIP):

@@ -230,13 +230,8 @@ class BlockQ:
         t, d = x.shape
         h = self.num_heads
         qkv = u.ternary(name + "qkv", self.qkv, u.layernorm(name + "norm1", self.ln1, x), sparsity)
-        qkv = qkv.reshape(t, 3, h, d // h)
-        q, k, v = (qkv[:, i].transpose(1, 0, 2) for i in range(3))
-        scores = u.gemm(name + "attn.qk", q, k.transpose(0, 2, 1))
-        p = u.softmax(name + "attn.softmax", scores.reshape(h * t, t), self.softmax_mult,
-                      self.softmax_shift).reshape(h, t, t)
-        a = u.gemm(name + "attn.av", p, v, out="int8", mult=self.av_mult, shift=self.av_shift)
-        y = u.ternary(name + "proj", self.proj, a.transpose(1, 0, 2).reshape(t, d), sparsity)
+        a = u.attention(name + "attn", qkv, h, self.softmax_mult, self.softmax_shift, self.av_mult, self.av_shift)
+        y = u.ternary(name + "proj", self.proj, a, sparsity)
         x = u.add(name + "add1", x, y, self.res1_mult, self.res1_shift)
         y = u.ternary(name + "fc1", self.fc1, u.layernorm(name + "norm2", self.ln2, x), sparsity)
         y = u.ternary(name + "fc2", self.fc2, u.gelu(name + "gelu", self.gelu, y), sparsity)
@@ -267,6 +262,21 @@ class Units:
 
     def softmax(self, name: str, scores: np.ndarray, mult: int, shift: int) -> np.ndarray:
         return softmax_int(scores, mult, shift)
+
+    def attention(self, name: str, qkv: np.ndarray, heads: int, sm_mult: int, sm_shift: int, av_mult: int,
+                  av_shift: int) -> np.ndarray:
+        """A block's self-attention from the qkv projection's int8 output ``qkv[T, 3 D]`` (Q, K, V, each
+        head-major) to the projection's int8 input ``[T, D]``: per head ``S = Q K^T`` (int32, the int8
+        unit, op ``<name>.qk``), the softmax (the vector unit, ``<name>.softmax``), ``P V`` requantised to
+        int8 (``<name>.av``). A backend may run it as one call (the int8 IP's fused attention,
+        ``tatvpr_attention``, schedule.attention: fused) and must return the same integers."""
+        t, d3 = qkv.shape
+        d = d3 // 3
+        q, k, v = (np.asarray(qkv).reshape(t, 3, heads, d // heads)[:, i].transpose(1, 0, 2) for i in range(3))
+        scores = self.gemm(name + ".qk", q, k.transpose(0, 2, 1))
+        p = self.softmax(name + ".softmax", scores.reshape(heads * t, t), sm_mult, sm_shift).reshape(heads, t, t)
+        a = self.gemm(name + ".av", p, v, out="int8", mult=av_mult, shift=av_shift)
+        return a.transpose(1, 0, 2).reshape(t, d)
 
     def gelu(self, name: str, table: np.ndarray, x: np.ndarray) -> np.ndarray:
         return table[np.asarray(x, np.int64) + 128]

@@ -253,10 +253,12 @@ def head_major_rows(d: int, heads: int) -> np.ndarray:
     return np.array([part * d + h * hd + c for h in range(heads) for part in range(3) for c in range(hd)])
 
 
-def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict) -> list[Step]:
+def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fused: bool = False) -> list[Step]:
     """The integer trunk (``TrunkQ.tokens``) as the host issues it; tensors live in ``env``
     (``env["x"]``: the residual stream at the end). Each step's ``run(units, tile)`` does on its tile
-    exactly what the integer model does on the whole op."""
+    exactly what the integer model does on the whole op. ``fused`` (``schedule.attention: fused``): a
+    block's QK^T, softmax and P.V are one int8-unit step ``<block>.attn`` (``Units.attention`` per head on
+    that head's ``[Q_h K_h V_h]`` rows), so the attention segment is ``[qkv, attn]``, tiled by head."""
     pt = trunk.patches(img_q)
     t = trunk.prefix.shape[0] + trunk.pos.shape[0]
     d = trunk.pos.shape[1]
@@ -324,11 +326,23 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict) ->
             o = u.gemm(p + "attn.av", env[p + "probs"][heads], v, out="int8", mult=blk.av_mult, shift=blk.av_shift)
             _buf(env, p + "a", (t, d), np.int8)[:, heads.start * hd:heads.stop * hd] = o.transpose(1, 0, 2).reshape(t, -1)
 
-        steps += [Step(p + "qkv", "ternary", "ternary", qkv, m=t, n=3 * d, out_bytes_per_head=t * 3 * hd),
-                  Step(p + "attn.qk", "int8", "gemm", qk, batch=h, out_bytes_per_head=4 * t * t),
-                  Step(p + "attn.softmax", "vector", "softmax", softmax, elements=h * t * t,
-                       out_bytes_per_head=t * t),
-                  Step(p + "attn.av", "int8", "gemm", av, batch=h, out_bytes_per_head=t * hd)]
+        def attn(u, tile, p=p, h=h, hd=hd, blk=blk):
+            heads = range(h) if tile is None else [tile]
+            a = _buf(env, p + "a", (t, d), np.int8)
+            for hh in heads:  # head hh's rows [Q_h K_h V_h] are tatvpr_attention's qkv layout for one head
+                a[:, hh * hd:(hh + 1) * hd] = u.attention(p + "attn", env[p + "qkvh"][hh].reshape(t, 3 * hd), 1,
+                                                          blk.softmax_mult, blk.softmax_shift, blk.av_mult,
+                                                          blk.av_shift)
+
+        qkv_step = Step(p + "qkv", "ternary", "ternary", qkv, m=t, n=3 * d, out_bytes_per_head=t * 3 * hd)
+        if fused:
+            steps += [qkv_step, Step(p + "attn", "int8", "gemm", attn, batch=h, out_bytes_per_head=t * hd)]
+        else:
+            steps += [qkv_step,
+                      Step(p + "attn.qk", "int8", "gemm", qk, batch=h, out_bytes_per_head=4 * t * t),
+                      Step(p + "attn.softmax", "vector", "softmax", softmax, elements=h * t * t,
+                           out_bytes_per_head=t * t),
+                      Step(p + "attn.av", "int8", "gemm", av, batch=h, out_bytes_per_head=t * hd)]
         steps += [
             Step(p + "proj", "ternary", "ternary", rows(p + "proj", [p + "a"], p + "y1", lin(blk.proj), np.int8, d),
                  m=t, n=d, out_bytes_per_row=d),
@@ -439,7 +453,8 @@ def _run_threads(tasks: list[Task], seg_steps: list[Step], kind: str, tile_token
 
 def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | None = None, *,
               tile_tokens: int = 32, cycles: dict[str, float] | None = None,
-              spilled: frozenset | set = frozenset(), threads: bool = False) -> tuple[np.ndarray, IssueLog]:
+              spilled: frozenset | set = frozenset(), threads: bool = False,
+              fused: bool = False) -> tuple[np.ndarray, IssueLog]:
     """``TrunkQ.tokens`` issued under ``pipelined``: every segment's tasks in :func:`issue_schedule`'s
     order (``cycles``: each step's cycles, e.g. the simulator's; default :func:`default_cycles`).
     Returns the residual int16 tokens (equal to ``trunk.tokens(img_q, sparsity)``) and the log.
@@ -448,12 +463,13 @@ def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | 
     order a concurrent host starts them in). ``threads=True``: one thread per unit (:func:`_run_threads`),
     so the board's IPs (``PynqUnits``) run at the same time; the log is the order they actually started.
     The backend must allow one call per unit at a time from different threads (numpy, ``PynqUnits``;
-    not the C simulation's ``csim_units``, which numbers its work folders by call)."""
+    not the C simulation's ``csim_units``, which numbers its work folders by call). ``fused``: the
+    attention as one int8-unit step per block (:func:`trunk_steps`)."""
     from .integer import NUMPY_UNITS
 
     u = units or NUMPY_UNITS
     env: dict = {}
-    steps = trunk_steps(trunk, img_q, sparsity, env)
+    steps = trunk_steps(trunk, img_q, sparsity, env, fused)
     tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
     log = IssueLog(segments=segments(steps, tokens, tile_tokens, spilled))
     for seg in log.segments:

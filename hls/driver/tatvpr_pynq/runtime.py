@@ -147,7 +147,8 @@ class PynqUnits(Units):
         from .pipeline import run_trunk
 
         tile = int(self.overlay.design_point.get("tile_tokens", 16))
-        x, self.last_issue = run_trunk(trunk, img_q, sparsity, self, tile_tokens=tile, threads=threads)
+        x, self.last_issue = run_trunk(trunk, img_q, sparsity, self, tile_tokens=tile, threads=threads,
+                                       fused=self.attention_fused)
         return x
 
     def _count(self, unit: str, on_fabric: bool) -> bool:
@@ -168,6 +169,19 @@ class PynqUnits(Units):
         e.g. a bitstream built before the vector IP had the op) and the bitstream has the vector IP."""
         return (self.vector is not None
                 and str(getattr(self.overlay, "design_point", {}).get("topk", "host")) == "fabric")
+
+    @property
+    def attention_fused(self) -> bool:
+        """The design point's ``schedule.attention`` is ``fused`` (``design_point.json``; ``split`` when
+        absent) and the bitstream has the int8 IP: a block's attention is one call of its attention mode."""
+        return (self.int8 is not None
+                and str(getattr(self.overlay, "design_point", {}).get("attention", "split")) == "fused")
+
+    def attention(self, name, qkv, heads, sm_mult, sm_shift, av_mult, av_shift):
+        if self.attention_fused:  # one int8-IP call: no scores, probabilities or row maxima on the ARM
+            self._count("int8", True)
+            return self.int8.attention(qkv, heads, sm_mult, sm_shift, av_mult, av_shift)
+        return super().attention(name, qkv, heads, sm_mult, sm_shift, av_mult, av_shift)
 
     def ternary(self, name, lin, x, sparsity):
         self._count("ternary", True)

@@ -52,10 +52,12 @@ OVERLAY_NAME = "tatvpr_gemm"
 # block design as the ternary IP (generated Tcl; the kernels' C simulation is the flow's own).
 UNIT_IPS = (
     {"unit": "int8", "top": "tatvpr_int8_top", "ip_name": "tatvpr_int8_unit", "instance": "tatvpr_int8_0",
-     "project": "hls_int8", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp"],
+     "project": "hls_int8", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp",
+                                                "tatvpr_attention.cpp"],
      "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
     {"unit": "vector", "top": "tatvpr_vector_top", "ip_name": "tatvpr_vector_unit", "instance": "tatvpr_vector_0",
-     "project": "hls_vector", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp"],
+     "project": "hls_vector", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp",
+                                                "tatvpr_attention.cpp"],
      "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
 )
 BD_NAME = "tatvpr_bd"
@@ -128,6 +130,10 @@ class DesignPoint:
     loop_order: str = "auto"          # buffers.loop_order: the driver passes choose_loop_order's pick to the IP
     skip_mode: str = "act"            # compute.skip_mode: "act" (bank-scheduled stream) or "none" (dense int8)
     topk: str = "host"                # schedule.topk: the driver's numpy top-k, or the vector IP's (fabric)
+    attention: str = "split"          # schedule.attention: QK^T / softmax / P.V as three calls, or the int8 IP's fused one
+    attention_rows: int = 32          # schedule.attention_rows: the fused attention's query rows per block
+    max_tokens: int = 257             # schedule.max_tokens / max_head_dim: the fused attention's K, V buffers
+    max_head_dim: int = 64
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -156,7 +162,9 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        int8_rows=int(s.int8_unit.rows), int8_cols=int(s.int8_unit.cols),
                        overlap=str(s.schedule.overlap), tile_tokens=int(s.schedule.tile_tokens),
                        handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order),
-                       skip_mode=str(c.skip_mode), topk=str(s.schedule.topk))
+                       skip_mode=str(c.skip_mode), topk=str(s.schedule.topk),
+                       attention=str(s.schedule.attention), attention_rows=int(s.schedule.attention_rows),
+                       max_tokens=int(s.schedule.max_tokens), max_head_dim=int(s.schedule.max_head_dim))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -387,7 +395,10 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
         "overlap": point.overlap, "tile_tokens": point.tile_tokens, "handoffs": point.handoffs,
         "units": [{**u, "defines": f"-DTATVPR_VLANES={point.vector_lanes} -DTATVPR_I8_ROWS={point.int8_rows} "
                                    f"-DTATVPR_I8_COLS={point.int8_cols} -DTATVPR_TOPK_SIMD={kp.simd} "
-                                   f"-DTATVPR_TOPK_BANKS={kp.banks} -DTATVPR_TOPK_KMAX={kp.kmax}"}
+                                   f"-DTATVPR_TOPK_BANKS={kp.banks} -DTATVPR_TOPK_KMAX={kp.kmax} "
+                                   f"-DTATVPR_ATT_ROWS={point.attention_rows} "
+                                   f"-DTATVPR_ATT_MAX_TOKENS={point.max_tokens} "
+                                   f"-DTATVPR_ATT_MAX_HEAD_DIM={point.max_head_dim}"}
                   for u in UNIT_IPS],  # the vector unit's top-k schedules for this ternary IP
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
         "ddr_masters": [f"{IP_INSTANCE}/{p}" for p in M_AXI_PORTS]

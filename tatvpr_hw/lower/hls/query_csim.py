@@ -3,7 +3,9 @@
 Every op runs in the C simulation of its unit: LayerNorm, softmax, GELU / ReLU tables, residual
 adds, the head's int16 -> int8 requantisation and the descriptor's L2 normalisation on the vector
 unit (``tatvpr_vector.cpp``), the patch embedding, attention and the head's linears and attention
-on the int8 unit (``tatvpr_int8.cpp``), the ternary linears on the ternary IP
+on the int8 unit (``tatvpr_int8.cpp``; with ``attention="fused"`` a block's attention is one call of the
+int8 IP's fused attention, ``tatvpr_attention.cpp``: an op ``<block>.attn`` on the array and an op
+``<block>.attn.softmax_lanes`` on its softmax lanes, unit ``int8_softmax``), the ternary linears on the ternary IP
 (``tatvpr_gemm.cpp``) reading the act stream the vector unit makes (``tatvpr_topk_schedule``: the
 top-k and bank scheduling of the linear's input, an op ``<name>.topk`` of its own). The position-embedding
 add stays on the host, and SALAD's Sinkhorn part is host work in float on every backend (the one
@@ -22,7 +24,7 @@ import numpy as np
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
 from tatvpr_hw.lower.hls.paths import driver_package
-from tatvpr_hw.lower.hls.unit_csim import (add_call, build_unit_csim, gemm_call, gelu_call, l2norm_call,
+from tatvpr_hw.lower.hls.unit_csim import (add_call, attention_call, build_unit_csim, gemm_call, gelu_call, l2norm_call,
                                          layernorm_call, requant_call, run_unit_ops, softmax_call, topk_call,
                                          topk_keep)
 
@@ -47,9 +49,12 @@ class QueryCsim:
 
 
 def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, ports: int, fmt: str, lanes: int,
-               rows: int, cols: int, kmax: int, mmax: int):
+               rows: int, cols: int, kmax: int, mmax: int, attention: str = "split", att_rows: int = 32):
     """A ``tatvpr_pynq.integer.Units`` whose every op runs in the C simulation of its unit and is
-    recorded in ``.ops`` ({name, unit, cycles, ...})."""
+    recorded in ``.ops`` ({name, unit, cycles, ...}). ``attention``: ``split`` (QK^T, softmax, P.V as
+    three ops) or ``fused`` (the int8 IP's fused attention, blocks of ``att_rows`` query rows)."""
+    if attention not in ("split", "fused"):
+        raise UserError(f"attention = {attention!r}; allowed: split, fused")
     driver_package()
     from tatvpr_pynq.formats import layer_from_stream, unschedule_activations
     from tatvpr_pynq.integer import Units, op_shape
@@ -57,7 +62,8 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
     work = Path(work_dir)
     build = work / "build"
     gemm_exe = build_csim(KernelParams(pe=pe, simd=simd, banks=banks, ports=ports, kmax=kmax, mmax=mmax), build)
-    unit_exe = build_unit_csim(build, lanes, rows, cols, simd=simd, banks=banks or simd, kmax=kmax)
+    unit_exe = build_unit_csim(build, lanes, rows, cols, simd=simd, banks=banks or simd, kmax=kmax, att_rows=att_rows,
+                               max_tokens=max(mmax, 1))
 
     class CsimUnits(Units):
         def __init__(self) -> None:
@@ -90,6 +96,19 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
 
         def requant(self, name, x, mult, shift):
             return self._unit(name, op_shape("requant", x), requant_call(x, mult, shift))
+
+        def attention(self, name, qkv, heads, sm_mult, sm_shift, av_mult, av_shift):
+            if attention == "split":
+                return super().attention(name, qkv, heads, sm_mult, sm_shift, av_mult, av_shift)
+            qkv = np.asarray(qkv, np.int8)
+            [r] = run_unit_ops(unit_exe, [attention_call(qkv, heads, sm_mult, sm_shift, av_mult, av_shift)],
+                               self._sub())
+            t, dh = qkv.shape[0], qkv.shape[1] // (3 * heads)
+            shape = {"kind": "attention", "batch": heads, "m": t, "k": dh}
+            self.ops.append({"name": name, "unit": "int8", **shape, "csim": True, "cycles": r.int8_cycles})
+            self.ops.append({"name": name + ".softmax_lanes", "unit": "int8_softmax", **shape, "csim": True,
+                             "cycles": r.cycles, "row_ops": r.row_ops})
+            return r.out
 
         def l2norm(self, name, x):
             return self._unit(name, op_shape("l2norm", x), l2norm_call(np.asarray(x).reshape(-1)))
@@ -131,7 +150,7 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
     return CsimUnits()
 
 
-def _trunk_units(trunk, work_dir, *, simd: int, **kw):
+def _trunk_units(trunk, work_dir, *, simd: int, **kw):  # kw: csim_units' (attention, att_rows included)
     """C-simulated units whose ternary IP is compiled for ``trunk``'s widest layer and token count."""
     widest = max([trunk.pos.shape[1]] + [b.fc1.codes.shape[0] for b in trunk.blocks])
     tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
@@ -140,25 +159,26 @@ def _trunk_units(trunk, work_dir, *, simd: int, **kw):
 
 def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8, simd: int = 8,
                banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16, rows: int = 16,
-               cols: int = 16) -> QueryCsim:
-    """int8 image ``img_q [3, H, W]`` through ``trunk`` (a ``TrunkQ``) on the C-simulated units.
+               cols: int = 16, attention: str = "split", att_rows: int = 32) -> QueryCsim:
+    """int8 image ``img_q [3, H, W]`` through ``trunk`` (a ``TrunkQ``) on the C-simulated units
+    (``attention``: ``split`` or ``fused``, :func:`csim_units`).
 
     Ternary-IP cycles are the counted CHUNK iterations summed over folds (``C_f``, conflicts
     included); int8- and vector-unit cycles are the counted loop iterations (no pipeline depth).
     """
     units = _trunk_units(trunk, work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes,
-                         rows=rows, cols=cols)
+                         rows=rows, cols=cols, attention=attention, att_rows=att_rows)
     x = trunk.tokens(img_q, sparsity, units)
     return QueryCsim(tokens=x, ops=units.ops)
 
 
 def csim_query(trunk, head, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8,
                simd: int = 8, banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16,
-               rows: int = 16, cols: int = 16) -> QueryCsim:
+               rows: int = 16, cols: int = 16, attention: str = "split", att_rows: int = 32) -> QueryCsim:
     """The whole query (trunk, final LayerNorm for heads that use it, the integer ``head``, the Q15
     descriptor) on the C-simulated units; ``tokens`` is the trunk's output, ``descriptor`` the head's."""
     units = _trunk_units(trunk, work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes,
-                         rows=rows, cols=cols)
+                         rows=rows, cols=cols, attention=attention, att_rows=att_rows)
     x = trunk.tokens(img_q, sparsity, units)
     y = units.layernorm("norm", trunk.norm, x) if head.uses_final_norm else x
     return QueryCsim(tokens=x, ops=units.ops, descriptor=head(y, units))
@@ -166,8 +186,11 @@ def csim_query(trunk, head, img_q: np.ndarray, sparsity: float, work_dir: str | 
 
 def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     """The simulator's cycles (``sim.engine``, without pipeline depths) of the ops ``res`` ran:
-    ternary C_f on the same operands and gather, int8- and vector-unit formulas on the shapes."""
+    ternary C_f on the same operands and gather, int8- and vector-unit formulas on the shapes; a fused
+    attention (``arch`` ``schedule.attention_rows``): ``sim.schedule.FusedAttention.unit_cycles``, the array's
+    under ``int8``, the softmax lanes' under ``int8_softmax``."""
     from sim.engine import bank_counts, dense_cycles, fold_compute_cycles, vector_cycles, vector_topk_cycles
+    from sim.schedule import FusedAttention
 
     c = arch.spec.compute
     v, u = arch.spec.vector_unit, arch.spec.int8_unit
@@ -187,7 +210,11 @@ def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     for i, op in enumerate(res.ops):
         if not op.get("csim", True):
             continue
-        if op.get("kind") == "topk":  # the next op is its ternary linear: its chunks from the mask it ran on
+        if op.get("kind") == "attention":  # the int8 IP's fused attention (two records: array, softmax lanes)
+            fc = FusedAttention.of(arch).unit_cycles(op["batch"], op["m"], op["k"])
+            cyc = (fc["int8_unit"] - 2 * u.pipeline_cycles if op["unit"] == "int8"
+                   else fc["softmax"] - v.pipeline_cycles)
+        elif op.get("kind") == "topk":  # the next op is its ternary linear: its chunks from the mask it ran on
             mask = res.ops[i + 1]["act_mask"]
             b = c.banks or c.simd
             chunks = int(np.maximum(1, -(-bank_counts(mask, b).max(axis=1) // (c.simd // b))).sum())

@@ -1,5 +1,6 @@
 """C simulation of the vector-unit and int8-unit kernels (``hls/src/tatvpr_vector.cpp``,
-``hls/src/tatvpr_int8.cpp``) against the integer model.
+``hls/src/tatvpr_int8.cpp``, the int8 IP's fused attention ``hls/src/tatvpr_attention.cpp``) against the
+integer model.
 
     >>> exe = build_unit_csim(build_dir, lanes=16)
     >>> res = run_unit_ops(exe, [UnitCall("layernorm", ...)], work_dir)
@@ -25,9 +26,10 @@ from tatvpr_hw.lower.hls.csim import cached_build, compiler
 from tatvpr_hw.lower.hls.paths import ap_types_dir, driver_package, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
-            "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "tb/tb_units.cpp")
+            "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "include/tatvpr_attention.h", "src/tatvpr_attention.cpp",
+            "tb/tb_units.cpp")
 OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7, "topk": 8,
-       "topk_dense": 9}
+       "topk_dense": 9, "attention": 10}
 _OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16, "requant": np.int8,
               "l2norm": np.int16, "topk_dense": np.int8}
 GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
@@ -50,6 +52,7 @@ class UnitResult:
     element_cycles: int
     row_ops: int
     row_cycles: int = 0
+    int8_cycles: int = 0  # attention: the array's counted cycles (QK^T + P.V); the others: its softmax lanes'
 
     @property
     def cycles(self) -> int:
@@ -141,14 +144,30 @@ def gemm_call(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None, *, o
     return UnitCall("gemm", [batch, m, k, n, mode, mult, shift], arrays, (batch, m, n), GEMM_OUT[out][1])
 
 
+def attention_call(qkv: np.ndarray, heads: int, sm_mult: int, sm_shift: int, av_mult: int, av_shift: int) -> UnitCall:
+    """The int8 IP's fused attention (``tatvpr_attention``) of a block: ``qkv[T, 3 D]`` int8 (the qkv
+    projection's output), ``heads`` heads -> int8 ``[T, D]`` (``tatvpr_pynq.integer.Units.attention``)."""
+    qkv = np.asarray(qkv)
+    if qkv.ndim != 2 or qkv.dtype != np.int8 or qkv.shape[1] % (3 * heads):
+        raise UserError(f"attention: qkv must be int8 [T, 3 D] with D a multiple of {heads} heads, got "
+                        f"{qkv.dtype} {qkv.shape}")
+    t, d3 = qkv.shape
+    return UnitCall("attention", [heads, t, d3 // (3 * heads), int(sm_mult), int(sm_shift), int(av_mult), int(av_shift)],
+                    [np.ascontiguousarray(qkv).ravel()], (t, d3 // 3), np.int8)
+
+
 def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16, *,
-                    simd: int = 8, banks: int | None = None, kmax: int = 4096) -> Path:
+                    simd: int = 8, banks: int | None = None, kmax: int = 4096, att_rows: int = 32,
+                    max_tokens: int = 257, max_head_dim: int = 64) -> Path:
     """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged); its top-k
     unit schedules for a ternary IP of ``simd`` lanes and ``banks`` banks (None: ``simd``), rows of at
-    most ``kmax`` channels."""
+    most ``kmax`` channels; its fused attention takes blocks of ``att_rows`` query rows, at most
+    ``max_tokens`` tokens and ``max_head_dim`` channels a head (schedule.attention_rows, max_tokens,
+    max_head_dim)."""
     banks = simd if banks is None else banks
     for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols), ("top-k simd", simd),
-                    ("top-k banks", banks), ("top-k kmax", kmax)):
+                    ("top-k banks", banks), ("top-k kmax", kmax), ("attention rows", att_rows),
+                    ("attention max tokens", max_tokens), ("attention max head dim", max_head_dim)):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, got {v!r}")
     if simd % banks:
@@ -161,10 +180,15 @@ def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 1
         return [compiler(), "-O2", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", "-DTATVPR_COUNT_CYCLES",
                 f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
                 f"-DTATVPR_TOPK_SIMD={simd}", f"-DTATVPR_TOPK_BANKS={banks}", f"-DTATVPR_TOPK_KMAX={kmax}",
+                f"-DTATVPR_ATT_ROWS={att_rows}", f"-DTATVPR_ATT_MAX_TOKENS={max_tokens}",
+                f"-DTATVPR_ATT_MAX_HEAD_DIM={max_head_dim}",
                 f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
-                str(root / "src" / "tatvpr_int8.cpp"), str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
-    return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}_s{simd}_b{banks}_k{kmax}",
-                        f"{lanes},{rows},{cols},{simd},{banks},{kmax}", _SOURCES, command, "vector-unit C simulation")
+                str(root / "src" / "tatvpr_int8.cpp"), str(root / "src" / "tatvpr_attention.cpp"),
+                str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
+    return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}_s{simd}_b{banks}_k{kmax}_a{att_rows}_"
+                        f"t{max_tokens}_h{max_head_dim}",
+                        f"{lanes},{rows},{cols},{simd},{banks},{kmax},{att_rows},{max_tokens},{max_head_dim}",
+                        _SOURCES, command, "vector-unit C simulation")
 
 
 def _write_call(path: Path, call: UnitCall) -> None:
@@ -189,6 +213,10 @@ def _read_result(path: Path, call: UnitCall) -> UnitResult:
         chunks = np.frombuffer(body[:2 * m], dtype="<u2").astype(np.uint16)
         pairs = np.frombuffer(bytes(body[2 * m:]), dtype="<u4").astype(np.uint32)
         return UnitResult((chunks, pairs), int(cycles), int(rows), int(row_cycles))
+    if call.op == "attention":  # int64 int8_cycles, then the output
+        (i8,) = struct.unpack_from("<q", body, 0)
+        out = np.frombuffer(bytes(body[8:]), dtype=np.int8).reshape(call.shape)
+        return UnitResult(out.copy(), int(cycles), int(rows), int(row_cycles), int(i8))
     dtype = call.out_dtype or _OUT_DTYPE[call.op]
     out = np.frombuffer(body, dtype=dtype).reshape(call.shape)
     return UnitResult(out.copy(), int(cycles), int(rows), int(row_cycles))

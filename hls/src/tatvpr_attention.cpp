@@ -1,0 +1,111 @@
+// Fused attention kernel: see tatvpr_attention.h.
+#include "tatvpr_attention.h"
+
+namespace {
+
+const int R = TATVPR_ATT_ROWS, TMAX = TATVPR_ATT_MAX_TOKENS, DMAX = TATVPR_ATT_MAX_HEAD_DIM;
+
+// S[rb][t] = Q_b[rb][dh] . K[t][dh]^T on the array; row_max[r] = max over the row, as each tile drains.
+void block_scores(const int8_t q[R][DMAX], const int8_t k[TMAX][DMAX], int32_t s[R][TMAX], int32_t row_max[R],
+                  int rb, int t, int dh) {
+    for (int r = 0; r < rb; r++) row_max[r] = INT32_MIN;
+QK_M:
+    for (int i0 = 0; i0 < rb; i0 += TATVPR_I8_ROWS) {
+    QK_N:
+        for (int j0 = 0; j0 < t; j0 += TATVPR_I8_COLS) {
+            int64_t acc[TATVPR_I8_ROWS][TATVPR_I8_COLS];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
+            for (int r = 0; r < TATVPR_I8_ROWS; r++)
+                for (int c = 0; c < TATVPR_I8_COLS; c++) acc[r][c] = 0;
+        QK_K:
+            for (int kk = 0; kk < dh; kk++) {
+#pragma HLS PIPELINE II = 1
+                TATVPR_I8CYCLE();
+                for (int r = 0; r < TATVPR_I8_ROWS && i0 + r < rb; r++)
+                    for (int c = 0; c < TATVPR_I8_COLS && j0 + c < t; c++)
+                        acc[r][c] += (int64_t)q[i0 + r][kk] * k[j0 + c][kk];
+            }
+        QK_DRAIN:  // into the score rows, each row's comparator on the way
+            for (int r = 0; r < TATVPR_I8_ROWS && i0 + r < rb; r++)
+                for (int c = 0; c < TATVPR_I8_COLS && j0 + c < t; c++) {
+                    int32_t v = (int32_t)acc[r][c];
+                    s[i0 + r][j0 + c] = v;
+                    row_max[i0 + r] = v > row_max[i0 + r] ? v : row_max[i0 + r];
+                }
+        }
+    }
+}
+
+// O_b[rb][dh] = P_b[rb][t] . V[t][dh] on the array, requantised to int8 into the output rows.
+void block_output(const uint8_t p[R][TMAX], const int8_t v[TMAX][DMAX], int8_t *out, int row0, int rb, int t, int dh,
+                  int col0, int ld, int64_t mult, int shift) {
+    const int64_t half = (int64_t)1 << (shift - 1);
+PV_M:
+    for (int i0 = 0; i0 < rb; i0 += TATVPR_I8_ROWS) {
+    PV_N:
+        for (int j0 = 0; j0 < dh; j0 += TATVPR_I8_COLS) {
+            int64_t acc[TATVPR_I8_ROWS][TATVPR_I8_COLS];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
+            for (int r = 0; r < TATVPR_I8_ROWS; r++)
+                for (int c = 0; c < TATVPR_I8_COLS; c++) acc[r][c] = 0;
+        PV_K:
+            for (int kk = 0; kk < t; kk++) {
+#pragma HLS PIPELINE II = 1
+                TATVPR_I8CYCLE();
+                for (int r = 0; r < TATVPR_I8_ROWS && i0 + r < rb; r++)
+                    for (int c = 0; c < TATVPR_I8_COLS && j0 + c < dh; c++)
+                        acc[r][c] += (int64_t)p[i0 + r][kk] * v[kk][j0 + c];
+            }
+        PV_WRITE:
+            for (int r = 0; r < TATVPR_I8_ROWS && i0 + r < rb; r++)
+                for (int c = 0; c < TATVPR_I8_COLS && j0 + c < dh; c++) {
+                    int64_t y = (acc[r][c] * mult + half) >> shift;
+                    y = y < -128 ? -128 : (y > 127 ? 127 : y);
+                    out[(int64_t)(row0 + i0 + r) * ld + col0 + j0 + c] = (int8_t)y;
+                }
+        }
+    }
+}
+
+}  // namespace
+
+int tatvpr_attention(const int8_t *qkv, int8_t *out, int heads, int t, int dh, int64_t sm_mult, int sm_shift,
+                     int64_t av_mult, int av_shift) {
+    if (heads < 1 || t < 1 || t > TMAX || dh < 1 || dh > DMAX || sm_shift < 1 || sm_shift > 62 || av_shift < 1 ||
+        av_shift > 62)
+        return -1;
+    // on chip: K and V of the head (attn_k / attn_v), the block's Q rows (attn_q), ping-pong score and
+    // probability rows (attn_scores / attn_probs) with the score rows' maxima
+    static int8_t kbuf[TMAX][DMAX], vbuf[TMAX][DMAX], qbuf[2][R][DMAX];
+    static int32_t sbuf[2][R][TMAX], smax[2][R];
+    static uint8_t pbuf[2][R][TMAX];
+    const int d = heads * dh, ld = 3 * d, nb = (t + R - 1) / R;
+HEADS:
+    for (int h = 0; h < heads; h++) {
+    LOAD_KV:  // one read of the head's K and V
+        for (int i = 0; i < t; i++)
+            for (int c = 0; c < dh; c++) {
+                kbuf[i][c] = qkv[(int64_t)i * ld + d + h * dh + c];
+                vbuf[i][c] = qkv[(int64_t)i * ld + 2 * d + h * dh + c];
+            }
+    SLOTS:  // slot s: QK^T of block s, softmax of block s - 1, P.V of block s - 2
+        for (int s = 0; s < nb + 2; s++) {
+            if (s < nb) {
+                const int r0 = s * R, rb = t - r0 < R ? t - r0 : R;
+                for (int r = 0; r < rb; r++)
+                    for (int c = 0; c < dh; c++) qbuf[s & 1][r][c] = qkv[(int64_t)(r0 + r) * ld + h * dh + c];
+                block_scores(qbuf[s & 1], kbuf, sbuf[s & 1], smax[s & 1], rb, t, dh);
+            }
+            if (s >= 1 && s <= nb) {
+                const int b = s - 1, rb = t - b * R < R ? t - b * R : R;
+                for (int r = 0; r < rb; r++)
+                    tatvpr_softmax(sbuf[b & 1][r], &smax[b & 1][r], pbuf[b & 1][r], 1, t, sm_mult, sm_shift);
+            }
+            if (s >= 2) {
+                const int b = s - 2, rb = t - b * R < R ? t - b * R : R;
+                block_output(pbuf[b & 1], vbuf, out, b * R, rb, t, dh, h * dh, d, av_mult, av_shift);
+            }
+        }
+    }
+    return 0;
+}
