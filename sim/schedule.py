@@ -554,6 +554,13 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         busy[HOST] += int(r.get("host_cycles", 0))
         if r.get("topk_cycles"):  # schedule.topk: fabric, the linear's input top-k'd on the vector unit
             busy["vector_unit"] = busy.get("vector_unit", 0) + int(r["topk_cycles"])
+    fused = [f for s in segs for f in s.get("fused_attention", ())]
+    by_name = {r["name"]: r for r in records}
+    for f in fused:  # schedule.attention: fused: the int8 IP holds its array for the whole call (its own
+        # softmax lanes inside), so the int8 unit is busy for the call and the vector unit for none of it
+        qk, sm, pv = (by_name[n] for n in f["ops"])
+        busy[qk["unit"]] += f["cycles"] - int(qk["cycles"]) - int(pv["cycles"])
+        busy[sm["unit"]] -= int(sm["cycles"])
     dram = sum(dram_cycles(r, bytes_per_cycle) for r in records)
     if segs:  # the hand-offs through DRAM (handoffs: dram) hold the port too
         dram = max(dram, sum(sg["dram_cycles"] for sg in segs))
@@ -571,6 +578,9 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         "handoffs": spec.handoffs,
         "topk": spec.topk,
         "topk_cycles": sum(int(r.get("topk_cycles", 0)) for r in records),
+        "attention": getattr(spec, "attention", "split"),
+        # schedule.attention: fused, the fused attention calls' cycles (the int8 IP's, softmax included)
+        "fused_attention_cycles": sum(f["cycles"] for f in fused),
         "handoff_dram_bytes": sum(sg.get("handoff_dram_bytes", 0) for sg in segs),
         "host_cycles": busy[HOST],
         "cycles": int(cycles),

@@ -123,6 +123,16 @@ def test_simulated_query_moves_no_scores_or_probabilities(small):
     assert fused["cycles"] < split["cycles"]
     # R = 16 = the int8 unit's rows: the int8 unit's counted cycles are the split ops'
     assert fused["cycles_by_unit"]["int8_unit"] == split["cycles_by_unit"]["int8_unit"]
+    # busy: the fused calls hold the int8 unit (softmax inside), the vector unit has no softmax or row maxima
+    sb, fb = split["schedule"]["busy_cycles_by_unit"], fused["schedule"]["busy_cycles_by_unit"]
+    att = [r for r in split.layers if r["name"].endswith(("attn.qk", "attn.softmax", "attn.av"))]
+    assert len(att) == 6
+    sm = sum(r["cycles"] + r.get("host_cycles", 0) for r in att if r["name"].endswith("softmax"))
+    i8 = sum(r["cycles"] + r.get("host_cycles", 0) for r in att if not r["name"].endswith("softmax"))
+    f = fused["schedule"]["fused_attention_cycles"]
+    assert fb["vector_unit"] == sb["vector_unit"] - sm
+    assert fb["int8_unit"] == sb["int8_unit"] - i8 + f
+    assert f > 0 and fused["schedule"]["attention"] == "fused" and split["schedule"]["fused_attention_cycles"] == 0
 
 
 def test_fused_needs_pipelined_and_names_the_key(small):
