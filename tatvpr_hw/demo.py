@@ -143,7 +143,8 @@ def paper_summary(rows: list[dict], space: Path, ip_max_clock_mhz: float) -> dic
         pts.append({k: r[k] for k in ("pe", "simd", "skip_mode", "clock_mhz", "overlap", "int8_rows", "int8_cols",
                                       "tile_tokens", "queries_per_s", "latency_ms", "energy_mj", "fits")}
                    | {"handoffs": r.get("handoffs", r.get("schedule.handoffs", "onchip")),
-                      "topk": r.get("topk", r.get("schedule.topk", "fabric"))}
+                      "topk": r.get("topk", r.get("schedule.topk", "fabric")),
+                      "attention": r.get("attention", r.get("schedule.attention", "split"))}
                    | {"misfit": r["misfit"] if isinstance(r.get("misfit"), str) else "", "max_util": max(util.values()) if util else None,
                       "binding": binding})
     for p in pts:

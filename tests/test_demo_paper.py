@@ -48,6 +48,9 @@ def test_what_the_ip_builds_is_act_or_none_under_its_clock_cap_through_ddr():
     assert s["ip_skip_modes"] == ["act", "none"]
     assert {p["topk"] for p in s["points"]} == {"fabric"}        # the simulator's default when the sweep is silent
     assert paper_summary([{**rows[0], "schedule.topk": "host"}], Path("x.yaml"), 333)["points"][0]["topk"] == "host"
+    assert {p["attention"] for p in s["points"]} == {"split"}    # the simulator's default: QK^T, softmax, P.V apart
+    assert paper_summary([{**rows[0], "schedule.attention": "fused"}], Path("x.yaml"),
+                         333)["points"][0]["attention"] == "fused"
     assert paper_summary(rows[:1], Path("x.yaml"), 333)["best_buildable"] is None
     no_column = {k: v for k, v in rows[3].items() if k != "schedule.handoffs"}   # the sim's default: on chip
     assert paper_summary([no_column], Path("x.yaml"), 333)["best_buildable"] is None
