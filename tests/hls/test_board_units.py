@@ -74,6 +74,10 @@ def test_vitis_hls_tcl_synthesises_every_unit(project):
     unit_adds = [c for c in adds if "tatvpr_units_top.cpp" in c[1]]
     assert len(unit_adds) == 2 and all("-DTATVPR_VLANES=16 -DTATVPR_I8_ROWS=16 -DTATVPR_I8_COLS=16" in c[3]
                                        for c in unit_adds)  # sim/arch/kv260.yaml: 16 lanes, 16 x 16
+    # the int8 IP's fused attention (schedule.attention: fused) is in both unit projects, sized by the point
+    assert sum("tatvpr_attention.cpp" in c[1] for c in adds) == 2
+    assert all("-DTATVPR_ATT_ROWS=32 -DTATVPR_ATT_MAX_TOKENS=257 -DTATVPR_ATT_MAX_HEAD_DIM=64" in c[3]
+               for c in unit_adds)
     # the vector unit's top-k schedules for the ternary IP of the same project: its SIMD, banks and K_max
     kp = re.search(r"-DTATVPR_SIMD=(\d+) -DTATVPR_BANKS=(\d+).* -DTATVPR_KMAX=(\d+)",
                    next(" ".join(c) for c in adds if "tatvpr_gemm.cpp" in c[1]))
