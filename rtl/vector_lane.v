@@ -20,7 +20,7 @@
 //   multiplier 1 (33 x 49 bits signed, low 64 bits kept): dv (17 bits) x inv (48 bits unsigned), z = rmax - s
 //   (33 bits, >= 0) x mult (31 bits), y8 x mult (32 bits signed), x x mult, x x inv, x x x; every product
 //   fits int64 as in the C code;
-//   multiplier 2 (34 x max(GAIN_BITS, 19) bits signed): n (|n| < 2^33 for rows of at most 65535 elements) x gain (GAIN_BITS
+//   multiplier 2 (34 x max(GAIN_BITS, 19) bits signed, GAIN_BITS <= 27): n (|n| < 2^33 for rows of at most 65535 elements) x gain (GAIN_BITS
 //   signed), e (16 bits) x recip (18 bits).
 // Timing: x, y8, mult, shift, op enter with in_valid; gain is used 6 cycles later and bias 7 cycles later
 // (the per-channel buffers are read with a delayed address); out is valid LATENCY = 9 cycles after the
@@ -130,14 +130,15 @@ module vector_lane #(
         end
     endfunction
 
+    // saturation from the sign and the bits above the result (no wide compares)
     function signed [15:0] sat16;
         input signed [63:0] v;
-        sat16 = (v > 64'sd32767) ? 16'sd32767 : (v < -64'sd32768) ? -16'sd32768 : v[15:0];
+        sat16 = (~v[63] & |v[62:15]) ? 16'sd32767 : (v[63] & ~&v[62:15]) ? -16'sd32768 : v[15:0];
     endfunction
 
     function signed [15:0] sat8;
         input signed [63:0] v;
-        sat8 = (v > 64'sd127) ? 16'sd127 : (v < -64'sd128) ? -16'sd128 : {{8{v[7]}}, v[7:0]};
+        sat8 = (~v[63] & |v[62:7]) ? 16'sd127 : (v[63] & ~&v[62:7]) ? -16'sd128 : {{8{v[7]}}, v[7:0]};
     endfunction
 
     // ---- stage 0: the element's registers
@@ -178,8 +179,18 @@ module vector_lane #(
         endcase
     end
 
-    // ---- stage 2: product 1 (int64, as the C code)
-    wire signed [81:0] prod1 = a1 * b1;
+    // ---- stage 2: product 1 (int64, as the C code), tiled by hand for DSP48E2 (27 x 18 signed, AMD UG579):
+    // b1 = bh 2^26 + bl (bl 26 bits unsigned, the 27-bit port), a1 = ah 2^17 + al (al 17 bits unsigned, the
+    // 18-bit port): 4 slices, the partial products summed after them (low 64 bits kept)
+    wire signed [26:0] b1l = {1'b0, b1[25:0]};
+    wire signed [22:0] b1h = b1[48:26];
+    wire signed [17:0] a1l = {1'b0, a1[16:0]};
+    wire signed [15:0] a1h = a1[32:17];
+    wire signed [44:0] pp_ll = a1l * b1l;
+    wire signed [40:0] pp_lh = a1l * b1h;
+    wire signed [42:0] pp_hl = a1h * b1l;
+    wire signed [38:0] pp_hh = a1h * b1h;
+    wire signed [63:0] prod1 = pp_ll + (pp_lh <<< 26) + (pp_hl <<< 17) + (pp_hh <<< 43);
     reg               v2;
     reg [2:0]         op2;
     reg signed [63:0] p1;
@@ -188,30 +199,29 @@ module vector_lane #(
     reg [7:0]         g2;
     always @(posedge clk) begin
         v2 <= v1 & ~rst; op2 <= op1; sh2 <= sh1; x2 <= x1; g2 <= g1;
-        p1 <= prod1[63:0];
+        p1 <= prod1;
     end
 
-    // ---- stage 3: rounding constant; the SUMS accumulators
+    // ---- stages 3 and 4: the rounding shift (p + 2^(sh-1)) >> sh = ((p >> (sh-1)) + 1) >> 1 (floor shifts)
     reg               v3;
     reg [2:0]         op3;
     reg signed [63:0] q3;
-    reg [5:0]         sh3;
     reg signed [15:0] x3;
     reg [7:0]         g3;
     always @(posedge clk) begin
-        v3 <= v2 & ~rst; op3 <= op2; sh3 <= sh2; x3 <= x2; g3 <= g2;
-        q3 <= p1 + (64'sd1 <<< (sh2 - 6'd1));
+        v3 <= v2 & ~rst; op3 <= op2; x3 <= x2; g3 <= g2;
+        q3 <= p1 >>> (sh2 - 6'd1);
     end
 
-    // ---- stage 4: the arithmetic right shift
     reg               v4;
     reg [2:0]         op4;
     reg signed [63:0] r4;
     reg signed [15:0] x4;
     reg [7:0]         g4;
+    wire signed [64:0] q3r = q3 + 65'sd1;
     always @(posedge clk) begin
         v4 <= v3 & ~rst; op4 <= op3; x4 <= x3; g4 <= g3;
-        r4 <= q3 >>> sh3;
+        r4 <= q3r[64:1];
     end
 
     // ---- stage 5: saturations of the one-multiply ops; the exp2 table read (softmax)
@@ -266,7 +276,12 @@ module vector_lane #(
     end
 
     // ---- stage 7: product 2 (bias arrives now)
-    wire signed [33+B2W:0] prod2 = a2 * b2;
+    // a2 = ah 2^17 + al (al 17 bits unsigned, the 18-bit port), b2 on the 27-bit port: 2 slices
+    wire signed [17:0] a2l = {1'b0, a2[16:0]};
+    wire signed [16:0] a2h = a2[33:17];
+    wire signed [17+B2W:0] pp2_l = a2l * b2;
+    wire signed [16+B2W:0] pp2_h = a2h * b2;
+    wire signed [33+B2W:0] prod2 = pp2_l + (pp2_h <<< 17);
     reg               v7;
     reg [2:0]         op7;
     reg signed [33+B2W:0] p2;
@@ -291,4 +306,58 @@ module vector_lane #(
             default: out <= er7;
         endcase
     end
+endmodule
+
+// LANES lanes as the vector unit holds them (for synthesis: tatvpr rtl / tests/rtl/test_vector_lane.py):
+// the row constants' registers, the op and valid are shared; every lane has its own element inputs
+// (x, y8, mult, shift, gain, bias) and outputs. Per-lane cost = the slope over LANES.
+module vector_lanes #(
+    parameter integer LANES = 1,
+    parameter integer GAIN_BITS = 24,
+    parameter integer BIAS_BITS = 48
+) (
+    input  wire                          clk,
+    input  wire                          rst,
+    input  wire                          in_valid,
+    input  wire [2:0]                    op,
+    input  wire                          acc_clr,
+    input  wire                          row_load,   // load the row constants
+    input  wire signed [31:0]            rconst_in,
+    input  wire [47:0]                   inv_in,
+    input  wire [17:0]                   recip_in,
+    input  wire [32*LANES-1:0]           x,
+    input  wire [8*LANES-1:0]            y8,
+    input  wire [32*LANES-1:0]           mult,
+    input  wire [6*LANES-1:0]            shift,
+    input  wire [GAIN_BITS*LANES-1:0]    gain,
+    input  wire [BIAS_BITS*LANES-1:0]    bias,
+    input  wire                          tbl_we,
+    input  wire [7:0]                    tbl_addr,
+    input  wire [7:0]                    tbl_data,
+    output wire [LANES-1:0]              out_valid,
+    output wire [16*LANES-1:0]           out,
+    output wire [32*LANES-1:0]           acc_s,
+    output wire [48*LANES-1:0]           acc_q
+);
+    reg signed [31:0] rconst;
+    reg [47:0] inv;
+    reg [17:0] recip;
+    always @(posedge clk)
+        if (row_load) begin
+            rconst <= rconst_in;
+            inv <= inv_in;
+            recip <= recip_in;
+        end
+    genvar l;
+    generate
+        for (l = 0; l < LANES; l = l + 1) begin : lane
+            vector_lane #(.GAIN_BITS(GAIN_BITS), .BIAS_BITS(BIAS_BITS)) u (
+                .clk(clk), .rst(rst), .in_valid(in_valid), .op(op), .acc_clr(acc_clr),
+                .x(x[32*l +: 32]), .y8(y8[8*l +: 8]), .mult(mult[32*l +: 32]), .shift(shift[6*l +: 6]),
+                .gain(gain[GAIN_BITS*l +: GAIN_BITS]), .bias(bias[BIAS_BITS*l +: BIAS_BITS]), .rconst(rconst),
+                .inv(inv), .recip(recip), .tbl_we(tbl_we), .tbl_addr(tbl_addr), .tbl_data(tbl_data),
+                .out_valid(out_valid[l]), .out(out[16*l +: 16]), .acc_s(acc_s[32*l +: 32]),
+                .acc_q(acc_q[48*l +: 48]));
+        end
+    endgenerate
 endmodule
