@@ -183,3 +183,43 @@ def test_vector_lane_softmax_bit_exact(exe, tmp_path):
     res2 = r2.run(exe, tmp_path / "p2")
     for s, (m, sh), (got, _) in zip(rows, params, res2):
         assert np.array_equal(np.array(got), iq.softmax_int(s[None, :], m, sh)[0].astype(np.int64))
+
+
+def synth_lanes(lanes: int, workdir: Path) -> dict:
+    """yosys synth_xilinx -family xcup -flatten of vector_lanes (LANES lanes, the shared row-constant registers)."""
+    import json
+    import re
+
+    script = "\n".join([f"read_verilog {rtl._stage_sources(('vector_lane.v',), workdir)}",
+                        f"chparam -set LANES {lanes} vector_lanes",
+                        "synth_xilinx -family xcup -top vector_lanes -noiopad -noclkbuf -flatten",
+                        "tee -q -o stat.json stat -json"]) + "\n"
+    rtl._run_yosys(script, workdir)
+    mod = next(iter(json.loads((workdir / "stat.json").read_text())["modules"].values()))
+    cells = {k: int(v) for k, v in mod["num_cells_by_type"].items()}
+    pick = lambda pred: sum(v for k, v in cells.items() if pred(k))  # noqa: E731
+    return {"lut": pick(lambda k: re.fullmatch(r"LUT\d", k) is not None),
+            "lutram": sum(rtl.LUTRAM_LUTS[k] * v for k, v in cells.items() if k in rtl.LUTRAM_LUTS),
+            "srl": pick(lambda k: k.startswith("SRL")), "ff": pick(lambda k: k.startswith("FD")),
+            "dsp": pick(lambda k: k.startswith("DSP48")), "bram": pick(lambda k: k.startswith(("RAMB", "URAM")))}
+
+
+@pytest.mark.slow
+def test_lane_synthesis_matches_the_resource_model(tmp_path):
+    """2 and 4 lanes (about 25 s): the per-lane slope is the model's lane (LUT sites within 2 %, FF and DSP
+    exact); DSP = the tiling rule ceil(a/26) x ceil(b/17) of the two multipliers' unsigned parts, worked by
+    hand: 48 x 32 bits -> 2 x 2 = 4 slices, 23 x 33 bits -> 1 x 2 = 2 slices; no block RAM (tables in LUTs)."""
+    from sim.arch import load_arch
+
+    rows = {}
+    for lanes in (2, 4):
+        (tmp_path / str(lanes)).mkdir()
+        rows[lanes] = synth_lanes(lanes, tmp_path / str(lanes))
+    per = {k: (rows[4][k] - rows[2][k]) / 2 for k in rows[2]}
+    assert per["dsp"] == 6 == math.ceil(48 / 26) * math.ceil(32 / 17) + math.ceil(23 / 26) * math.ceil(33 / 17)
+    assert per["lutram"] == 64 and rows[2]["bram"] == rows[4]["bram"] == 0   # the 256 x 8 GELU table
+    r = load_arch("kv260").resource_model
+    assert per["ff"] == r.ff_per_vector_lane.value
+    assert per["dsp"] == r.dsp_per_vector_lane.value
+    sites = per["lut"] + per["lutram"] + per["srl"]
+    assert abs(sites - r.lut_per_vector_lane.value) <= 0.02 * r.lut_per_vector_lane.value, sites
