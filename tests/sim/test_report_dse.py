@@ -81,3 +81,19 @@ def test_report_renders_dse_section(swept, tmp_path):
 def test_summary_of_a_folder_without_results_is_named(tmp_path):
     with pytest.raises(SimInputError, match="results.csv"):
         dse.dse_summary(tmp_path)
+
+
+def test_report_names_invalid_combinations(swept, tmp_path):
+    """Rows whose axis combination the arch rejects are reported as such, with their rule, not hidden."""
+    from tatvpr_hw.report import render_report
+
+    run_dir, _, path = swept
+    only = tmp_path / "run"
+    (only / "dse").mkdir(parents=True)
+    d = json.loads(path.read_text())
+    d["invalid"], d["invalid_reasons"] = 3, {"schedule.topk = 'host' needs schedule.handoffs = 'dram'": 3}
+    (only / "dse.json").write_text(json.dumps(d))
+    shutil.copy(run_dir / "dse" / "pareto.png", only / "dse" / "pareto.png")
+    section = render_report(only).read_text().split('id="dse"')[1].split("</section>")[0]
+    assert "3 invalid combinations of the axes" in section
+    assert "needs schedule.handoffs" in section
