@@ -67,6 +67,7 @@ module topk_unit #(
     localparam integer LL = (LANES <= 1) ? 0 : $clog2(LANES);
     localparam integer LB = (BANKS <= 1) ? 0 : $clog2(BANKS);
     localparam integer SUMW = CB + LL + 1;
+    localparam integer SELW = (LB > LR ? LB : LR) + 1;
 
     localparam [2:0] IDLE = 3'd0, HIST = 3'd1, SCAN = 3'd2, SEL = 3'd3, EMIT = 3'd4;
     reg [2:0] state;
@@ -166,36 +167,40 @@ module topk_unit #(
         end
     endgenerate
 
-    // writes (SELECT, stream): bank b's lanes, their kept entries compacted from cnt[b]
+    // writes (SELECT, stream): bank b's lanes, their kept entries compacted from cnt[b]: lane
+    // b + jj * BANKS (LANES >= BANKS) gets entry cnt[b] + (kept lanes of the bank before it), which
+    // goes to memory entry mod R; each memory takes at most one of them a cycle
     reg [CW-1:0] cnt_add [0:BANKS-1];
-    integer wb, wj, wl;
+    reg [CW-1:0] ent [0:LANES-1];
+    integer wb, wj, wl, wu;
     always @* begin
         q_we = 0;
         q_waddr = 0;
         q_wdata = 0;
         for (wb = 0; wb < BANKS; wb = wb + 1) begin : wr
             reg [CW-1:0] e;
-            reg [IW-1:0] c;
             e = cnt[wb];
             if (LANES >= BANKS) begin
                 for (wj = 0; wj < R; wj = wj + 1) begin
-                    wl = wb + wj * BANKS;
-                    c = ({grp, {LL{1'b0}}} | wl);
-                    if (kept[wl]) begin
-                        q_we[wb*R + (e % R)] = state == SEL && streamr;
-                        q_waddr[QA*(wb*R + (e % R)) +: QA] = e >> LR;
-                        q_wdata[QW*(wb*R + (e % R)) +: QW] = {c, row_q[8*wl +: 8]};
-                        e = e + 1'b1;
-                    end
+                    ent[wb + wj * BANKS] = e;
+                    e = e + kept[wb + wj * BANKS];
                 end
+                for (wu = 0; wu < R; wu = wu + 1)
+                    for (wj = 0; wj < R; wj = wj + 1) begin
+                        wl = wb + wj * BANKS;
+                        if (kept[wl] && (ent[wl] % R) == wu) begin
+                            q_we[wb*R + wu] = state == SEL && streamr;
+                            q_waddr[QA*(wb*R + wu) +: QA] = ent[wl] >> LR;
+                            q_wdata[QW*(wb*R + wu) +: QW] = {grp[IW-LL-1:0], wl[LL-1:0], row_q[8*wl +: 8]};
+                        end
+                    end
             end else begin
-                // one lane, wl = wb mod LANES, reaches bank wb when the group starts at its block
+                // one lane, wb mod LANES, reaches bank wb when the group starts at its bank block
                 wl = wb % LANES;
-                c = ({grp, {LL{1'b0}}} | wl);
-                if (kept[wl] && (c % BANKS) == wb) begin
+                if (kept[wl] && ((({grp, {LL{1'b0}}} | wl) % BANKS) == wb)) begin
                     q_we[wb] = state == SEL && streamr;
                     q_waddr[QA*wb +: QA] = e;
-                    q_wdata[QW*wb +: QW] = {c, row_q[8*wl +: 8]};
+                    q_wdata[QW*wb +: QW] = {grp[IW-LL-1:0], wl[LL-1:0], row_q[8*wl +: 8]};
                     e = e + 1'b1;
                 end
             end
@@ -213,28 +218,39 @@ module topk_unit #(
     end
     wire last_sg = (sg == SG - 1);
     // reads: slot s = sg * LANES + l, bank s mod BANKS, entry j * Q + floor(s / BANKS)
-    reg [LANES-1:0] slot_ok;      // slot exists and its entry is below the bank's count
-    reg [LR:0] slot_sub [0:LANES-1];
-    reg [LB:0] slot_bank [0:LANES-1];
-    integer rl;
-    always @* begin
-        q_raddr = 0;
-        for (rl = 0; rl < LANES; rl = rl + 1) begin : rd
-            reg [31:0] s, e;
-            reg [LB:0] bb;
-            s = sg * LANES + rl;
-            bb = s % BANKS;
-            e = j * Q + s / BANKS;
-            slot_ok[rl] = s < SIMD && e < cnt[bb];
-            slot_sub[rl] = e % R;
-            slot_bank[rl] = bb;
-            if (s < SIMD) q_raddr[QA*(bb*R + e % R) +: QA] = e / R;
-        end
-    end
+    reg [LANES-1:0] slot_ok;                   // the slot exists and its entry is below the bank's count
     reg [LANES-1:0] emit_ok;
-    reg [LR:0] emit_sub [0:LANES-1];
-    reg [LB:0] emit_bank [0:LANES-1];
+    reg [SELW-1:0] slot_sel [0:LANES-1];           // which memory the lane's word comes from (registered)
+    reg [SELW-1:0] emit_sel [0:LANES-1];
     reg [QW*LANES-1:0] dense_data;
+    wire [31:0] s0 = sg << LL;                 // first slot of the group
+    wire [31:0] e0 = (j << LQ) + (s0 >> LB);   // the group's first entry (per bank)
+    integer rl, rb, ru;
+    generate
+        if (LANES >= BANKS) begin : rd_wide
+            // lane l: bank l mod BANKS, entry e0 + floor(l / BANKS), in memory (e0 + l / BANKS) mod R
+            always @* begin
+                q_raddr = 0;
+                for (rl = 0; rl < LANES; rl = rl + 1) begin
+                    slot_ok[rl] = s0 + rl < SIMD && e0 + (rl >> LB) < cnt[rl % BANKS];
+                    slot_sel[rl] = (e0 + (rl >> LB)) % R;
+                end
+                for (rb = 0; rb < BANKS; rb = rb + 1)
+                    for (ru = 0; ru < R; ru = ru + 1)  // memory u serves entry e0 + ((u - e0) mod R)
+                        q_raddr[QA*(rb*R + ru) +: QA] = (e0 + ((ru - e0) % R)) >> LR;
+            end
+        end else begin : rd_narrow
+            // R = 1: lane l reads bank (s0 mod BANKS) + l; every bank at entry e0
+            always @* begin
+                q_raddr = 0;
+                for (rl = 0; rl < LANES; rl = rl + 1) begin
+                    slot_sel[rl] = (s0 % BANKS) >> LL;   // the bank block
+                    slot_ok[rl] = s0 + rl < SIMD && e0 < cnt[(s0 % BANKS) + rl];
+                end
+                for (rb = 0; rb < BANKS; rb = rb + 1) q_raddr[QA*rb +: QA] = e0;
+            end
+        end
+    endgenerate
 
     // ---------------------------------------------------------------- control + outputs
     integer ob;
@@ -313,9 +329,8 @@ module topk_unit #(
                     out_dense <= 1'b0;
                     emit_ok <= slot_ok;
                     for (ob = 0; ob < LANES; ob = ob + 1) begin
-                        emit_sub[ob] <= slot_sub[ob];
-                        emit_bank[ob] <= slot_bank[ob];
-                        out_mask[ob] <= sg * LANES + ob < SIMD;
+                        emit_sel[ob] <= slot_sel[ob];
+                        out_mask[ob] <= s0 + ob < SIMD;
                     end
                     sg <= last_sg ? 16'd0 : sg + 1'b1;
                     if (last_sg) j <= j + 1'b1;
@@ -332,11 +347,19 @@ module topk_unit #(
 
     // the emitted words: the queue memories' outputs one cycle after their reads
     reg [QW*LANES-1:0] emit_word;
-    integer el;
+    integer el, eu;
     always @* begin
+        emit_word = 0;
         for (el = 0; el < LANES; el = el + 1)
-            emit_word[QW*el +: QW] = emit_ok[el] ? q_rdata[QW*(emit_bank[el]*R + emit_sub[el]) +: QW]
-                                                 : {QW{1'b0}};
+            if (LANES >= BANKS) begin      // bank el mod BANKS, memory emit_sel
+                for (eu = 0; eu < R; eu = eu + 1)
+                    if (emit_ok[el] && emit_sel[el] == eu)
+                        emit_word[QW*el +: QW] = q_rdata[QW*((el % BANKS)*R + eu) +: QW];
+            end else begin                 // bank block emit_sel: bank emit_sel * LANES + el
+                for (eu = 0; eu < BANKS / LANES; eu = eu + 1)
+                    if (emit_ok[el] && emit_sel[el] == eu)
+                        emit_word[QW*el +: QW] = q_rdata[QW*(eu*LANES + el) +: QW];
+            end
     end
     assign out_data = out_dense ? dense_data : emit_word;
 endmodule

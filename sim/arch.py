@@ -480,6 +480,14 @@ class ResourceModel(_Strict):
     lut_per_scheduler_slot: Sourced
     lut_per_scheduler_channel: Sourced
     ff_per_scheduler_channel: Sourced
+    lut_per_topk_lane_bit: Sourced
+    lut_per_topk_bank_bit: Sourced
+    lut_per_topk_queue_path: Sourced
+    lut_topk_fixed: Sourced
+    ff_per_topk_lane_bit: Sourced
+    ff_per_topk_bank_bit: Sourced
+    ff_per_topk_queue_path: Sourced
+    ff_topk_fixed: Sourced
     ff_control: Sourced
     bram36_bits: Sourced
     bram36_port_bits: Sourced

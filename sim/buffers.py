@@ -190,6 +190,28 @@ def _entry(name, *, banks, ports, replicas, halves, width, depth, prefer_uram, b
             "bram36": one["bram36"] * memories + bram18 / 2, "uram": one["uram"] * memories}
 
 
+def topk_memories(lanes: int, kmax: int, banks: int, simd: int) -> list[dict]:
+    """The memories of the vector unit's top-k unit (``tatvpr_topk_schedule``, ``rtl/topk_unit.v``;
+    docs/engine.md section 5) serving a ternary IP of ``K_max`` channels, ``B`` banks and ``SIMD``
+    slots with ``L`` vector lanes: ``topk_row`` (the row, L memories of 8 bits x ceil(K_max / L):
+    channel c in memory c mod L), ``topk_hist`` (L per-lane histograms of the magnitudes 1..128, counters
+    of ceil(log2(ceil(K_max / L) + 1)) bits) and ``topk_queue`` (per bank R = max(1, L / B) memories of
+    8 + I bits (value, channel index), ceil(ceil(K_max / B) / R) deep: a bank's entry e in memory e mod R).
+    One write and one read port each (``r`` = 1)."""
+    rows = -(-kmax // lanes)
+    r = max(1, lanes // banks)
+    return [
+        {"name": "topk_row", "memories": lanes, "width": 8, "depth": rows},
+        {"name": "topk_hist", "memories": lanes, "width": math.ceil(math.log2(rows + 1)), "depth": 128},
+        {"name": "topk_queue", "memories": banks * r, "width": 8 + index_bits(kmax), "depth": -(-(-(-kmax // banks)) // r)},
+    ]
+
+
+def topk_built(arch) -> bool:
+    """The top-k unit is built: the vector unit on the fabric does the top-k (``schedule.topk: fabric``)."""
+    return arch.spec.schedule.topk == "fabric" and arch.spec.vector_unit.mode == "fabric"
+
+
 def plan_buffers(arch) -> list[dict]:
     """Every buffer of ``arch`` with its memories and blocks (docs/engine.md section 6 table).
 
@@ -225,6 +247,10 @@ def plan_buffers(arch) -> list[dict]:
                                  ("int8_weights", s.int8_unit.cols * 8, b.int8_weights_kb, b.int8_weights_memory)):
         out.append(_entry(name, banks=1, ports=1, replicas=1, halves=1, width=width,
                           depth=math.ceil(8192 * kb / width), prefer_uram=mem == "uram", board_has_uram=has_uram))
+    if topk_built(arch):
+        for m in topk_memories(s.vector_unit.lanes, kmax, B, c.simd):
+            out.append(_entry(m["name"], banks=m["memories"], ports=1, replicas=1, halves=1, width=m["width"],
+                              depth=m["depth"], prefer_uram=False, board_has_uram=has_uram))
     return out
 
 

@@ -7,10 +7,12 @@ fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`s
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
          + LUTRAM LUTs of the buffers
-         + (act mode) SIMD*ceil(K_max/B)*lut_per_scheduler_slot + K_max*lut_per_scheduler_channel
+         + (top-k unit) (L*I*lut_per_topk_lane_bit + B*I*lut_per_topk_bank_bit + L*R*lut_per_topk_queue_path
+                        + lut_topk_fixed)
     FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit
          + vector lanes*ff_per_vector_lane + ff_control + register-mapped buffer bits
-         + (act mode) K_max*ff_per_scheduler_channel   (the bank scheduler, rtl/bank_scheduler.v)
+         + (top-k unit) (L*I*ff_per_topk_lane_bit + B*I*ff_per_topk_bank_bit + L*R*ff_per_topk_queue_path
+                        + ff_topk_fixed)
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
     BRAM36 = buffers' BRAM36 + ceil(buffers' BRAM18 / 2)       URAM = buffers' URAM288
 
@@ -20,13 +22,22 @@ intersection compare of ``both``), see its sources.
 
 A design fits when every class is at most ``max_utilisation`` of the board's; ``over`` names
 the classes that do not, ``why`` the buffers using the most of each such class.
+
+The top-k unit (``sim.buffers.topk_built``: ``schedule.topk: fabric`` on a fabric vector unit) is the
+vector unit's ``tatvpr_topk_schedule`` (``rtl/topk_unit.v``, docs/engine.md section 7): its logic with
+``L`` vector lanes, ``B`` banks, ``R = max(1, L / B)`` queue memories a bank and ``I = ceil(log2 K_max)``
+index bits is fitted to yosys; its
+memories (``topk_row``, ``topk_hist``, ``topk_queue``) are buffers of :func:`sim.buffers.plan_buffers`.
+It is the only bank scheduler built: the HLS ternary IP reads the chunk stream it (or, with
+``schedule.topk: host``, the ARM) makes, so ``act`` charges no scheduler of its own (the RTL tile's
+``rtl/bank_scheduler.v`` terms, ``lut_per_scheduler_*``, describe only ``tatvpr rtl``'s tile).
 """
 
 from __future__ import annotations
 
 import math
 
-from sim.buffers import k_max, plan_buffers
+from sim.buffers import index_bits, k_max, plan_buffers, topk_built
 from sim.schedule import pipeline_buffers
 
 CLASSES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -51,12 +62,14 @@ def datapath_resources(arch) -> dict[str, float]:
     ff = (lanes * r.ff_per_lane.value + c.simd * r.ff_per_input_lane.value
           + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
           + vec_lanes * r.ff_per_vector_lane.value + r.ff_control.value)
-    if c.skip_mode == "act" and c.mode == "mvau":
-        # the bank scheduler (rtl/bank_scheduler.v) turning dense tokens into bank-scheduled chunks
-        kmax = k_max(arch)
-        slots = c.simd * -(-kmax // c.banks)
-        lut += slots * r.lut_per_scheduler_slot.value + kmax * r.lut_per_scheduler_channel.value
-        ff += kmax * r.ff_per_scheduler_channel.value
+    if topk_built(arch):
+        # the vector unit's top-k + bank scheduling unit (its memories are buffers: sim.buffers)
+        L, B, i = s.vector_unit.lanes, c.banks, index_bits(k_max(arch))
+        paths = L * max(1, L // B)
+        lut += (L * i * r.lut_per_topk_lane_bit.value + B * i * r.lut_per_topk_bank_bit.value
+                + paths * r.lut_per_topk_queue_path.value + r.lut_topk_fixed.value)
+        ff += (L * i * r.ff_per_topk_lane_bit.value + B * i * r.ff_per_topk_bank_bit.value
+               + paths * r.ff_per_topk_queue_path.value + r.ff_topk_fixed.value)
     dsp = c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
     return {"lut": lut, "ff": ff, "dsp": dsp}
 

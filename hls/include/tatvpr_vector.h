@@ -54,6 +54,14 @@
 #if TATVPR_TOPK_SIMD % TATVPR_TOPK_BANKS
 #error "TATVPR_TOPK_BANKS must divide TATVPR_TOPK_SIMD"
 #endif
+// The top-k unit's memories (docs/engine.md section 7; rtl/topk_unit.v; sim.buffers.topk_memories),
+// declared in tatvpr_topk_schedule: row[L][ceil(K_max / L)] int8 (channel c in memory c mod L),
+// hist[L][128] counters of ceil(log2(ceil(K_max / L) + 1)) bits (lane l's magnitudes 1..128, bin
+// mag mod 128), queue[B * R][ceil(ceil(K_max / B) / R)] words of 8 + ceil(log2 K_max) bits (value,
+// channel), R = max(1, L / B) memories a bank taking one of a cycle's kept channels of the bank each.
+#if TATVPR_VLANES % TATVPR_TOPK_BANKS && TATVPR_TOPK_BANKS % TATVPR_VLANES
+#error "TATVPR_VLANES and TATVPR_TOPK_BANKS must divide one another"
+#endif
 
 #ifdef TATVPR_COUNT_CYCLES
 void tatvpr_count_vector_cycle();

@@ -1,5 +1,8 @@
 // Vector unit kernels: see tatvpr_vector.h and docs/integer.md for the arithmetic.
 #include "tatvpr_vector.h"
+#ifdef __SYNTHESIS__
+#include <ap_int.h>
+#endif
 
 namespace {
 
@@ -190,27 +193,63 @@ SCALE:  // pass 2: x * inv, rounded, saturated to int16
     }
 }
 
+// The top-k unit's memory geometry (tatvpr_vector.h; sim.buffers.topk_memories)
+constexpr int topk_clog2(int x) { return x <= 1 ? 0 : 1 + topk_clog2((x + 1) / 2); }
+const int TOPK_ROWDEPTH = (TATVPR_TOPK_KMAX + TATVPR_VLANES - 1) / TATVPR_VLANES;
+const int TOPK_COUNT_BITS = topk_clog2(TOPK_ROWDEPTH + 1);
+const int TOPK_QMEMS = (TATVPR_VLANES + TATVPR_TOPK_BANKS - 1) / TATVPR_TOPK_BANKS;  // max(1, L / B)
+const int TOPK_QDEPTH = ((TATVPR_TOPK_KMAX + TATVPR_TOPK_BANKS - 1) / TATVPR_TOPK_BANKS + TOPK_QMEMS - 1) / TOPK_QMEMS;
+const int TOPK_IDX_BITS = topk_clog2(TATVPR_TOPK_KMAX);
+#ifdef __SYNTHESIS__  // Vitis HLS builds these widths; the C simulation holds the same values in standard types
+typedef ap_uint<TOPK_COUNT_BITS> topk_count_t;
+typedef ap_uint<8 + TOPK_IDX_BITS> topk_word_t;
+#else
+typedef uint16_t topk_count_t;
+typedef uint32_t topk_word_t;
+#endif
+
 long long tatvpr_topk_schedule(const int8_t *x, int m, int k, int keep, int stream, uint16_t *tok_chunks,
                                uint32_t *pairs, int8_t *y) {
-    const int B = TATVPR_TOPK_BANKS, S = TATVPR_TOPK_SIMD, Q = TATVPR_TOPK_SIMD / TATVPR_TOPK_BANKS;
-    const int DEPTH = (TATVPR_TOPK_KMAX + TATVPR_TOPK_BANKS - 1) / TATVPR_TOPK_BANKS;
-    static int8_t row[TATVPR_TOPK_KMAX];        // the row, kept on chip between the passes (one DDR read)
-    static uint32_t queue[TATVPR_TOPK_BANKS][DEPTH];  // per bank: its kept channels in ascending order
+    // Storage and parallelism (docs/engine.md section 7, the same structure as rtl/topk_unit.v and
+    // what sim.buffers.topk_memories charges): L = TATVPR_VLANES lanes, B = TATVPR_TOPK_BANKS banks.
+    const int L = TATVPR_VLANES, B = TATVPR_TOPK_BANKS, S = TATVPR_TOPK_SIMD, Q = TATVPR_TOPK_SIMD / TATVPR_TOPK_BANKS;
+    const int R = TOPK_QMEMS;
+    // the row, kept on chip between the passes (one DDR read): channel c in memory c mod L
+    static int8_t row[TATVPR_VLANES][TOPK_ROWDEPTH];
+#pragma HLS ARRAY_PARTITION variable = row type = complete dim = 1
+    // per lane, the count of each magnitude 1..128 (bin mag mod 128), read-modify-written a cycle;
+    // all zero between rows (the scan clears each bin it reads)
+    static topk_count_t hist[TATVPR_VLANES][TATVPR_TOPK_MAGS];
+#pragma HLS ARRAY_PARTITION variable = hist type = complete dim = 1
+#pragma HLS BIND_STORAGE variable = hist type = ram_1p impl = lutram
+#pragma HLS DEPENDENCE variable = hist type = inter false
+    // per bank b its kept channels in ascending order (value | channel << 8), R memories a bank:
+    // entry e in queue[b * R + e mod R][e / R]; a cycle's kept entries of one bank are consecutive
+    static topk_word_t queue[TATVPR_TOPK_BANKS * TOPK_QMEMS][TOPK_QDEPTH];
+#pragma HLS ARRAY_PARTITION variable = queue type = complete dim = 1
     if (m < 1 || k < 1 || k > TATVPR_TOPK_KMAX || keep < 0) return -1;
     long long out = 0;
 ROWS:
     for (int r = 0; r < m; r++) {
         const int8_t *xr = x + (int64_t)r * k;
-        int hist[TATVPR_TOPK_MAGS + 1];
-        for (int v = 0; v <= TATVPR_TOPK_MAGS; v++) hist[v] = 0;
-    HIST:  // pass 1: the row into the on-chip row buffer, |x| into its bin
-        for (int c0 = 0; c0 < k; c0 += TATVPR_VLANES) {
+        int last_a[TATVPR_VLANES], last_n[TATVPR_VLANES];  // the histogram update's forwarding registers
+#pragma HLS ARRAY_PARTITION variable = last_a type = complete
+#pragma HLS ARRAY_PARTITION variable = last_n type = complete
+        for (int l = 0; l < L; l++) last_a[l] = -1;
+    HIST:  // pass 1: the row into the on-chip row buffer, |x| (1..128) into the lane's bin
+        for (int c0 = 0; c0 < k; c0 += L) {
 #pragma HLS PIPELINE II = 1
             TATVPR_VCYCLE();
-            for (int l = 0; l < TATVPR_VLANES && c0 + l < k; l++) {
-                int v = xr[c0 + l];
-                row[c0 + l] = (int8_t)v;
-                hist[v < 0 ? -v : v]++;
+            for (int l = 0; l < L && c0 + l < k; l++) {
+                int v = xr[c0 + l], a = v < 0 ? -v : v;
+                row[l][c0 / L] = (int8_t)v;
+                if (a != 0) {
+                    int bin = a % TATVPR_TOPK_MAGS;
+                    int n = (bin == last_a[l] ? last_n[l] : (int)hist[l][bin]) + 1;
+                    hist[l][bin] = (topk_count_t)n;
+                    last_a[l] = bin;
+                    last_n[l] = n;
+                }
             }
         }
         // the threshold magnitude thr: fewer than keep channels above it, at least keep at or above;
@@ -219,36 +258,42 @@ ROWS:
         TATVPR_ROWOP();
         int above = 0, thr = 0, ties = 0;
         bool found = false;
-    SCAN:
+    SCAN:  // bins 128 .. 1, one a cycle: the lanes' counts summed, the bin cleared for the next row
         for (int mag = TATVPR_TOPK_MAGS; mag >= 1; mag--) {
 #pragma HLS PIPELINE II = 1
             TATVPR_ROWCYCLE();
-            if (!found && above + hist[mag] >= keep) {
+            int n = 0;
+            for (int l = 0; l < L; l++) {
+                n += (int)hist[l][mag % TATVPR_TOPK_MAGS];
+                hist[l][mag % TATVPR_TOPK_MAGS] = 0;
+            }
+            if (!found && above + n >= keep) {
                 thr = mag;
                 ties = keep - above;
                 found = true;
             }
-            above += hist[mag];
+            above += n;
         }
         int cnt[TATVPR_TOPK_BANKS];
+#pragma HLS ARRAY_PARTITION variable = cnt type = complete
         for (int b = 0; b < B; b++) cnt[b] = 0;
     SELECT:  // pass 2: kept channels (|x| > thr, or = thr while ties last, in channel order) to their bank
-        for (int c0 = 0; c0 < k; c0 += TATVPR_VLANES) {
+        for (int c0 = 0; c0 < k; c0 += L) {
 #pragma HLS PIPELINE II = 1
             TATVPR_VCYCLE();
-            for (int l = 0; l < TATVPR_VLANES && c0 + l < k; l++) {
-                int c = c0 + l, v = row[c], a = v < 0 ? -v : v;
+            for (int l = 0; l < L && c0 + l < k; l++) {
+                int c = c0 + l, v = row[l][c0 / L], a = v < 0 ? -v : v;
                 bool kept = false;
                 if (v != 0 && a > thr) {
                     kept = true;
-                } else if (v != 0 && a == thr && ties > 0) {
+                } else if (v != 0 && a == thr && ties > 0) {  // the lanes at thr before: a prefix count
                     kept = true;
                     ties--;
                 }
                 if (stream) {
-                    if (kept) {
-                        int b = c % B;
-                        queue[b][cnt[b]++] = (uint32_t)(uint8_t)v | ((uint32_t)c << 8);
+                    if (kept) {  // the bank's next entry: its R memories take one each
+                        int b = c % B, e = cnt[b]++;
+                        queue[b * R + e % R][e / R] = (topk_word_t)((uint32_t)(uint8_t)v | ((uint32_t)c << 8));
                     }
                 } else {
                     y[(int64_t)r * k + c] = kept ? (int8_t)v : (int8_t)0;
@@ -264,12 +309,12 @@ ROWS:
         tok_chunks[r] = (uint16_t)g;
     EMIT:  // chunk j, slot s = i * B + b: bank b's entry j * q + i, or a pad
         for (int j = 0; j < g; j++) {
-            for (int s0 = 0; s0 < S; s0 += TATVPR_VLANES) {
+            for (int s0 = 0; s0 < S; s0 += L) {
 #pragma HLS PIPELINE II = 1
                 TATVPR_VCYCLE();
-                for (int l = 0; l < TATVPR_VLANES && s0 + l < S; l++) {
+                for (int l = 0; l < L && s0 + l < S; l++) {
                     int s = s0 + l, b = s % B, e = j * Q + s / B;
-                    pairs[out + (int64_t)j * S + s] = e < cnt[b] ? queue[b][e] : 0u;
+                    pairs[out + (int64_t)j * S + s] = e < cnt[b] ? (uint32_t)queue[b * R + e % R][e / R] : 0u;
                 }
             }
         }

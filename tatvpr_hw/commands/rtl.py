@@ -65,6 +65,34 @@ def _tile_points(text: str) -> list[dict]:
     return out
 
 
+def _topk_points(text: str) -> list[dict]:
+    """``L:K_MAX:B:SIMD`` items of the top-k unit (vector lanes, channels, banks, slots), comma-separated."""
+    out = []
+    for item in text.split(","):
+        try:
+            lanes, k_max, banks, simd = (int(p) for p in item.strip().split(":"))
+        except ValueError:
+            raise UserError(f"top-k point {item!r} is not L:K_MAX:B:SIMD (e.g. 16:3072:32:32)") from None
+        _check_geometry(lanes=lanes, k=k_max, banks=banks, simd=simd)
+        out.append({"lanes": lanes, "k_max": k_max, "banks": banks, "simd": simd})
+    return out
+
+
+def _print_topk_table(table: dict) -> None:
+    print(f"{'set':8} {'L':>3} {'K_max':>6} {'B':>3} {'SIMD':>4} {'LUT':>6} {'LUTRAM':>6} {'FF':>6} {'BRAM36eq':>8} "
+          f"{'pred LUT':>8} {'pred FF':>7} {'rule LUTRAM':>11}  RAM cells")
+    for p, r in zip(table["fit"]["points"], table["rows"]):
+        pr, me = p["predicted"], p["measured"]
+        print(f"{p['set']:8} {r['lanes']:>3} {r['k_max']:>6} {r['banks']:>3} {r['simd']:>4} {me['lut']:>6} "
+              f"{me['lutram_luts']:>6} {me['ff']:>6} {me['bram36_eq']:>8g} {pr['lut']:>8.0f} {pr['ff']:>7.0f} "
+              f"{pr['lutram_luts']:>11}  {r['lutram_cells']}")
+    fit = table["fit"]
+    print("logic fit (LUT logic+SRL): " + ", ".join(f"{v:.3f}/{k}" for k, v in fit["lut"].items()))
+    print("logic fit (FF):            " + ", ".join(f"{v:.3f}/{k}" for k, v in fit["ff"].items()))
+    for cls, e in fit["held_out_errors"].items():
+        print(f"held-out error {cls:12}: max {100 * e['max_rel_error']:.1f}%, mean {100 * e['mean_rel_error']:.1f}%")
+
+
 def _print_tile_table(table: dict) -> None:
     print(f"{'set':8} {'PExSIMD':>8} {'K':>5} {'B':>3} {'P':>2} {'LUT':>6} {'SRL':>4} {'LUTRAM':>6} {'FF':>6} "
           f"{'BRAM18':>6} {'BRAM36':>6} {'rule':>9} {'rule LUTRAM':>11} {'rule BRAM36':>11} {'FINN LUT':>8}  RAM cells")
@@ -146,8 +174,10 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         no_int8: bool = typer.Option(False, help="skip the int8 x int8 comparison"),
         tiles: Optional[str] = typer.Option(None, help="synthesise whole tiles (weight buffer, gather, scheduler, "
                                             "array) instead: PExSIMD:K:B[:P] points to fit on"),
-        held_out: Optional[str] = typer.Option(None, help="with --tiles: points kept out of the fit, to measure "
-                                               "the model's error per resource class"),
+        held_out: Optional[str] = typer.Option(None, help="with --tiles / --topk: points kept out of the fit, to "
+                                               "measure the model's error per resource class"),
+        topk: Optional[str] = typer.Option(None, help="synthesise the vector unit's top-k unit (rtl/topk_unit.v) "
+                                           "instead: L:K_MAX:B:SIMD points to fit on"),
     ) -> None:
         """Synthesise with yosys: the ternary MAC array (lane-model fit, int8 comparison) or, with --tiles,
         whole tiles with their RAM blocks / LUTRAM, a datapath fit and held-out errors, and FINN's MVAU estimate."""
@@ -155,6 +185,18 @@ def register(app: typer.Typer, export_app: typer.Typer) -> None:
         from tatvpr_hw.io import write_json
 
         fams = [f.strip() for f in family.split(",") if f.strip()]
+        if topk is not None:
+            if tiles is not None:
+                raise UserError("--topk and --tiles are two different syntheses; give one")
+            if not held_out:
+                raise UserError("--topk needs --held-out points (the model's error is measured on them)")
+            if len(fams) != 1:
+                raise UserError(f"--topk takes one --family, got {family!r}")
+            table = rtl.topk_synth_table(_topk_points(topk), _topk_points(held_out), fams[0])
+            _print_topk_table(table)
+            if out:
+                write_json(out, table)
+            return
         if tiles is not None:
             if not held_out:
                 raise UserError("--tiles needs --held-out points (the model's error is measured on them)")

@@ -41,7 +41,8 @@ _BITS = {"int8_t": 8, "int32_t": 32, "uint8_t": 8, "uint16_t": 16, "uint32_t": 3
 def _eval(expr: str, env: dict) -> int:
     """A C integer constant expression of the header (+ - * / % << and clog2)."""
     py = re.sub(r"(?<![/])/(?![/])", "//", expr)
-    return int(eval(py, {"__builtins__": {}}, {**env, "clog2": lambda x: (x - 1).bit_length() if x > 1 else 0}))
+    return int(eval(py, {"__builtins__": {}}, {**env, "clog2": lambda x: (x - 1).bit_length() if x > 1 else 0,
+                                                "topk_clog2": lambda x: (x - 1).bit_length() if x > 1 else 0}))
 
 
 def preprocess(defines: list[str], tmp_path, source=None) -> str:
@@ -60,10 +61,16 @@ def kernel_arrays(defines: list[str], tmp_path, source=None) -> dict[str, dict]:
     text = preprocess(defines, tmp_path, source)
     env: dict[str, int] = {}
     for name, expr in _CONST.findall(text):
-        env[name] = _eval(expr, env)
+        try:
+            env[name] = _eval(expr, env)
+        except (SyntaxError, NameError):  # another kernel's list of constants (tatvpr_vector.cpp)
+            continue
     bits_of = dict(_BITS)
     for kind, width, name in _TYPEDEF.findall(text):
         bits_of[name] = _eval(width, env)
+    for base, name in re.findall(r"^typedef (\w+) (\w+);", text, re.M):
+        if base in _BITS:
+            bits_of[name] = _BITS[base]
     pragmas: dict[str, list[tuple[str, str, int | None]]] = {}
     for what, var, typ, dim in _PRAGMA.findall(text):
         pragmas.setdefault(var, []).append((what, typ, int(dim) if dim else None))
@@ -128,7 +135,7 @@ def test_kernel_arrays_are_the_simulators_buffers(point, tmp_path):
     assert set(arrays) == set(BUFFER_OF) - ({"wbuf1"} if kp.halves == 1 else set()) | registers
     for name in registers:
         assert arrays[name]["registers"] and not arrays[name]["static"], name
-    plan = {e["name"]: e for e in plan_buffers(arch)}
+    plan = {e["name"]: e for e in plan_buffers(arch) if not e["name"].startswith("topk_")}  # the vector IP's
     assert set(plan) - set(BUFFER_OF.values()) == NOT_BUILT
     for buf in ("weights", "activations", "outputs"):
         mine = [a for n, a in arrays.items() if BUFFER_OF.get(n) == buf]
@@ -161,3 +168,55 @@ def test_the_parser_sees_a_planted_extra_copy(tmp_path):
     assert arrays["wbuf0"]["bits"] == kp.simd * good["wbuf0"]["bits"]
     assert arrays["wbuf0"]["memories"] == kp.simd * good["wbuf0"]["memories"]
     assert arrays["wbuf0"]["width_bits"] == 2 * kp.pe and good["wbuf0"]["depth"] == kp.kmax // kp.banks
+
+
+# ------------------------------------------------------------------ the vector IP's top-k unit
+TOPK_ARRAYS = {"row": "topk_row", "hist": "topk_hist", "queue": "topk_queue"}
+TOPK_POINTS = [
+    ("kv260", {}),                                                       # L = 16 < B = 32: one memory a bank
+    ("kv260", {"compute.gather.banks": 4}),                              # L = 16 > B = 4: R = 4 memories a bank
+    ("zcu104", {"vector_unit.lanes": 64, "compute.simd": 64}),
+    ("kv260", {"compute.skip_mode": "none", "buffers.k_max": 1000}),
+]
+
+
+def vector_defines(arch) -> list[str]:
+    """The -D values tatvpr_hw.lower.hls.board gives the vector IP (its top-k serves the ternary IP)."""
+    point = design_point_from_arch(arch, "test")
+    kp = kernel_params(point)
+    return [f"-DTATVPR_VLANES={point.vector_lanes}", f"-DTATVPR_TOPK_SIMD={kp.simd}",
+            f"-DTATVPR_TOPK_BANKS={kp.banks}", f"-DTATVPR_TOPK_KMAX={kp.kmax}", "-D__SYNTHESIS__"]
+
+
+@pytest.mark.parametrize("point", TOPK_POINTS, ids=lambda p: f"{p[0]}{''.join(f'-{k}={v}' for k, v in p[1].items())}")
+def test_topk_arrays_are_the_simulators_buffers(point, tmp_path):
+    """The top-k kernel's row buffer, histograms and bank queues (as Vitis HLS builds them: the
+    __SYNTHESIS__ widths, the ARRAY_PARTITION pragmas) are the simulator's topk_* buffers with
+    schedule.topk: fabric, and are not charged with schedule.topk: host."""
+    from sim.arch import with_overrides
+    from sim.buffers import plan_buffers
+
+    arch = with_overrides(_arch(point), {"schedule.topk": "fabric", "schedule.handoffs": "dram",
+                                         "vector_unit.mode": "fabric"})
+    arrays = kernel_arrays(vector_defines(arch), tmp_path, hls_dir() / "src" / "tatvpr_vector.cpp")
+    plan = {e["name"]: e for e in plan_buffers(arch)}
+    assert {n for n in plan if n.startswith("topk_")} == set(TOPK_ARRAYS.values())
+    for name, buf in TOPK_ARRAYS.items():
+        a, want = arrays[name], plan[buf]
+        assert a["static"] and not a["registers"], name
+        assert (a["bits"], a["memories"], a["width_bits"], a["depth"]) == \
+            (want["bits"], want["memories"], want["width_bits"], want["depth"]), name
+        assert want["ports"] == 1 and want["halves"] == want["replicas"] == 1
+    host = with_overrides(arch, {"schedule.topk": "host"})
+    assert not [e for e in plan_buffers(host) if e["name"].startswith("topk_")]
+
+
+def test_topk_parser_sees_a_planted_wider_queue(tmp_path):
+    """The check can fail: a queue of 32-bit words (the C simulation's type) is not the 8 + I bits charged."""
+    arch = _arch(("kv260", {}))
+    src = tmp_path / "v.cpp"
+    text = (hls_dir() / "src" / "tatvpr_vector.cpp").read_text()
+    src.write_text(text.replace("typedef ap_uint<8 + TOPK_IDX_BITS> topk_word_t;", "typedef uint32_t topk_word_t;"))
+    good = kernel_arrays(vector_defines(arch), tmp_path, hls_dir() / "src" / "tatvpr_vector.cpp")
+    bad = kernel_arrays(vector_defines(arch), tmp_path, src)
+    assert good["queue"]["width_bits"] < 32 == bad["queue"]["width_bits"]

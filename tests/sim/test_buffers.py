@@ -18,10 +18,15 @@ from sim.errors import SimInputError
 from sim.resources import estimate_resources
 
 
+# the top-k on the ARM (nothing of it on chip), explicitly: the default is the fabric top-k unit,
+# whose buffers and logic the tests at the end of this file work by hand
+HOST_TOPK = {"topk": "host", "handoffs": "dram"}
+
+
 def _arch(**compute):
     buffers = compute.pop("buffers", {})
     spec = {"name": "t", "board": compute.pop("board", "kv260"), "double_buffering": compute.pop("db", True),
-            "compute": compute, "buffers": buffers}
+            "compute": compute, "buffers": buffers, "schedule": compute.pop("schedule", dict(HOST_TOPK))}
     return arch_from_dict(spec, "test-arch")
 
 
@@ -85,7 +90,7 @@ def test_block_geometry_matches_the_resource_model_sources():
 # ---------------------------------------------------------------------- whole design points
 
 def test_default_kv260_by_hand():
-    a = load_arch("kv260")  # 32 x 32, act, B = SIMD = 32, P = 1, R = 1, weights 64 KiB double-buffered
+    a = with_overrides(load_arch("kv260"), {f"schedule.{k}": v for k, v in HOST_TOPK.items()})  # 32 x 32, act, B = SIMD = 32, P = 1, R = 1, weights 64 KiB double-buffered
     # K_max = min(floor(8192 * 64 / (2 * 32 * 2)) = 4096, buffers.k_max = 3072) = 3072; I = 12
     assert k_max(a) == 3072
     b = _by_name(a)
@@ -141,7 +146,8 @@ def test_both_mode_gather_point_by_hand():
 def test_paper_layer_weight_mode_32x64_does_not_fit_by_hand():
     # PE 32 x SIMD 64 `weight` mode, K_max = 3072: weights_kb = 3072 * 2 * 32 * 2 / 8192 = 48
     a = with_overrides(load_arch("kv260"), {"compute.simd": 64, "compute.skip_mode": "weight",
-                                            "buffers.weights_kb": 48, "clock_mhz": 300})
+                                            "buffers.weights_kb": 48, "clock_mhz": 300,
+                                            **{f"schedule.{k}": v for k, v in HOST_TOPK.items()}})
     assert k_max(a) == 3072
     b = _by_name(a)
     # weights: 2*32 = 64 memories of 64 * (2 + 12) = 896 bits x 3072/64 = 48: LUTRAM SDP6
@@ -153,10 +159,11 @@ def test_paper_layer_weight_mode_32x64_does_not_fit_by_hand():
     assert (b["act_gather"]["memories"], b["act_gather"]["lut"]) == (4096, 4096 * 16)
     res = estimate_resources(a)
     # datapath by hand: 2048 lanes * (12.03 + 1 weight-mode gating) + 32*32*1.747 + 128 int8 DSPs * 12
-    # + 16 vector lanes * 300 + 6000 control = 40810.368; + 65536 + 65536 = 171882.368 -> 171883
-    assert res["used"]["lut"] == 171883
+    # + 16 vector lanes * 1254 (the measured lane, 185ad81) + 6000 control = 56074.368; + 65536 + 65536
+    # = 187146.368 -> 187147
+    assert res["used"]["lut"] == 187147
     assert not res["fits"] and res["over"] == ["lut"]
-    assert res["why"][0].startswith("lut: 171,883 of 117,120") and "weights" in res["why"][0] \
+    assert res["why"][0].startswith("lut: 187,147 of 117,120") and "weights" in res["why"][0] \
         and "act_gather" in res["why"][0]
 
 
@@ -216,7 +223,7 @@ def test_sim_json_prints_the_buffers_and_power_scope(tmp_path, capsys):
     trace = tmp_path / "t.npz"
     write_trace(trace, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
     assert main(["sim", "--trace", str(trace), "--json", "--set", "compute.skip_mode=both",
-                 "--set", "compute.gather.banks=8"]) == 0
+                 "--set", "compute.gather.banks=8", "--set", "schedule.topk=host", "--set", "schedule.handoffs=dram"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert [b["name"] for b in d["buffers"]] == ["weights", "act_gather", "activations", "outputs", "int8_weights"]
     keys = {"name", "bits", "banks", "ports", "replicas", "halves", "width_bits", "depth", "block_type", "blocks",
@@ -225,3 +232,90 @@ def test_sim_json_prints_the_buffers_and_power_scope(tmp_path, capsys):
     g = d["buffers"][1]  # 2 * PE 32 * R (32 / 8 = 4) * B 8 = 2048 token-copy memories
     assert (g["memories"], g["banks"], g["replicas"], g["halves"]) == (2048, 8, 32 * 4, 2)
     assert "DRAM" in d["power_scope"] and "excluded" in d["power_scope"]
+
+
+# ------------------------------------------------------------------ the vector unit's top-k unit
+FABRIC_TOPK = {"schedule.topk": "fabric", "schedule.handoffs": "dram", "vector_unit.mode": "fabric"}
+
+
+def _topk(arch):
+    return {n: b for n, b in _by_name(arch).items() if n.startswith("topk_")}
+
+
+def test_topk_unit_buffers_kv260_act_by_hand():
+    """KV260 32 x 32 `act`, 16 vector lanes, B = 32, K_max 3072 (I = 12), schedule.topk fabric. By hand
+    (memory_libmap costs as written at the top of this file):
+    topk_row: L = 16 memories of 8 bits x 3072 / 16 = 192: SDP6 m = 3: 16*3*8/7 + 0.5*2*8 + 0.5*3 + 2 = 66.4
+      beats SDP5 (m = 6: 54.9 + 20 + 3 + 2 = 79.9), DP7 (64 + 4 + 1 + 2 = 71), BRAM18 (>= 131):
+      3 segments x ceil(8/7) = 6 RAM64M8 = 48 LUTs each, 768;
+    topk_hist: 16 memories of ceil(log2(193)) = 8 bits x 128: SDP6 m = 2: 36.6 + 4 + 1 + 2 = 43.6 (SDP5 52.6,
+      DP7 66): 4 RAM64M8 = 32 LUTs each, 512;
+    topk_queue: B * max(1, 16 / 32) = 32 memories of 8 + 12 = 20 bits x 3072 / 32 = 96: SDP5 m = 3:
+      16*3*20/14 + 0.5*2*20 + 1.5 + 2 = 92.1 (SDP6 104.4, BRAM18 131): 3 x 2 = 6 RAM32M16 = 48 LUTs, 1,536."""
+    a = with_overrides(load_arch("kv260"), {**FABRIC_TOPK, "vector_unit.lanes": 16})
+    t = _topk(a)
+    assert [(n, b["memories"], b["width_bits"], b["depth"], b["block_type"], b["lut"]) for n, b in t.items()] == [
+        ("topk_row", 16, 8, 192, "lutram", 768), ("topk_hist", 16, 8, 128, "lutram", 512),
+        ("topk_queue", 32, 20, 96, "lutram", 1536)]
+    host = with_overrides(a, {"schedule.topk": "host"})
+    assert _topk(host) == {}
+    # the LUTRAM goes to the LUTs: fabric - host = 2,816 + the unit's logic (datapath)
+    from sim.resources import datapath_resources
+    diff = estimate_resources(a)["used"]["lut"] - estimate_resources(host)["used"]["lut"]
+    logic = datapath_resources(a)["lut"] - datapath_resources(host)["lut"]
+    assert abs(diff - (2816 + logic)) <= 1
+
+
+def test_topk_unit_queue_of_r_memories_a_bank_by_hand():
+    """16 vector lanes, B = 4 banks: R = 16 / 4 = 4 queue memories a bank (a cycle's 4 kept channels of a
+    bank go to 4 memories), 16 memories of 20 bits x ceil(768 / 4) = 192: BRAM18 512 x 36 SDP,
+    1 unit (129 + 2 = 131) beats SDP6 (m = 3: 16*3*20/7 + 0.5*2*20 + 1.5 + 2 = 160.6): 16 BRAM18 = 8 BRAM36."""
+    a = with_overrides(load_arch("kv260"), {**FABRIC_TOPK, "vector_unit.lanes": 16, "compute.gather.banks": 4})
+    q = _topk(a)["topk_queue"]
+    assert (q["memories"], q["width_bits"], q["depth"], q["block_type"], q["bram18"], q["bram36"]) == \
+        (16, 20, 192, "bram18", 16, 8)
+    assert q["bits"] == 16 * 20 * 192  # 4 x 768 entries of 20 bits: every queue entry once
+
+
+def test_sim_json_lists_the_topk_buffers(tmp_path, capsys):
+    """`tatvpr sim --json` with schedule.topk fabric: the buffer table holds the top-k unit's memories
+    (16 lanes, `act` B = 32, K_max 3072: the memories worked out above); with host it does not."""
+    import json
+
+    from sim.trace import synthetic_vit_trace, write_trace
+    from tatvpr_hw.cli import main
+
+    trace = tmp_path / "t.npz"
+    write_trace(trace, synthetic_vit_trace(depth=1, dim=32, tokens=5, heads=2, seed=0))
+    sets = ["--set", "schedule.handoffs=dram", "--set", "vector_unit.mode=fabric", "--set", "vector_unit.lanes=16"]
+    assert main(["sim", "--trace", str(trace), "--json", *sets, "--set", "schedule.topk=fabric"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    topk = {b["name"]: (b["memories"], b["lut"]) for b in d["buffers"] if b["name"].startswith("topk_")}
+    assert topk == {"topk_row": (16, 768), "topk_hist": (16, 512), "topk_queue": (32, 1536)}
+    assert main(["sim", "--trace", str(trace), "--json", *sets, "--set", "schedule.topk=host"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert not [b for b in d["buffers"] if b["name"].startswith("topk_")]
+
+
+def test_topk_unit_logic_and_no_tile_scheduler_by_hand():
+    """The unit's logic from the fitted coefficients (sim/boards/resource_model.yaml: 6.217 LUT per lane x
+    index bit, 4.121 per bank x index bit, 9.992 per queue path, 333.2 fixed; FF 1.398, 1.979, 4.288, 185.0).
+    KV260 32 x 32 `act`, L = 16, B = 32, K_max 3072 (I = 12), R = 1 (16 paths):
+    LUT 16*12*6.217 + 32*12*4.121 + 16*9.992 + 333.2 = 1193.664 + 1582.464 + 159.872 + 333.2 = 3269.2;
+    FF 16*12*1.398 + 32*12*1.979 + 16*4.288 + 185 = 268.416 + 759.936 + 68.608 + 185 = 1281.96.
+    The HLS ternary IP has no bank scheduler: `act` costs over `none` only its lane gating (1 LUT a lane,
+    1,024 lanes), not the RTL tile's scheduler (32 x 96 slots x 8.28 + 3072 x 10.24 = 56,893 LUT, 52,224 FF)."""
+    from sim.resources import datapath_resources
+
+    act = with_overrides(load_arch("kv260"), {**FABRIC_TOPK, "vector_unit.lanes": 16})
+    host = with_overrides(act, {"schedule.topk": "host"})
+    fab, dh = datapath_resources(act), datapath_resources(host)
+    assert fab["lut"] - dh["lut"] == pytest.approx(3269.2, abs=1e-6)
+    assert fab["ff"] - dh["ff"] == pytest.approx(1281.96, abs=1e-6)
+    assert fab["dsp"] == dh["dsp"]
+    none = datapath_resources(with_overrides(host, {"compute.skip_mode": "none"}))
+    assert dh["lut"] - none["lut"] == pytest.approx(32 * 32 * 1, abs=1e-6)
+    assert dh["ff"] == pytest.approx(none["ff"], abs=1e-6)
+    # the vector unit on the host: no top-k unit on chip, whatever schedule.topk says
+    on_host = with_overrides(act, {"vector_unit.mode": "host"})
+    assert not [b for b in plan_buffers(on_host) if b["name"].startswith("topk_")]

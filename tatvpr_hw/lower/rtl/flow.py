@@ -724,6 +724,137 @@ def tile_synth_table(points: list[dict], held_out: list[dict], family: str = "xc
     return {"family": family, "rows": fit_rows + held_rows, "fit": fit_tile_model(fit_rows, held_rows)}
 
 
+# ------------------------------------------------------------------ the vector unit's top-k unit
+
+TOPK_SOURCES = ("topk_unit.v",)
+# Logic features of the top-k unit beyond its memories (rtl/topk_unit.v), I = ceil(log2 K_max):
+# per lane x I (the counts of the tie prefix and the scan, the output word of 8 + I bits), per bank
+# x I (queue count, chunk count, the emit's bank select of 8 + I bits), the queue write compaction
+# (bank b's R = max(1, L / B) lanes each to one of its R memories: B * R * R = L * R paths) and the
+# control (one).
+TOPK_LUT_FEATURES = ("lane_bits", "bank_bits", "queue_paths", "one")
+TOPK_FF_FEATURES = ("lane_bits", "bank_bits", "queue_paths", "one")
+
+
+def _check_topk(lanes: int, k_max: int, banks: int, simd: int) -> None:
+    for name, v in (("lanes", lanes), ("k_max", k_max), ("banks", banks), ("simd", simd)):
+        _positive_int(name, v)
+    for name, v in (("lanes", lanes), ("banks", banks), ("simd", simd)):
+        if v & (v - 1) or (name == "lanes" and v < 2):
+            raise UserError(f"top-k unit {name} = {v}; allowed: a power of two (lanes >= 2)")
+    if simd % banks:
+        raise UserError(f"top-k unit banks = {banks} does not divide simd = {simd}")
+    if k_max <= lanes:
+        raise UserError(f"top-k unit k_max = {k_max}; allowed: more than lanes = {lanes}")
+
+
+def synth_topk(lanes: int, k_max: int, banks: int, simd: int, family: str = "xcup",
+               workdir: Path | None = None) -> dict:
+    """yosys ``synth_xilinx -flatten`` of ``rtl/topk_unit.v``: the cell counts as :func:`synth_xilinx`."""
+    if family not in XILINX_FAMILIES:
+        raise UserError(f"unknown Xilinx family {family!r}; allowed: {', '.join(XILINX_FAMILIES)}")
+    _check_topk(lanes, k_max, banks, simd)
+    top = "topk_unit"
+    with tempfile.TemporaryDirectory(dir=workdir) as td:
+        d = Path(td)
+        script = "\n".join([
+            f"read_verilog {_stage_sources(TOPK_SOURCES, d)}",
+            f"chparam -set LANES {lanes} -set K_MAX {k_max} -set BANKS {banks} -set SIMD {simd} {top}",
+            f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf -flatten",
+            "tee -q -o stat.json stat -json",
+        ]) + "\n"
+        _run_yosys(script, d)
+        stat = json.loads((d / "stat.json").read_text())
+    mod = next(iter(stat["modules"].values()))
+    cells = {k_: int(v) for k_, v in mod.get("num_cells_by_type", {}).items()}
+    pick = lambda pred: sum(v for k_, v in cells.items() if pred(k_))  # noqa: E731
+    lutram = {k_: v for k_, v in cells.items() if k_ in LUTRAM_LUTS}
+    unknown_ram = [k_ for k_ in cells if re.fullmatch(r"RAM\d+.*", k_) and k_ not in LUTRAM_LUTS]
+    if unknown_ram:
+        raise RuntimeError(f"yosys used LUTRAM cells this module does not price: {unknown_ram}")
+    return {"design": "topk", "family": family, "lanes": lanes, "k_max": k_max, "banks": banks, "simd": simd,
+            "lut": pick(lambda k_: re.fullmatch(r"LUT\d", k_) is not None), "ff": pick(lambda k_: k_.startswith("FD")),
+            "carry": pick(lambda k_: k_.startswith("CARRY")), "dsp": pick(lambda k_: k_.startswith("DSP48")),
+            "srl": pick(lambda k_: k_.startswith("SRL")), "bram18": pick(lambda k_: k_.startswith("RAMB18")),
+            "bram36": pick(lambda k_: k_.startswith("RAMB36")), "uram": pick(lambda k_: k_.startswith("URAM")),
+            "lutram_cells": lutram, "lutram_luts": sum(LUTRAM_LUTS[k_] * v for k_, v in lutram.items())}
+
+
+def topk_block_rule(row: dict) -> dict:
+    """The top-k unit's memories (``sim.buffers.topk_memories``) by docs/engine.md section 7's block
+    rule (``sim.buffers.map_memory``, one read port): LUT / FF / BRAM18 / BRAM36 summed."""
+    from sim.buffers import map_memory, topk_memories
+
+    tot = {"lut": 0, "ff": 0, "bram18": 0, "bram36": 0}
+    for m in topk_memories(row["lanes"], row["k_max"], row["banks"], row["simd"]):
+        one = map_memory(m["width"], m["depth"], 1, False, True)
+        for k_ in tot:
+            tot[k_] += one[k_] * m["memories"]
+    return tot
+
+
+def _topk_features(row: dict, names: tuple[str, ...]) -> list[float]:
+    r = max(1, row["lanes"] // row["banks"])
+    i = math.ceil(math.log2(row["k_max"]))
+    f = {"lane_bits": row["lanes"] * i, "bank_bits": row["banks"] * i, "queue_paths": row["lanes"] * r, "one": 1}
+    return [float(f[n]) for n in names]
+
+
+def predict_topk(row: dict, lut_coef: dict, ff_coef: dict) -> dict:
+    """The unit's resources by the model: logic (the fitted features) + its memories by the block rule."""
+    rule = topk_block_rule(row)
+    logic = sum(lut_coef[n] * x for n, x in zip(TOPK_LUT_FEATURES, _topk_features(row, TOPK_LUT_FEATURES)))
+    ff = sum(ff_coef[n] * x for n, x in zip(TOPK_FF_FEATURES, _topk_features(row, TOPK_FF_FEATURES)))
+    return {"lut": logic + rule["lut"], "lutram_luts": rule["lut"], "ff": ff + rule["ff"],
+            "bram36_eq": rule["bram36"] + rule["bram18"] / 2}
+
+
+def fit_topk_model(fit_rows: list[dict], held_out: list[dict]) -> dict:
+    """Least squares of the unit's logic LUT (LUT + SRL, without LUTRAM) and FF over ``TOPK_*_FEATURES``
+    on ``fit_rows``, in relative terms (each row weighted 1 / its value: the units span 4 to 64 lanes);
+    on ``held_out`` the relative error per class of the full prediction (logic + the memories by the
+    block rule) against yosys (LUT incl. LUTRAM, LUTRAM, FF, BRAM36-equivalents)."""
+    if len(fit_rows) < len(TOPK_LUT_FEATURES) or not held_out:
+        raise UserError(f"fitting the top-k model needs >= {len(TOPK_LUT_FEATURES)} fit points and >= 1 held-out "
+                        f"point, got {len(fit_rows)} and {len(held_out)}")
+
+    def lstsq(names, target):
+        a = np.array([_topk_features(r, names) for r in fit_rows])
+        y = np.array([target(r) for r in fit_rows], dtype=float)
+        w = 1.0 / np.maximum(y, 1.0)
+        coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+        return dict(zip(names, (float(c) for c in coef)))
+
+    lut_c = lstsq(TOPK_LUT_FEATURES, lambda r: r["lut"] + r["srl"])
+    ff_c = lstsq(TOPK_FF_FEATURES, lambda r: r["ff"])
+    points = []
+    for tag, rows in (("fit", fit_rows), ("held_out", held_out)):
+        for r in rows:
+            meas = {"lut": r["lut"] + r["srl"] + r["lutram_luts"], "lutram_luts": r["lutram_luts"], "ff": r["ff"],
+                    "bram36_eq": bram36_equivalent(r)}
+            points.append({"set": tag, **{k_: r[k_] for k_ in ("lanes", "k_max", "banks", "simd")},
+                           "predicted": predict_topk(r, lut_c, ff_c), "measured": meas})
+    errors = {}
+    held = [p for p in points if p["set"] == "held_out"]
+    for cls in ("lut", "lutram_luts", "ff", "bram36_eq"):
+        rel = [abs(p["predicted"][cls] - p["measured"][cls]) / max(p["measured"][cls], 1.0) for p in held]
+        errors[cls] = {"max_rel_error": float(max(rel)), "mean_rel_error": float(np.mean(rel))}
+    return {"lut": lut_c, "ff": ff_c, "points": points, "held_out_errors": errors}
+
+
+def topk_synth_table(points: list[dict], held_out: list[dict], family: str = "xcup",
+                     workdir: Path | None = None) -> dict:
+    """yosys synthesis of the top-k unit at ``points`` and ``held_out`` (dicts of lanes, k_max, banks,
+    simd), the logic fit on ``points`` and the error per class on ``held_out``."""
+    def run(p):
+        r = synth_topk(p["lanes"], p["k_max"], p["banks"], p["simd"], family, workdir)
+        r["block_rule"] = topk_block_rule(r)
+        return r
+    fit_rows = [run(p) for p in points]
+    held_rows = [run(p) for p in held_out]
+    return {"family": family, "rows": fit_rows + held_rows, "fit": fit_topk_model(fit_rows, held_rows)}
+
+
 def rtl_demo(run_dir: Path, trace_path: Path, *, pe: int = 4, simd: int = 8, layers: int = 4,
              banks: int | None = None, ports: int = 1, seed: int = 0, synth: bool = True) -> dict:
     """The demo's RTL step: trace tiles through the tile (bit- and cycle-exact vs the
