@@ -314,6 +314,14 @@ class ScheduleSpec(_Strict):
                                                  "overlap: pipelined)")
     attention_rows: int = Field(32, ge=1, le=4096, description="query rows per block of the fused attention "
                                 "(sizes its score / probability rows)")
+    # consecutive vector-unit ops of one token row under handoffs: dram (docs/engine.md section 5a): split =
+    # one vector-IP call per op, every hand-off through DDR; fused = one call of the vector IP's chain op
+    # (hls/src/tatvpr_chain.cpp) for [add ->] LayerNorm | GELU [-> the next ternary linear's top-k]: each
+    # row read once, the ops on an on-chip row, only what a later op reads written (the residual stream,
+    # the top-k's output)
+    vector_chain: Literal["split", "fused"] = Field("split", description="consecutive vector-unit ops of a "
+                                                    "token row as one op each (split) or one chained vector-IP "
+                                                    "call (fused; needs handoffs: dram)")
 
     @field_validator("host_ns_per_element")
     @classmethod
@@ -335,6 +343,16 @@ class ScheduleSpec(_Strict):
             raise ValueError("schedule.attention = 'fused' needs schedule.overlap = 'pipelined' (the fused IP is "
                              "the attention segment's stage); allowed: schedule.attention: split, or "
                              "schedule.overlap: pipelined")
+        return self
+
+    @model_validator(mode="after")
+    def _chain_dram(self) -> "ScheduleSpec":
+        """``vector_chain: fused`` removes DDR hand-offs: with ``handoffs: onchip`` there are none to remove
+        (the pipeline buffers already hold them), so the combination is refused rather than ignored."""
+        if self.vector_chain == "fused" and self.handoffs != "dram":
+            raise ValueError("schedule.vector_chain = 'fused' needs schedule.handoffs = 'dram' (it removes the "
+                             "DDR hand-offs between chained vector ops; on-chip hand-offs have none); allowed: "
+                             "schedule.vector_chain: split, or schedule.handoffs: dram")
         return self
 
     @model_validator(mode="after")

@@ -384,6 +384,58 @@ def fused_triples(ops, segs: list[dict]) -> dict[int, tuple[int, int, int]]:
     return out
 
 
+def _row_vector(op, record: dict, tokens: int, kinds) -> bool:
+    return (isinstance(op, VectorOp) and op.kind in kinds and not getattr(op, "host", False) and tokens
+            and op.elements % tokens == 0 and not record.get("spill_cycles", 0)
+            and not record.get("readback_cycles", 0))
+
+
+def vector_chains(ops, records, tokens: int, topk_cycles: list[int]) -> list[dict]:
+    """Under ``schedule.vector_chain: fused`` (``handoffs: dram``): the runs of consecutive vector-unit
+    ops of one token row the vector IP's chain op (``tatvpr_chain``, hls/src/tatvpr_chain.cpp) runs as one
+    call: ``[add ->] layernorm | gelu [-> the fabric top-k of the next op, a ternary linear]``, or ``add ->
+    layernorm`` alone; at least two steps (a lone op without a top-k stays a call of its own). Each
+    ``{"ops": [op indices], "topk": the linear's index or None, "keep_residual": the add's int16 output is
+    read again later}``. An op that spills or reads back, or runs on the host, is never chained."""
+    out, i = [], 0
+    while i < len(ops):
+        run = []
+        if (_row_vector(ops[i], records[i], tokens, ("add",)) and i + 1 < len(ops)
+                and _row_vector(ops[i + 1], records[i + 1], tokens, ("layernorm",))):
+            run = [i, i + 1]
+        elif _row_vector(ops[i], records[i], tokens, ("layernorm", "gelu")):
+            run = [i]
+        if not run:
+            i += 1
+            continue
+        t = run[-1] + 1
+        topk = t if t < len(ops) and isinstance(ops[t], TernaryLinearOp) and topk_cycles[t] else None
+        if len(run) + (topk is not None) >= 2:
+            keep = ops[run[0]].kind == "add" and any(
+                _row_vector(ops[j], records[j], tokens, ("add",)) for j in range(run[-1] + 1, len(ops)))
+            out.append({"ops": run, "topk": topk, "keep_residual": keep})
+        i = run[-1] + 1
+    return out
+
+
+def chain_handoffs(ops, chains: list[dict], moved: list[int], tk_bytes: list[int]) -> None:
+    """Take the hand-offs a chain keeps on chip out of ``moved`` / ``tk_bytes`` (in place): between two
+    chained ops the second's read, and the first's write unless it is the residual stream a later add
+    reads (``keep_residual``); before a chained top-k the last op's int8 write and the top-k's ``M x K``
+    read. The top-k's output (the act stream or dense int8) is still written: the ternary IP reads it."""
+    for ch in chains:
+        run = ch["ops"]
+        for a, b in zip(run, run[1:]):
+            nbytes = _out_bytes(ops[a], ops[b])
+            moved[b] -= nbytes
+            if not (ops[a].kind == "add" and ch["keep_residual"]):
+                moved[a] -= nbytes
+        t = ch["topk"]
+        if t is not None:
+            moved[run[-1]] -= _out_bytes(ops[run[-1]], ops[t])
+            tk_bytes[t] -= ops[t].m * ops[t].k
+
+
 def host_steps(ops, segs: list[dict], act: bool, topk_on_host: bool = True,
                dense: bool = False) -> list[list[tuple[str, int]]]:
     """The driver's numpy steps on the ARM before each op's IP call under ``handoffs: dram``
@@ -424,7 +476,7 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
                  max_dim: int | None = None, source: str = "arch", handoffs: str = "onchip",
                  act_simd: int | None = None, host: HostCost | None = None,
                  overlap: str = "pipelined", topk: TopkFabric | None = None,
-                 fused: FusedAttention | None = None) -> tuple[int, list[dict]]:
+                 fused: FusedAttention | None = None, chain: bool = False) -> tuple[int, list[dict]]:
     """Cycles of a query under ``pipelined`` overlap, and its segments: each with ``cycles``,
     ``serial_cycles`` (its ops in sequence, host steps included), ``dram_cycles`` (the shared port's,
     total), ``handoff_dram_bytes``, ``host_cycles``, ``busy_cycles_by_unit``, ``critical`` (the unit,
@@ -446,11 +498,26 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     ``fused`` (``schedule.attention: fused``, :class:`FusedAttention`): in each attention segment the QK^T,
     softmax and P.V (:func:`fused_triples`) are one int8-unit stage of :meth:`FusedAttention.cycles`, with no
     host steps and, under ``handoffs: dram``, only Q, K, V read (the qkv output, once) and the output written;
-    the segment's ``fused_attention`` holds its cycles and per-datapath counts."""
+    the segment's ``fused_attention`` holds its cycles and per-datapath counts.
+    ``chain`` (``schedule.vector_chain: fused``, with ``handoffs: dram``): each :func:`vector_chains` run is
+    one vector-unit stage (its ops' cycles and its top-k's summed: the passes still run; its DRAM transfers
+    summed, less the hand-offs it keeps on chip, :func:`chain_handoffs`); a chained top-k runs (and its
+    bytes count, ``op_handoff_bytes``) with the chain's last op, not before its linear (the qkv projection
+    loses its pre-segment top-k); under ``overlap: none`` the chain is one segment. The segment's
+    ``vector_chains`` lists them."""
     if overlap == "none":
         segs = [{"kind": "single", "first": i, "last": i, "tiles": 1} for i in range(len(ops))]
     else:
         segs = segments(ops, records, tokens, tile_tokens)
+    tk = [topk.cycles(op, records[i]) if topk is not None and isinstance(op, TernaryLinearOp) else 0
+          for i, op in enumerate(ops)]
+    chains = vector_chains(ops, records, tokens, tk) if chain and handoffs == "dram" else []
+    if chains and overlap == "none":  # one call: one segment
+        ends = {ch["ops"][0]: ch["ops"][-1] for ch in chains}
+        segs, i = [], 0
+        while i < len(ops):
+            segs.append({"kind": "single", "first": i, "last": ends.get(i, i), "tiles": 1})
+            i = ends.get(i, i) + 1
     if max_dim is not None and handoffs == "onchip":
         check_row_edges(ops, segs, tokens, max_dim, source)
     total = 0
@@ -458,9 +525,10 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
     moved = handoff_bytes(ops, records, segs, tokens, act_simd) if dram_mode else [0] * len(ops)
     hosted = ([host.cycles(st) for st in host_steps(ops, segs, act_simd is not None, topk is None, host.dense_topk)]
               if dram_mode and host else [0] * len(ops))
-    tk = [topk.cycles(op, records[i]) if topk is not None and isinstance(op, TernaryLinearOp) else 0
-          for i, op in enumerate(ops)]
     tk_bytes = [topk.dram_bytes(op, records[i]) if dram_mode and tk[i] else 0 for i, op in enumerate(ops)]
+    chain_handoffs(ops, chains, moved, tk_bytes)
+    chain_of = {j: ch for ch in chains for j in ch["ops"]}
+    chained_topk = {ch["topk"]: ch["ops"][-1] for ch in chains if ch["topk"] is not None}
     trip = fused_triples(ops, segs) if fused is not None else {}
     in_fused = {j: qk for qk, t3 in trip.items() for j in t3}
     for qk, (_, sm, pv) in trip.items():  # schedule.attention: fused, one IP call
@@ -469,14 +537,18 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
             moved[sm] = 0  # no scores, no probabilities through DDR
             moved[pv] = _out_bytes(ops[pv], ops[pv + 1] if pv + 1 < len(ops) else None)  # the output written
         hosted[qk] = hosted[sm] = hosted[pv] = 0  # no widen, no row_max
+    # the bytes each op's call moves: a chained top-k's with the chain's last op
+    op_bytes = [moved[i] + (0 if i in chained_topk else tk_bytes[i]) for i in range(len(ops))]
+    for t, last in chained_topk.items():
+        op_bytes[last] += tk_bytes[t]
 
     def port(nbytes):
         return transfer_cycles(nbytes, bytes_per_cycle) if nbytes and bytes_per_cycle else 0
 
     for s in segs:
         idx = range(s["first"], s["last"] + 1)
-        s["handoff_dram_bytes"] = sum(moved[i] + tk_bytes[i] for i in idx)
-        s["op_handoff_bytes"] = [moved[i] + tk_bytes[i] for i in idx]
+        s["handoff_dram_bytes"] = sum(op_bytes[i] for i in idx)
+        s["op_handoff_bytes"] = [op_bytes[i] for i in idx]
         s["op_host_cycles"] = [hosted[i] for i in idx]
         s["host_cycles"] = sum(hosted[i] for i in idx)
         s["op_topk_cycles"] = [tk[i] for i in idx]
@@ -493,7 +565,20 @@ def query_cycles(ops, records, tokens: int, tile_tokens: int, bytes_per_cycle: f
                         {"ops": [records[j]["name"] for j in t3], "cycles": c,
                          **{f"{k}_cycles": v for k, v in fused.unit_cycles(a.batch, a.m, a.k).items()}})
                 continue
-            if tk[i]:  # the fabric top-k of op i's input: a vector-unit stage before it
+            if i in chain_of:  # schedule.vector_chain: fused, the chain's ops as one vector-unit stage
+                ch = chain_of[i]
+                if i == ch["ops"][-1]:
+                    run, t = ch["ops"], ch["topk"]
+                    c = sum(records[j]["cycles"] + hosted[j] for j in run) + (tk[t] if t is not None else 0)
+                    d = (sum(dram_cycles(records[j], bytes_per_cycle) for j in run)
+                         + port(sum(op_bytes[j] for j in run)))
+                    stages.append(("vector_unit", c, d, sum(hosted[j] for j in run)))
+                    s.setdefault("vector_chains", []).append(
+                        {"ops": [records[j]["name"] for j in run] + ([f"{records[t]['name']}.topk"] if t is not None
+                                                                     else []),
+                         "cycles": c, "handoff_dram_bytes": sum(op_bytes[j] for j in run)})
+                continue
+            if tk[i] and i not in chained_topk:  # the fabric top-k of op i's input: a vector-unit stage before it
                 if s["kind"] == "attention" and i == s["first"]:  # qkv: once, before the segment
                     pre += max(tk[i], port(tk_bytes[i]))
                     pre_dram += port(tk_bytes[i])
@@ -581,6 +666,9 @@ def schedule_summary(spec, records, cycles: int, segs: list[dict], bytes_per_cyc
         "attention": getattr(spec, "attention", "split"),
         # schedule.attention: fused, the fused attention calls' cycles (the int8 IP's, softmax included)
         "fused_attention_cycles": sum(f["cycles"] for f in fused),
+        # schedule.vector_chain: fused, the chained vector-IP calls (each: [add ->] LayerNorm | GELU [-> top-k])
+        "vector_chain": getattr(spec, "vector_chain", "split"),
+        "vector_chains": sum(len(sg.get("vector_chains", ())) for sg in segs),
         "handoff_dram_bytes": sum(sg.get("handoff_dram_bytes", 0) for sg in segs),
         "host_cycles": busy[HOST],
         "cycles": int(cycles),
@@ -691,6 +779,7 @@ def pipeline_buffers(arch) -> list[dict]:
 
     s = arch.spec.schedule
     fused = attention_buffers(arch) if s.attention == "fused" else []
+    fused += chain_buffers(arch) if getattr(s, "vector_chain", "split") == "fused" else []
     if s.overlap == "none" or s.handoffs == "dram":
         return fused
     c, u, v = arch.spec.compute, arch.spec.int8_unit, arch.spec.vector_unit
@@ -755,3 +844,19 @@ def attention_buffers(arch) -> list[dict]:
         out.append(_entry(name, banks=1, ports=1, replicas=1, halves=2, width=bits * w,
                           depth=math.ceil(r * s.max_tokens / w), prefer_uram=False, board_has_uram=has_uram))
     return out
+
+
+def chain_buffers(arch) -> list[dict]:
+    """The on-chip row of ``schedule.vector_chain: fused`` (:func:`vector_chains`), by sim.buffers' block
+    rule: ``chain_row``, one token row of ``max_dim`` int16 (the add's output, which the LayerNorm reads
+    in both its passes), ``lanes`` int16 a word (the lanes read and write a lane group a cycle), two halves
+    (the next row's DDR read overlaps this row's passes). A LayerNorm's or GELU's int8 output goes straight
+    into the top-k unit's own row memory (``topk_row``, charged with the top-k unit), so it needs none;
+    the memory follows ``schedule.buffer_memory``."""
+    from sim.buffers import _entry  # sim.buffers owns the block rule
+
+    s, v = arch.spec.schedule, arch.spec.vector_unit
+    lanes = v.lanes if v.mode == "fabric" else 8
+    return [_entry("chain_row", banks=1, ports=1, replicas=1, halves=2, width=16 * lanes,
+                   depth=math.ceil(s.max_dim / lanes), prefer_uram=s.buffer_memory == "uram",
+                   board_has_uram=arch.board.resources.uram > 0)]

@@ -127,7 +127,8 @@ def simulate(arch: Arch, trace: Trace) -> SimResult:
                                     act_simd=c.simd if c.skip_mode == "act" else None, host=HostCost.of(arch),
                                     overlap=sched.overlap,
                                     topk=TopkFabric.of(arch) if sched.topk == "fabric" else None,
-                                    fused=FusedAttention.of(arch) if sched.attention == "fused" else None)
+                                    fused=FusedAttention.of(arch) if sched.attention == "fused" else None,
+                                    chain=sched.vector_chain == "fused")
         # handoffs: dram: each op's hand-off bytes (DRAM energy, dram_bytes) and host steps (time only:
         # the processing system is outside the power scope)
         pj_per_bit = arch.energy.dram_pj_per_bit.value
