@@ -220,3 +220,49 @@ def test_topk_parser_sees_a_planted_wider_queue(tmp_path):
     good = kernel_arrays(vector_defines(arch), tmp_path, hls_dir() / "src" / "tatvpr_vector.cpp")
     bad = kernel_arrays(vector_defines(arch), tmp_path, src)
     assert good["queue"]["width_bits"] < 32 == bad["queue"]["width_bits"]
+
+
+_TOPK_HARNESS = r"""
+#include <cstdio>
+#include <vector>
+#include "tatvpr_vector.h"
+int main() {
+    unsigned s = 12345;
+    auto rnd = [&]() { s = s * 1103515245u + 12345u; return (s >> 16) & 0x7fff; };
+    const int m = 9, k = 256;  // rows: wide values, or -3..3 (ties); the last all -128 (full counters)
+    std::vector<int8_t> x(m * k), y(m * k);
+    for (int i = 0; i < m * k; i++) { int r = rnd(); x[i] = (i / k) % 3 == 0 ? (int8_t)(r % 256 - 128) : (int8_t)(r % 7 - 3); }
+    for (int i = 0; i < k; i++) x[8 * k + i] = -128;
+    std::vector<uint16_t> tc(m);
+    std::vector<uint32_t> pairs(m * 256 * TATVPR_TOPK_SIMD);
+    for (int keep : {0, 1, 37, 120, 256}) {
+        long long n = tatvpr_topk_schedule(x.data(), m, k, keep, 1, tc.data(), pairs.data(), y.data());
+        for (int r = 0; r < m; r++) printf("%d ", tc[r]);
+        for (long long i = 0; i < n; i++) printf("%x ", pairs[i]);
+        tatvpr_topk_schedule(x.data(), m, k, keep, 0, tc.data(), pairs.data(), y.data());
+        for (int i = 0; i < m * k; i++) printf("%d ", y[i]);
+        printf("\n");
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("lanes,simd,banks", [(16, 8, 2), (4, 16, 16)])
+def test_topk_synthesis_widths_compute_the_same(lanes, simd, banks, tmp_path):
+    """The kernel with the widths Vitis HLS builds (ap_uint counters of ceil(log2(ceil(K_max / L) + 1))
+    bits, queue words of 8 + I bits; -DTATVPR_TOPK_AP_TYPES) gives the C simulation's stream and dense
+    values, so the narrow memories charged lose nothing (K_max = k = 256: a lane's 256 / L channels all
+    -128 in the last row fill its counter of bin 128: 5 bits at L = 16, 7 at L = 4)."""
+    from tatvpr_hw.lower.hls.paths import ap_types_dir
+
+    (tmp_path / "h.cpp").write_text(_TOPK_HARNESS)
+    outs = []
+    for extra in ([], ["-DTATVPR_TOPK_AP_TYPES"]):
+        exe = tmp_path / f"h{len(extra)}"
+        subprocess.run([compiler(), "-O1", "-std=c++14", "-Wno-unknown-pragmas", "-Wno-unused-label", *extra,
+                        f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_TOPK_SIMD={simd}", f"-DTATVPR_TOPK_BANKS={banks}",
+                        "-DTATVPR_TOPK_KMAX=256", f"-I{hls_dir() / 'include'}", f"-I{ap_types_dir()}",
+                        str(tmp_path / "h.cpp"), str(hls_dir() / "src" / "tatvpr_vector.cpp"), "-o", str(exe)],
+                       check=True, capture_output=True)
+        outs.append(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
+    assert outs[0] == outs[1] and len(outs[0].split()) > 5 * 256 * 9
