@@ -4,6 +4,7 @@
 // Generated into vitis_hls.tcl; not synthesised in this repository (no Vitis HLS here).
 // extern "C": unmangled names, so the host tests call them through ctypes (Vitis HLS accepts C-linkage tops).
 #include "tatvpr_attention.h"
+#include "tatvpr_chain.h"
 #include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
@@ -38,9 +39,9 @@ extern "C" void tatvpr_int8_top(const int16_t *a, const int8_t *b, const int32_t
     }
 }
 
-// 5 is the int8 unit's gemm in the testbench's numbering, unused here
+// 5 and 10 are the int8 unit's gemm and attention in the testbench's numbering, unused here
 enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V_ADD = 4, TATVPR_V_REQUANT = 6,
-       TATVPR_V_L2NORM = 7, TATVPR_V_TOPK = 8, TATVPR_V_TOPK_DENSE = 9 };
+       TATVPR_V_L2NORM = 7, TATVPR_V_TOPK = 8, TATVPR_V_TOPK_DENSE = 9, TATVPR_V_CHAIN = 11 };
 
 // The vector unit: one IP, the op selected by `op` (the C-sim testbench's numbering).
 //   layernorm: x16[t*d], gain64/bias64[d], eps_q -> y8[t*d]
@@ -54,6 +55,10 @@ enum { TATVPR_V_LAYERNORM = 1, TATVPR_V_SOFTMAX = 2, TATVPR_V_GELU = 3, TATVPR_V
 //              bank-scheduled act stream of the ternary IP this unit serves (TATVPR_TOPK_SIMD,
 //              TATVPR_TOPK_BANKS); the host sizes pairs32 for t * max(1, ceil(ceil(d / B) / q)) chunks
 //   topk_dense: x8[t*d], keep -> y8[t*d], the kept values in place (the dense IP's input)
+//   chain (schedule.vector_chain: fused, tatvpr_chain.h): shift = the TATVPR_CHAIN_* flags; x16[t*d] (the
+//              residual stream), x8[t*d] (the ternary IP's output, or GELU's input), mult32/shift32[d],
+//              gain64/bias64[d], eps_q, table8[256], keep -> out16[t*d] (WRITE_RES), then chunks16[t] +
+//              pairs32 (TOPK), y8[t*d] (TOPK_DENSE, or the int8 row without a top-k)
 extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, const int32_t *s32, const int32_t *row_max32,
                        const int64_t *gain64, const int64_t *bias64, const int32_t *mult32, const int32_t *shift32,
                        const int8_t *table8, int8_t *y8, uint8_t *p8, int16_t *out16, int t, int d, long long mult,
@@ -80,6 +85,12 @@ extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, 
 #pragma HLS INTERFACE s_axilite port = shift
 #pragma HLS INTERFACE s_axilite port = eps_q
 #pragma HLS INTERFACE s_axilite port = return
+    // The lane's two multipliers shared by every op (docs/hls.md "Operand widths of the vector unit"): the
+    // op kernels are inlined here, and these ask Vitis HLS for at most TATVPR_VLANES instances of each
+    // (33 x 49 and 34 x 24 bits; 4 + 2 DSP48E2 a lane by the UG579 tiling rule, rtl/vector_lane.v's 6).
+    // What HLS builds from them is not verified here (no Vitis HLS in this repository).
+#pragma HLS ALLOCATION function instances = tatvpr_lane_mul1 limit = TATVPR_VLANES
+#pragma HLS ALLOCATION function instances = tatvpr_lane_mul2 limit = TATVPR_VLANES
     if (op == TATVPR_V_LAYERNORM) {
         tatvpr_layernorm(x16, y8, t, d, gain64, bias64, (int64_t)eps_q);
     } else if (op == TATVPR_V_SOFTMAX) {
@@ -96,5 +107,8 @@ extern "C" void tatvpr_vector_top(int op, const int16_t *x16, const int8_t *x8, 
         tatvpr_topk_schedule(x8, t, d, keep, 1, chunks16, pairs32, y8);
     } else if (op == TATVPR_V_TOPK_DENSE) {
         tatvpr_topk_schedule(x8, t, d, keep, 0, chunks16, pairs32, y8);
+    } else if (op == TATVPR_V_CHAIN) {
+        tatvpr_chain(x16, x8, mult32, shift32, gain64, bias64, (int64_t)eps_q, table8, out16, y8, chunks16, pairs32, t,
+                     d, keep, shift);
     }
 }

@@ -5,7 +5,7 @@
 //
 // IN.bin (written by tatvpr_hw.lower.hls.unit_csim; little-endian):
 //   char[8] "TVPRVEC1", int32 op (1 layernorm, 2 softmax, 3 gelu, 4 add, 5 gemm, 6 requant, 7 l2norm,
-//   8 topk, 9 topk_dense, 10 attention),
+//   8 topk, 9 topk_dense, 10 attention, 11 chain),
 //   int32 nparams,
 //   int64 params[nparams], then sections (uint32 nbytes + data):
 //     layernorm: params t, d, eps_q;       sections gain int64[d], bias int64[d], x int16[t*d]
@@ -22,6 +22,10 @@
 //     attention (10): params heads, t, dh, sm_mult, sm_shift, av_mult, av_shift; sections qkv
 //                int8[t * 3 * heads * dh]; output int64 int8_cycles (the array's counted cycles), then
 //                int8[t * heads * dh]; element_cycles / row_ops / row_cycles are the softmax lanes'
+//     chain (11): params t, d, flags (TATVPR_CHAIN_*), keep, eps_q; sections x16 int16[t*d], x8 int8[t*d],
+//                mult int32[d], shift int32[d], gain int64[d], bias int64[d], table int8[256], each of
+//                nbytes 0 when the flags do not read it; output int16[t*d] (WRITE_RES), then uint16
+//                tok_chunks[t] + uint32 pairs (TOPK) or int8[t*d] (TOPK_DENSE, or no top-k)
 // OUT.bin: char[8] "TVPRVRS2", int32 op, int64 element_cycles, int64 row_ops, int64 row_cycles,
 //          uint32 nbytes, output.
 // Exit status 0, or 2 for an unreadable or malformed file.
@@ -32,6 +36,7 @@
 #include <vector>
 
 #include "tatvpr_attention.h"
+#include "tatvpr_chain.h"
 #include "tatvpr_int8.h"
 #include "tatvpr_vector.h"
 
@@ -48,6 +53,15 @@ bool section(FILE *fp, std::vector<T> &out, size_t count) {
     uint32_t nbytes = 0;
     if (fread(&nbytes, 4, 1, fp) != 1 || nbytes != count * sizeof(T)) return false;
     out.resize(count);
+    return nbytes == 0 || fread(out.data(), 1, nbytes, fp) == nbytes;
+}
+
+// a section of `count` elements, or none (nbytes 0: the op does not read it; out left empty)
+template <typename T>
+bool optional_section(FILE *fp, std::vector<T> &out, size_t count) {
+    uint32_t nbytes = 0;
+    if (fread(&nbytes, 4, 1, fp) != 1 || (nbytes != 0 && nbytes != count * sizeof(T))) return false;
+    out.resize(nbytes ? count : 0);
     return nbytes == 0 || fread(out.data(), 1, nbytes, fp) == nbytes;
 }
 
@@ -183,6 +197,42 @@ int run_one(const char *in_path, const char *out_path) {
             long long i8 = g_i8_cycles;
             out.assign((uint8_t *)&i8, (uint8_t *)&i8 + 8);
             out.insert(out.end(), (uint8_t *)o.data(), (uint8_t *)o.data() + o.size());
+        }
+    } else if (ok && op == 11 && np == 5) {
+        int t = (int)prm[0], d = (int)prm[1], flags = (int)prm[2];
+        std::vector<int16_t> x16;
+        std::vector<int8_t> x8, table;
+        std::vector<int32_t> mult, shift;
+        std::vector<int64_t> gain, bias;
+        size_t n = (size_t)t * d;
+        ok = t >= 1 && d >= 1 && d <= TATVPR_TOPK_KMAX && prm[3] >= 0 && prm[3] <= (1LL << 30) &&
+             optional_section(fp, x16, n) && optional_section(fp, x8, n) && optional_section(fp, mult, d) &&
+             optional_section(fp, shift, d) && optional_section(fp, gain, d) && optional_section(fp, bias, d) &&
+             optional_section(fp, table, 256);
+        // every array a step reads must be there
+        bool add = flags & TATVPR_CHAIN_ADD, ln = flags & TATVPR_CHAIN_LAYERNORM, gelu = flags & TATVPR_CHAIN_GELU;
+        ok = ok && (!add || (x16.size() && x8.size() && mult.size() && shift.size())) &&
+             (!ln || (gain.size() && bias.size() && (add || x16.size()))) && (!gelu || (x8.size() && table.size()));
+        if (ok) {
+            const int B = TATVPR_TOPK_BANKS, Q = TATVPR_TOPK_SIMD / TATVPR_TOPK_BANKS;
+            int gmax = ((d + B - 1) / B + Q - 1) / Q;
+            gmax = gmax > 1 ? gmax : 1;
+            std::vector<int16_t> res(n);
+            std::vector<int8_t> y(n);
+            std::vector<uint16_t> chunks(t);
+            std::vector<uint32_t> pairs((size_t)t * gmax * TATVPR_TOPK_SIMD);
+            long long words = tatvpr_chain(x16.data(), x8.data(), mult.data(), shift.data(), gain.data(), bias.data(),
+                                           prm[4], table.data(), res.data(), y.data(), chunks.data(), pairs.data(),
+                                           t, d, (int)prm[3], flags);
+            ok = words >= 0;
+            if (ok && (flags & TATVPR_CHAIN_WRITE_RES))
+                out.insert(out.end(), (uint8_t *)res.data(), (uint8_t *)res.data() + n * 2);
+            if (ok && (flags & TATVPR_CHAIN_TOPK)) {
+                out.insert(out.end(), (uint8_t *)chunks.data(), (uint8_t *)chunks.data() + t * 2);
+                out.insert(out.end(), (uint8_t *)pairs.data(), (uint8_t *)pairs.data() + words * 4);
+            } else if (ok) {
+                out.insert(out.end(), (uint8_t *)y.data(), (uint8_t *)y.data() + n);
+            }
         }
     } else {
         ok = false;

@@ -127,7 +127,8 @@ def lib(tmp_path_factory):
     subprocess.run([compiler(), "-O1", "-std=c++14", "-shared", "-fPIC", "-Wno-unknown-pragmas",
                     "-Wno-unused-label", "-DTATVPR_TOPK_SIMD=8", "-DTATVPR_TOPK_BANKS=4",  # the pe4_simd8 IP's gather
                     f"-I{root / 'include'}", str(TOP_SRC), str(root / "src" / "tatvpr_int8.cpp"),
-                    str(root / "src" / "tatvpr_vector.cpp"), str(root / "src" / "tatvpr_attention.cpp"), "-o", str(so)],
+                    str(root / "src" / "tatvpr_vector.cpp"), str(root / "src" / "tatvpr_attention.cpp"),
+                    str(root / "src" / "tatvpr_chain.cpp"), "-o", str(so)],
                    check=True, capture_output=True)
     return ctypes.CDLL(str(so))
 
@@ -605,3 +606,50 @@ def test_pynq_units_fused_attention_on_the_int8_ip(unit_board):
     assert sum(1 for n, _, _ in units.last_issue.tasks if n.endswith(".attn")) == 4
     with pytest.raises(ValueError, match="multiple of 3 heads"):
         ov.int8.attention(np.zeros((4, 10), np.int8), 3, 1, 30, 1, 30)
+
+
+def test_vector_ip_chain_equals_the_integer_model(unit_board):
+    """schedule.vector_chain: fused: ``VectorUnitIP.chain`` (op 11 of the vector top, the TATVPR_CHAIN_*
+    flags in ``shift``) through the IP's registers and DDR buffers = ``Units.vector_chain``: add ->
+    LayerNorm -> the act stream (the residual written back), the dense top-k, GELU -> the act stream, and
+    LayerNorm alone after an add; one IP call each."""
+    from tatvpr_pynq.formats import quantize_multiplier
+
+    make, ddr, gemm, int8, vec = unit_board
+    ov = make()
+    rng = np.random.default_rng(8)
+    t, d, h, s = 6, 40, 160, 0.4
+    ln = iq.layernorm_params(rng.normal(1, 0.3, d), rng.normal(0, 0.2, d), 1e-6, 0.01, 0.04)
+    ms = [quantize_multiplier(v) for v in rng.uniform(0.05, 2.0, d)]
+    mult, shift = np.array([m for m, _ in ms]), np.array([v for _, v in ms])
+    x16 = rng.integers(-3000, 3000, size=(t, d)).astype(np.int16)
+    x8 = rng.integers(-128, 128, size=(t, d)).astype(np.int8)
+    hid = rng.integers(-128, 128, size=(t, h)).astype(np.int8)
+    table = iq.gelu_table(0.05, 0.03)
+    u = iq.NUMPY_UNITS
+    runs = vec.runs
+    res, (chunks, pairs) = ov.vector.chain(x16=x16, x8=x8, add=(mult, shift), ln=ln, keep=iq.topk_keep(d, s),
+                                           simd=8, banks=4, write_res=True)
+    wres, (wc, wp) = u.vector_chain("", x16=x16, x8=x8, add=(mult, shift), ln=ln, sparsity=s, simd=8, banks=4)
+    assert np.array_equal(res, wres) and np.array_equal(chunks, wc) and np.array_equal(pairs, wp)
+    res, dense = ov.vector.chain(x16=x16, x8=x8, add=(mult, shift), ln=ln, keep=iq.topk_keep(d, s), stream=False)
+    assert res is None and np.array_equal(dense, u.vector_chain("", x16=x16, x8=x8, add=(mult, shift), ln=ln,
+                                                                 sparsity=s)[1])
+    _, (chunks, pairs) = ov.vector.chain(x8=hid, gelu_table=table, keep=iq.topk_keep(h, s), simd=8, banks=4)
+    _, (wc, wp) = u.vector_chain("", x8=hid, gelu_table=table, sparsity=s, simd=8, banks=4)
+    assert np.array_equal(chunks, wc) and np.array_equal(pairs, wp)
+    res, y = ov.vector.chain(x16=x16, x8=x8, add=(mult, shift), ln=ln, write_res=True)
+    assert np.array_equal(res, u.add("", x16, x8, mult, shift)) and np.array_equal(y, ln(res))
+    assert vec.runs - runs == 4  # one IP call per chain
+    with pytest.raises(ValueError, match="write_res"):
+        ov.vector.chain(x16=x16, ln=ln, write_res=True)
+    ov.close()
+
+
+def test_unit_projects_build_the_chain_sized_by_the_point(project):
+    """Both unit projects compile tatvpr_chain.cpp (tatvpr_units_top.cpp calls it), its int16 row sized by
+    the point's schedule.max_dim (sim/arch/kv260.yaml: 768)."""
+    out, _ = project
+    adds = [c for c in run_tcl(out / "vitis_hls.tcl") if c[0] == "add_files" and "-tb" not in c]
+    assert sum("tatvpr_chain.cpp" in c[1] for c in adds) == 2
+    assert all("-DTATVPR_CHAIN_MAX_DIM=768" in c[3] for c in adds if "tatvpr_units_top.cpp" in c[1])

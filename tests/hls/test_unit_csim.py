@@ -439,3 +439,119 @@ def test_fused_attention_refuses_what_the_ip_is_not_built_for(exe, tmp_path):
     big = np.zeros((258, 3 * 64), np.int8)  # one token more than TATVPR_ATT_MAX_TOKENS = 257
     with pytest.raises(UserError, match="C simulation failed"):
         run_unit_ops(exe, [attention_call(big, 1, 1, 30, 1, 30)], tmp_path)
+
+
+def _chain_parts(rng, t, d):
+    gamma = rng.uniform(0.5, 1.5, d)
+    beta = rng.uniform(-0.2, 0.2, d)
+    ln = iq.layernorm_params(gamma, beta, 1e-6, 0.01, 0.02)
+    ms = [quantize_multiplier(v) for v in rng.uniform(0.05, 2.0, d)]
+    mult, shift = np.array([m for m, _ in ms], np.int32), np.array([s for _, s in ms], np.int32)
+    x16 = rng.integers(-3000, 3000, size=(t, d)).astype(np.int16)
+    x16[0, :4] = [32767, -32768, 32000, -32000]  # saturating adds
+    x8 = rng.integers(-128, 128, size=(t, d)).astype(np.int8)
+    return ln, (mult, shift), x16, x8
+
+
+@pytest.mark.parametrize("simd,banks,lanes", [(8, 8, 16), (16, 4, 4)])
+def test_vector_chain_bit_exact_and_counted_as_the_split_ops(tmp_path, simd, banks, lanes):
+    """schedule.vector_chain: fused: ``tatvpr_chain`` (add -> LayerNorm -> top-k, the act stream and the
+    dense variant; GELU -> top-k; add -> LayerNorm alone) = ``Units.vector_chain`` of the integer model, bit
+    for bit, the residual stream included; its counted cycles = the split calls' (add, layernorm, gelu,
+    topk) sum, the passes the simulator charges (rows a multiple of the lanes)."""
+    from tatvpr_hw.lower.hls.unit_csim import chain_call, topk_call, topk_keep
+
+    exe = build_unit_csim(tmp_path / "b", lanes=lanes, simd=simd, banks=banks, kmax=256)
+    rng = np.random.default_rng(lanes + simd)
+    t, d, h, s = 5, 64, 192, 0.4
+    ln, (mult, shift), x16, x8 = _chain_parts(rng, t, d)
+    hid = rng.integers(-128, 128, size=(t, h)).astype(np.int8)
+    table = iq.gelu_table(0.05, 0.03)
+    kd, kh = topk_keep(d, s), topk_keep(h, s)
+    calls = [chain_call(x16=x16, x8=x8, add=(mult, shift), ln=ln, keep=kd, write_res=True),
+             chain_call(x16=x16, x8=x8, add=(mult, shift), ln=ln, keep=kd, stream=False, write_res=True),
+             chain_call(x8=hid, gelu_table=table, keep=kh),
+             chain_call(x16=x16, x8=x8, add=(mult, shift), ln=ln),
+             chain_call(x16=x16, ln=ln, keep=kd, stream=False)]
+    res = run_unit_ops(exe, calls, tmp_path / "w")
+    u = iq.NUMPY_UNITS
+    want = [u.vector_chain("c", x16=x16, x8=x8, add=(mult, shift), ln=ln, sparsity=s, simd=simd, banks=banks),
+            u.vector_chain("c", x16=x16, x8=x8, add=(mult, shift), ln=ln, sparsity=s),
+            u.vector_chain("c", x8=hid, gelu_table=table, sparsity=s, simd=simd, banks=banks),
+            u.vector_chain("c", x16=x16, x8=x8, add=(mult, shift), ln=ln),
+            u.vector_chain("c", x16=x16, ln=ln, sparsity=s)]
+    for i, (r, (wres, wout)) in enumerate(zip(res, want)):
+        got_res, got = r.out
+        if i < 2:
+            assert np.array_equal(got_res, wres), i
+        else:
+            assert got_res is None, i
+        if isinstance(wout, tuple):
+            assert np.array_equal(got[0], wout[0]) and np.array_equal(got[1], wout[1]), i
+        else:
+            assert np.array_equal(got, wout), i
+    # the split ops on the C simulation, one call each, counted
+    y_add = u.add("a", x16, x8, mult, shift)
+    y_ln = ln(y_add)
+    y_gelu = table[hid.astype(np.int64) + 128]
+    split = run_unit_ops(exe, [add_call(x16, x8, mult, shift), layernorm_call(ln, y_add), topk_call(y_ln, kd),
+                               topk_call(y_ln, kd, stream=False), gelu_call(table, hid), topk_call(y_gelu, kh),
+                               layernorm_call(ln, x16), topk_call(ln(x16), kd, stream=False)], tmp_path / "s")
+    c = [r.cycles for r in split]
+    assert res[0].cycles == c[0] + c[1] + c[2]
+    assert res[1].cycles == c[0] + c[1] + c[3]
+    assert res[2].cycles == c[4] + c[5]
+    assert res[3].cycles == c[0] + c[1]
+    assert res[4].cycles == c[6] + c[7]
+    # by hand (add -> LayerNorm, 16 lanes or 4): per row ceil(64 / L) add + 2 ceil(64 / L) LN + 80 row steps
+    assert res[3].cycles == t * (3 * -(-d // lanes) + 80)
+
+
+def test_vector_chain_refuses_what_the_ip_cannot_do(tmp_path):
+    from tatvpr_hw.errors import UserError
+    from tatvpr_hw.lower.hls.unit_csim import chain_call
+
+    ln = iq.layernorm_params(np.ones(8), np.zeros(8), 1e-6, 0.01, 0.02)
+    x = np.zeros((2, 8), np.int16)
+    with pytest.raises(UserError, match="exactly one"):
+        chain_call(x16=x, keep=3)
+    with pytest.raises(UserError, match="followed by a LayerNorm"):
+        chain_call(x16=x, x8=x.astype(np.int8), add=(np.ones(8), np.ones(8)), gelu_table=np.zeros(256, np.int8))
+    with pytest.raises(UserError, match="write_res"):
+        chain_call(x16=x, ln=ln, write_res=True)
+    # a row wider than the chain's int16 row (TATVPR_CHAIN_MAX_DIM = 256) is refused by the kernel
+    exe = build_unit_csim(tmp_path / "b", lanes=16, simd=8, banks=8, kmax=512, max_dim=256)
+    wide = iq.layernorm_params(np.ones(300), np.zeros(300), 1e-6, 0.01, 0.02)
+    with pytest.raises(UserError, match="malformed"):
+        run_unit_ops(exe, [chain_call(x16=np.zeros((1, 300), np.int16), ln=wide)], tmp_path / "w")
+
+
+def test_vector_chain_cycles_are_the_simulators_chain_stage(tmp_path):
+    """sim.schedule charges a chain as one vector-unit stage of its ops' records plus its top-k (the
+    passes still run): vector_cycles(add) + vector_cycles(layernorm) + vector_topk_cycles = the chain's
+    counted cycles + one pipeline depth per split op (three), on the KV260 arch's lanes, SIMD and banks;
+    GELU -> top-k likewise (two)."""
+    from sim.arch import load_arch
+    from sim.engine import vector_cycles, vector_topk_cycles
+    from tatvpr_hw.lower.hls.unit_csim import chain_call, topk_keep
+    from tatvpr_pynq.formats import schedule_activations
+
+    arch = load_arch("kv260")
+    c, v = arch.spec.compute, arch.spec.vector_unit
+    exe = build_unit_csim(tmp_path / "b", lanes=v.lanes, simd=c.simd, banks=c.banks, kmax=512)
+    rng = np.random.default_rng(5)
+    t, d, h, s = 7, 128, 512, 0.4
+    ln, (mult, shift), x16, x8 = _chain_parts(rng, t, d)
+    hid = rng.integers(-128, 128, size=(t, h)).astype(np.int8)
+    table = iq.gelu_table(0.05, 0.03)
+    r1, r2 = run_unit_ops(exe, [chain_call(x16=x16, x8=x8, add=(mult, shift), ln=ln, keep=topk_keep(d, s),
+                                           write_res=True),
+                                chain_call(x8=hid, gelu_table=table, keep=topk_keep(h, s))], tmp_path / "w")
+    y = ln(iq.NUMPY_UNITS.add("a", x16, x8, mult, shift))
+    g1 = int(schedule_activations(iq.topk_int(y, s), c.simd, c.banks)[0].sum())
+    g2 = int(schedule_activations(iq.topk_int(table[hid.astype(np.int64) + 128], s), c.simd, c.banks)[0].sum())
+    sim1 = (vector_cycles(t * d, "add", arch) + vector_cycles(t * d, "layernorm", arch, d)
+            + vector_topk_cycles(t, d, g1, arch))
+    sim2 = vector_cycles(t * h, "gelu", arch) + vector_topk_cycles(t, h, g2, arch)
+    assert r1.cycles + 3 * v.pipeline_cycles == sim1
+    assert r2.cycles + 2 * v.pipeline_cycles == sim2

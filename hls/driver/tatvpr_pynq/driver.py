@@ -905,6 +905,71 @@ class VectorUnitIP(UnitIP):
                    "y8", m * k)
         return self.wait().reshape(m, k)
 
+    CHAIN_OP = 11  # TATVPR_V_CHAIN in tatvpr_units_top.cpp (schedule.vector_chain: fused)
+    CHAIN_FLAGS = {"add": 1, "layernorm": 2, "gelu": 4, "topk": 8, "topk_dense": 16, "write_res": 32}
+
+    def chain(self, *, x16=None, x8=None, add=None, ln=None, gelu_table=None, keep: int | None = None,
+              stream: bool = True, simd: int | None = None, banks: int | None = None,
+              write_res: bool = False) -> tuple:
+        """One call of the chained row op (``tatvpr_chain``, schedule.vector_chain: fused) on ``[T, D]`` rows:
+        ``add = (mult, shift)``: the residual add ``x16 + requant(x8)`` first (``write_res``: its int16
+        output written back, the residual stream a later add reads); then ``ln`` of it (or of ``x16``), or
+        ``gelu_table`` of ``x8``; then with ``keep`` the next linear's top-k: the act stream of the ternary
+        IP of ``simd`` lanes / ``banks`` banks the vector IP was built for (``stream``), or the kept values
+        in place. Returns ``(residual int16 [T, D] | None, out)``, ``out`` the ``(tok_chunks, pairs)`` stream
+        or int8 ``[T, D]`` (``tatvpr_pynq.integer.Units.vector_chain``'s integers)."""
+        ref = np.asarray(x8 if gelu_table is not None else x16)
+        if (ln is None) == (gelu_table is None) or (add is not None and ln is None) or (write_res and add is None):
+            raise ValueError("vector unit chain: [add ->] LayerNorm | GELU [-> top-k]; write_res needs the add")
+        if ref.ndim != 2 or ref.size == 0:
+            raise ValueError(f"vector unit chain: [T, D] rows, got {ref.shape}")
+        t, d = ref.shape
+        f = self.CHAIN_FLAGS
+        topk = keep is not None and stream
+        flags = ((f["add"] if add is not None else 0) | (f["layernorm"] if ln is not None else 0)
+                 | (f["gelu"] if gelu_table is not None else 0) | (f["write_res"] if write_res else 0)
+                 | (0 if keep is None else f["topk" if stream else "topk_dense"]))
+        arrays = {}
+        if x16 is not None and (add is not None or ln is not None):
+            arrays["x16"] = np.asarray(x16).reshape(-1)
+        if x8 is not None and (add is not None or gelu_table is not None):
+            arrays["x8"] = np.asarray(x8).reshape(-1)
+        if add is not None:
+            arrays["mult32"] = np.asarray(add[0], np.int64).astype(np.int32)
+            arrays["shift32"] = np.asarray(add[1], np.int64).astype(np.int32)
+        if ln is not None:
+            arrays["gain64"], arrays["bias64"] = ln.gain, ln.bias
+        if gelu_table is not None:
+            arrays["table8"] = gelu_table
+        if write_res:
+            self._stage("out16", t * d)
+        if topk:
+            if simd is None:
+                raise ValueError("vector unit chain: the act stream needs the ternary IP's simd")
+            b = int(banks or simd)
+            self._stage("pairs32", t * max(1, -(-(-(-d // b)) // (simd // b))) * simd)
+            out, size = "chunks16", t
+        else:
+            out, size = "y8", t * d
+        self.start(arrays, {"op": self.CHAIN_OP, "t": t, "d": d, "shift": flags, "keep": int(keep or 0),
+                            "eps_q": int(ln.eps_q) if ln is not None else 0}, out, size)
+        got = self.wait()
+        res = None
+        if write_res:
+            buf = self.buffers["out16"]
+            buf.sync_from_device()
+            res = np.array(buf[:t * d], dtype=np.int16).reshape(t, d)
+        if not topk:
+            return res, got.reshape(t, d)
+        chunks = got.astype(np.uint16)
+        words = int(chunks.astype(np.int64).sum()) * simd
+        if chunks.min() < 1 or words > self.buffers["pairs32"].shape[0]:
+            raise IPError(f"vector unit chain: chunk counts {chunks.tolist()[:8]}... do not fit the stream buffer: "
+                          f"is the IP built for SIMD {simd}, K >= {d}?")
+        buf = self.buffers["pairs32"]
+        buf.sync_from_device()
+        return res, (chunks, np.array(buf[:words], dtype=np.uint32))
+
     def l2norm(self, x) -> np.ndarray:
         """int16 vector ``x`` -> ``x / ||x||`` in Q15 (int16); at most
         :data:`tatvpr_pynq.integer.L2NORM_MAX_N` elements."""

@@ -307,6 +307,27 @@ class Units:
 
         return schedule_activations(topk_int(x, sparsity), simd, banks)
 
+    def vector_chain(self, name: str, *, x16: np.ndarray | None = None, x8: np.ndarray | None = None,
+                     add: tuple | None = None, ln: LayerNormQ | None = None, gelu_table: np.ndarray | None = None,
+                     sparsity: float | None = None, simd: int | None = None,
+                     banks: int | None = None) -> tuple[np.ndarray | None, object]:
+        """A run of a token row's vector ops as one call (schedule.vector_chain: fused; the vector IP's
+        ``tatvpr_chain``): ``add = (mult, shift)``: ``x16 + requant(x8)`` (the residual stream, returned),
+        then ``ln`` of it (or of ``x16``) or ``gelu_table`` of ``x8``, then with ``sparsity`` the next
+        linear's top-k: the act stream ``(tok_chunks, pairs)`` of a ``simd`` / ``banks`` IP, or with
+        ``simd`` None the kept values in place. Returns ``(residual int16 | None, out)``; the integers are
+        the split ops' (:meth:`add`, :meth:`layernorm` / :meth:`gelu`, :func:`topk_int`)."""
+        res = None
+        if add is not None:
+            res = self.add(name + ".add", x16, x8, add[0], add[1])
+        y = self.layernorm(name + ".norm", ln, res if res is not None else x16) if ln is not None else \
+            self.gelu(name + ".gelu", gelu_table, x8)
+        if sparsity is None:
+            return res, y
+        if simd is None:
+            return res, topk_int(y, sparsity)
+        return res, self.topk_schedule(name + ".topk", y, sparsity, simd, banks)
+
 
 NUMPY_UNITS = Units()
 

@@ -53,11 +53,11 @@ OVERLAY_NAME = "tatvpr_gemm"
 UNIT_IPS = (
     {"unit": "int8", "top": "tatvpr_int8_top", "ip_name": "tatvpr_int8_unit", "instance": "tatvpr_int8_0",
      "project": "hls_int8", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp",
-                                                "tatvpr_attention.cpp"],
+                                                "tatvpr_attention.cpp", "tatvpr_chain.cpp"],
      "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
     {"unit": "vector", "top": "tatvpr_vector_top", "ip_name": "tatvpr_vector_unit", "instance": "tatvpr_vector_0",
      "project": "hls_vector", "sources": ["tatvpr_units_top.cpp", "tatvpr_int8.cpp", "tatvpr_vector.cpp",
-                                                "tatvpr_attention.cpp"],
+                                                "tatvpr_attention.cpp", "tatvpr_chain.cpp"],
      "m_axi_ports": ["m_axi_gmem_in", "m_axi_gmem_out"]},
 )
 BD_NAME = "tatvpr_bd"
@@ -134,6 +134,8 @@ class DesignPoint:
     attention_rows: int = 32          # schedule.attention_rows: the fused attention's query rows per block
     max_tokens: int = 257             # schedule.max_tokens / max_head_dim: the fused attention's K, V buffers
     max_head_dim: int = 64
+    vector_chain: str = "split"       # schedule.vector_chain: a row's vector ops one call each, or one chained call
+    max_dim: int = 768                # schedule.max_dim: the chain's int16 row (TATVPR_CHAIN_MAX_DIM)
 
 
 def _arch_error(where: str, err: Exception) -> UserError:
@@ -164,7 +166,8 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        handoffs=str(s.schedule.handoffs), loop_order=str(b.loop_order),
                        skip_mode=str(c.skip_mode), topk=str(s.schedule.topk),
                        attention=str(s.schedule.attention), attention_rows=int(s.schedule.attention_rows),
-                       max_tokens=int(s.schedule.max_tokens), max_head_dim=int(s.schedule.max_head_dim))
+                       max_tokens=int(s.schedule.max_tokens), max_head_dim=int(s.schedule.max_head_dim),
+                       vector_chain=str(getattr(s.schedule, "vector_chain", "split")), max_dim=int(s.schedule.max_dim))
 
 
 def _load_arch(ref, overrides: dict[str, Any], where: str):
@@ -398,7 +401,8 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
                                    f"-DTATVPR_TOPK_BANKS={kp.banks} -DTATVPR_TOPK_KMAX={kp.kmax} "
                                    f"-DTATVPR_ATT_ROWS={point.attention_rows} "
                                    f"-DTATVPR_ATT_MAX_TOKENS={point.max_tokens} "
-                                   f"-DTATVPR_ATT_MAX_HEAD_DIM={point.max_head_dim}"}
+                                   f"-DTATVPR_ATT_MAX_HEAD_DIM={point.max_head_dim} "
+                                   f"-DTATVPR_CHAIN_MAX_DIM={point.max_dim}"}
                   for u in UNIT_IPS],  # the vector unit's top-k schedules for this ternary IP
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],
         "ddr_masters": [f"{IP_INSTANCE}/{p}" for p in M_AXI_PORTS]

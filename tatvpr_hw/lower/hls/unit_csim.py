@@ -27,9 +27,11 @@ from tatvpr_hw.lower.hls.paths import ap_types_dir, driver_package, hls_dir
 
 _SOURCES = ("include/tatvpr_vector.h", "include/tatvpr_exp2_table.inc", "src/tatvpr_vector.cpp",
             "include/tatvpr_int8.h", "src/tatvpr_int8.cpp", "include/tatvpr_attention.h", "src/tatvpr_attention.cpp",
-            "tb/tb_units.cpp")
+            "include/tatvpr_chain.h", "src/tatvpr_chain.cpp", "tb/tb_units.cpp")
 OPS = {"layernorm": 1, "softmax": 2, "gelu": 3, "add": 4, "gemm": 5, "requant": 6, "l2norm": 7, "topk": 8,
-       "topk_dense": 9, "attention": 10}
+       "topk_dense": 9, "attention": 10, "chain": 11}
+# the chain's steps (hls/include/tatvpr_chain.h TATVPR_CHAIN_*)
+CHAIN_FLAGS = {"add": 1, "layernorm": 2, "gelu": 4, "topk": 8, "topk_dense": 16, "write_res": 32}
 _OUT_DTYPE = {"layernorm": np.int8, "softmax": np.uint8, "gelu": np.int8, "add": np.int16, "requant": np.int8,
               "l2norm": np.int16, "topk_dense": np.int8}
 GEMM_OUT = {"int32": (0, np.int32), "int8": (1, np.int8), "int16": (2, np.int16)}
@@ -156,18 +158,55 @@ def attention_call(qkv: np.ndarray, heads: int, sm_mult: int, sm_shift: int, av_
                     [np.ascontiguousarray(qkv).ravel()], (t, d3 // 3), np.int8)
 
 
+def chain_call(*, x16: np.ndarray | None = None, x8: np.ndarray | None = None, add: tuple | None = None,
+               ln=None, gelu_table: np.ndarray | None = None, keep: int | None = None, stream: bool = True,
+               write_res: bool = False) -> UnitCall:
+    """The vector IP's chained row op (``tatvpr_chain``, schedule.vector_chain: fused) on ``T`` rows of
+    ``D`` channels: ``add = (mult, shift)``: ``x16 + requant(x8)`` first (``write_res``: its int16 output
+    returned too, the residual stream); ``ln`` (a ``LayerNormQ``) of that row (or of ``x16``), or
+    ``gelu_table`` of ``x8``; then with ``keep`` the top-k (``stream``: the act stream, else the kept
+    values in place). The result: ``(res16 | None, out)`` with ``out`` the act stream ``(chunks, pairs)``
+    or int8 ``[T, D]`` (``tatvpr_pynq.integer.Units.vector_chain``)."""
+    if (ln is None) == (gelu_table is None):
+        raise UserError("chain: exactly one of a LayerNorm and a GELU step")
+    if add is not None and ln is None:
+        raise UserError("chain: a residual add is followed by a LayerNorm")
+    if write_res and add is None:
+        raise UserError("chain: write_res needs the residual add")
+    ref = x8 if gelu_table is not None else x16
+    if ref is None or np.asarray(ref).ndim != 2 or np.asarray(ref).size == 0:
+        raise UserError("chain: the input must be a non-empty [T, D] array")
+    t, d = np.asarray(ref).shape
+    flags = ((CHAIN_FLAGS["add"] if add is not None else 0) | (CHAIN_FLAGS["layernorm"] if ln is not None else 0)
+             | (CHAIN_FLAGS["gelu"] if gelu_table is not None else 0) | (CHAIN_FLAGS["write_res"] if write_res else 0)
+             | (0 if keep is None else CHAIN_FLAGS["topk" if stream else "topk_dense"]))
+    if keep is not None and not 0 <= int(keep) <= 1 << 30:
+        raise UserError(f"chain: keep = {keep} must be in [0, 2^30]")
+    none = lambda dt: np.zeros(0, dt)  # noqa: E731  (a section the flags do not read)
+    arrays = [np.asarray(x16, "<i2").ravel() if x16 is not None and (add is not None or ln is not None) else none("<i2"),
+              np.asarray(x8, "i1").ravel() if x8 is not None and (add is not None or gelu_table is not None) else none("i1"),
+              np.asarray(add[0], "<i4") if add is not None else none("<i4"),
+              np.asarray(add[1], "<i4") if add is not None else none("<i4"),
+              np.asarray(ln.gain, "<i8") if ln is not None else none("<i8"),
+              np.asarray(ln.bias, "<i8") if ln is not None else none("<i8"),
+              np.asarray(gelu_table, "i1") if gelu_table is not None else none("i1")]
+    return UnitCall("chain", [t, d, flags, 0 if keep is None else int(keep), int(ln.eps_q) if ln is not None else 0],
+                    arrays, (t, d))
+
+
 def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16, *,
                     simd: int = 8, banks: int | None = None, kmax: int = 4096, att_rows: int = 32,
-                    max_tokens: int = 257, max_head_dim: int = 64) -> Path:
+                    max_tokens: int = 257, max_head_dim: int = 64, max_dim: int = 4096) -> Path:
     """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged); its top-k
     unit schedules for a ternary IP of ``simd`` lanes and ``banks`` banks (None: ``simd``), rows of at
     most ``kmax`` channels; its fused attention takes blocks of ``att_rows`` query rows, at most
     ``max_tokens`` tokens and ``max_head_dim`` channels a head (schedule.attention_rows, max_tokens,
-    max_head_dim)."""
+    max_head_dim); its chained row op holds int16 rows of at most ``max_dim`` channels (schedule.max_dim)."""
     banks = simd if banks is None else banks
     for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols), ("top-k simd", simd),
                     ("top-k banks", banks), ("top-k kmax", kmax), ("attention rows", att_rows),
-                    ("attention max tokens", max_tokens), ("attention max head dim", max_head_dim)):
+                    ("attention max tokens", max_tokens), ("attention max head dim", max_head_dim),
+                    ("chain max dim", max_dim)):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, got {v!r}")
     if simd % banks:
@@ -181,13 +220,14 @@ def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 1
                 f"-DTATVPR_VLANES={lanes}", f"-DTATVPR_I8_ROWS={rows}", f"-DTATVPR_I8_COLS={cols}",
                 f"-DTATVPR_TOPK_SIMD={simd}", f"-DTATVPR_TOPK_BANKS={banks}", f"-DTATVPR_TOPK_KMAX={kmax}",
                 f"-DTATVPR_ATT_ROWS={att_rows}", f"-DTATVPR_ATT_MAX_TOKENS={max_tokens}",
-                f"-DTATVPR_ATT_MAX_HEAD_DIM={max_head_dim}",
+                f"-DTATVPR_ATT_MAX_HEAD_DIM={max_head_dim}", f"-DTATVPR_CHAIN_MAX_DIM={max_dim}",
                 f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
                 str(root / "src" / "tatvpr_int8.cpp"), str(root / "src" / "tatvpr_attention.cpp"),
+                str(root / "src" / "tatvpr_chain.cpp"),
                 str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
     return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}_s{simd}_b{banks}_k{kmax}_a{att_rows}_"
-                        f"t{max_tokens}_h{max_head_dim}",
-                        f"{lanes},{rows},{cols},{simd},{banks},{kmax},{att_rows},{max_tokens},{max_head_dim}",
+                        f"t{max_tokens}_h{max_head_dim}_d{max_dim}",
+                        f"{lanes},{rows},{cols},{simd},{banks},{kmax},{att_rows},{max_tokens},{max_head_dim},{max_dim}",
                         _SOURCES, command, "vector-unit C simulation")
 
 
@@ -213,6 +253,19 @@ def _read_result(path: Path, call: UnitCall) -> UnitResult:
         chunks = np.frombuffer(body[:2 * m], dtype="<u2").astype(np.uint16)
         pairs = np.frombuffer(bytes(body[2 * m:]), dtype="<u4").astype(np.uint32)
         return UnitResult((chunks, pairs), int(cycles), int(rows), int(row_cycles))
+    if call.op == "chain":  # [int16 residual], then the act stream or the int8 rows
+        t, d = call.shape
+        flags = int(call.params[2])
+        res = None
+        if flags & CHAIN_FLAGS["write_res"]:
+            res = np.frombuffer(bytes(body[:2 * t * d]), dtype="<i2").astype(np.int16).reshape(t, d)
+            body = body[2 * t * d:]
+        if flags & CHAIN_FLAGS["topk"]:
+            chunks = np.frombuffer(bytes(body[:2 * t]), dtype="<u2").astype(np.uint16)
+            out = (chunks, np.frombuffer(bytes(body[2 * t:]), dtype="<u4").astype(np.uint32))
+        else:
+            out = np.frombuffer(bytes(body), dtype=np.int8).reshape(t, d).copy()
+        return UnitResult((res, out), int(cycles), int(rows), int(row_cycles))
     if call.op == "attention":  # int64 int8_cycles, then the output
         (i8,) = struct.unpack_from("<q", body, 0)
         out = np.frombuffer(bytes(body[8:]), dtype=np.int8).reshape(call.shape)
