@@ -521,3 +521,23 @@ def test_compare_head_ops_follows_a_tracer_that_records_the_requant():
     r = compare_head_ops(ops, traced)
     assert r["match"] and r["integer_only"] == []
     assert not compare_head_ops(ops, [VectorOp("head.input", "other", 97), *plain])["match"]
+
+
+def test_vector_chain_is_the_split_ops_by_hand():
+    """``Units.vector_chain`` (schedule.vector_chain: fused; the vector IP's ``tatvpr_chain``) returns the split
+    ops' integers: on a 1 x 4 row by hand, x16 = [100, -100, 0, 50], x8 = [10, -20, 30, 0] with mult 2^30,
+    shift 31 (x8 / 2, rounded half up): the residual [105, -110, 15, 50]; GELU through a table that negates
+    (-128 -> 127 saturating) then keep 2 of 4 (s = 0.5): |[-10, 20, -30, 0]| keeps 20 and -30 (the largest)."""
+    u = iq.NUMPY_UNITS
+    x16 = np.array([[100, -100, 0, 50]], np.int16)
+    x8 = np.array([[10, -20, 30, 0]], np.int8)
+    mult, shift = np.full(4, 2 ** 30, np.int64), np.full(4, 31, np.int64)
+    ln = iq.layernorm_params(np.ones(4), np.zeros(4), 1e-6, 1.0, 1.0)
+    res, y = u.vector_chain("c", x16=x16, x8=x8, add=(mult, shift), ln=ln)
+    assert res.tolist() == [[105, -110, 15, 50]] and np.array_equal(y, ln(res))
+    table = np.clip(-np.arange(-128, 128), -128, 127).astype(np.int8)
+    res, y = u.vector_chain("c", x8=x8, gelu_table=table, sparsity=0.5)
+    assert res is None and y.tolist() == [[0, 20, -30, 0]]
+    # the act stream of a 2-lane, 2-bank IP: kept channels 1 (bank 1) and 2 (bank 0), one chunk
+    _, (chunks, pairs) = u.vector_chain("c", x8=x8, gelu_table=table, sparsity=0.5, simd=2, banks=2)
+    assert chunks.tolist() == [1] and [hex(p) for p in pairs] == ["0x2e2", "0x114"]
