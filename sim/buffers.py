@@ -220,6 +220,9 @@ def plan_buffers(arch) -> list[dict]:
     ``bits = memories * width_bits * depth`` (every physical bit built). In ``weight``/``both``
     the weights' "banks" are the PE rows (one compressed stream memory per PE) and the
     ``act_gather`` replicas are ``PE * R`` (one banked token copy per PE, R replicas each).
+    With the top-k unit built (:func:`topk_built`) its memories follow: ``topk_row``, ``topk_hist``,
+    ``topk_queue`` (:func:`topk_memories`; in ``banks`` their memory count, one read port, LUTRAM or BRAM
+    by the rule, never URAM).
     """
     s = arch.spec
     c, b = s.compute, s.buffers
