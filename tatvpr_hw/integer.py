@@ -54,6 +54,77 @@ def _signed_mult_shift(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(mults, np.int64), np.array(shifts, np.int64)
 
 
+# ---- the vector unit's operand widths (hls/include/tatvpr_vector.h TATVPR_VW_*, rtl/vector_lane.v): the
+# checkpoint-dependent operands must fit them, or the HLS / RTL lane would wrap them (docs/hls.md
+# "Operand widths of the vector unit")
+LN_GAIN_BITS = 24          # TATVPR_VW_GAIN, signed
+LN_BIAS_BITS = 48          # TATVPR_VW_BIAS, signed
+LN_MAX_DIM = 65535         # LayerNorm rows: |n| < 2**32 (TATVPR_VW_N = 34 bits signed)
+LN_EPS_MAX = 2 ** 46 - 2 ** 30 - 1  # var = ssd // d + eps_q < 2**46 (int16 variance <= 2**30): the Q8 root's radicand < 2**62
+VEC_MULT_BITS = 31         # TATVPR_VW_MULT: softmax and requant multipliers, unsigned
+VEC_SHIFT_RANGE = (1, 62)  # TATVPR_VW_SHIFT = 6 bits
+ADD_MULT_BITS = 32         # the residual add's per-channel multiplier: the int32 of its array, signed
+
+
+def _signed_range(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _check_range(layer: str, what: str, values, lo: int, hi: int, width: str) -> None:
+    v = np.asarray(values, dtype=object).reshape(-1)  # Python ints: no wrap in the comparison
+    for i, x in enumerate(v):
+        if not (lo <= int(x) <= hi):
+            at = f"[{i}]" if v.size > 1 else ""
+            raise UserError(f"{layer}: {what}{at} = {int(x)} is outside the vector unit's {width} range "
+                            f"[{lo}, {hi}] (hls/include/tatvpr_vector.h; docs/hls.md \"Operand widths of the vector "
+                            f"unit\"): this checkpoint cannot run on the fabric vector unit as built")
+
+
+def _check_layernorm(layer: str, ln) -> None:
+    gain, bias = np.asarray(ln.gain), np.asarray(ln.bias)
+    if gain.size > LN_MAX_DIM:
+        raise UserError(f"{layer}: LayerNorm over {gain.size} channels; the vector unit's lane holds rows of at "
+                        f"most {LN_MAX_DIM}")
+    _check_range(layer, "LayerNorm gain", gain, *_signed_range(LN_GAIN_BITS), f"{LN_GAIN_BITS}-bit signed gain")
+    _check_range(layer, "LayerNorm bias", bias, *_signed_range(LN_BIAS_BITS), f"{LN_BIAS_BITS}-bit signed bias")
+    _check_range(layer, "LayerNorm eps_q", [ln.eps_q], 0, LN_EPS_MAX, "square-root radicand")
+
+
+def _check_mult_shift(layer: str, mult, shift, signed: bool = False) -> None:
+    if signed:
+        _check_range(layer, "multiplier", mult, *_signed_range(ADD_MULT_BITS), f"{ADD_MULT_BITS}-bit signed multiplier")
+    else:
+        _check_range(layer, "multiplier", mult, 0, (1 << VEC_MULT_BITS) - 1, f"{VEC_MULT_BITS}-bit unsigned multiplier")
+    _check_range(layer, "shift", shift, *VEC_SHIFT_RANGE, "6-bit shift")
+
+
+def check_vector_operands(trunk=None, head=None) -> None:
+    """Every checkpoint-derived operand of a vector-unit op (LayerNorm gain / bias / eps, the softmax and
+    requant multipliers, the residual adds' per-channel multipliers and shifts) within the lane's widths;
+    else one :class:`UserError` naming the layer, the value and the allowed range."""
+    if trunk is not None:
+        for i, b in enumerate(trunk.blocks):
+            _check_layernorm(f"blocks.{i}.norm1", b.ln1)
+            _check_mult_shift(f"blocks.{i}.attn.softmax", b.softmax_mult, b.softmax_shift)
+            _check_mult_shift(f"blocks.{i}.residual_add1", b.res1_mult, b.res1_shift, signed=True)
+            _check_layernorm(f"blocks.{i}.norm2", b.ln2)
+            _check_mult_shift(f"blocks.{i}.residual_add2", b.res2_mult, b.res2_shift, signed=True)
+        if trunk.norm is not None:
+            _check_layernorm("norm", trunk.norm)
+    if head is not None:
+        p = head.p
+        for key in sorted(p):
+            if key.endswith(".gain"):
+                name = key[:-len(".gain")]
+                _check_layernorm(name, _iq().LayerNormQ(p[name + ".gain"], p[name + ".bias"], int(p[name + ".eps"])))
+            elif key.endswith("softmax.ms") or key in ("head.input.ms", "head.mix_out.ms"):
+                m, s = (int(v) for v in np.asarray(p[key]).reshape(-1)[:2])
+                _check_mult_shift(key[:-len(".ms")], m, s)
+            elif key.endswith(".mult") and key[:-len(".mult")] + ".shift" in p:
+                name = key[:-len(".mult")]
+                _check_mult_shift(name, p[key], p[name + ".shift"], signed=True)
+
+
 def export_trunk(model, images, *, sparsity: float = 0.0, res_headroom: float = 1.25) -> Any:
     """Float student ``model`` (a ``VPRModel`` with ternary blocks) + calibration ``images``
     ``[B, 3, H, W]`` -> ``tatvpr_pynq.integer.TrunkQ`` at the images' size.
@@ -167,10 +238,12 @@ def export_trunk(model, images, *, sparsity: float = 0.0, res_headroom: float = 
         norm_scale = max(stats["norm"], 1e-12) / 127.0
         norm = iq.layernorm_params(f64(bb.norm.weight), f64(bb.norm.bias), bb.norm.eps, s_res, norm_scale)
     p = bb.patch_embed.patch_size
-    return iq.TrunkQ(patch=int(p[0] if isinstance(p, (tuple, list)) else p), img_scale=s_img, embed_w=embed_w,
+    trunk = iq.TrunkQ(patch=int(p[0] if isinstance(p, (tuple, list)) else p), img_scale=s_img, embed_w=embed_w,
                      embed_bias=embed_bias, embed_mult=em, embed_shift=es, prefix=q16(pos_all[:n_prefix]),
                      pos=q16(pos_all[n_prefix:]), blocks=qblocks, res_scale=s_res, norm=norm,
                      norm_scale=norm_scale, meta={"sparsity": sparsity, "calibration_images": int(images.shape[0])})
+    check_vector_operands(trunk=trunk)
+    return trunk
 
 
 def integer_descriptors(model, trunk, images, sparsity: float) -> np.ndarray:
@@ -414,7 +487,9 @@ def export_head_q(model, trunk, calibration, *, sparsity: float = 0.0) -> Any:
         _mixvpr_params(p, a, f, trunk.norm_scale)
     else:
         _salad_params(p, a, f, trunk.norm_scale)
-    return iq.HeadQ(p)
+    head = iq.HeadQ(p)
+    check_vector_operands(head=head)
+    return head
 
 
 def _salad_params(p: dict, a: _Amax, f: dict, s_n: float) -> None:

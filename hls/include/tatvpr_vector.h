@@ -63,6 +63,115 @@
 #error "TATVPR_VLANES and TATVPR_TOPK_BANKS must divide one another"
 #endif
 
+// Operand widths of the lane's per-element arithmetic (docs/hls.md "Operand widths of the vector unit";
+// the RTL twin rtl/vector_lane.v, docs/rtl.md "The vector unit's lane"). Every multiply of an element goes
+// through one of the lane's two multipliers, tatvpr_lane_mul1 (MUL1_A x MUL1_B bits signed, low 64 bits
+// of the product kept) and tatvpr_lane_mul2 (MUL2_A x MUL2_B bits signed); their operands are held in
+// these widths (ap_int / ap_uint: a value outside the width wraps, as Vitis HLS builds it). Ranges:
+//   DV    LayerNorm x - mu, |x - mu| <= 65535                              17 bits signed
+//   INV   2^47 / sd (LayerNorm, L2 norm; the row constant), <= 2^47        48 bits unsigned
+//   N     LayerNorm (dv * inv + 2^22) >> 23, |n| < 2^32 for rows <= 65535  34 bits signed (the port)
+//   GAIN  LayerNorm per-channel gain (Q10; checkpoint: checked at export)  24 bits signed
+//   BIAS  LayerNorm per-channel bias (Q26; checkpoint: checked at export)  48 bits signed
+//   Z     softmax row max - score, 0 .. 2^32 - 1                           33 bits signed
+//   MULT  softmax / requant multiplier, 0 .. 2^31 - 1                      31 bits unsigned
+//   E     softmax 2^(-u) from the table, <= 2^15                           16 bits unsigned
+//   RECIP softmax 2^32 / sum, sum >= 2^15 (the max's own term)            18 bits unsigned
+//   SHIFT requant / residual-add / softmax rounding shift, 1 .. 62         6 bits unsigned
+// The residual add's per-channel multiplier is the int32 of its array (signed), its int8 operand int8.
+// Each width can be overridden with -D (tests/hls/test_vector_widths.py narrows one by a bit).
+#ifndef TATVPR_VW_DV
+#define TATVPR_VW_DV 17
+#endif
+#ifndef TATVPR_VW_INV
+#define TATVPR_VW_INV 48
+#endif
+#ifndef TATVPR_VW_N
+#define TATVPR_VW_N 34
+#endif
+#ifndef TATVPR_VW_GAIN
+#define TATVPR_VW_GAIN 24
+#endif
+#ifndef TATVPR_VW_BIAS
+#define TATVPR_VW_BIAS 48
+#endif
+#ifndef TATVPR_VW_Z
+#define TATVPR_VW_Z 33
+#endif
+#ifndef TATVPR_VW_MULT
+#define TATVPR_VW_MULT 31
+#endif
+#ifndef TATVPR_VW_E
+#define TATVPR_VW_E 16
+#endif
+#ifndef TATVPR_VW_RECIP
+#define TATVPR_VW_RECIP 18
+#endif
+#ifndef TATVPR_VW_SHIFT
+#define TATVPR_VW_SHIFT 6
+#endif
+#define TATVPR_VW_MUL1_A 33  // dv, z, the int8 y, x (int16): the widest is z
+#define TATVPR_VW_MUL1_B 49  // inv (48 unsigned), mult (31 unsigned), the add's int32 mult, x
+#define TATVPR_VW_MUL2_A 34  // n, e (16 unsigned)
+#define TATVPR_VW_MUL2_B 24  // gain, recip (18 unsigned): max(GAIN, RECIP + 1)
+#if TATVPR_VW_MUL2_B < TATVPR_VW_GAIN || TATVPR_VW_MUL2_B < TATVPR_VW_RECIP + 1
+#error "TATVPR_VW_MUL2_B must hold the LayerNorm gain and the softmax reciprocal"
+#endif
+
+// ap_int / ap_uint when the headers are there (Vitis HLS; the C simulation, which passes the
+// hls4ml-bundled ap_types directory); otherwise standard types that wrap a value to the same width
+// (a g++ build without those headers, e.g. the board-units library of tests/hls/test_board_units.py).
+#ifndef TATVPR_VECTOR_AP
+#if defined(__SYNTHESIS__)
+#define TATVPR_VECTOR_AP 1
+#elif defined(__has_include)
+#if __has_include(<ap_int.h>)
+#define TATVPR_VECTOR_AP 1
+#endif
+#endif
+#endif
+#ifndef TATVPR_VECTOR_AP
+#define TATVPR_VECTOR_AP 0
+#endif
+
+#if TATVPR_VECTOR_AP
+#include <ap_int.h>
+template <int W>
+using tatvpr_s = ap_int<W>;
+template <int W>
+using tatvpr_u = ap_uint<W>;
+#else
+// the value of ap_int<W> / ap_uint<W> (W <= 64) assigned from an int64: the low W bits, sign- or zero-extended
+template <int W>
+struct tatvpr_u;
+template <int W>
+struct tatvpr_s {
+    int64_t v;
+    tatvpr_s(int64_t x = 0) : v((int64_t)((uint64_t)x << (64 - W)) >> (64 - W)) {}
+    template <int W2>
+    tatvpr_s(const tatvpr_s<W2> &o) : tatvpr_s(o.v) {}
+    template <int W2>
+    tatvpr_s(const tatvpr_u<W2> &o) : tatvpr_s(o.v) {}
+    int64_t to_int64() const { return v; }
+    operator int64_t() const { return v; }
+};
+template <int W>
+struct tatvpr_u {
+    int64_t v;
+    tatvpr_u(int64_t x = 0) : v((int64_t)(W >= 64 ? (uint64_t)x : (uint64_t)x & ((1ULL << (W & 63)) - 1))) {}
+    template <int W2>
+    tatvpr_u(const tatvpr_s<W2> &o) : tatvpr_u(o.v) {}
+    template <int W2>
+    tatvpr_u(const tatvpr_u<W2> &o) : tatvpr_u(o.v) {}
+    int64_t to_int64() const { return v; }
+    operator int64_t() const { return v; }
+};
+#endif
+// The lane's multipliers: the low 64 bits of a x b (every product of the kernels fits int64). Not inlined,
+// so that the vector top's ALLOCATION pragmas can bound their instances (TATVPR_VLANES each).
+int64_t tatvpr_lane_mul1(tatvpr_s<TATVPR_VW_MUL1_A> a, tatvpr_s<TATVPR_VW_MUL1_B> b);
+int64_t tatvpr_lane_mul2(tatvpr_s<TATVPR_VW_MUL2_A> a, tatvpr_s<TATVPR_VW_MUL2_B> b);
+
 #ifdef TATVPR_COUNT_CYCLES
 void tatvpr_count_vector_cycle();
 void tatvpr_count_row_op();
@@ -76,7 +185,8 @@ void tatvpr_count_row_cycle();
 #define TATVPR_ROWCYCLE()
 #endif
 
-// int16 residual x[t][d] -> int8 y[t][d]; gain/bias per channel (Q10 / Q26), eps_q in x units^2.
+// int16 residual x[t][d] -> int8 y[t][d]; gain/bias per channel (Q10 / Q26, held in TATVPR_VW_GAIN /
+// TATVPR_VW_BIAS bits), eps_q in x units^2.
 void tatvpr_layernorm(const int16_t *x, int8_t *y, int t, int d, const int64_t *gain, const int64_t *bias,
                       int64_t eps_q);
 

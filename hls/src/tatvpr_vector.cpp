@@ -55,8 +55,34 @@ DIV:
 
 }  // namespace
 
+// The lane's two multipliers (tatvpr_vector.h). Vitis HLS: a x b is the exact product of the port widths
+// (MUL1: 33 x 49 -> 4 DSP48E2, MUL2: 34 x 24 -> 2 by the UG579 tiling rule), its low 64 bits kept. The C
+// build without ap_types: the same low 64 bits through an unsigned (wrapping) multiply.
+int64_t tatvpr_lane_mul1(tatvpr_s<TATVPR_VW_MUL1_A> a, tatvpr_s<TATVPR_VW_MUL1_B> b) {
+#pragma HLS INLINE off
+#if TATVPR_VECTOR_AP
+    ap_int<64> p = a * b;
+    return p.to_int64();
+#else
+    return (int64_t)((uint64_t)a.v * (uint64_t)b.v);
+#endif
+}
+
+int64_t tatvpr_lane_mul2(tatvpr_s<TATVPR_VW_MUL2_A> a, tatvpr_s<TATVPR_VW_MUL2_B> b) {
+#pragma HLS INLINE off
+#if TATVPR_VECTOR_AP
+    ap_int<64> p = a * b;
+    return p.to_int64();
+#else
+    return (int64_t)((uint64_t)a.v * (uint64_t)b.v);
+#endif
+}
+
+// The op kernels below are inlined into their caller (the vector top), so that every op's calls of the
+// lane multipliers are in one function, where the top's ALLOCATION pragmas bound them.
 void tatvpr_layernorm(const int16_t *x, int8_t *y, int t, int d, const int64_t *gain, const int64_t *bias,
                       int64_t eps_q) {
+#pragma HLS INLINE
 TOKENS:
     for (int i = 0; i < t; i++) {
         const int16_t *row = x + (int64_t)i * d;
@@ -66,9 +92,9 @@ TOKENS:
 #pragma HLS PIPELINE II = 1
             TATVPR_VCYCLE();
             for (int l = 0; l < TATVPR_VLANES && c0 + l < d; l++) {
-                int64_t v = row[c0 + l];
+                int16_t v = row[c0 + l];
                 sx += v;
-                sxx += v * v;
+                sxx += tatvpr_lane_mul1(v, v);
             }
         }
         // floor division (as numpy's //) of a possibly negative sum
@@ -79,7 +105,7 @@ TOKENS:
         TATVPR_ROWOP();
         int64_t sd = isqrt64(var << (2 * LN_SD_BITS));
         if (sd < 1) sd = 1;
-        int64_t inv = div_pow2(31 + LN_F, sd);  // (1 << 47) / sd
+        const tatvpr_u<TATVPR_VW_INV> inv = div_pow2(31 + LN_F, sd);  // (1 << 47) / sd
         const int sh = 31 - LN_SD_BITS, fg = LN_F + LN_G;
     NORM:  // pass 2: normalise, per-channel gain and bias, saturate to int8
         for (int c0 = 0; c0 < d; c0 += TATVPR_VLANES) {
@@ -87,9 +113,11 @@ TOKENS:
             TATVPR_VCYCLE();
             for (int l = 0; l < TATVPR_VLANES && c0 + l < d; l++) {
                 int c = c0 + l;
-                int64_t dv = (int64_t)row[c] - mu;
-                int64_t n = (dv * inv + ((int64_t)1 << (sh - 1))) >> sh;
-                int64_t v = (n * gain[c] + bias[c] + ((int64_t)1 << (fg - 1))) >> fg;
+                const tatvpr_s<TATVPR_VW_DV> dv = (int64_t)row[c] - mu;
+                const tatvpr_s<TATVPR_VW_N> n = (tatvpr_lane_mul1(dv, inv) + ((int64_t)1 << (sh - 1))) >> sh;
+                const tatvpr_s<TATVPR_VW_GAIN> g = gain[c];
+                const tatvpr_s<TATVPR_VW_BIAS> b = bias[c];
+                int64_t v = (tatvpr_lane_mul2(n, g) + b.to_int64() + ((int64_t)1 << (fg - 1))) >> fg;
                 y[(int64_t)i * d + c] = (int8_t)sat(v, -128, 127);
             }
         }
@@ -97,7 +125,10 @@ TOKENS:
 }
 
 void tatvpr_softmax(const int32_t *s, const int32_t *row_max, uint8_t *p, int rows, int n, int64_t mult, int shift) {
-    const int64_t half = (int64_t)1 << (shift - 1);
+#pragma HLS INLINE
+    const tatvpr_u<TATVPR_VW_MULT> m = mult;
+    const tatvpr_u<TATVPR_VW_SHIFT> sh = shift;
+    const int64_t half = (int64_t)1 << (sh.to_int64() - 1);
 ROWS:
     for (int r = 0; r < rows; r++) {
         const int32_t *row = s + (int64_t)r * n;
@@ -107,26 +138,27 @@ ROWS:
 #pragma HLS PIPELINE II = 1
             TATVPR_VCYCLE();
             for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) {
-                int64_t z = (int64_t)row_max[r] - row[c0 + l];
-                int64_t u = (z * mult + half) >> shift;
+                const tatvpr_s<TATVPR_VW_Z> z = (int64_t)row_max[r] - row[c0 + l];
+                int64_t u = (tatvpr_lane_mul1(z, m) + half) >> sh.to_int64();
                 int64_t whole = u >> U_BITS;
                 if (whole > 31) whole = 31;
-                sum += (int64_t)EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
+                const tatvpr_u<TATVPR_VW_E> e = EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
+                sum += e.to_int64();
             }
         }
         TATVPR_ROWOP();
-        int64_t recip = div_pow2(32, sum);  // (1 << 32) / sum
+        const tatvpr_u<TATVPR_VW_RECIP> recip = div_pow2(32, sum);  // (1 << 32) / sum
     NORM:  // pass 2: recompute e (cheaper than storing it), scale by the reciprocal
         for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1
             TATVPR_VCYCLE();
             for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) {
-                int64_t z = (int64_t)row_max[r] - row[c0 + l];
-                int64_t u = (z * mult + half) >> shift;
+                const tatvpr_s<TATVPR_VW_Z> z = (int64_t)row_max[r] - row[c0 + l];
+                int64_t u = (tatvpr_lane_mul1(z, m) + half) >> sh.to_int64();
                 int64_t whole = u >> U_BITS;
                 if (whole > 31) whole = 31;
-                int64_t e = (int64_t)EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
-                int64_t v = (e * 255 * recip + ((int64_t)1 << 31)) >> 32;
+                const tatvpr_u<TATVPR_VW_E> e = EXP2_TABLE[u & ((1 << U_BITS) - 1)] >> whole;
+                int64_t v = (tatvpr_lane_mul2(e, recip) * 255 + ((int64_t)1 << 31)) >> 32;  // e * 255 * recip
                 p[(int64_t)r * n + c0 + l] = (uint8_t)sat(v, 0, 255);
             }
         }
@@ -135,6 +167,7 @@ ROWS:
 }
 
 void tatvpr_gelu(const int8_t *x, int8_t *y, int n, const int8_t *table) {
+#pragma HLS INLINE
 GELU:
     for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1
@@ -145,6 +178,7 @@ GELU:
 
 void tatvpr_residual_add(const int16_t *x, const int8_t *y, int16_t *out, int t, int d, const int32_t *mult,
                          const int32_t *shift) {
+#pragma HLS INLINE
     const int64_t total = (int64_t)t * d;
 ADD:
     for (int64_t e0 = 0; e0 < total; e0 += TATVPR_VLANES) {
@@ -153,43 +187,48 @@ ADD:
         for (int l = 0; l < TATVPR_VLANES && e0 + l < total; l++) {
             int64_t e = e0 + l;
             int c = (int)(e % d);
-            int64_t v = ((int64_t)y[e] * mult[c] + ((int64_t)1 << (shift[c] - 1))) >> shift[c];
+            const tatvpr_u<TATVPR_VW_SHIFT> sh = shift[c];
+            int64_t v = (tatvpr_lane_mul1(y[e], mult[c]) + ((int64_t)1 << (sh.to_int64() - 1))) >> sh.to_int64();
             out[e] = (int16_t)sat((int64_t)x[e] + sat(v, -32768, 32767), -32768, 32767);
         }
     }
 }
 
 void tatvpr_requant(const int16_t *x, int8_t *y, int n, int64_t mult, int shift) {
-    const int64_t half = (int64_t)1 << (shift - 1);
+#pragma HLS INLINE
+    const tatvpr_u<TATVPR_VW_MULT> m = mult;
+    const tatvpr_u<TATVPR_VW_SHIFT> sh = shift;
+    const int64_t half = (int64_t)1 << (sh.to_int64() - 1);
 REQUANT:
     for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1
         TATVPR_VCYCLE();
         for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++)
-            y[c0 + l] = (int8_t)sat(((int64_t)x[c0 + l] * mult + half) >> shift, -128, 127);
+            y[c0 + l] = (int8_t)sat((tatvpr_lane_mul1(x[c0 + l], m) + half) >> sh.to_int64(), -128, 127);
     }
 }
 
 void tatvpr_l2norm(const int16_t *x, int16_t *y, int n) {
+#pragma HLS INLINE
     const int L2_SD_BITS = 8, L2_SHIFT = 24;  // sd in Q8; x * 2^47 / (||x|| * 2^8) >> 24 = x / ||x|| in Q15
     int64_t n2 = 0;
 SUMSQ:  // pass 1: the sum of squares (below 2^46 for n <= TATVPR_L2NORM_MAX_N)
     for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1
         TATVPR_VCYCLE();
-        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) n2 += (int64_t)x[c0 + l] * x[c0 + l];
+        for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++) n2 += tatvpr_lane_mul1(x[c0 + l], x[c0 + l]);
     }
     TATVPR_ROWOP();
     int64_t sd = isqrt64(n2 << (2 * L2_SD_BITS));
     if (sd < 1) sd = 1;
-    int64_t inv = div_pow2(47, sd);  // (1 << 47) / sd
+    const tatvpr_u<TATVPR_VW_INV> inv = div_pow2(47, sd);  // (1 << 47) / sd, < 2^40 (sd >= 2^8 when n2 > 0)
     const int64_t half = (int64_t)1 << (L2_SHIFT - 1);
 SCALE:  // pass 2: x * inv, rounded, saturated to int16
     for (int c0 = 0; c0 < n; c0 += TATVPR_VLANES) {
 #pragma HLS PIPELINE II = 1
         TATVPR_VCYCLE();
         for (int l = 0; l < TATVPR_VLANES && c0 + l < n; l++)
-            y[c0 + l] = (int16_t)sat(((int64_t)x[c0 + l] * inv + half) >> L2_SHIFT, -32768, 32767);
+            y[c0 + l] = (int16_t)sat((tatvpr_lane_mul1(x[c0 + l], inv) + half) >> L2_SHIFT, -32768, 32767);
     }
 }
 
