@@ -653,3 +653,48 @@ def test_unit_projects_build_the_chain_sized_by_the_point(project):
     adds = [c for c in run_tcl(out / "vitis_hls.tcl") if c[0] == "add_files" and "-tb" not in c]
     assert sum("tatvpr_chain.cpp" in c[1] for c in adds) == 2
     assert all("-DTATVPR_CHAIN_MAX_DIM=768" in c[3] for c in adds if "tatvpr_units_top.cpp" in c[1])
+
+
+def test_pynq_units_chain_the_vector_ops_on_the_vector_ip(unit_board):
+    """design_point.json "vector_chain": "fused" (overlap pipelined, top-k fabric): each row tile's add1 ->
+    norm2 -> fc1's top-k, gelu -> fc2's top-k and add2 -> the next block's norm1 -> qkv's top-k (block 0:
+    norm1 -> qkv's top-k) are one call of the vector IP's chain op (op 11), the ternary IP reading the
+    chain's act stream: the integer model's tokens bit for bit. Calls by hand (17 tokens, 5-token tiles: 4
+    tiles, 2 blocks, 2 heads): chain ops 4 (block 0's norm1) + 4 x (add1, gelu) x 2 blocks + 4 (block 0's
+    add2 -> block 1's norm1) = 24; the last add2 chains with nothing (the head's final norm is not a trunk
+    step): 4 add calls; no layernorm or gelu call; 2 x 2 softmax; proj's top-k (its input is the
+    attention's, not a chain's) at most 2 x 4 (the driver reuses a stream when a tile's input repeats);
+    ternary 2 x (2 qkv heads + 3 x 4 tiles) = 28."""
+    make, ddr, gemm, int8, vec = unit_board
+    ov = make(topk="fabric", vector_chain="fused", overlap="pipelined", tile_tokens=5)
+    trunk = _tp.random_trunk(seed=4)
+    img = _tp._image(trunk)
+    ref = trunk.tokens(img, 0.4)
+    units = PynqUnits(ov)
+    assert units.vector_chain_fused and not PynqUnits(make(topk="fabric")).vector_chain_fused
+    ops = []
+    real = vec._run
+
+    def logged():
+        ops.append(vec.regs[VECTOR_OFFSETS["op"]])
+        real()
+
+    vec._run = logged
+    assert np.array_equal(units.trunk_tokens(trunk, img, 0.4, threads=True), ref)
+    n = {k: ops.count(v) for k, v in (("chain", drv.VectorUnitIP.CHAIN_OP), *drv.VECTOR_OPS.items())}
+    assert (n["chain"], n["add"], n["layernorm"], n["gelu"], n["softmax"]) == (24, 4, 0, 0, 4)
+    assert 1 <= n["topk"] <= 8 and len(ops) == 32 + n["topk"]
+    assert units.fabric_ops_by_unit == {"ternary": 28, "int8": 1 + 2 * 4, "vector": len(ops)}
+    # qkv reads the row tiles' streams joined in token order: = the stream of all the rows at once
+    from tatvpr_pynq.formats import schedule_activations
+    from tatvpr_pynq.pipeline import ChainStream
+
+    x = np.random.default_rng(2).integers(-128, 128, size=(9, 40)).astype(np.int8)
+    tiles = [ChainStream(*schedule_activations(iq.topk_int(x[a:a + 4], 0.4), 8, 4), 40) for a in (0, 4, 8)]
+    whole = schedule_activations(iq.topk_int(x, 0.4), 8, 4)
+    joined = ChainStream.join(tiles)
+    assert np.array_equal(joined.chunks, whole[0]) and np.array_equal(joined.pairs, whole[1])
+    # the chains' streams reach the ternary IP: the same tokens op by op with the chain off
+    assert np.array_equal(PynqUnits(make(topk="fabric", overlap="pipelined", tile_tokens=5)).trunk_tokens(
+        trunk, img, 0.4), ref)
+    ov.close()

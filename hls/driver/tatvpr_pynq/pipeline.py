@@ -253,12 +253,33 @@ def head_major_rows(d: int, heads: int) -> np.ndarray:
     return np.array([part * d + h * hd + c for h in range(heads) for part in range(3) for c in range(hd)])
 
 
-def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fused: bool = False) -> list[Step]:
+@dataclass(frozen=True)
+class ChainStream:
+    """A chained top-k's output as the vector IP wrote it (``PynqUnits.vector_chain``): the act stream
+    ``tok_chunks`` / ``pairs`` of ``k``-channel rows, which the ternary IP reads (``PynqUnits.ternary``)."""
+
+    chunks: np.ndarray
+    pairs: np.ndarray
+    k: int
+
+    @staticmethod
+    def join(parts: list["ChainStream"]) -> "ChainStream":
+        """Row tiles' streams in token order: one stream of all their rows (the rows are independent)."""
+        return ChainStream(np.concatenate([p.chunks for p in parts]), np.concatenate([p.pairs for p in parts]),
+                           parts[0].k)
+
+
+def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fused: bool = False,
+                chain: bool = False) -> list[Step]:
     """The integer trunk (``TrunkQ.tokens``) as the host issues it; tensors live in ``env``
     (``env["x"]``: the residual stream at the end). Each step's ``run(units, tile)`` does on its tile
     exactly what the integer model does on the whole op. ``fused`` (``schedule.attention: fused``): a
     block's QK^T, softmax and P.V are one int8-unit step ``<block>.attn`` (``Units.attention`` per head on
-    that head's ``[Q_h K_h V_h]`` rows), so the attention segment is ``[qkv, attn]``, tiled by head."""
+    that head's ``[Q_h K_h V_h]`` rows), so the attention segment is ``[qkv, attn]``, tiled by head.
+    ``chain`` (``schedule.vector_chain: fused``): ``add1 -> norm2 -> fc1``'s top-k, ``gelu -> fc2``'s top-k and
+    ``add2 -> the next block's norm1 -> qkv``'s top-k (block 0: ``norm1 -> qkv``'s) are one vector step each
+    (``Units.vector_chain``, named after the chain's first op), the linear reading the chain's top-k'd
+    output (a backend's :class:`ChainStream` per tile, or the kept values in place)."""
     pt = trunk.patches(img_q)
     t = trunk.prefix.shape[0] + trunk.pos.shape[0]
     d = trunk.pos.shape[1]
@@ -274,6 +295,31 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fu
 
     steps.append(Step("patch_embed", "int8", "gemm", patch_embed, m=pt.shape[0], n=d, weights=True))
     steps.append(Step("pos_embed", "host", "host", pos_add))
+
+    def chained(name, dst, width, *, res=None, add=None, ln=None, table=None, src8=None):
+        """A chain step: ``Units.vector_chain`` on the tile; its top-k'd output in ``env[dst]`` (int8) or, a
+        backend's :class:`ChainStream`, in ``env[dst + ".streams"]`` by tile start; the residual in ``res``."""
+        def run(u, tile):
+            sl = tile if tile is not None else slice(0, t)
+            r, y = u.vector_chain(name, x16=env["x"][sl] if (add is not None or ln is not None) else None,
+                                  x8=env[src8][sl] if src8 else None, add=add, ln=ln, gelu_table=table,
+                                  sparsity=sparsity)
+            if res is not None:
+                _buf(env, res, (t, d), np.int16)[sl] = r
+            if isinstance(y, ChainStream):
+                env.setdefault(dst + ".streams", {})[sl.start] = y
+            else:
+                _buf(env, dst, (t, width), np.int8)[sl] = y
+        return run
+
+    def chained_input(u, key, sl):
+        """A linear's input: the chain's stream of that tile (or all tiles joined), else the int8 rows."""
+        streams = env.get(key + ".streams")
+        if not streams:
+            return env[key][sl]
+        if sl == slice(0, t):
+            return ChainStream.join([streams[k] for k in sorted(streams)])
+        return streams[sl.start]
 
     def rows(name, src, dst, fn, dtype, width):
         def run(u, tile):
@@ -294,9 +340,13 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fu
         def lin(lq):
             return lambda u, name, x: u.ternary(name, lq, x, sparsity)
 
-        steps.append(Step(p + "norm1", "vector", "layernorm",
-                          rows(p + "norm1", ["x"], p + "n1", lambda u, n, x, ln=blk.ln1: u.layernorm(n, ln, x),
-                               np.int8, d), elements=t * d, out_bytes_per_row=d))
+        if not chain:
+            steps.append(Step(p + "norm1", "vector", "layernorm",
+                              rows(p + "norm1", ["x"], p + "n1", lambda u, n, x, ln=blk.ln1: u.layernorm(n, ln, x),
+                                   np.int8, d), elements=t * d, out_bytes_per_row=d))
+        elif b == 0:  # the first norm1 -> qkv's top-k (later blocks': in the previous block's add2 chain)
+            steps.append(Step(p + "norm1", "vector", "layernorm",
+                              chained(p + "norm1", p + "n1", d, ln=blk.ln1), elements=t * d, out_bytes_per_row=d))
 
         def qkv(u, tile, p=p, qkv_h=qkv_h, h=h, hd=hd):
             out = _buf(env, p + "qkvh", (h, t, 3, hd), np.int8)
@@ -305,7 +355,8 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fu
                 part = LinearQ(qkv_h.codes[hh * 3 * hd:(hh + 1) * 3 * hd],
                                None if qkv_h.bias is None else qkv_h.bias[hh * 3 * hd:(hh + 1) * 3 * hd],
                                qkv_h.mult, qkv_h.shift)
-                out[hh] = u.ternary(p + "qkv", part, env[p + "n1"], sparsity).reshape(t, 3, hd)
+                out[hh] = u.ternary(p + "qkv", part, chained_input(u, p + "n1", slice(0, t)),
+                                    sparsity).reshape(t, 3, hd)
 
         def qk(u, tile, p=p, h=h):
             heads = slice(0, h) if tile is None else slice(tile, tile + 1)
@@ -343,6 +394,48 @@ def trunk_steps(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, env: dict, fu
                       Step(p + "attn.softmax", "vector", "softmax", softmax, elements=h * t * t,
                            out_bytes_per_head=t * t),
                       Step(p + "attn.av", "int8", "gemm", av, batch=h, out_bytes_per_head=t * hd)]
+        if chain:
+            nxt = trunk.blocks[b + 1] if b + 1 < len(trunk.blocks) else None
+
+            def lin_in(name, lq, key, dst):
+                def run(u, tile):
+                    sl = tile if tile is not None else slice(0, t)
+                    y = u.ternary(name, lq, chained_input(u, key, sl), sparsity)
+                    _buf(env, dst, (t, lq.codes.shape[0]), np.int8)[sl] = y
+                return run
+
+            steps += [
+                Step(p + "proj", "ternary", "ternary", rows(p + "proj", [p + "a"], p + "y1", lin(blk.proj), np.int8, d),
+                     m=t, n=d, out_bytes_per_row=d),
+                # add1 -> norm2 -> fc1's top-k: the residual x1 written (add2 reads it)
+                Step(p + "add1", "vector", "add",
+                     chained(p + "add1", p + "n2", d, res=p + "x1", add=(blk.res1_mult, blk.res1_shift), ln=blk.ln2,
+                             src8=p + "y1"), elements=t * d, out_bytes_per_row=2 * d),
+                Step(p + "fc1", "ternary", "ternary", lin_in(p + "fc1", blk.fc1, p + "n2", p + "f"), m=t, n=hidden,
+                     out_bytes_per_row=hidden),
+                Step(p + "gelu", "vector", "lut", chained(p + "gelu", p + "g", hidden, table=blk.gelu, src8=p + "f"),
+                     elements=t * hidden, out_bytes_per_row=hidden),
+                Step(p + "fc2", "ternary", "ternary", lin_in(p + "fc2", blk.fc2, p + "g", p + "y2"), m=t, n=d,
+                     out_bytes_per_row=d)]
+            if nxt is None:  # the last add2 alone (the head's final norm is not a trunk step)
+                steps.append(Step(p + "add2", "vector", "add",
+                                  rows(p + "add2", [p + "x1", p + "y2"], "x",
+                                       lambda u, n, x, y, blk=blk: u.add(n, x, y, blk.res2_mult, blk.res2_shift),
+                                       np.int16, d), elements=t * d, out_bytes_per_row=2 * d))
+            else:  # add2 -> the next block's norm1 -> its qkv's top-k; add2's output is the next residual "x"
+                q = f"blocks.{b + 1}."
+
+                def add2_chain(u, tile, blk=blk, nxt=nxt, p=p, q=q):
+                    sl = tile if tile is not None else slice(0, t)
+                    r, y = u.vector_chain(p + "add2", x16=env[p + "x1"][sl], x8=env[p + "y2"][sl],
+                                          add=(blk.res2_mult, blk.res2_shift), ln=nxt.ln1, sparsity=sparsity)
+                    _buf(env, "x", (t, d), np.int16)[sl] = r
+                    if isinstance(y, ChainStream):
+                        env.setdefault(q + "n1.streams", {})[sl.start] = y
+                    else:
+                        _buf(env, q + "n1", (t, d), np.int8)[sl] = y
+                steps.append(Step(p + "add2", "vector", "add", add2_chain, elements=t * d, out_bytes_per_row=2 * d))
+            continue
         steps += [
             Step(p + "proj", "ternary", "ternary", rows(p + "proj", [p + "a"], p + "y1", lin(blk.proj), np.int8, d),
                  m=t, n=d, out_bytes_per_row=d),
@@ -454,7 +547,7 @@ def _run_threads(tasks: list[Task], seg_steps: list[Step], kind: str, tile_token
 def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | None = None, *,
               tile_tokens: int = 32, cycles: dict[str, float] | None = None,
               spilled: frozenset | set = frozenset(), threads: bool = False,
-              fused: bool = False) -> tuple[np.ndarray, IssueLog]:
+              fused: bool = False, chain: bool = False) -> tuple[np.ndarray, IssueLog]:
     """``TrunkQ.tokens`` issued under ``pipelined``: every segment's tasks in :func:`issue_schedule`'s
     order (``cycles``: each step's cycles, e.g. the simulator's; default :func:`default_cycles`).
     Returns the residual int16 tokens (equal to ``trunk.tokens(img_q, sparsity)``) and the log.
@@ -464,12 +557,13 @@ def run_trunk(trunk: TrunkQ, img_q: np.ndarray, sparsity: float, units: Units | 
     so the board's IPs (``PynqUnits``) run at the same time; the log is the order they actually started.
     The backend must allow one call per unit at a time from different threads (numpy, ``PynqUnits``;
     not the C simulation's ``csim_units``, which numbers its work folders by call). ``fused``: the
-    attention as one int8-unit step per block (:func:`trunk_steps`)."""
+    attention as one int8-unit step per block; ``chain``: the vector ops of each row chain as one step
+    (:func:`trunk_steps`)."""
     from .integer import NUMPY_UNITS
 
     u = units or NUMPY_UNITS
     env: dict = {}
-    steps = trunk_steps(trunk, img_q, sparsity, env, fused)
+    steps = trunk_steps(trunk, img_q, sparsity, env, fused, chain)
     tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
     log = IssueLog(segments=segments(steps, tokens, tile_tokens, spilled))
     for seg in log.segments:

@@ -148,7 +148,7 @@ class PynqUnits(Units):
 
         tile = int(self.overlay.design_point.get("tile_tokens", 16))
         x, self.last_issue = run_trunk(trunk, img_q, sparsity, self, tile_tokens=tile, threads=threads,
-                                       fused=self.attention_fused)
+                                       fused=self.attention_fused, chain=self.vector_chain_fused)
         return x
 
     def _count(self, unit: str, on_fabric: bool) -> bool:
@@ -177,6 +177,33 @@ class PynqUnits(Units):
         return (self.int8 is not None
                 and str(getattr(self.overlay, "design_point", {}).get("attention", "split")) == "fused")
 
+    @property
+    def vector_chain_fused(self) -> bool:
+        """The design point's ``schedule.vector_chain`` is ``fused`` (``design_point.json``; ``split`` when
+        absent) and the bitstream has the vector IP: under ``pipelined`` a row's chained vector ops are one
+        call of its chain op (``VectorUnitIP.chain``; ``tatvpr_pynq.pipeline.trunk_steps(chain=True)``)."""
+        return (self.vector is not None
+                and str(getattr(self.overlay, "design_point", {}).get("vector_chain", "split")) == "fused")
+
+    def vector_chain(self, name, *, x16=None, x8=None, add=None, ln=None, gelu_table=None, sparsity=None,
+                     simd=None, banks=None):
+        """One call of the vector IP's chain op; with the top-k on the fabric its output is the act stream
+        the ternary IP reads (a :class:`tatvpr_pynq.pipeline.ChainStream`, which :meth:`ternary` takes)."""
+        if not self._count("vector", self.vector is not None):
+            return super().vector_chain(name, x16=x16, x8=x8, add=add, ln=ln, gelu_table=gelu_table,
+                                        sparsity=sparsity, simd=simd, banks=banks)
+        from .pipeline import ChainStream
+
+        k = int(np.shape(x8 if gelu_table is not None else x16)[-1])
+        keep = None if sparsity is None else topk_keep(k, sparsity)
+        stream = keep is not None and self.topk_on_fabric
+        ip = self.overlay.ip
+        with self._vector_lock:
+            res, out = self.vector.chain(x16=x16, x8=x8, add=add, ln=ln, gelu_table=gelu_table, keep=keep,
+                                         stream=stream, simd=ip.simd if stream else None,
+                                         banks=ip.banks if stream else None, write_res=add is not None)
+        return res, (ChainStream(out[0], out[1], k) if stream else out)
+
     def attention(self, name, qkv, heads, sm_mult, sm_shift, av_mult, av_shift):
         if self.attention_fused:  # one int8-IP call: no scores, probabilities or row maxima on the ARM
             self._count("int8", True)
@@ -185,6 +212,9 @@ class PynqUnits(Units):
 
     def ternary(self, name, lin, x, sparsity):
         self._count("ternary", True)
+        if hasattr(x, "chunks") and hasattr(x, "pairs"):  # a chain's act stream (schedule.vector_chain: fused)
+            return np.asarray(self.overlay.run_layer_stream(x.chunks, x.pairs, x.k, lin.codes, lin.bias, lin.mult,
+                                                            lin.shift), dtype=np.int8)
         if self.topk_on_fabric:  # the vector IP top-k's and bank-schedules; the ternary IP reads its stream
             ip = self.overlay.ip
             chunks, pairs = self.topk_schedule(name, x, sparsity, ip.simd, ip.banks)
