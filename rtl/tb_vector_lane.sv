@@ -1,11 +1,12 @@
-// Testbench (for Verilator) of vector_lane: runs the groups of elements that tests/rtl/test_vector_lane.py
+// Testbench (for Verilator) of vector_lane (SOFTMAX_ONLY = 1, e.g. verilator -GSOFTMAX_ONLY=1: the
+// softmax-only lane of the fused attention): runs the groups of elements that tests/rtl/test_vector_lane.py
 // writes (plusarg +file=<path>) and prints what comes out.
 //   file: "G op rconst inv recip n" (hex, two's complement in 64 bits), then n lines "x y8 mult shift gain
 //         bias" (hex, 64 bits each); the table lines "T addr data" (hex) write the GELU table first.
 // Per group: acc_clr, then one element a cycle (gain 6 and bias 7 cycles after their element, as the
 // lane expects), then the pipeline drains; prints "O <out>" per output (signed decimal) and
 // "A <acc_s> <acc_q>" after the group.
-module tb_vector_lane;
+module tb_vector_lane #(parameter integer SOFTMAX_ONLY = 0);
     reg clk = 1'b0;
     reg rst = 1'b1;
     reg in_valid = 1'b0, acc_clr = 1'b0, tbl_we = 1'b0;
@@ -21,9 +22,9 @@ module tb_vector_lane;
     wire out_valid;
     wire signed [15:0] out;
     wire signed [31:0] acc_s;
-    wire [47:0] acc_q;
+    wire [(SOFTMAX_ONLY ? 32 : 48)-1:0] acc_q;   // the softmax-only lane's row-sum part is 32 bits
 
-    vector_lane dut (.clk(clk), .rst(rst), .in_valid(in_valid), .op(op), .acc_clr(acc_clr), .x(x), .y8(y8),
+    vector_lane #(.SOFTMAX_ONLY(SOFTMAX_ONLY), .ACC_Q_BITS(SOFTMAX_ONLY ? 32 : 48)) dut (.clk(clk), .rst(rst), .in_valid(in_valid), .op(op), .acc_clr(acc_clr), .x(x), .y8(y8),
                      .mult(mult), .shift(shift), .gain(gain), .bias(bias), .rconst(rconst), .inv(inv),
                      .recip(recip), .tbl_we(tbl_we), .tbl_addr(tbl_addr), .tbl_data(tbl_data),
                      .out_valid(out_valid), .out(out), .acc_s(acc_s), .acc_q(acc_q));

@@ -25,7 +25,13 @@
 // Timing: x, y8, mult, shift, op enter with in_valid; gain is used 6 cycles later and bias 7 cycles later
 // (the per-channel buffers are read with a delayed address); out is valid LATENCY = 9 cycles after the
 // element entered. acc_clr (with no element in flight) clears the accumulators.
+//
+// SOFTMAX_ONLY = 1: the same source built as a softmax-only lane (the fused attention's lanes, the int8
+// IP's mode 3, hls/src/tatvpr_attention.cpp): op is read as SMSUM / SMP (op[0]), nothing else is built:
+// multiplier 1 takes z = rmax - s (33 bits, >= 0) x mult (31 bits unsigned), multiplier 2 e (16 bits
+// unsigned) x recip (18 bits unsigned) on one slice, no GELU table, no acc_s, gain / bias / inv unused.
 module vector_lane #(
+    parameter integer SOFTMAX_ONLY = 0,
     parameter integer GAIN_BITS = 24,
     parameter integer BIAS_BITS = 48,
     parameter integer ACC_S_BITS = 32,
@@ -149,16 +155,22 @@ module vector_lane #(
     reg [5:0]         sh0;
     always @(posedge clk) begin
         v0 <= in_valid & ~rst;
-        op0 <= op; x0 <= x; y0 <= y8; mult0 <= mult; sh0 <= shift;
+        op0 <= SOFTMAX_ONLY ? {2'b01, op[0]} : op; x0 <= x; y0 <= y8; mult0 <= mult; sh0 <= shift;
     end
 
     // the GELU table: written by the host's loader, read with the element (synchronous)
-    reg [7:0] gtab [0:255];
     reg [7:0] g1;
-    always @(posedge clk) begin
-        if (tbl_we) gtab[tbl_addr] <= tbl_data;
-        g1 <= gtab[x0[7:0] ^ 8'h80];
-    end
+    generate
+        if (SOFTMAX_ONLY) begin : no_gelu
+            always @(posedge clk) g1 <= 8'd0;
+        end else begin : gelu
+            reg [7:0] gtab [0:255];
+            always @(posedge clk) begin
+                if (tbl_we) gtab[tbl_addr] <= tbl_data;
+                g1 <= gtab[x0[7:0] ^ 8'h80];
+            end
+        end
+    endgenerate
 
     // ---- stage 1: multiplier 1's operands
     reg               v1;
@@ -169,7 +181,8 @@ module vector_lane #(
     reg signed [15:0] x1;
     always @(posedge clk) begin
         v1 <= v0 & ~rst; op1 <= op0; x1 <= x0[15:0];
-        case (op0)
+        if (SOFTMAX_ONLY) begin a1 <= rconst - x0; b1 <= {18'd0, mult0[30:0]}; sh1 <= sh0; end
+        else case (op0)
             LN:       begin a1 <= x0 - rconst;          b1 <= {1'b0, inv};         sh1 <= 6'd23; end
             SMSUM, SMP: begin a1 <= rconst - x0;        b1 <= {{17{mult0[31]}}, mult0}; sh1 <= sh0; end
             ADD:      begin a1 <= {{25{y0[7]}}, y0};    b1 <= {{17{mult0[31]}}, mult0}; sh1 <= sh0; end
@@ -257,7 +270,8 @@ module vector_lane #(
     reg signed [15:0] er6;
     always @(posedge clk) begin
         v6 <= v5 & ~rst; op6 <= op5;
-        if (op5 == LN) begin a2 <= n5; b2 <= gain; end
+        if (SOFTMAX_ONLY) begin a2 <= {18'd0, e5}; b2 <= $signed({{(B2W-18){1'b0}}, recip}); end
+        else if (op5 == LN) begin a2 <= n5; b2 <= gain; end
         else begin a2 <= {18'd0, e5}; b2 <= $signed({{(B2W-18){1'b0}}, recip}); end
         er6 <= (op5 == SMSUM) ? $signed(e5) : er5;
     end
@@ -267,7 +281,7 @@ module vector_lane #(
         if (rst | acc_clr) begin
             acc_s <= 0;
             acc_q <= 0;
-        end else if (v2 && op2 == SUMS) begin
+        end else if (!SOFTMAX_ONLY && v2 && op2 == SUMS) begin
             acc_s <= acc_s + x2;
             acc_q <= acc_q + p1[ACC_Q_BITS-1:0];
         end else if (v6 && op6 == SMSUM) begin
@@ -281,7 +295,8 @@ module vector_lane #(
     wire signed [16:0] a2h = a2[33:17];
     wire signed [17+B2W:0] pp2_l = a2l * b2;
     wire signed [16+B2W:0] pp2_h = a2h * b2;
-    wire signed [33+B2W:0] prod2 = pp2_l + (pp2_h <<< 17);
+    // the softmax-only lane: a2 = e < 2^16 fits the 18-bit port alone, one slice
+    wire signed [33+B2W:0] prod2 = SOFTMAX_ONLY ? pp2_l : pp2_l + (pp2_h <<< 17);
     reg               v7;
     reg [2:0]         op7;
     reg signed [33+B2W:0] p2;
@@ -313,6 +328,7 @@ endmodule
 // (x, y8, mult, shift, gain, bias) and outputs. Per-lane cost = the slope over LANES.
 module vector_lanes #(
     parameter integer LANES = 1,
+    parameter integer SOFTMAX_ONLY = 0,   // softmax-only lanes: mult / shift shared (the call's sm_mult / sm_shift)
     parameter integer GAIN_BITS = 24,
     parameter integer BIAS_BITS = 48
 ) (
@@ -351,13 +367,19 @@ module vector_lanes #(
     genvar l;
     generate
         for (l = 0; l < LANES; l = l + 1) begin : lane
-            vector_lane #(.GAIN_BITS(GAIN_BITS), .BIAS_BITS(BIAS_BITS)) u (
+            vector_lane #(.SOFTMAX_ONLY(SOFTMAX_ONLY), .GAIN_BITS(GAIN_BITS), .BIAS_BITS(BIAS_BITS),
+                          .ACC_Q_BITS(SOFTMAX_ONLY ? 32 : 48)) u (
                 .clk(clk), .rst(rst), .in_valid(in_valid), .op(op), .acc_clr(acc_clr),
-                .x(x[32*l +: 32]), .y8(y8[8*l +: 8]), .mult(mult[32*l +: 32]), .shift(shift[6*l +: 6]),
+                .x(x[32*l +: 32]), .y8(y8[8*l +: 8]),
+                .mult(SOFTMAX_ONLY ? mult[31:0] : mult[32*l +: 32]),
+                .shift(SOFTMAX_ONLY ? shift[5:0] : shift[6*l +: 6]),
                 .gain(gain[GAIN_BITS*l +: GAIN_BITS]), .bias(bias[BIAS_BITS*l +: BIAS_BITS]), .rconst(rconst),
                 .inv(inv), .recip(recip), .tbl_we(tbl_we), .tbl_addr(tbl_addr), .tbl_data(tbl_data),
                 .out_valid(out_valid[l]), .out(out[16*l +: 16]), .acc_s(acc_s[32*l +: 32]),
-                .acc_q(acc_q[48*l +: 48]));
+                .acc_q(acc_q[48*l +: (SOFTMAX_ONLY ? 32 : 48)]));
+            if (SOFTMAX_ONLY) begin : acc_hi
+                assign acc_q[48*l+32 +: 16] = 16'd0;   // a softmax lane's row-sum part: < 2^31 (T <= 65536)
+            end
         end
     endgenerate
 endmodule

