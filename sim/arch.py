@@ -308,12 +308,16 @@ class ScheduleSpec(_Strict):
     # (the int8 IP, the vector IP, the int8 IP) with the scores and probabilities handed over; fused = one
     # call of the int8 IP's attention mode (hls/src/tatvpr_attention.cpp): per head K and V on chip, per
     # block of attention_rows query rows S = Q K^T, the rows' maxima as S drains, the softmax on the IP's
-    # own softmax lanes (vector_unit.lanes of them), P.V; only Q, K, V in and the output out cross DDR
+    # own softmax lanes (attention_lanes of them), P.V; only Q, K, V in and the output out cross DDR
     attention: Literal["split", "fused"] = Field("split", description="attention as three ops (split) or one "
                                                  "fused int8-IP call by blocks of query rows (fused; needs "
                                                  "overlap: pipelined)")
     attention_rows: int = Field(32, ge=1, le=4096, description="query rows per block of the fused attention "
                                 "(sizes its score / probability rows)")
+    # the fused attention IP's softmax lanes (softmax-only lanes, rtl/vector_lane.v SOFTMAX_ONLY; charged as
+    # lut/ff/dsp_per_softmax_lane): None = vector_unit.lanes (sim.schedule.attention_lanes)
+    attention_lanes: int | None = Field(None, ge=1, le=4096, description="softmax lanes of the fused attention "
+                                        "IP (1 .. 4096; default: vector_unit.lanes)")
     # consecutive vector-unit ops of one token row under handoffs: dram (docs/engine.md section 5a): split =
     # one vector-IP call per op, every hand-off through DDR; fused = one call of the vector IP's chain op
     # (hls/src/tatvpr_chain.cpp) for [add ->] LayerNorm | GELU [-> the next ternary linear's top-k]: each
@@ -494,6 +498,9 @@ class ResourceModel(_Strict):
     lut_per_vector_lane: Sourced
     ff_per_vector_lane: Sourced
     dsp_per_vector_lane: Sourced
+    lut_per_softmax_lane: Sourced
+    ff_per_softmax_lane: Sourced
+    dsp_per_softmax_lane: Sourced
     lut_control: Sourced
     lut_per_scheduler_slot: Sourced
     lut_per_scheduler_channel: Sourced

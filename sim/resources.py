@@ -6,14 +6,17 @@ fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`s
     LUT  = PE*SIMD*(lut_per_lane + lut_per_lane_skip[mode]) + PE*(SIMD-1)*(8 + stages)*lut_per_tree_bit
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
+         + (attention fused) attention_lanes*lut_per_softmax_lane
          + LUTRAM LUTs of the buffers
          + (top-k unit) (L*I*lut_per_topk_lane_bit + B*I*lut_per_topk_bank_bit + L*R*lut_per_topk_queue_path
                         + lut_topk_fixed)
     FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit
          + vector lanes*ff_per_vector_lane + ff_control + register-mapped buffer bits
+         + (attention fused) attention_lanes*ff_per_softmax_lane
          + (top-k unit) (L*I*ff_per_topk_lane_bit + B*I*ff_per_topk_bank_bit + L*R*ff_per_topk_queue_path
                         + ff_topk_fixed)
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
+         + (attention fused) attention_lanes*dsp_per_softmax_lane
     BRAM36 = buffers' BRAM36 + ceil(buffers' BRAM18 / 2)       URAM = buffers' URAM288
 
 The gather is wired (lane s reads bank s mod B through its own port, docs/engine.md section 3):
@@ -38,7 +41,7 @@ from __future__ import annotations
 import math
 
 from sim.buffers import index_bits, k_max, plan_buffers, topk_built
-from sim.schedule import pipeline_buffers
+from sim.schedule import attention_lanes, pipeline_buffers
 
 CLASSES = ("lut", "ff", "dsp", "bram36", "uram")
 
@@ -50,18 +53,19 @@ def datapath_resources(arch) -> dict[str, float]:
     c = s.compute
     lanes = c.pe * c.simd
     vec_lanes = s.vector_unit.lanes if s.vector_unit.mode == "fabric" else 0
-    if s.schedule.attention == "fused":  # the int8 IP's softmax lanes (sim.schedule.FusedAttention): a copy
-        vec_lanes += s.vector_unit.lanes
+    # the fused attention IP's softmax-only lanes (sim.schedule.FusedAttention; rtl/vector_lane.v SOFTMAX_ONLY)
+    sm_lanes = attention_lanes(arch) if s.schedule.attention == "fused" else 0
     int8_dsp = math.ceil(s.int8_unit.rows * s.int8_unit.cols / s.int8_unit.macs_per_dsp)
     decoders = math.ceil(arch.dram_bytes_per_cycle) if c.weight_format == "ternary1.6" else 0
     lut = (lanes * (r.lut_per_lane.value + r.lut_per_lane_skip[c.skip_mode].value)
            + c.pe * (c.simd - 1) * (8 + c.tree_stages) * r.lut_per_tree_bit.value
            + c.pe * c.accumulator_bits * r.lut_per_accumulator_bit.value
            + decoders * r.lut_per_base3_decoder.value + int8_dsp * r.lut_per_int8_dsp.value
-           + vec_lanes * r.lut_per_vector_lane.value + r.lut_control.value)
+           + vec_lanes * r.lut_per_vector_lane.value + sm_lanes * r.lut_per_softmax_lane.value
+           + r.lut_control.value)
     ff = (lanes * r.ff_per_lane.value + c.simd * r.ff_per_input_lane.value
           + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
-          + vec_lanes * r.ff_per_vector_lane.value + r.ff_control.value)
+          + vec_lanes * r.ff_per_vector_lane.value + sm_lanes * r.ff_per_softmax_lane.value + r.ff_control.value)
     if topk_built(arch):
         # the vector unit's top-k + bank scheduling unit (its memories are buffers: sim.buffers)
         L, B, i = s.vector_unit.lanes, c.banks, index_bits(k_max(arch))
@@ -70,7 +74,8 @@ def datapath_resources(arch) -> dict[str, float]:
                 + paths * r.lut_per_topk_queue_path.value + r.lut_topk_fixed.value)
         ff += (L * i * r.ff_per_topk_lane_bit.value + B * i * r.ff_per_topk_bank_bit.value
                + paths * r.ff_per_topk_queue_path.value + r.ff_topk_fixed.value)
-    dsp = c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
+    dsp = (c.pe * r.dsp_per_pe_requant.value + int8_dsp + vec_lanes * r.dsp_per_vector_lane.value
+           + sm_lanes * r.dsp_per_softmax_lane.value)
     return {"lut": lut, "ff": ff, "dsp": dsp}
 
 

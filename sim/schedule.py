@@ -295,6 +295,13 @@ class TopkFabric:
         return op.m * op.k + out
 
 
+def attention_lanes(arch) -> int:
+    """The fused attention IP's softmax lanes: ``schedule.attention_lanes``, or ``vector_unit.lanes`` when not
+    given (the IP's lanes are its own softmax-only lanes, not the vector unit's; sim.resources charges them)."""
+    n = arch.spec.schedule.attention_lanes
+    return arch.spec.vector_unit.lanes if n is None else int(n)
+
+
 @dataclass(frozen=True)
 class FusedAttention:
     """``schedule.attention: fused`` (docs/engine.md section 5a): a block's QK^T, softmax and P.V as one
@@ -306,7 +313,8 @@ class FusedAttention:
     - ``qk_b = ceil(R_b / rows) * ceil(T / cols) * dh`` int8-unit cycles (S = Q_b K^T; the rows' maxima
       taken as S drains, no extra cycles);
     - ``sm_b = ceil(R_b * ceil(T / lanes) * cpe) + R_b * row_op`` softmax cycles (the vector unit's two
-      passes and 33 reciprocal steps a row, on the IP's own softmax lanes);
+      passes and 33 reciprocal steps a row, on the IP's own ``lanes = schedule.attention_lanes`` softmax
+      lanes, default ``vector_unit.lanes``: :func:`attention_lanes`);
     - ``pv_b = ceil(R_b / rows) * ceil(dh / cols) * T`` int8-unit cycles (O_b = P_b V, requantised).
 
     Blocks flow through three stages, QK^T -> softmax -> P.V, with ping-pong score and probability
@@ -330,8 +338,8 @@ class FusedAttention:
     @classmethod
     def of(cls, arch) -> "FusedAttention":
         u, v = arch.spec.int8_unit, arch.spec.vector_unit
-        return cls(arch.spec.schedule.attention_rows, u.rows, u.cols, v.lanes, v.cycles_per_element["softmax"],
-                   v.row_op_cycles["softmax"], u.pipeline_cycles, v.pipeline_cycles)
+        return cls(arch.spec.schedule.attention_rows, u.rows, u.cols, attention_lanes(arch),
+                   v.cycles_per_element["softmax"], v.row_op_cycles["softmax"], u.pipeline_cycles, v.pipeline_cycles)
 
     def blocks(self, tokens: int, head_dim: int) -> list[tuple[int, int, int]]:
         """``[(qk_b, sm_b, pv_b)]`` of one head's blocks (class doc)."""
@@ -821,7 +829,8 @@ def attention_buffers(arch) -> list[dict]:
     - ``attn_q``: the block's Q rows, ``attention_rows x max_head_dim`` int8, two halves, ``rows`` int8 a
       word (the array reads one per row a cycle);
     - ``attn_scores``: the block's ``attention_rows x max_tokens`` int32 scores, ping-pong (QK^T of block
-      b + 1 writes one while the softmax reads block b's), ``max(rows, lanes)`` int32 a word;
+      b + 1 writes one while the softmax reads block b's), ``max(rows, lanes)`` int32 a word (``lanes``: the
+      IP's softmax lanes, :func:`attention_lanes`);
     - ``attn_probs``: the uint8 probabilities, same shape, ping-pong (the softmax writes block b's while
       P.V reads block b - 1's), ``max(rows, lanes)`` uint8 a word.
 
@@ -830,11 +839,11 @@ def attention_buffers(arch) -> list[dict]:
     from sim.buffers import _entry  # sim.buffers owns the block rule
 
     s = arch.spec.schedule
-    u, v = arch.spec.int8_unit, arch.spec.vector_unit
+    u = arch.spec.int8_unit
     has_uram = arch.board.resources.uram > 0
     prefer = s.buffer_memory == "uram"
     r = s.attention_rows
-    w = max(u.rows, v.lanes)
+    w = max(u.rows, attention_lanes(arch))  # the softmax reads its own lanes' scores a cycle
     out = [_entry(name, banks=1, ports=1, replicas=1, halves=2, width=8 * u.cols,
                   depth=math.ceil(s.max_tokens * s.max_head_dim / u.cols), prefer_uram=prefer, board_has_uram=has_uram)
            for name in ("attn_k", "attn_v")]

@@ -161,7 +161,70 @@ def test_buffers_of_the_fused_attention_by_hand(small):
                    "attn_scores": (512, 514, 2), "attn_probs": (128, 514, 2)}
     # every bit built is charged: bits = halves x width x depth
     assert bufs["attn_scores"]["bits"] == 2 * 512 * 514
-    # the fused IP's softmax lanes: a second set of vector_unit.lanes lanes in the datapath
+    # the fused IP's softmax lanes: vector_unit.lanes = 16 softmax-only lanes (attention_lanes not given), 5 DSP
+    # each (the softmax-only lane's 4 + 1 DSP48E2 slices, sim/boards/resource_model.yaml)
     d_split, d_fused = estimate_resources(base)["datapath"], estimate_resources(fused)["datapath"]
-    r = base.resource_model
-    assert d_fused["dsp"] - d_split["dsp"] == 16 * r.dsp_per_vector_lane.value
+    assert d_fused["dsp"] - d_split["dsp"] == 16 * 5
+
+
+def _yaml_lane(name: str) -> float:
+    """A coefficient read from the yaml itself (not through sim.arch)."""
+    import yaml
+
+    return float(yaml.safe_load((ROOT / "sim" / "boards" / "resource_model.yaml").read_text())[name]["value"])
+
+
+def test_softmax_lanes_charged_by_hand(small):
+    """``schedule.attention_lanes`` softmax-only lanes (rtl/vector_lane.v SOFTMAX_ONLY) are what the fused IP
+    adds to the datapath: 637 LUT, 408 FF, 5 DSP a lane (yosys, the yaml), not the full vector lane's."""
+    _, base = small
+    assert (_yaml_lane("lut_per_softmax_lane"), _yaml_lane("ff_per_softmax_lane"),
+            _yaml_lane("dsp_per_softmax_lane")) == (637, 408, 5)
+    d_split = estimate_resources(base)["datapath"]
+    for lanes, want in ((4, (2548, 1632, 20)), (12, (7644, 4896, 60))):   # 4 x 637, 4 x 408, 4 x 5; 12 x ...
+        fused = with_overrides(base, {"schedule.attention": "fused", "schedule.attention_lanes": lanes})
+        d = estimate_resources(fused)["datapath"]
+        got = tuple(round(d[k] - d_split[k], 6) for k in ("lut", "ff", "dsp"))
+        assert got == want, lanes
+    # not given: the vector unit's 16 lanes' count of softmax-only lanes (16 x 637 LUT), never the full lane
+    d16 = estimate_resources(with_overrides(base, {"schedule.attention": "fused"}))["datapath"]
+    assert round(d16["lut"] - d_split["lut"], 6) == 16 * 637
+    # split: attention_lanes charges nothing (the softmax runs on the vector unit)
+    d_split8 = estimate_resources(with_overrides(base, {"schedule.attention_lanes": 8}))["datapath"]
+    assert d_split8 == d_split
+
+
+def test_attention_lanes_set_the_softmax_cycles_by_hand(small):
+    _, base = small
+    fused = with_overrides(base, {"schedule.attention": "fused", "schedule.attention_rows": 16})
+    assert FusedAttention.of(fused).lanes == 16     # default: vector_unit.lanes, today's cycles
+    f8 = FusedAttention.of(with_overrides(fused, {"schedule.attention_lanes": 8}))
+    f5 = FusedAttention.of(with_overrides(fused, {"schedule.attention_lanes": 5}))
+    # T = 50, dh = 64, R = 16: blocks of 16, 16, 16, 2 rows; softmax R_b x 2 x ceil(50 / lanes) + 33 R_b:
+    # 8 lanes: 16 x 2 x 7 + 528 = 752 (2 rows: 28 + 66 = 94); 5 lanes: 16 x 2 x 10 + 528 = 848 (2 rows: 106)
+    assert [b[1] for b in f8.blocks(50, 64)] == [752, 752, 752, 94]
+    assert [b[1] for b in f5.blocks(50, 64)] == [848, 848, 848, 106]
+    # the array's blocks do not move: 16 x 16 int8 unit, QK^T 1 x 4 x 64 = 256, P.V 1 x 4 x 50 = 200
+    assert [(b[0], b[2]) for b in f5.blocks(50, 64)] == [(256, 200)] * 3 + [(256, 200)]
+    # the score / probability rows are max(rows, attention lanes) wide: 32 lanes -> 32 int32 a word
+    bufs = {b["name"]: b for b in pipeline_buffers(with_overrides(fused, {"schedule.attention_lanes": 32}))}
+    assert bufs["attn_scores"]["width_bits"] == 32 * 32 and bufs["attn_probs"]["width_bits"] == 8 * 32
+
+
+@pytest.mark.parametrize("bad", [0, -3, 4097, 2.5, "many"])
+def test_attention_lanes_out_of_range_is_one_clear_error(small, bad):
+    _, base = small
+    with pytest.raises(SimInputError, match="attention_lanes"):
+        with_overrides(base, {"schedule.attention": "fused", "schedule.attention_lanes": bad})
+
+
+def test_attention_lanes_through_the_cli_exit_2(small, tmp_path, capsys):
+    from sim.trace import write_trace
+    from tatvpr_hw.cli import main
+
+    tr, _ = small
+    write_trace(tmp_path / "t.npz", tr)
+    rc = main(["sim", "--trace", str(tmp_path / "t.npz"), "--arch", "kv260", "--set", "schedule.overlap=pipelined",
+               "--set", "schedule.attention=fused", "--set", "schedule.attention_lanes=0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "attention_lanes" in err and "Traceback" not in err
