@@ -5,7 +5,9 @@
 //   S_b = Q_b K_h^T   int32, on the int8 unit's rows x cols array loops (counted as tatvpr_int8_gemm
 //                     counts: ceil(R_b / rows) * ceil(T / cols) * dh); each row's maximum taken as S drains
 //   P_b = softmax(S_b) uint8, tatvpr_softmax's exact arithmetic (docs/integer.md) on the IP's own
-//                     TATVPR_VLANES softmax lanes (2 ceil(T / lanes) + 33 row steps a row)
+//                     TATVPR_ATT_LANES softmax-only lanes (schedule.attention_lanes, default the vector
+//                     unit's TATVPR_VLANES; rtl/vector_lane.v SOFTMAX_ONLY): 2 ceil(T / lanes) + 33 row
+//                     steps a row
 //   O_b = P_b V_h     on the array (ceil(R_b / rows) * ceil(dh / cols) * T), requantised to int8
 //
 // Blocks flow through three stages with ping-pong score and probability rows: slot s runs QK^T of block s
@@ -24,6 +26,9 @@
 
 #ifndef TATVPR_ATT_ROWS
 #define TATVPR_ATT_ROWS 32  // query rows per block (schedule.attention_rows)
+#endif
+#ifndef TATVPR_ATT_LANES
+#define TATVPR_ATT_LANES TATVPR_VLANES  // softmax-only lanes (schedule.attention_lanes)
 #endif
 #ifndef TATVPR_ATT_MAX_TOKENS
 #define TATVPR_ATT_MAX_TOKENS 257  // schedule.max_tokens: sizes K, V and the score rows

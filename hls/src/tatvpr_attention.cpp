@@ -3,7 +3,65 @@
 
 namespace {
 
-const int R = TATVPR_ATT_ROWS, TMAX = TATVPR_ATT_MAX_TOKENS, DMAX = TATVPR_ATT_MAX_HEAD_DIM;
+const int R = TATVPR_ATT_ROWS, TMAX = TATVPR_ATT_MAX_TOKENS, DMAX = TATVPR_ATT_MAX_HEAD_DIM, L = TATVPR_ATT_LANES;
+
+// round(2^15 * 2^(-f/256)), f = 0..255: each softmax lane's own copy (a ROM in LUTs, rtl/vector_lane.v)
+const int32_t ATT_EXP2[256] = {
+#include "tatvpr_exp2_table.inc"
+};
+
+// floor(2^32 / d), 1 <= d < 2^62: restoring division, 33 quotient steps, one row-op cycle each (the
+// softmax's reciprocal, as the vector unit's div_pow2(32, d))
+int64_t att_recip(int64_t d) {
+    uint64_t rem = 0, q = 0;
+ATT_DIV:
+    for (int i = 32; i >= 0; i--) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_ROWCYCLE();
+        rem = (rem << 1) | (i == 32 ? 1u : 0u);
+        q <<= 1;
+        if (rem >= (uint64_t)d) {
+            rem -= (uint64_t)d;
+            q |= 1;
+        }
+    }
+    return (int64_t)q;
+}
+
+// e = 2^(-u) in Q15 for u = ((rmax - s) * mult + 2^(shift-1)) >> shift: one softmax-only lane's element
+// step (z 33 bits >= 0, mult 31 bits unsigned: the lane's 33 x 31 multiplier)
+inline int64_t att_exp(int32_t rmax, int32_t s, int64_t mult, int shift) {
+    const tatvpr_s<TATVPR_VW_Z> z = (int64_t)rmax - s;
+    const tatvpr_u<TATVPR_VW_MULT> m = mult;
+    const int64_t u = (z.to_int64() * m.to_int64() + ((int64_t)1 << (shift - 1))) >> shift;
+    const int64_t whole = (u >> 8) > 31 ? 31 : (u >> 8);
+    return ATT_EXP2[u & 255] >> whole;
+}
+
+// One score row -> its probabilities on the IP's TATVPR_ATT_LANES softmax-only lanes (tatvpr_softmax's
+// arithmetic, docs/integer.md): pass 1 e and the row sum, the reciprocal (33 row steps), pass 2
+// p = sat[0, 255]((e * recip * 255 + 2^31) >> 32); 2 ceil(t / lanes) + 33 counted cycles a row.
+void row_softmax(const int32_t s[TMAX], int32_t rmax, uint8_t p[TMAX], int t, int64_t mult, int shift) {
+    int64_t sum = 0;
+SM_EXP:
+    for (int c0 = 0; c0 < t; c0 += L) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < L && c0 + l < t; l++) sum += att_exp(rmax, s[c0 + l], mult, shift);
+    }
+    TATVPR_ROWOP();
+    const tatvpr_u<TATVPR_VW_RECIP> recip = att_recip(sum);
+SM_NORM:
+    for (int c0 = 0; c0 < t; c0 += L) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_VCYCLE();
+        for (int l = 0; l < L && c0 + l < t; l++) {
+            const tatvpr_u<TATVPR_VW_E> e = att_exp(rmax, s[c0 + l], mult, shift);
+            const int64_t v = (e.to_int64() * recip.to_int64() * 255 + ((int64_t)1 << 31)) >> 32;
+            p[c0 + l] = (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
+        }
+    }
+}
 
 // S[rb][t] = Q_b[rb][dh] . K[t][dh]^T on the array; row_max[r] = max over the row, as each tile drains.
 void block_scores(const int8_t q[R][DMAX], const int8_t k[TMAX][DMAX], int32_t s[R][TMAX], int32_t row_max[R],
@@ -79,6 +137,8 @@ int tatvpr_attention(const int8_t *qkv, int8_t *out, int heads, int t, int dh, i
     static int8_t kbuf[TMAX][DMAX], vbuf[TMAX][DMAX], qbuf[2][R][DMAX];
     static int32_t sbuf[2][R][TMAX], smax[2][R];
     static uint8_t pbuf[2][R][TMAX];
+#pragma HLS ARRAY_PARTITION variable = sbuf cyclic factor = TATVPR_ATT_LANES dim = 3
+#pragma HLS ARRAY_PARTITION variable = pbuf cyclic factor = TATVPR_ATT_LANES dim = 3
     const int d = heads * dh, ld = 3 * d, nb = (t + R - 1) / R;
 HEADS:
     for (int h = 0; h < heads; h++) {
@@ -99,7 +159,7 @@ HEADS:
             if (s >= 1 && s <= nb) {
                 const int b = s - 1, rb = t - b * R < R ? t - b * R : R;
                 for (int r = 0; r < rb; r++)
-                    tatvpr_softmax(sbuf[b & 1][r], &smax[b & 1][r], pbuf[b & 1][r], 1, t, sm_mult, sm_shift);
+                    row_softmax(sbuf[b & 1][r], smax[b & 1][r], pbuf[b & 1][r], t, sm_mult, sm_shift);
             }
             if (s >= 2) {
                 const int b = s - 2, rb = t - b * R < R ? t - b * R : R;

@@ -78,6 +78,8 @@ def test_vitis_hls_tcl_synthesises_every_unit(project):
     assert sum("tatvpr_attention.cpp" in c[1] for c in adds) == 2
     assert all("-DTATVPR_ATT_ROWS=32 -DTATVPR_ATT_MAX_TOKENS=257 -DTATVPR_ATT_MAX_HEAD_DIM=64" in c[3]
                for c in unit_adds)
+    # its softmax lanes: schedule.attention_lanes, not given in kv260.yaml -> the vector unit's 16
+    assert all(" -DTATVPR_ATT_LANES=16 " in c[3] for c in unit_adds)
     # the vector unit's top-k schedules for the ternary IP of the same project: its SIMD, banks and K_max
     kp = re.search(r"-DTATVPR_SIMD=(\d+) -DTATVPR_BANKS=(\d+).* -DTATVPR_KMAX=(\d+)",
                    next(" ".join(c) for c in adds if "tatvpr_gemm.cpp" in c[1]))

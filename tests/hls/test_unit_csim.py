@@ -555,3 +555,37 @@ def test_vector_chain_cycles_are_the_simulators_chain_stage(tmp_path):
     sim2 = vector_cycles(t * h, "gelu", arch) + vector_topk_cycles(t, h, g2, arch)
     assert r1.cycles + 3 * v.pipeline_cycles == sim1
     assert r2.cycles + 2 * v.pipeline_cycles == sim2
+
+
+def test_fused_attention_on_fewer_softmax_lanes_than_the_vector_unit(tmp_path):
+    """schedule.attention_lanes = 6 with a 16-lane vector unit (TATVPR_ATT_LANES = 6, TATVPR_VLANES = 16): the
+    same integers as the integer model, the softmax-only lanes' counted cycles by hand on 6 lanes and equal to
+    the simulator's (sim.schedule.FusedAttention with schedule.attention_lanes 6); the array's unchanged."""
+    from sim.arch import load_arch, with_overrides
+    from sim.schedule import FusedAttention
+    from tatvpr_hw.lower.hls.unit_csim import attention_call
+
+    exe6 = build_unit_csim(tmp_path / "b6", lanes=16, att_lanes=6)
+    rng = np.random.default_rng(15)
+    h, t, dh = 2, 50, 64
+    qkv = rng.integers(-128, 128, size=(t, 3 * h * dh)).astype(np.int8)
+    sm_mult, sm_shift = 1234567, 30
+    av_mult, av_shift = quantize_multiplier(0.0007)
+    [r] = run_unit_ops(exe6, [attention_call(qkv, h, sm_mult, sm_shift, av_mult, av_shift)], tmp_path / "w")
+    assert np.array_equal(r.out, iq.NUMPY_UNITS.attention("", qkv, h, sm_mult, sm_shift, av_mult, av_shift))
+    # 16 x 16 array, blocks of 32 and 18 rows (2 row tiles each): QK^T 2 x ceil(50/16) x 64 = 512 and P.V
+    # 2 x ceil(64/16) x 50 = 400 a block, 2 blocks, 2 heads: 3648 (as on 16 softmax lanes)
+    assert r.int8_cycles == 2 * 2 * (512 + 400)
+    # 100 rows of 50 scores on 6 lanes: ceil(50/6) = 9 groups x 2 passes = 18 a row (16 lanes: 8), 33 steps a row
+    assert (r.element_cycles, r.row_ops, r.row_cycles) == (100 * 18, 100, 100 * 33)
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.attention": "fused",
+                                               "schedule.attention_rows": 32, "vector_unit.lanes": 16,
+                                               "schedule.attention_lanes": 6})
+    fc = FusedAttention.of(arch).unit_cycles(h, t, dh)
+    assert fc["softmax"] - arch.spec.vector_unit.pipeline_cycles == r.cycles == 5100
+    assert fc["int8_unit"] - 2 * arch.spec.int8_unit.pipeline_cycles == r.int8_cycles
+    # the bitstream's IP gets the same count (board.py: -DTATVPR_ATT_LANES from the design point)
+    from tatvpr_hw.lower.hls.board import design_point_from_arch
+
+    point = design_point_from_arch(with_overrides(arch, {"schedule.handoffs": "dram"}), "test")
+    assert (point.attention_lanes, point.vector_lanes) == (6, 16)

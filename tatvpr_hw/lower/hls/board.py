@@ -134,6 +134,7 @@ class DesignPoint:
     attention_rows: int = 32          # schedule.attention_rows: the fused attention's query rows per block
     max_tokens: int = 257             # schedule.max_tokens / max_head_dim: the fused attention's K, V buffers
     max_head_dim: int = 64
+    attention_lanes: int | None = None  # schedule.attention_lanes: the fused attention's softmax lanes (None: vector_lanes)
     vector_chain: str = "split"       # schedule.vector_chain: a row's vector ops one call each, or one chained call
     max_dim: int = 768                # schedule.max_dim: the chain's int16 row (TATVPR_CHAIN_MAX_DIM)
 
@@ -167,6 +168,7 @@ def design_point_from_arch(arch, source: str) -> DesignPoint:
                        skip_mode=str(c.skip_mode), topk=str(s.schedule.topk),
                        attention=str(s.schedule.attention), attention_rows=int(s.schedule.attention_rows),
                        max_tokens=int(s.schedule.max_tokens), max_head_dim=int(s.schedule.max_head_dim),
+                       attention_lanes=getattr(s.schedule, "attention_lanes", None),
                        vector_chain=str(getattr(s.schedule, "vector_chain", "split")), max_dim=int(s.schedule.max_dim))
 
 
@@ -402,6 +404,7 @@ def write_project(board: Board, point: DesignPoint, out_dir: str | os.PathLike, 
                                    f"-DTATVPR_ATT_ROWS={point.attention_rows} "
                                    f"-DTATVPR_ATT_MAX_TOKENS={point.max_tokens} "
                                    f"-DTATVPR_ATT_MAX_HEAD_DIM={point.max_head_dim} "
+                                   f"-DTATVPR_ATT_LANES={point.attention_lanes or point.vector_lanes} "
                                    f"-DTATVPR_CHAIN_MAX_DIM={point.max_dim}"}
                   for u in UNIT_IPS],  # the vector unit's top-k schedules for this ternary IP
         "ctrl_slaves": [f"{IP_INSTANCE}/{S_AXI_PORT}"] + [f"{u['instance']}/{S_AXI_PORT}" for u in UNIT_IPS],

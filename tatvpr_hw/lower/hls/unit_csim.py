@@ -196,17 +196,20 @@ def chain_call(*, x16: np.ndarray | None = None, x8: np.ndarray | None = None, a
 
 def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 16, cols: int = 16, *,
                     simd: int = 8, banks: int | None = None, kmax: int = 4096, att_rows: int = 32,
-                    max_tokens: int = 257, max_head_dim: int = 64, max_dim: int = 4096) -> Path:
+                    max_tokens: int = 257, max_head_dim: int = 64, max_dim: int = 4096,
+                    att_lanes: int | None = None) -> Path:
     """Compile the vector-unit + int8-unit testbench (reused while the sources are unchanged); its top-k
     unit schedules for a ternary IP of ``simd`` lanes and ``banks`` banks (None: ``simd``), rows of at
     most ``kmax`` channels; its fused attention takes blocks of ``att_rows`` query rows, at most
     ``max_tokens`` tokens and ``max_head_dim`` channels a head (schedule.attention_rows, max_tokens,
-    max_head_dim); its chained row op holds int16 rows of at most ``max_dim`` channels (schedule.max_dim)."""
+    max_head_dim) on ``att_lanes`` softmax lanes (schedule.attention_lanes; None: ``lanes``); its chained row
+    op holds int16 rows of at most ``max_dim`` channels (schedule.max_dim)."""
     banks = simd if banks is None else banks
+    att_lanes = lanes if att_lanes is None else att_lanes
     for name, v in (("vector lanes", lanes), ("int8 rows", rows), ("int8 cols", cols), ("top-k simd", simd),
                     ("top-k banks", banks), ("top-k kmax", kmax), ("attention rows", att_rows),
                     ("attention max tokens", max_tokens), ("attention max head dim", max_head_dim),
-                    ("chain max dim", max_dim)):
+                    ("chain max dim", max_dim), ("attention lanes", att_lanes)):
         if not isinstance(v, int) or v < 1:
             raise UserError(f"{name} must be a positive integer, got {v!r}")
     if simd % banks:
@@ -221,13 +224,15 @@ def build_unit_csim(build_dir: str | os.PathLike, lanes: int = 16, rows: int = 1
                 f"-DTATVPR_TOPK_SIMD={simd}", f"-DTATVPR_TOPK_BANKS={banks}", f"-DTATVPR_TOPK_KMAX={kmax}",
                 f"-DTATVPR_ATT_ROWS={att_rows}", f"-DTATVPR_ATT_MAX_TOKENS={max_tokens}",
                 f"-DTATVPR_ATT_MAX_HEAD_DIM={max_head_dim}", f"-DTATVPR_CHAIN_MAX_DIM={max_dim}",
+                f"-DTATVPR_ATT_LANES={att_lanes}",
                 f"-I{root / 'include'}", f"-I{ap_types_dir()}", str(root / "src" / "tatvpr_vector.cpp"),
                 str(root / "src" / "tatvpr_int8.cpp"), str(root / "src" / "tatvpr_attention.cpp"),
                 str(root / "src" / "tatvpr_chain.cpp"),
                 str(root / "tb" / "tb_units.cpp"), "-o", str(tmp)]
     return cached_build(build_dir, f"tb_units_l{lanes}_r{rows}_c{cols}_s{simd}_b{banks}_k{kmax}_a{att_rows}_"
-                        f"t{max_tokens}_h{max_head_dim}_d{max_dim}",
-                        f"{lanes},{rows},{cols},{simd},{banks},{kmax},{att_rows},{max_tokens},{max_head_dim},{max_dim}",
+                        f"t{max_tokens}_h{max_head_dim}_d{max_dim}_sl{att_lanes}",
+                        f"{lanes},{rows},{cols},{simd},{banks},{kmax},{att_rows},{max_tokens},{max_head_dim},{max_dim},"
+                        f"{att_lanes}",
                         _SOURCES, command, "vector-unit C simulation")
 
 
