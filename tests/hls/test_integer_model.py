@@ -541,3 +541,38 @@ def test_vector_chain_is_the_split_ops_by_hand():
     # the act stream of a 2-lane, 2-bank IP: kept channels 1 (bank 1) and 2 (bank 0), one chunk
     _, (chunks, pairs) = u.vector_chain("c", x8=x8, gelu_table=table, sparsity=0.5, simd=2, banks=2)
     assert chunks.tolist() == [1] and [hex(p) for p in pairs] == ["0x2e2", "0x114"]
+
+
+def test_whole_trunk_csim_with_chained_vector_ops(student_and_images, tmp_path):
+    """schedule.vector_chain: fused (with the fused attention, the measured points' schedule): the tiny
+    student's trunk issued with the chains on (run_trunk chain=True, C simulation): the tokens bit for bit
+    the integer model's; every LayerNorm, GELU and residual add except
+    the last block's add2 runs inside a chain op (add1 -> norm2 -> fc1's top-k, gelu -> fc2's, add2 -> the next
+    norm1 -> qkv's; block 0's norm1 -> qkv's), no separate top-k op except proj's; per unit the counted
+    cycles equal the simulator's (each chain: its steps' formulas, the passes still run)."""
+    from sim.arch import load_arch, with_overrides
+    from tatvpr_hw.integer import export_trunk
+    from tatvpr_hw.lower.hls.query_csim import csim_trunk, sim_unit_cycles
+
+    student, images = student_and_images
+    s = 0.4
+    trunk = export_trunk(student, images, sparsity=s)
+    img = trunk.quantize_image(images[1].double().numpy())
+    arch = with_overrides(load_arch("kv260"), {"schedule.overlap": "pipelined", "schedule.attention": "fused",
+                                               "schedule.attention_rows": 8, "schedule.handoffs": "dram",
+                                               "schedule.vector_chain": "fused"})
+    c = arch.spec.compute
+    out = csim_trunk(trunk, img, s, tmp_path, pe=c.pe, simd=c.simd, banks=c.banks, ports=c.ports, vector_chain="fused",
+                     attention="fused", att_rows=8)
+    assert np.array_equal(out.tokens, trunk.tokens(img, s))
+    nb = len(trunk.blocks)
+    chains = [op for op in out.ops if op.get("kind") == "chain"]
+    assert [op["name"] for op in chains[:4]] == ["blocks.0.norm1.chain", "blocks.0.add1.chain", "blocks.0.gelu.chain",
+                                                 "blocks.0.add2.chain"]
+    assert len(chains) == 1 + 3 * nb - 1
+    assert chains[1]["steps"] == ["add", "layernorm", "topk"] and chains[2]["steps"] == ["gelu", "topk"]
+    vec = [op["name"] for op in out.ops if op["unit"] == "vector" and op.get("kind") != "chain"]
+    assert [n for n in vec if not n.endswith("proj.topk")] == [f"blocks.{nb - 1}.add2"]
+    assert out.unit_cycles() == sim_unit_cycles(out, trunk, arch)
+    with pytest.raises(Exception, match="vector_chain"):
+        csim_trunk(trunk, img, s, tmp_path, vector_chain="maybe")

@@ -24,7 +24,8 @@ import numpy as np
 from tatvpr_hw.errors import UserError
 from tatvpr_hw.lower.hls.csim import KernelParams, build_csim, run_csim
 from tatvpr_hw.lower.hls.paths import driver_package
-from tatvpr_hw.lower.hls.unit_csim import (add_call, attention_call, build_unit_csim, gemm_call, gelu_call, l2norm_call,
+from tatvpr_hw.lower.hls.unit_csim import (add_call, attention_call, build_unit_csim, chain_call, gemm_call, gelu_call,
+                                         l2norm_call,
                                          layernorm_call, requant_call, run_unit_ops, softmax_call, topk_call,
                                          topk_keep)
 
@@ -133,9 +134,31 @@ def csim_units(work_dir: str | Path, *, pe: int, simd: int, banks: int | None, p
             self._stream = (name, x.copy(), sparsity, out)
             return out
 
+        def vector_chain(self, name, *, x16=None, x8=None, add=None, ln=None, gelu_table=None, sparsity=None,
+                         simd=None, banks=None):
+            """schedule.vector_chain: fused: one call of the vector IP's chain op (``tatvpr_chain``), an op
+            ``<name>.chain`` (kind ``chain``, its ``steps``); with ``sparsity`` the act stream the next ternary
+            linear reads (a ``ChainStream``)."""
+            from tatvpr_pynq.pipeline import ChainStream
+
+            ref = np.asarray(x8 if gelu_table is not None else x16)
+            t_, k = ref.shape
+            keep = None if sparsity is None else topk_keep(k, sparsity)
+            [r] = run_unit_ops(unit_exe, [chain_call(x16=x16, x8=x8, add=add, ln=ln, gelu_table=gelu_table, keep=keep,
+                                                     write_res=add is not None)], self._sub())
+            steps = (["add"] if add is not None else []) + (["layernorm"] if ln is not None else ["gelu"])
+            self.ops.append({"name": name + ".chain", "unit": "vector", "kind": "chain",
+                             "steps": steps + (["topk"] if keep is not None else []), "m": t_, "k": k, "csim": True,
+                             "cycles": r.cycles, "row_ops": r.row_ops})
+            res, out = r.out
+            return res, (out if keep is None else ChainStream(out[0], out[1], k))
+
         def ternary(self, name, lin, x, sparsity):
-            k = np.asarray(x).shape[1]
-            chunks, pairs = self.topk_schedule(name, x, sparsity, simd, banks)  # the ternary IP reads its stream
+            if hasattr(x, "chunks") and hasattr(x, "pairs"):  # a chain's act stream (vector_chain: fused)
+                k, chunks, pairs = x.k, x.chunks, x.pairs
+            else:
+                k = np.asarray(x).shape[1]
+                chunks, pairs = self.topk_schedule(name, x, sparsity, simd, banks)  # the ternary IP reads its stream
             layer = layer_from_stream(chunks, pairs, k, lin.codes, lin.bias, lin.mult, lin.shift, pe=pe, simd=simd,
                                       banks=banks, ports=ports, fmt=fmt)
             [r] = run_csim(gemm_exe, [layer], self._sub(), names=[name.replace(".", "_")])
@@ -159,16 +182,27 @@ def _trunk_units(trunk, work_dir, *, simd: int, **kw):  # kw: csim_units' (atten
 
 def csim_trunk(trunk, img_q: np.ndarray, sparsity: float, work_dir: str | Path, *, pe: int = 8, simd: int = 8,
                banks: int | None = None, ports: int = 1, fmt: str = "ternary2", lanes: int = 16, rows: int = 16,
-               cols: int = 16, attention: str = "split", att_rows: int = 32) -> QueryCsim:
+               cols: int = 16, attention: str = "split", att_rows: int = 32,
+               vector_chain: str = "split") -> QueryCsim:
     """int8 image ``img_q [3, H, W]`` through ``trunk`` (a ``TrunkQ``) on the C-simulated units
-    (``attention``: ``split`` or ``fused``, :func:`csim_units`).
+    (``attention``: ``split`` or ``fused``, :func:`csim_units`). ``vector_chain: fused``: issued as the
+    board's pipelined host issues it with the chains on (``tatvpr_pynq.pipeline.run_trunk(chain=True)``,
+    one tile of every token, in sequence): each ``[add ->] LayerNorm | GELU -> top-k`` one chain op.
 
     Ternary-IP cycles are the counted CHUNK iterations summed over folds (``C_f``, conflicts
     included); int8- and vector-unit cycles are the counted loop iterations (no pipeline depth).
     """
     units = _trunk_units(trunk, work_dir, pe=pe, simd=simd, banks=banks, ports=ports, fmt=fmt, lanes=lanes,
                          rows=rows, cols=cols, attention=attention, att_rows=att_rows)
-    x = trunk.tokens(img_q, sparsity, units)
+    if vector_chain not in ("split", "fused"):
+        raise UserError(f"vector_chain = {vector_chain!r}; allowed: split, fused")
+    if vector_chain == "fused":
+        from tatvpr_pynq.pipeline import run_trunk
+
+        tokens = trunk.prefix.shape[0] + trunk.pos.shape[0]
+        x, _ = run_trunk(trunk, img_q, sparsity, units, tile_tokens=tokens, fused=attention == "fused", chain=True)
+    else:
+        x = trunk.tokens(img_q, sparsity, units)
     return QueryCsim(tokens=x, ops=units.ops)
 
 
@@ -210,7 +244,16 @@ def sim_unit_cycles(res: QueryCsim, trunk, arch) -> dict[str, int]:
     for i, op in enumerate(res.ops):
         if not op.get("csim", True):
             continue
-        if op.get("kind") == "attention":  # the int8 IP's fused attention (two records: array, softmax lanes)
+        if op.get("kind") == "chain":  # schedule.vector_chain: fused: its steps' formulas (the passes still run)
+            m, k = op["m"], op["k"]
+            cyc = sum(vector_cycles(m * k, st, arch, k if st == "layernorm" else 0) - v.pipeline_cycles
+                      for st in op["steps"] if st != "topk")
+            if "topk" in op["steps"]:  # the next op is the ternary linear reading the chain's stream
+                mask = res.ops[i + 1]["act_mask"]
+                b = c.banks or c.simd
+                chunks = int(np.maximum(1, -(-bank_counts(mask, b).max(axis=1) // (c.simd // b))).sum())
+                cyc += vector_topk_cycles(m, k, chunks, arch) - v.pipeline_cycles
+        elif op.get("kind") == "attention":  # the int8 IP's fused attention (two records: array, softmax lanes)
             fc = FusedAttention.of(arch).unit_cycles(op["batch"], op["m"], op["k"])
             cyc = (fc["int8_unit"] - 2 * u.pipeline_cycles if op["unit"] == "int8"
                    else fc["softmax"] - v.pipeline_cycles)
