@@ -401,8 +401,9 @@ def _row_vector(op, record: dict, tokens: int, kinds) -> bool:
 def vector_chains(ops, records, tokens: int, topk_cycles: list[int]) -> list[dict]:
     """Under ``schedule.vector_chain: fused`` (``handoffs: dram``): the runs of consecutive vector-unit
     ops of one token row the vector IP's chain op (``tatvpr_chain``, hls/src/tatvpr_chain.cpp) runs as one
-    call: ``[add ->] layernorm | gelu [-> the fabric top-k of the next op, a ternary linear]``, or ``add ->
-    layernorm`` alone; at least two steps (a lone op without a top-k stays a call of its own). Each
+    call: ``[add ->] layernorm | gelu -> the fabric top-k of the next op, a ternary linear`` (a run that feeds
+    no top-k, e.g. the last add -> the final LayerNorm before the head, stays split: the board's host issues
+    the head's LayerNorm apart, hls/driver/tatvpr_pynq/pipeline.py ``trunk_steps``). Each
     ``{"ops": [op indices], "topk": the linear's index or None, "keep_residual": the add's int16 output is
     read again later}``. An op that spills or reads back, or runs on the host, is never chained."""
     out, i = [], 0
@@ -418,7 +419,7 @@ def vector_chains(ops, records, tokens: int, topk_cycles: list[int]) -> list[dic
             continue
         t = run[-1] + 1
         topk = t if t < len(ops) and isinstance(ops[t], TernaryLinearOp) and topk_cycles[t] else None
-        if len(run) + (topk is not None) >= 2:
+        if topk is not None:
             keep = ops[run[0]].kind == "add" and any(
                 _row_vector(ops[j], records[j], tokens, ("add",)) for j in range(run[-1] + 1, len(ops)))
             out.append({"ops": run, "topk": topk, "keep_residual": keep})
