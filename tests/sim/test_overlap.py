@@ -295,15 +295,14 @@ def test_builtin_query_sweeps_load():
     from sim.dse import load_sweep
     for name in ("kv260_query.yaml", "zcu104_query.yaml"):
         spec = load_sweep(ROOT / "sim" / "sweeps" / name)
-        # 3 x 2 x 2 x 2 x 2 x 2 x 2 x 4 x 2 x 2 = 3,072 over the axes below, times any axis added since;
-        # at most 6,144 (a sweep's run time)
-        mine = {"pe": 3, "simd": 2, "skip_mode": 2, "clock_mhz": 1, "int8_rows": 2, "int8_cols": 2,
-                "vector_unit.lanes": 2, "overlap": 2, "tile_tokens": 4, "schedule.buffer_memory": 1,
-                "schedule.handoffs": 2, "schedule.topk": 1, "buffers.weights_kb": 1, "buffers.outputs_kb": 2,
-                "buffers.int8_weights_memory": 1}
-        assert {k: len(spec.axes[k]) for k in mine} == mine
-        extra = int(np.prod([len(v) for k, v in spec.axes.items() if k not in mine]))
-        assert spec.grid_size() == 3072 * extra <= 6144
+        # 3 x 2 x 2 x 2 x 3 x 2 x 3 x 2 x 2 x 2 = 3,456 over the axes below (a sweep's run time: at most 6,144)
+        mine = {"pe": 3, "simd": 2, "skip_mode": 2, "clock_mhz": 1, "int8_rows": 2, "int8_cols": 1,
+                "vector_unit.lanes": 3, "overlap": 2, "tile_tokens": 3, "schedule.buffer_memory": 1,
+                "schedule.handoffs": 2, "schedule.topk": 1, "schedule.attention": 2, "schedule.attention_rows": 1,
+                "schedule.attention_lanes": 1, "schedule.vector_chain": 2, "buffers.weights_kb": 1,
+                "buffers.outputs_kb": 1, "buffers.int8_weights_memory": 1}
+        assert {k: len(spec.axes[k]) for k in spec.axes} == mine
+        assert spec.grid_size() == 3456 <= 6144
         assert spec.paths["overlap"] == "schedule.overlap" and spec.paths["int8_rows"] == "int8_unit.rows"
         # the host's top-k needs hand-offs through DRAM: crossed with onchip it is only invalid rows
         assert spec.axes["schedule.topk"] == ["fabric"] and spec.axes["schedule.handoffs"] == ["onchip", "dram"]
