@@ -136,8 +136,15 @@ def paper_summary(rows: list[dict], space: Path, ip_max_clock_mhz: float) -> dic
     """``paper.json``: every point, the fastest fitting one against the target, what binds, and the
     fastest fitting one this repository's HLS IP builds (its skip modes, at most the board flow's
     clock cap ``ip_max_clock_mhz``)."""
+    def given(v) -> bool:  # a CSV cell: NaN / None / "" mean "not given"
+        return isinstance(v, str) and v != ""
+
+    invalid = [r for r in rows if given(r.get("invalid"))]
+    failed = [r for r in rows if given(r.get("error")) and not given(r.get("invalid"))]
     pts = []
     for r in rows:
+        if given(r.get("invalid")) or given(r.get("error")):
+            continue  # an axis combination the arch refuses, or a point the simulator refused: no numbers
         util = _util(r)
         binding = max(util, key=util.get) if util else None
         pts.append({k: r[k] for k in ("pe", "simd", "skip_mode", "clock_mhz", "overlap", "int8_rows", "int8_cols",
@@ -160,7 +167,8 @@ def paper_summary(rows: list[dict], space: Path, ip_max_clock_mhz: float) -> dic
             "resource_limit": 0.8, "points": pts, "best_fitting": best, "best_serial": serial,
             "faster_not_fitting": faster, "met": bool(best and best["queries_per_s"] >= PAPER_TARGET_QPS),
             "ip_skip_modes": list(_ip_skip_modes()), "ip_max_clock_mhz": ip_max_clock_mhz,
-            "best_buildable": buildable}
+            "best_buildable": buildable, "invalid": len(invalid), "failed": len(failed),
+            "invalid_reasons": sorted({r["invalid"] for r in invalid})}
 
 
 def step_export(ctx: FlowContext) -> dict[str, Any]:

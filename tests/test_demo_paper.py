@@ -54,3 +54,17 @@ def test_what_the_ip_builds_is_act_or_none_under_its_clock_cap_through_ddr():
     assert paper_summary(rows[:1], Path("x.yaml"), 333)["best_buildable"] is None
     no_column = {k: v for k, v in rows[3].items() if k != "schedule.handoffs"}   # the sim's default: on chip
     assert paper_summary([no_column], Path("x.yaml"), 333)["best_buildable"] is None
+
+
+def test_invalid_and_refused_rows_are_counted_not_ranked():
+    # a sweep's invalid combination (no numbers, its rule in `invalid`) and a point the simulator
+    # refused (`error`) are not points of the table; the summary counts them
+    nan_row = {k: math.nan for k in row(64, 1.0, True, 0.5, 0.5)}
+    bad = {**nan_row, "pe": 64, "invalid": "schedule.attention = 'fused' needs schedule.overlap = 'pipelined'"}
+    refused = {**nan_row, "pe": 128, "error": "trace has no ops", "invalid": math.nan}
+    good = {**row(32, 30.0, True, 0.7, 0.5), "invalid": math.nan, "error": math.nan}
+    s = paper_summary([bad, good, refused], Path("x.yaml"), 333)
+    assert [p["pe"] for p in s["points"]] == [32]
+    assert (s["invalid"], s["failed"]) == (1, 1)
+    assert s["invalid_reasons"] == [bad["invalid"]]
+    assert s["best_fitting"]["queries_per_s"] == 30.0
