@@ -6,6 +6,9 @@ long long tatvpr_chain(const int16_t *x16, const int8_t *x8, const int32_t *mult
                        const int64_t *gain64, const int64_t *bias64, int64_t eps_q, const int8_t *table8,
                        int16_t *out16, int8_t *y8, uint16_t *chunks16, uint32_t *pairs32, int t, int d, int keep,
                        int flags) {
+    // inlined into tatvpr_vector_top, so the kernels it calls share the lane multipliers that the
+    // top's ALLOCATION pragma limits (docs/hls.md "Operand widths of the vector unit"; unverified without Vitis HLS)
+#pragma HLS INLINE
     const bool add = flags & TATVPR_CHAIN_ADD, ln = flags & TATVPR_CHAIN_LAYERNORM, gelu = flags & TATVPR_CHAIN_GELU;
     const bool topk = flags & TATVPR_CHAIN_TOPK, dense = flags & TATVPR_CHAIN_TOPK_DENSE;
     const bool write_res = flags & TATVPR_CHAIN_WRITE_RES;
