@@ -6,8 +6,8 @@
 //                     counts: ceil(R_b / rows) * ceil(T / cols) * dh); each row's maximum taken as S drains
 //   P_b = softmax(S_b) uint8, tatvpr_softmax's exact arithmetic (docs/integer.md) on the IP's own
 //                     TATVPR_ATT_LANES softmax-only lanes (schedule.attention_lanes, default the vector
-//                     unit's TATVPR_VLANES; rtl/vector_lane.v SOFTMAX_ONLY): 2 ceil(T / lanes) + 33 row
-//                     steps a row
+//                     unit's TATVPR_VLANES; rtl/vector_lane.v SOFTMAX_ONLY), in that lane's operand
+//                     widths (below): 2 ceil(T / lanes) + 33 row steps a row
 //   O_b = P_b V_h     on the array (ceil(R_b / rows) * ceil(dh / cols) * T), requantised to int8
 //
 // Blocks flow through three stages with ping-pong score and probability rows: slot s runs QK^T of block s
@@ -36,6 +36,21 @@
 #ifndef TATVPR_ATT_MAX_HEAD_DIM
 #define TATVPR_ATT_MAX_HEAD_DIM 64  // schedule.max_head_dim
 #endif
+
+// The softmax-only lane's operand widths (rtl/vector_lane.v SOFTMAX_ONLY = 1, charged as
+// lut/ff/dsp_per_softmax_lane in sim/boards/resource_model.yaml; docs/hls.md "Operand widths of the vector
+// unit"): the vector lane's TATVPR_VW_Z / MULT / E / RECIP / SHIFT (tatvpr_vector.h, one definition, the same
+// -D overrides), on two multipliers of their own ports: tatvpr_att_mul1 z x mult (33 signed x 31 unsigned)
+// and tatvpr_att_mul2 e x recip (16 x 18 unsigned), where the full lane's tatvpr_lane_mul1 / 2 are 33 x 49 and
+// 34 x 24. The row sum of e (each <= 2^15) is held in TATVPR_ATT_VW_SUM bits unsigned, the lane's 32-bit sum.
+#ifndef TATVPR_ATT_VW_SUM
+#define TATVPR_ATT_VW_SUM 32
+#endif
+#if TATVPR_ATT_MAX_TOKENS >= (1LL << (TATVPR_ATT_VW_SUM - 15))
+#error "TATVPR_ATT_MAX_TOKENS x 2^15 must fit the TATVPR_ATT_VW_SUM-bit row sum"
+#endif
+int64_t tatvpr_att_mul1(tatvpr_s<TATVPR_VW_Z> z, tatvpr_u<TATVPR_VW_MULT> mult);
+int64_t tatvpr_att_mul2(tatvpr_u<TATVPR_VW_E> e, tatvpr_u<TATVPR_VW_RECIP> recip);
 
 // tatvpr_int8_top's mode for this kernel (after TATVPR_I8_OUT32 / OUT8 / OUT16)
 enum { TATVPR_I8_ATTENTION = 3 };

@@ -28,36 +28,75 @@ ATT_DIV:
     return (int64_t)q;
 }
 
-// e = 2^(-u) in Q15 for u = ((rmax - s) * mult + 2^(shift-1)) >> shift: one softmax-only lane's element
-// step (z 33 bits >= 0, mult 31 bits unsigned: the lane's 33 x 31 multiplier)
-inline int64_t att_exp(int32_t rmax, int32_t s, int64_t mult, int shift) {
+}  // namespace
+
+// The softmax-only lane's two multipliers (tatvpr_attention.h): the exact product of the port widths, which
+// are the vector lane's TATVPR_VW_Z x TATVPR_VW_MULT (33 x 31: 4 DSP48E2 by the UG579 tiling rule) and
+// TATVPR_VW_E x TATVPR_VW_RECIP (16 x 18 unsigned: 1); not inlined, so that row_softmax's ALLOCATION
+// pragmas can bound their instances to TATVPR_ATT_LANES each. The C build without ap_types: the same
+// value through a wrapping unsigned multiply (both products stay below 2^63).
+int64_t tatvpr_att_mul1(tatvpr_s<TATVPR_VW_Z> z, tatvpr_u<TATVPR_VW_MULT> mult) {
+#pragma HLS INLINE off
+#if TATVPR_VECTOR_AP
+    ap_int<64> p = z * mult;
+    return p.to_int64();
+#else
+    return (int64_t)((uint64_t)z.v * (uint64_t)mult.v);
+#endif
+}
+
+int64_t tatvpr_att_mul2(tatvpr_u<TATVPR_VW_E> e, tatvpr_u<TATVPR_VW_RECIP> recip) {
+#pragma HLS INLINE off
+#if TATVPR_VECTOR_AP
+    ap_uint<TATVPR_VW_E + TATVPR_VW_RECIP> p = e * recip;
+    return (int64_t)p.to_uint64();
+#else
+    return (int64_t)((uint64_t)e.v * (uint64_t)recip.v);
+#endif
+}
+
+namespace {
+
+// e = 2^(-u) in Q15 for u = (z * mult + 2^(shift-1)) >> shift, z = rmax - s: one softmax-only lane's
+// element step, z in TATVPR_VW_Z bits signed (>= 0), mult in TATVPR_VW_MULT unsigned, e in TATVPR_VW_E.
+inline tatvpr_u<TATVPR_VW_E> att_exp(int32_t rmax, int32_t s, tatvpr_u<TATVPR_VW_MULT> mult,
+                                      tatvpr_u<TATVPR_VW_SHIFT> shift) {
+#pragma HLS INLINE
     const tatvpr_s<TATVPR_VW_Z> z = (int64_t)rmax - s;
-    const tatvpr_u<TATVPR_VW_MULT> m = mult;
-    const int64_t u = (z.to_int64() * m.to_int64() + ((int64_t)1 << (shift - 1))) >> shift;
+    const int sh = (int)shift.to_int64();
+    const int64_t u = (tatvpr_att_mul1(z, mult) + ((int64_t)1 << (sh - 1))) >> sh;
     const int64_t whole = (u >> 8) > 31 ? 31 : (u >> 8);
-    return ATT_EXP2[u & 255] >> whole;
+    return (int64_t)(ATT_EXP2[u & 255] >> whole);
 }
 
 // One score row -> its probabilities on the IP's TATVPR_ATT_LANES softmax-only lanes (tatvpr_softmax's
-// arithmetic, docs/integer.md): pass 1 e and the row sum, the reciprocal (33 row steps), pass 2
-// p = sat[0, 255]((e * recip * 255 + 2^31) >> 32); 2 ceil(t / lanes) + 33 counted cycles a row.
+// arithmetic, docs/integer.md): pass 1 e and the row sum (TATVPR_ATT_VW_SUM bits), the reciprocal (33 row
+// steps), pass 2 p = sat[0, 255]((e * recip * 255 + 2^31) >> 32), the x 255 as (x << 8) - x (no multiplier);
+// 2 ceil(t / lanes) + 33 counted cycles a row. Every multiply goes through tatvpr_att_mul1 / tatvpr_att_mul2,
+// at most TATVPR_ATT_LANES of each (the lanes; requested from Vitis HLS, not verified here); the function
+// is kept (INLINE off, one call site) so that the pragmas' scope is its body.
 void row_softmax(const int32_t s[TMAX], int32_t rmax, uint8_t p[TMAX], int t, int64_t mult, int shift) {
-    int64_t sum = 0;
+#pragma HLS INLINE off
+#pragma HLS ALLOCATION function instances = tatvpr_att_mul1 limit = TATVPR_ATT_LANES
+#pragma HLS ALLOCATION function instances = tatvpr_att_mul2 limit = TATVPR_ATT_LANES
+    const tatvpr_u<TATVPR_VW_MULT> m = mult;
+    const tatvpr_u<TATVPR_VW_SHIFT> sh = shift;
+    tatvpr_u<TATVPR_ATT_VW_SUM> sum = 0;
 SM_EXP:
     for (int c0 = 0; c0 < t; c0 += L) {
 #pragma HLS PIPELINE II = 1
         TATVPR_VCYCLE();
-        for (int l = 0; l < L && c0 + l < t; l++) sum += att_exp(rmax, s[c0 + l], mult, shift);
+        for (int l = 0; l < L && c0 + l < t; l++) sum = sum.to_int64() + att_exp(rmax, s[c0 + l], m, sh).to_int64();
     }
     TATVPR_ROWOP();
-    const tatvpr_u<TATVPR_VW_RECIP> recip = att_recip(sum);
+    const tatvpr_u<TATVPR_VW_RECIP> recip = att_recip(sum.to_int64());
 SM_NORM:
     for (int c0 = 0; c0 < t; c0 += L) {
 #pragma HLS PIPELINE II = 1
         TATVPR_VCYCLE();
         for (int l = 0; l < L && c0 + l < t; l++) {
-            const tatvpr_u<TATVPR_VW_E> e = att_exp(rmax, s[c0 + l], mult, shift);
-            const int64_t v = (e.to_int64() * recip.to_int64() * 255 + ((int64_t)1 << 31)) >> 32;
+            const int64_t er = tatvpr_att_mul2(att_exp(rmax, s[c0 + l], m, sh), recip);
+            const int64_t v = ((er << 8) - er + ((int64_t)1 << 31)) >> 32;  // e * recip * 255
             p[c0 + l] = (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
         }
     }

@@ -349,3 +349,176 @@ def test_eval_integer_exits_2_on_an_out_of_range_checkpoint(tmp_path, capsys):
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "blocks.0.norm1: LayerNorm gain[3]" in lines[0] and "24-bit signed" in lines[0]
+
+
+# ------------------------------------------------------------------ the fused attention's softmax-only lanes
+# (hls/src/tatvpr_attention.cpp: the same TATVPR_VW_* widths on the lane's own two multipliers,
+# tatvpr_att_mul1 z x mult 33 x 31, tatvpr_att_mul2 e x recip 16 x 18; docs/hls.md)
+ATT_SHIM = r"""
+#include "tatvpr_attention.h"
+extern "C" {
+int w_attention(const int8_t *qkv, int8_t *out, int heads, int t, int dh, long long sm_mult, int sm_shift,
+                long long av_mult, int av_shift) {
+    return tatvpr_attention(qkv, out, heads, t, dh, sm_mult, sm_shift, av_mult, av_shift);
+}
+int w_ap() { return TATVPR_VECTOR_AP; }
+}
+"""
+ATT_LANES = 3  # softmax-only lanes of the build (not dividing the rows: partial lane groups)
+
+
+def build_attention(tmp_path_factory, *, ap: bool, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    d = tmp_path_factory.mktemp("vwatt")
+    (d / "shim.cpp").write_text(ATT_SHIM)
+    root = hls_dir()
+    cmd = [compiler(), "-O1", "-std=c++14", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-Wno-unused-label",
+           f"-DTATVPR_VECTOR_AP={int(ap)}", f"-DTATVPR_ATT_LANES={ATT_LANES}", *defines, f"-I{root / 'include'}"]
+    if ap:
+        cmd.append(f"-I{ap_types_dir()}")
+    cmd += [str(d / "shim.cpp"), str(root / "src" / "tatvpr_attention.cpp"), "-o", str(d / "lib.so")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    lib = ctypes.CDLL(str(d / "lib.so"))
+    assert lib.w_ap() == int(ap)
+    return lib
+
+
+def attention(lib, qkv, heads, sm_mult, sm_shift, av_mult=1, av_shift=1):
+    qkv = np.ascontiguousarray(qkv, np.int8)
+    t, d3 = qkv.shape
+    out = np.zeros((t, d3 // 3), np.int8)
+    rc = lib.w_attention(_p(qkv), _p(out), heads, t, d3 // (3 * heads), ctypes.c_longlong(sm_mult), sm_shift,
+                         ctypes.c_longlong(av_mult), av_shift)
+    assert rc == 0
+    return out
+
+
+def _qkv(q, k, v):
+    """One head: token i's row is q[i], k[i], v[i] (the integer model's layout with heads = 1)."""
+    return np.concatenate([np.asarray(q), np.asarray(k), np.asarray(v)], axis=1).astype(np.int8)
+
+
+Z_ATT_MAX = 64 * (128 * 128 + 128 * 127)  # the largest score difference of int8 rows at dh = 64: 2,088,960
+
+
+def _hand_p(es):
+    """softmax probabilities from the e's by hand (python ints): recip = 2^32 // sum, (e 255 recip + 2^31) >> 32."""
+    r = 2 ** 32 // sum(es)
+    return [min(255, (e * 255 * r + 2 ** 31) >> 32) for e in es], r
+
+
+def att_case_z(lib):
+    """The largest score difference (dh = 64, every q = -128; key 0 all -128, key 1 all 127: scores 2^20 and
+    -1,040,384, z = 2,088,960, 22 bits signed), mult 1, shift 21: u = (z + 2^20) >> 21 = 1, e = [2^15, T[1]];
+    values 1 / -128, so every output = sat8((p0 - 128 p1 + 2^6) >> 7) = -126 by hand."""
+    dh = 64
+    q = np.full((2, dh), -128)
+    k = np.stack([np.full(dh, -128), np.full(dh, 127)])
+    v = np.stack([np.full(dh, 1), np.full(dh, -128)])
+    qkv = _qkv(q, k, v)
+    assert 2 ** 20 - (-128 * 127 * dh) == Z_ATT_MAX and Z_ATT_MAX >= 2 ** 20
+    t1 = round(2 ** 15 * 2 ** (-1 / 256))
+    assert ((Z_ATT_MAX + 2 ** 20) >> 21) == 1 and t1 == 32679
+    (p0, p1), r = _hand_p([2 ** 15, t1])
+    assert (r, p0, p1) == (65625, 128, 127)  # 2^32 // 65447
+    want = iq.NUMPY_UNITS.attention("", qkv, 1, 1, 21, 1, 7)
+    assert (want == (p0 - 128 * p1 + 2 ** 6) >> 7).all() and (want == -126).all()
+    return attention(lib, qkv, 1, 1, 21, 1, 7), want
+
+
+def att_case_recip_e(lib):
+    """The same rows at mult 2^31 - 1 (31 bits), shift 31: u >= 2^21, whole = 31, so key 1's e = 0 and the row
+    sum is the max's own e = 2^15 (16 bits): recip = 2^17 (18 bits), p = [255, 0]; output requant(127 x 255)."""
+    dh = 64
+    qkv = _qkv(np.full((2, dh), -128), np.stack([np.full(dh, -128), np.full(dh, 127)]),
+               np.stack([np.full(dh, 127), np.full(dh, -128)]))
+    (p0, p1), r = _hand_p([2 ** 15, 0])
+    assert (p0, p1, r) == (255, 0, 2 ** 17)
+    want = iq.NUMPY_UNITS.attention("", qkv, 1, M_MAX, 31, 1, 8)
+    assert (want == (127 * 255 + 128) >> 8).all()  # 126.99 -> 127
+    return attention(lib, qkv, 1, M_MAX, 31, 1, 8), want
+
+
+def att_case_mult(lib):
+    """mult 2^31 - 1 at shift 31 on z = 1 (scores 1 and 0): u = (2^31 - 1 + 2^30) >> 31 = 1, e = [2^15, T[1]];
+    with a 30-bit mult it would be 2^30 - 1 and u = 0."""
+    dh = 8
+    q = np.zeros((2, dh), np.int64)
+    q[:, 0] = 1
+    k = np.zeros((2, dh), np.int64)
+    k[0, 0] = 1
+    v = np.stack([np.full(dh, 127), np.full(dh, -128)])
+    qkv = _qkv(q, k, v)
+    (p0, p1), _ = _hand_p([2 ** 15, round(2 ** 15 * 2 ** (-1 / 256))])
+    want = iq.NUMPY_UNITS.attention("", qkv, 1, M_MAX, 31, 1, 1)
+    assert (want == max(-128, min(127, (127 * p0 - 128 * p1 + 1) >> 1))).all()
+    return attention(lib, qkv, 1, M_MAX, 31, 1, 1), want
+
+
+def att_case_shift(lib):
+    """shift 62 (6 bits), mult 2^31 - 1 on the largest z: u = (z (2^31 - 1) + 2^61) >> 62 = 0, so e = [2^15, 2^15]
+    and p = [128, 128] by hand; output requant(128 x (127 - 128)) = requant(-128)."""
+    dh = 64
+    qkv = _qkv(np.full((2, dh), -128), np.stack([np.full(dh, -128), np.full(dh, 127)]),
+               np.stack([np.full(dh, 127), np.full(dh, -128)]))
+    assert (Z_ATT_MAX * M_MAX + 2 ** 61) >> 62 == 0
+    assert _hand_p([2 ** 15, 2 ** 15])[0] == [128, 128]
+    want = iq.NUMPY_UNITS.attention("", qkv, 1, M_MAX, 62, 1, 1)
+    assert (want == -64).all()
+    return attention(lib, qkv, 1, M_MAX, 62, 1, 1), want
+
+
+ATT_CASES = (att_case_z, att_case_recip_e, att_case_mult, att_case_shift)
+# width -> (planted value, the case that then breaks). Z: the fused attention's scores are int8 dot products
+# (|s| <= 2^20 at dh 64), so its largest z needs 22 of the lane's 33 bits: planted at 21, not 32.
+ATT_PLANTED = {"Z": (21, att_case_z), "MULT": (30, att_case_mult), "E": (15, att_case_recip_e),
+               "RECIP": (17, att_case_recip_e), "SHIFT": (5, att_case_shift)}
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["ap_types", "plain_c"])
+def att_lib(request, tmp_path_factory):
+    return build_attention(tmp_path_factory, ap=request.param)
+
+
+@pytest.mark.parametrize("case", ATT_CASES, ids=lambda c: c.__name__)
+def test_fused_attention_extremes_bit_exact(att_lib, case):
+    got, want = case(att_lib)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fused_attention_random_at_full_ranges(att_lib):
+    """Random int8 Q, K, V over the whole range (3 heads, 70 tokens: blocks of 32, 32 and 6 rows), softmax
+    multipliers over the export's whole range (0 .. 2^31 - 1), shifts 1 .. 62."""
+    rng = np.random.default_rng(15)
+    heads, t, dh = 3, 70, 64
+    qkv = rng.integers(-128, 128, size=(t, 3 * heads * dh)).astype(np.int8)
+    for sm_mult, sm_shift in ((int(rng.integers(0, 2 ** 31)), 40), (M_MAX, 31), (1, 12), (M_MAX, 62), (0, 1)):
+        got = attention(att_lib, qkv, heads, sm_mult, sm_shift, 12345, 24)
+        np.testing.assert_array_equal(got, iq.NUMPY_UNITS.attention("", qkv, heads, sm_mult, sm_shift, 12345, 24))
+
+
+@pytest.mark.parametrize("name", sorted(ATT_PLANTED))
+def test_fused_attention_one_bit_narrower_breaks(name, tmp_path_factory):
+    """Planted bug: the width one bit narrower (Z: one bit under the 22 the attention's largest z needs) and the
+    extreme case is no longer the integer model's (Z, RECIP: ap types; the others: plain C)."""
+    width, case = ATT_PLANTED[name]
+    lib = build_attention(tmp_path_factory, ap=name in ("Z", "RECIP"), defines=(f"-DTATVPR_VW_{name}={width}",))
+    got, want = case(lib)
+    assert not np.array_equal(got, want), name
+
+
+def test_fused_attention_z_needs_22_bits_only(tmp_path_factory):
+    """The other side of the Z plant: at 22 bits the largest score difference still passes (the lane's 33 bits
+    are the vector unit's int32 scores; the fused attention's scores are int8 dot products of dh <= 64)."""
+    lib = build_attention(tmp_path_factory, ap=True, defines=("-DTATVPR_VW_Z=22",))
+    got, want = att_case_z(lib)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fused_attention_row_sum_width_guard(tmp_path_factory):
+    """The row sum's width is checked at compile time: TATVPR_ATT_MAX_TOKENS x 2^15 must fit
+    TATVPR_ATT_VW_SUM bits (257 tokens need 24 bits: 23 is refused, 24 builds)."""
+    assert 257 * 2 ** 15 >= 2 ** 23 and 257 * 2 ** 15 < 2 ** 24
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        build_attention(tmp_path_factory, ap=False, defines=("-DTATVPR_ATT_VW_SUM=23",))
+    assert b"TATVPR_ATT_VW_SUM" in err.value.stderr
+    build_attention(tmp_path_factory, ap=False, defines=("-DTATVPR_ATT_VW_SUM=24",))
