@@ -501,6 +501,18 @@ class ResourceModel(_Strict):
     lut_per_softmax_lane: Sourced
     ff_per_softmax_lane: Sourced
     dsp_per_softmax_lane: Sourced
+    # the shared per-row steps (rtl/row_steps.v): the vector unit's (square root, divider, lane-sum reduction)
+    # and the fused attention's (divider, reduction), fixed + per lane; the int8 unit's row-max comparators
+    lut_row_steps_fixed: Sourced
+    lut_per_row_step_lane: Sourced
+    ff_row_steps_fixed: Sourced
+    ff_per_row_step_lane: Sourced
+    lut_softmax_row_steps_fixed: Sourced
+    lut_per_softmax_row_step_lane: Sourced
+    ff_softmax_row_steps_fixed: Sourced
+    ff_per_softmax_row_step_lane: Sourced
+    lut_per_row_max: Sourced
+    ff_per_row_max: Sourced
     lut_control: Sourced
     lut_per_scheduler_slot: Sourced
     lut_per_scheduler_channel: Sourced

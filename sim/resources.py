@@ -7,12 +7,18 @@ fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`s
          + PE*acc_bits*lut_per_accumulator_bit + decoders*lut_per_base3_decoder
          + int8 DSPs*lut_per_int8_dsp + vector lanes*lut_per_vector_lane + lut_control
          + (attention fused) attention_lanes*lut_per_softmax_lane
+         + (fabric vector unit) lut_row_steps_fixed + vector lanes*lut_per_row_step_lane
+         + (attention fused) lut_softmax_row_steps_fixed + attention_lanes*lut_per_softmax_row_step_lane
+                             + int8 rows*lut_per_row_max
          + LUTRAM LUTs of the buffers
          + (top-k unit) (L*I*lut_per_topk_lane_bit + B*I*lut_per_topk_bank_bit + L*R*lut_per_topk_queue_path
                         + lut_topk_fixed)
     FF   = PE*SIMD*ff_per_lane + SIMD*ff_per_input_lane + PE*acc_bits*ff_per_accumulator_bit
          + vector lanes*ff_per_vector_lane + ff_control + register-mapped buffer bits
          + (attention fused) attention_lanes*ff_per_softmax_lane
+         + (fabric vector unit) ff_row_steps_fixed + vector lanes*ff_per_row_step_lane
+         + (attention fused) ff_softmax_row_steps_fixed + attention_lanes*ff_per_softmax_row_step_lane
+                             + int8 rows*ff_per_row_max
          + (top-k unit) (L*I*ff_per_topk_lane_bit + B*I*ff_per_topk_bank_bit + L*R*ff_per_topk_queue_path
                         + ff_topk_fixed)
     DSP  = PE*dsp_per_pe_requant + ceil(rows*cols/macs_per_dsp) + vector lanes*dsp_per_vector_lane
@@ -22,6 +28,10 @@ fitted to yosys synthesis of the RTL tile) + the blocks of every buffer (:mod:`s
 The gather is wired (lane s reads bank s mod B through its own port, docs/engine.md section 3):
 no crossbar is charged; ``lut_per_lane_skip`` is what remains per lane (valid gating, the
 intersection compare of ``both``), see its sources.
+
+The row steps (``rtl/row_steps.v``, docs/rtl.md "The vector unit's row steps"): a fabric vector unit has one
+square root + divider + reduction of its lanes' sums, shared by the lanes; the fused attention IP has its own
+divider + reduction (its softmax-only lanes) and a row-max comparator per int8 array row.
 
 A design fits when every class is at most ``max_utilisation`` of the board's; ``over`` names
 the classes that do not, ``why`` the buffers using the most of each such class.
@@ -66,6 +76,16 @@ def datapath_resources(arch) -> dict[str, float]:
     ff = (lanes * r.ff_per_lane.value + c.simd * r.ff_per_input_lane.value
           + c.pe * c.accumulator_bits * r.ff_per_accumulator_bit.value
           + vec_lanes * r.ff_per_vector_lane.value + sm_lanes * r.ff_per_softmax_lane.value + r.ff_control.value)
+    if vec_lanes:
+        # the vector unit's shared row steps: square root, divider, the lanes' sum reduction (rtl/row_steps.v)
+        lut += r.lut_row_steps_fixed.value + vec_lanes * r.lut_per_row_step_lane.value
+        ff += r.ff_row_steps_fixed.value + vec_lanes * r.ff_per_row_step_lane.value
+    if s.schedule.attention == "fused":
+        # the fused attention IP's own row steps (divider, reduction) and the int8 unit's row-max comparators
+        lut += (r.lut_softmax_row_steps_fixed.value + sm_lanes * r.lut_per_softmax_row_step_lane.value
+                + s.int8_unit.rows * r.lut_per_row_max.value)
+        ff += (r.ff_softmax_row_steps_fixed.value + sm_lanes * r.ff_per_softmax_row_step_lane.value
+               + s.int8_unit.rows * r.ff_per_row_max.value)
     if topk_built(arch):
         # the vector unit's top-k + bank scheduling unit (its memories are buffers: sim.buffers)
         L, B, i = s.vector_unit.lanes, c.banks, index_bits(k_max(arch))

@@ -181,14 +181,16 @@ def test_softmax_lanes_charged_by_hand(small):
     assert (_yaml_lane("lut_per_softmax_lane"), _yaml_lane("ff_per_softmax_lane"),
             _yaml_lane("dsp_per_softmax_lane")) == (637, 408, 5)
     d_split = estimate_resources(base)["datapath"]
-    for lanes, want in ((4, (2548, 1632, 20)), (12, (7644, 4896, 60))):   # 4 x 637, 4 x 408, 4 x 5; 12 x ...
+    # + the IP's row steps (rtl/row_steps.v SOFTMAX_ONLY: 64 + 32 a lane LUT, 92 + 32 a lane FF) and the int8
+    # unit's 16 row-max comparators (23 LUT, 32 FF each): 4 x 637 + 64 + 4 x 32 + 16 x 23 = 3108, ...
+    for lanes, want in ((4, (3108, 2364, 20)), (12, (8460, 5884, 60))):   # 4 x 637, 4 x 408, 4 x 5; 12 x ...
         fused = with_overrides(base, {"schedule.attention": "fused", "schedule.attention_lanes": lanes})
         d = estimate_resources(fused)["datapath"]
         got = tuple(round(d[k] - d_split[k], 6) for k in ("lut", "ff", "dsp"))
         assert got == want, lanes
     # not given: the vector unit's 16 lanes' count of softmax-only lanes (16 x 637 LUT), never the full lane
     d16 = estimate_resources(with_overrides(base, {"schedule.attention": "fused"}))["datapath"]
-    assert round(d16["lut"] - d_split["lut"], 6) == 16 * 637
+    assert round(d16["lut"] - d_split["lut"], 6) == 16 * 637 + 64 + 16 * 32 + 16 * 23
     # split: attention_lanes charges nothing (the softmax runs on the vector unit)
     d_split8 = estimate_resources(with_overrides(base, {"schedule.attention_lanes": 8}))["datapath"]
     assert d_split8 == d_split
