@@ -163,10 +163,11 @@ class Int8UnitSpec(_Strict):
 
 
 # the HLS vector unit's per-row steps (hls/include/tatvpr_vector.h): TATVPR_ROW_CYCLES_LAYERNORM,
-# TATVPR_ROW_CYCLES_SOFTMAX, TATVPR_ROW_CYCLES_L2NORM (the descriptor is one row: a 32-step square
-# root and the 48 quotient bits of 2^47 / sd, as LayerNorm's); the other kinds have no rows
+# TATVPR_ROW_CYCLES_SOFTMAX, TATVPR_ROW_CYCLES_L2NORM (LayerNorm: mu's 16 quotient bits, 16 shift-and-add
+# steps of the variance's product, ssd / d's 32 quotient bits, then a 32-step square root and the 48 quotient
+# bits of 2^47 / sd; the descriptor is one row: the square root and 2^47 / sd only); the other kinds have no rows
 # topk (tatvpr_topk_schedule, TATVPR_ROW_CYCLES_TOPK): the threshold scan over the 128 nonzero magnitude bins
-ROW_OP_CYCLES = {"softmax": 33, "layernorm": 32 + 48, "gelu": 0, "add": 0, "other": 0, "requant": 0, "l2norm": 32 + 48,
+ROW_OP_CYCLES = {"softmax": 33, "layernorm": 16 + 16 + 32 + 32 + 48, "gelu": 0, "add": 0, "other": 0, "requant": 0, "l2norm": 32 + 48,
                  "topk": 128}
 # Kinds an arch file may leave out of cycles_per_element / host_ns_per_element (added after the
 # first arch files): the HLS unit's element-loop passes (tatvpr_requant 1: one multiply and round;

@@ -8,10 +8,12 @@
 // (layernorm 2 passes, softmax 2 passes: the row max comes with the scores, gelu 1, add 1,
 // requant 1, l2norm 2: the sum of squares, then the scaling).
 // The per-row steps run between a row's passes, one cycle each, counted apart (row_cycles;
-// row_ops counts the rows): LayerNorm's square root (TATVPR_ISQRT_STEPS = 32 steps) and
+// row_ops counts the rows): LayerNorm's mean mu = floor(sx / d) (16 quotient bits: |sx| <= 2^15 d),
+// ssd = sxx - mu (sx + r) (r = sx - d mu, 0 <= r < d; 16 shift-and-add steps, one bit of |mu| a step),
+// var = ssd / d (32 quotient bits: ssd < d 2^32), its square root (TATVPR_ISQRT_STEPS = 32 steps) and
 // reciprocal 2^47 / sd (48 quotient bits), softmax's reciprocal 2^32 / sum (33 quotient bits), the
 // L2 norm's square root and reciprocal 2^47 / sd once for the whole vector (one row):
-// TATVPR_ROW_CYCLES_LAYERNORM = 80, TATVPR_ROW_CYCLES_SOFTMAX = 33 and TATVPR_ROW_CYCLES_L2NORM = 80
+// TATVPR_ROW_CYCLES_LAYERNORM = 144, TATVPR_ROW_CYCLES_SOFTMAX = 33 and TATVPR_ROW_CYCLES_L2NORM = 80
 // per row, the simulator's vector_unit.row_op_cycles (docs/engine.md section 5).
 //
 // The top-k and bank scheduling of a ternary linear's input (tatvpr_topk_schedule, docs/engine.md
@@ -31,7 +33,12 @@
 #endif
 
 #define TATVPR_ISQRT_STEPS 32
-#define TATVPR_ROW_CYCLES_LAYERNORM (TATVPR_ISQRT_STEPS + 48)
+// LayerNorm's mean and variance (rows of at most 65,535 int16 elements): mu's quotient bits, the
+// shift-and-add steps of mu (sx + r) (|mu| <= 2^15 < 2^16), ssd / d's quotient bits (ssd < d 2^32)
+#define TATVPR_LN_MU_STEPS 16
+#define TATVPR_LN_MUL_STEPS 16
+#define TATVPR_LN_VAR_STEPS 32
+#define TATVPR_ROW_CYCLES_LAYERNORM (TATVPR_LN_MU_STEPS + TATVPR_LN_MUL_STEPS + TATVPR_LN_VAR_STEPS + TATVPR_ISQRT_STEPS + 48)
 #define TATVPR_ROW_CYCLES_SOFTMAX 33
 #define TATVPR_ROW_CYCLES_L2NORM (TATVPR_ISQRT_STEPS + 48)
 // The L2 norm's sum of squares stays below 2^46 (its Q8 square root's radicand below 2^62) for any

@@ -53,6 +53,38 @@ DIV:
     return (int64_t)q;
 }
 
+// floor(n / d) for 1 <= d and 0 <= n < d 2^bits: restoring division, one quotient bit per step, `bits`
+// steps (the remainder starts at n >> bits < d, then n's low bits come in from the top); *rem = n - q d.
+// Each step is one row-op cycle.
+uint64_t div_steps(uint64_t n, uint64_t d, int bits, uint64_t *rem) {
+    uint64_t r = n >> bits, q = 0;
+DIVN:
+    for (int i = bits - 1; i >= 0; i--) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_ROWCYCLE();
+        r = (r << 1) | ((n >> i) & 1);
+        q <<= 1;
+        if (r >= d) {
+            r -= d;
+            q |= 1;
+        }
+    }
+    *rem = r;
+    return q;
+}
+
+// acc - q u for 0 <= q < 2^TATVPR_LN_MUL_STEPS: shift and subtract, one bit of q per step, least
+// significant first (u << i). Each step is one row-op cycle.
+int64_t mul_sub_steps(int64_t acc, uint64_t q, int64_t u) {
+MULS:
+    for (int i = 0; i < TATVPR_LN_MUL_STEPS; i++) {
+#pragma HLS PIPELINE II = 1
+        TATVPR_ROWCYCLE();
+        if ((q >> i) & 1) acc -= (int64_t)((uint64_t)u << i);
+    }
+    return acc;
+}
+
 }  // namespace
 
 // The lane's two multipliers (tatvpr_vector.h). Vitis HLS: a x b is the exact product of the port widths
@@ -97,12 +129,20 @@ TOKENS:
                 sxx += tatvpr_lane_mul1(v, v);
             }
         }
-        // floor division (as numpy's //) of a possibly negative sum
-        int64_t mu = sx >= 0 ? sx / d : -((-sx + d - 1) / d);
-        // sum((x - mu)^2) from the one-pass sums, exact in integers
-        int64_t ssd = sxx - 2 * mu * sx + (int64_t)d * mu * mu;
-        int64_t var = ssd / d + eps_q;
         TATVPR_ROWOP();
+        // mu = floor(sx / d) (numpy's //): |sx| <= 2^15 d, so the magnitude's quotient (of -sx + d - 1
+        // when sx < 0) is below 2^16; r = sx - d mu, 0 <= r < d, from the divider's remainder
+        const bool neg = sx < 0;
+        uint64_t rem;
+        const uint64_t q = div_steps(neg ? (uint64_t)(-sx) + (uint64_t)d - 1 : (uint64_t)sx, (uint64_t)d,
+                                     TATVPR_LN_MU_STEPS, &rem);
+        const int64_t mu = neg ? -(int64_t)q : (int64_t)q;
+        const int64_t r = neg ? (int64_t)d - 1 - (int64_t)rem : (int64_t)rem;
+        // sum((x - mu)^2) = sxx - 2 mu sx + d mu^2 = sxx - mu (sx + r) = sxx - q u, u = +-(sx + r)
+        const int64_t u = neg ? -(sx + r) : sx + r;
+        int64_t ssd = mul_sub_steps(sxx, q, u);
+        // ssd / d: ssd <= d 65535^2 < d 2^32 (|x - mu| <= 65535)
+        int64_t var = (int64_t)div_steps((uint64_t)ssd, (uint64_t)d, TATVPR_LN_VAR_STEPS, &rem) + eps_q;
         int64_t sd = isqrt64(var << (2 * LN_SD_BITS));
         if (sd < 1) sd = 1;
         const tatvpr_u<TATVPR_VW_INV> inv = div_pow2(31 + LN_F, sd);  // (1 << 47) / sd

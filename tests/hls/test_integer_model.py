@@ -466,9 +466,10 @@ def test_whole_query_with_the_head_in_csim_is_bit_exact(student_and_images, tmp_
     # by hand (16 x 16 int8 grid, 16 lanes): the 3x3 convolution 49 x 1728 x 64 -> 4 x 4 tiles x 1728;
     # norm_input: 49 rows of 64 = 4 lane groups, 2 passes; the cross-attention softmax 16 rows of 49
     # (4 groups each), 2 passes; the fc 64 x 32 x 8 -> 4 x 1 tiles x 32; plus the row steps
-    # (docs/engine.md section 5): LayerNorm 80 a row (square root 32, reciprocal 48), softmax 33
+    # (docs/engine.md section 5): LayerNorm 144 a row (mean 16, product 16, variance 32,
+    # square root 32, reciprocal 48), softmax 33
     assert head_ops["head.proj_c"]["cycles"] == 4 * 4 * 1728
-    assert head_ops["head.norm_input"]["cycles"] == 49 * 4 * 2 + 49 * 80
+    assert head_ops["head.norm_input"]["cycles"] == 49 * 4 * 2 + 49 * 144
     assert head_ops["head.boqs.0.cross_attn.softmax"]["cycles"] == 16 * 4 * 2 + 16 * 33
     assert head_ops["head.fc"]["cycles"] == 4 * 1 * 32
     # the requantisation of the 49 x 192 patch tokens: 9408 / 16 = 588 lane groups, one pass; the L2 norm

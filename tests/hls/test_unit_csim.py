@@ -33,10 +33,29 @@ def test_layernorm_bit_exact(exe, tmp_path):
     assert np.array_equal(res.out, ln(x))
     assert res.element_cycles == 8 * 2 * math.ceil(200 / 16)  # 8 tokens, 2 passes of 13 iterations
     assert res.row_ops == 8
-    # per token: a restoring square root of a < 2^62 radicand, one result bit per step (bit =
-    # 4^31 .. 4^0: 32 steps), then 2^47 / sd by restoring division, one quotient bit per step
-    # (the 48 bits of 2^47)
-    assert res.row_cycles == 8 * (32 + 48)
+    # per token: mu = floor(sx / d) by restoring division, one quotient bit per step (|sx| <= 2^15 d:
+    # 16 bits), sxx - mu (sx + r) by shift and subtract (16 bits of |mu|), ssd / d (ssd < d 2^32: 32
+    # bits), a restoring square root of a < 2^62 radicand, one result bit per step (bit = 4^31 .. 4^0:
+    # 32 steps), then 2^47 / sd by restoring division (the 48 bits of 2^47)
+    assert res.row_cycles == 8 * (16 + 16 + 32 + 32 + 48)
+
+
+def test_layernorm_mean_and_variance_steps_on_small_variances(exe, tmp_path):
+    """Rows whose variance is tiny next to their mean (a step's error in mu's floor remainder or in the
+    product moves ssd by about |mu|, so var by |mu| / d: visible in sd and the output), negative and positive
+    means, exact and inexact, the mean's bounds (-2^15, 2^15 - 1) with one element off: bit-exact with the
+    numpy model; 144 row steps a row."""
+    d = 5
+    ln = iq.layernorm_params(np.linspace(0.5, 1.5, d), np.zeros(d), 1e-6, 0.004, 0.03)
+    base = np.array([-30001, -30000, -17, -1, 0, 1, 29999, 12345, -32768, 32767])
+    x = np.repeat(base[:, None], d, axis=1)
+    x[:, -1] += np.where(base < 0, 1, -1)   # one element off: ssd = (d - 1) / d, never 0
+    x[2, :2] -= 1                           # an inexact negative mean with remainder 2
+    x = x.astype(np.int16)
+    [res] = run_unit_ops(exe, [layernorm_call(ln, x)], tmp_path)
+    assert np.array_equal(res.out, ln(x))
+    assert len({tuple(r) for r in res.out.tolist()}) >= 3    # not one saturated pattern for every row
+    assert (res.row_ops, res.row_cycles) == (10, 10 * (16 + 16 + 32 + 32 + 48))
 
 
 def test_softmax_bit_exact_including_far_tails(exe, tmp_path):
@@ -79,7 +98,7 @@ def test_gelu_and_add_bit_exact(exe, tmp_path):
 def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
     """sim.engine.vector_cycles = counted iterations and per-row steps + the unit's pipeline depth
     (KV260 arch: 16 lanes, layernorm / softmax 2 cycles per element, gelu / add 1, row steps
-    layernorm 80 / softmax 33 a row)."""
+    layernorm 144 / softmax 33 a row)."""
     from sim.arch import load_arch
     from sim.engine import vector_cycles
 
@@ -99,7 +118,7 @@ def test_element_cycles_equal_the_simulators_vector_unit(exe, tmp_path):
     results = run_unit_ops(exe, calls, tmp_path)
     for res, (kind, elements, row) in zip(results, kinds):
         assert res.cycles + pipe == vector_cycles(elements, kind, arch, row), kind
-    assert results[0].row_cycles == 10 * 80 and results[1].row_cycles == 30 * 33
+    assert results[0].row_cycles == 10 * 144 and results[1].row_cycles == 30 * 33
 
 
 def test_requant_bit_exact_with_saturation(exe, tmp_path):
@@ -268,19 +287,20 @@ def test_vector_rows_are_charged_per_row_by_hand():
     (groups do not span rows), 2 cycles per element: 150 * 4 * 2 = 1200, plus 33 reciprocal steps
     per row: 150 * 33 = 4950, + 12 pipeline; without rows the same 7500 elements are
     ceil(7500 / 16) * 2 = 938 + 12 (no row steps). A LayerNorm of 3 tokens of 40: 3 * 3 * 2 = 18
-    + 3 * 80 = 240 + 12; GELU has no row steps."""
+    + 3 * 144 = 432 + 12 (16 + 16 + 32 mean and variance steps, 32 + 48 square root and reciprocal);
+    GELU has no row steps."""
     from sim.arch import load_arch, with_overrides
     from sim.engine import vector_cycles
 
     arch = load_arch("kv260")
     assert vector_cycles(7500, "softmax", arch, 50) == 1200 + 4950 + 12 == 6162
     assert vector_cycles(7500, "softmax", arch) == 950
-    assert vector_cycles(120, "layernorm", arch, 40) == 18 + 240 + 12
+    assert vector_cycles(120, "layernorm", arch, 40) == 18 + 432 + 12
     assert vector_cycles(120, "gelu", arch) == math.ceil(120 / 16) + 12
     # the arch's row_op_cycles is the one description: changing it moves the charge
     cheap = with_overrides(arch, {"vector_unit.row_op_cycles": {"softmax": 1}})
     assert vector_cycles(7500, "softmax", cheap, 50) == 1200 + 150 + 12
-    assert cheap.spec.vector_unit.row_op_cycles["layernorm"] == 80  # kinds not given keep the HLS values
+    assert cheap.spec.vector_unit.row_op_cycles["layernorm"] == 144  # kinds not given keep the HLS values
 
 
 def test_traces_carry_rows_and_reject_bad_ones(tmp_path):
@@ -503,8 +523,8 @@ def test_vector_chain_bit_exact_and_counted_as_the_split_ops(tmp_path, simd, ban
     assert res[2].cycles == c[4] + c[5]
     assert res[3].cycles == c[0] + c[1]
     assert res[4].cycles == c[6] + c[7]
-    # by hand (add -> LayerNorm, 16 lanes or 4): per row ceil(64 / L) add + 2 ceil(64 / L) LN + 80 row steps
-    assert res[3].cycles == t * (3 * -(-d // lanes) + 80)
+    # by hand (add -> LayerNorm, 16 lanes or 4): per row ceil(64 / L) add + 2 ceil(64 / L) LN + 144 row steps
+    assert res[3].cycles == t * (3 * -(-d // lanes) + 144)
 
 
 def test_vector_chain_refuses_what_the_ip_cannot_do(tmp_path):

@@ -342,12 +342,12 @@ def test_vector_op_lane_groups_per_row_by_hand(make_arch):
 
     arch = make_arch()
     # 600 elements in rows of 40 on 16 lanes: a lane group never spans two rows, so each row takes
-    # ceil(40 / 16) = 3 groups: 15 rows x 3 = 45 cycles, + 15 rows x 80 row steps (square root 32,
-    # reciprocal 48) = 1200, + pipeline 8 = 1253 (38 + 8 = 46 without rows: no row steps either)
-    assert vector_op(VectorOp("ln", "layernorm", 600, row=40), arch).cycles == 45 + 1200 + 8
+    # ceil(40 / 16) = 3 groups: 15 rows x 3 = 45 cycles, + 15 rows x 144 row steps (mean 16, product 16,
+    # variance 32, square root 32, reciprocal 48) = 2160, + pipeline 8 = 2213 (38 + 8 = 46 without rows: no row steps either)
+    assert vector_op(VectorOp("ln", "layernorm", 600, row=40), arch).cycles == 45 + 2160 + 8
     assert vector_op(VectorOp("ln", "layernorm", 600), arch).cycles == 46
     two = with_overrides(arch, {"vector_unit.cycles_per_element.layernorm": 2.0})
-    assert vector_cycles(600, "layernorm", two, 40) == 45 * 2 + 1200 + 8
+    assert vector_cycles(600, "layernorm", two, 40) == 45 * 2 + 2160 + 8
     # softmax rows: 33 reciprocal steps each; row steps of 0 leave the lane groups only
     assert vector_cycles(600, "softmax", arch, 40) == 45 + 15 * 33 + 8
     none = with_overrides(arch, {"vector_unit.row_op_cycles": {"layernorm": 0, "softmax": 0}})

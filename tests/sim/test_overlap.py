@@ -501,8 +501,8 @@ def _act_case(overlap: str = "pipelined", **extra):
 def test_act_stream_handoff_host_step_and_energy_by_hand():
     r = _act_case()
     ln, lin = r.layers
-    # ln: 4 rows x ceil(32 / 16) lane groups x 2 cycles + 4 x 80 row steps + 12 = 348; lin 45 cycles
-    assert (ln["cycles"], lin["cycles"]) == (348, 45)
+    # ln: 4 rows x ceil(32 / 16) lane groups x 2 cycles + 4 x 144 row steps + 12 = 604; lin 45 cycles
+    assert (ln["cycles"], lin["cycles"]) == (604, 45)
     # hand-offs: ln writes 4 x 32 int8 = 128 B; lin reads the act stream its IP is built for:
     # 6 chunks x 16 uint32 slots + 4 uint16 counts = 384 + 8 = 392 B (not 128): 520 B in all
     assert lin["counts"]["dram_handoff_bits"] == 392 * 8 and ln["counts"]["dram_handoff_bits"] == 128 * 8
@@ -519,16 +519,16 @@ def test_act_stream_handoff_host_step_and_energy_by_hand():
     # = 320 cycles at 250 MHz (no call overhead here), in the array's thread
     assert lin["host_cycles"] == 320 and "host_cycles" not in ln
     # the port at 4 B / cycle: ln 128 / 4 = 32, lin 128 / 4 + 392 / 4 = 130. Row segment of 2 tiles:
-    # first tile (max(348, 32) + max(45 + 320, 130)) / 2 = 356.5, then one period of the busiest:
-    # array 365 / 2 = 182.5 (vector 174, host 160, port 81): 539 cycles
+    # first tile (max(604, 32) + max(45 + 320, 130)) / 2 = 484.5, then one period of the busiest:
+    # vector 604 / 2 = 302 (array 182.5, host 160, port 81): 786.5, rounded up to 787 cycles
     s = r["schedule"]
-    assert r["cycles"] == 539 and s["critical"] == "ternary_array" and s["dram_cycles"] == 162
-    assert s["busy_cycles_by_unit"] == {"ternary_array": 365, "int8_unit": 0, "vector_unit": 348, "host": 320}
-    assert s["host_cycles"] == 320 and s["serial_cycles"] == 348 + 365
+    assert r["cycles"] == 787 and s["critical"] == "vector_unit" and s["dram_cycles"] == 162
+    assert s["busy_cycles_by_unit"] == {"ternary_array": 365, "int8_unit": 0, "vector_unit": 604, "host": 320}
+    assert s["host_cycles"] == 320 and s["serial_cycles"] == 604 + 365
     # overlap none with hand-offs through DRAM (the host issuing op by op): each op alone, its cycles
-    # (host step included) or its transfers, whichever is longer: 348 + max(365, 130) = 713
+    # (host step included) or its transfers, whichever is longer: 604 + max(365, 130) = 969
     none = _act_case("none")
-    assert none["cycles"] == 713 and none["dram_bytes"] == 648 and none["schedule"]["handoffs"] == "dram"
+    assert none["cycles"] == 969 and none["dram_bytes"] == 648 and none["schedule"]["handoffs"] == "dram"
 
 
 def test_the_host_can_set_the_period_by_hand():
@@ -616,29 +616,29 @@ def test_fabric_topk_cycles_bytes_and_energy_by_hand():
     392 B stream (520 B, 130 port cycles at 4 B / cycle); lin still reads the stream (392 B), no host step."""
     r = _act_case(**{"schedule.topk": "fabric"})
     ln, lin = r.layers
-    assert (ln["cycles"], lin["cycles"], lin["topk_cycles"]) == (348, 45, 546)
+    assert (ln["cycles"], lin["cycles"], lin["topk_cycles"]) == (604, 45, 546)
     assert "host_cycles" not in lin and r["schedule"]["host_cycles"] == 0
     assert lin["counts"]["dram_handoff_bits"] == (392 + 520) * 8
     assert r["dram_handoff_bytes"] == r["schedule"]["handoff_dram_bytes"] == 128 + 520 + 392
-    # 2 tiles: stages ln (348, port 32), top-k (546, port 130), lin (45, port 32 weights + 98 stream);
-    # fill 348 + 546 + 130 = 1024, period: the vector unit's 348 + 546 = 894 (port 292, array 45):
-    # (1024 + 894) / 2 = 959
+    # 2 tiles: stages ln (604, port 32), top-k (546, port 130), lin (45, port 32 weights + 98 stream);
+    # fill 604 + 546 + 130 = 1280, period: the vector unit's 604 + 546 = 1150 (port 292, array 45):
+    # (1280 + 1150) / 2 = 1215
     s = r["schedule"]
-    assert r["cycles"] == 959 and s["critical"] == "vector_unit" and s["dram_cycles"] == 292
-    assert s["busy_cycles_by_unit"]["vector_unit"] == 894 and s["topk_cycles"] == 546
-    assert r["cycles_by_unit"]["vector_unit"] == 348 + 546
+    assert r["cycles"] == 1215 and s["critical"] == "vector_unit" and s["dram_cycles"] == 292
+    assert s["busy_cycles_by_unit"]["vector_unit"] == 1150 and s["topk_cycles"] == 546
+    assert r["cycles_by_unit"]["vector_unit"] == 604 + 546
     # energy: 128 elements x 2 x add32 (0.896 pJ) + 4 x 128 scan steps x 0.896 pJ (vector_row_step_pj)
     # = 573.44 pJ on the vector unit; static 0.6 W (kv260.yaml) over 546 cycles at 250 MHz = 1,310,400 pJ
     assert lin["energy_pj"]["vector_unit"] == pytest.approx(128 * 0.896 + 512 * 0.896, rel=1e-12)
     assert lin["topk_energy_pj"] == pytest.approx(573.44 + 1_310_400, rel=1e-12)
     host = _act_case()
     assert r["energy_mj"] - host["energy_mj"] == pytest.approx((573.44 + 1_310_400 + 520 * 8 * 20.3) * 1e-9, rel=1e-9)
-    # overlap none: ln 348, then the top-k (546 > its 130 port cycles) and lin (its 130 port cycles > 45)
+    # overlap none: ln 604, then the top-k (546 > its 130 port cycles) and lin (its 130 port cycles > 45)
     none = _act_case("none", **{"schedule.topk": "fabric"})
-    assert none["cycles"] == 348 + 546 + 130 == none["serial_cycles"] - 45 + 130
+    assert none["cycles"] == 604 + 546 + 130 == none["serial_cycles"] - 45 + 130
     # on chip, one op after another: the top-k's cycles join the sum, no DRAM bytes
     onchip = _act_case("none", **{"schedule.topk": "fabric", "schedule.handoffs": "onchip"})
-    assert onchip["cycles"] == 348 + 546 + 45 == onchip["serial_cycles"]
+    assert onchip["cycles"] == 604 + 546 + 45 == onchip["serial_cycles"]
     assert onchip.layers[1]["topk_cycles"] == 546 and onchip["dram_handoff_bytes"] == 0
     # the host's top-k with on-chip hand-offs is no machine (the ARM never sees the activations): refused
     for overlap in ("none", "pipelined"):
