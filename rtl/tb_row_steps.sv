@@ -1,7 +1,7 @@
 // Testbench (for Verilator) of row_steps (-GLANES=L, -GSOFTMAX_ONLY=0/1) and row_max_bank (-GROWS=R): runs
 // the rows that tests/rtl/test_row_steps.py writes (plusarg +file=<path>) and prints what comes out.
-//   "S mode var" then LANES lines "acc_s acc_q" (hex): reduce, print "R <sum_s> <sum_q>", then the row steps
-//       of mode (var: LayerNorm's var_in), print "Q <quot> <cycles>" (cycles: start to done, the steps);
+//   "S mode eps d" then LANES lines "acc_s acc_q" (hex): reduce, print "R <sum_s> <sum_q>", then the row steps
+//       of mode (eps, d: LayerNorm's eps_in and ln_d), print "Q <quot> <cycles>" (cycles: start to done, the steps);
 //   "M n" then n lines of ROWS scores (hex) and a valid mask: clear, drain, print "X <max>" per row.
 module tb_row_steps #(parameter integer LANES = 4, parameter integer SOFTMAX_ONLY = 0, parameter integer ROWS = 4);
     localparam integer QB = SOFTMAX_ONLY ? 32 : 48;
@@ -9,7 +9,8 @@ module tb_row_steps #(parameter integer LANES = 4, parameter integer SOFTMAX_ONL
     reg rst = 1'b1;
     reg reduce = 1'b0, start = 1'b0;
     reg [1:0] mode = 2'd0;
-    reg [45:0] var_in = 0;
+    reg [45:0] eps_in = 0;
+    reg [15:0] ln_d = 16'd1;
     reg [32*LANES-1:0] acc_s = 0;
     reg [QB*LANES-1:0] acc_q = 0;
     wire [31:0] sum_s;
@@ -23,10 +24,10 @@ module tb_row_steps #(parameter integer LANES = 4, parameter integer SOFTMAX_ONL
 
     row_steps #(.LANES(LANES), .SOFTMAX_ONLY(SOFTMAX_ONLY), .Q_BITS(QB)) dut (
         .clk(clk), .rst(rst), .reduce(reduce), .acc_s(acc_s), .acc_q(acc_q), .sum_s(sum_s), .sum_q(sum_q),
-        .sum_valid(sum_valid), .start(start), .mode(mode), .var_in(var_in), .busy(busy), .done(done), .quot(quot));
+        .sum_valid(sum_valid), .start(start), .mode(mode), .ln_d(ln_d), .eps_in(eps_in), .busy(busy), .done(done), .quot(quot));
     row_max_bank #(.ROWS(ROWS)) bank (.clk(clk), .clr(clr), .valid(valid), .score(score), .row_max(row_max));
 
-    reg [63:0] a0, a1;
+    reg [63:0] a0, a1, a2;
     string path, tag;
     integer fd, rc, i, j, n, cycles;
 
@@ -42,8 +43,8 @@ module tb_row_steps #(parameter integer LANES = 4, parameter integer SOFTMAX_ONL
             rc = $fscanf(fd, "%s", tag);
             if (rc != 1) break;
             if (tag == "S") begin
-                rc = $fscanf(fd, "%h %h", a0, a1);
-                mode = a0[1:0]; var_in = a1[45:0];
+                rc = $fscanf(fd, "%h %h %h", a0, a1, a2);
+                mode = a0[1:0]; eps_in = a1[45:0]; ln_d = a2[15:0];
                 for (i = 0; i < LANES; i = i + 1) begin
                     rc = $fscanf(fd, "%h %h", a0, a1);
                     acc_s[32*i +: 32] = a0[31:0];

@@ -1,7 +1,8 @@
 """RTL witness of the vector unit's shared per-row steps and the fused attention's row-max comparators
 (rtl/row_steps.v, docs/rtl.md "The vector unit's row steps"): bit-exact against the C code's definitions
-(hls/src/tatvpr_vector.cpp isqrt64 / div_pow2, written out here by hand with Python integers), the cycle counts
-per row the simulator charges (80 / 33 / 80), the lanes' reduction and the row maxima; and (slow) the yosys
+(hls/src/tatvpr_vector.cpp isqrt64 / div_pow2, LayerNorm's mean and variance as tatvpr_pynq.integer defines
+them: floor division, sum((x - mu)^2) // d, written out here by hand with Python integers), the cycle counts per
+row the simulator charges (144 / 33 / 80), the lanes' reduction and the row maxima; and (slow) the yosys
 synth_xilinx -family xcup fits that sim/boards/resource_model.yaml holds."""
 
 from __future__ import annotations
@@ -93,38 +94,60 @@ def exe_softmax(tmp_path_factory) -> Path:
     return _build(tmp_path_factory, 3, 1, 8)
 
 
-def _row(mode: int, var: int, acc_s, acc_q) -> list[str]:
-    return [f"S {mode:x} {var:x}"] + [f"{int(s) & M64:x} {int(q) & M64:x}" for s, q in zip(acc_s, acc_q)]
+def _row(mode: int, acc_s, acc_q, eps: int = 0, d: int = 1) -> list[str]:
+    return [f"S {mode:x} {eps:x} {d:x}"] + [f"{int(s) & M64:x} {int(q) & M64:x}" for s, q in zip(acc_s, acc_q)]
+
+
+def _ln_rows(rng) -> list[np.ndarray]:
+    """int16 rows: the mean's bounds (all -2^15: mu = -2^15, |sx| = 2^15 d; all 2^15 - 1), |x - mu| near 65535,
+    d = 1 and d = 65535, exact and inexact negative means, constant rows (ssd 0), random ones."""
+    rows = [np.full(d, -32768) for d in (1, 7, 65535)] + [np.full(d, 32767) for d in (1, 16, 65535)]
+    one_hi = np.full(65535, -32768)
+    one_hi[12345] = 32767                      # mu = -32768 + 65535 // 65535 = -32767, x - mu = 65534
+    rows += [one_hi, np.array([-3, -4]), np.array([-4, -4, -5]), np.array([5]), np.array([-1, 0, 0, 0, 0])]
+    rows += [np.array([32767, -32768] * 100), np.array([-32768, 32767, 32767])]
+    for d in (3, 17, 200, 768, 4097):
+        rows.append(rng.integers(-32768, 32768, d))
+        rows.append(np.clip(rng.normal(-2000, 9000, d), -32768, 32767).round().astype(np.int64))
+    return [r.astype(np.int64) for r in rows]
 
 
 def test_row_steps_bit_exact(exe, tmp_path):
-    """LayerNorm (var_in given), softmax (the lanes' e sums) and L2 (the lanes' sums of squares) rows: the
-    reduced sums, the quotient of the C code and the cycles per row the simulator charges (80 / 33 / 80)."""
+    """LayerNorm (the lanes' x and x^2 sums of an int16 row, d, eps_q), softmax (the lanes' e sums) and L2 (the
+    lanes' sums of squares) rows: the reduced sums, the quotient of the C code and the cycles per row the
+    simulator charges (144 / 33 / 80)."""
     rng = np.random.default_rng(15)
     lines, want = [], []
-    # LayerNorm: var from 0 (sd clamps to 1, inv = 2^47) to the largest (2^46 - 1), the lanes' x sums signed
-    for var in [0, 1, 3, 255, 1 << 30, (1 << 46) - 1, *rng.integers(0, 1 << 46, 12).tolist()]:
-        acc_s = rng.integers(-(1 << 29), 1 << 29, 4)
-        acc_q = rng.integers(0, 1 << 44, 4)
-        lines += _row(LN, var, acc_s, acc_q)
-        want.append((int(acc_s.sum()), int(acc_q.sum()),
-                     div_pow2(47, max(isqrt64(var << 16), 1)), 80))
+    # LayerNorm, as tatvpr_pynq.integer: mu = floor(sx / d), var = sum((x - mu)^2) // d + eps_q (eps 0 .. 2^45)
+    epss = [0, 1, 255, 1 << 20, (1 << 45), *rng.integers(0, 1 << 40, 40).tolist()]
+    for k, x in enumerate(_ln_rows(rng)):
+        d, eps = len(x), epss[k % len(epss)]
+        lanes = [x[i::4] for i in range(4)]
+        acc_s, acc_q = [int(v.sum()) for v in lanes], [int((v * v).sum()) for v in lanes]
+        sx = int(x.sum())
+        mu = sx // d
+        var = int(((x - mu) ** 2).sum()) // d + eps
+        lines += _row(LN, acc_s, acc_q, eps, d)
+        want.append((sx, int((x * x).sum()), div_pow2(47, max(isqrt64(var << 16), 1)), 144))
+    n_ln = len(want)
     # softmax: the row sum >= 2^15 (the maximum's e), up to 65,535 x 2^15
     for total in [1 << 15, (1 << 15) + 1, 65535 << 15, *rng.integers(1 << 15, 65535 << 15, 12).tolist()]:
         parts = np.diff(np.sort(np.concatenate([[0, total], rng.integers(0, total, 3)])))
-        lines += _row(SOFTMAX, 0, [0] * 4, parts)
+        lines += _row(SOFTMAX, [0] * 4, parts)
         want.append((0, total, div_pow2(32, total), 33))
     # L2: the sum of squares 0 (all zeros: sd = 1) .. below 2^46
     for n2 in [0, 1, (1 << 46) - 1, 65535 * 32768 * 32768, *rng.integers(0, 1 << 46, 12).tolist()]:
         parts = np.diff(np.sort(np.concatenate([[0, n2], rng.integers(0, n2 + 1, 3)])))
-        lines += _row(L2, 0, [5, -5, 7, -7], parts)
+        lines += _row(L2, [5, -5, 7, -7], parts)
         want.append((0, n2, div_pow2(47, max(isqrt64(n2 << 16), 1)), 80))
     out = _run(exe, lines, tmp_path)
     got = [(int(r[1]), int(r[2]), int(q[1]), int(q[2])) for r, q in zip(out[0::2], out[1::2])]
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == w, (i, g, w)
-    assert want[0][2] == want[33][2] == 1 << 47      # var 0 and n2 0: sd clamps to 1
+    assert want[n_ln + 15][2] == 1 << 47             # n2 0: sd clamps to 1
+    # constant rows with eps 0 (ssd 0, var 0: sd clamps to 1, inv = 2^47) and the mean's bounds are covered
+    assert want[0][2] == 1 << 47 and want[0][0] == -32768 and want[2][0] == -32768 * 65535
 
 
 def test_softmax_only_unit_and_row_max(exe_softmax, tmp_path):
@@ -134,7 +157,7 @@ def test_softmax_only_unit_and_row_max(exe_softmax, tmp_path):
     lines, want = [], []
     for total in [1 << 15, (1 << 31) - 1, *rng.integers(1 << 15, 1 << 31, 10).tolist()]:
         parts = np.diff(np.sort(np.concatenate([[0, total], rng.integers(0, total, 2)])))
-        lines += _row(SOFTMAX, 0, [0] * 3, parts)
+        lines += _row(SOFTMAX, [0] * 3, parts)
         want.append((total, div_pow2(32, total), 33))
     scores = rng.integers(-(1 << 31), 1 << 31, (40, 8))
     scores[5, 2] = (1 << 31) - 1
